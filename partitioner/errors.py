@@ -1,0 +1,18 @@
+"""The one exception type a user ever sees: a problem and how to fix it."""
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A bad input or an impossible request, reported by the CLI as one line and exit code 2.
+
+    `problem` says what is wrong (with the numbers), `fix` says what the user can do about it.
+    """
+
+    def __init__(self, problem: str, fix: str) -> None:
+        super().__init__(f"{problem}; {fix}")
+        self.problem = problem
+        self.fix = fix
+
+    def one_line(self) -> str:
+        text = f"error: {self.problem}. Fix: {self.fix}."
+        return " ".join(text.split())

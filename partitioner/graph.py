@@ -1,0 +1,177 @@
+"""The tensor graph every stage works on: coarse ops in topological order with exact costs.
+
+Ops are numbered densely 0..n-1 in a topological order, so "u before v" is "u < v" and every per-op
+quantity is a numpy array indexed by op id: the simulator, CP-SAT and PyG all index the same way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import networkx as nx
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Op:
+    """One schedulable unit of work: an ONNX node, or several fused into one.
+
+    flops: total floating-point operations (2 x MACs for matrix work, element counts for the rest).
+    matrix_flops: the part of `flops` that runs on the matrix (MAC) unit; the rest runs on the vector unit.
+    weight_bytes: bytes of initializers (parameters) this op reads; they live in the SRAM of its chiplet.
+    in_bytes: bytes of activations it reads (from other ops or graph inputs).
+    out_bytes: bytes of activations it writes (its output tensors).
+    """
+
+    name: str
+    op_type: str
+    onnx_nodes: tuple[str, ...]
+    flops: int
+    matrix_flops: int = 0
+    weight_bytes: int = 0
+    in_bytes: int = 0
+    out_bytes: int = 0
+
+    def __post_init__(self) -> None:
+        for attr in ("flops", "matrix_flops", "weight_bytes", "in_bytes", "out_bytes"):
+            if getattr(self, attr) < 0:
+                raise ValueError(f"op {self.name}: {attr} must be >= 0")
+        if self.matrix_flops > self.flops:
+            raise ValueError(f"op {self.name}: matrix_flops exceeds flops")
+
+    @property
+    def work_bytes(self) -> int:
+        """Activation bytes live while the op runs: its inputs and its outputs."""
+        return self.in_bytes + self.out_bytes
+
+
+@dataclass(frozen=True, eq=False)
+class TensorGraph:
+    """Ops in topological order plus the data edges between them.
+
+    Edge k carries `edge_bytes[k]` bytes from op `edge_src[k]` to op `edge_dst[k]` (src < dst). There is at
+    most one edge per ordered pair of ops. `input_bytes` is the size of the model's inputs.
+    """
+
+    name: str
+    ops: tuple[Op, ...]
+    edge_src: np.ndarray
+    edge_dst: np.ndarray
+    edge_bytes: np.ndarray
+    input_bytes: int = 0
+    metadata: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.ops)
+        src, dst, nbytes = (np.asarray(a, dtype=np.int64) for a in (self.edge_src, self.edge_dst, self.edge_bytes))
+        if not (src.shape == dst.shape == nbytes.shape) or src.ndim != 1:
+            raise ValueError("edge arrays must be 1-D and of equal length")
+        if src.size and (src.min() < 0 or dst.max() >= n):
+            raise ValueError("edge endpoint out of range")
+        if np.any(src >= dst):
+            raise ValueError("edges must go forward in topological order (src < dst)")
+        if np.any(nbytes < 0):
+            raise ValueError("edge bytes must be >= 0")
+        if len(set(zip(src.tolist(), dst.tolist()))) != src.size:
+            raise ValueError("duplicate edge")
+        for arr in (src, dst, nbytes):
+            arr.setflags(write=False)
+        object.__setattr__(self, "edge_src", src)
+        object.__setattr__(self, "edge_dst", dst)
+        object.__setattr__(self, "edge_bytes", nbytes)
+
+    @staticmethod
+    def build(name: str, ops: list[Op] | tuple[Op, ...], edges: list[tuple[int, int, int]], input_bytes: int = 0,
+              metadata: dict | None = None) -> "TensorGraph":
+        """Build from a list of (src, dst, bytes) edges; handy for tests and synthetic graphs."""
+        arr = np.asarray(edges, dtype=np.int64).reshape(-1, 3)
+        return TensorGraph(name, tuple(ops), arr[:, 0], arr[:, 1], arr[:, 2], input_bytes, dict(metadata or {}))
+
+    # --- sizes -------------------------------------------------------------------------------------------------
+    @property
+    def n_ops(self) -> int:
+        return len(self.ops)
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.edge_src.size)
+
+    # --- per-op arrays (cached; the graph is immutable) -----------------------------------------------------------
+    def _column(self, attr: str) -> np.ndarray:
+        arr = np.fromiter((getattr(op, attr) for op in self.ops), dtype=np.int64, count=self.n_ops)
+        arr.setflags(write=False)
+        return arr
+
+    @cached_property
+    def flops(self) -> np.ndarray:
+        return self._column("flops")
+
+    @cached_property
+    def matrix_flops(self) -> np.ndarray:
+        return self._column("matrix_flops")
+
+    @cached_property
+    def vector_flops(self) -> np.ndarray:
+        arr = self.flops - self.matrix_flops
+        arr.setflags(write=False)
+        return arr
+
+    @cached_property
+    def weight_bytes(self) -> np.ndarray:
+        return self._column("weight_bytes")
+
+    @cached_property
+    def in_bytes(self) -> np.ndarray:
+        return self._column("in_bytes")
+
+    @cached_property
+    def out_bytes(self) -> np.ndarray:
+        return self._column("out_bytes")
+
+    @cached_property
+    def work_bytes(self) -> np.ndarray:
+        """Activation working set of each op (inputs + outputs): the memory constraint's activation term."""
+        arr = self.in_bytes + self.out_bytes
+        arr.setflags(write=False)
+        return arr
+
+    @property
+    def total_flops(self) -> int:
+        return int(self.flops.sum())
+
+    @property
+    def total_weight_bytes(self) -> int:
+        return int(self.weight_bytes.sum())
+
+    # --- structure -----------------------------------------------------------------------------------------------
+    @cached_property
+    def nx(self) -> nx.DiGraph:
+        """A networkx view (nodes are op ids, edges carry `bytes`) for graph algorithms; do not mutate."""
+        g = nx.DiGraph()
+        g.add_nodes_from(range(self.n_ops))
+        g.add_weighted_edges_from(zip(self.edge_src.tolist(), self.edge_dst.tolist(), self.edge_bytes.tolist()),
+                                  weight="bytes")
+        return nx.freeze(g)
+
+    @cached_property
+    def depth(self) -> np.ndarray:
+        """Longest-path depth of each op from the sources (sources have depth 0)."""
+        d = np.zeros(self.n_ops, dtype=np.int64)
+        # Relax edges in order of their source: every edge into a node is seen before any edge out of it.
+        order = np.argsort(self.edge_src, kind="stable")
+        for s, t in zip(self.edge_src[order].tolist(), self.edge_dst[order].tolist()):
+            if d[s] + 1 > d[t]:
+                d[t] = d[s] + 1
+        d.setflags(write=False)
+        return d
+
+    def op_index(self, name: str) -> int:
+        return self._name_to_index[name]
+
+    @cached_property
+    def _name_to_index(self) -> dict[str, int]:
+        return {op.name: i for i, op in enumerate(self.ops)}
+
+    def onnx_node_owner(self) -> dict[str, int]:
+        """Original ONNX node name -> id of the op it was fused into (only nodes that do compute)."""
+        return {node: i for i, op in enumerate(self.ops) for node in op.onnx_nodes}

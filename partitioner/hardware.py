@@ -1,0 +1,338 @@
+"""The multi-chip-module package: chiplets, the network between them, routing, presets and TOML files.
+
+Chiplet ids are the pipeline order. On a mesh or torus they snake through the rows (row 0 left to right, row 1
+right to left, ...), so consecutive pipeline stages sit on neighbouring chiplets.
+"""
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, fields, replace
+from functools import cached_property
+from pathlib import Path
+
+from partitioner.errors import UserError
+
+MIB = 1 << 20
+TOPOLOGIES = ("mesh", "torus", "ring", "chain", "all-to-all")
+
+
+@dataclass(frozen=True)
+class Chiplet:
+    """One compute die. Rates are per cycle of the package clock; energies in picojoules."""
+
+    kind: str = "default"
+    macs_per_cycle: int = 4096
+    vector_ops_per_cycle: int = 512
+    sram_bytes: int = 64 * MIB
+    sram_bytes_per_cycle: int = 1024
+    mac_pj: float = 0.5
+    vector_op_pj: float = 0.2
+    sram_pj_per_byte: float = 1.0
+    unsupported_ops: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("macs_per_cycle", "vector_ops_per_cycle", "sram_bytes", "sram_bytes_per_cycle"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"chiplet {name} must be > 0")
+        for name in ("mac_pj", "vector_op_pj", "sram_pj_per_byte"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"chiplet {name} must be >= 0")
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """A package of chiplets on a network. Links are directed (a, b) pairs between neighbouring chiplets."""
+
+    name: str
+    chiplets: tuple[Chiplet, ...]
+    topology: str = "mesh"
+    rows: int = 1
+    cols: int = 1
+    clock_hz: float = 1.0e9
+    link_bytes_per_cycle: int = 64
+    hop_latency_cycles: int = 20
+    link_pj_per_bit: float = 1.17
+
+    def __post_init__(self) -> None:
+        n = len(self.chiplets)
+        if n < 1:
+            raise ValueError("a package needs at least one chiplet")
+        if self.topology not in TOPOLOGIES:
+            raise ValueError(f"unknown topology {self.topology!r}; expected one of {', '.join(TOPOLOGIES)}")
+        if self.topology in ("mesh", "torus") and self.rows * self.cols != n:
+            raise ValueError(f"{self.topology} {self.rows}x{self.cols} has {self.rows * self.cols} places "
+                             f"but {n} chiplets are given")
+        if self.clock_hz <= 0 or self.link_bytes_per_cycle <= 0 or self.hop_latency_cycles < 0 \
+                or self.link_pj_per_bit < 0:
+            raise ValueError("clock, link bandwidth must be > 0 and hop latency, link energy >= 0")
+
+    @property
+    def n_chiplets(self) -> int:
+        return len(self.chiplets)
+
+    @property
+    def homogeneous(self) -> bool:
+        return len(set(self.chiplets)) == 1
+
+    # --- geometry --------------------------------------------------------------------------------------------------
+    @cached_property
+    def positions(self) -> tuple[tuple[int, int], ...]:
+        """(row, col) of each chiplet id; snake order on grids, a single row otherwise."""
+        if self.topology not in ("mesh", "torus"):
+            return tuple((0, i) for i in range(self.n_chiplets))
+        out = []
+        for i in range(self.n_chiplets):
+            r, c = divmod(i, self.cols)
+            out.append((r, c if r % 2 == 0 else self.cols - 1 - c))
+        return tuple(out)
+
+    @cached_property
+    def _id_at(self) -> dict[tuple[int, int], int]:
+        return {pos: i for i, pos in enumerate(self.positions)}
+
+    @cached_property
+    def links(self) -> tuple[tuple[int, int], ...]:
+        """Every directed physical link (a, b), sorted."""
+        out: set[tuple[int, int]] = set()
+        for a in range(self.n_chiplets):
+            for b in self._neighbours(a):
+                out.add((a, b))
+        return tuple(sorted(out))
+
+    @cached_property
+    def link_index(self) -> dict[tuple[int, int], int]:
+        return {link: k for k, link in enumerate(self.links)}
+
+    def _neighbours(self, a: int) -> list[int]:
+        n = self.n_chiplets
+        if n == 1:
+            return []
+        if self.topology == "all-to-all":
+            return [b for b in range(n) if b != a]
+        if self.topology == "chain":
+            return [b for b in (a - 1, a + 1) if 0 <= b < n]
+        if self.topology == "ring":
+            return sorted({(a - 1) % n, (a + 1) % n})
+        r, c = self.positions[a]
+        wrap = self.topology == "torus"
+        out = []
+        for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+            rr, cc = r + dr, c + dc
+            if wrap:
+                rr, cc = rr % self.rows, cc % self.cols
+            if 0 <= rr < self.rows and 0 <= cc < self.cols and (rr, cc) != (r, c):
+                out.append(self._id_at[(rr, cc)])
+        return sorted(set(out))
+
+    # --- routing -----------------------------------------------------------------------------------------------------
+    def route(self, src: int, dst: int) -> tuple[int, ...]:
+        """Link indices a packet from chiplet src to chiplet dst traverses, in order (empty if src == dst)."""
+        return self._routes[src][dst]
+
+    def hops(self, src: int, dst: int) -> int:
+        return len(self._routes[src][dst])
+
+    @cached_property
+    def _routes(self) -> tuple[tuple[tuple[int, ...], ...], ...]:
+        return tuple(tuple(self._compute_route(a, b) for b in range(self.n_chiplets)) for a in range(self.n_chiplets))
+
+    def _compute_route(self, src: int, dst: int) -> tuple[int, ...]:
+        """Dimension-order routing: along the row (X) first, then along the column (Y); shortest way round on
+        rings and tori (ties go the positive direction)."""
+        if src == dst:
+            return ()
+        if self.topology == "all-to-all":
+            return (self.link_index[(src, dst)],)
+        path = [src]
+        if self.topology in ("chain", "ring"):
+            n = self.n_chiplets
+            step = 1 if dst > src else -1
+            if self.topology == "ring":
+                forward = (dst - src) % n
+                step = 1 if forward <= n - forward else -1
+            cur = src
+            while cur != dst:
+                cur = (cur + step) % n
+                path.append(cur)
+        else:
+            (r, c), (tr, tc) = self.positions[src], self.positions[dst]
+            wrap = self.topology == "torus"
+            for axis, size in ((1, self.cols), (0, self.rows)):
+                while (c if axis else r) != (tc if axis else tr):
+                    cur_v, tgt_v = (c, tc) if axis else (r, tr)
+                    step = 1 if tgt_v > cur_v else -1
+                    if wrap:
+                        forward = (tgt_v - cur_v) % size
+                        step = 1 if forward <= size - forward else -1
+                    nxt = (cur_v + step) % size if wrap else cur_v + step
+                    if axis:
+                        c = nxt
+                    else:
+                        r = nxt
+                    path.append(self._id_at[(r, c)])
+        return tuple(self.link_index[(a, b)] for a, b in zip(path, path[1:]))
+
+    def with_link_bandwidth(self, link_bytes_per_cycle: int) -> "Hardware":
+        return replace(self, link_bytes_per_cycle=link_bytes_per_cycle)
+
+
+# --- construction ----------------------------------------------------------------------------------------------------
+def near_square(n: int) -> tuple[int, int]:
+    """rows x cols == n with rows the largest divisor of n not above sqrt(n)."""
+    rows = max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0)
+    return rows, n // rows
+
+
+def mesh_of(n: int, chiplet: Chiplet | None = None, name: str | None = None, **package) -> Hardware:
+    """A near-square mesh of n identical chiplets (the meaning of `--chiplets N`)."""
+    if n < 1:
+        raise UserError(f"--chiplets must be at least 1, got {n}", "pass a positive chiplet count such as 16")
+    rows, cols = near_square(n)
+    return Hardware(name or f"default-{n}", (chiplet or Chiplet(),) * n, "mesh", rows, cols, **package)
+
+
+# Preset sources, documented here because the numbers are choices:
+# - default: a large-SRAM dataflow chiplet in the style of Groq/Dojo/IPU dies, scaled down: a 64x64 fp16 MAC
+#   array (4096 MACs/cycle) at 1 GHz (8.2 TFLOP/s), 512 vector ops/cycle, 64 MiB SRAM at 1 KiB/cycle. 64 MiB
+#   holds BERT-base's 30522x768 fp16 word embedding (44.7 MiB) on one die, so BERT-base fits 16 chiplets in fp16.
+#   Links: 64 B/cycle (64 GB/s) per direction, 20 cycles per hop, 1.17 pJ/bit (Simba's ground-referenced
+#   signalling is 0.82-1.75 pJ/bit). Energies: 0.5 pJ/MAC, 0.2 pJ/vector op, 1 pJ/SRAM byte (16 nm-class).
+# - simba-36: Simba (Shao et al., MICRO 2019): 6x6 package, 16 PEs x 8 lanes x 8-wide vector MACs = 1024
+#   int8 MACs/cycle per chiplet at 1.8 GHz (128 TOPS for the package), GRS links of 100 GB/s per chiplet
+#   (~56 B/cycle at 1.8 GHz), 0.82 pJ/bit, 20 ns per hop (36 cycles). Simba streams weights from DRAM; our model
+#   keeps them resident, so SRAM is raised from Simba's ~0.6 MiB to 16 MiB per chiplet (576 MiB in all).
+PRESETS: dict[str, Hardware] = {
+    "default-16": mesh_of(16, name="default-16"),
+    "simba-36": Hardware("simba-36", (Chiplet(kind="simba", macs_per_cycle=1024, vector_ops_per_cycle=256,
+                                               sram_bytes=16 * MIB, sram_bytes_per_cycle=512, mac_pj=0.2,
+                                               vector_op_pj=0.1, sram_pj_per_byte=0.5),) * 36,
+                         "mesh", 6, 6, clock_hz=1.8e9, link_bytes_per_cycle=56, hop_latency_cycles=36,
+                         link_pj_per_bit=0.82),
+}
+
+_CHIPLET_KEYS = {f.name for f in fields(Chiplet)} - {"sram_bytes"} | {"sram_mib"}
+_PACKAGE_KEYS = {"name", "clock_ghz", "topology", "rows", "cols", "link_bytes_per_cycle", "hop_latency_cycles",
+                 "link_pj_per_bit", "chiplets", "chiplet", "overrides"}
+_INT_KEYS = {"macs_per_cycle", "vector_ops_per_cycle", "sram_bytes_per_cycle", "rows", "cols", "chiplets",
+             "link_bytes_per_cycle", "hop_latency_cycles"}
+
+
+def _bad(path: str, key: str, why: str) -> UserError:
+    return UserError(f"hardware file {path}: key '{key}' {why}",
+                     "see docs/hardware.md for the keys, their types and units")
+
+
+def _check_value(path: str, key: str, value: object) -> None:
+    if key in ("kind", "name", "topology"):
+        if not isinstance(value, str):
+            raise _bad(path, key, f"must be a string, got {value!r}")
+    elif key == "unsupported_ops":
+        if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise _bad(path, key, "must be a list of op type strings")
+    elif key == "ids":
+        if not (isinstance(value, list) and all(isinstance(v, int) for v in value)):
+            raise _bad(path, key, "must be a list of chiplet ids")
+    elif key in _INT_KEYS:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _bad(path, key, f"must be an integer, got {value!r}")
+        if value <= 0 and key != "hop_latency_cycles" or value < 0:
+            raise _bad(path, key, f"must be positive, got {value}")
+    else:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _bad(path, key, f"must be a number, got {value!r}")
+        if value < 0 or (key in ("sram_mib", "clock_ghz") and value == 0):
+            raise _bad(path, key, f"must be positive, got {value}")
+
+
+def _chiplet_from(table: dict, base: Chiplet, path: str, allowed: set[str]) -> Chiplet:
+    for key, value in table.items():
+        if key not in allowed:
+            raise _bad(path, key, f"is unknown (allowed: {', '.join(sorted(allowed))})")
+        _check_value(path, key, value)
+    kwargs = {k: v for k, v in table.items() if k in _CHIPLET_KEYS and k != "sram_mib"}
+    if "sram_mib" in table:
+        kwargs["sram_bytes"] = int(table["sram_mib"] * MIB)
+    if "unsupported_ops" in kwargs:
+        kwargs["unsupported_ops"] = tuple(kwargs["unsupported_ops"])
+    return replace(base, **kwargs)
+
+
+def hardware_from_toml(path: str | Path) -> Hardware:
+    """Read a package description; see docs/hardware.md. Every bad key or value is a UserError naming it."""
+    path = str(path)
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise UserError(f"hardware file {path} does not exist", "pass a preset name or an existing .toml file")
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"hardware file {path} is not valid TOML ({exc})", "fix the TOML syntax")
+    for key, value in data.items():
+        if key not in _PACKAGE_KEYS:
+            raise _bad(path, key, f"is unknown (allowed: {', '.join(sorted(_PACKAGE_KEYS))})")
+        if key not in ("chiplet", "overrides"):
+            _check_value(path, key, value)
+    topology = data.get("topology", "mesh")
+    if topology not in TOPOLOGIES:
+        raise _bad(path, "topology", f"must be one of {', '.join(TOPOLOGIES)}, got {topology!r}")
+    if "chiplets" in data:
+        n = data["chiplets"]
+        rows, cols = (data.get("rows"), data.get("cols"))
+        if topology in ("mesh", "torus") and (rows is None or cols is None):
+            rows, cols = near_square(n)
+    elif "rows" in data and "cols" in data:
+        rows, cols, n = data["rows"], data["cols"], data["rows"] * data["cols"]
+    else:
+        raise _bad(path, "chiplets", "is missing (give chiplets = N, or rows and cols for a grid)")
+    if topology in ("mesh", "torus") and rows * cols != n:
+        raise _bad(path, "rows", f"x cols = {rows * cols} does not match chiplets = {n}")
+    base_table = data.get("chiplet", {})
+    if not isinstance(base_table, dict):
+        raise _bad(path, "chiplet", "must be a table ([chiplet])")
+    base = _chiplet_from(base_table, Chiplet(), path, _CHIPLET_KEYS)
+    chiplets = [base] * n
+    overrides = data.get("overrides", [])
+    if not isinstance(overrides, list):
+        raise _bad(path, "overrides", "must be an array of tables ([[overrides]])")
+    for table in overrides:
+        if not isinstance(table, dict) or "ids" not in table:
+            raise _bad(path, "overrides", "entries need ids = [chiplet ids]")
+        special = _chiplet_from(table, base, path, _CHIPLET_KEYS | {"ids"})
+        for i in table["ids"]:
+            if not 0 <= i < n:
+                raise _bad(path, "ids", f"names chiplet {i}, outside 0..{n - 1}")
+            chiplets[i] = special
+    try:
+        return Hardware(data.get("name", Path(path).stem), tuple(chiplets), topology,
+                        rows if topology in ("mesh", "torus") else 1,
+                        cols if topology in ("mesh", "torus") else n,
+                        clock_hz=float(data.get("clock_ghz", 1.0)) * 1e9,
+                        link_bytes_per_cycle=data.get("link_bytes_per_cycle", 64),
+                        hop_latency_cycles=data.get("hop_latency_cycles", 20),
+                        link_pj_per_bit=float(data.get("link_pj_per_bit", 1.17)))
+    except ValueError as exc:
+        raise UserError(f"hardware file {path}: {exc}", "see docs/hardware.md")
+
+
+def load_hardware(spec: str | None, chiplets: int | None = None) -> Hardware:
+    """Resolve `--hardware PRESET|FILE.toml` and `--chiplets N` into a Hardware.
+
+    No spec: a near-square mesh of N default chiplets. A preset or file with `--chiplets` that disagrees with its
+    chiplet count is an error rather than a silent resize.
+    """
+    if spec is None:
+        return mesh_of(16 if chiplets is None else chiplets)
+    if spec in PRESETS:
+        hw = PRESETS[spec]
+    elif spec.endswith(".toml") or Path(spec).exists():
+        hw = hardware_from_toml(spec)
+    else:
+        raise UserError(f"unknown hardware {spec!r}",
+                        f"use a preset ({', '.join(PRESETS)}) or a path to a .toml file")
+    if chiplets is not None and chiplets != hw.n_chiplets:
+        if chiplets < 1:
+            raise UserError(f"--chiplets must be at least 1, got {chiplets}", "pass a positive chiplet count")
+        raise UserError(f"--chiplets {chiplets} disagrees with hardware {hw.name}, which has {hw.n_chiplets}",
+                        "drop --chiplets or pass the matching count")
+    return hw
