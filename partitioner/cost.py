@@ -1,0 +1,68 @@
+"""The cost model shared by the simulator and the solver: op cycles (roofline), transfer cycles, energy.
+
+All times are integer cycles of the package clock. See docs/simulator.md for the rules and a worked example.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from partitioner.graph import TensorGraph
+from partitioner.hardware import Chiplet, Hardware
+
+
+def _ceil_div(a: np.ndarray, b: int) -> np.ndarray:
+    return -(-np.asarray(a, dtype=np.int64) // int(b))
+
+
+def compute_cycles(graph: TensorGraph, chiplet: Chiplet) -> np.ndarray:
+    """Matrix work on the MAC array (2 flops per MAC) plus vector work on the vector unit, per op."""
+    return _ceil_div(graph.matrix_flops, 2 * chiplet.macs_per_cycle) + _ceil_div(graph.vector_flops,
+                                                                                chiplet.vector_ops_per_cycle)
+
+
+def memory_cycles(graph: TensorGraph, chiplet: Chiplet) -> np.ndarray:
+    """SRAM traffic per op: weights, inputs and outputs each cross the SRAM port once."""
+    return _ceil_div(graph.weight_bytes + graph.in_bytes + graph.out_bytes, chiplet.sram_bytes_per_cycle)
+
+
+def op_cycles(graph: TensorGraph, chiplet: Chiplet) -> np.ndarray:
+    """Roofline: an op takes the longer of its compute and its SRAM traffic, and at least one cycle."""
+    return np.maximum(np.maximum(compute_cycles(graph, chiplet), memory_cycles(graph, chiplet)), 1)
+
+
+def op_cycles_matrix(graph: TensorGraph, hw: Hardware) -> np.ndarray:
+    """cycles[op, chiplet]; columns repeat for identical chiplets, so each kind is computed once."""
+    by_kind: dict[Chiplet, np.ndarray] = {}
+    cols = [by_kind.setdefault(c, op_cycles(graph, c)) for c in hw.chiplets]
+    return np.stack(cols, axis=1)
+
+
+def serialization_cycles(nbytes: int | np.ndarray, hw: Hardware) -> np.ndarray:
+    """Cycles a tensor occupies one link: its bytes over the link bandwidth."""
+    return _ceil_div(nbytes, hw.link_bytes_per_cycle)
+
+
+def transfer_cycles(nbytes: int, hops: int, hw: Hardware) -> int:
+    """Uncontended transfer time: per-hop latency on each hop plus serialisation once (cut-through routing)."""
+    if hops == 0 or nbytes == 0:
+        return 0
+    return int(hops * hw.hop_latency_cycles + serialization_cycles(nbytes, hw))
+
+
+def compute_energy_pj(graph: TensorGraph, hw: Hardware, assignment: np.ndarray) -> tuple[float, float]:
+    """(compute, SRAM) energy in pJ of one inference under an assignment."""
+    compute = sram = 0.0
+    a = np.asarray(assignment)
+    for c, chip in enumerate(hw.chiplets):
+        mask = a == c
+        if not mask.any():
+            continue
+        compute += float(graph.matrix_flops[mask].sum()) / 2 * chip.mac_pj \
+            + float(graph.vector_flops[mask].sum()) * chip.vector_op_pj
+        traffic = graph.weight_bytes[mask] + graph.in_bytes[mask] + graph.out_bytes[mask]
+        sram += float(traffic.sum()) * chip.sram_pj_per_byte
+    return compute, sram
+
+
+def link_energy_pj(nbytes: int, hops: int, hw: Hardware) -> float:
+    return float(nbytes) * 8.0 * hops * hw.link_pj_per_bit
