@@ -1,0 +1,189 @@
+"""`partition`: the command line. The only module that prints or exits.
+
+    partition MODEL.onnx --chiplets 16 [--method M] [--budget N] [--out DIR] ...   partition a model
+    partition inspect MODEL.onnx [--json]                                          what the importer sees
+    partition simulate MODEL.onnx --partition partition.json                       re-score a saved partition
+    partition train --corpus DIR --out policy.pt                                   pre-train the policy
+    partition finetune MODEL.onnx --chiplets N --policy CKPT --budget N --out DIR  fine-tune on one graph
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from contextlib import contextmanager
+
+from partitioner.errors import UserError
+
+SUBCOMMANDS = ("inspect", "simulate", "train", "finetune", "run")
+
+
+def _parse_input_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    for item in items or []:
+        name, sep, dims = item.partition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            shape = tuple(int(d) for d in dims.lower().split("x"))
+            if any(d < 1 for d in shape):
+                raise ValueError
+        except ValueError:
+            raise UserError(f"--input-shape {item!r} is not NAME=DxDx...", "write it like input_ids=1x128")
+        shapes[name] = shape
+    return shapes
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="ONNX file (weights may be absent: only shapes are read)")
+    p.add_argument("--input-shape", action="append", metavar="NAME=1x128",
+                   help="fix a model input's shape (repeatable); symbolic dims default to batch 1, sequence 128")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"],
+                   help="element size for weights and activations (default fp32)")
+
+
+def _add_hw_args(p: argparse.ArgumentParser, default_chiplets: int | None = None) -> None:
+    p.add_argument("--chiplets", type=int, default=default_chiplets,
+                   help="number of chiplets: a near-square mesh of the default chiplet unless --hardware says more")
+    p.add_argument("--hardware", help="a preset name (default-16, simba-36) or a .toml file (see docs/hardware.md)")
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line on stderr and exit code 2 (no usage dump)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message}. Fix: see `{self.prog} --help`.\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from partitioner.run import METHODS
+
+    top = _OneLineParser(prog="partition", description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = top.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="partition a model (the default: `partition MODEL.onnx ...`)")
+    _add_model_args(run)
+    _add_hw_args(run)
+    run.add_argument("--method", choices=METHODS, default=None,
+                     help="rl (default when a policy is shipped), random, greedy, dp, anneal or exact")
+    run.add_argument("--budget", type=int, default=None, help="evaluated partitions for search methods")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--out", default="out", help="output directory (default ./out)")
+    run.add_argument("--time-limit", type=float, default=None,
+                     help="CP-SAT seconds per repair (exact: for the whole optimisation)")
+    run.add_argument("--policy", default=None, help="policy checkpoint for --method rl (default: the shipped one)")
+    run.add_argument("--no-certificate", action="store_true",
+                     help="skip the CP-SAT lower bound on the bottleneck (saves a few seconds)")
+
+    ins = sub.add_parser("inspect", help="show ops, FLOPs and parameters as the importer sees them")
+    _add_model_args(ins)
+    ins.add_argument("--json", action="store_true", help="print JSON (keys ops, onnx_nodes, flops, param_bytes, ...)")
+
+    sim = sub.add_parser("simulate", help="re-score a saved partition.json")
+    _add_model_args(sim)
+    _add_hw_args(sim)
+    sim.add_argument("--partition", required=True, help="partition.json written by `partition`")
+    sim.add_argument("--out", default=None, help="also write report.md, trace.json and partition.png here")
+
+    train = sub.add_parser("train", help="pre-train the GNN policy over a corpus of ONNX models")
+    train.add_argument("--corpus", required=True, help="directory of .onnx files")
+    train.add_argument("--out", required=True, help="checkpoint path (resumes if it exists)")
+    train.add_argument("--steps", type=int, default=None, help="PPO updates")
+    train.add_argument("--chiplets", default="2,4,8,16,36", help="chiplet counts to train on, comma separated")
+    train.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "bf16", "int8"])
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--synthetic", type=int, default=0, help="also train on this many random DAGs")
+
+    fine = sub.add_parser("finetune", help="fine-tune the policy on one model and write its best partition")
+    _add_model_args(fine)
+    _add_hw_args(fine)
+    fine.add_argument("--policy", default=None, help="checkpoint to start from (default: the shipped one)")
+    fine.add_argument("--budget", type=int, default=256, help="evaluated partitions")
+    fine.add_argument("--seed", type=int, default=0)
+    fine.add_argument("--out", default="out", help="output directory (checkpoint, curves, partition)")
+    fine.add_argument("--time-limit", type=float, default=None, help="CP-SAT seconds per repair")
+    return top
+
+
+def _normalise_argv(argv: list[str]) -> list[str]:
+    """`partition MODEL.onnx ...` means `partition run MODEL.onnx ...`."""
+    if argv and argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help"):
+        return ["run", *argv]
+    return argv
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = _normalise_argv(list(sys.argv[1:] if argv is None else argv))
+    parser = _parser()
+    args = parser.parse_args(argv)
+    warnings.simplefilter("default")
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+    try:
+        return _dispatch(args)
+    except UserError as exc:
+        print(exc.one_line(), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; checkpoints and finished outputs are intact, run again to resume", file=sys.stderr)
+        return 130
+
+
+@contextmanager
+def _progress(desc: str, total: int | None):
+    """A tqdm bar fed by the search loops' on_eval(evaluations, best_throughput) callback; silent when not a tty."""
+    from tqdm import tqdm
+
+    bar = tqdm(desc=desc, total=total, unit="eval", leave=False, disable=None, file=sys.stderr)
+
+    def on_eval(evaluations: int, best: float) -> None:
+        bar.update(evaluations - bar.n)
+        bar.set_postfix_str(f"best {best:,.1f}/s", refresh=False)
+
+    try:
+        yield on_eval
+    finally:
+        bar.close()
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from partitioner import run as runmod
+
+    if args.command == "inspect":
+        from partitioner.summary import format_summary, summarize
+
+        graph = runmod.load_model(args.model, _parse_input_shapes(args.input_shape), args.precision)
+        summary = summarize(graph)
+        print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+        return 0
+    if args.command == "run":
+        cfg = runmod.RunConfig(model=args.model, chiplets=args.chiplets, hardware=args.hardware,
+                               method=args.method, budget=args.budget, seed=args.seed, out=args.out,
+                               input_shapes=_parse_input_shapes(args.input_shape), precision=args.precision,
+                               time_limit_s=args.time_limit, policy=args.policy,
+                               certificate=not args.no_certificate)
+        with _progress("evaluating", total=None) as on_eval:
+            outcome = runmod.run(cfg, on_eval=on_eval)
+        print(runmod.format_outcome(outcome))
+        return 0
+    if args.command == "simulate":
+        outcome = runmod.resimulate(args.model, args.partition, _parse_input_shapes(args.input_shape),
+                                    args.precision, args.hardware, args.chiplets, args.out)
+        print(runmod.format_outcome(outcome))
+        return 0
+    if args.command == "train":
+        from policies import cli_entry
+
+        print(cli_entry.train(args))
+        return 0
+    if args.command == "finetune":
+        from policies import cli_entry
+
+        print(cli_entry.finetune(args))
+        return 0
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
