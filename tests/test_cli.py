@@ -1,0 +1,114 @@
+"""The `partition` command end to end on a tiny model: every method, outputs, re-simulation, bad arguments."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from partitioner.cli import main
+from partitioner.hardware import load_hardware
+from partitioner.onnx_import import load_onnx
+from partitioner.partition import check
+from partitioner.run import assignment_from_document
+
+
+def _mlp(path, layers=6, width=64):
+    nodes, inits = [], []
+    prev = "x"
+    for i in range(layers):
+        w = helper.make_tensor(f"w{i}", TensorProto.FLOAT, [width, width], np.zeros(width * width, np.float32))
+        inits.append(w)
+        nodes.append(helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"], name=f"matmul{i}"))
+        nodes.append(helper.make_node("Relu", [f"m{i}"], [f"r{i}"], name=f"relu{i}"))
+        prev = f"r{i}"
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+                              [helper.make_tensor_value_info(prev, TensorProto.FLOAT, ["batch", width])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return _mlp(tmp_path_factory.mktemp("m") / "mlp.onnx")
+
+
+@pytest.mark.parametrize("method", ["random", "greedy", "dp", "anneal", "exact"])
+def test_every_method_writes_a_valid_partition(model, tmp_path, method, capsys):
+    out = tmp_path / method
+    code = main([model, "--chiplets", "3", "--method", method, "--budget", "4", "--out", str(out),
+                 "--time-limit", "5", "--no-certificate"])
+    assert code == 0
+    doc = json.loads((out / "partition.json").read_text())
+    assert doc["method"] == method and doc["chiplets"] == 3
+    assert set(doc["metrics"]) >= {"throughput_per_s", "latency_s", "energy_j", "bound_throughput_per_s",
+                                   "bottleneck_chiplet"}
+    assert doc["metrics"]["throughput_per_s"] <= doc["metrics"]["bound_throughput_per_s"] * (1 + 1e-9)
+    graph = load_onnx(model)
+    assert set(doc["assignment"]) == {n for op in graph.ops for n in op.onnx_nodes}
+    a = assignment_from_document(graph, doc, "partition.json")
+    assert check(graph, load_hardware(None, 3), a) == []
+    assert sum(c["ops"] for c in doc["per_chiplet"]) == graph.n_ops
+    for name in ("report.md", "trace.json", "partition.png", "config.json"):
+        assert (out / name).stat().st_size > 0
+    trace = json.loads((out / "trace.json").read_text())
+    assert trace["traceEvents"]
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*tmp*"))
+    assert "throughput" in capsys.readouterr().out
+
+
+def test_certificate_bounds_the_result(model, tmp_path):
+    out = tmp_path / "cert"
+    assert main([model, "--chiplets", "2", "--method", "dp", "--out", str(out)]) == 0
+    metrics = json.loads((out / "partition.json").read_text())["metrics"]
+    assert metrics["throughput_per_s"] <= metrics["solver_bound_throughput_per_s"] * (1 + 1e-9)
+    assert "Optimality certificate" in (out / "report.md").read_text()
+
+
+def test_simulate_rescoring_matches_the_run(model, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([model, "--chiplets", "3", "--method", "dp", "--out", str(out), "--no-certificate"]) == 0
+    first = json.loads((out / "partition.json").read_text())["metrics"]["throughput_per_s"]
+    capsys.readouterr()
+    assert main(["simulate", model, "--partition", str(out / "partition.json")]) == 0
+    text = capsys.readouterr().out
+    assert f"{first:,.1f} inferences/s" in text
+
+
+def test_inspect_json(model, capsys):
+    assert main(["inspect", model, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    # 6 MatMuls of (1x64)x(64x64) = 2*64*64 each, plus 6 ReLUs of 64 elements.
+    assert doc["flops"] == 6 * 2 * 64 * 64 + 6 * 64
+    assert doc["param_bytes"] == 6 * 64 * 64 * 4
+
+
+def _exit_code(argv):
+    """main's return value, or argparse's exit code when it rejects the arguments itself."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["{model}", "--chiplets", "0"], "--chiplets must be at least 1"),
+    (["{model}", "--method", "magic"], "invalid choice"),
+    (["{model}", "--budget", "0", "--method", "random"], "--budget must be at least 1"),
+    (["missing.onnx"], "missing.onnx"),
+    (["{model}", "--hardware", "nope"], "unknown hardware"),
+    (["{model}", "--input-shape", "x=abc"], "--input-shape"),
+    (["simulate", "{model}", "--partition", "{bad}"], "partition file"),
+    (["simulate", "{model}", "--partition", "nowhere.json"], "does not exist"),
+])
+def test_bad_arguments_are_one_line_exit_2(model, tmp_path, capsys, argv, fragment):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{ not json")
+    argv = [a.format(model=model, bad=bad) for a in argv]
+    if argv[0] != "simulate":
+        argv += ["--out", str(tmp_path / "o")]
+    code = _exit_code(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert fragment in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
