@@ -1,0 +1,531 @@
+"""Read an ONNX model into a TensorGraph: resolved shapes, exact per-op costs, coarsened ops.
+
+Only the graph is read, never weight values: initializer sizes come from their TensorProto dims and data type,
+so graph-only files whose external weight file is absent work, and files with external data present are
+loaded without reading it. Every tensor shape is resolved with onnxruntime's symbolic shape inference after
+the model inputs' symbolic dims are fixed (first dim 1, other symbolic dims 128, or `input_shapes`).
+
+Pipeline: load -> fix input shapes -> infer shapes -> fold constant/shape subgraphs -> cost every remaining
+node -> fuse cheap elementwise and data-movement nodes into their producer -> TensorGraph.
+What is counted, per op type, is documented in docs/onnx_import.md.
+"""
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections import defaultdict
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from partitioner.errors import UserError
+from partitioner.graph import Op, TensorGraph
+
+PRECISION_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
+DEFAULT_BATCH = 1
+DEFAULT_DIM = 128
+_INPUT_SHAPE_FIX = "pass --input-shape NAME=1x128 (one per model input with a symbolic size)"
+
+# Bits per element of each ONNX TensorProto data type, and which of them are floating point.
+_DTYPE_BITS = {1: 32, 2: 8, 3: 8, 4: 16, 5: 16, 6: 32, 7: 64, 8: 64, 9: 8, 10: 16, 11: 64, 12: 32, 13: 64,
+               14: 64, 15: 128, 16: 16, 17: 8, 18: 8, 19: 8, 20: 8, 21: 4, 22: 4, 23: 4, 24: 8, 25: 2, 26: 2}
+_FLOAT_DTYPES = {1, 10, 11, 16, 17, 18, 19, 20, 23, 24}
+
+# --- op classes ------------------------------------------------------------------------------------------------
+# Nodes whose outputs alias their first input: removed, consumers read the input directly.
+_ALIAS = {"Identity", "Dropout"}
+# Nodes whose outputs are constant whatever their inputs (shape queries) or that have no inputs at all.
+_SHAPE_QUERIES = {"Shape", "Size"}
+# Cheap elementwise ops fused into their producer; flops = multiplier x output elements.
+_ELEMENTWISE = {
+    "Add": 1, "Sub": 1, "Mul": 1, "Div": 1, "Neg": 1, "Abs": 1, "Mod": 1, "Pow": 1, "Sqrt": 1, "Reciprocal": 1,
+    "Exp": 1, "Log": 1, "Erf": 1, "Sin": 1, "Cos": 1, "Floor": 1, "Ceil": 1, "Round": 1, "Sign": 1,
+    "Relu": 1, "LeakyRelu": 1, "PRelu": 1, "Elu": 1, "Selu": 1, "Celu": 1, "Gelu": 1, "FastGelu": 1,
+    "BiasGelu": 1, "QuickGelu": 1, "Sigmoid": 1, "HardSigmoid": 1, "HardSwish": 1, "Tanh": 1, "Softplus": 1,
+    "Softsign": 1, "Mish": 1, "Clip": 1, "Max": 1, "Min": 1, "Where": 1, "Equal": 1, "Less": 1, "Greater": 1,
+    "LessOrEqual": 1, "GreaterOrEqual": 1, "Not": 1, "And": 1, "Or": 1, "Xor": 1, "IsNaN": 1, "IsInf": 1,
+    "Cast": 0, "CastLike": 0,
+}
+# Pure data movement fused into their producer: 0 flops.
+_FUSED_MOVEMENT = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten"}
+# Data movement kept as ops of their own: 0 flops, bytes only.
+_MOVEMENT = {"Gather", "GatherElements", "GatherND", "Scatter", "ScatterElements", "ScatterND", "Concat",
+             "Slice", "Split", "Expand", "Tile", "Pad", "DepthToSpace", "SpaceToDepth", "Trilu", "Compress",
+             "ReverseSequence", "OneHot", "Range", "ConstantOfShape", "EyeLike", "NonZero"}
+# Normalisation and softmax: multiplier x input elements.
+_PER_INPUT_ELEMENT = {
+    "Softmax": 5, "LogSoftmax": 5, "LayerNormalization": 8, "InstanceNormalization": 8, "GroupNormalization": 8,
+    "MeanVarianceNormalization": 8, "SkipLayerNormalization": 9, "SimplifiedLayerNormalization": 4,
+    "SkipSimplifiedLayerNormalization": 5, "RMSNormalization": 4, "LpNormalization": 3,
+    "BatchNormalization": 2,
+    "ReduceSum": 1, "ReduceMean": 1, "ReduceMax": 1, "ReduceMin": 1, "ReduceProd": 1, "ReduceL1": 1,
+    "ReduceL2": 1, "ReduceSumSquare": 1, "ReduceLogSum": 1, "ReduceLogSumExp": 1, "ArgMax": 1, "ArgMin": 1,
+    "CumSum": 1, "TopK": 1, "GlobalAveragePool": 1, "GlobalMaxPool": 1, "GlobalLpPool": 1,
+}
+# Per output element.
+_PER_OUTPUT_ELEMENT = {"Resize": 1, "Upsample": 1}
+_POOL = {"MaxPool", "AveragePool", "LpPool"}
+_MATRIX = {"MatMul", "MatMulInteger", "QLinearMatMul", "FusedMatMul", "Gemm", "Conv", "ConvInteger",
+           "QLinearConv", "ConvTranspose", "Einsum", "Attention", "MultiHeadAttention"}
+
+
+def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] | None = None,
+              precision: str = "fp32") -> TensorGraph:
+    """Read the ONNX model at `path` into a coarsened TensorGraph with exact per-op costs.
+
+    input_shapes: concrete shape per model input name; overrides the defaults for symbolic dims
+        (first dim -> 1, other symbolic dims -> 128).
+    precision: fp32|fp16|bf16|int8, the bytes per element (4/2/2/1) of every floating-point tensor, weights
+        and activations; integer tensors keep the size of their own type.
+    """
+    if precision not in PRECISION_BYTES:
+        raise UserError(f"unknown precision '{precision}'", f"use one of {', '.join(PRECISION_BYTES)}")
+    model = _read_model(path)
+    graph = model.graph
+    inits = {t.name: (t.data_type, tuple(int(d) for d in t.dims)) for t in graph.initializer}
+    model_inputs = [vi for vi in graph.input if vi.name not in inits]
+    resolved = _resolve_input_shapes(model_inputs, dict(input_shapes or {}))
+    inferred = _infer_shapes(model, inits, resolved)
+    shapes, dtypes = _collect_shapes(inferred, inits)
+    nodes, names = _ordered_nodes(graph)
+    float_bytes = PRECISION_BYTES[precision]
+
+    def nbytes(tensor: str) -> int:
+        shape, dtype = shapes.get(tensor), dtypes.get(tensor, 1)
+        if shape is None or any(d is None for d in shape):
+            return 0
+        bits = 8 * float_bytes if dtype in _FLOAT_DTYPES else _DTYPE_BITS.get(dtype, 32)
+        return (math.prod(shape) * bits + 7) // 8
+
+    # --- fold constants: initializers, Constant nodes, shape queries and anything computed only from them ----
+    alias: dict[str, str] = {}
+
+    def real(t: str) -> str:
+        while t in alias:
+            t = alias[t]
+        return t
+
+    sources: dict[str, frozenset[str]] = {name: frozenset([name]) for name in inits}  # const tensor -> inits
+    kept: list[int] = []
+    for i, node in enumerate(nodes):
+        ins = [real(t) for t in node.input if t]
+        if node.op_type in _ALIAS and node.domain in ("", "ai.onnx") and ins:
+            for out in node.output[:1]:
+                alias[out] = ins[0]
+            continue
+        if node.op_type == "Constant" or node.op_type in _SHAPE_QUERIES or all(t in sources for t in ins):
+            if node.op_type == "Constant" and node.output:
+                _constant_shape(node, shapes, dtypes)
+                sources[node.output[0]] = frozenset([node.output[0]])
+                inits.setdefault(node.output[0], (dtypes[node.output[0]], shapes[node.output[0]]))
+                continue
+            derived = frozenset().union(*(sources[t] for t in ins)) if node.op_type not in _SHAPE_QUERIES \
+                else frozenset()
+            for out in node.output:
+                if out:
+                    sources[out] = derived
+            continue
+        kept.append(i)
+    if not kept:
+        raise UserError(f"{os.fspath(path)} has no compute nodes (all {len(nodes)} nodes are constants or shape "
+                        "computations)", "export the model with its compute graph, e.g. torch.onnx.export of the "
+                        "whole module")
+
+    # --- every kept node needs fully resolved shapes ---------------------------------------------------------
+    for i in kept:
+        node = nodes[i]
+        for t in [real(x) for x in node.input if x] + [o for o in node.output if o]:
+            if t in inits:
+                continue
+            if t in sources and t not in shapes:
+                continue  # a constant whose size nothing depends on
+            shape = shapes.get(t)
+            if shape is None or any(d is None for d in shape):
+                raise UserError(
+                    f"cannot resolve the shape of tensor '{t}' (read or written by node '{names[i]}', "
+                    f"shape {_fmt_shape(shape)}) from input shapes {_fmt_inputs(resolved)}", _INPUT_SHAPE_FIX)
+
+    # --- cost every kept node ---------------------------------------------------------------------------------
+    warned: set[str] = set()
+    cost: dict[int, tuple[int, int]] = {}
+    for i in kept:
+        node = nodes[i]
+        ins = [real(t) if t else "" for t in node.input]
+        cost[i] = _node_cost(node, [shapes.get(t) if t else None for t in ins],
+                             [shapes.get(o) for o in node.output], warned)
+
+    # --- fuse cheap elementwise and data-movement nodes into the group of their producer ----------------------
+    producer: dict[str, int] = {}
+    for i in kept:
+        for out in nodes[i].output:
+            if out:
+                producer[out] = i
+    group_of: dict[int, int] = {}
+    for i in kept:
+        node = nodes[i]
+        group_of[i] = i
+        if node.op_type not in _ELEMENTWISE and node.op_type not in _FUSED_MOVEMENT:
+            continue
+        act = [real(t) for t in node.input if t and real(t) not in sources]
+        groups = {group_of[producer[t]] if t in producer else None for t in act}
+        if len(groups) == 1 and None not in groups:
+            group_of[i] = groups.pop()
+    members: dict[int, list[int]] = defaultdict(list)
+    for i in kept:
+        members[group_of[i]].append(i)
+    roots = sorted(members)  # roots in topological order are a topological order of the groups
+    op_id = {r: k for k, r in enumerate(roots)}
+
+    consumers: dict[str, set[int]] = defaultdict(set)
+    for i in kept:
+        for t in nodes[i].input:
+            if t:
+                consumers[real(t)].add(op_id[group_of[i]])
+    graph_outputs = {real(o.name) for o in graph.output}
+
+    ops: list[Op] = []
+    edges: dict[tuple[int, int], int] = defaultdict(int)
+    for k, root in enumerate(roots):
+        group = members[root]
+        produced = {o for i in group for o in nodes[i].output if o}
+        read = {real(t) for i in group for t in nodes[i].input if t}
+        weights = frozenset().union(*(sources[t] for t in read if t in sources))
+        in_tensors = {t for t in read if t not in sources and t not in produced}
+        out_tensors = {t for t in produced
+                       if t in graph_outputs or any(c != k for c in consumers.get(t, ()))}
+        for t in in_tensors:
+            if t in producer:
+                edges[(op_id[group_of[producer[t]]], k)] += nbytes(t)
+        ops.append(Op(
+            name=names[root], op_type=nodes[root].op_type, onnx_nodes=tuple(names[i] for i in group),
+            flops=sum(cost[i][0] for i in group), matrix_flops=sum(cost[i][1] for i in group),
+            weight_bytes=sum(nbytes(w) for w in weights),
+            in_bytes=sum(nbytes(t) for t in in_tensors), out_bytes=sum(nbytes(t) for t in out_tensors)))
+
+    input_bytes = sum(nbytes(vi.name) for vi in model_inputs)
+    name = os.path.splitext(os.path.basename(os.fspath(path)))[0]
+    metadata = {
+        "model_path": os.fspath(path), "precision": precision, "input_shapes": resolved,
+        "onnx_nodes_total": len(graph.node), "ops_before_coarsening": len(kept),
+    }
+    return TensorGraph.build(name, ops, [(s, d, b) for (s, d), b in sorted(edges.items())], input_bytes,
+                             metadata)
+
+
+# --- reading and shape resolution ---------------------------------------------------------------------------------
+def _read_model(path: str | os.PathLike) -> onnx.ModelProto:
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        raise UserError(f"model file {p} does not exist", "check the path (an .onnx file exported from your "
+                        "framework)")
+    size = os.path.getsize(p)
+    try:
+        model = onnx.load(p, load_external_data=False)
+    except DecodeError as exc:
+        if "truncat" in str(exc).lower() or _looks_like_onnx(p):
+            raise UserError(f"{p} is truncated or corrupt ({size} bytes, protobuf error: {exc})",
+                            "re-export or re-download the model") from exc
+        raise UserError(f"{p} is not an ONNX model (not a protobuf file)", "pass an .onnx file") from exc
+    except Exception as exc:  # onnx raises various errors on garbage
+        raise UserError(f"{p} could not be read as ONNX ({type(exc).__name__}: {exc})",
+                        "pass a valid .onnx file; re-export it if it is damaged") from exc
+    if not model.HasField("graph") or (model.ir_version == 0 and not model.opset_import):
+        raise UserError(f"{p} is not an ONNX model (no graph or IR version in it)", "pass an .onnx file")
+    if len(model.graph.node) == 0:
+        raise UserError(f"{p} has an empty graph (0 nodes)", "export the model with its compute graph")
+    return model
+
+
+def _looks_like_onnx(path: str) -> bool:
+    """An ONNX file starts with field 1 (ir_version, varint): byte 0x08."""
+    with open(path, "rb") as f:
+        head = f.read(1)
+    return head == b"\x08"
+
+
+def _resolve_input_shapes(model_inputs, overrides: dict) -> dict[str, tuple[int, ...]]:
+    names = [vi.name for vi in model_inputs]
+    for name in overrides:
+        if name not in names:
+            raise UserError(f"--input-shape names '{name}', which is not a model input (inputs: "
+                            f"{', '.join(names) or 'none'})", "use one of the model's input names")
+    resolved: dict[str, tuple[int, ...]] = {}
+    for vi in model_inputs:
+        tt = vi.type.tensor_type
+        if not tt.HasField("shape"):
+            if vi.name not in overrides:
+                raise UserError(f"model input '{vi.name}' has no shape (unknown rank)", _INPUT_SHAPE_FIX)
+            resolved[vi.name] = tuple(int(d) for d in overrides[vi.name])
+            continue
+        dims = list(tt.shape.dim)
+        if vi.name in overrides:
+            want = tuple(int(d) for d in overrides[vi.name])
+            if len(want) != len(dims):
+                raise UserError(f"--input-shape {vi.name} has {len(want)} dims but the model input has "
+                                f"{len(dims)} ({_fmt_shape(_dims(dims))})", "give one size per dim, e.g. 1x128")
+            for j, (d, w) in enumerate(zip(dims, want)):
+                if w <= 0:
+                    raise UserError(f"--input-shape {vi.name} has size {w} in dim {j}", "sizes must be >= 1")
+                if d.HasField("dim_value") and d.dim_value > 0 and d.dim_value != w:
+                    raise UserError(f"--input-shape {vi.name} sets dim {j} to {w} but the model fixes it to "
+                                    f"{d.dim_value}", f"use {d.dim_value} in dim {j}")
+            resolved[vi.name] = want
+        else:
+            resolved[vi.name] = tuple(
+                d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else
+                (DEFAULT_BATCH if j == 0 else DEFAULT_DIM) for j, d in enumerate(dims))
+    return resolved
+
+
+def _infer_shapes(model: onnx.ModelProto, inits: dict, resolved: dict) -> onnx.ModelProto:
+    """Symbolic shape inference on a copy whose inputs are concrete and whose external weights are inputs."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    # Initializers stored outside the file become typed inputs: inference needs only their shapes.
+    external = [t for t in g.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        keep = [t for t in g.initializer if t.data_location != onnx.TensorProto.EXTERNAL]
+        declared = {vi.name for vi in g.input}
+        for t in external:
+            if t.name not in declared:
+                g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+        del g.initializer[:]
+        g.initializer.extend(keep)
+    for vi in g.input:
+        if vi.name in resolved:
+            shape = vi.type.tensor_type.shape
+            shape.Clear()
+            for d in resolved[vi.name]:
+                shape.dim.add().dim_value = int(d)
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sym = SymbolicShapeInference(2**31 - 1, True, False, 0)
+            sym._preprocess(m)
+            while sym.run_:
+                sym._infer_impl()
+            sym._update_output_from_vi()
+            return sym.out_mp_
+    except Exception:  # noqa: BLE001 - fall back to ONNX's own inference; unknown dims are reported below
+        try:
+            return onnx.shape_inference.infer_shapes(m, data_prop=True)
+        except Exception:  # noqa: BLE001
+            return m
+
+
+def _collect_shapes(m: onnx.ModelProto, inits: dict):
+    shapes: dict[str, tuple | None] = {}
+    dtypes: dict[str, int] = {}
+    g = m.graph
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        tt = vi.type.tensor_type
+        if not vi.type.HasField("tensor_type"):
+            continue
+        dtypes[vi.name] = tt.elem_type
+        if tt.HasField("shape"):
+            shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None
+                                    for d in tt.shape.dim)
+        else:
+            shapes[vi.name] = None
+    for name, (dtype, dims) in inits.items():
+        dtypes[name], shapes[name] = dtype, dims
+    return shapes, dtypes
+
+
+def _constant_shape(node, shapes: dict, dtypes: dict) -> None:
+    out = node.output[0]
+    for a in node.attribute:
+        if a.name == "value":
+            shapes[out], dtypes[out] = tuple(int(d) for d in a.t.dims), a.t.data_type
+            return
+        if a.name in ("value_float", "value_int"):
+            shapes[out], dtypes[out] = (), 1 if a.name == "value_float" else 7
+            return
+        if a.name in ("value_floats", "value_ints"):
+            n = len(a.floats) if a.name == "value_floats" else len(a.ints)
+            shapes[out], dtypes[out] = (n,), 1 if a.name == "value_floats" else 7
+            return
+    shapes.setdefault(out, ())
+    dtypes.setdefault(out, 1)
+
+
+def _ordered_nodes(graph) -> tuple[list, list[str]]:
+    """Nodes in a topological order (stable: ONNX file order where it is already valid) and unique names."""
+    nodes = list(graph.node)
+    available = {vi.name for vi in graph.input} | {t.name for t in graph.initializer} | {""}
+    produced_by = {o: i for i, n in enumerate(nodes) for o in n.output if o}
+    indeg, succ = [0] * len(nodes), defaultdict(list)
+    for i, n in enumerate(nodes):
+        deps = {produced_by[t] for t in n.input if t not in available and t in produced_by}
+        indeg[i] = len(deps)
+        for d in deps:
+            succ[d].append(i)
+    import heapq
+    ready = [i for i in range(len(nodes)) if indeg[i] == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for j in succ[i]:
+            indeg[j] -= 1
+            if indeg[j] == 0:
+                heapq.heappush(ready, j)
+    if len(order) != len(nodes):
+        raise UserError("the ONNX graph has a cycle", "re-export the model; ONNX graphs must be acyclic")
+    seen: set[str] = set()
+    names = []
+    for i in order:
+        n = nodes[i]
+        name = n.name if n.name and n.name not in seen else f"{n.op_type}_{i}"
+        while name in seen:
+            name += "_"
+        seen.add(name)
+        names.append(name)
+    return [nodes[i] for i in order], names
+
+
+# --- costs ------------------------------------------------------------------------------------------------------
+def _attr(node, name: str, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _numel(shape) -> int:
+    return math.prod(shape) if shape is not None else 0
+
+
+def _node_cost(node, in_shapes: list, out_shapes: list, warned: set[str]) -> tuple[int, int]:
+    """(flops, matrix_flops) of one ONNX node from its resolved input and output shapes."""
+    t = node.op_type
+    out0 = out_shapes[0] if out_shapes else None
+    in0 = in_shapes[0] if in_shapes else None
+    if t in ("MatMul", "MatMulInteger", "QLinearMatMul", "FusedMatMul"):
+        a = in_shapes[0]
+        k = a[-1] if len(a) >= 1 else 1
+        if t == "FusedMatMul" and _attr(node, "transA", 0) and len(a) >= 2:
+            k = a[-2]
+        f = 2 * _numel(out0) * k
+        return f, f
+    if t == "Gemm":
+        a = in_shapes[0]
+        k = a[0] if _attr(node, "transA", 0) else a[1]
+        mm = 2 * _numel(out0) * k
+        bias = _numel(out0) if len(in_shapes) > 2 and in_shapes[2] is not None else 0
+        return mm + bias, mm
+    if t in ("Conv", "ConvInteger", "QLinearConv"):
+        w = in_shapes[3] if t == "QLinearConv" else in_shapes[1]
+        # w: (Cout, Cin/groups, k...) ; out: (N, Cout, spatial...)
+        mm = 2 * _numel(out0) * w[1] * math.prod(w[2:])
+        has_bias = (len(in_shapes) > 2 and in_shapes[2] is not None and t == "Conv") or \
+                   (t == "QLinearConv" and len(in_shapes) > 8 and in_shapes[8] is not None)
+        return mm + (_numel(out0) if has_bias else 0), mm
+    if t == "ConvTranspose":
+        w = in_shapes[1]  # (Cin, Cout/groups, k...)
+        mm = 2 * _numel(in0) * w[1] * math.prod(w[2:])
+        bias = _numel(out0) if len(in_shapes) > 2 and in_shapes[2] is not None else 0
+        return mm + bias, mm
+    if t == "Einsum":
+        return _einsum_cost(_attr(node, "equation").decode() if isinstance(_attr(node, "equation"), bytes)
+                            else _attr(node, "equation"), [s for s in in_shapes if s is not None])
+    if t == "Attention" and node.domain == "com.microsoft":
+        return _ms_attention_cost(node, in_shapes)
+    if t in ("Attention", "MultiHeadAttention"):
+        return _attention_cost(node, in_shapes)
+    if t in _ELEMENTWISE:
+        return _ELEMENTWISE[t] * _numel(out0), 0
+    if t in _FUSED_MOVEMENT or t in _MOVEMENT:
+        return 0, 0
+    if t in _PER_INPUT_ELEMENT:
+        return _PER_INPUT_ELEMENT[t] * _numel(in0), 0
+    if t in _PER_OUTPUT_ELEMENT:
+        return _PER_OUTPUT_ELEMENT[t] * _numel(out0), 0
+    if t in _POOL:
+        return _numel(out0) * math.prod(_attr(node, "kernel_shape", [1])), 0
+    if t not in warned:
+        warned.add(t)
+        warnings.warn(f"ONNX op type '{t}' has no cost model; counting 1 flop per output element",
+                      stacklevel=3)
+    return sum(_numel(s) for s in out_shapes if s is not None), 0
+
+
+def _einsum_cost(equation: str, shapes: list) -> tuple[int, int]:
+    """2 x product of every distinct index size for a contraction of >= 2 operands (n-1 products)."""
+    eq = equation.replace(" ", "")
+    lhs, _, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    sizes: dict[str, int] = {}
+    for term, shape in zip(terms, shapes):
+        tokens = []
+        if "..." in term:
+            head, tail = term.split("...")
+            n_ell = len(shape) - len(head) - len(tail)
+            tokens = list(head) + [f"...{n_ell - j}" for j in range(n_ell)] + list(tail)
+        else:
+            tokens = list(term)
+        for tok, d in zip(tokens, shape):
+            sizes[tok] = max(sizes.get(tok, 1), int(d))
+    total = math.prod(sizes.values())
+    if len(terms) >= 2:
+        f = 2 * (len(terms) - 1) * total
+        return f, f
+    out_letters = set(rhs.replace("...", "")) if "->" in eq else None
+    reduces = out_letters is not None and set(terms[0].replace("...", "")) - out_letters
+    return (total if reduces else 0), 0
+
+
+def _ms_attention_cost(node, in_shapes: list) -> tuple[int, int]:
+    """com.microsoft Attention: QKV projection, Q K^T, softmax, A V (the output projection is a separate op)."""
+    x, w = in_shapes[0], in_shapes[1]  # x: (B, S, D_in) ; w: (D_in, Dq + Dk + Dv)
+    b, s, d_in = x
+    hidden = _attr(node, "qkv_hidden_sizes", None)
+    dq, dk, dv = (hidden if hidden else [w[1] // 3] * 3)
+    heads = int(_attr(node, "num_heads", 1))
+    past = in_shapes[4] if len(in_shapes) > 4 and in_shapes[4] is not None else None
+    total = s + (past[3] if past is not None and len(past) == 5 else 0)
+    proj = 2 * b * s * d_in * (dq + dk + dv)
+    qk = 2 * b * s * total * dk
+    av = 2 * b * s * total * dv
+    bias = b * s * (dq + dk + dv) if len(in_shapes) > 2 and in_shapes[2] is not None else 0
+    softmax = 5 * b * heads * s * total
+    mm = proj + qk + av
+    return mm + bias + softmax, mm
+
+
+def _attention_cost(node, in_shapes: list) -> tuple[int, int]:
+    """ONNX Attention (opset 23) or com.microsoft MultiHeadAttention: Q K^T, softmax, A V on given Q/K/V."""
+    q = in_shapes[0]
+    k = in_shapes[1] if len(in_shapes) > 1 and in_shapes[1] is not None else None
+    v = in_shapes[2] if len(in_shapes) > 2 and in_shapes[2] is not None else None
+    heads = int(_attr(node, "num_heads", _attr(node, "q_num_heads", 1)) or 1)
+    if len(q) == 4:  # (B, H, S, D)
+        b, h, s, d = q
+        length = k[2] if k is not None and len(k) == 4 else s
+        dv = v[3] if v is not None and len(v) == 4 else d
+        qk, av, soft = 2 * b * h * s * length * d, 2 * b * h * s * length * dv, 5 * b * h * s * length
+    else:  # (B, S, hidden)
+        b, s, d = q[0], q[1], q[-1]
+        length = k[1] if k is not None and len(k) >= 3 else s
+        dv = v[-1] if v is not None and len(v) == 3 else d
+        qk, av, soft = 2 * b * s * length * d, 2 * b * s * length * dv, 5 * b * heads * s * length
+    return qk + av + soft, qk + av
+
+
+# --- messages --------------------------------------------------------------------------------------------------
+def _dims(dims) -> tuple:
+    return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims)
+
+
+def _fmt_shape(shape) -> str:
+    if shape is None:
+        return "unknown"
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def _fmt_inputs(resolved: dict) -> str:
+    return ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in resolved.items()) or "(none)"
