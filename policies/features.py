@@ -7,7 +7,8 @@ node (`x`, NODE_DIM columns)
     bytes (all logs / 30 so they sit near [0, 1]); depth / max depth and op id / n; log1p fan-in, fan-out; the op's
     cycles as a fraction of a perfectly balanced stage (total cycles / n_chiplets), raw (clipped at 4) and log1p;
     weight bytes / one chiplet's SRAM (clipped at 4); the cumulative cycle and weight fractions before and after
-    the op (where a balanced contiguous split would put it); the op's own share of all cycles.
+    the op (where a balanced contiguous split would put it); the op's own share of all cycles; work bytes / SRAM;
+    the DP stage centre (the prior below), DP stage first/last flags and the position inside the DP stage.
 edge (`edge_attr`, EDGE_DIM columns; every data edge appears in both directions)
     log1p bytes / 30; log1p(link serialisation cycles of the tensor / balanced stage cycles); 1 for the forward
     copy (producer -> consumer), 0 for the reversed copy.
@@ -17,8 +18,11 @@ graph and package (`u`, shape [1, GLOBAL_DIM])
 chiplets (`chip_x`, shape [n_chiplets, CHIP_DIM]; constant rows on a homogeneous package)
     SRAM / mean SRAM, MACs / mean MACs, vector ops / mean, the chiplet's total op cycles / mean of that.
 
-`prior` ([n_ops]) is the midpoint of each op's cumulative cycle fraction: the pipeline position a balanced
-contiguous split by cycles gives it. The decoder predicts positions relative to it.
+`prior` ([n_ops]) is the centre of the op's stage in the DP baseline (policies.baselines.dp_partition, the optimal
+contiguous split of the topological order under SRAM limits): (stage + 0.5) / n_chiplets. The decoder predicts
+positions relative to it, so the untrained policy's greedy proposal is the DP split and learning spends its effort
+on where to deviate. The node features also carry the DP stage position, whether the op sits at a DP stage
+boundary and where it sits inside its stage.
 
 Features are static: `graph_features` caches them per (graph, hardware) in a WeakKeyDictionary keyed on the graph
 object (TensorGraph hashes by identity and is immutable), so an entry dies with its graph.
@@ -36,14 +40,14 @@ from partitioner.cost import op_cycles_matrix
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
 
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2
 OP_VOCAB = ("MatMul", "Gemm", "Conv", "ConvTranspose", "Add", "Sub", "Mul", "Div", "Softmax", "LayerNormalization",
             "BatchNormalization", "Relu", "Gelu", "Sigmoid", "Tanh", "Erf", "MaxPool", "AveragePool",
             "GlobalAveragePool", "Gather", "Concat", "Reshape", "Transpose", "ReduceMean", "Pow", "Sqrt", "Split",
             "Slice", "Attention", "Embedding")
 _VOCAB_INDEX = {name.lower(): i for i, name in enumerate(OP_VOCAB)}
 N_TYPES = len(OP_VOCAB) + 1                       # + "other"
-NODE_DIM = N_TYPES + 17
+NODE_DIM = N_TYPES + 21
 EDGE_DIM = 3
 GLOBAL_DIM = 7
 CHIP_DIM = 4
@@ -76,6 +80,12 @@ def clear_cache() -> None:
     _cache.clear()
 
 
+def _dp_stages(graph: TensorGraph, hw: Hardware) -> np.ndarray:
+    from policies.baselines import dp_partition     # policies.baselines imports the pipeline; import lazily
+
+    return np.asarray(dp_partition(graph, hw), dtype=np.int64)
+
+
 def _build(graph: TensorGraph, hw: Hardware) -> Data:
     n, n_chip = graph.n_ops, hw.n_chiplets
     src, dst, nbytes = graph.edge_src, graph.edge_dst, graph.edge_bytes.astype(np.float64)
@@ -90,7 +100,13 @@ def _build(graph: TensorGraph, hw: Hardware) -> Data:
     total_w = float(weights.sum())
     cum_cyc = np.cumsum(cyc) / total_cyc
     cum_w = np.cumsum(weights) / total_w if total_w > 0 else np.arange(1, n + 1) / n
-    prior = cum_cyc - cyc / (2 * total_cyc)
+    dp = _dp_stages(graph, hw)
+    prior = (dp + 0.5) / n_chip
+    first = np.r_[True, dp[1:] != dp[:-1]]
+    last = np.r_[dp[1:] != dp[:-1], True]
+    stage_start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
+    stage_end = np.minimum.accumulate(np.where(last, np.arange(n), n)[::-1])[::-1]
+    in_stage = (np.arange(n) - stage_start) / np.maximum(stage_end - stage_start, 1)
 
     # --- node features -----------------------------------------------------------------------------------------
     onehot = np.zeros((n, N_TYPES))
@@ -117,6 +133,10 @@ def _build(graph: TensorGraph, hw: Hardware) -> Data:
         cum_w,
         cyc / total_cyc * np.sqrt(n),                                     # share of all cycles, O(1) for any n
         np.minimum(graph.work_bytes / sram.mean(), 4.0),
+        prior,
+        first.astype(np.float64),
+        last.astype(np.float64),
+        in_stage,
     ], axis=1)
     x = np.concatenate([onehot, numeric], axis=1)
 

@@ -5,10 +5,12 @@ residual blocks  h <- LayerNorm(h + GELU(GATv2Conv(h, edge_index, edge_attr))), 
 concatenated (H / heads each). Shapes: x [N, NODE_DIM], edge_attr [2E, EDGE_DIM], u [1, GLOBAL_DIM] -> h [N, H].
 
 Decoder (independent of the chiplet count). Chiplet ids are pipeline stages, so each op gets a position on (0, 1):
-    mu_i = sigmoid(logit(prior_i) + d_i),   s_i = softplus(r_i + 0.5413) / C        (d_i, r_i from an MLP on h_i)
-where prior_i is the op's cumulative-cycle midpoint (a balanced contiguous split) and the 0.5413 offset makes
-softplus = 1, i.e. an initial spread of about one bin. Chiplet c owns the bin [c/C, (c+1)/C) (the first and last
-bins extend to -inf and +inf) and gets the mass of a logistic(mu_i, s_i) on its bin:
+    mu_i = sigmoid(logit(prior_i) + d_i),   s_i = init_spread * softplus(r_i + 0.5413) / C   (d_i, r_i: MLP(h_i))
+where prior_i is the centre of the op's stage in the DP baseline split (see policies.features) and the 0.5413
+offset makes softplus = 1, so the untrained net keeps each op in its DP stage with probability
+sigma(0.5/init_spread) - sigma(-0.5/init_spread) (0.93 for init_spread 0.15).
+Chiplet c owns the bin [c/C, (c+1)/C) (the first and last bins extend to -inf and +inf) and gets the mass of a
+logistic(mu_i, s_i) on its bin:
     log p_ic = log(sigma(b) - sigma(a)),  a = (c/C - mu_i)/s_i,  b = ((c+1)/C - mu_i)/s_i
 computed stably as log sigma(b) + log sigma(-a) + log1p(-exp(a - b)). For heterogeneous packages a bilinear
 correction <W h_i, g(chip_c)> is added before renormalising; it is constant over c (so has no effect) when all
@@ -43,6 +45,8 @@ class PolicyConfig:
     """Number of GATv2 message-passing blocks (each residual + LayerNorm)."""
     heads: int = 4
     """Attention heads per block; their outputs are concatenated (hidden / heads each)."""
+    init_spread: float = 0.15
+    """Logistic scale of the untrained decoder, in chiplet bins."""
     chip_hidden: int = 16
     """Width of the chiplet embedding used by the heterogeneous-package correction."""
     features_version: int = FEATURES_VERSION
@@ -60,7 +64,7 @@ class PolicyNet(nn.Module):
                                    for _ in range(cfg.layers))
         self.norms = nn.ModuleList(nn.LayerNorm(h) for _ in range(cfg.layers))
         self.head = nn.Sequential(nn.Linear(h + GLOBAL_DIM, h), nn.GELU(), nn.Linear(h, 2))
-        nn.init.zeros_(self.head[-1].weight)     # untrained net = the balanced prior with a one-bin spread
+        nn.init.zeros_(self.head[-1].weight)     # untrained net: centred on the DP split
         nn.init.zeros_(self.head[-1].bias)
         self.chip = nn.Sequential(nn.Linear(CHIP_DIM, cfg.chip_hidden), nn.GELU(),
                                   nn.Linear(cfg.chip_hidden, cfg.chip_hidden))
@@ -81,7 +85,7 @@ class PolicyNet(nn.Module):
         out = self.head(torch.cat([h, data.u.expand(h.size(0), -1)], dim=1))
         prior = data.prior.clamp(1e-4, 1 - 1e-4)
         mu = torch.sigmoid(torch.logit(prior) + out[:, 0])
-        s = F.softplus(out[:, 1] + _SOFTPLUS_ONE) / int(data.n_chiplets) + 1e-4
+        s = self.cfg.init_spread * F.softplus(out[:, 1] + _SOFTPLUS_ONE) / int(data.n_chiplets) + 1e-5
         return mu, s, h
 
     def forward(self, data: Data) -> torch.Tensor:
