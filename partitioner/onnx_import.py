@@ -87,7 +87,7 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
     model_inputs = [vi for vi in graph.input if vi.name not in inits]
     resolved = _resolve_input_shapes(model_inputs, dict(input_shapes or {}))
     inferred = _infer_shapes(model, inits, resolved)
-    shapes, dtypes = _collect_shapes(inferred, inits)
+    shapes, dtypes = _collect_shapes(inferred, model, inits)
     nodes, names = _ordered_nodes(graph)
     float_bytes = PRECISION_BYTES[precision]
 
@@ -138,9 +138,9 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
         for t in [real(x) for x in node.input if x] + [o for o in node.output if o]:
             if t in inits:
                 continue
-            if t in sources and t not in shapes:
-                continue  # a constant whose size nothing depends on
             shape = shapes.get(t)
+            if t in sources and (shape is None or None in shape):
+                continue  # a folded constant of unknown size: costs nothing, moves no activation bytes
             if shape is None or any(d is None for d in shape):
                 raise UserError(
                     f"cannot resolve the shape of tensor '{t}' (read or written by node '{names[i]}', "
@@ -152,8 +152,15 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
     for i in kept:
         node = nodes[i]
         ins = [real(t) if t else "" for t in node.input]
-        cost[i] = _node_cost(node, [shapes.get(t) if t else None for t in ins],
-                             [shapes.get(o) for o in node.output], warned)
+        in_shapes = [shapes.get(t) if t else None for t in ins]
+        out_shapes = [shapes.get(o) for o in node.output]
+        try:
+            cost[i] = _node_cost(node, in_shapes, out_shapes, warned)
+        except (TypeError, IndexError, ValueError, ZeroDivisionError, AttributeError):
+            # Malformed attributes or an operand of unknown size: fall back to the element-count estimate.
+            warnings.warn(f"could not cost node '{names[i]}' ({node.op_type}); counting 1 flop per output "
+                          "element", stacklevel=2)
+            cost[i] = sum(_numel(s) for s in out_shapes if s is not None and None not in s), 0
 
     # --- fuse cheap elementwise and data-movement nodes into the group of their producer ----------------------
     producer: dict[str, int] = {}
@@ -316,20 +323,24 @@ def _infer_shapes(model: onnx.ModelProto, inits: dict, resolved: dict) -> onnx.M
             return m
 
 
-def _collect_shapes(m: onnx.ModelProto, inits: dict):
+def _collect_shapes(m: onnx.ModelProto, original: onnx.ModelProto, inits: dict):
+    """Tensor name -> shape (None for unknown dims or rank) and element type; inferred shapes win, but shapes
+    the file itself declares fill in what inference left unknown (e.g. outputs of custom ops)."""
     shapes: dict[str, tuple | None] = {}
     dtypes: dict[str, int] = {}
-    g = m.graph
-    for vi in list(g.input) + list(g.value_info) + list(g.output):
-        tt = vi.type.tensor_type
-        if not vi.type.HasField("tensor_type"):
-            continue
-        dtypes[vi.name] = tt.elem_type
-        if tt.HasField("shape"):
-            shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None
-                                    for d in tt.shape.dim)
-        else:
-            shapes[vi.name] = None
+    for g, inferred in ((original.graph, False), (m.graph, True)):
+        for vi in list(g.input) + list(g.value_info) + list(g.output):
+            if not vi.type.HasField("tensor_type"):
+                continue
+            tt = vi.type.tensor_type
+            shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None
+                          for d in tt.shape.dim) if tt.HasField("shape") else None
+            known = shape is not None and None not in shape
+            old = shapes.get(vi.name)
+            if not inferred or known or old is None:
+                shapes[vi.name] = shape
+            if tt.elem_type:
+                dtypes[vi.name] = tt.elem_type
     for name, (dtype, dims) in inits.items():
         dtypes[name], shapes[name] = dtype, dims
     return shapes, dtypes
