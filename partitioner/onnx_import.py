@@ -220,6 +220,22 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
                              metadata)
 
 
+def parse_input_shapes(specs: list[str] | tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    """Parse CLI `--input-shape` values like "input_ids=1x128" into {"input_ids": (1, 128)}."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for spec in specs:
+        name, sep, dims = spec.partition("=")
+        try:
+            shape = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            shape = ()
+        if not sep or not name or not shape or min(shape) < 1:
+            raise UserError(f"bad --input-shape '{spec}'", "write NAME=DIMS with sizes >= 1 joined by x, "
+                            "e.g. --input-shape input_ids=1x128")
+        shapes[name.strip()] = shape
+    return shapes
+
+
 # --- reading and shape resolution ---------------------------------------------------------------------------------
 def _read_model(path: str | os.PathLike) -> onnx.ModelProto:
     p = os.fspath(path)

@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from partitioner.errors import UserError
-from partitioner.onnx_import import load_onnx
+from partitioner.onnx_import import load_onnx, parse_input_shapes
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples")
@@ -354,3 +354,10 @@ def test_bert_base_matches_public_figures():
     # 109,482,240 parameters x 4 bytes, plus the int64 position/token-type id buffers
     assert abs(g.total_weight_bytes / (109_482_240 * 4) - 1) < 0.002
     assert g.metadata["input_shapes"] == {"input_ids": (1, 128), "attention_mask": (1, 128)}
+
+
+def test_parse_input_shapes():
+    assert parse_input_shapes(["input_ids=1x128", "mask=2X64"]) == {"input_ids": (1, 128), "mask": (2, 64)}
+    for bad in ("input_ids", "=1x2", "x=1x0", "x=1xa", "x="):
+        with pytest.raises(UserError, match="bad --input-shape"):
+            parse_input_shapes([bad])
