@@ -1,0 +1,72 @@
+"""What `partition train` and `partition finetune` do, as functions of the parsed arguments.
+
+cli.py calls these and prints the string they return; they raise UserError for bad input and never print.
+Like partitioner/run.py this is top-of-stack glue: it may import every stage.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+from partitioner.errors import UserError
+from policies import train as tr
+from policies.train import FINETUNE_CONFIG, PPOConfig, onnx_corpus, pretrain, synthetic_corpus
+
+TRAIN_CONFIG = PPOConfig(lr=1e-3, total_steps=300, proposals_per_step=16, graphs_per_step=2, update_epochs=4,
+                         repair_time_limit_s=1.0, save_every=5)
+"""Defaults of `partition train` (the shipped policy's run is described in policies/pretrained/MODEL_CARD.md)."""
+
+
+def _chiplet_counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise UserError(f"--chiplets {text!r} is not a list of positive counts", "write it like 2,4,8,16,36")
+    return counts
+
+
+def train(args: argparse.Namespace) -> str:
+    """`partition train --corpus DIR --out policy.pt [--steps N] [--chiplets 2,4,..] [--synthetic N]`."""
+    counts = _chiplet_counts(args.chiplets)
+    corpus = onnx_corpus(args.corpus, counts, args.precision)
+    if args.synthetic:
+        corpus += synthetic_corpus(args.synthetic, args.seed, counts)
+    cfg = replace(TRAIN_CONFIG, seed=args.seed,
+                  total_steps=TRAIN_CONFIG.total_steps if args.steps is None else args.steps)
+    if cfg.total_steps < 0:
+        raise UserError(f"--steps must be >= 0, got {cfg.total_steps}", "pass a number of PPO updates")
+    ckpt = pretrain(corpus, cfg, args.out, resume=True)
+    out = Path(args.out)
+    return (f"trained {ckpt['step']} updates ({ckpt['evals']} evaluations, {ckpt['wall_s']:.0f} s) on "
+            f"{len(corpus)} (graph, package) pairs\ncheckpoint: {out}\ncurve: {out.with_suffix('.csv')}")
+
+
+def finetune(args: argparse.Namespace) -> str:
+    """`partition finetune MODEL.onnx --chiplets N --policy CKPT --budget N --out DIR`: fine-tune, then write the
+    best partition's outputs (partition.json, report.md, ...) next to the checkpoint and curve."""
+    from partitioner import run as runmod
+    from partitioner.cli import _parse_input_shapes
+    from partitioner.hardware import load_hardware
+    from partitioner.pipeline import Evaluation, evaluate
+    from partitioner.simulator import simulate
+    from policies.rl_search import shipped_policy
+
+    if args.budget < 1:
+        raise UserError(f"--budget must be at least 1, got {args.budget}", "pass a positive number of evaluations")
+    out_dir = runmod._prepare_out_dir(args.out)
+    graph = runmod.load_model(args.model, _parse_input_shapes(args.input_shape), args.precision)
+    hw = load_hardware(args.hardware, args.chiplets)
+    limit = runmod.DEFAULT_REPAIR_LIMIT_S if args.time_limit is None else args.time_limit
+    cfg = replace(FINETUNE_CONFIG, seed=args.seed, repair_time_limit_s=limit)
+    policy = shipped_policy() if args.policy is None else args.policy
+    best_a, _ = tr.finetune(graph, hw, policy, args.budget, cfg, out_dir, resume=True)
+    part = evaluate(graph, hw, best_a, time_limit_s=limit, seed=args.seed).partition
+    best = Evaluation(part, simulate(graph, hw, part, trace=True))
+    ckpt = tr.read_checkpoint(out_dir / "finetune.pt")
+    outcome = runmod.Outcome(args.model, graph, hw, "rl", best, int(ckpt["evals"]), float(ckpt["wall_s"]))
+    files = runmod.write_outputs(out_dir, outcome, config=None, hardware_spec=args.hardware)
+    return runmod.format_outcome(runmod.Outcome(**{**outcome.__dict__, "files": files}))
+
