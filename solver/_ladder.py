@@ -1,0 +1,151 @@
+"""The CP-SAT encoding shared by repair and optimize: an ordinal ("stage") ladder per op.
+
+Op i's chiplet is s_i in [lo_i, hi_i]. It is encoded by Booleans y[i][c] = (s_i >= c) for c = 0..C, a monotone
+ladder (y[i][c+1] => y[i][c], y[i][0] = 1, y[i][C] = 0), and membership x[i][c] = y[i][c] - y[i][c+1]. Pipeline
+order s_u <= s_v on an edge is then C implications y[u][c] => y[v][c] with no big-M and a tight LP. Entries that
+the stage domains fix are Python ints 0/1, not variables, and a chiplet the op cannot run (x = 0) makes two
+ladder rungs the same variable, so the model only holds the choices that are really open.
+
+Memory on chiplet c: sum_i weight_i * x[i][c] + peak_c <= sram_c with peak_c >= work_i * x[i][c], exactly the
+rule of partitioner.partition.memory_use; the constraint is left out where even every candidate op fits.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from ortools.sat.python import cp_model
+
+from partitioner.graph import TensorGraph
+from partitioner.hardware import Hardware
+from solver.infeasibility import StageDomains
+
+Lit = cp_model.IntVar | int
+
+
+@dataclass
+class Ladder:
+    model: cp_model.CpModel
+    y: list[list[Lit]]   # y[i][c] = (s_i >= c), c = 0..C
+    x: list[list[Lit]]   # x[i][c] = (s_i == c), c = 0..C-1
+    candidates: list[np.ndarray]   # ops that may sit on chiplet c
+
+
+def _is_var(lit: Lit) -> bool:
+    return not isinstance(lit, int)
+
+
+def build_ladder(graph: TensorGraph, hw: Hardware, dom: StageDomains) -> Ladder:
+    model = cp_model.CpModel()
+    n, n_chip = graph.n_ops, hw.n_chiplets
+    allowed, lo, hi = dom.allowed, dom.lo.tolist(), dom.hi.tolist()
+
+    # Stage ladders: y[i][c] for c <= lo is 1, above hi is 0; a disallowed chiplet c repeats rung c into c+1.
+    y: list[list[Lit]] = []
+    for i in range(n):
+        rungs: list[Lit] = [1] * (lo[i] + 1)
+        for c in range(lo[i] + 1, hi[i] + 1):
+            rungs.append(model.new_bool_var(f"y{i}_{c}") if allowed[i, c - 1] else rungs[-1])
+        rungs += [0] * (n_chip - hi[i])
+        for c in range(lo[i] + 1, hi[i]):
+            if rungs[c + 1] is not rungs[c]:
+                model.add_implication(rungs[c + 1], rungs[c])
+        y.append(rungs)
+
+    # Membership x[i][c] = y[i][c] - y[i][c+1].
+    x: list[list[Lit]] = []
+    for i in range(n):
+        row: list[Lit] = [0] * n_chip
+        for c in range(lo[i], hi[i] + 1):
+            if not allowed[i, c]:
+                continue
+            a, b = y[i][c], y[i][c + 1]
+            if not _is_var(a) and not _is_var(b):
+                row[c] = a - b
+            elif not _is_var(a):
+                row[c] = b.negated()   # a == 1
+            elif not _is_var(b):
+                row[c] = a             # b == 0
+            else:
+                row[c] = model.new_bool_var(f"x{i}_{c}")
+                model.add(row[c] == a - b)
+        x.append(row)
+
+    # Pipeline order: s_u <= s_v on every edge, rung by rung (skipping rungs that repeat the next one).
+    for u, v in zip(graph.edge_src.tolist(), graph.edge_dst.tolist()):
+        yu, yv = y[u], y[v]
+        for c in range(max(lo[u], lo[v]) + 1, min(hi[u], hi[v]) + 1):
+            if _is_var(yu[c]) and yu[c] is not yu[c + 1] and _is_var(yv[c]):
+                model.add_implication(yu[c], yv[c])
+
+    # Memory: weights of the chiplet's ops plus the largest activation working set among them fit its SRAM.
+    w, work = graph.weight_bytes, graph.work_bytes
+    candidates = []
+    for c, chip in enumerate(hw.chiplets):
+        cand = np.flatnonzero(allowed[:, c])
+        candidates.append(cand)
+        if cand.size == 0 or int(w[cand].sum()) + int(work[cand].max()) <= chip.sram_bytes:
+            continue
+        fixed_peak = max((int(work[i]) for i in cand.tolist() if not _is_var(x[i][c])), default=0)
+        peak = model.new_int_var(fixed_peak, int(work[cand].max()), f"peak{c}")
+        for i in cand.tolist():
+            if _is_var(x[i][c]) and work[i] > fixed_peak:
+                model.add(peak >= int(work[i])).only_enforce_if(x[i][c])
+        terms = [(x[i][c], int(w[i])) for i in cand.tolist() if w[i]]
+        model.add(cp_model.LinearExpr.weighted_sum([t for t, _ in terms], [k for _, k in terms]) + peak
+                  <= chip.sram_bytes)
+    return Ladder(model, y, x, candidates)
+
+
+def ladder_hint(ladder: Ladder, assignment: np.ndarray) -> None:
+    """Hint every ladder variable from a full assignment (need not be feasible)."""
+    model = ladder.model
+    seen: set[int] = set()
+    for i, s in enumerate(np.asarray(assignment).tolist()):
+        for c, lit in enumerate(ladder.y[i]):
+            if _is_var(lit) and lit.index not in seen:
+                seen.add(lit.index)
+                model.add_hint(lit, c <= s)
+        for c, lit in enumerate(ladder.x[i]):
+            if isinstance(lit, cp_model.IntVar) and lit.index not in seen:
+                seen.add(lit.index)
+                model.add_hint(lit, c == s)
+
+
+def read_assignment(solver: cp_model.CpSolver, ladder: Ladder) -> np.ndarray:
+    """s_i = number of true rungs above 0."""
+    out = np.empty(len(ladder.y), dtype=np.int64)
+    for i, rungs in enumerate(ladder.y):
+        out[i] = sum(1 for c in range(1, len(rungs)) if (solver.boolean_value(rungs[c]) if _is_var(rungs[c])
+                                                          else rungs[c]))
+    return out
+
+
+def greedy_monotone(graph: TensorGraph, hw: Hardware, dom: StageDomains, proposal: np.ndarray) -> np.ndarray:
+    """A quick pipeline-ordered assignment near the proposal (the hint): in topological order each op takes its
+    proposed chiplet, raised to its predecessors' and to its domain, and pushed later while the chiplet is full.
+    Always satisfies order, pins and op types; memory only when the pushes succeed."""
+    n, n_chip = graph.n_ops, hw.n_chiplets
+    sram = np.array([c.sram_bytes for c in hw.chiplets], dtype=np.int64)
+    used_w = np.zeros(n_chip, dtype=np.int64)
+    peak = np.zeros(n_chip, dtype=np.int64)
+    w, work = graph.weight_bytes.tolist(), graph.work_bytes.tolist()
+    floor = dom.lo.copy()
+    out = np.empty(n, dtype=np.int64)
+    prop = np.clip(np.asarray(proposal, dtype=np.int64), 0, n_chip - 1)
+    start_of = {}
+    for u, v in zip(graph.edge_src.tolist(), graph.edge_dst.tolist()):
+        start_of.setdefault(v, []).append(u)
+    for v in range(n):
+        base = max([int(floor[v]), int(prop[v])] + [int(out[u]) for u in start_of.get(v, [])])
+        base = min(base, int(dom.hi[v]))
+        choices = [c for c in range(base, int(dom.hi[v]) + 1) if dom.allowed[v, c]]   # hi is allowed
+        pick = choices[-1]
+        for c in choices:
+            if used_w[c] + w[v] + max(peak[c], work[v]) <= sram[c]:
+                pick = c
+                break
+        out[v] = pick
+        used_w[pick] += w[v]
+        peak[pick] = max(peak[pick], work[v])
+    return out
