@@ -239,3 +239,23 @@ def test_more_link_bandwidth_never_lowers_throughput(case, factor):
 def test_identical_inputs_give_identical_reports(case):
     g, hw, a = case
     assert simulate(g, hw, a, trace=True) == simulate(g, hw, a.copy(), trace=True)
+
+
+def test_heterogeneous_ops_take_their_chiplets_time_and_the_bound_uses_the_fastest():
+    fast = Chiplet(kind="vector", vector_ops_per_cycle=4 * VEC)
+    hw = Hardware("het", (Chiplet(), fast), "chain", 1, 2)
+    g = graph_of([400, 400], [(0, 1, 64)])         # 400 cycles on a default chiplet, 100 on the fast one
+    r = simulate(g, hw, np.array([0, 1]))
+    assert r.chiplet_busy_cycles == (400, 100)
+    assert r.latency_cycles == 400 + 20 + 1 + 100
+    assert r.cycles_per_inference == 400
+    assert r.bound_cycles_per_inference == max((100 + 100) / 2, 100)
+
+
+def test_link_bottleneck_is_named():
+    # 64,000 B per inference over one link at 64 B/cycle: the link is busy 1000 cycles, each chiplet 10.
+    g = graph_of([10, 10], [(0, 1, 64_000)])
+    r = simulate(g, mesh_of(2), np.array([0, 1]))
+    assert r.bottleneck == "link 0->1" and r.bottleneck_chiplet == 0
+    assert r.cycles_per_inference == 1000
+    assert r.link_utilisation["0->1"] == 1.0
