@@ -66,8 +66,6 @@ _PER_INPUT_ELEMENT = {
 # Per output element.
 _PER_OUTPUT_ELEMENT = {"Resize": 1, "Upsample": 1}
 _POOL = {"MaxPool", "AveragePool", "LpPool"}
-_MATRIX = {"MatMul", "MatMulInteger", "QLinearMatMul", "FusedMatMul", "Gemm", "Conv", "ConvInteger",
-           "QLinearConv", "ConvTranspose", "Einsum", "Attention", "MultiHeadAttention"}
 
 
 def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] | None = None,

@@ -361,3 +361,33 @@ def test_parse_input_shapes():
     for bad in ("input_ids", "=1x2", "x=1x0", "x=1xa", "x="):
         with pytest.raises(UserError, match="bad --input-shape"):
             parse_input_shapes([bad])
+
+
+# --- invariants on every fixture and example -------------------------------------------------------------------------
+_MODELS = sorted(os.path.join(DATA, f) for f in os.listdir(DATA) if f.endswith(".onnx")) + \
+    sorted(os.path.join(EXAMPLES, f) for f in os.listdir(EXAMPLES) if f.endswith(".onnx")) \
+    if os.path.isdir(EXAMPLES) else []
+
+
+@pytest.mark.parametrize("path", _MODELS, ids=os.path.basename)
+def test_coarsening_invariants(path):
+    g = load_onnx(path)
+    covered = [n for op in g.ops for n in op.onnx_nodes]
+    assert len(covered) == len(set(covered)) == g.metadata["ops_before_coarsening"]
+    assert g.metadata["ops_before_coarsening"] <= g.metadata["onnx_nodes_total"]
+    assert all(a < b for a, b in zip(g.edge_src.tolist(), g.edge_dst.tolist()))
+    assert all(b > 0 for b in g.edge_bytes.tolist())
+    # every edge's bytes are bytes its source writes and its destination reads
+    for s, d, b in zip(g.edge_src.tolist(), g.edge_dst.tolist(), g.edge_bytes.tolist()):
+        assert b <= g.ops[s].out_bytes and b <= g.ops[d].in_bytes
+    assert g.input_bytes > 0 and g.total_flops > 0
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(EXAMPLES, "resnet18.onnx")), reason="examples not exported")
+def test_resnet18_and_gpt_decoder():
+    r = load_onnx(os.path.join(EXAMPLES, "resnet18.onnx"))
+    assert int(r.matrix_flops.sum()) == 3_628_146_688  # 1.814 GMACs
+    assert r.total_weight_bytes == 11_684_712 * 4  # ResNet-18 with BatchNorm folded into conv biases
+    g = load_onnx(os.path.join(EXAMPLES, "gpt-decoder.onnx"), precision="fp16")
+    biggest = max(op.weight_bytes for op in g.ops)  # token + position embeddings: fits one 64 MiB chiplet
+    assert 32000 * 768 * 2 + 128 * 768 * 2 <= biggest < 64 * 2**20
