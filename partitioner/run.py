@@ -84,11 +84,10 @@ def load_model(path: str, input_shapes: dict | None = None, precision: str = "fp
     return load_onnx(path, input_shapes=input_shapes or None, precision=precision)
 
 
-SHIPPED_POLICY = Path(__file__).resolve().parent.parent / "policies" / "pretrained" / "policy.pt"
-
-
 def default_method() -> str:
     """rl when the shipped policy checkpoint is present, else simulated annealing."""
+    from policies.rl_search import SHIPPED_POLICY
+
     return "rl" if SHIPPED_POLICY.exists() else "anneal"
 
 
