@@ -17,6 +17,7 @@ import warnings
 from collections import defaultdict
 
 import onnx
+import onnx.inliner
 from google.protobuf.message import DecodeError
 
 from partitioner.errors import UserError
@@ -255,6 +256,8 @@ def _read_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise UserError(f"{p} is not an ONNX model (no graph or IR version in it)", "pass an .onnx file")
     if len(model.graph.node) == 0:
         raise UserError(f"{p} has an empty graph (0 nodes)", "export the model with its compute graph")
+    if model.functions:  # model-local functions (dynamo exports): cost the nodes inside them
+        model = onnx.inliner.inline_local_functions(model)
     return model
 
 

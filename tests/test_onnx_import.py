@@ -391,3 +391,18 @@ def test_resnet18_and_gpt_decoder():
     g = load_onnx(os.path.join(EXAMPLES, "gpt-decoder.onnx"), precision="fp16")
     biggest = max(op.weight_bytes for op in g.ops)  # token + position embeddings: fits one 64 MiB chiplet
     assert 32000 * 768 * 2 + 128 * 768 * 2 <= biggest < 64 * 2**20
+
+
+def test_local_functions_are_inlined(tmp_path):
+    fn = helper.make_function("local", "Block", ["a", "b"], ["c"],
+                              [helper.make_node("MatMul", ["a", "b"], ["t"], name="inner_mm"),
+                               helper.make_node("Relu", ["t"], ["c"], name="inner_relu")],
+                              [helper.make_opsetid("", 17)])
+    graph = helper.make_graph([helper.make_node("Block", ["x", "w"], ["y"], domain="local", name="blk")], "f",
+                              [vi("x", [2, 4])], [vi("y", [2, 3])], [w("w", 4, 3)])
+    model = helper.make_model(graph, functions=[fn],
+                              opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)])
+    model.ir_version = 8
+    onnx.save_model(model, str(tmp_path / "f.onnx"))
+    g = load_onnx(tmp_path / "f.onnx")
+    assert g.n_ops == 1 and g.total_flops == 2 * 2 * 4 * 3 + 6 and g.total_weight_bytes == 48
