@@ -275,6 +275,12 @@ def _resolve_input_shapes(model_inputs, overrides: dict) -> dict[str, tuple[int,
             raise UserError(f"--input-shape names '{name}', which is not a model input (inputs: "
                             f"{', '.join(names) or 'none'})", "use one of the model's input names")
     resolved: dict[str, tuple[int, ...]] = {}
+    named: dict[str, int] = {}  # symbolic dim name -> size given for it by an override ("sequence" -> 384)
+    for vi in model_inputs:
+        if vi.name in overrides and vi.type.tensor_type.HasField("shape"):
+            for d, w in zip(vi.type.tensor_type.shape.dim, overrides[vi.name]):
+                if d.dim_param and not (d.HasField("dim_value") and d.dim_value > 0):
+                    named.setdefault(d.dim_param, int(w))
     for vi in model_inputs:
         tt = vi.type.tensor_type
         if not tt.HasField("shape"):
@@ -298,7 +304,7 @@ def _resolve_input_shapes(model_inputs, overrides: dict) -> dict[str, tuple[int,
         else:
             resolved[vi.name] = tuple(
                 d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else
-                (DEFAULT_BATCH if j == 0 else DEFAULT_DIM) for j, d in enumerate(dims))
+                named.get(d.dim_param, DEFAULT_BATCH if j == 0 else DEFAULT_DIM) for j, d in enumerate(dims))
     return resolved
 
 

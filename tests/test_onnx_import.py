@@ -406,3 +406,11 @@ def test_local_functions_are_inlined(tmp_path):
     onnx.save_model(model, str(tmp_path / "f.onnx"))
     g = load_onnx(tmp_path / "f.onnx")
     assert g.n_ops == 1 and g.total_flops == 2 * 2 * 4 * 3 + 6 and g.total_weight_bytes == 48
+
+
+def test_override_propagates_to_inputs_sharing_a_symbolic_dim(tmp_path):
+    nodes = [helper.make_node("Add", ["a", "b"], ["y"], name="add")]
+    path = save(tmp_path, nodes, [vi("a", ["batch", "seq"]), vi("b", ["batch", "seq"])], [vi("y", None)])
+    g = load_onnx(path, input_shapes={"a": (2, 384)})
+    assert g.metadata["input_shapes"] == {"a": (2, 384), "b": (2, 384)}
+    assert g.ops[0].flops == 2 * 384
