@@ -1,6 +1,6 @@
 """Export real architectures with random weights to graph-only ONNX files (weights stripped).
 
-    python scripts/export_models.py                  # the shipped examples: examples/{bert-base,resnet18,gpt-decoder}.onnx
+    python scripts/export_models.py                  # examples/{bert-base,resnet18,gpt-decoder}.onnx
     python scripts/export_models.py --corpus DIR     # a corpus of varied architectures for RL training
 
 Nothing is downloaded: every model is built from a config written here (transformers configs or plain torch
