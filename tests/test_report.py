@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from partitioner.errors import UserError
-from partitioner.hardware import Hardware, Chiplet, mesh_of
+from partitioner.hardware import Chiplet, Hardware, mesh_of
 from partitioner.partition import Partition
 from partitioner.report import (Report, chrome_trace, plot_partition, report_markdown, write_chrome_trace,
                                 write_json, write_text)
@@ -72,9 +72,10 @@ def test_chrome_trace(case, tmp_path):
     assert len(ops) == g.n_ops * r.inferences_simulated
     names = {e["pid"]: e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "process_name"}
     assert names[0] == "chiplet 0" and names[hw.n_chiplets] == "link {}->{}".format(*hw.links[0])
-    first = min(r.trace_events, key=lambda e: (e.start, e.kind))
-    assert chrome_trace(r, g, hw)["traceEvents"][-len(x):][0]["ts"] >= 0
-    assert first.start == 0
+    assert min(e["ts"] for e in x) == 0
+    first = next(e for e in r.trace_events if e.kind == "op")
+    assert x[0]["ts"] == first.start * 1e6 / hw.clock_hz and x[0]["name"] == g.ops[first.item].name
+    assert chrome_trace(r, g, hw) == data
 
 
 def test_chrome_trace_needs_a_trace(case, tmp_path):
