@@ -37,6 +37,15 @@ def op_cycles_matrix(graph: TensorGraph, hw: Hardware) -> np.ndarray:
     return np.stack(cols, axis=1)
 
 
+def bound_cycles_per_inference(graph: TensorGraph, hw: Hardware) -> float:
+    """Analytical lower bound on cycles per inference (perfect balance, free communication):
+    max(sum of each op's cycles on its fastest chiplet / n_chiplets, the largest such op)."""
+    if graph.n_ops == 0:
+        return 1.0
+    fastest = op_cycles_matrix(graph, hw).min(axis=1)
+    return max(float(fastest.sum()) / hw.n_chiplets, float(fastest.max()), 1.0)
+
+
 def serialization_cycles(nbytes: int | np.ndarray, hw: Hardware) -> np.ndarray:
     """Cycles a tensor occupies one link: its bytes over the link bandwidth."""
     return _ceil_div(nbytes, hw.link_bytes_per_cycle)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from partitioner.cost import compute_energy_pj, link_energy_pj, op_cycles_matrix
+from partitioner.cost import bound_cycles_per_inference, compute_energy_pj, link_energy_pj, op_cycles_matrix
 from partitioner.errors import UserError
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
@@ -220,8 +220,7 @@ def simulate(graph: TensorGraph, hw: Hardware, partition_or_assignment: Partitio
         measured = float(finish[0])
     period = max(measured, float(max_busy))
 
-    fastest = plan.cycles_matrix.min(axis=1) if graph.n_ops else np.zeros(1, dtype=np.int64)
-    bound = max(float(fastest.sum()) / hw.n_chiplets, float(fastest.max()), 1.0)
+    bound = bound_cycles_per_inference(graph, hw)
 
     compute_pj, sram_pj = compute_energy_pj(graph, hw, a)
     link_pj = sum(link_energy_pj(b, len(r), hw) for b, r in zip(plan.msg_bytes, plan.msg_route))

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from partitioner.cost import (compute_cycles, compute_energy_pj, link_energy_pj, memory_cycles, op_cycles,
-                              op_cycles_matrix, serialization_cycles, transfer_cycles)
+from partitioner.cost import (bound_cycles_per_inference, compute_cycles, compute_energy_pj, link_energy_pj,
+                              memory_cycles, op_cycles, op_cycles_matrix, serialization_cycles, transfer_cycles)
 from partitioner.graph import Op, TensorGraph
 from partitioner.hardware import Chiplet, Hardware, mesh_of
 
@@ -73,3 +73,12 @@ def test_energies():
     assert link_energy_pj(20, 3, hw) == pytest.approx(20 * 8 * 3 * 1.5)
     # the energy of one inference does not depend on where the ops run on identical chiplets
     assert compute_energy_pj(g, hw, np.array([0, 0])) == (compute, sram)
+
+
+def test_bound_cycles_per_inference():
+    fast = Chiplet(macs_per_cycle=200, vector_ops_per_cycle=10, sram_bytes_per_cycle=50)
+    hw = Hardware("h", (CHIP, fast), "chain", 1, 2)
+    g = TensorGraph.build("two", [Op("a", "MatMul", ("a",), 4000, 4000), Op("b", "Add", ("b",), 100)], [(0, 1, 8)])
+    assert bound_cycles_per_inference(g, hw) == max((10 + 10) / 2, 10)
+    big = TensorGraph.build("big", [Op("a", "Add", ("a",), 1000), Op("b", "Add", ("b",), 10)], [(0, 1, 8)])
+    assert bound_cycles_per_inference(big, hw) == 100      # the largest op dominates the balanced share
