@@ -1,5 +1,6 @@
 """`partition`: the command line. The only module that prints or exits.
 
+Usage:
     partition MODEL.onnx --chiplets 16 [--method M] [--budget N] [--out DIR] ...   partition a model
     partition inspect MODEL.onnx [--json]                                          what the importer sees
     partition simulate MODEL.onnx --partition partition.json                       re-score a saved partition
@@ -35,12 +36,14 @@ def _parse_input_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+def _add_model_args(p: argparse.ArgumentParser, precision: str | None = "fp16") -> None:
+    """precision None: keep the model's own element sizes unless --precision is given (inspect)."""
     p.add_argument("model", help="ONNX file (weights may be absent: only shapes are read)")
     p.add_argument("--input-shape", action="append", metavar="NAME=1x128",
                    help="fix a model input's shape (repeatable); symbolic dims default to batch 1, sequence 128")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"],
-                   help="element size for weights and activations (default fp32)")
+    p.add_argument("--precision", default=precision or "fp32", choices=["fp32", "fp16", "bf16", "int8"],
+                   help="element size of weights and activations on the accelerator "
+                        f"(default {precision or 'fp32, as the model is stored'})")
 
 
 def _add_hw_args(p: argparse.ArgumentParser, default_chiplets: int | None = None) -> None:
@@ -59,7 +62,7 @@ class _OneLineParser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     from partitioner.run import METHODS
 
-    top = _OneLineParser(prog="partition", description=__doc__,
+    top = _OneLineParser(prog="partition", description=__doc__.split("\n\n", 1)[1],
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = top.add_subparsers(dest="command", required=True)
 
@@ -78,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="skip the CP-SAT lower bound on the bottleneck (saves a few seconds)")
 
     ins = sub.add_parser("inspect", help="show ops, FLOPs and parameters as the importer sees them")
-    _add_model_args(ins)
+    _add_model_args(ins, precision=None)
     ins.add_argument("--json", action="store_true", help="print JSON (keys ops, onnx_nodes, flops, param_bytes, ...)")
 
     sim = sub.add_parser("simulate", help="re-score a saved partition.json")

@@ -49,7 +49,7 @@ class RunConfig:
     seed: int = 0
     out: str = "out"
     input_shapes: dict = field(default_factory=dict)
-    precision: str = "fp32"
+    precision: str = "fp16"
     time_limit_s: float | None = None
     """CP-SAT seconds per repair; for `exact`, for the whole optimisation."""
     policy: str | None = None
@@ -323,7 +323,7 @@ def format_outcome(outcome: Outcome) -> str:
     rows = [
         ("model", f"{outcome.model} ({outcome.graph.n_ops} ops, {outcome.graph.total_flops / 1e9:.2f} GFLOP)"),
         ("hardware", f"{hw.name}: {hw.n_chiplets} chiplets, {hw.topology} {hw.rows}x{hw.cols}"),
-        ("method", f"{outcome.method}: {outcome.evaluations} evaluations in {outcome.wall_s:.1f} s, "
+        ("method", f"{outcome.method}: {outcome.evaluations} evaluation{'s' * (outcome.evaluations != 1)} in {outcome.wall_s:.1f} s, "
                    f"repair moved {outcome.best.partition.ops_moved} ops"),
         ("throughput", f"{rep.throughput_per_s:,.1f} inferences/s"),
         ("latency", _si(rep.latency_s, "s")),
