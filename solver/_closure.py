@@ -20,8 +20,10 @@ from solver.infeasibility import StageDomains
 
 
 def closure_repair(graph: TensorGraph, hw: Hardware, dom: StageDomains, proposal: np.ndarray,
-                   weights: np.ndarray) -> tuple[np.ndarray, int]:
-    """(assignment, kept weight) maximising sum w_i [s_i == p_i] under order, pins and op types (not memory)."""
+                   weights: np.ndarray, penalty: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """(assignment, kept weight) maximising sum w_i [s_i == p_i] - sum penalty[i, s_i] under order, pins and op
+    types (not memory). `penalty` (int64 [n_ops, n_chiplets], >= 0) prices chiplets; the kept weight returned is
+    the plain sum of w_i over kept ops."""
     n, n_chip = graph.n_ops, hw.n_chiplets
     prop = np.asarray(proposal, dtype=np.int64)
     if n_chip == 1 or n == 0:
@@ -29,7 +31,7 @@ def closure_repair(graph: TensorGraph, hw: Hardware, dom: StageDomains, proposal
         return out, int(weights[prop == 0].sum())
     r = n_chip - 1                          # rungs c = 1..C-1 per op; node id i * r + (c - 1)
     source, sink = n * r, n * r + 1
-    big = int(weights.sum()) + 1
+    big = 2 * (int(np.abs(weights).sum()) + (int(np.abs(penalty).sum()) if penalty is not None else 0)) + 1
     tails, heads, caps = [], [], []
 
     def arcs(t: np.ndarray, h: np.ndarray, cap) -> None:
@@ -55,12 +57,13 @@ def closure_repair(graph: TensorGraph, hw: Hardware, dom: StageDomains, proposal
     if graph.n_edges:
         arcs(node[graph.edge_src], node[graph.edge_dst], big)
     # Objective: + w_i on rung p_i (p_i >= 1), - w_i on rung p_i + 1 (p_i + 1 <= C - 1).
-    gain = np.zeros(n * r, dtype=np.int64)
+    # In general the value of op i on chiplet c is coef[i, c] and rung c carries coef[i, c] - coef[i, c-1].
+    coef = np.zeros((n, n_chip), dtype=np.int64)
     valid = (prop >= 0) & (prop < n_chip)
-    up = valid & (prop >= 1)
-    np.add.at(gain, node[ops[up], prop[up] - 1], weights[up])
-    down = valid & (prop + 1 <= n_chip - 1)
-    np.add.at(gain, node[ops[down], prop[down]], -weights[down])
+    coef[ops[valid], prop[valid]] = weights[valid]
+    if penalty is not None:
+        coef -= penalty
+    gain = (coef[:, 1:] - coef[:, :-1]).ravel()
     pos, neg = np.flatnonzero(gain > 0), np.flatnonzero(gain < 0)
     arcs(np.full(pos.size, source), pos, gain[pos])
     arcs(neg, np.full(neg.size, sink), -gain[neg])
@@ -76,3 +79,50 @@ def closure_repair(graph: TensorGraph, hw: Hardware, dom: StageDomains, proposal
     assignment = chosen[node].sum(axis=1).astype(np.int64)
     kept = int(weights[assignment == prop].sum())
     return assignment, kept
+
+
+def lagrangian_repair(graph: TensorGraph, hw: Hardware, dom: StageDomains, proposal: np.ndarray,
+                      weights: np.ndarray, feasible, iterations: int = 30) -> tuple[np.ndarray | None, int, float]:
+    """Memory priced in by Lagrangian relaxation: (best valid assignment found or None, its kept weight, bound).
+
+    Relaxing "weights on chiplet c <= sram_c" (a relaxation of the memory rule, since peak activations are >= 0)
+    with prices lam_c >= 0 leaves a closure problem with penalty lam_c * weight_i for op i on chiplet c, so each
+    subgradient step is one min-cut. L(lam) = best penalised kept weight + sum_c lam_c * sram_c bounds the optimum
+    from above (penalties are rounded down, which only raises L). `feasible(assignment)` turns each relaxed
+    answer into a valid one or None. Stops as soon as the best valid answer meets floor(min L).
+    """
+    scale = 1 << 10
+    sram = np.array([c.sram_bytes for c in hw.chiplets], dtype=np.float64)
+    wbytes = graph.weight_bytes.astype(np.float64)
+    lam = np.zeros(hw.n_chiplets)
+    best, best_kept, bound = None, -1, float("inf")
+    theta, stall = 1.0, 0
+    prop = np.asarray(proposal, dtype=np.int64)
+    for _ in range(iterations):
+        penalty = np.floor(scale * wbytes[:, None] * lam[None, :]).astype(np.int64)
+        a, kept = closure_repair(graph, hw, dom, prop, weights * scale, penalty)
+        kept //= scale
+        value = kept - penalty[np.arange(graph.n_ops), a].sum() / scale + float(lam @ sram)
+        if value < bound - 1e-9:
+            bound, stall = value, 0
+        else:
+            stall += 1
+            if stall >= 3:
+                theta, stall = theta / 2, 0
+        valid = feasible(a)
+        if valid is not None:
+            k = int(weights[valid == prop].sum())
+            if k > best_kept:
+                best, best_kept = valid, k
+        if best_kept >= int(np.floor(bound + 1e-9)):
+            break
+        used = np.bincount(a, weights=wbytes, minlength=hw.n_chiplets)
+        g = used - sram
+        g[(lam <= 0) & (g < 0)] = 0.0
+        norm = float(g @ g)
+        if norm == 0.0:
+            break
+        target = best_kept if best_kept >= 0 else 0.9 * value
+        step = theta * max(value - target, 1e-3 * max(value, 1.0)) / norm
+        lam = np.maximum(0.0, lam + step * g)
+    return best, best_kept, bound

@@ -31,7 +31,7 @@ from partitioner.errors import UserError
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
 from partitioner.partition import Partition, check
-from solver._closure import closure_repair
+from solver._closure import closure_repair, lagrangian_repair
 from solver._ladder import build_ladder, greedy_monotone, ladder_hint, read_assignment
 from solver.infeasibility import StageDomains, check_feasible, explain_infeasible, normalize_pins
 
@@ -75,11 +75,23 @@ def repair(graph: TensorGraph, hw: Hardware, proposal: np.ndarray, *, time_limit
     closure, kept_bound = closure_repair(graph, hw, dom, prop, weights)
     info: dict = {"kept_weight_bound": kept_bound, "method": "min-cut", "deterministic_time": 0.0}
     assignment = place_moved(graph, hw, dom, prop, closure)
+    status = found = None
     if not check(graph, hw, assignment, pins):
         status = "optimal"
         info["kept_weight"] = kept_bound
     else:
-        solved, status = _solve_with_memory(graph, hw, dom, prop, weights, assignment, kept_bound,
+        def feasible(a: np.ndarray) -> np.ndarray | None:
+            placed = place_moved(graph, hw, dom, prop, a)
+            return None if check(graph, hw, placed, pins) else placed
+        found, found_kept, dual = lagrangian_repair(graph, hw, dom, prop, weights, feasible)
+        kept_bound = min(kept_bound, int(np.floor(dual + 1e-9)))
+        info["kept_weight_bound"] = kept_bound
+    if status is None and found is not None and found_kept >= kept_bound:
+        assignment, status = found, "optimal"
+        info.update(method="lagrangian", kept_weight=found_kept)
+    elif status is None:
+        hint = found if found is not None else assignment
+        solved, status = _solve_with_memory(graph, hw, dom, prop, weights, hint, kept_bound,
                                             time_limit_s, seed, pins, info)
         assignment = place_moved(graph, hw, dom, prop, solved)
         if check(graph, hw, assignment, pins):   # greedy re-placement did not fit memory: keep CP-SAT's answer
