@@ -3,7 +3,8 @@
 One episode proposes a whole assignment (a one-step contextual bandit): the policy samples K proposals for a
 graph, each is repaired and simulated, and its reward is r = log(throughput / baseline throughput), where the
 baseline is the repaired DP contiguous split of the same graph (so r > 0 means "better than DP"). The advantage
-is r minus the mean over the K proposals of the same graph, divided by their standard deviation. The loss is
+is risk-seeking: only proposals above the 75th percentile of the K proposals of the same graph count, with
+(r - percentile) / std (see PPOConfig.risk_quantile). The loss is
 PPO's clipped surrogate with one ratio per op (the policy factorises over ops; a ratio of the summed log-prob
 over hundreds of ops would almost always be clipped), minus an entropy bonus, for `update_epochs` passes.
 
@@ -43,7 +44,7 @@ from policies.gnn import PolicyConfig, PolicyNet, greedy, sample
 
 RewardFn = Callable[[TensorGraph, Hardware, np.ndarray], "tuple[float, np.ndarray]"]
 BaselineFn = Callable[[TensorGraph, Hardware], np.ndarray]
-CURVE_FIELDS = ("step", "phase", "evals", "mean_reward", "best_throughput", "wall_s", "graph")
+CURVE_FIELDS = ("step", "phase", "evals", "mean_reward", "max_reward", "best_throughput", "wall_s", "graph")
 CHECKPOINT_KIND = "chiplet-partitioner-policy"
 
 
@@ -65,6 +66,11 @@ class PPOConfig:
     """Corpus graphs per pre-training update; their losses are summed."""
     update_epochs: int = 4
     """Gradient passes over each batch of proposals (0: no learning, i.e. zero-shot sampling)."""
+    risk_quantile: float | None = 0.75
+    """Risk-seeking policy gradient (Petersen et al., ICLR 2021): only proposals whose reward is above this
+    quantile of their batch get an advantage, (r - quantile) / std(r); the rest get 0. Proposals are used
+    best-of-K, so the top of the distribution is what matters, and the policy is not pushed to collapse onto the
+    DP split it starts from. None: the classic advantage (r - mean) / std."""
     clip_coef: float = 0.2
     """PPO ratio clip (per op)."""
     ent_coef: float = 0.003
@@ -301,9 +307,12 @@ def _rollout(net: PolicyNet, data, k: int, sampler: torch.Generator) -> tuple[to
     return props, old
 
 
-def _advantages(rewards: np.ndarray) -> torch.Tensor:
-    adv = rewards - rewards.mean()
-    std = adv.std()
+def _advantages(rewards: np.ndarray, cfg: PPOConfig) -> torch.Tensor:
+    std = rewards.std()
+    if cfg.risk_quantile is None:
+        adv = rewards - rewards.mean()
+    else:
+        adv = np.maximum(rewards - np.quantile(rewards, cfg.risk_quantile), 0.0)
     return torch.as_tensor(adv / std if std > 1e-8 else adv, dtype=torch.float32)
 
 
@@ -408,12 +417,13 @@ def pretrain(corpus: Sequence[tuple[TensorGraph, Hardware]], cfg: PPOConfig, out
                     rewards = np.asarray(rewards)
                     rewards_all.extend(rewards.tolist())
                     names.append(graph.name)
-                    batches.append(_Batch(data, props, old, _advantages(rewards)))
+                    batches.append(_Batch(data, props, old, _advantages(rewards, cfg)))
                 for _ in range(cfg.update_epochs if batches else 0):
                     _step(net, opt, lambda: sum(_ppo_loss(net, b, cfg) for b in batches), cfg)
             wall = time.perf_counter() - t0
             mean_r = float(np.mean(rewards_all)) if rewards_all else float("nan")
-            curve.write(step=step, phase=phase, evals=evals, mean_reward=f"{mean_r:.6f}",
+            max_r = float(np.max(rewards_all)) if rewards_all else float("nan")
+            curve.write(step=step, phase=phase, evals=evals, mean_reward=f"{mean_r:.6f}", max_reward=f"{max_r:.6f}",
                         best_throughput=f"{best_thr:.6g}", wall_s=f"{wall:.2f}", graph="|".join(names))
             bar.update(1)
             bar.set_postfix_str(f"r {mean_r:+.3f}", refresh=False)
@@ -520,13 +530,14 @@ def finetune(graph: TensorGraph, hw: Hardware, policy_ckpt: str | Path | None, b
                                   for p in props.numpy()])
             bar.update(k)
             if k >= 2:
-                batch = _Batch(data, props, old, _advantages(rewards))
+                batch = _Batch(data, props, old, _advantages(rewards, cfg))
                 for _ in range(cfg.update_epochs):
                     _step(net, opt, lambda: _ppo_loss(net, batch, cfg), cfg)
             step += 1
             if curve is not None:
                 curve.write(step=step - 1, phase="ppo" if cfg.update_epochs else "sample", evals=evals,
-                            mean_reward=f"{float(rewards.mean()):.6f}", best_throughput=f"{best_thr:.6g}",
+                            mean_reward=f"{float(rewards.mean()):.6f}", max_reward=f"{float(rewards.max()):.6f}",
+                            best_throughput=f"{best_thr:.6g}",
                             wall_s=f"{time.perf_counter() - t0:.2f}", graph=graph.name)
             save()
             bar.set_postfix_str(f"best {best_thr:,.1f}/s", refresh=False)
@@ -568,7 +579,7 @@ def onnx_corpus(directory: str | Path, chiplets: Sequence[int] = DEFAULT_CHIPLET
 
 def synthetic_corpus(n_graphs: int, seed: int, chiplets: Sequence[int] = DEFAULT_CHIPLETS
                      ) -> list[tuple[TensorGraph, Hardware]]:
-    """Random DAGs (partitioner.synthetic.random_dag, 30-400 ops, size scale 0.5-20) each on one package drawn
+    """Random DAGs (partitioner.synthetic.random_dag, 30-250 ops, size scale 0.5-20) each on one package drawn
     at random: a mesh of a chiplet count from `chiplets`, link bandwidth 16-128 B/cycle, and per-chiplet SRAM
     sized so the weights fill 10-70% of the package."""
     from partitioner.hardware import Chiplet, mesh_of
@@ -577,7 +588,7 @@ def synthetic_corpus(n_graphs: int, seed: int, chiplets: Sequence[int] = DEFAULT
     rng = np.random.default_rng(seed)
     out = []
     for k in range(n_graphs):
-        graph = random_dag(int(rng.integers(30, 401)), int(rng.integers(1 << 31)),
+        graph = random_dag(int(rng.integers(30, 251)), int(rng.integers(1 << 31)),
                            scale=float(np.exp(rng.uniform(np.log(0.5), np.log(20.0)))), name=f"synthetic-{seed}-{k}")
         n = int(rng.choice(chiplets))
         fill = float(rng.uniform(0.1, 0.7))

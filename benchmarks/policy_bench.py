@@ -1,0 +1,107 @@
+"""The learned policy at equal evaluation budgets: zero-shot, fine-tuned, trained from scratch (and DP, anneal).
+
+    python benchmarks/policy_bench.py                                   # BERT-base, 16 chiplets, budget 64, 3 seeds
+    python benchmarks/policy_bench.py --budget 128 --seeds 0 1 2 --write
+
+zero-shot:  the pre-trained policy, frozen; its greedy proposal then best of (budget - 1) samples.
+fine-tuned: the pre-trained policy fine-tuned with PPO on the graph (policies.train.FINETUNE_CONFIG).
+scratch:    the same fine-tuning from an untrained network (which, like every policy here, is centred on the DP
+            split; see policies/gnn.py).
+Every proposal goes through the same repair + simulate (partitioner.pipeline.evaluate) with the CLI's repair
+time limit. With --write, replaces the "Learned policy" section of benchmarks/RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.results_md import update_section  # noqa: E402
+from partitioner.hardware import load_hardware  # noqa: E402
+from partitioner.pipeline import evaluate  # noqa: E402
+from partitioner.run import DEFAULT_REPAIR_LIMIT_S, load_model  # noqa: E402
+from policies.baselines import anneal, dp_partition  # noqa: E402
+from policies.train import FINETUNE_CONFIG, PipelineReward, finetune  # noqa: E402
+
+METHODS = ("zero-shot", "fine-tuned", "scratch", "anneal")
+
+
+def run_method(method: str, graph, hw, policy: str, budget: int, seed: int, limit: float) -> tuple[float, float]:
+    """(best throughput, wall seconds) of one method and seed."""
+    start = time.perf_counter()
+    if method == "anneal":
+        res = anneal(graph, hw, budget=budget, seed=seed,
+                     evaluate_fn=lambda p: evaluate(graph, hw, p, time_limit_s=limit, seed=seed))
+        return res.best.throughput, time.perf_counter() - start
+    cfg = replace(FINETUNE_CONFIG, seed=seed, repair_time_limit_s=limit)
+    if method == "zero-shot":
+        cfg = replace(cfg, update_epochs=0)
+    _, thr = finetune(graph, hw, None if method == "scratch" else policy, budget, cfg, None,
+                      reward_fn=PipelineReward(limit, seed), progress=False)
+    return thr, time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="examples/bert-base.onnx")
+    ap.add_argument("--precision", default="fp16")
+    ap.add_argument("--chiplets", type=int, default=16)
+    ap.add_argument("--hardware", default=None)
+    ap.add_argument("--policy", default=str(ROOT / "policies" / "pretrained" / "policy.pt"))
+    ap.add_argument("--budget", type=int, default=64)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--time-limit", type=float, default=DEFAULT_REPAIR_LIMIT_S)
+    ap.add_argument("--write", action="store_true", help="replace the Learned policy section of RESULTS.md")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+
+    model_path = args.model if Path(args.model).exists() else str(ROOT / args.model)
+    graph = load_model(model_path, precision=args.precision)
+    hw = load_hardware(args.hardware, args.chiplets)
+    dp_thr = evaluate(graph, hw, dp_partition(graph, hw), time_limit_s=args.time_limit).throughput
+    rows = []
+    for method in args.methods:
+        thrs, walls = [], []
+        for seed in args.seeds:
+            thr, wall = run_method(method, graph, hw, args.policy, args.budget, seed, args.time_limit)
+            thrs.append(thr)
+            walls.append(wall)
+            print(f"{method:10s} seed {seed}: {thr:,.1f}/s ({thr / dp_thr:.4f} x DP) in {wall:.1f} s", file=sys.stderr)
+        rows.append((method, thrs, walls))
+
+    name = Path(args.model).stem
+    cmd = "python benchmarks/policy_bench.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
+    lines = [f"Command: `{cmd.strip()}`", "",
+             f"{name} ({graph.n_ops} ops, {args.precision}) on {hw.name} ({hw.n_chiplets} chiplets); every method "
+             f"gets {args.budget} evaluated partitions (repair + simulate, repair limit {args.time_limit:g} s); "
+             f"seeds {', '.join(map(str, args.seeds))}. DP contiguous split (1 evaluation): {dp_thr:,.1f} "
+             f"inferences/s.", "",
+             "| method | best throughput (mean ± sd, inferences/s) | vs DP | per seed | wall s (mean) |",
+             "|---|---|---|---|---|"]
+    for method, thrs, walls in rows:
+        sd = statistics.stdev(thrs) if len(thrs) > 1 else 0.0
+        lines.append(f"| {method} | {statistics.mean(thrs):,.1f} ± {sd:,.1f} | "
+                     f"{statistics.mean(thrs) / dp_thr:.4f} | {', '.join(f'{t:,.0f}' for t in thrs)} | "
+                     f"{float(np.mean(walls)):.1f} |")
+    lines += ["", "zero-shot: the shipped policy frozen (greedy proposal, then samples); fine-tuned: PPO on this "
+              "graph from the shipped policy; scratch: the same PPO from an untrained network (centred on the DP "
+              "split like every policy here); anneal: simulated annealing from the greedy split, for reference. "
+              "The shipped policy never saw this model (policies/pretrained/MODEL_CARD.md)."]
+    body = "\n".join(lines)
+    print(body)
+    if args.write:
+        update_section("Learned policy", body)
+
+
+if __name__ == "__main__":
+    main()
