@@ -67,6 +67,7 @@ def closure_repair(graph: TensorGraph, hw: Hardware, dom: StageDomains, proposal
     pos, neg = np.flatnonzero(gain > 0), np.flatnonzero(gain < 0)
     arcs(np.full(pos.size, source), pos, gain[pos])
     arcs(neg, np.full(neg.size, sink), -gain[neg])
+    arcs(np.array([sink]), np.array([source]), 0)   # makes sure both terminals exist (else the cut comes back empty)
 
     flow = max_flow.SimpleMaxFlow()
     flow.add_arcs_with_capacity(np.concatenate(tails).astype(np.int32), np.concatenate(heads).astype(np.int32),
