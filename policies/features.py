@@ -19,7 +19,8 @@ chiplets (`chip_x`, shape [n_chiplets, CHIP_DIM]; constant rows on a homogeneous
     SRAM / mean SRAM, MACs / mean MACs, vector ops / mean, the chiplet's total op cycles / mean of that.
 
 `prior` ([n_ops]) is the centre of the op's stage in the DP baseline (policies.baselines.dp_partition, the optimal
-contiguous split of the topological order under SRAM limits): (stage + 0.5) / n_chiplets. The decoder predicts
+contiguous split of the topological order under SRAM limits): (stage + 0.5) / n_chiplets. `with_anchor` swaps
+in another assignment (fine-tuning re-centres on the best partition found so far). The decoder predicts
 positions relative to it, so the untrained policy's greedy proposal is the DP split and learning spends its effort
 on where to deviate. The node features also carry the DP stage position, whether the op sits at a DP stage
 boundary and where it sits inside its stage.
@@ -29,6 +30,7 @@ object (TensorGraph hashes by identity and is immutable), so an entry dies with 
 """
 from __future__ import annotations
 
+import copy
 import re
 import weakref
 
@@ -47,7 +49,8 @@ OP_VOCAB = ("MatMul", "Gemm", "Conv", "ConvTranspose", "Add", "Sub", "Mul", "Div
             "Slice", "Attention", "Embedding")
 _VOCAB_INDEX = {name.lower(): i for i, name in enumerate(OP_VOCAB)}
 N_TYPES = len(OP_VOCAB) + 1                       # + "other"
-NODE_DIM = N_TYPES + 21
+ANCHOR_DIM = 4                                    # the last columns of x: see _anchor_columns
+NODE_DIM = N_TYPES + 17 + ANCHOR_DIM
 EDGE_DIM = 3
 GLOBAL_DIM = 7
 CHIP_DIM = 4
@@ -80,6 +83,29 @@ def clear_cache() -> None:
     _cache.clear()
 
 
+def _anchor_columns(anchor: np.ndarray, n_chip: int) -> np.ndarray:
+    """[n, ANCHOR_DIM]: stage centre (anchor + 0.5) / n_chiplets, first-of-run and last-of-run flags (runs of
+    equal chiplet along the topological order) and the position inside the run."""
+    a = np.asarray(anchor, dtype=np.int64)
+    n = a.size
+    first = np.r_[True, a[1:] != a[:-1]]
+    last = np.r_[a[1:] != a[:-1], True]
+    run_start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
+    run_end = np.minimum.accumulate(np.where(last, np.arange(n), n)[::-1])[::-1]
+    in_run = (np.arange(n) - run_start) / np.maximum(run_end - run_start, 1)
+    return np.stack([(a + 0.5) / n_chip, first, last, in_run], axis=1).astype(np.float64)
+
+
+def with_anchor(data: Data, assignment: np.ndarray) -> Data:
+    """A copy of `data` centred on another assignment (e.g. the best found so far) instead of the DP split:
+    the prior and the anchor columns of `x` change, everything else is shared."""
+    cols = torch.from_numpy(_anchor_columns(assignment, int(data.n_chiplets)).astype(np.float32))
+    out = copy.copy(data)
+    out.x = torch.cat([data.x[:, :NODE_DIM - ANCHOR_DIM], cols], dim=1)
+    out.prior = cols[:, 0].contiguous()
+    return out
+
+
 def _dp_stages(graph: TensorGraph, hw: Hardware) -> np.ndarray:
     from policies.baselines import dp_partition     # policies.baselines imports the pipeline; import lazily
 
@@ -101,12 +127,8 @@ def _build(graph: TensorGraph, hw: Hardware) -> Data:
     cum_cyc = np.cumsum(cyc) / total_cyc
     cum_w = np.cumsum(weights) / total_w if total_w > 0 else np.arange(1, n + 1) / n
     dp = _dp_stages(graph, hw)
-    prior = (dp + 0.5) / n_chip
-    first = np.r_[True, dp[1:] != dp[:-1]]
-    last = np.r_[dp[1:] != dp[:-1], True]
-    stage_start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
-    stage_end = np.minimum.accumulate(np.where(last, np.arange(n), n)[::-1])[::-1]
-    in_stage = (np.arange(n) - stage_start) / np.maximum(stage_end - stage_start, 1)
+    anchor = _anchor_columns(dp, n_chip)
+    prior = anchor[:, 0]
 
     # --- node features -----------------------------------------------------------------------------------------
     onehot = np.zeros((n, N_TYPES))
@@ -133,12 +155,8 @@ def _build(graph: TensorGraph, hw: Hardware) -> Data:
         cum_w,
         cyc / total_cyc * np.sqrt(n),                                     # share of all cycles, O(1) for any n
         np.minimum(graph.work_bytes / sram.mean(), 4.0),
-        prior,
-        first.astype(np.float64),
-        last.astype(np.float64),
-        in_stage,
     ], axis=1)
-    x = np.concatenate([onehot, numeric], axis=1)
+    x = np.concatenate([onehot, numeric, anchor], axis=1)
 
     # --- edges, both directions --------------------------------------------------------------------------------
     ser = nbytes / hw.link_bytes_per_cycle

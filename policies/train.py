@@ -39,7 +39,7 @@ from tqdm import tqdm
 from partitioner.errors import UserError
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
-from policies.features import FEATURES_VERSION, graph_features
+from policies.features import FEATURES_VERSION, graph_features, with_anchor
 from policies.gnn import PolicyConfig, PolicyNet, greedy, sample
 
 RewardFn = Callable[[TensorGraph, Hardware, np.ndarray], "tuple[float, np.ndarray]"]
@@ -71,6 +71,12 @@ class PPOConfig:
     quantile of their batch get an advantage, (r - quantile) / std(r); the rest get 0. Proposals are used
     best-of-K, so the top of the distribution is what matters, and the policy is not pushed to collapse onto the
     DP split it starts from. None: the classic advantage (r - mean) / std."""
+    reanchor: bool = True
+    """Fine-tuning: centre each batch of proposals on the best repaired partition found so far (a learned local
+    search) instead of the DP split."""
+    incumbent_prob: float = 0.5
+    """Pre-training: probability that a graph's proposals are centred on the best partition found for it so far
+    rather than on its DP split (teaches the policy to improve on partitions other than DP)."""
     clip_coef: float = 0.2
     """PPO ratio clip (per op)."""
     ent_coef: float = 0.003
@@ -134,6 +140,13 @@ def default_baseline(graph: TensorGraph, hw: Hardware) -> np.ndarray:
     from policies.baselines import dp_partition
 
     return dp_partition(graph, hw)
+
+
+def default_anchor(graph: TensorGraph, hw: Hardware) -> np.ndarray:
+    """policies.baselines.greedy_partition: a second heuristic split the policy may start from."""
+    from policies.baselines import greedy_partition
+
+    return greedy_partition(graph, hw)
 
 
 def _reward(thr: float, base: float, clip: float) -> float:
@@ -323,7 +336,8 @@ def _new_optimizer(net: PolicyNet, cfg: PPOConfig) -> torch.optim.Optimizer:
 # --- pre-training ---------------------------------------------------------------------------------------------------------
 def pretrain(corpus: Sequence[tuple[TensorGraph, Hardware]], cfg: PPOConfig, out_path: str | Path, *,
              resume: bool = True, log_csv: str | Path | None = None, reward_fn: RewardFn | None = None,
-             baseline_fn: BaselineFn = default_baseline, progress: bool = True) -> dict:
+             baseline_fn: BaselineFn = default_baseline, anchor_fn: BaselineFn | None = default_anchor,
+             progress: bool = True) -> dict:
     """Pre-train one policy over (graph, hardware) pairs; returns the final checkpoint dict.
 
     Writes `out_path` (checkpoint, every `save_every` steps and at the end), `log_csv` (default: out_path with
@@ -346,6 +360,7 @@ def pretrain(corpus: Sequence[tuple[TensorGraph, Hardware]], cfg: PPOConfig, out
     opt = _new_optimizer(net, cfg)
     start_step, evals, elapsed = 0, 0, 0.0
     baselines: dict[int, tuple[float, list[int]] | None] = {}
+    incumbents: dict[int, tuple[float, list[int]]] = {}          # best (throughput, repaired) per corpus item
     if resume and out_path.exists():
         ckpt = read_checkpoint(out_path)
         net = PolicyNet(PolicyConfig(**ckpt["policy_config"]))
@@ -355,6 +370,7 @@ def pretrain(corpus: Sequence[tuple[TensorGraph, Hardware]], cfg: PPOConfig, out
         _restore_rng(ckpt["rng"], np_rng, sampler)
         start_step, evals, elapsed = int(ckpt["step"]), int(ckpt["evals"]), float(ckpt["wall_s"])
         baselines = {int(k): (None if v is None else (float(v[0]), list(v[1]))) for k, v in ckpt["baselines"].items()}
+        incumbents = {int(k): (float(v[0]), list(v[1])) for k, v in ckpt["incumbents"].items()}
     curve = _Curve(log_csv, start_step if resume else None)
     total = cfg.bc_steps + cfg.total_steps
     t0 = time.perf_counter() - elapsed
@@ -369,12 +385,21 @@ def pretrain(corpus: Sequence[tuple[TensorGraph, Hardware]], cfg: PPOConfig, out
             except UserError:
                 baselines[i] = None              # infeasible instance (e.g. weights exceed the package): skip
             evals += 1
+            if baselines[i] is not None and anchor_fn is not None:
+                try:
+                    thr2, rep2 = reward_fn(graph, hw, anchor_fn(graph, hw))
+                    if thr2 > baselines[i][0]:
+                        incumbents[i] = (float(thr2), [int(v) for v in rep2])
+                except UserError:
+                    pass
+                evals += 1
         return baselines[i]
 
     def save(step: int) -> dict:
         ckpt = _checkpoint(net, opt, cfg, np_rng, sampler, step=step, evals=evals,
                            wall_s=time.perf_counter() - t0,
                            baselines={str(k): (None if v is None else [v[0], v[1]]) for k, v in baselines.items()},
+                           incumbents={str(k): [v[0], v[1]] for k, v in incumbents.items()},
                            corpus=[g.name + "@" + h.name for g, h in corpus], best={})
         atomic_torch_save(ckpt, out_path)
         return ckpt
@@ -404,16 +429,20 @@ def pretrain(corpus: Sequence[tuple[TensorGraph, Hardware]], cfg: PPOConfig, out
                 for i, (base, _) in usable:
                     graph, hw = corpus[i]
                     data = graph_features(graph, hw)
+                    if i in incumbents and np_rng.random() < cfg.incumbent_prob:
+                        data = with_anchor(data, np.asarray(incumbents[i][1]))
                     props, old = _rollout(net, data, cfg.proposals_per_step, sampler)
                     rewards = []
                     for p in props.numpy():
                         try:
-                            thr, _ = reward_fn(graph, hw, p.astype(np.int64))
+                            thr, repaired = reward_fn(graph, hw, p.astype(np.int64))
                         except UserError:
-                            thr = 0.0
+                            thr, repaired = 0.0, None
                         evals += 1
                         rewards.append(_reward(thr, base, cfg.reward_clip))
                         best_thr = max(best_thr, thr)
+                        if repaired is not None and thr > max(base, incumbents.get(i, (0.0,))[0]):
+                            incumbents[i] = (float(thr), [int(v) for v in repaired])
                     rewards = np.asarray(rewards)
                     rewards_all.extend(rewards.tolist())
                     names.append(graph.name)
@@ -442,12 +471,13 @@ def pretrain(corpus: Sequence[tuple[TensorGraph, Hardware]], cfg: PPOConfig, out
 # --- fine-tuning ---------------------------------------------------------------------------------------------------------
 def finetune(graph: TensorGraph, hw: Hardware, policy_ckpt: str | Path | None, budget_evals: int, cfg: PPOConfig,
              out_dir: str | Path | None, *, resume: bool = True, reward_fn: RewardFn | None = None,
-             on_eval: Callable[[int, float], None] | None = None, progress: bool = True
-             ) -> tuple[np.ndarray, float]:
+             on_eval: Callable[[int, float], None] | None = None, progress: bool = True,
+             anchor_fn: BaselineFn | None = default_anchor) -> tuple[np.ndarray, float]:
     """Spend `budget_evals` evaluations improving the policy on one graph; return the best repaired
     (assignment, throughput) seen.
 
-    The first evaluation is the policy's greedy (argmax) proposal; its throughput is the reward baseline. Then
+    The first evaluation is the policy's greedy (argmax) proposal; its throughput is the reward baseline. The
+    second (with `anchor_fn`, default the greedy heuristic split) is the argmax proposal centred on that split. Then
     each update samples min(K, remaining) proposals and, with update_epochs > 0, takes PPO steps on them
     (update_epochs = 0 is zero-shot best-of-K sampling). `policy_ckpt` None trains from scratch (a fresh network
     seeded by cfg.seed). With `out_dir`, writes finetune.pt (checkpoint after every update), curve.csv,
@@ -522,15 +552,19 @@ def finetune(graph: TensorGraph, hw: Hardware, policy_ckpt: str | Path | None, b
         if evals == 0:
             base = evaluate(propose(net, data, hw.n_chiplets, sample=False))
             bar.update(1)
+            if anchor_fn is not None and budget_evals >= 2:
+                evaluate(propose(net, with_anchor(data, anchor_fn(graph, hw)), hw.n_chiplets, sample=False))
+                bar.update(1)
         while evals < budget_evals:
             k = min(cfg.proposals_per_step, budget_evals - evals)
             net.train()
-            props, old = _rollout(net, data, k, sampler)
+            anchored = with_anchor(data, best_a) if cfg.reanchor and best_a is not None else data
+            props, old = _rollout(net, anchored, k, sampler)
             rewards = np.asarray([_reward(evaluate(p.astype(np.int64)), base, cfg.reward_clip)
                                   for p in props.numpy()])
             bar.update(k)
             if k >= 2:
-                batch = _Batch(data, props, old, _advantages(rewards, cfg))
+                batch = _Batch(anchored, props, old, _advantages(rewards, cfg))
                 for _ in range(cfg.update_epochs):
                     _step(net, opt, lambda: _ppo_loss(net, batch, cfg), cfg)
             step += 1
