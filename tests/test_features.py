@@ -76,3 +76,19 @@ def test_heterogeneous_chip_features():
     hw = Hardware("het", chips, "mesh", 2, 2)
     cx = graph_features(random_dag(12, 0), hw, cache=False).chip_x
     assert cx[3, 1] > cx[0, 1] and torch.allclose(cx[:3], cx[:1].expand(3, -1))
+
+
+def test_with_anchor_recentres_without_touching_the_rest():
+    from policies.features import ANCHOR_DIM, with_anchor
+
+    g = random_dag(12, 0)
+    data = graph_features(g, mesh_of(3), cache=False)
+    x_before = data.x.clone()
+    a = np.array([0, 0, 1, 1, 1, 2, 1, 2, 2, 2, 2, 2])
+    moved = with_anchor(data, a)
+    assert torch.equal(data.x, x_before)                                   # the cached original is untouched
+    assert moved.x.shape == data.x.shape
+    assert torch.equal(moved.x[:, :-ANCHOR_DIM], data.x[:, :-ANCHOR_DIM])
+    assert torch.allclose(moved.prior, torch.tensor((a + 0.5) / 3, dtype=torch.float32))
+    assert moved.x[:, -3].tolist() == [1, 0, 1, 0, 0, 1, 1, 1, 0, 0, 0, 0]    # first of each run
+    assert moved.x[:, -2].tolist() == [0, 1, 0, 0, 1, 1, 1, 0, 0, 0, 0, 1]    # last of each run

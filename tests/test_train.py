@@ -122,3 +122,21 @@ def test_bad_checkpoint_is_a_user_error(tmp_path):
     torch.save({"something": 1}, tmp_path / "other.pt")
     with pytest.raises(UserError):
         load_policy(tmp_path / "other.pt")
+
+
+def test_rl_search_spends_the_budget_through_evaluate_fn(tmp_path):
+    from partitioner.partition import check
+    from partitioner.pipeline import evaluate
+    from policies.rl_search import rl_search
+
+    pretrain([(GRAPH, HW)], FAST, tmp_path / "p.pt", reward_fn=bottleneck_reward, progress=False)
+    calls = []
+
+    def evaluate_fn(p):
+        calls.append(p)
+        return evaluate(GRAPH, HW, p, time_limit_s=1.0, seed=0)
+
+    res = rl_search(GRAPH, HW, budget=12, seed=0, evaluate_fn=evaluate_fn, policy_path=tmp_path / "p.pt")
+    assert res.method == "rl" and res.evaluations == 12 == len(calls)
+    assert res.best.throughput == pytest.approx(max(b for _, b in res.history))
+    assert not check(GRAPH, HW, res.best.assignment)
