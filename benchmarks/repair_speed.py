@@ -128,7 +128,7 @@ def main() -> None:
                  f"{o['objective']:,.0f} | {o['bound']:,.0f} | {100 * o['gap']:.2f}% | - |" for o in r["optimize"]]
     model = "examples/bert-base.onnx" if Path(cfg.model) == BERT else cfg.model
     body = f"""
-Command: `python benchmarks/repair_speed.py {" ".join(sys.argv[1:]).replace("--write", "").strip()}`
+Command: `python benchmarks/repair_speed.py {" ".join(sys.argv[1:]).strip()}`
 
 Graph: {r['graph']} ({model}, {cfg.precision if model != 'random' else 'synthetic'}), {r['ops']} ops, {r['edges']} \
 edges; repair on {cfg.chiplets} default chiplets (64 MiB SRAM each), one process, one core, on a {cores}-core machine
