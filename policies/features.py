@@ -32,11 +32,15 @@ from __future__ import annotations
 
 import copy
 import re
+import warnings
 import weakref
 
 import numpy as np
 import torch
-from torch_geometric.data import Data
+
+with warnings.catch_warnings():                  # PyG's import trips torch.jit.script's deprecation notice
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from torch_geometric.data import Data
 
 from partitioner.cost import op_cycles_matrix
 from partitioner.graph import TensorGraph

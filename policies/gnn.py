@@ -22,13 +22,17 @@ them). log_prob and entropy of an assignment are sums over ops.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch_geometric.data import Data
-from torch_geometric.nn import GATv2Conv
+
+with warnings.catch_warnings():                  # PyG's import trips torch.jit.script's deprecation notice
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from torch_geometric.data import Data
+    from torch_geometric.nn import GATv2Conv
 
 from policies.features import CHIP_DIM, EDGE_DIM, FEATURES_VERSION, GLOBAL_DIM, NODE_DIM
 
