@@ -16,6 +16,7 @@ from ortools.graph.python import max_flow
 
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
+from partitioner.partition import memory_use
 from solver.infeasibility import StageDomains
 
 
@@ -117,8 +118,9 @@ def lagrangian_repair(graph: TensorGraph, hw: Hardware, dom: StageDomains, propo
                 best, best_kept = valid, k
         if best_kept >= int(np.floor(bound + 1e-9)):
             break
-        used = np.bincount(a, weights=wbytes, minlength=hw.n_chiplets)
-        g = used - sram
+        # Step along the true overflow (weights + peak): any lam >= 0 gives a valid bound, this one finds
+        # valid answers sooner than the weights-only subgradient when peaks tip a chiplet over.
+        g = memory_use(graph, hw, a) - sram
         g[(lam <= 0) & (g < 0)] = 0.0
         norm = float(g @ g)
         if norm == 0.0:

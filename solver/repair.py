@@ -6,12 +6,14 @@ A proposal that already passes `check` comes back unchanged without a model. Oth
      moving the heaviest op costs as much as ten light ones (cycles_i: the op's fastest roofline cycles);
      `ops_moved` reports the plain count.
   2. Without the memory rule this is a maximum-weight closure, solved exactly by one min-cut
-     (solver/_closure.py). If that answer fits every chiplet's memory it is optimal and CP-SAT is skipped
-     (the common case when SRAM is not tight).
-  3. Otherwise CP-SAT solves the full model (solver/_ladder.py: stage ladders, every rule of `check` as a hard
-     constraint) with the closure optimum as an upper bound and, pushed into memory by a greedy pass, as the hint.
-  4. Ties go toward balance: with the kept ops fixed, a greedy pass moves each displaced op, within the range its
-     neighbours leave it, to the chiplet with the least compute load where it fits (never changes the objective).
+     (solver/_closure.py). Displaced ops are then re-placed greedily (`place_moved`); if that fits every
+     chiplet's memory the answer is optimal and no model is built (the common case when SRAM is not tight).
+  3. Otherwise memory is priced in by Lagrangian relaxation (a few more min-cuts, `lagrangian_repair`): its
+     bound often proves the best valid answer found optimal. Failing that, CP-SAT solves the full model
+     (solver/_ladder.py: stage ladders, every rule of `check` a hard constraint) with the best bound as a cap
+     and the best answer so far (or the closure pushed into memory greedily) as the hint.
+  4. Ties go toward balance: with the kept ops fixed, `place_moved` puts each displaced op, within the range its
+     neighbours leave it, on the chiplet with the least compute load where it fits (never changes the objective).
      With `balance_time_s` > 0, CP-SAT then minimises the most loaded chiplet's compute cycles subject to the same
      kept weight for that long (lexicographic; off by default to keep repair fast).
 
@@ -74,15 +76,21 @@ def repair(graph: TensorGraph, hw: Hardware, proposal: np.ndarray, *, time_limit
     weights = move_weights(graph, hw)
     closure, kept_bound = closure_repair(graph, hw, dom, prop, weights)
     info: dict = {"kept_weight_bound": kept_bound, "method": "min-cut", "deterministic_time": 0.0}
-    assignment = place_moved(graph, hw, dom, prop, closure)
+
+    def feasible(a: np.ndarray) -> np.ndarray | None:
+        """A valid assignment with a's kept ops: re-placed for balance if that fits memory, else a itself."""
+        for candidate in (place_moved(graph, hw, dom, prop, a), a):
+            if not check(graph, hw, candidate, pins):
+                return candidate
+        return None
+
+    assignment = feasible(closure)
     status = found = None
-    if not check(graph, hw, assignment, pins):
+    if assignment is not None:
         status = "optimal"
         info["kept_weight"] = kept_bound
     else:
-        def feasible(a: np.ndarray) -> np.ndarray | None:
-            placed = place_moved(graph, hw, dom, prop, a)
-            return None if check(graph, hw, placed, pins) else placed
+        assignment = closure
         found, found_kept, dual = lagrangian_repair(graph, hw, dom, prop, weights, feasible)
         kept_bound = min(kept_bound, int(np.floor(dual + 1e-9)))
         info["kept_weight_bound"] = kept_bound
@@ -93,9 +101,7 @@ def repair(graph: TensorGraph, hw: Hardware, proposal: np.ndarray, *, time_limit
         hint = found if found is not None else assignment
         solved, status = _solve_with_memory(graph, hw, dom, prop, weights, hint, kept_bound,
                                             time_limit_s, seed, pins, info)
-        assignment = place_moved(graph, hw, dom, prop, solved)
-        if check(graph, hw, assignment, pins):   # greedy re-placement did not fit memory: keep CP-SAT's answer
-            assignment = solved
+        assignment = feasible(solved)
     if balance_time_s > 0 and hw.n_chiplets > 1:
         assignment = _balance_exact(graph, hw, dom, prop, weights, assignment, balance_time_s, seed, info)
     problems = check(graph, hw, assignment, pins)
