@@ -7,6 +7,8 @@ zero-shot:  the pre-trained policy, frozen; its greedy proposal then best of (bu
 fine-tuned: the pre-trained policy fine-tuned with PPO on the graph (policies.train.FINETUNE_CONFIG).
 scratch:    the same fine-tuning from an untrained network (which, like every policy here, is centred on the DP
             split; see policies/gnn.py).
+untrained:  the untrained network frozen, sampled like zero-shot: what pre-training adds over the DP/greedy
+            anchors and the decoder's initial spread.
 Every proposal goes through the same repair + simulate (partitioner.pipeline.evaluate) with the CLI's repair
 time limit. With --write, replaces the "Learned policy" section of benchmarks/RESULTS.md.
 """
@@ -32,7 +34,7 @@ from partitioner.run import DEFAULT_REPAIR_LIMIT_S, load_model  # noqa: E402
 from policies.baselines import anneal, dp_partition  # noqa: E402
 from policies.train import FINETUNE_CONFIG, PipelineReward, finetune  # noqa: E402
 
-METHODS = ("zero-shot", "fine-tuned", "scratch", "anneal")
+METHODS = ("zero-shot", "fine-tuned", "scratch", "untrained", "anneal")
 
 
 def run_method(method: str, graph, hw, policy: str, budget: int, seed: int, limit: float) -> tuple[float, float]:
@@ -43,9 +45,9 @@ def run_method(method: str, graph, hw, policy: str, budget: int, seed: int, limi
                      evaluate_fn=lambda p: evaluate(graph, hw, p, time_limit_s=limit, seed=seed))
         return res.best.throughput, time.perf_counter() - start
     cfg = replace(FINETUNE_CONFIG, seed=seed, repair_time_limit_s=limit)
-    if method == "zero-shot":
+    if method in ("zero-shot", "untrained"):
         cfg = replace(cfg, update_epochs=0)
-    _, thr = finetune(graph, hw, None if method == "scratch" else policy, budget, cfg, None,
+    _, thr = finetune(graph, hw, None if method in ("scratch", "untrained") else policy, budget, cfg, None,
                       reward_fn=PipelineReward(limit, seed), progress=False)
     return thr, time.perf_counter() - start
 
@@ -95,8 +97,9 @@ def main(argv: list[str] | None = None) -> None:
                      f"{float(np.mean(walls)):.1f} |")
     lines += ["", "zero-shot: the shipped policy frozen (greedy proposal, then samples); fine-tuned: PPO on this "
               "graph from the shipped policy; scratch: the same PPO from an untrained network (centred on the DP "
-              "split like every policy here); anneal: simulated annealing from the greedy split, for reference. "
-              "The shipped policy never saw this model (policies/pretrained/MODEL_CARD.md)."]
+              "split like every policy here); untrained: that untrained network frozen and sampled like zero-shot; "
+              "anneal: simulated annealing from the greedy split, for reference. The shipped policy never saw "
+              "this model (policies/pretrained/MODEL_CARD.md)."]
     body = "\n".join(lines)
     print(body)
     if args.write:

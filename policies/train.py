@@ -155,7 +155,7 @@ def _reward(thr: float, base: float, clip: float) -> float:
     return float(np.clip(math.log(thr / base), -clip, clip))
 
 
-# --- proposals ----------------------------------------------------------------------------------------------------------
+# --- proposals --------------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def propose(policy: PolicyNet, data, n_chiplets: int, *, sample: bool,
             generator: torch.Generator | None = None) -> np.ndarray:
@@ -172,7 +172,7 @@ def propose(policy: PolicyNet, data, n_chiplets: int, *, sample: bool,
 _sample = sample
 
 
-# --- checkpoints and curves ----------------------------------------------------------------------------------------------
+# --- checkpoints and curves -------------------------------------------------------------------------------------------
 def atomic_torch_save(obj: object, path: str | Path) -> None:
     """torch.save to a temp file in the same directory, fsync, then os.replace: never a half-written file."""
     path = Path(path)
@@ -276,7 +276,7 @@ def _config_dict(cfg: PPOConfig) -> dict:
     return json.loads(json.dumps(asdict(cfg)))
 
 
-# --- the update ----------------------------------------------------------------------------------------------------------
+# --- the update -------------------------------------------------------------------------------------------------------
 @dataclass
 class _Batch:
     """K proposals for one graph: features, proposals [K, N], their per-op log-probs when sampled, advantages."""
@@ -333,7 +333,7 @@ def _new_optimizer(net: PolicyNet, cfg: PPOConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(net.parameters(), lr=cfg.lr, eps=1e-5)
 
 
-# --- pre-training ---------------------------------------------------------------------------------------------------------
+# --- pre-training -----------------------------------------------------------------------------------------------------
 def pretrain(corpus: Sequence[tuple[TensorGraph, Hardware]], cfg: PPOConfig, out_path: str | Path, *,
              resume: bool = True, log_csv: str | Path | None = None, reward_fn: RewardFn | None = None,
              baseline_fn: BaselineFn = default_baseline, anchor_fn: BaselineFn | None = default_anchor,
@@ -468,7 +468,7 @@ def pretrain(corpus: Sequence[tuple[TensorGraph, Hardware]], cfg: PPOConfig, out
     return ckpt
 
 
-# --- fine-tuning ---------------------------------------------------------------------------------------------------------
+# --- fine-tuning ------------------------------------------------------------------------------------------------------
 def finetune(graph: TensorGraph, hw: Hardware, policy_ckpt: str | Path | None, budget_evals: int, cfg: PPOConfig,
              out_dir: str | Path | None, *, resume: bool = True, reward_fn: RewardFn | None = None,
              on_eval: Callable[[int, float], None] | None = None, progress: bool = True,
@@ -586,7 +586,7 @@ def finetune(graph: TensorGraph, hw: Hardware, policy_ckpt: str | Path | None, b
     return best_a, best_thr
 
 
-# --- corpora ----------------------------------------------------------------------------------------------------------------
+# --- corpora ----------------------------------------------------------------------------------------------------------
 HELD_OUT = ("bert-base", "resnet18", "gpt-decoder")
 """The shipped examples: never trained on, so benchmarks on them measure generalisation."""
 DEFAULT_CHIPLETS = (2, 4, 8, 16, 36)
