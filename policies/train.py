@@ -370,7 +370,7 @@ def pretrain(corpus: Sequence[tuple[TensorGraph, Hardware]], cfg: PPOConfig, out
         _restore_rng(ckpt["rng"], np_rng, sampler)
         start_step, evals, elapsed = int(ckpt["step"]), int(ckpt["evals"]), float(ckpt["wall_s"])
         baselines = {int(k): (None if v is None else (float(v[0]), list(v[1]))) for k, v in ckpt["baselines"].items()}
-        incumbents = {int(k): (float(v[0]), list(v[1])) for k, v in ckpt["incumbents"].items()}
+        incumbents = {int(k): (float(v[0]), list(v[1])) for k, v in ckpt.get("incumbents", {}).items()}
     curve = _Curve(log_csv, start_step if resume else None)
     total = cfg.bc_steps + cfg.total_steps
     t0 = time.perf_counter() - elapsed
