@@ -142,8 +142,8 @@ uniform: a random chiplet per op; perturbed: the greedy contiguous split with 10
 Method: min-cut = the order-only optimum already fit memory; lagrangian = memory priced in by a few min-cuts,
 optimality proven by the Lagrangian bound; cp-sat = the full stage-ladder model. Target: median < 1 s.
 
-optimize() (objective: bottleneck chiplet cycles per inference, compute + sends, in the solver's cost model;
-start = the greedy contiguous split it is hinted with):
+optimize() with its defaults (two CP-SAT workers, seed 0; objective: bottleneck chiplet cycles per inference,
+compute + sends, in the solver's cost model; start = the greedy contiguous split it is hinted with):
 
 | chiplets | time limit s | wall s | status | objective cycles | lower bound | gap | start cycles |
 |---|---|---|---|---|---|---|---|
