@@ -1,20 +1,22 @@
-"""Exact partitioning with CP-SAT: minimise the bottleneck chiplet's time per inference, with a proven bound.
+"""Exact partitioning with CP-SAT: minimise the bottleneck resource's busy time per inference, with a proven bound.
 
-Cost model (the simulator's, linearised). Chiplet c's time is
+Cost model: a linear relaxation of the simulator's steady state (docs/simulator.md, R5-R8), so that the bound is a
+true certificate: the simulator's cycles per inference are at least the busiest resource's busy time, and
 
-    T_c = sum of op cycles of its ops (cost.op_cycles_matrix, column c)
-        + sum of serialization cycles (cost.serialization_cycles) of the outputs it sends to later chiplets,
+  * chiplet c is busy for C_c = sum of its ops' cycles (cost.op_cycles_matrix, column c);
+  * its out-links together carry at least S_c = sum over its ops u with a consumer on a later chiplet of
+    ser(largest such cut edge of u) (cost.serialization_cycles): u sends at least one message at least that big
+    (the simulator sends one per destination chiplet), and every message leaves over one of c's out-links, so
+    the busiest of c's out_degree(c) links carries at least S_c / out_degree(c).
 
-and the objective is max_c T_c. An edge u->v is cut when s_u < s_v. Approximation: a producer is charged its
-output's serialization once, on its own chiplet, if any of its out-edges is cut, whereas the simulator sends it
-once per destination chiplet; output size is the largest out-edge's bytes. Hop latency and link contention are
-left out (they overlap with compute in a pipeline). So `objective_cycles` and `lower_bound_cycles` are in this
-model: the bound is a certificate for it, and the simulator's bottleneck can differ from the objective.
+Objective: bottleneck = max_c max(C_c, ceil(S_c / out_degree(c))). Under-counted against the simulator: messages to
+second and further destination chiplets, the later hops of multi-hop routes, hop latency and contention, so the
+simulator's bottleneck can be larger than `objective_cycles` but never smaller than `lower_bound_cycles`.
 
-Model: the stage ladder of solver/_ladder.py (memory, order, pins, op types exact) plus, per producer u and
-chiplet c, a Boolean sends[u][c] >= x[u][c] + y[v][c+1] - 1 for each successor v ("u is on c and some successor is
-beyond c"). The hint is the best of a greedy contiguous split of the topological order (binary search on the
-bottleneck, memory respected) and the caller's `hint`. lower_bound_cycles is the larger of CP-SAT's bound and
+Model: the stage ladder of solver/_ladder.py (memory, order, pins, op types exact) plus, per producer u and chiplet
+c, an integer send[u][c] >= ser(b_uv) * (x[u][c] + y[v][c+1] - 1) for each out-edge u->v of b_uv bytes ("u is on c
+and v is beyond c"). The hint is the best of a greedy contiguous split of the topological order (binary search on
+compute, memory respected) and the caller's `hint`. lower_bound_cycles is the larger of CP-SAT's bound and
 max(ceil(sum of each op's fastest cycles / n_chiplets), the slowest op's fastest cycles).
 """
 from __future__ import annotations
@@ -35,23 +37,33 @@ from solver._ladder import build_ladder, ladder_hint, read_assignment
 from solver.infeasibility import check_feasible, explain_infeasible, normalize_pins
 
 
-def send_cycles(graph: TensorGraph, hw: Hardware) -> np.ndarray:
-    """Serialization cycles of each op's output (its largest out-edge), 0 for ops with no successor."""
-    out = np.zeros(graph.n_ops, dtype=np.int64)
-    if graph.n_edges:
-        np.maximum.at(out, graph.edge_src, graph.edge_bytes)
-    return np.asarray(serialization_cycles(out, hw), dtype=np.int64)
+def out_degree(hw: Hardware) -> np.ndarray:
+    """Number of outgoing links of each chiplet (at least 1, so a lone chiplet divides by 1)."""
+    deg = np.zeros(hw.n_chiplets, dtype=np.int64)
+    for a, _ in hw.links:
+        deg[a] += 1
+    return np.maximum(deg, 1)
 
 
-def chiplet_cycles(graph: TensorGraph, hw: Hardware, assignment: np.ndarray) -> np.ndarray:
-    """T_c of the optimiser's cost model for a full assignment (compute + one send per producer with a cut)."""
+def resource_cycles(graph: TensorGraph, hw: Hardware, assignment: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(C_c compute cycles, S_c send cycles) per chiplet in the optimiser's cost model (module docstring)."""
     a = np.asarray(assignment, dtype=np.int64)
     cycles = op_cycles_matrix(graph, hw)
-    t = np.bincount(a, weights=cycles[np.arange(graph.n_ops), a], minlength=hw.n_chiplets)
-    cut = np.zeros(graph.n_ops, dtype=bool)
-    cut[graph.edge_src[a[graph.edge_src] != a[graph.edge_dst]]] = True
-    t += np.bincount(a[cut], weights=send_cycles(graph, hw)[cut], minlength=hw.n_chiplets)
-    return t.astype(np.int64)
+    compute = np.bincount(a, weights=cycles[np.arange(graph.n_ops), a], minlength=hw.n_chiplets).astype(np.int64)
+    biggest = np.zeros(graph.n_ops, dtype=np.int64)
+    cut = a[graph.edge_src] != a[graph.edge_dst]
+    if cut.any():
+        np.maximum.at(biggest, graph.edge_src[cut], graph.edge_bytes[cut])
+    ser = np.asarray(serialization_cycles(biggest, hw), dtype=np.int64)
+    sends = np.bincount(a, weights=ser, minlength=hw.n_chiplets).astype(np.int64)
+    return compute, sends
+
+
+def bottleneck_cycles(graph: TensorGraph, hw: Hardware, assignment: np.ndarray) -> int:
+    """max_c max(C_c, ceil(S_c / out_degree(c))): the objective of `optimize` for a full assignment."""
+    compute, sends = resource_cycles(graph, hw, assignment)
+    links = -(-sends // out_degree(hw))
+    return int(max(compute.max(initial=0), links.max(initial=0)))
 
 
 def trivial_lower_bound(graph: TensorGraph, hw: Hardware) -> int:
@@ -113,43 +125,44 @@ def optimize(graph: TensorGraph, hw: Hardware, *, time_limit_s: float = 30.0, se
     dom = check_feasible(graph, hw, pins)
     n_chip = hw.n_chiplets
     cycles = op_cycles_matrix(graph, hw)
-    send = send_cycles(graph, hw)
     ladder = build_ladder(graph, hw, dom)
     model, x, y = ladder.model, ladder.x, ladder.y
+    lower = trivial_lower_bound(graph, hw)
+    edge_ser = np.asarray(serialization_cycles(graph.edge_bytes, hw), dtype=np.int64)
+    upper = int(cycles.max(axis=1).sum() + edge_ser.sum())
+    bottleneck = model.new_int_var(lower, max(lower, upper), "bottleneck")
 
-    # Sends: sends[u][c] is forced to 1 when u sits on c and one of its successors sits beyond c.
-    succs: dict[int, list[int]] = {}
-    for u, v in zip(graph.edge_src.tolist(), graph.edge_dst.tolist()):
-        succs.setdefault(u, []).append(v)
+    # Sends: send[u][c] >= ser(u->v) when u sits on c and v beyond c, for every out-edge u->v.
+    out_edges: dict[int, list[tuple[int, int]]] = {}
+    for u, v, k in zip(graph.edge_src.tolist(), graph.edge_dst.tolist(), edge_ser.tolist()):
+        if k > 0:
+            out_edges.setdefault(u, []).append((v, k))
     send_terms: list[list[tuple[cp_model.IntVar, int]]] = [[] for _ in range(n_chip)]
-    for u, vs in succs.items():
-        if send[u] == 0:
-            continue
+    for u, vs in out_edges.items():
         for c in range(int(dom.lo[u]), min(int(dom.hi[u]), n_chip - 2) + 1):
             if isinstance(x[u][c], int) and x[u][c] == 0:
                 continue
-            beyond = [y[v][c + 1] for v in vs if not (isinstance(y[v][c + 1], int) and y[v][c + 1] == 0)]
+            beyond = [(y[v][c + 1], k) for v, k in vs if not (isinstance(y[v][c + 1], int) and y[v][c + 1] == 0)]
             if not beyond:
                 continue
-            s = model.new_bool_var(f"send{u}_{c}")
-            for lit in beyond:
-                model.add(s >= x[u][c] + lit - 1)
-            send_terms[c].append((s, int(send[u])))
+            send = model.new_int_var(0, max(k for _, k in beyond), f"send{u}_{c}")
+            for lit, k in beyond:
+                model.add(send >= k * (x[u][c] + lit - 1))
+            send_terms[c].append((send, 1))
 
-    # Objective: the most loaded chiplet, compute plus sends.
-    lower = trivial_lower_bound(graph, hw)
-    upper = int(cycles.max(axis=1).sum() + send.sum())
-    bottleneck = model.new_int_var(lower, max(lower, upper), "bottleneck")
+    # Objective: the busiest resource, a chiplet's compute or (on average) one of its out-links.
+    degree = out_degree(hw)
     for c in range(n_chip):
-        terms = [(x[i][c], int(cycles[i, c])) for i in ladder.candidates[c].tolist()] + send_terms[c]
-        lits = [t for t, _ in terms]
-        model.add(cp_model.LinearExpr.weighted_sum(lits, [k for _, k in terms]) <= bottleneck)
+        terms = [(x[i][c], int(cycles[i, c])) for i in ladder.candidates[c].tolist()]
+        model.add(cp_model.LinearExpr.weighted_sum([t for t, _ in terms], [k for _, k in terms]) <= bottleneck)
+        if send_terms[c]:
+            model.add(sum(t for t, _ in send_terms[c]) <= int(degree[c]) * bottleneck)
     model.minimize(bottleneck)
 
     # Hint: the best valid of the contiguous split and the caller's hint.
     starts = [contiguous_split(graph, hw)] + ([np.asarray(hint, dtype=np.int64)] if hint is not None else [])
     valid = [a for a in starts if a.shape == (graph.n_ops,) and not check(graph, hw, a, pins)]
-    best_start = min(valid, key=lambda a: int(chiplet_cycles(graph, hw, a).max())) if valid else starts[-1]
+    best_start = min(valid, key=lambda a: bottleneck_cycles(graph, hw, a)) if valid else starts[-1]
     ladder_hint(ladder, np.clip(best_start, 0, n_chip - 1))
 
     solver = cp_model.CpSolver()
@@ -174,7 +187,7 @@ def optimize(graph: TensorGraph, hw: Hardware, *, time_limit_s: float = 30.0, se
     problems = check(graph, hw, assignment, pins)
     if problems:
         raise AssertionError(f"optimize produced an invalid partition: {problems[:3]}")
-    objective = int(chiplet_cycles(graph, hw, assignment).max())
+    objective = bottleneck_cycles(graph, hw, assignment)
     bound = lower
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         bound = max(lower, int(math.ceil(solver.best_objective_bound - 1e-6)))
@@ -187,4 +200,4 @@ def optimize(graph: TensorGraph, hw: Hardware, *, time_limit_s: float = 30.0, se
     return Partition(assignment, prop, moved, status_name, time.perf_counter() - start,
                      lower_bound_cycles=float(bound), objective_cycles=float(objective), gap=gap,
                      info={"deterministic_time": solver.deterministic_time, "workers": workers,
-                           "start_cycles": int(chiplet_cycles(graph, hw, best_start).max()) if valid else None})
+                           "start_cycles": bottleneck_cycles(graph, hw, best_start) if valid else None})

@@ -11,7 +11,7 @@ from partitioner.graph import Op, TensorGraph
 from partitioner.hardware import Chiplet, Hardware, mesh_of
 from partitioner.partition import check
 from partitioner.synthetic import random_dag
-from solver.optimize import chiplet_cycles, contiguous_split, optimize, trivial_lower_bound
+from solver.optimize import bottleneck_cycles, contiguous_split, optimize, resource_cycles, trivial_lower_bound
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -22,7 +22,7 @@ def brute_force(graph, hw, pins=None):
         a = np.array(a)
         if np.any(a[graph.edge_src] > a[graph.edge_dst]) or check(graph, hw, a, pins):
             continue
-        t = int(chiplet_cycles(graph, hw, a).max())
+        t = bottleneck_cycles(graph, hw, a)
         best = t if best is None else min(best, t)
     return best
 
@@ -55,7 +55,7 @@ def test_optimize_matches_brute_force(inst):
     assert best is not None
     assert check(graph, hw, part.assignment, pins) == []
     assert part.status == "optimal"
-    assert part.objective_cycles == best == int(chiplet_cycles(graph, hw, part.assignment).max())
+    assert part.objective_cycles == best == bottleneck_cycles(graph, hw, part.assignment)
     assert part.lower_bound_cycles == best and part.gap == 0.0
 
 
@@ -66,8 +66,8 @@ def test_bound_and_gap_on_a_larger_graph():
     assert check(graph, hw, part.assignment) == []
     assert trivial_lower_bound(graph, hw) <= part.lower_bound_cycles <= part.objective_cycles
     assert 0.0 <= part.gap <= 1.0
-    assert part.objective_cycles == chiplet_cycles(graph, hw, part.assignment).max()
-    assert part.objective_cycles <= chiplet_cycles(graph, hw, contiguous_split(graph, hw)).max()
+    assert part.objective_cycles == bottleneck_cycles(graph, hw, part.assignment)
+    assert part.objective_cycles <= bottleneck_cycles(graph, hw, contiguous_split(graph, hw))
 
 
 def test_optimize_is_deterministic_with_one_worker():
@@ -94,14 +94,27 @@ def test_contiguous_split_respects_memory_and_order():
     assert np.all(np.diff(a) >= 0)
 
 
-def test_sends_are_charged_to_the_producer():
+def test_sends_load_the_senders_out_links():
+    # Two 100-cycle ops; the 6,400-byte edge takes 100 cycles on a 64 B/cycle link. Chain of 2: chiplet 0 has one
+    # out-link, so splitting them costs max(compute 100, sends 100 / 1 link) = 100, as good as it gets.
     ops = [Op(f"op{i}", "MatMul", (f"n{i}",), 8192 * 100, 8192 * 100, 0, 0, 6400) for i in range(2)]
     graph = TensorGraph.build("two", ops, [(0, 1, 6400)])
     hw = Hardware("t", (Chiplet(),) * 2, "chain", 1, 2, link_bytes_per_cycle=64)
-    assert chiplet_cycles(graph, hw, np.array([0, 1])).tolist() == [100 + 100, 100]
-    assert chiplet_cycles(graph, hw, np.array([0, 0])).tolist() == [200, 0]
+    assert [r.tolist() for r in resource_cycles(graph, hw, np.array([0, 1]))] == [[100, 100], [100, 0]]
+    assert bottleneck_cycles(graph, hw, np.array([0, 0])) == 200
     part = optimize(graph, hw, time_limit_s=2.0)
-    assert part.objective_cycles == 200 and part.status == "optimal"
+    assert part.objective_cycles == 100 and part.status == "optimal"
+    slow = Hardware("t", (Chiplet(),) * 2, "chain", 1, 2, link_bytes_per_cycle=16)   # 400-cycle send
+    assert optimize(graph, slow, time_limit_s=2.0).objective_cycles == 200
+
+
+def test_bound_never_exceeds_the_simulated_bottleneck():
+    from partitioner.simulator import simulate
+    graph = random_dag(40, 8, scale=4.0)
+    for hw in (mesh_of(4), Hardware("c", (Chiplet(),) * 3, "chain", 1, 3, link_bytes_per_cycle=8)):
+        part = optimize(graph, hw, time_limit_s=2.0)
+        report = simulate(graph, hw, part)
+        assert part.lower_bound_cycles <= report.cycles_per_inference
 
 
 def test_infeasible_is_a_user_error():
