@@ -16,7 +16,6 @@ import numpy as np
 from partitioner.cost import op_cycles, serialization_cycles
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
-from partitioner.partition import memory_use
 from partitioner.pipeline import Evaluation
 
 EvaluateFn = Callable[[np.ndarray], Evaluation]
@@ -161,15 +160,32 @@ def random_search(graph: TensorGraph, hw: Hardware, *, budget: int, seed: int, e
     return track.result("random")
 
 
-def _movable(graph: TensorGraph, a: np.ndarray, n_chip: int) -> tuple[np.ndarray, np.ndarray]:
-    """Ops that can move one chiplet up / down without breaking pipeline order."""
+def _valid_moves(graph: TensorGraph, hw: Hardware, a: np.ndarray, allowed: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Every single-op move to a neighbouring chiplet that keeps the partition valid: (ops, target chiplets).
+
+    Pipeline order: an op may go up to c+1 if no successor sits on c, down to c-1 if no predecessor sits on c.
+    Memory: the target must hold its weights plus the op's, with the larger of the two activation peaks (the
+    source chiplet only frees memory). allowed[op, chiplet] excludes op types a chiplet cannot run.
+    """
+    n_chip = hw.n_chiplets
     pred_max = np.full(graph.n_ops, -1)
     succ_min = np.full(graph.n_ops, n_chip)
     np.maximum.at(pred_max, graph.edge_dst, a[graph.edge_src])
     np.minimum.at(succ_min, graph.edge_src, a[graph.edge_dst])
-    up = np.flatnonzero((a + 1 < n_chip) & (a + 1 <= succ_min))
-    down = np.flatnonzero((a >= 1) & (a - 1 >= pred_max))
-    return up, down
+    weights = np.bincount(a, weights=graph.weight_bytes, minlength=n_chip)
+    peak = np.zeros(n_chip)
+    np.maximum.at(peak, a, graph.work_bytes.astype(float))
+    sram = np.array([c.sram_bytes for c in hw.chiplets], dtype=float)
+    ops, targets = [], []
+    for step, ok in ((1, (a + 1 < n_chip) & (a + 1 <= succ_min)), (-1, (a >= 1) & (a - 1 >= pred_max))):
+        idx = np.flatnonzero(ok)
+        t = a[idx] + step
+        fits = weights[t] + graph.weight_bytes[idx] + np.maximum(peak[t], graph.work_bytes[idx]) <= sram[t]
+        keep = fits & allowed[idx, t]
+        ops.append(idx[keep])
+        targets.append(t[keep])
+    return np.concatenate(ops), np.concatenate(targets)
 
 
 def anneal(graph: TensorGraph, hw: Hardware, *, budget: int, seed: int, evaluate_fn: EvaluateFn,
@@ -177,36 +193,23 @@ def anneal(graph: TensorGraph, hw: Hardware, *, budget: int, seed: int, evaluate
            on_eval: ProgressFn | None = None) -> SearchResult:
     """Simulated annealing over single-op moves to a neighbouring chiplet that keep the partition valid.
 
-    Starts from the repaired greedy partition (one evaluation). Moves that break pipeline order are never
-    proposed; moves that overflow SRAM are skipped without spending an evaluation. Acceptance is Metropolis on
+    Starts from the repaired greedy partition (one evaluation); each step draws uniformly among all valid moves
+    (see _valid_moves), so no evaluation is spent on an invalid partition. Acceptance is Metropolis on
     log throughput with a geometric temperature schedule from t_start to t_end.
     """
     rng = np.random.default_rng(seed)
     track = _Tracker(evaluate_fn, on_eval)
     current = track(greedy_partition(graph, hw) if start is None else start)
-    n_chip = hw.n_chiplets
-    sram = np.array([c.sram_bytes for c in hw.chiplets])
+    allowed = np.array([[op.op_type not in c.unsupported_ops for c in hw.chiplets] for op in graph.ops])
     steps = max(budget - 1, 1)
     for step in range(budget - 1):
         temp = t_start * (t_end / t_start) ** (step / steps)
-        a = current.assignment
-        up, down = _movable(graph, a, n_chip)
-        candidate = None
-        for _ in range(64):
-            if not len(up) and not len(down):
-                break
-            go_up = len(down) == 0 or (len(up) > 0 and rng.random() < 0.5)
-            pool = up if go_up else down
-            op = int(pool[rng.integers(len(pool))])
-            trial = a.copy()
-            trial[op] += 1 if go_up else -1
-            if graph.ops[op].op_type in hw.chiplets[trial[op]].unsupported_ops:
-                continue
-            if memory_use(graph, hw, trial)[trial[op]] <= sram[trial[op]]:
-                candidate = trial
-                break
-        if candidate is None:
-            break
+        ops, targets = _valid_moves(graph, hw, current.assignment, allowed)
+        if not len(ops):
+            break  # nothing can move without breaking validity
+        k = int(rng.integers(len(ops)))
+        candidate = current.assignment.copy()
+        candidate[ops[k]] = targets[k]
         ev = track(candidate)
         delta = math.log(max(ev.throughput, 1e-30)) - math.log(max(current.throughput, 1e-30))
         if delta >= 0 or rng.random() < math.exp(delta / temp):

@@ -97,3 +97,24 @@ def test_anneal_never_worse_than_its_start_and_is_seeded():
     assert r1.best.throughput >= start
     assert np.array_equal(r1.best.assignment, r2.best.assignment)
     assert memory_use(graph, hw, r1.best.assignment).max() <= hw.chiplets[0].sram_bytes
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(2, 30), k=st.integers(2, 6), seed=st.integers(0, 10_000), sram_kib=st.integers(300, 3000))
+def test_valid_moves_are_exactly_the_valid_single_op_moves(n, k, seed, sram_kib):
+    from policies.baselines import _valid_moves
+    graph = random_dag(n, seed)
+    hw = mesh_of(k, Chiplet(sram_bytes=sram_kib * 1024))
+    a = dp_partition(graph, hw)
+    if check(graph, hw, a):
+        return
+    allowed = np.ones((n, k), dtype=bool)
+    ops, targets = _valid_moves(graph, hw, a, allowed)
+    listed = set(zip(ops.tolist(), targets.tolist()))
+    for op in range(n):
+        for t in (a[op] - 1, a[op] + 1):
+            if not 0 <= t < k:
+                continue
+            trial = a.copy()
+            trial[op] = t
+            assert ((op, t) in listed) == (check(graph, hw, trial) == []), (op, t)
