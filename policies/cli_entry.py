@@ -13,8 +13,8 @@ from partitioner.errors import UserError
 from policies import train as tr
 from policies.train import FINETUNE_CONFIG, PPOConfig, onnx_corpus, pretrain, synthetic_corpus
 
-TRAIN_CONFIG = PPOConfig(lr=1e-3, total_steps=300, proposals_per_step=16, graphs_per_step=2, update_epochs=4,
-                         repair_time_limit_s=1.0, save_every=5)
+TRAIN_CONFIG = PPOConfig(total_steps=2000, proposals_per_step=16, graphs_per_step=2, update_epochs=4,
+                         repair_time_limit_s=1.0, save_every=10)
 """Defaults of `partition train` (the shipped policy's run is described in policies/pretrained/MODEL_CARD.md)."""
 
 

@@ -4,10 +4,11 @@ Encoder. Input h0 = LayerNorm(Linear([x_i, u])) (node features with the package 
 residual blocks  h <- LayerNorm(h + GELU(GATv2Conv(h, edge_index, edge_attr))), hidden H (64), `heads` heads
 concatenated (H / heads each). Shapes: x [N, NODE_DIM], edge_attr [2E, EDGE_DIM], u [1, GLOBAL_DIM] -> h [N, H].
 
-Decoder (independent of the chiplet count). Chiplet ids are pipeline stages, so each op gets a position on (0, 1):
-    mu_i = sigmoid(logit(prior_i) + d_i),   s_i = init_spread * softplus(r_i + 0.5413) / C   (d_i, r_i: MLP(h_i))
-where prior_i is the centre of the op's stage in the DP baseline split (see policies.features) and the 0.5413
-offset makes softplus = 1, so the untrained net keeps each op in its DP stage with probability
+Decoder (independent of the chiplet count). Chiplet ids are pipeline stages; everything is in stage units:
+    mu_i = (anchor_i + 0.5 + d_i) / C,   s_i = init_spread * softplus(r_i + 0.5413) / C   (d_i, r_i: MLP(h_i))
+where anchor_i is the op's chiplet in the anchor split (DP by default, see policies.features; prior_i =
+(anchor_i + 0.5) / C) and d_i is a shift in stages. The 0.5413 offset makes softplus = 1, so the untrained net
+(zero-initialised output layer) keeps each op on its anchor chiplet with probability
 sigma(0.5/init_spread) - sigma(-0.5/init_spread) (0.93 for init_spread 0.15).
 Chiplet c owns the bin [c/C, (c+1)/C) (the first and last bins extend to -inf and +inf) and gets the mass of a
 logistic(mu_i, s_i) on its bin:
@@ -87,9 +88,9 @@ class PolicyNet(nn.Module):
         """(mu [N], s [N], h [N, hidden]): each op's predicted pipeline position and its logistic scale."""
         h = self.encode(data)
         out = self.head(torch.cat([h, data.u.expand(h.size(0), -1)], dim=1))
-        prior = data.prior.clamp(1e-4, 1 - 1e-4)
-        mu = torch.sigmoid(torch.logit(prior) + out[:, 0])
-        s = self.cfg.init_spread * F.softplus(out[:, 1] + _SOFTPLUS_ONE) / int(data.n_chiplets) + 1e-5
+        n_chip = int(data.n_chiplets)
+        mu = data.prior + out[:, 0] / n_chip
+        s = self.cfg.init_spread * F.softplus(out[:, 1] + _SOFTPLUS_ONE) / n_chip + 1e-5
         return mu, s, h
 
     def forward(self, data: Data) -> torch.Tensor:
