@@ -66,8 +66,8 @@ def test_sram_ratio_feature_tracks_package():
     g = random_dag(20, 0)
     small = mesh_of(4, Chiplet(sram_bytes=1 << 20))
     big = mesh_of(4, Chiplet(sram_bytes=1 << 26))
-    u_small = graph_features(g, small, cache=False).u[0, 3]
-    u_big = graph_features(g, big, cache=False).u[0, 3]
+    u_small = float(graph_features(g, small, cache=False).u[0, 3])
+    u_big = float(graph_features(g, big, cache=False).u[0, 3])
     assert u_small == pytest.approx(64 * u_big, rel=1e-4)
 
 
