@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.results_md import update_section  # noqa: E402
 from partitioner.hardware import load_hardware  # noqa: E402
 from partitioner.run import certify, load_model, search  # noqa: E402
+from partitioner.report import atomic_write, write_json  # noqa: E402
 from partitioner.simulator import simulate  # noqa: E402
 from policies.baselines import dp_partition  # noqa: E402
 
@@ -37,17 +36,14 @@ CACHE = Path(__file__).resolve().parent / ".compare_cache.json"
 
 
 def _atomic_json(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh)
-    os.replace(tmp, path)
+    write_json(path, obj)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--chiplets", nargs="+", type=int, default=[4, 16, 36])
-    ap.add_argument("--methods", nargs="+", default=list(SAMPLING + CONSTRUCTIVE))
+    ap.add_argument("--methods", nargs="+", default=list(SAMPLING + CONSTRUCTIVE), choices=SAMPLING + CONSTRUCTIVE)
     ap.add_argument("--budget", type=int, default=64)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--precision", default="fp16")
@@ -61,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         graph = load_model(str(ROOT / MODELS[model]), precision=args.precision)
         for n in args.chiplets:
             hw = load_hardware(None, n)
-            key = f"{model}|{n}|exact|{args.exact_time}"
+            key = f"{model}|{args.precision}|{n}|exact|{args.exact_time}"
             if key not in cache:
                 # One CP-SAT run gives both the `exact` method's partition and the bound every method is held to.
                 start = time.perf_counter()
@@ -78,7 +74,8 @@ def main(argv: list[str] | None = None) -> None:
                 seeds = args.seeds if method in SAMPLING else [0]
                 results = [exact] if method == "exact" else []
                 for seed in seeds if method != "exact" else []:
-                    key = f"{model}|{n}|{method}|{args.budget}|{seed}" + (_policy_tag() if method == "rl" else "")
+                    key = f"{model}|{args.precision}|{n}|{method}|{args.budget}|{seed}" + \
+                        (_policy_tag() if method == "rl" else "")
                     if key not in cache:
                         start = time.perf_counter()
                         res = search(graph, hw, method, budget=args.budget, seed=seed, time_limit_s=None)
@@ -104,6 +101,8 @@ def _policy_tag() -> str:
     """rl results are only reused while the shipped checkpoint is the same file."""
     from policies.rl_search import SHIPPED_POLICY
 
+    if not SHIPPED_POLICY.exists():
+        raise SystemExit(f"error: no shipped policy at {SHIPPED_POLICY}. Fix: train one or leave rl out of --methods.")
     st = SHIPPED_POLICY.stat()
     return f"|policy:{st.st_size}:{int(st.st_mtime)}"
 
@@ -156,12 +155,9 @@ def _plot(curves: dict) -> None:
     ax.set_title(f"{model}, {n} chiplets")
     ax.legend()
     fig.tight_layout()
-    out = Path(__file__).resolve().parent / "convergence.png"
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
+    atomic_write(Path(__file__).resolve().parent / "convergence.png", lambda tmp: fig.savefig(tmp, dpi=110,
+                                                                                             format="png"))
     plt.close(fig)
-    os.replace(tmp, out)
 
 
 if __name__ == "__main__":

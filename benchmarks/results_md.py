@@ -1,10 +1,10 @@
 """Replace one `## Section` of benchmarks/RESULTS.md, leaving the others alone; written atomically."""
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
+
+from partitioner.report import write_text
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 HEADER = "# Benchmark results\n\nEvery figure below comes with the command that produced it.\n"
@@ -16,7 +16,4 @@ def update_section(title: str, body: str, path: Path = RESULTS) -> None:
     pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(lambda _: block + "\n", text, count=1) if pattern.search(text) else \
         text.rstrip("\n") + "\n\n" + block
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".RESULTS.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    write_text(path, text)

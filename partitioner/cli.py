@@ -41,9 +41,9 @@ def _add_model_args(p: argparse.ArgumentParser, precision: str | None = "fp16") 
     p.add_argument("model", help="ONNX file (weights may be absent: only shapes are read)")
     p.add_argument("--input-shape", action="append", metavar="NAME=1x128",
                    help="fix a model input's shape (repeatable); symbolic dims default to batch 1, sequence 128")
-    p.add_argument("--precision", default=precision or "fp32", choices=["fp32", "fp16", "bf16", "int8"],
+    p.add_argument("--precision", default=precision, choices=["fp32", "fp16", "bf16", "int8"],
                    help="element size of weights and activations on the accelerator "
-                        f"(default {precision or 'fp32, as the model is stored'})")
+                        f"(default {precision or 'as stored: fp32 for inspect, the saved one for simulate'})")
 
 
 def _add_hw_args(p: argparse.ArgumentParser, default_chiplets: int | None = None) -> None:
@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     ins.add_argument("--json", action="store_true", help="print JSON (keys ops, onnx_nodes, flops, param_bytes, ...)")
 
     sim = sub.add_parser("simulate", help="re-score a saved partition.json")
-    _add_model_args(sim)
+    _add_model_args(sim, precision=None)
     _add_hw_args(sim)
     sim.add_argument("--partition", required=True, help="partition.json written by `partition`")
     sim.add_argument("--out", default=None, help="also write report.md, trace.json and partition.png here")
@@ -156,7 +156,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "inspect":
         from partitioner.summary import format_summary, summarize
 
-        graph = runmod.load_model(args.model, _parse_input_shapes(args.input_shape), args.precision)
+        graph = runmod.load_model(args.model, _parse_input_shapes(args.input_shape), args.precision or "fp32")
         summary = summarize(graph)
         print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
         return 0

@@ -36,8 +36,8 @@ class Chiplet:
             if getattr(self, name) <= 0:
                 raise ValueError(f"chiplet {name} must be > 0")
         for name in ("mac_pj", "vector_op_pj", "sram_pj_per_byte"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"chiplet {name} must be >= 0")
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"chiplet {name} must be finite and >= 0")
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,8 @@ class Hardware:
         if self.topology in ("mesh", "torus") and self.rows * self.cols != n:
             raise ValueError(f"{self.topology} {self.rows}x{self.cols} has {self.rows * self.cols} places "
                              f"but {n} chiplets are given")
-        if self.clock_hz <= 0 or self.link_bytes_per_cycle <= 0 or self.hop_latency_cycles < 0 \
-                or self.link_pj_per_bit < 0:
+        if not (0 < self.clock_hz < math.inf and self.link_bytes_per_cycle > 0 and self.hop_latency_cycles >= 0
+                and 0 <= self.link_pj_per_bit < math.inf):
             raise ValueError("clock, link bandwidth must be > 0 and hop latency, link energy >= 0")
 
     @property
@@ -214,6 +214,7 @@ PRESETS: dict[str, Hardware] = {
 _CHIPLET_KEYS = {f.name for f in fields(Chiplet)} - {"sram_bytes"} | {"sram_mib"}
 _PACKAGE_KEYS = {"name", "clock_ghz", "topology", "rows", "cols", "link_bytes_per_cycle", "hop_latency_cycles",
                  "link_pj_per_bit", "chiplets", "chiplet", "overrides"}
+_MAX_INT = 1 << 40  # keeps every product of sizes and rates inside int64
 _INT_KEYS = {"macs_per_cycle", "vector_ops_per_cycle", "sram_bytes_per_cycle", "rows", "cols", "chiplets",
              "link_bytes_per_cycle", "hop_latency_cycles"}
 
@@ -231,18 +232,22 @@ def _check_value(path: str, key: str, value: object) -> None:
         if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
             raise _bad(path, key, "must be a list of op type strings")
     elif key == "ids":
-        if not (isinstance(value, list) and all(isinstance(v, int) for v in value)):
+        if not (isinstance(value, list) and all(type(v) is int for v in value)):
             raise _bad(path, key, "must be a list of chiplet ids")
     elif key in _INT_KEYS:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if type(value) is not int:
             raise _bad(path, key, f"must be an integer, got {value!r}")
         if value <= 0 and key != "hop_latency_cycles" or value < 0:
             raise _bad(path, key, f"must be positive, got {value}")
+        if value > _MAX_INT:
+            raise _bad(path, key, f"is implausibly large ({value} > {_MAX_INT})")
     else:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _bad(path, key, f"must be a number, got {value!r}")
+        if type(value) not in (int, float) or not math.isfinite(value):
+            raise _bad(path, key, f"must be a finite number, got {value!r}")
         if value < 0 or (key in ("sram_mib", "clock_ghz") and value == 0):
             raise _bad(path, key, f"must be positive, got {value}")
+        if value > _MAX_INT:
+            raise _bad(path, key, f"is implausibly large ({value} > {_MAX_INT})")
 
 
 def _chiplet_from(table: dict, base: Chiplet, path: str, allowed: set[str]) -> Chiplet:
@@ -253,6 +258,8 @@ def _chiplet_from(table: dict, base: Chiplet, path: str, allowed: set[str]) -> C
     kwargs = {k: v for k, v in table.items() if k in _CHIPLET_KEYS and k != "sram_mib"}
     if "sram_mib" in table:
         kwargs["sram_bytes"] = int(table["sram_mib"] * MIB)
+        if kwargs["sram_bytes"] < 1:
+            raise _bad(path, "sram_mib", f"gives less than one byte ({table['sram_mib']!r} MiB)")
     if "unsupported_ops" in kwargs:
         kwargs["unsupported_ops"] = tuple(kwargs["unsupported_ops"])
     return replace(base, **kwargs)
@@ -266,6 +273,8 @@ def hardware_from_toml(path: str | Path) -> Hardware:
             data = tomllib.load(fh)
     except FileNotFoundError:
         raise UserError(f"hardware file {path} does not exist", "pass a preset name or an existing .toml file")
+    except OSError as exc:
+        raise UserError(f"hardware file {path} cannot be read ({exc.strerror})", "pass a readable .toml file")
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"hardware file {path} is not valid TOML ({exc})", "fix the TOML syntax")
     for key, value in data.items():

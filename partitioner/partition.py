@@ -60,6 +60,8 @@ def check(graph: TensorGraph, hw: Hardware, assignment: np.ndarray,
     a = np.asarray(assignment)
     if a.shape != (graph.n_ops,):
         return [f"assignment has shape {a.shape}, expected ({graph.n_ops},)"]
+    if not np.issubdtype(a.dtype, np.integer):
+        return [f"assignment has dtype {a.dtype}, expected integer chiplet ids"]
     if a.size and (a.min() < 0 or a.max() >= hw.n_chiplets):
         bad = int(np.flatnonzero((a < 0) | (a >= hw.n_chiplets))[0])
         return [f"op {graph.ops[bad].name} is on chiplet {int(a[bad])}, outside 0..{hw.n_chiplets - 1}"]

@@ -83,7 +83,18 @@ class Report:
 
 
 # --- atomic writers ----------------------------------------------------------------------------------------------
-def _atomic(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+def _file_mode() -> int:
+    """The mode open() would give a new file: mkstemp makes 0600 files, which os.replace would keep."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Call write(tmp) on a temp file beside `path`, then rename it over `path`: readers see old or new, never half."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -91,6 +102,7 @@ def _atomic(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -121,7 +133,7 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     def w(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
-    _atomic(path, w)
+    atomic_write(path, w)
 
 
 def write_json(path: str | os.PathLike, obj: object) -> None:
@@ -223,7 +235,7 @@ def plot_partition(path: str | os.PathLike, graph: TensorGraph, hw: Hardware,
     def w(tmp: str) -> None:
         fig.savefig(tmp, format="png", dpi=110)
     try:
-        _atomic(path, w)
+        atomic_write(path, w)
     finally:
         plt.close(fig)
 

@@ -141,11 +141,13 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
     """Load, search, certify, and write partition.json, report.md, trace.json, partition.png and config.json."""
     if cfg.chiplets is not None and cfg.chiplets < 1:
         raise UserError(f"--chiplets must be at least 1, got {cfg.chiplets}", "pass a positive chiplet count")
+    if cfg.time_limit_s is not None and not cfg.time_limit_s > 0:
+        raise UserError(f"--time-limit must be positive, got {cfg.time_limit_s}", "pass seconds, e.g. --time-limit 5")
     method = cfg.method or default_method()
     budget = DEFAULT_BUDGET if cfg.budget is None else cfg.budget
-    out_dir = _prepare_out_dir(cfg.out)
     graph = load_model(cfg.model, cfg.input_shapes, cfg.precision)
     hw = load_hardware(cfg.hardware, cfg.chiplets)
+    out_dir = _prepare_out_dir(cfg.out)
     found = search(graph, hw, method, budget=budget, seed=cfg.seed, time_limit_s=cfg.time_limit_s,
                    policy=cfg.policy, on_eval=on_eval)
     best = Evaluation(found.best.partition, simulate(graph, hw, found.best.partition, trace=True))
@@ -204,7 +206,8 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
         metrics["solver_bound_status"] = outcome.certificate.status
     return {
         "model": str(outcome.model),
-        "hardware": hardware_spec or hw.name,
+        "hardware": _resolvable(hardware_spec),
+        "hardware_name": hw.name,
         "chiplets": hw.n_chiplets,
         "method": outcome.method,
         "precision": graph.metadata.get("precision", "fp32"),
@@ -217,6 +220,13 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
                    "history": [list(h) for h in outcome.history]},
         "config": config or {},
     }
+
+
+def _resolvable(spec: str | None) -> str | None:
+    """A preset name as is, a hardware file as an absolute path, None for the default mesh of `chiplets`."""
+    if spec is None or spec in _preset_names():
+        return spec
+    return str(Path(spec).resolve())
 
 
 def write_outputs(out_dir: Path, outcome: Outcome, *, config: dict | None, hardware_spec: str | None
@@ -270,25 +280,48 @@ def assignment_from_document(graph: TensorGraph, doc: dict, path: str) -> np.nda
     by_node = doc["assignment"]
     a = np.full(graph.n_ops, -1, dtype=np.int64)
     for i, op in enumerate(graph.ops):
-        chips = {by_node[n] for n in op.onnx_nodes if n in by_node}
+        values = [by_node[n] for n in op.onnx_nodes if n in by_node]
+        if any(type(c) is not int for c in values):
+            raise UserError(f"partition file {path} gives op {op.name} a chiplet that is not an integer "
+                            f"({values!r})", "use integer chiplet ids")
+        chips = set(values)
         if not chips:
             raise UserError(f"partition file {path} does not place op {op.name} (ONNX nodes {list(op.onnx_nodes)})",
                             "re-run `partition` on this model; the file belongs to another model or import options")
-        if len(chips) > 1 or not all(isinstance(c, int) for c in chips):
+        if len(chips) > 1:
             raise UserError(f"partition file {path} puts the nodes of op {op.name} on chiplets {sorted(chips)}",
                             "give every node of a fused op the same integer chiplet")
         a[i] = chips.pop()
     return a
 
 
+def _document_settings(doc: dict, path: str) -> tuple[str | None, int, dict, str]:
+    """(hardware spec, chiplets, input shapes, precision) a partition file was made with, type-checked."""
+    spec, chiplets = doc.get("hardware"), doc.get("chiplets")
+    shapes, precision = doc.get("input_shapes", {}), doc.get("precision", "fp32")
+    fix = "pass the partition.json a run wrote, unedited"
+    if spec is not None and not isinstance(spec, str):
+        raise UserError(f"partition file {path}: 'hardware' must be a preset name or a file path", fix)
+    if type(chiplets) is not int or chiplets < 1:
+        raise UserError(f"partition file {path}: 'chiplets' must be a positive integer, got {chiplets!r}", fix)
+    if not isinstance(shapes, dict) or not all(
+            isinstance(v, list) and v and all(type(d) is int and d > 0 for d in v) for v in shapes.values()):
+        raise UserError(f"partition file {path}: 'input_shapes' must map input names to lists of positive ints", fix)
+    if not isinstance(precision, str):
+        raise UserError(f"partition file {path}: 'precision' must be a string", fix)
+    return spec, chiplets, {k: tuple(v) for k, v in shapes.items()}, precision
+
+
 def resimulate(model: str, partition_path: str, input_shapes: dict, precision: str | None, hardware: str | None,
                chiplets: int | None, out: str | None) -> Outcome:
+    """Re-score a saved partition on the settings it was made with (or the ones given explicitly)."""
     doc = read_partition_file(partition_path)
-    shapes = input_shapes or {k: tuple(v) for k, v in doc.get("input_shapes", {}).items()}
-    graph = load_model(model, shapes, precision or doc.get("precision", "fp32"))
-    hw = load_hardware(hardware or (doc.get("hardware") if str(doc.get("hardware", "")).endswith(".toml")
-                                    or doc.get("hardware") in _preset_names() else None),
-                       chiplets if chiplets is not None else doc.get("chiplets"))
+    spec, saved_chiplets, saved_shapes, saved_precision = _document_settings(doc, partition_path)
+    graph = load_model(model, input_shapes or saved_shapes, precision or saved_precision)
+    if hardware is None and spec is not None and spec not in _preset_names() and not Path(spec).exists():
+        raise UserError(f"partition file {partition_path} was made on hardware file {spec}, which is gone",
+                        "pass --hardware with the package description to score it on")
+    hw = load_hardware(hardware or spec, chiplets if chiplets is not None else saved_chiplets)
     a = assignment_from_document(graph, doc, partition_path)
     problems = check(graph, hw, a)
     if problems:
@@ -299,7 +332,10 @@ def resimulate(model: str, partition_path: str, input_shapes: dict, precision: s
     best = Evaluation(Partition(a, a, 0, "loaded"), simulate(graph, hw, a, trace=True))
     outcome = Outcome(model, graph, hw, str(doc.get("method", "loaded")), best, 1, time.perf_counter() - start)
     if out:
-        files = write_outputs(_prepare_out_dir(out), outcome, config=None, hardware_spec=hardware or doc.get("hardware"))
+        config = {"command": "simulate", "model": model, "partition": partition_path, "hardware": hardware or spec,
+                  "chiplets": hw.n_chiplets, "precision": graph.metadata.get("precision"),
+                  "input_shapes": {k: list(v) for k, v in graph.metadata.get("input_shapes", {}).items()}}
+        files = write_outputs(_prepare_out_dir(out), outcome, config=config, hardware_spec=hardware or spec)
         outcome = Outcome(**{**outcome.__dict__, "files": files})
     return outcome
 

@@ -95,6 +95,7 @@ def _exit_code(argv):
     (["{model}", "--chiplets", "0"], "--chiplets must be at least 1"),
     (["{model}", "--method", "magic"], "invalid choice"),
     (["{model}", "--budget", "0", "--method", "random"], "--budget must be at least 1"),
+    (["{model}", "--time-limit", "-5", "--method", "dp"], "--time-limit must be positive"),
     (["missing.onnx"], "missing.onnx"),
     (["{model}", "--hardware", "nope"], "unknown hardware"),
     (["{model}", "--input-shape", "x=abc"], "--input-shape"),
@@ -112,3 +113,77 @@ def test_bad_arguments_are_one_line_exit_2(model, tmp_path, capsys, argv, fragme
     assert code == 2
     assert fragment in err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_simulate_uses_the_saved_precision_and_hardware_file(model, tmp_path, capsys):
+    hw_file = tmp_path / "ring.hw"   # any existing path is a hardware file, whatever its suffix
+    hw_file.write_text('topology = "ring"\nchiplets = 3\nhop_latency_cycles = 7\n[chiplet]\nsram_mib = 8\n')
+    out = tmp_path / "run"
+    assert main([model, "--hardware", str(hw_file), "--method", "dp", "--precision", "fp32", "--out", str(out),
+                 "--no-certificate"]) == 0
+    doc = json.loads((out / "partition.json").read_text())
+    assert doc["precision"] == "fp32" and doc["hardware"] == str(hw_file.resolve())
+    capsys.readouterr()
+    assert main(["simulate", model, "--partition", str(out / "partition.json")]) == 0
+    text = capsys.readouterr().out
+    assert f"{doc['metrics']['throughput_per_s']:,.1f} inferences/s" in text
+    assert "ring" in text
+    hw_file.unlink()
+    assert main(["simulate", model, "--partition", str(out / "partition.json")]) == 2
+    assert "which is gone" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda d: d["assignment"].update({k: [1] for k in d["assignment"]}), "not an integer"),
+    (lambda d: d["assignment"].update({k: True for k in d["assignment"]}), "not an integer"),
+    (lambda d: d.update(hardware=5), "'hardware'"),
+    (lambda d: d.update(chiplets="x"), "'chiplets'"),
+    (lambda d: d.update(input_shapes={"x": "abc"}), "'input_shapes'"),
+    (lambda d: d.update(input_shapes=[1, 2]), "'input_shapes'"),
+    (lambda d: d["assignment"].update({k: 99 for k in d["assignment"]}), "outside"),
+])
+def test_malformed_partition_files_are_one_line_errors(model, tmp_path, capsys, edit, fragment):
+    out = tmp_path / "run"
+    assert main([model, "--chiplets", "3", "--method", "dp", "--out", str(out), "--no-certificate"]) == 0
+    doc = json.loads((out / "partition.json").read_text())
+    edit(doc)
+    bad = tmp_path / "edited.json"
+    bad.write_text(json.dumps(doc))
+    capsys.readouterr()
+    assert _exit_code(["simulate", model, "--partition", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("toml, fragment", [
+    ("chiplets = 4\nclock_ghz = nan\n", "clock_ghz"),
+    ("chiplets = 4\nlink_pj_per_bit = inf\n", "link_pj_per_bit"),
+    ("chiplets = 4\n[chiplet]\nsram_mib = 0.0000001\n", "sram_mib"),
+    ("chiplets = 4\n[chiplet]\nmacs_per_cycle = 4611686018427387904\n", "macs_per_cycle"),
+    (None, "cannot be read"),
+])
+def test_bad_hardware_files_are_one_line_errors(model, tmp_path, capsys, toml, fragment):
+    path = tmp_path / "hw.toml"
+    if toml is None:
+        path.mkdir()
+    else:
+        path.write_text(toml)
+    assert _exit_code([model, "--hardware", str(path), "--method", "dp", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and len(err.splitlines()) == 1
+
+
+def test_outputs_are_readable_like_any_new_file(model, tmp_path):
+    import os
+    out = tmp_path / "modes"
+    assert main([model, "--chiplets", "2", "--method", "greedy", "--out", str(out), "--no-certificate"]) == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in out.iterdir():
+        assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f.name
+
+
+def test_failed_run_leaves_no_output_directory(tmp_path):
+    out = tmp_path / "never"
+    assert _exit_code([str(tmp_path / "missing.onnx"), "--out", str(out)]) == 2
+    assert not out.exists()

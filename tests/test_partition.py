@@ -89,3 +89,10 @@ def test_partition_freezes_its_assignment():
     assert p.assignment.dtype == np.int64
     with pytest.raises(ValueError):
         p.assignment[0] = 1
+
+
+@pytest.mark.parametrize("bad", [np.array([0.5, 0.5, 1.2, 1.9]), np.array([False, False, True, True])])
+def test_check_rejects_non_integer_assignments(bad):
+    from partitioner.hardware import mesh_of
+    from partitioner.synthetic import random_dag
+    assert "dtype" in check(random_dag(4, 0), mesh_of(2), bad)[0]
