@@ -2,6 +2,7 @@
 
     python benchmarks/policy_bench.py                                   # BERT-base, 16 chiplets, budget 64, 3 seeds
     python benchmarks/policy_bench.py --budgets 64 256 --seeds 0 1 2 --write
+    python benchmarks/policy_bench.py --held-out --seeds 0 1           # every shipped example x 4/16/36 chiplets
 
 Every policy run spends its first two evaluations on the DP and greedy splits (its anchors), then samples
 proposals centred on the best partition so far (policies.train.finetune).
@@ -54,6 +55,29 @@ def run_method(method: str, graph, hw, policy: str, budget: int, seed: int, limi
     return thr, time.perf_counter() - start
 
 
+def held_out_table(args) -> str:
+    """Markdown: DP, greedy-anchored untrained sampling and the pre-trained policy, zero-shot, on the examples."""
+    budget = args.budgets[0]
+    lines = [f"| model | chiplets | DP /s | untrained, best of {budget} (x DP) | pre-trained zero-shot, best of "
+             f"{budget} (x DP) |", "|---|---|---|---|---|"]
+    for name in ("bert-base", "gpt-decoder", "resnet18"):
+        graph = load_model(str(ROOT / "examples" / f"{name}.onnx"), precision=args.precision)
+        for n_chip in (4, 16, 36):
+            hw = load_hardware(None, n_chip)
+            try:
+                dp_thr = evaluate(graph, hw, dp_partition(graph, hw), time_limit_s=args.time_limit).throughput
+            except Exception as exc:  # noqa: BLE001 - an infeasible size is a row, not a crash
+                lines.append(f"| {name} | {n_chip} | infeasible ({exc.__class__.__name__}) | | |")
+                continue
+            cells = []
+            for method in ("untrained", "zero-shot"):
+                thrs = [run_method(method, graph, hw, args.policy, budget, s, args.time_limit)[0] for s in args.seeds]
+                cells.append(f"{statistics.mean(thrs) / dp_thr:.4f}")
+            lines.append(f"| {name} | {n_chip} | {dp_thr:,.1f} | {cells[0]} | {cells[1]} |")
+            print(lines[-1], file=sys.stderr)
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="examples/bert-base.onnx")
@@ -66,8 +90,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--time-limit", type=float, default=DEFAULT_REPAIR_LIMIT_S)
     ap.add_argument("--write", action="store_true", help="replace the Learned policy section of RESULTS.md")
+    ap.add_argument("--held-out", action="store_true",
+                    help="instead: zero-shot vs untrained on every shipped example at 4, 16 and 36 chiplets")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if args.held_out:
+        print(held_out_table(args))
+        return
 
     model_path = args.model if Path(args.model).exists() else str(ROOT / args.model)
     graph = load_model(model_path, precision=args.precision)
