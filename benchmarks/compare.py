@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.results_md import update_section  # noqa: E402
+from partitioner.errors import UserError  # noqa: E402
 from partitioner.hardware import load_hardware  # noqa: E402
 from partitioner.run import certify, load_model, search  # noqa: E402
 from partitioner.report import atomic_write, write_json  # noqa: E402
@@ -61,13 +62,19 @@ def main(argv: list[str] | None = None) -> None:
             if key not in cache:
                 # One CP-SAT run gives both the `exact` method's partition and the bound every method is held to.
                 start = time.perf_counter()
-                cert = certify(graph, hw, dp_partition(graph, hw), time_limit_s=args.exact_time)
-                thr = simulate(graph, hw, cert).throughput_per_s
-                cache[key] = {"bound_thr": hw.clock_hz / cert.lower_bound_cycles, "status": cert.status,
-                              "thr": thr, "evals": 1, "wall_s": time.perf_counter() - start, "history": [thr]}
+                try:
+                    cert = certify(graph, hw, dp_partition(graph, hw), time_limit_s=args.exact_time)
+                except UserError as exc:
+                    cache[key] = {"infeasible": exc.problem}
+                else:
+                    thr = simulate(graph, hw, cert).throughput_per_s
+                    cache[key] = {"bound_thr": hw.clock_hz / cert.lower_bound_cycles, "status": cert.status,
+                                  "thr": thr, "evals": 1, "wall_s": time.perf_counter() - start, "history": [thr]}
                 _atomic_json(CACHE, cache)
-                print(f"{model} {n} exact: {thr:,.1f}/s, bound {cache[key]['bound_thr']:,.1f}/s "
-                      f"({cert.status}) in {cache[key]['wall_s']:.1f} s", flush=True)
+                print(f"{model} {n} exact: {cache[key]}"[:200], flush=True)
+            if "infeasible" in cache[key]:
+                rows.append({"model": model, "chiplets": n, "infeasible": cache[key]["infeasible"]})
+                continue
             exact = cache[key]
             bound = exact["bound_thr"]
             for method in args.methods:
@@ -112,7 +119,7 @@ def _pad(history: list[float], budget: int) -> list[float]:
 
 
 def _write(rows: list[dict], curves: dict, args) -> None:
-    random_mean = {(r["model"], r["chiplets"]): r["mean"] for r in rows if r["method"] == "random"}
+    random_mean = {(r["model"], r["chiplets"]): r["mean"] for r in rows if r.get("method") == "random"}
     lines = [
         f"Command: `python benchmarks/compare.py --models {' '.join(args.models)} --chiplets "
         f"{' '.join(map(str, args.chiplets))} --budget {args.budget} --seeds {' '.join(map(str, args.seeds))} "
@@ -127,6 +134,9 @@ def _write(rows: list[dict], curves: dict, args) -> None:
         "|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        if "infeasible" in r:
+            lines.append(f"| {r['model']} | {r['chiplets']} | - | does not fit: {r['infeasible']} | | | | |")
+            continue
         base = random_mean.get((r["model"], r["chiplets"]))
         ratio = f"{r['mean'] / base:.3f}" if base else "-"
         lines.append(f"| {r['model']} | {r['chiplets']} | {r['method']} | {r['mean']:,.1f} ± {r['spread']:,.1f} | "

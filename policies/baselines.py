@@ -193,8 +193,9 @@ def anneal(graph: TensorGraph, hw: Hardware, *, budget: int, seed: int, evaluate
            on_eval: ProgressFn | None = None) -> SearchResult:
     """Simulated annealing over single-op moves to a neighbouring chiplet that keep the partition valid.
 
-    Starts from the repaired greedy partition (one evaluation); each step draws uniformly among all valid moves
-    (see _valid_moves), so no evaluation is spent on an invalid partition. Acceptance is Metropolis on
+    Starts from the repaired greedy partition (one evaluation); each step draws among all valid moves (see
+    _valid_moves), half the time among those leaving the bottleneck chiplet, so no evaluation is spent on an
+    invalid partition. Acceptance is Metropolis on
     log throughput with a geometric temperature schedule from t_start to t_end.
     """
     rng = np.random.default_rng(seed)
@@ -207,7 +208,11 @@ def anneal(graph: TensorGraph, hw: Hardware, *, budget: int, seed: int, evaluate
         ops, targets = _valid_moves(graph, hw, current.assignment, allowed)
         if not len(ops):
             break  # nothing can move without breaking validity
-        k = int(rng.integers(len(ops)))
+        # Half the moves take an op off the bottleneck chiplet, the only kind that can raise throughput at once;
+        # the rest explore anywhere.
+        off_bottleneck = np.flatnonzero(current.assignment[ops] == current.report.bottleneck_chiplet)
+        pool = off_bottleneck if len(off_bottleneck) and rng.random() < 0.5 else np.arange(len(ops))
+        k = int(pool[rng.integers(len(pool))])
         candidate = current.assignment.copy()
         candidate[ops[k]] = targets[k]
         ev = track(candidate)
