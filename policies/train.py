@@ -173,11 +173,21 @@ _sample = sample
 
 
 # --- checkpoints and curves -------------------------------------------------------------------------------------------
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()                     # what open() would give; mkstemp's default is 0o600
+
+
 def atomic_torch_save(obj: object, path: str | Path) -> None:
     """torch.save to a temp file in the same directory, fsync, then os.replace: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, _FILE_MODE)
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(obj, fh)
@@ -195,6 +205,7 @@ def atomic_torch_save(obj: object, path: str | Path) -> None:
 def _atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, _FILE_MODE)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
