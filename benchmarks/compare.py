@@ -128,7 +128,8 @@ def _write(rows: list[dict], curves: dict, args) -> None:
         "Sampling methods (random, anneal, rl) get the same budget of evaluated partitions and the listed seeds; "
         "greedy, dp and exact are deterministic. Throughput in inferences/s (mean ± half-range over seeds). "
         "`vs random` is the ratio to random search's mean. `of bound` is throughput over the CP-SAT-proven upper "
-        "bound (clock / lower bound on the bottleneck chiplet's cycles in the cost model).",
+        "bound (clock / proven lower bound on the busiest resource's cycles per inference over all valid partitions, "
+        "in a relaxation of the simulator's timing; 100% means provably optimal).",
         "",
         "| model | chiplets | method | throughput/s | vs random | of bound | evals | wall s |",
         "|---|---:|---|---:|---:|---:|---:|---:|",
@@ -144,18 +145,16 @@ def _write(rows: list[dict], curves: dict, args) -> None:
     if curves:
         lines += ["", "Convergence (best throughput vs evaluations, mean over seeds): "
                       "![convergence](convergence.png)"]
-        _plot(curves)
+        _plot(curves, args.models[0], args.chiplets[len(args.chiplets) // 2])
     update_section("Method comparison", "\n".join(lines))
 
 
-def _plot(curves: dict) -> None:
+def _plot(curves: dict, model: str, n: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    first = next(iter(curves))
-    model, n = first[0], first[1]
     fig, ax = plt.subplots(figsize=(6, 4))
     for (m, c, method), ys in curves.items():
         if (m, c) == (model, n):
