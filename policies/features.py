@@ -46,7 +46,7 @@ from partitioner.cost import op_cycles_matrix
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
 
-FEATURES_VERSION = 3
+FEATURES_VERSION = 4
 OP_VOCAB = ("MatMul", "Gemm", "Conv", "ConvTranspose", "Add", "Sub", "Mul", "Div", "Softmax", "LayerNormalization",
             "BatchNormalization", "Relu", "Gelu", "Sigmoid", "Tanh", "Erf", "MaxPool", "AveragePool",
             "GlobalAveragePool", "Gather", "Concat", "Reshape", "Transpose", "ReduceMean", "Pow", "Sqrt", "Split",

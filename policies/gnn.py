@@ -5,11 +5,13 @@ residual blocks  h <- LayerNorm(h + GELU(GATv2Conv(h, edge_index, edge_attr))), 
 concatenated (H / heads each). Shapes: x [N, NODE_DIM], edge_attr [2E, EDGE_DIM], u [1, GLOBAL_DIM] -> h [N, H].
 
 Decoder (independent of the chiplet count). Chiplet ids are pipeline stages; everything is in stage units:
-    mu_i = (anchor_i + 0.5 + d_i) / C,   s_i = init_spread * softplus(r_i + 0.5413) / C   (d_i, r_i: MLP(h_i))
+    mu_i = (anchor_i + 0.5 + d_i) / C,   s_i = (lo + (hi - lo) * sigmoid(r_i + r0)) / C     (d_i, r_i: MLP(h_i))
 where anchor_i is the op's chiplet in the anchor split (DP by default, see policies.features; prior_i =
-(anchor_i + 0.5) / C) and d_i is a shift in stages. The 0.5413 offset makes softplus = 1, so the untrained net
-(zero-initialised output layer) keeps each op on its anchor chiplet with probability
-sigma(0.5/init_spread) - sigma(-0.5/init_spread) (0.93 for init_spread 0.15).
+(anchor_i + 0.5) / C), d_i is a shift in stages and the spread s_i stays within [lo, hi] = [min_spread,
+max_spread] stages (unbounded, PPO either collapsed it to 0.03 stages or, with an entropy bonus, blew it up past
+one stage, since repair makes stray ops cheap). r0 puts the untrained net (zero-initialised output layer) at
+init_spread, keeping each op on its anchor chiplet with probability sigma(0.5/init_spread) - sigma(-0.5/init_spread)
+(0.93 for init_spread 0.15).
 Chiplet c owns the bin [c/C, (c+1)/C) (the first and last bins extend to -inf and +inf) and gets the mass of a
 logistic(mu_i, s_i) on its bin:
     log p_ic = log(sigma(b) - sigma(a)),  a = (c/C - mu_i)/s_i,  b = ((c+1)/C - mu_i)/s_i
@@ -37,8 +39,6 @@ with warnings.catch_warnings():                  # PyG's import trips torch.jit.
 
 from policies.features import CHIP_DIM, EDGE_DIM, FEATURES_VERSION, GLOBAL_DIM, NODE_DIM
 
-_SOFTPLUS_ONE = math.log(math.e - 1.0)           # softplus(0.5413) == 1
-
 
 @dataclass(frozen=True)
 class PolicyConfig:
@@ -51,7 +51,11 @@ class PolicyConfig:
     heads: int = 4
     """Attention heads per block; their outputs are concatenated (hidden / heads each)."""
     init_spread: float = 0.15
-    """Logistic scale of the untrained decoder, in chiplet bins."""
+    """Logistic scale of the untrained decoder, in chiplet bins (stages)."""
+    min_spread: float = 0.12
+    """Smallest logistic scale the decoder can express, in stages (keeps some exploration)."""
+    max_spread: float = 0.4
+    """Largest logistic scale, in stages (keeps proposals near the anchor)."""
     chip_hidden: int = 16
     """Width of the chiplet embedding used by the heterogeneous-package correction."""
     features_version: int = FEATURES_VERSION
@@ -90,7 +94,9 @@ class PolicyNet(nn.Module):
         out = self.head(torch.cat([h, data.u.expand(h.size(0), -1)], dim=1))
         n_chip = int(data.n_chiplets)
         mu = data.prior + out[:, 0] / n_chip
-        s = self.cfg.init_spread * F.softplus(out[:, 1] + _SOFTPLUS_ONE) / n_chip + 1e-5
+        lo, hi = self.cfg.min_spread, self.cfg.max_spread
+        r0 = math.log((self.cfg.init_spread - lo) / (hi - self.cfg.init_spread))
+        s = (lo + (hi - lo) * torch.sigmoid(out[:, 1] + r0)) / n_chip
         return mu, s, h
 
     def forward(self, data: Data) -> torch.Tensor:

@@ -79,7 +79,7 @@ class PPOConfig:
     rather than on its DP split (teaches the policy to improve on partitions other than DP)."""
     clip_coef: float = 0.2
     """PPO ratio clip (per op)."""
-    ent_coef: float = 0.01
+    ent_coef: float = 0.003
     """Weight of the mean per-op entropy bonus."""
     max_grad_norm: float = 0.5
     """Gradient norm clip."""
