@@ -16,24 +16,9 @@ import warnings
 from contextlib import contextmanager
 
 from partitioner.errors import UserError
+from partitioner.onnx_import import parse_input_shapes
 
 SUBCOMMANDS = ("inspect", "simulate", "train", "finetune", "run")
-
-
-def _parse_input_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
-    shapes: dict[str, tuple[int, ...]] = {}
-    for item in items or []:
-        name, sep, dims = item.partition("=")
-        try:
-            if not sep or not name:
-                raise ValueError
-            shape = tuple(int(d) for d in dims.lower().split("x"))
-            if any(d < 1 for d in shape):
-                raise ValueError
-        except ValueError:
-            raise UserError(f"--input-shape {item!r} is not NAME=DxDx...", "write it like input_ids=1x128")
-        shapes[name] = shape
-    return shapes
 
 
 def _add_model_args(p: argparse.ArgumentParser, precision: str | None = "fp16") -> None:
@@ -156,14 +141,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "inspect":
         from partitioner.summary import format_summary, summarize
 
-        graph = runmod.load_model(args.model, _parse_input_shapes(args.input_shape), args.precision or "fp32")
+        graph = runmod.load_model(args.model, parse_input_shapes(args.input_shape or []), args.precision or "fp32")
         summary = summarize(graph)
         print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
         return 0
     if args.command == "run":
         cfg = runmod.RunConfig(model=args.model, chiplets=args.chiplets, hardware=args.hardware,
                                method=args.method, budget=args.budget, seed=args.seed, out=args.out,
-                               input_shapes=_parse_input_shapes(args.input_shape), precision=args.precision,
+                               input_shapes=parse_input_shapes(args.input_shape or []), precision=args.precision,
                                time_limit_s=args.time_limit, policy=args.policy,
                                certificate=not args.no_certificate)
         with _progress("evaluating", total=None) as on_eval:
@@ -171,7 +156,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(runmod.format_outcome(outcome))
         return 0
     if args.command == "simulate":
-        outcome = runmod.resimulate(args.model, args.partition, _parse_input_shapes(args.input_shape),
+        outcome = runmod.resimulate(args.model, args.partition, parse_input_shapes(args.input_shape or []),
                                     args.precision, args.hardware, args.chiplets, args.out)
         print(runmod.format_outcome(outcome))
         return 0

@@ -147,7 +147,7 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
     budget = DEFAULT_BUDGET if cfg.budget is None else cfg.budget
     graph = load_model(cfg.model, cfg.input_shapes, cfg.precision)
     hw = load_hardware(cfg.hardware, cfg.chiplets)
-    out_dir = _prepare_out_dir(cfg.out)
+    out_dir = prepare_out_dir(cfg.out)
     found = search(graph, hw, method, budget=budget, seed=cfg.seed, time_limit_s=cfg.time_limit_s,
                    policy=cfg.policy, on_eval=on_eval)
     best = Evaluation(found.best.partition, simulate(graph, hw, found.best.partition, trace=True))
@@ -162,7 +162,7 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
     return Outcome(**{**outcome.__dict__, "files": files})
 
 
-def _prepare_out_dir(out: str) -> Path:
+def prepare_out_dir(out: str) -> Path:
     path = Path(out)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -335,7 +335,7 @@ def resimulate(model: str, partition_path: str, input_shapes: dict, precision: s
         config = {"command": "simulate", "model": model, "partition": partition_path, "hardware": hardware or spec,
                   "chiplets": hw.n_chiplets, "precision": graph.metadata.get("precision"),
                   "input_shapes": {k: list(v) for k, v in graph.metadata.get("input_shapes", {}).items()}}
-        files = write_outputs(_prepare_out_dir(out), outcome, config=config, hardware_spec=hardware or spec)
+        files = write_outputs(prepare_out_dir(out), outcome, config=config, hardware_spec=hardware or spec)
         outcome = Outcome(**{**outcome.__dict__, "files": files})
     return outcome
 

@@ -48,7 +48,7 @@ def finetune(args: argparse.Namespace) -> str:
     """`partition finetune MODEL.onnx --chiplets N --policy CKPT --budget N --out DIR`: fine-tune, then write the
     best partition's outputs (partition.json, report.md, ...) next to the checkpoint and curve."""
     from partitioner import run as runmod
-    from partitioner.cli import _parse_input_shapes
+    from partitioner.onnx_import import parse_input_shapes
     from partitioner.hardware import load_hardware
     from partitioner.pipeline import Evaluation, evaluate
     from partitioner.simulator import simulate
@@ -56,8 +56,8 @@ def finetune(args: argparse.Namespace) -> str:
 
     if args.budget < 1:
         raise UserError(f"--budget must be at least 1, got {args.budget}", "pass a positive number of evaluations")
-    out_dir = runmod._prepare_out_dir(args.out)
-    graph = runmod.load_model(args.model, _parse_input_shapes(args.input_shape), args.precision)
+    out_dir = runmod.prepare_out_dir(args.out)
+    graph = runmod.load_model(args.model, parse_input_shapes(args.input_shape or []), args.precision)
     hw = load_hardware(args.hardware, args.chiplets)
     limit = runmod.DEFAULT_REPAIR_LIMIT_S if args.time_limit is None else args.time_limit
     cfg = replace(FINETUNE_CONFIG, seed=args.seed, repair_time_limit_s=limit)
