@@ -104,12 +104,15 @@ def search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, seed: 
         return evaluate(graph, hw, proposal, time_limit_s=limit, seed=seed)
 
     start = time.perf_counter()
-    if method in ("greedy", "dp"):
-        proposal = greedy_partition(graph, hw) if method == "greedy" else dp_partition(graph, hw)
-        ev = evaluate_fn(proposal)
+
+    def single(ev: Evaluation) -> SearchResult:
+        """A constructive method's one evaluation, reported like a search."""
         if on_eval:
             on_eval(1, ev.throughput)
         return SearchResult(method, ev, 1, ((1, ev.throughput),), time.perf_counter() - start)
+
+    if method in ("greedy", "dp"):
+        return single(evaluate_fn(greedy_partition(graph, hw) if method == "greedy" else dp_partition(graph, hw)))
     if method == "random":
         return random_search(graph, hw, budget=budget, seed=seed, evaluate_fn=evaluate_fn, on_eval=on_eval)
     if method == "anneal":
@@ -119,10 +122,7 @@ def search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, seed: 
 
         part = optimize(graph, hw, time_limit_s=DEFAULT_EXACT_LIMIT_S if time_limit_s is None else time_limit_s,
                         seed=seed, hint=dp_partition(graph, hw))
-        ev = Evaluation(part, simulate(graph, hw, part))
-        if on_eval:
-            on_eval(1, ev.throughput)
-        return SearchResult(method, ev, 1, ((1, ev.throughput),), time.perf_counter() - start)
+        return single(Evaluation(part, simulate(graph, hw, part)))
     from policies.rl_search import rl_search
 
     return rl_search(graph, hw, budget=budget, seed=seed, evaluate_fn=evaluate_fn, policy_path=policy,
