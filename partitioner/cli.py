@@ -83,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "bf16", "int8"])
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--synthetic", type=int, default=0, help="also train on this many random DAGs")
+    train.add_argument("--time-budget", type=float, default=None,
+                       help="stop (with a checkpoint) after this many seconds of training in total, resumes included")
 
     fine = sub.add_parser("finetune", help="fine-tune the policy on one model and write its best partition")
     _add_model_args(fine)

@@ -34,7 +34,9 @@ def train(args: argparse.Namespace) -> str:
     corpus = onnx_corpus(args.corpus, counts, args.precision)
     if args.synthetic:
         corpus += synthetic_corpus(args.synthetic, args.seed, counts)
-    cfg = replace(TRAIN_CONFIG, seed=args.seed,
+    if args.time_budget is not None and not args.time_budget > 0:
+        raise UserError(f"--time-budget must be positive, got {args.time_budget}", "pass seconds, e.g. 1200")
+    cfg = replace(TRAIN_CONFIG, seed=args.seed, time_budget_s=args.time_budget,
                   total_steps=TRAIN_CONFIG.total_steps if args.steps is None else args.steps)
     if cfg.total_steps < 0:
         raise UserError(f"--steps must be >= 0, got {cfg.total_steps}", "pass a number of PPO updates")

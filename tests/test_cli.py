@@ -187,3 +187,20 @@ def test_failed_run_leaves_no_output_directory(tmp_path):
     out = tmp_path / "never"
     assert _exit_code([str(tmp_path / "missing.onnx"), "--out", str(out)]) == 2
     assert not out.exists()
+
+
+def test_train_stops_at_its_time_budget_and_resumes_without_more_work(tmp_path, capsys):
+    import shutil
+    from pathlib import Path
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    shutil.copy(Path(__file__).parent / "data" / "tiny_mlp.onnx", corpus)
+    ckpt = tmp_path / "p.pt"
+    argv = ["train", "--corpus", str(corpus), "--out", str(ckpt), "--steps", "100000", "--chiplets", "2",
+            "--time-budget", "0.5"]
+    assert main(argv) == 0
+    updates = capsys.readouterr().out.split(" updates")[0]
+    assert ckpt.exists() and updates.startswith("trained ")
+    assert main(argv) == 0                       # the budget counts resumed time: nothing more to do
+    assert capsys.readouterr().out.split(" updates")[0] == updates
+    assert _exit_code(argv[:-1] + ["-1"]) == 2
