@@ -20,7 +20,7 @@ from partitioner.hardware import Hardware, load_hardware
 from partitioner.onnx_import import load_onnx
 from partitioner.partition import Partition, check
 from partitioner.pipeline import Evaluation, evaluate
-from partitioner.report import (Report, plot_partition, report_markdown, write_chrome_trace, write_json,
+from partitioner.report import (plot_partition, report_markdown, write_chrome_trace, write_json,
                                 write_text)
 from partitioner.simulator import simulate
 from policies.baselines import SearchResult, anneal, dp_partition, greedy_partition, random_search
