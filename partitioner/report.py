@@ -103,6 +103,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     try:
         write(tmp)
         os.chmod(tmp, _FILE_MODE)
+        # Flush the data to disk before the rename, so a crash never leaves the new name on empty blocks.
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

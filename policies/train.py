@@ -25,8 +25,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -39,6 +37,7 @@ from tqdm import tqdm
 from partitioner.errors import UserError
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
+from partitioner.report import atomic_write, write_text
 from policies.features import FEATURES_VERSION, graph_features, with_anchor
 from policies.gnn import PolicyConfig, PolicyNet, greedy, sample
 
@@ -173,49 +172,13 @@ _sample = sample
 
 
 # --- checkpoints and curves -------------------------------------------------------------------------------------------
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()                     # what open() would give; mkstemp's default is 0o600
-
-
 def atomic_torch_save(obj: object, path: str | Path) -> None:
-    """torch.save to a temp file in the same directory, fsync, then os.replace: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, _FILE_MODE)
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    """torch.save through report.atomic_write (temp file, fsync, rename): never a half-written checkpoint."""
+    def save(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
             torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, _FILE_MODE)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write(path, save)
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -254,7 +217,7 @@ class _Curve:
             with open(path, newline="", encoding="utf-8") as fh:
                 rows = [r for r in csv.DictReader(fh) if r.get("step", "").isdigit() and int(r["step"]) < resume_step]
         lines = [",".join(CURVE_FIELDS)] + [",".join(str(r.get(k, "")) for k in CURVE_FIELDS) for r in rows]
-        _atomic_write_text(path, "\n".join(lines) + "\n")
+        write_text(path, "\n".join(lines) + "\n")
         self.fh = open(path, "a", newline="", encoding="utf-8")
         self.writer = csv.DictWriter(self.fh, fieldnames=CURVE_FIELDS)
 
@@ -361,7 +324,7 @@ def pretrain(corpus: Sequence[tuple[TensorGraph, Hardware]], cfg: PPOConfig, out
     log_csv = Path(log_csv) if log_csv is not None else out_path.with_suffix(".csv")
     reward_fn = reward_fn or PipelineReward(cfg.repair_time_limit_s, cfg.seed)
     torch.set_num_threads(cfg.torch_threads)
-    _atomic_write_text(out_path.with_suffix(".config.json"), json.dumps(_config_dict(cfg), indent=2) + "\n")
+    write_text(out_path.with_suffix(".config.json"), json.dumps(_config_dict(cfg), indent=2) + "\n")
 
     # Seeding up front; a resumed run overwrites every state below from the checkpoint.
     torch.manual_seed(cfg.seed)
@@ -526,7 +489,7 @@ def finetune(graph: TensorGraph, hw: Hardware, policy_ckpt: str | Path | None, b
         base, best_thr = float(ck["best"]["baseline"]), float(ck["best"]["throughput"])
         best_a = np.asarray(ck["best"]["assignment"], dtype=np.int64)
     if out is not None:
-        _atomic_write_text(out / "config.json", json.dumps(_config_dict(cfg) | {
+        write_text(out / "config.json", json.dumps(_config_dict(cfg) | {
             "graph": graph.name, "hardware": hw.name, "policy_ckpt": None if policy_ckpt is None else str(policy_ckpt),
             "budget_evals": budget_evals}, indent=2) + "\n")
     curve = _Curve(out / "curve.csv", step if resume else None) if out is not None else None
@@ -555,7 +518,7 @@ def finetune(graph: TensorGraph, hw: Hardware, policy_ckpt: str | Path | None, b
                                       wall_s=time.perf_counter() - t0,
                                       best={"baseline": base, "throughput": best_thr,
                                             "assignment": [] if best_a is None else best_a.tolist()}), ckpt_path)
-        _atomic_write_text(out / "best_assignment.json", json.dumps(
+        write_text(out / "best_assignment.json", json.dumps(
             {"graph": graph.name, "hardware": hw.name, "throughput_per_s": best_thr, "evaluations": evals,
              "assignment": [] if best_a is None else best_a.tolist()}) + "\n")
 
