@@ -16,7 +16,7 @@ import numpy as np
 
 from partitioner.errors import UserError
 from partitioner.graph import TensorGraph
-from partitioner.hardware import Hardware, load_hardware
+from partitioner.hardware import PRESETS, Hardware, load_hardware
 from partitioner.onnx_import import load_onnx
 from partitioner.partition import Partition, check
 from partitioner.pipeline import Evaluation, evaluate
@@ -224,7 +224,7 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
 
 def _resolvable(spec: str | None) -> str | None:
     """A preset name as is, a hardware file as an absolute path, None for the default mesh of `chiplets`."""
-    if spec is None or spec in _preset_names():
+    if spec is None or spec in PRESETS:
         return spec
     return str(Path(spec).resolve())
 
@@ -318,7 +318,7 @@ def resimulate(model: str, partition_path: str, input_shapes: dict, precision: s
     doc = read_partition_file(partition_path)
     spec, saved_chiplets, saved_shapes, saved_precision = _document_settings(doc, partition_path)
     graph = load_model(model, input_shapes or saved_shapes, precision or saved_precision)
-    if hardware is None and spec is not None and spec not in _preset_names() and not Path(spec).exists():
+    if hardware is None and spec is not None and spec not in PRESETS and not Path(spec).exists():
         raise UserError(f"partition file {partition_path} was made on hardware file {spec}, which is gone",
                         "pass --hardware with the package description to score it on")
     hw = load_hardware(hardware or spec, chiplets if chiplets is not None else saved_chiplets)
@@ -338,12 +338,6 @@ def resimulate(model: str, partition_path: str, input_shapes: dict, precision: s
         files = write_outputs(prepare_out_dir(out), outcome, config=config, hardware_spec=hardware or spec)
         outcome = Outcome(**{**outcome.__dict__, "files": files})
     return outcome
-
-
-def _preset_names() -> tuple[str, ...]:
-    from partitioner.hardware import PRESETS
-
-    return tuple(PRESETS)
 
 
 # --- terminal summary ---------------------------------------------------------------------------------------------------
