@@ -21,8 +21,8 @@ def compute_cycles(graph: TensorGraph, chiplet: Chiplet) -> np.ndarray:
 
 
 def memory_cycles(graph: TensorGraph, chiplet: Chiplet) -> np.ndarray:
-    """SRAM traffic per op: weights, inputs and outputs each cross the SRAM port once."""
-    return _ceil_div(graph.weight_bytes + graph.in_bytes + graph.out_bytes, chiplet.sram_bytes_per_cycle)
+    """SRAM traffic per op: the weights it reads, its inputs and its outputs each cross the SRAM port once."""
+    return _ceil_div(graph.weight_read_bytes + graph.in_bytes + graph.out_bytes, chiplet.sram_bytes_per_cycle)
 
 
 def op_cycles(graph: TensorGraph, chiplet: Chiplet) -> np.ndarray:
@@ -68,7 +68,7 @@ def compute_energy_pj(graph: TensorGraph, hw: Hardware, assignment: np.ndarray) 
             continue
         compute += float(graph.matrix_flops[mask].sum()) / 2 * chip.mac_pj \
             + float(graph.vector_flops[mask].sum()) * chip.vector_op_pj
-        traffic = graph.weight_bytes[mask] + graph.in_bytes[mask] + graph.out_bytes[mask]
+        traffic = graph.weight_read_bytes[mask] + graph.in_bytes[mask] + graph.out_bytes[mask]
         sram += float(traffic.sum()) * chip.sram_pj_per_byte
     return compute, sram
 

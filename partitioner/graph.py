@@ -18,7 +18,10 @@ class Op:
 
     flops: total floating-point operations (2 x MACs for matrix work, element counts for the rest).
     matrix_flops: the part of `flops` that runs on the matrix (MAC) unit; the rest runs on the vector unit.
-    weight_bytes: bytes of initializers (parameters) this op reads; they live in the SRAM of its chiplet.
+    weight_bytes: bytes of initializers (parameters) this op uses; they live in the SRAM of its chiplet.
+    weight_read_bytes: bytes of those weights read per inference, when less than all of them (an embedding
+        Gather reads only the rows it looks up); None means all `weight_bytes`. Drives SRAM traffic and energy,
+        never capacity.
     in_bytes: bytes of activations it reads (from other ops or graph inputs).
     out_bytes: bytes of activations it writes (its output tensors).
     """
@@ -31,6 +34,7 @@ class Op:
     weight_bytes: int = 0
     in_bytes: int = 0
     out_bytes: int = 0
+    weight_read_bytes: int | None = None
 
     def __post_init__(self) -> None:
         for attr in ("flops", "matrix_flops", "weight_bytes", "in_bytes", "out_bytes"):
@@ -38,6 +42,13 @@ class Op:
                 raise ValueError(f"op {self.name}: {attr} must be >= 0")
         if self.matrix_flops > self.flops:
             raise ValueError(f"op {self.name}: matrix_flops exceeds flops")
+        if self.weight_read_bytes is not None and not 0 <= self.weight_read_bytes <= self.weight_bytes:
+            raise ValueError(f"op {self.name}: weight_read_bytes must be between 0 and weight_bytes")
+
+    @property
+    def weights_read(self) -> int:
+        """Weight bytes read per inference."""
+        return self.weight_bytes if self.weight_read_bytes is None else self.weight_read_bytes
 
     @property
     def work_bytes(self) -> int:
@@ -119,6 +130,11 @@ class TensorGraph:
     @cached_property
     def weight_bytes(self) -> np.ndarray:
         return self._column("weight_bytes")
+
+    @cached_property
+    def weight_read_bytes(self) -> np.ndarray:
+        """Weight bytes each op reads per inference (SRAM traffic); `weight_bytes` is what it stores."""
+        return self._column("weights_read")
 
     @cached_property
     def in_bytes(self) -> np.ndarray:

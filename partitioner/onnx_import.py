@@ -54,6 +54,8 @@ _FUSED_MOVEMENT = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten"}
 _MOVEMENT = {"Gather", "GatherElements", "GatherND", "Scatter", "ScatterElements", "ScatterND", "Concat",
              "Slice", "Split", "Expand", "Tile", "Pad", "DepthToSpace", "SpaceToDepth", "Trilu", "Compress",
              "ReverseSequence", "OneHot", "Range", "ConstantOfShape", "EyeLike", "NonZero"}
+# Gathers read only the rows they look up from their data input.
+_GATHERS = {"Gather", "GatherElements", "GatherND"}
 # Normalisation and softmax: multiplier x input elements.
 _PER_INPUT_ELEMENT = {
     "Softmax": 5, "LogSoftmax": 5, "LayerNormalization": 8, "InstanceNormalization": 8, "GroupNormalization": 8,
@@ -197,6 +199,7 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
         produced = {o for i in group for o in nodes[i].output if o}
         read = {real(t) for i in group for t in nodes[i].input if t}
         weights = frozenset().union(*(sources[t] for t in read if t in sources))
+        read_bytes = _weights_read(group, nodes, real, sources, nbytes)
         in_tensors = {t for t in read if t not in sources and t not in produced}
         out_tensors = {t for t in produced
                        if t in graph_outputs or any(c != k for c in consumers.get(t, ()))}
@@ -207,6 +210,7 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
             name=names[root], op_type=nodes[root].op_type, onnx_nodes=tuple(names[i] for i in group),
             flops=sum(cost[i][0] for i in group), matrix_flops=sum(cost[i][1] for i in group),
             weight_bytes=sum(nbytes(w) for w in weights),
+            weight_read_bytes=sum(min(nbytes(w), read_bytes.get(w, nbytes(w))) for w in weights),
             in_bytes=sum(nbytes(t) for t in in_tensors), out_bytes=sum(nbytes(t) for t in out_tensors)))
 
     input_bytes = sum(nbytes(vi.name) for vi in model_inputs)
@@ -217,6 +221,25 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
     }
     return TensorGraph.build(name, ops, [(s, d, b) for (s, d), b in sorted(edges.items())], input_bytes,
                              metadata)
+
+
+def _weights_read(group: list[int], nodes: list, real, sources: dict[str, frozenset[str]], nbytes) -> dict[str, int]:
+    """Bytes read per inference of the weights a fused op uses, where that is less than the whole tensor: a
+    weight used only as the data input of Gather-family nodes (an embedding table) is read one output's worth
+    per lookup. Weights absent from the result are read whole."""
+    partial: dict[str, int] = {}
+    whole: set[str] = set()
+    for i in group:
+        node = nodes[i]
+        for j, t in enumerate(node.input):
+            if not t or real(t) not in sources:
+                continue
+            if node.op_type in _GATHERS and j == 0:
+                for w in sources[real(t)]:
+                    partial[w] = partial.get(w, 0) + sum(nbytes(o) for o in node.output if o)
+            else:
+                whole.update(sources[real(t)])
+    return {w: b for w, b in partial.items() if w not in whole}
 
 
 def parse_input_shapes(specs: list[str] | tuple[str, ...]) -> dict[str, tuple[int, ...]]:

@@ -42,6 +42,21 @@ def test_roofline_parts():
     assert int(op_cycles(g, CHIP)[0]) == 31
 
 
+def test_memory_counts_weights_read_not_weights_stored():
+    # an embedding lookup stores a 100,000-byte table but reads 500 bytes of it: (500 + 100 + 400) / 50 = 20
+    g = one_op(flops=0, weight_bytes=100_000, weight_read_bytes=500, in_bytes=100, out_bytes=400)
+    assert int(memory_cycles(g, CHIP)[0]) == 20
+    assert int(g.weight_bytes[0]) == 100_000                 # capacity still holds the whole table
+    chip = Chiplet(sram_pj_per_byte=2.0)
+    hw = Hardware("h", (chip,), "chain", 1, 1)
+    assert compute_energy_pj(g, hw, np.array([0]))[1] == pytest.approx(2.0 * (500 + 100 + 400))
+
+
+def test_weight_read_bytes_is_checked():
+    with pytest.raises(ValueError, match="weight_read_bytes"):
+        Op("x", "Gather", ("x",), 0, weight_bytes=10, weight_read_bytes=11)
+
+
 def test_op_cycles_matrix_heterogeneous():
     fast = Chiplet(macs_per_cycle=200, vector_ops_per_cycle=10, sram_bytes_per_cycle=50)
     hw = Hardware("h", (CHIP, fast, CHIP), "chain", 1, 3)

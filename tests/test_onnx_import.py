@@ -61,6 +61,24 @@ def test_matmul_with_weight_counts_weight_bytes(tmp_path):
     assert op.in_bytes == 4 * 8 * 4 and op.out_bytes == 4 * 16 * 4
 
 
+def test_embedding_gather_reads_only_the_looked_up_rows(tmp_path):
+    ids = vi("ids", [1, 6], TensorProto.INT64)
+    op = single(tmp_path, helper.make_node("Gather", ["table", "ids"], ["y"]), [ids], None, [w("table", 1000, 8)])
+    assert op.weight_bytes == 1000 * 8 * 4                  # the whole table lives in SRAM
+    assert op.weights_read == 6 * 8 * 4                     # one inference reads 6 rows
+    assert op.out_bytes == 6 * 8 * 4 and op.in_bytes == 6 * 8
+
+
+def test_only_gather_data_inputs_are_read_partially(tmp_path):
+    # the gathered table is read 6 rows per inference; the MatMul and its fused Add read their weights whole
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["e"]),
+             helper.make_node("MatMul", ["e", "tableT"], ["y"]),
+             helper.make_node("Add", ["y", "table_sum"], ["z"])]
+    g = load_onnx(save(tmp_path, nodes, [vi("ids", [1, 6], TensorProto.INT64)], [vi("z", [1, 6, 1000])],
+                       [w("table", 1000, 8), w("tableT", 8, 1000), w("table_sum", 1000)]))
+    assert [op.weights_read for op in g.ops] == [6 * 8 * 4, 8 * 1000 * 4 + 1000 * 4]
+
+
 def test_gemm_transb_and_bias(tmp_path):
     node = helper.make_node("Gemm", ["x", "w", "c"], ["y"], transB=1)
     op = single(tmp_path, node, [vi("x", [4, 8])], None, [w("w", 16, 8), w("c", 16)])
