@@ -5,11 +5,13 @@
 
 Writes the "Method comparison" section of benchmarks/RESULTS.md and benchmarks/convergence.png (best
 throughput against evaluations, per method, on the first model at the middle chiplet count). Results of each
-(model, chiplets, method, seed) are cached in benchmarks/.compare_cache.json so a killed run resumes.
+(model, chiplets, method, seed) are cached in benchmarks/.compare_cache.json so a killed run resumes; the cache
+is dropped when the code or the shipped policy changes (it records a hash of partitioner/, solver/, policies/).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import sys
@@ -40,6 +42,17 @@ def _atomic_json(path: Path, obj) -> None:
     write_json(path, obj)
 
 
+def code_fingerprint() -> str:
+    """Hash of everything a cached result depends on: the pipeline's code and the shipped policy."""
+    digest = hashlib.sha256()
+    files = sorted(p for d in ("partitioner", "solver", "policies") for p in (ROOT / d).rglob("*")
+                   if p.suffix in (".py", ".pt") and "__pycache__" not in p.parts)
+    for path in files:
+        digest.update(str(path.relative_to(ROOT)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
@@ -53,6 +66,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     cache = {} if args.fresh or not CACHE.exists() else json.loads(CACHE.read_text())
+    fingerprint = code_fingerprint()
+    if cache.get("__fingerprint__") != fingerprint:
+        cache = {"__fingerprint__": fingerprint}    # results of other code are not comparable
     rows, curves = [], {}
     for model in args.models:
         graph = load_model(str(ROOT / MODELS[model]), precision=args.precision)

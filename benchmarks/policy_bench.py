@@ -237,8 +237,8 @@ def main(argv: list[str] | None = None) -> None:
               "zero-shot: the shipped policy frozen; fine-tuned: PPO on this "
               "graph from the shipped policy; scratch: the same PPO from an untrained network (centred on the DP "
               "split like every policy here); untrained: that untrained network frozen and sampled like zero-shot; "
-              "anneal: simulated annealing from the greedy split, for reference. The shipped policy never saw "
-              "this model (policies/pretrained/MODEL_CARD.md)."]
+              "anneal: simulated annealing from the better of the DP and greedy splits (the same two anchors), "
+              "for reference. The shipped policy never saw this model (policies/pretrained/MODEL_CARD.md)."]
     body = "\n".join(lines)
     print(body)
     if args.write:

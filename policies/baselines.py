@@ -193,17 +193,23 @@ def anneal(graph: TensorGraph, hw: Hardware, *, budget: int, seed: int, evaluate
            on_eval: ProgressFn | None = None) -> SearchResult:
     """Simulated annealing over single-op moves to a neighbouring chiplet that keep the partition valid.
 
-    Starts from the repaired greedy partition (one evaluation); each step draws among all valid moves (see
+    Starts from the better of the repaired greedy and DP splits (two evaluations, the anchors the learned policy
+    starts from too), or from `start` (one evaluation); each step draws among all valid moves (see
     _valid_moves), half the time among those leaving the bottleneck chiplet, so no evaluation is spent on an
     invalid partition. Acceptance is Metropolis on
     log throughput with a geometric temperature schedule from t_start to t_end.
     """
     rng = np.random.default_rng(seed)
     track = _Tracker(evaluate_fn, on_eval)
-    current = track(greedy_partition(graph, hw) if start is None else start)
+    if start is None:
+        starts = [track(greedy_partition(graph, hw))] + ([track(dp_partition(graph, hw))] if budget > 1 else [])
+        current = max(starts, key=lambda ev: ev.throughput)
+    else:
+        current = track(start)
     allowed = np.array([[op.op_type not in c.unsupported_ops for c in hw.chiplets] for op in graph.ops])
-    steps = max(budget - 1, 1)
-    for step in range(budget - 1):
+    remaining = budget - len(track.history)
+    steps = max(remaining, 1)
+    for step in range(remaining):
         temp = t_start * (t_end / t_start) ** (step / steps)
         ops, targets = _valid_moves(graph, hw, current.assignment, allowed)
         if not len(ops):

@@ -8,7 +8,9 @@ node (`x`, NODE_DIM columns)
     cycles as a fraction of a perfectly balanced stage (total cycles / n_chiplets), raw (clipped at 4) and log1p;
     weight bytes / one chiplet's SRAM (clipped at 4); the cumulative cycle and weight fractions before and after
     the op (where a balanced contiguous split would put it); the op's own share of all cycles; work bytes / SRAM;
-    the DP stage centre (the prior below), DP stage first/last flags and the position inside the DP stage.
+    the DP stage centre (the prior below), DP stage first/last flags and the position inside the DP stage, and
+    the anchor's chiplet loads around the op (its own, the previous and next chiplet's, over the busiest; a
+    bottleneck flag; the op's share of its chiplet), see _anchor_columns.
 edge (`edge_attr`, EDGE_DIM columns; every data edge appears in both directions)
     log1p bytes / 30; log1p(link serialisation cycles of the tensor / balanced stage cycles); 1 for the forward
     copy (producer -> consumer), 0 for the reversed copy.
@@ -46,14 +48,14 @@ from partitioner.cost import op_cycles_matrix
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
 
-FEATURES_VERSION = 4
+FEATURES_VERSION = 5
 OP_VOCAB = ("MatMul", "Gemm", "Conv", "ConvTranspose", "Add", "Sub", "Mul", "Div", "Softmax", "LayerNormalization",
             "BatchNormalization", "Relu", "Gelu", "Sigmoid", "Tanh", "Erf", "MaxPool", "AveragePool",
             "GlobalAveragePool", "Gather", "Concat", "Reshape", "Transpose", "ReduceMean", "Pow", "Sqrt", "Split",
             "Slice", "Attention", "Embedding")
 _VOCAB_INDEX = {name.lower(): i for i, name in enumerate(OP_VOCAB)}
 N_TYPES = len(OP_VOCAB) + 1                       # + "other"
-ANCHOR_DIM = 4                                    # the last columns of x: see _anchor_columns
+ANCHOR_DIM = 9                                    # the last columns of x: see _anchor_columns
 NODE_DIM = N_TYPES + 17 + ANCHOR_DIM
 EDGE_DIM = 3
 GLOBAL_DIM = 7
@@ -87,23 +89,31 @@ def clear_cache() -> None:
     _cache.clear()
 
 
-def _anchor_columns(anchor: np.ndarray, n_chip: int) -> np.ndarray:
-    """[n, ANCHOR_DIM]: stage centre (anchor + 0.5) / n_chiplets, first-of-run and last-of-run flags (runs of
-    equal chiplet along the topological order) and the position inside the run."""
+def _anchor_columns(anchor: np.ndarray, cycles: np.ndarray) -> np.ndarray:
+    """[n, ANCHOR_DIM] from an assignment and the op cycles [n, C] on each chiplet: stage centre (anchor + 0.5) /
+    n_chiplets, first-of-run and last-of-run flags (runs of equal chiplet along the topological order), the
+    position inside the run; then the loads the assignment gives: the op's chiplet, the chiplets before and after
+    it (1 past either end: no room there), each over the busiest chiplet's, a flag for the busiest chiplet, and
+    the op's share of its chiplet's load. The loads let a trained policy move ops off the bottleneck towards a
+    lighter neighbour, which an anchor position alone cannot tell it."""
     a = np.asarray(anchor, dtype=np.int64)
-    n = a.size
+    n, n_chip = a.size, cycles.shape[1]
     first = np.r_[True, a[1:] != a[:-1]]
     last = np.r_[a[1:] != a[:-1], True]
     run_start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
     run_end = np.minimum.accumulate(np.where(last, np.arange(n), n)[::-1])[::-1]
     in_run = (np.arange(n) - run_start) / np.maximum(run_end - run_start, 1)
-    return np.stack([(a + 0.5) / n_chip, first, last, in_run], axis=1).astype(np.float64)
+    own = cycles[np.arange(n), a]
+    load = np.bincount(a, weights=own, minlength=n_chip)
+    rel = np.r_[1.0, load / max(load.max(), 1.0), 1.0]                 # padded: index c + 1 is chiplet c
+    return np.stack([(a + 0.5) / n_chip, first, last, in_run, rel[a + 1], rel[a], rel[a + 2],
+                     load[a] >= load.max(), own / np.maximum(load[a], 1.0)], axis=1).astype(np.float64)
 
 
 def with_anchor(data: Data, assignment: np.ndarray) -> Data:
     """A copy of `data` centred on another assignment (e.g. the best found so far) instead of the DP split:
     the prior and the anchor columns of `x` change, everything else is shared."""
-    cols = torch.from_numpy(_anchor_columns(assignment, int(data.n_chiplets)).astype(np.float32))
+    cols = torch.from_numpy(_anchor_columns(assignment, data.cycles.numpy()).astype(np.float32))
     out = copy.copy(data)
     out.x = torch.cat([data.x[:, :NODE_DIM - ANCHOR_DIM], cols], dim=1)
     out.prior = cols[:, 0].contiguous()
@@ -131,7 +141,7 @@ def _build(graph: TensorGraph, hw: Hardware) -> Data:
     cum_cyc = np.cumsum(cyc) / total_cyc
     cum_w = np.cumsum(weights) / total_w if total_w > 0 else np.arange(1, n + 1) / n
     dp = _dp_stages(graph, hw)
-    anchor = _anchor_columns(dp, n_chip)
+    anchor = _anchor_columns(dp, cyc_matrix)
     prior = anchor[:, 0]
 
     # --- node features -----------------------------------------------------------------------------------------
@@ -184,4 +194,5 @@ def _build(graph: TensorGraph, hw: Hardware) -> Data:
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
 
     return Data(x=f32(x), edge_index=torch.from_numpy(edge_index.astype(np.int64)), edge_attr=f32(edge_attr),
-                u=f32(u), chip_x=f32(chip_x), prior=f32(prior), n_chiplets=n_chip, num_nodes=n)
+                u=f32(u), chip_x=f32(chip_x), prior=f32(prior), cycles=torch.from_numpy(cyc_matrix),
+                n_chiplets=n_chip, num_nodes=n)

@@ -90,5 +90,20 @@ def test_with_anchor_recentres_without_touching_the_rest():
     assert moved.x.shape == data.x.shape
     assert torch.equal(moved.x[:, :-ANCHOR_DIM], data.x[:, :-ANCHOR_DIM])
     assert torch.allclose(moved.prior, torch.tensor((a + 0.5) / 3, dtype=torch.float32))
-    assert moved.x[:, -3].tolist() == [1, 0, 1, 0, 0, 1, 1, 1, 0, 0, 0, 0]    # first of each run
-    assert moved.x[:, -2].tolist() == [0, 1, 0, 0, 1, 1, 1, 0, 0, 0, 0, 1]    # last of each run
+    cols = moved.x[:, -ANCHOR_DIM:]
+    assert cols[:, 1].tolist() == [1, 0, 1, 0, 0, 1, 1, 1, 0, 0, 0, 0]     # first of each run
+    assert cols[:, 2].tolist() == [0, 1, 0, 0, 1, 1, 1, 0, 0, 0, 0, 1]     # last of each run
+
+
+def test_anchor_load_columns_by_hand():
+    from policies.features import _anchor_columns
+
+    # 4 ops, cycles 10, 30, 20, 40 on every one of 3 chiplets; assignment 0,0,1,2 -> loads 40, 20, 40
+    cycles = np.tile(np.array([[10.0], [30.0], [20.0], [40.0]]), (1, 3))
+    cols = _anchor_columns(np.array([0, 0, 1, 2]), cycles)
+    own, prev, nxt, busiest, share = cols[:, 4], cols[:, 5], cols[:, 6], cols[:, 7], cols[:, 8]
+    assert own.tolist() == [1.0, 1.0, 0.5, 1.0]
+    assert prev.tolist() == [1.0, 1.0, 1.0, 0.5]          # nothing before chiplet 0: no room (1)
+    assert nxt.tolist() == [0.5, 0.5, 1.0, 1.0]           # nothing after chiplet 2: no room (1)
+    assert busiest.tolist() == [1, 1, 0, 1]
+    assert share.tolist() == [0.25, 0.75, 1.0, 1.0]
