@@ -6,7 +6,8 @@
 Writes the "Method comparison" section of benchmarks/RESULTS.md and benchmarks/convergence.png (best
 throughput against evaluations, per method, on the first model at the middle chiplet count). Results of each
 (model, chiplets, method, seed) are cached in benchmarks/.compare_cache.json so a killed run resumes; the cache
-is dropped when the code or the shipped policy changes (it records a hash of partitioner/, solver/, policies/).
+is dropped when the code changes (it records a hash of the .py files in partitioner/, solver/, policies/), and rl
+results are keyed on the shipped policy file too.
 """
 from __future__ import annotations
 
@@ -43,10 +44,10 @@ def _atomic_json(path: Path, obj) -> None:
 
 
 def code_fingerprint() -> str:
-    """Hash of everything a cached result depends on: the pipeline's code and the shipped policy."""
+    """Hash of the pipeline's code, which every cached result depends on (rl keys also carry the policy's tag)."""
     digest = hashlib.sha256()
     files = sorted(p for d in ("partitioner", "solver", "policies") for p in (ROOT / d).rglob("*")
-                   if p.suffix in (".py", ".pt") and "__pycache__" not in p.parts)
+                   if p.suffix == ".py" and "__pycache__" not in p.parts)
     for path in files:
         digest.update(str(path.relative_to(ROOT)).encode())
         digest.update(path.read_bytes())
