@@ -39,10 +39,6 @@ CONSTRUCTIVE = ("greedy", "dp", "exact")
 CACHE = Path(__file__).resolve().parent / ".compare_cache.json"
 
 
-def _atomic_json(path: Path, obj) -> None:
-    write_json(path, obj)
-
-
 def code_fingerprint() -> str:
     """Hash of the pipeline's code, which every cached result depends on (rl keys also carry the policy's tag)."""
     digest = hashlib.sha256()
@@ -87,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
                     thr = simulate(graph, hw, cert).throughput_per_s
                     cache[key] = {"bound_thr": hw.clock_hz / cert.lower_bound_cycles, "status": cert.status,
                                   "thr": thr, "evals": 1, "wall_s": time.perf_counter() - start, "history": [thr]}
-                _atomic_json(CACHE, cache)
+                write_json(CACHE, cache)
                 print(f"{model} {n} exact: {cache[key]}"[:200], flush=True)
             if "infeasible" in cache[key]:
                 rows.append({"model": model, "chiplets": n, "infeasible": cache[key]["infeasible"]})
@@ -106,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
                         cache[key] = {"thr": res.best.throughput, "evals": res.evaluations,
                                       "wall_s": time.perf_counter() - start,
                                       "history": [h[1] for h in res.history]}
-                        _atomic_json(CACHE, cache)
+                        write_json(CACHE, cache)
                         print(f"{model} {n} {method} seed {seed}: {res.best.throughput:,.1f}/s "
                               f"in {cache[key]['wall_s']:.1f} s", flush=True)
                     results.append(cache[key])

@@ -210,7 +210,7 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
             name=names[root], op_type=nodes[root].op_type, onnx_nodes=tuple(names[i] for i in group),
             flops=sum(cost[i][0] for i in group), matrix_flops=sum(cost[i][1] for i in group),
             weight_bytes=sum(nbytes(w) for w in weights),
-            weight_read_bytes=sum(min(nbytes(w), read_bytes.get(w, nbytes(w))) for w in weights),
+            weight_read_bytes=sum(read_bytes.get(w, nbytes(w)) for w in weights),
             in_bytes=sum(nbytes(t) for t in in_tensors), out_bytes=sum(nbytes(t) for t in out_tensors)))
 
     input_bytes = sum(nbytes(vi.name) for vi in model_inputs)
@@ -226,7 +226,7 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
 def _weights_read(group: list[int], nodes: list, real, sources: dict[str, frozenset[str]], nbytes) -> dict[str, int]:
     """Bytes read per inference of the weights a fused op uses, where that is less than the whole tensor: a
     weight used only as the data input of Gather-family nodes (an embedding table) is read one output's worth
-    per lookup. Weights absent from the result are read whole."""
+    per lookup, at most its own size. Weights absent from the result are read whole."""
     partial: dict[str, int] = {}
     whole: set[str] = set()
     for i in group:
@@ -239,7 +239,7 @@ def _weights_read(group: list[int], nodes: list, real, sources: dict[str, frozen
                     partial[w] = partial.get(w, 0) + sum(nbytes(o) for o in node.output if o)
             else:
                 whole.update(sources[real(t)])
-    return {w: b for w, b in partial.items() if w not in whole}
+    return {w: min(b, nbytes(w)) for w, b in partial.items() if w not in whole}
 
 
 def parse_input_shapes(specs: list[str] | tuple[str, ...]) -> dict[str, tuple[int, ...]]:
