@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
         times = []
         for _ in range(args.repeats):
             with tempfile.TemporaryDirectory() as out:
-                cmd = [sys.executable, "-m", "partitioner.cli", args.model, "--chiplets", str(args.chiplets),
+                cmd = [sys.executable, "-m", "partitioner.app.cli", args.model, "--chiplets", str(args.chiplets),
                        "--method", method, "--out", out]
                 start = time.perf_counter()
                 subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)

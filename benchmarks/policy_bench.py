@@ -13,7 +13,7 @@ scratch:    the same fine-tuning from an untrained network (which, like every po
             split; see policies/gnn.py).
 untrained:  the untrained network frozen, sampled like zero-shot: what pre-training adds over the DP/greedy
             anchors and the decoder's initial spread.
-Every proposal goes through the same repair + simulate (partitioner.pipeline.evaluate) with the CLI's repair
+Every proposal goes through the same repair + simulate (partitioner.app.pipeline.evaluate) with the CLI's repair
 time limit. With --write, replaces the "Learned policy" section of benchmarks/RESULTS.md.
 
 --reach measures the target "fine-tuned reaches the from-scratch final quality in at most 1/20 of its
@@ -40,10 +40,11 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.results_md import RESULTS, update_section  # noqa: E402
 from partitioner.hardware import load_hardware  # noqa: E402
-from partitioner.pipeline import evaluate  # noqa: E402
-from partitioner.run import DEFAULT_REPAIR_LIMIT_S, load_model  # noqa: E402
-from policies.baselines import anneal, dp_partition  # noqa: E402
-from policies.train import FINETUNE_CONFIG, PipelineReward, finetune  # noqa: E402
+from partitioner.app.pipeline import PipelineReward, evaluate  # noqa: E402
+from partitioner.app.run import DEFAULT_REPAIR_LIMIT_S, load_model  # noqa: E402
+from partitioner.splits import dp_partition
+from policies.baselines import anneal  # noqa: E402
+from policies.train import FINETUNE_CONFIG, finetune  # noqa: E402
 
 METHODS = ("zero-shot", "fine-tuned", "scratch", "untrained", "anneal")
 

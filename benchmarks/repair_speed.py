@@ -26,7 +26,8 @@ from partitioner.hardware import mesh_of  # noqa: E402
 from partitioner.partition import check  # noqa: E402
 from partitioner.simulator import simulate  # noqa: E402
 from partitioner.synthetic import random_dag  # noqa: E402
-from solver.optimize import contiguous_split, optimize  # noqa: E402
+from partitioner.splits import contiguous_split
+from solver.optimize import optimize  # noqa: E402
 from solver.repair import repair  # noqa: E402
 
 BERT = Path(__file__).resolve().parents[1] / "examples" / "bert-base.onnx"

@@ -82,6 +82,22 @@ class Report:
         return d
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """A proposal after repair, and its simulated report: what every search method keeps and compares."""
+
+    partition: Partition
+    report: Report
+
+    @property
+    def assignment(self) -> np.ndarray:
+        return self.partition.assignment
+
+    @property
+    def throughput(self) -> float:
+        return self.report.throughput_per_s
+
+
 # --- atomic writers ----------------------------------------------------------------------------------------------
 def _file_mode() -> int:
     """The mode open() would give a new file: mkstemp makes 0600 files, which os.replace would keep."""

@@ -12,7 +12,7 @@ Optionally the first `bc_steps` updates are behavioural cloning: cross-entropy t
 assignment, which teaches the decoder where DP puts stage boundaries before PPO explores around them.
 
 The reward comes from an injected `reward_fn(graph, hw, assignment) -> (throughput, repaired_assignment)`;
-the default `PipelineReward` is partitioner.pipeline.evaluate (CP-SAT repair + simulation). Tests pass the
+the application passes `PipelineReward` (partitioner.app.pipeline: CP-SAT repair + simulation). Tests pass the
 cheap `bottleneck_reward`.
 
 Checkpoints hold the model, optimiser, every RNG state, the step, evaluations, best-so-far, per-graph
@@ -38,6 +38,7 @@ from partitioner.errors import UserError
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
 from partitioner.report import atomic_write, write_text
+from partitioner.splits import dp_partition, greedy_partition
 from policies.features import FEATURES_VERSION, graph_features, with_anchor
 from policies.gnn import PolicyConfig, PolicyNet, greedy, sample
 
@@ -85,7 +86,7 @@ class PPOConfig:
     reward_clip: float = 3.0
     """|log(throughput / baseline)| is clipped to this; a failed evaluation scores -reward_clip."""
     repair_time_limit_s: float = 2.0
-    """CP-SAT seconds per repair for the default reward (partitioner.pipeline.evaluate)."""
+    """CP-SAT seconds per repair for the pipeline reward (partitioner.app.pipeline.PipelineReward)."""
     save_every: int = 5
     """Checkpoint every this many updates (and always at the end)."""
     time_budget_s: float | None = None
@@ -101,19 +102,6 @@ FINETUNE_CONFIG = PPOConfig(lr=1e-3, proposals_per_step=8, update_epochs=4)
 
 
 # --- rewards ----------------------------------------------------------------------------------------------------------
-class PipelineReward:
-    """The real reward: CP-SAT repair then simulation (partitioner.pipeline.evaluate)."""
-
-    def __init__(self, time_limit_s: float = 2.0, seed: int = 0) -> None:
-        self.time_limit_s, self.seed = time_limit_s, seed
-
-    def __call__(self, graph: TensorGraph, hw: Hardware, assignment: np.ndarray) -> tuple[float, np.ndarray]:
-        from partitioner.pipeline import evaluate
-
-        ev = evaluate(graph, hw, assignment, time_limit_s=self.time_limit_s, seed=self.seed)
-        return float(ev.throughput), np.asarray(ev.assignment, dtype=np.int64)
-
-
 def bottleneck_reward(graph: TensorGraph, hw: Hardware, assignment: np.ndarray) -> tuple[float, np.ndarray]:
     """A cheap analytic stand-in for tests: repair by moving each op up to its latest producer's chiplet (pipeline
     order), then throughput = clock / slowest chiplet, whose time is its op cycles plus the link serialisation of
@@ -135,16 +123,12 @@ def bottleneck_reward(graph: TensorGraph, hw: Hardware, assignment: np.ndarray) 
 
 
 def default_baseline(graph: TensorGraph, hw: Hardware) -> np.ndarray:
-    """policies.baselines.dp_partition: the optimal contiguous split of the topological order."""
-    from policies.baselines import dp_partition
-
+    """partitioner.splits.dp_partition: the optimal contiguous split of the topological order."""
     return dp_partition(graph, hw)
 
 
 def default_anchor(graph: TensorGraph, hw: Hardware) -> np.ndarray:
-    """policies.baselines.greedy_partition: a second heuristic split the policy may start from."""
-    from policies.baselines import greedy_partition
-
+    """partitioner.splits.greedy_partition: a second heuristic split the policy may start from."""
     return greedy_partition(graph, hw)
 
 
@@ -309,7 +293,7 @@ def _new_optimizer(net: PolicyNet, cfg: PPOConfig) -> torch.optim.Optimizer:
 
 # --- pre-training -----------------------------------------------------------------------------------------------------
 def pretrain(corpus: Sequence[tuple[TensorGraph, Hardware]], cfg: PPOConfig, out_path: str | Path, *,
-             resume: bool = True, log_csv: str | Path | None = None, reward_fn: RewardFn | None = None,
+             resume: bool = True, log_csv: str | Path | None = None, reward_fn: RewardFn,
              baseline_fn: BaselineFn = default_baseline, anchor_fn: BaselineFn | None = default_anchor,
              progress: bool = True) -> dict:
     """Pre-train one policy over (graph, hardware) pairs; returns the final checkpoint dict.
@@ -322,7 +306,6 @@ def pretrain(corpus: Sequence[tuple[TensorGraph, Hardware]], cfg: PPOConfig, out
         raise UserError("the training corpus is empty", "pass a directory with .onnx files or add --synthetic N")
     out_path = Path(out_path)
     log_csv = Path(log_csv) if log_csv is not None else out_path.with_suffix(".csv")
-    reward_fn = reward_fn or PipelineReward(cfg.repair_time_limit_s, cfg.seed)
     torch.set_num_threads(cfg.torch_threads)
     write_text(out_path.with_suffix(".config.json"), json.dumps(_config_dict(cfg), indent=2) + "\n")
 
@@ -444,7 +427,7 @@ def pretrain(corpus: Sequence[tuple[TensorGraph, Hardware]], cfg: PPOConfig, out
 
 # --- fine-tuning ------------------------------------------------------------------------------------------------------
 def finetune(graph: TensorGraph, hw: Hardware, policy_ckpt: str | Path | None, budget_evals: int, cfg: PPOConfig,
-             out_dir: str | Path | None, *, resume: bool = True, reward_fn: RewardFn | None = None,
+             out_dir: str | Path | None, *, resume: bool = True, reward_fn: RewardFn,
              on_eval: Callable[[int, float], None] | None = None, progress: bool = True,
              baseline_fn: BaselineFn = default_baseline, anchor_fn: BaselineFn | None = default_anchor
              ) -> tuple[np.ndarray, float]:
@@ -461,7 +444,6 @@ def finetune(graph: TensorGraph, hw: Hardware, policy_ckpt: str | Path | None, b
     """
     if budget_evals < 1:
         raise UserError(f"--budget must be at least 1, got {budget_evals}", "pass a positive number of evaluations")
-    reward_fn = reward_fn or PipelineReward(cfg.repair_time_limit_s, cfg.seed)
     torch.set_num_threads(cfg.torch_threads)
     out = Path(out_dir) if out_dir is not None else None
     ckpt_path = out / "finetune.pt" if out is not None else None

@@ -33,6 +33,7 @@ from partitioner.errors import UserError
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
 from partitioner.partition import Partition, check
+from partitioner.splits import contiguous_split, trivial_lower_bound
 from solver._ladder import build_ladder, ladder_hint, read_assignment
 from solver.infeasibility import check_feasible, explain_infeasible, normalize_pins
 
@@ -64,49 +65,6 @@ def bottleneck_cycles(graph: TensorGraph, hw: Hardware, assignment: np.ndarray) 
     compute, sends = resource_cycles(graph, hw, assignment)
     links = -(-sends // out_degree(hw))
     return int(max(compute.max(initial=0), links.max(initial=0)))
-
-
-def trivial_lower_bound(graph: TensorGraph, hw: Hardware) -> int:
-    """max(ceil(total fastest cycles / n_chiplets), slowest op's fastest cycles): valid for any partition."""
-    if graph.n_ops == 0:
-        return 0
-    fastest = op_cycles_matrix(graph, hw).min(axis=1)
-    return int(max(math.ceil(int(fastest.sum()) / hw.n_chiplets), int(fastest.max())))
-
-
-def contiguous_split(graph: TensorGraph, hw: Hardware) -> np.ndarray:
-    """Cut the topological order into at most n_chiplets consecutive runs: the smallest compute bottleneck (binary
-    search) for which a greedy fill that also respects memory fits. Always pipeline-ordered (src < dst)."""
-    n, n_chip = graph.n_ops, hw.n_chiplets
-    cycles = op_cycles_matrix(graph, hw)
-    sram = [c.sram_bytes for c in hw.chiplets]
-    w, work = graph.weight_bytes.tolist(), graph.work_bytes.tolist()
-
-    def fill(limit: int) -> np.ndarray | None:
-        out = np.empty(n, dtype=np.int64)
-        c, load, used, peak = 0, 0, 0, 0
-        for i in range(n):
-            while c < n_chip and load > 0 and (load + cycles[i, c] > limit
-                                               or used + w[i] + max(peak, work[i]) > sram[c]):
-                c, load, used, peak = c + 1, 0, 0, 0
-            if c == n_chip:
-                return None
-            out[i] = c
-            load, used, peak = load + int(cycles[i, c]), used + w[i], max(peak, work[i])
-        return out
-
-    lo, hi = trivial_lower_bound(graph, hw), int(cycles.max(axis=1).sum())
-    best = fill(hi)
-    if best is None:   # memory alone defeats a contiguous split; spread evenly by count instead
-        return (np.arange(n) * n_chip // max(n, 1)).astype(np.int64)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        got = fill(mid)
-        if got is None:
-            lo = mid + 1
-        else:
-            hi, best = mid, got
-    return best
 
 
 def optimize(graph: TensorGraph, hw: Hardware, *, time_limit_s: float = 30.0, seed: int = 0,

@@ -8,9 +8,10 @@ from hypothesis import given, settings, strategies as st
 from partitioner.cost import op_cycles, serialization_cycles
 from partitioner.hardware import Chiplet, mesh_of
 from partitioner.partition import check, memory_use
-from partitioner.pipeline import evaluate
+from partitioner.app.pipeline import evaluate
 from partitioner.synthetic import random_dag
-from policies.baselines import anneal, dp_partition, greedy_partition, random_search, stage_cost_matrix
+from partitioner.splits import dp_partition, greedy_partition, stage_cost_matrix
+from policies.baselines import anneal, random_search
 
 
 def _stage_costs(graph, hw, a):

@@ -6,11 +6,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from partitioner.cli import main
+from partitioner.app.cli import main
 from partitioner.hardware import load_hardware
 from partitioner.onnx_import import load_onnx
 from partitioner.partition import check
-from partitioner.run import assignment_from_document
+from partitioner.app.run import assignment_from_document
 
 
 def _mlp(path, layers=6, width=64):

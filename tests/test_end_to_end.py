@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from partitioner.cli import main
+from partitioner.app.cli import main
 from partitioner.hardware import load_hardware
 from partitioner.partition import check
-from partitioner.run import assignment_from_document, load_model
+from partitioner.app.run import assignment_from_document, load_model
 
 BERT = str(Path(__file__).resolve().parent.parent / "examples" / "bert-base.onnx")
 

@@ -11,7 +11,8 @@ from partitioner.graph import Op, TensorGraph
 from partitioner.hardware import Chiplet, Hardware, mesh_of
 from partitioner.partition import check
 from partitioner.synthetic import random_dag
-from solver.optimize import bottleneck_cycles, contiguous_split, optimize, resource_cycles, trivial_lower_bound
+from partitioner.splits import contiguous_split, trivial_lower_bound
+from solver.optimize import bottleneck_cycles, optimize, resource_cycles
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -5,7 +5,7 @@ import os
 
 from partitioner.graph import Op, TensorGraph
 from partitioner.onnx_import import load_onnx
-from partitioner.summary import format_summary, summarize
+from partitioner.app.summary import format_summary, summarize
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 

@@ -126,7 +126,7 @@ def test_bad_checkpoint_is_a_user_error(tmp_path):
 
 def test_rl_search_spends_the_budget_through_evaluate_fn(tmp_path):
     from partitioner.partition import check
-    from partitioner.pipeline import evaluate
+    from partitioner.app.pipeline import evaluate
     from policies.rl_search import rl_search
 
     pretrain([(GRAPH, HW)], FAST, tmp_path / "p.pt", reward_fn=bottleneck_reward, progress=False)

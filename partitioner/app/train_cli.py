@@ -1,7 +1,7 @@
 """What `partition train` and `partition finetune` do, as functions of the parsed arguments.
 
 cli.py calls these and prints the string they return; they raise UserError for bad input and never print.
-Like partitioner/run.py this is top-of-stack glue: it may import every stage.
+Like partitioner/app/run.py this is top-of-stack glue: it may import every stage.
 """
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
+from partitioner.app.pipeline import PipelineReward
 from partitioner.errors import UserError
 from policies import train as tr
 from policies.train import FINETUNE_CONFIG, PPOConfig, onnx_corpus, pretrain, synthetic_corpus
@@ -40,7 +41,8 @@ def train(args: argparse.Namespace) -> str:
                   total_steps=TRAIN_CONFIG.total_steps if args.steps is None else args.steps)
     if cfg.total_steps < 0:
         raise UserError(f"--steps must be >= 0, got {cfg.total_steps}", "pass a number of PPO updates")
-    ckpt = pretrain(corpus, cfg, args.out, resume=True)
+    ckpt = pretrain(corpus, cfg, args.out, resume=True,
+                    reward_fn=PipelineReward(cfg.repair_time_limit_s, cfg.seed))
     out = Path(args.out)
     return (f"trained {ckpt['step']} updates ({ckpt['evals']} evaluations, {ckpt['wall_s']:.0f} s) on "
             f"{len(corpus)} (graph, package) pairs\ncheckpoint: {out}\ncurve: {out.with_suffix('.csv')}")
@@ -49,10 +51,11 @@ def train(args: argparse.Namespace) -> str:
 def finetune(args: argparse.Namespace) -> str:
     """`partition finetune MODEL.onnx --chiplets N --policy CKPT --budget N --out DIR`: fine-tune, then write the
     best partition's outputs (partition.json, report.md, ...) next to the checkpoint and curve."""
-    from partitioner import run as runmod
+    from partitioner.app import run as runmod
     from partitioner.onnx_import import parse_input_shapes
     from partitioner.hardware import load_hardware
-    from partitioner.pipeline import Evaluation, evaluate
+    from partitioner.app.pipeline import evaluate
+    from partitioner.report import Evaluation
     from partitioner.simulator import simulate
     from policies.rl_search import shipped_policy
 
@@ -64,7 +67,8 @@ def finetune(args: argparse.Namespace) -> str:
     limit = runmod.DEFAULT_REPAIR_LIMIT_S if args.time_limit is None else args.time_limit
     cfg = replace(FINETUNE_CONFIG, seed=args.seed, repair_time_limit_s=limit)
     policy = shipped_policy() if args.policy is None else args.policy
-    best_a, _ = tr.finetune(graph, hw, policy, args.budget, cfg, out_dir, resume=True)
+    best_a, _ = tr.finetune(graph, hw, policy, args.budget, cfg, out_dir, resume=True,
+                            reward_fn=PipelineReward(limit, args.seed))
     part = evaluate(graph, hw, best_a, time_limit_s=limit, seed=args.seed).partition
     best = Evaluation(part, simulate(graph, hw, part, trace=True))
     ckpt = tr.read_checkpoint(out_dir / "finetune.pt")

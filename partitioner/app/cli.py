@@ -45,7 +45,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from partitioner.run import METHODS
+    from partitioner.app.run import METHODS
 
     top = _OneLineParser(prog="partition", description=__doc__.split("\n\n", 1)[1],
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -138,10 +138,10 @@ def _progress(desc: str, total: int | None):
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from partitioner import run as runmod
+    from partitioner.app import run as runmod
 
     if args.command == "inspect":
-        from partitioner.summary import format_summary, summarize
+        from partitioner.app.summary import format_summary, summarize
 
         graph = runmod.load_model(args.model, parse_input_shapes(args.input_shape or []), args.precision or "fp32")
         summary = summarize(graph)
@@ -163,12 +163,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(runmod.format_outcome(outcome))
         return 0
     if args.command == "train":
-        from policies import cli_entry
+        from partitioner.app import train_cli as cli_entry
 
         print(cli_entry.train(args))
         return 0
     if args.command == "finetune":
-        from policies import cli_entry
+        from partitioner.app import train_cli as cli_entry
 
         print(cli_entry.finetune(args))
         return 0

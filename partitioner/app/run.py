@@ -19,11 +19,12 @@ from partitioner.graph import TensorGraph
 from partitioner.hardware import PRESETS, Hardware, load_hardware
 from partitioner.onnx_import import load_onnx
 from partitioner.partition import Partition, check
-from partitioner.pipeline import Evaluation, evaluate
-from partitioner.report import (plot_partition, report_markdown, write_chrome_trace, write_json,
+from partitioner.app.pipeline import evaluate
+from partitioner.report import (Evaluation, plot_partition, report_markdown, write_chrome_trace, write_json,
                                 write_text)
 from partitioner.simulator import simulate
-from policies.baselines import SearchResult, anneal, dp_partition, greedy_partition, random_search
+from partitioner.splits import dp_partition, greedy_partition
+from policies.baselines import SearchResult, anneal, random_search
 
 METHODS = ("rl", "random", "greedy", "dp", "anneal", "exact")
 SEARCH_METHODS = ("rl", "random", "anneal")
