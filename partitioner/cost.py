@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from partitioner.graph import TensorGraph
-from partitioner.hardware import Chiplet, Hardware
+from partitioner.hardware import Chiplet, Hardware, MemoryStack
 
 
 def _ceil_div(a: np.ndarray, b: int) -> np.ndarray:
@@ -75,3 +75,28 @@ def compute_energy_pj(graph: TensorGraph, hw: Hardware, assignment: np.ndarray) 
 
 def link_energy_pj(nbytes: int, hops: int, hw: Hardware) -> float:
     return float(nbytes) * 8.0 * hops * hw.link_pj_per_bit
+
+
+# --- memory tier (docs/simulator.md, "Streamed weights") -------------------------------------------------------------
+def stream_bytes(graph: TensorGraph, batch: int = 1) -> np.ndarray:
+    """Bytes each op reads from its memory stack per batch of `batch` inferences if its weights stream:
+    min(weight_bytes, batch x weights read per inference). A weight matrix is read once per batch; an embedding
+    table only for the rows the batch looks up, never more than the whole table."""
+    return np.minimum(graph.weight_bytes, int(batch) * graph.weight_read_bytes)
+
+
+def stream_cycles(nbytes: int, stack: MemoryStack, hops: int, hw: Hardware) -> int:
+    """Uncontended time of one stream read: the stack's latency, then per-hop latency on each NoC hop from the
+    stack's attached chiplet to the consumer, and the slower of the stack's and (if any hop) a link's
+    serialisation (cut-through: the tail moves at the slowest resource's pace)."""
+    if nbytes == 0:
+        return 0
+    ser = -(-int(nbytes) // stack.bytes_per_cycle)
+    if hops:
+        ser = max(ser, int(serialization_cycles(nbytes, hw)))
+    return int(stack.latency_cycles + hops * hw.hop_latency_cycles + ser)
+
+
+def stream_energy_pj(nbytes: int, stack: MemoryStack, hops: int, hw: Hardware) -> float:
+    """Energy of one stream read: the stack's access energy per byte plus the links it crosses."""
+    return float(nbytes) * stack.pj_per_byte + link_energy_pj(nbytes, hops, hw)

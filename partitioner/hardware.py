@@ -41,6 +41,33 @@ class Chiplet:
 
 
 @dataclass(frozen=True)
+class MemoryStack:
+    """An off-chip memory stack (HBM/DRAM) wired to one or more chiplets' routers (docs/hardware.md).
+
+    capacity_bytes: what it stores. bytes_per_cycle: its read bandwidth, shared by every read (one FIFO resource).
+    pj_per_byte: access energy of a byte read. latency_cycles: from a read starting on the stack to its first byte
+    at an attached chiplet's router. attached: chiplet ids whose routers the stack's PHY feeds; a read for chiplet
+    c enters the network at the attached chiplet nearest to c.
+    """
+
+    name: str
+    capacity_bytes: int
+    bytes_per_cycle: int
+    pj_per_byte: float
+    latency_cycles: int
+    attached: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if self.capacity_bytes <= 0 or self.bytes_per_cycle <= 0:
+            raise ValueError(f"memory stack {self.name}: capacity and bandwidth must be > 0 "
+                             f"(got {self.capacity_bytes} bytes, {self.bytes_per_cycle} bytes/cycle)")
+        if not (0 <= self.pj_per_byte < math.inf) or self.latency_cycles < 0:
+            raise ValueError(f"memory stack {self.name}: energy and latency must be finite and >= 0")
+        if not self.attached:
+            raise ValueError(f"memory stack {self.name} is attached to no chiplet")
+
+
+@dataclass(frozen=True)
 class Hardware:
     """A package of chiplets on a network. Links are directed (a, b) pairs between neighbouring chiplets."""
 
@@ -53,6 +80,7 @@ class Hardware:
     link_bytes_per_cycle: int = 64
     hop_latency_cycles: int = 20
     link_pj_per_bit: float = 1.17
+    memory_stacks: tuple[MemoryStack, ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.chiplets)
@@ -66,6 +94,26 @@ class Hardware:
         if not (0 < self.clock_hz < math.inf and self.link_bytes_per_cycle > 0 and self.hop_latency_cycles >= 0
                 and 0 <= self.link_pj_per_bit < math.inf):
             raise ValueError("clock, link bandwidth must be > 0 and hop latency, link energy >= 0")
+        for stack in self.memory_stacks:
+            bad = [c for c in stack.attached if not 0 <= c < n]
+            if bad:
+                raise ValueError(f"memory stack {stack.name} is attached to chiplet {bad[0]}, outside 0..{n - 1}")
+
+    # --- memory tier -------------------------------------------------------------------------------------------------
+    @cached_property
+    def stack_feed(self) -> tuple[tuple[int, int], ...]:
+        """Per chiplet c: (stack index, attached chiplet) its streamed weights come from: the attached chiplet
+        fewest hops from c over all stacks (ties: lower stack index, then lower chiplet id). Empty without stacks."""
+        if not self.memory_stacks:
+            return ()
+        out = []
+        for c in range(self.n_chiplets):
+            _, s, src = min((self.hops(a, c), s, a) for s, st in enumerate(self.memory_stacks) for a in st.attached)
+            out.append((s, src))
+        return tuple(out)
+
+    def without_memory_tier(self) -> "Hardware":
+        return replace(self, memory_stacks=())
 
     @property
     def n_chiplets(self) -> int:
@@ -184,11 +232,41 @@ def near_square(n: int) -> tuple[int, int]:
     return rows, n // rows
 
 
-def mesh_of(n: int, chiplet: Chiplet | None = None, name: str | None = None, **package) -> Hardware:
-    """A near-square mesh of n identical chiplets (the meaning of `--chiplets N`)."""
+# HBM3 stack (JEDEC JESD238, Jan 2022): 1024 data pins x 6.4 Gb/s = 819.2 GB/s per stack, i.e. 819 bytes per
+# cycle of the 1 GHz package clock; 16 GiB per stack (12-high of 16 Gb dies; JESD238 allows up to 16-high, 24 GiB
+# with 24 Gb dies, the SK hynix HBM3 parts of 2023); access energy 3.9 pJ/bit = 31.2 pJ/byte (O'Connor et al.,
+# "Fine-Grained DRAM", MICRO 2017: 3.9 pJ/bit for HBM2 row + I/O energy; HBM3-class parts report similar);
+# latency 100 ns = 100 cycles (random-access latency of HBM2/HBM3 measured around 100-130 ns on GPUs, Jia et al.,
+# "Dissecting the NVIDIA Volta GPU architecture via microbenchmarking", 2018, and later Ampere/Hopper studies).
+HBM3_STACK = dict(capacity_bytes=16 << 30, bytes_per_cycle=819, pj_per_byte=31.2, latency_cycles=100)
+
+
+def edge_stacks(rows: int, cols: int, **params) -> tuple[MemoryStack, ...]:
+    """The default tier of a rows x cols mesh: HBM stacks along the west and east edges (where a package's
+    HBM sits beside the compute dies), one per two rows on each edge, each wired to the edge chiplets of its two
+    rows; a single-column mesh gets the west edge only. 4x4 -> 4 stacks, 8x8 -> 8, 1xN -> 2."""
+    params = {**HBM3_STACK, **params}
+    positions = Hardware("probe", (Chiplet(),) * (rows * cols), "mesh", rows, cols).positions
+    at = {pos: i for i, pos in enumerate(positions)}
+    stacks = []
+    for side, col in (("w", 0), ("e", cols - 1)):
+        if side == "e" and cols == 1:
+            break
+        for r0 in range(0, rows, 2):
+            ids = tuple(sorted(at[(r, col)] for r in range(r0, min(r0 + 2, rows))))
+            stacks.append(MemoryStack(f"hbm-{side}{r0 // 2}", attached=ids, **params))
+    return tuple(stacks)
+
+
+def mesh_of(n: int, chiplet: Chiplet | None = None, name: str | None = None, memory_tier: bool = True,
+            **package) -> Hardware:
+    """A near-square mesh of n identical chiplets (the meaning of `--chiplets N`), with the default HBM tier
+    (`edge_stacks`) unless memory_tier is False."""
     if n < 1:
         raise UserError(f"--chiplets must be at least 1, got {n}", "pass a positive chiplet count such as 16")
     rows, cols = near_square(n)
+    if memory_tier and "memory_stacks" not in package:
+        package["memory_stacks"] = edge_stacks(rows, cols)
     return Hardware(name or f"default-{n}", (chiplet or Chiplet(),) * n, "mesh", rows, cols, **package)
 
 
@@ -202,8 +280,12 @@ def mesh_of(n: int, chiplet: Chiplet | None = None, name: str | None = None, **p
 #   int8 MACs/cycle per chiplet at 1.8 GHz (128 TOPS for the package), GRS links of 100 GB/s per chiplet
 #   (~56 B/cycle at 1.8 GHz), 0.82 pJ/bit, 20 ns per hop (36 cycles). Simba streams weights from DRAM; our model
 #   keeps them resident, so SRAM is raised from Simba's ~0.6 MiB to 16 MiB per chiplet (576 MiB in all).
+#   SRAM-only: no memory tier.
+# - default-16 carries the default HBM3 tier (HBM3_STACK, edge_stacks: 4 stacks); sram-only-16 is the same
+#   package without it, for Simba-like packages where every weight must stay on chip.
 PRESETS: dict[str, Hardware] = {
     "default-16": mesh_of(16, name="default-16"),
+    "sram-only-16": mesh_of(16, name="sram-only-16", memory_tier=False),
     "simba-36": Hardware("simba-36", (Chiplet(kind="simba", macs_per_cycle=1024, vector_ops_per_cycle=256,
                                                sram_bytes=16 * MIB, sram_bytes_per_cycle=512, mac_pj=0.2,
                                                vector_op_pj=0.1, sram_pj_per_byte=0.5),) * 36,
@@ -213,7 +295,8 @@ PRESETS: dict[str, Hardware] = {
 
 _CHIPLET_KEYS = {f.name for f in fields(Chiplet)} - {"sram_bytes"} | {"sram_mib"}
 _PACKAGE_KEYS = {"name", "clock_ghz", "topology", "rows", "cols", "link_bytes_per_cycle", "hop_latency_cycles",
-                 "link_pj_per_bit", "chiplets", "chiplet", "overrides"}
+                 "link_pj_per_bit", "chiplets", "chiplet", "overrides", "memory_stacks"}
+_STACK_KEYS = {"name", "capacity_gib", "bytes_per_cycle", "pj_per_byte", "latency_cycles", "attached"}
 _MAX_INT = 1 << 40  # keeps every product of sizes and rates inside int64
 _INT_KEYS = {"macs_per_cycle", "vector_ops_per_cycle", "sram_bytes_per_cycle", "rows", "cols", "chiplets",
              "link_bytes_per_cycle", "hop_latency_cycles"}
@@ -280,7 +363,7 @@ def hardware_from_toml(path: str | Path) -> Hardware:
     for key, value in data.items():
         if key not in _PACKAGE_KEYS:
             raise _bad(path, key, f"is unknown (allowed: {', '.join(sorted(_PACKAGE_KEYS))})")
-        if key not in ("chiplet", "overrides"):
+        if key not in ("chiplet", "overrides", "memory_stacks"):
             _check_value(path, key, value)
     topology = data.get("topology", "mesh")
     if topology not in TOPOLOGIES:
@@ -312,6 +395,7 @@ def hardware_from_toml(path: str | Path) -> Hardware:
             if not 0 <= i < n:
                 raise _bad(path, "ids", f"names chiplet {i}, outside 0..{n - 1}")
             chiplets[i] = special
+    stacks = _stacks_from(data.get("memory_stacks", []), n, path)
     try:
         return Hardware(data.get("name", Path(path).stem), tuple(chiplets), topology,
                         rows if topology in ("mesh", "torus") else 1,
@@ -319,17 +403,64 @@ def hardware_from_toml(path: str | Path) -> Hardware:
                         clock_hz=float(data.get("clock_ghz", 1.0)) * 1e9,
                         link_bytes_per_cycle=data.get("link_bytes_per_cycle", 64),
                         hop_latency_cycles=data.get("hop_latency_cycles", 20),
-                        link_pj_per_bit=float(data.get("link_pj_per_bit", 1.17)))
+                        link_pj_per_bit=float(data.get("link_pj_per_bit", 1.17)), memory_stacks=stacks)
     except ValueError as exc:
         raise UserError(f"hardware file {path}: {exc}", "see docs/hardware.md")
 
 
-def load_hardware(spec: str | None, chiplets: int | None = None) -> Hardware:
+def _stacks_from(tables: object, n: int, path: str) -> tuple[MemoryStack, ...]:
+    """[[memory_stacks]] tables; unset keys take the HBM3 defaults (HBM3_STACK), `attached` is required."""
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise _bad(path, "memory_stacks", "must be an array of tables ([[memory_stacks]])")
+    out = []
+    for k, table in enumerate(tables):
+        for key, value in table.items():
+            if key not in _STACK_KEYS:
+                raise _bad(path, key, f"is unknown in [[memory_stacks]] (allowed: {', '.join(sorted(_STACK_KEYS))})")
+        name = table.get("name", f"stack{k}")
+        if not isinstance(name, str):
+            raise _bad(path, "name", f"must be a string, got {name!r}")
+        attached = table.get("attached")
+        if not (isinstance(attached, list) and attached and all(type(v) is int for v in attached)):
+            raise UserError(f"hardware file {path}: memory stack {name} is attached to no chiplet",
+                            "give it attached = [chiplet ids], e.g. attached = [0]")
+        bad = [v for v in attached if not 0 <= v < n]
+        if bad:
+            raise UserError(f"hardware file {path}: memory stack {name} is attached to chiplet {bad[0]}, outside "
+                            f"0..{n - 1}", f"attach it to chiplet ids 0..{n - 1}")
+        params = dict(HBM3_STACK)
+        for key in ("capacity_gib", "bytes_per_cycle", "pj_per_byte", "latency_cycles"):
+            if key not in table:
+                continue
+            value = table[key]
+            if type(value) not in (int, float) or not math.isfinite(value):
+                raise _bad(path, key, f"must be a finite number, got {value!r}")
+            if key in ("bytes_per_cycle", "latency_cycles") and type(value) is not int:
+                raise _bad(path, key, f"must be an integer, got {value!r}")
+            if value <= 0 and key in ("capacity_gib", "bytes_per_cycle") or value < 0:
+                raise UserError(f"hardware file {path}: memory stack {name} has {key} = {value}",
+                                f"give {key} a positive value (HBM3: capacity_gib = 16, bytes_per_cycle = 819)")
+            if value > _MAX_INT:
+                raise _bad(path, key, f"is implausibly large ({value} > {_MAX_INT})")
+            if key == "capacity_gib":
+                params["capacity_bytes"] = int(value * (1 << 30))
+            else:
+                params[key] = value
+        if params["capacity_bytes"] < 1:
+            raise _bad(path, "capacity_gib", "gives less than one byte")
+        out.append(MemoryStack(name, attached=tuple(attached), **params))
+    return tuple(out)
+
+
+def load_hardware(spec: str | None, chiplets: int | None = None, memory_tier: bool = True) -> Hardware:
     """Resolve `--hardware PRESET|FILE.toml` and `--chiplets N` into a Hardware.
 
-    No spec: a near-square mesh of N default chiplets. A preset or file with `--chiplets` that disagrees with its
-    chiplet count is an error rather than a silent resize.
+    No spec: a near-square mesh of N default chiplets with the default HBM tier. A preset or file with
+    `--chiplets` that disagrees with its chiplet count is an error rather than a silent resize. memory_tier=False
+    (`--no-memory-tier`) drops any memory stacks: every weight must then fit in SRAM.
     """
+    if not memory_tier:
+        return load_hardware(spec, chiplets).without_memory_tier()
     if spec is None:
         return mesh_of(16 if chiplets is None else chiplets)
     if spec in PRESETS:

@@ -27,6 +27,8 @@ class Partition:
     solve_time_s: wall time in the solver.
     lower_bound_cycles / gap: for exact optimisation, the proven lower bound on the bottleneck chiplet's cycles
     per inference and the relative gap (objective - bound) / objective; None otherwise.
+    streamed: bool per op, True = its weights are not resident in SRAM but stream from the memory tier (the
+    stack `hw.stack_feed` names for its chiplet) every batch; None = every weight resident.
     """
 
     assignment: np.ndarray
@@ -38,25 +40,56 @@ class Partition:
     objective_cycles: float | None = None
     gap: float | None = None
     info: dict = field(default_factory=dict, compare=False)
+    streamed: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         arr = np.asarray(self.assignment, dtype=np.int64).copy()
         arr.setflags(write=False)
         object.__setattr__(self, "assignment", arr)
+        if self.streamed is not None:
+            s = np.asarray(self.streamed, dtype=bool).copy()
+            if s.shape != arr.shape:
+                raise ValueError(f"streamed has shape {s.shape}, expected {arr.shape}")
+            s.setflags(write=False)
+            object.__setattr__(self, "streamed", s if s.any() else None)
 
 
-def memory_use(graph: TensorGraph, hw: Hardware, assignment: np.ndarray) -> np.ndarray:
-    """Bytes each chiplet needs: its ops' weights plus the largest activation working set among them."""
+def resident_weight_bytes(graph: TensorGraph, streamed: np.ndarray | None) -> np.ndarray:
+    """Weight bytes each op keeps in SRAM: all of them unless the op streams."""
+    if streamed is None:
+        return graph.weight_bytes
+    return np.where(np.asarray(streamed, dtype=bool), 0, graph.weight_bytes)
+
+
+def stack_use(graph: TensorGraph, hw: Hardware, assignment: np.ndarray, streamed: np.ndarray | None) -> np.ndarray:
+    """Bytes each memory stack stores: the weights of the streamed ops whose chiplets it feeds."""
+    use = np.zeros(len(hw.memory_stacks), dtype=np.int64)
+    if streamed is None or not hw.memory_stacks:
+        return use
+    feed = np.array([s for s, _ in hw.stack_feed], dtype=np.int64)
+    s = np.asarray(streamed, dtype=bool)
     a = np.asarray(assignment, dtype=np.int64)
-    weights = np.bincount(a, weights=graph.weight_bytes, minlength=hw.n_chiplets)
+    np.add.at(use, feed[a[s]], graph.weight_bytes[s])
+    return use
+
+
+def memory_use(graph: TensorGraph, hw: Hardware, assignment: np.ndarray,
+               streamed: np.ndarray | None = None) -> np.ndarray:
+    """Bytes each chiplet needs: its ops' resident weights plus the largest activation working set among them.
+    Streamed weights pass through the op's tile buffers (part of its working set) and take no SRAM of their own."""
+    a = np.asarray(assignment, dtype=np.int64)
+    weights = np.bincount(a, weights=resident_weight_bytes(graph, streamed), minlength=hw.n_chiplets)
     peak = np.zeros(hw.n_chiplets)
     np.maximum.at(peak, a, graph.work_bytes.astype(float))
     return (weights + peak).astype(np.int64)
 
 
 def check(graph: TensorGraph, hw: Hardware, assignment: np.ndarray,
-          pinned: Mapping[int, int] | None = None) -> list[str]:
-    """Every violated constraint as a message naming the chiplet, edge or op; empty when valid."""
+          pinned: Mapping[int, int] | None = None, streamed: np.ndarray | None = None) -> list[str]:
+    """Every violated constraint as a message naming the chiplet, edge or op; empty when valid.
+
+    streamed: bool per op (True = weights stream from the memory tier); None = all resident. Streamed ops need a
+    memory tier and weights to stream, and each stack must hold the streamed weights it feeds."""
     a = np.asarray(assignment)
     if a.shape != (graph.n_ops,):
         return [f"assignment has shape {a.shape}, expected ({graph.n_ops},)"]
@@ -66,7 +99,23 @@ def check(graph: TensorGraph, hw: Hardware, assignment: np.ndarray,
         bad = int(np.flatnonzero((a < 0) | (a >= hw.n_chiplets))[0])
         return [f"op {graph.ops[bad].name} is on chiplet {int(a[bad])}, outside 0..{hw.n_chiplets - 1}"]
     problems: list[str] = []
-    for c, used in enumerate(memory_use(graph, hw, a)):
+    if streamed is not None:
+        s = np.asarray(streamed)
+        if s.shape != a.shape:
+            return [f"streamed has shape {s.shape}, expected ({graph.n_ops},)"]
+        s = s.astype(bool)
+        if s.any() and not hw.memory_stacks:
+            problems.append(f"{int(s.sum())} ops stream their weights but hardware {hw.name} has no memory tier")
+            s = np.zeros_like(s)
+        for i in np.flatnonzero(s & (graph.weight_bytes == 0)).tolist():
+            problems.append(f"op {graph.ops[i].name} is marked streamed but has no weights")
+        for k, used in enumerate(stack_use(graph, hw, a, s)):
+            cap = hw.memory_stacks[k].capacity_bytes
+            if used > cap:
+                problems.append(f"memory stack {hw.memory_stacks[k].name} holds {used} bytes of streamed weights "
+                                f"but has {cap}")
+        streamed = s
+    for c, used in enumerate(memory_use(graph, hw, a, streamed)):
         cap = hw.chiplets[c].sram_bytes
         if used > cap:
             problems.append(f"chiplet {c} needs {used} bytes (weights + peak activations) but has {cap}")

@@ -22,8 +22,9 @@ from partitioner.partition import Partition
 class TraceEvent(NamedTuple):
     """One interval of the simulated stream.
 
-    kind: "op" (resource = chiplet id, item = op id) or "link" (resource = link index into hw.links, item = the
-    producer op of the tensor whose packet crosses it). start/end in cycles; `inference` is the stream index.
+    kind: "op" (resource = chiplet id, item = op id), "link" (resource = link index into hw.links, item = the
+    producer op of the tensor whose packet crosses it, or the streamed op whose weights cross it) or "stack"
+    (resource = memory stack index, item = the streamed op whose weights it reads). start/end in cycles; `inference` is the stream index.
     """
 
     kind: str
@@ -52,6 +53,9 @@ class Report:
     bound_cycles_per_inference / bound_throughput_per_s: the analytical bound max(sum of each op's fastest
         cycles / n_chiplets, largest op's fastest cycles); throughput never exceeds it.
     inferences_simulated: length of the stream. trace_events: op and link intervals when simulated with trace.
+    stack_utilisation: memory stack name -> its busy cycles per inference (stream reads, amortised over the
+        batch) over cycles_per_inference. stack_bytes_per_inference: name -> bytes read per inference (amortised).
+    batch: inferences per read of a streamed weight.
     """
 
     graph_name: str
@@ -74,6 +78,9 @@ class Report:
     inferences_simulated: int
     measured_cycles_per_inference: float = 0.0
     trace_events: tuple[TraceEvent, ...] = field(default=(), repr=False)
+    stack_utilisation: dict[str, float] = field(default_factory=dict)
+    stack_bytes_per_inference: dict[str, float] = field(default_factory=dict)
+    batch: int = 1
 
     def to_dict(self, *, with_trace: bool = False) -> dict:
         """JSON-ready dict; the trace is left out unless asked for (write_chrome_trace is its proper home)."""

@@ -11,6 +11,14 @@ The exact timing model, every rule and a worked example are in docs/simulator.md
   ceil(bytes / link_bytes_per_cycle) cycles; its head reaches the next router `hop_latency_cycles` after it
   starts on a link and is forwarded from there (virtual cut-through), so an uncontended tensor takes exactly
   `cost.transfer_cycles` = hops x hop_latency + ceil(bytes / bw). Zero-byte edges order ops and cost nothing.
+- Streamed weights (Partition.streamed, docs/simulator.md "Streamed weights"): a streamed op waits for its
+  weights like a remote input. They are read once per batch of `batch` inferences (for the batch's first
+  inference) from the stack `hw.stack_feed` names for its chiplet, as a message whose route is the stack (a FIFO
+  resource of `bytes_per_cycle`, head latency `latency_cycles`) and then the NoC links from the stack's attached
+  chiplet. The read is requested when the chiplet starts the segment before the op's (one segment of prefetch,
+  double-buffered tiles), at time 0 for a chiplet's very first segment. On a route whose resources differ in
+  speed the tail moves at the slowest one's pace: a resource is held until max(start + its serialisation, the
+  tail's arrival from the previous one), and the tail arrives its latency later.
 - Throughput comes from the completion times of the second half of the stream; latency is one inference
   simulated alone in an empty package.
 
@@ -25,7 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from partitioner.cost import bound_cycles_per_inference, compute_energy_pj, link_energy_pj, op_cycles_matrix
+from partitioner.cost import (bound_cycles_per_inference, compute_energy_pj, link_energy_pj, op_cycles_matrix,
+                              stream_bytes, stream_energy_pj)
 from partitioner.errors import UserError
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
@@ -36,9 +45,14 @@ MIN_INFERENCES = 8
 """The stream is max(2 x pipeline stages, MIN_INFERENCES) inferences long unless `inferences` is given."""
 
 
-def default_inferences(n_stages: int) -> int:
-    """Stream length: twice the number of chiplets in use (fill plus a measured half), at least 8."""
-    return max(2 * n_stages, MIN_INFERENCES)
+def default_inferences(n_stages: int, batch: int = 1) -> int:
+    """Stream length: twice the number of chiplets in use (fill plus a measured half), at least 8; with a batch
+    B > 1, rounded up to an even number (at least 2) of whole batches, so the measured half is whole batches."""
+    n = max(2 * n_stages, MIN_INFERENCES)
+    if batch <= 1:
+        return n
+    batches = max(2, -(-n // batch))
+    return (batches + batches % 2) * batch
 
 
 @dataclass(frozen=True)
@@ -53,9 +67,14 @@ class _Plan:
     msg_dst: tuple                   # destination chiplet of each message
     msg_bytes: tuple
     msg_route: tuple                 # link indices
-    msg_ser: tuple                   # link cycles of each message: ceil(bytes / link_bytes_per_cycle)
+    msg_ser: tuple                   # per message, cycles it holds each resource of its route
+    msg_lat: tuple                   # per message, head latency of each resource of its route
     chiplet_busy: np.ndarray         # op cycles per inference on each chiplet
-    link_busy: np.ndarray            # link cycles per inference on each link
+    link_busy: np.ndarray            # link cycles per inference on each link (stream reads amortised over a batch)
+    first_stream: int = 0            # messages from here on are stream reads
+    stack_busy: np.ndarray | None = None   # cycles per inference each memory stack is busy (amortised)
+    stream_hops: tuple = ()          # NoC hops of each stream read
+    stream_stack: tuple = ()         # stack index of each stream read
 
 
 def _as_assignment(graph: TensorGraph, hw: Hardware, part: Partition | np.ndarray) -> np.ndarray:
@@ -70,7 +89,8 @@ def _as_assignment(graph: TensorGraph, hw: Hardware, part: Partition | np.ndarra
     return a
 
 
-def _plan(graph: TensorGraph, hw: Hardware, a: np.ndarray) -> _Plan:
+def _plan(graph: TensorGraph, hw: Hardware, a: np.ndarray, streamed: np.ndarray | None = None,
+          batch: int = 1) -> _Plan:
     n, n_chip = graph.n_ops, hw.n_chiplets
     cm = op_cycles_matrix(graph, hw)
     cycles = cm[np.arange(n), a]
@@ -90,37 +110,67 @@ def _plan(graph: TensorGraph, hw: Hardware, a: np.ndarray) -> _Plan:
     for m, u in enumerate(msrc):
         outs[u].append(m)
 
-    bw = hw.link_bytes_per_cycle
+    bw, hop = hw.link_bytes_per_cycle, hw.hop_latency_cycles
     routes = [hw.route(int(a[u]), d) for u, d in zip(msrc, mdst)]
-    ser = (-(-mbytes // bw)).tolist()
-    link_busy = np.zeros(len(hw.links), dtype=np.int64)
+    ser = [(k,) * len(r) for k, r in zip((-(-mbytes // bw)).tolist(), routes)]
+    lat = [(hop,) * len(r) for r in routes]
+    link_busy = np.zeros(len(hw.links), dtype=np.float64)
     for route, cycles_on_link in zip(routes, ser):
-        for link in route:
-            link_busy[link] += cycles_on_link
+        for link, k in zip(route, cycles_on_link):
+            link_busy[link] += k
 
-    # Segments: a chiplet's ops split before every op that waits for another chiplet.
+    # Stream reads: one message per streamed op with bytes to read; resource n_links + s is stack s.
+    n_links, first_stream = len(hw.links), len(msrc)
+    stack_busy = np.zeros(len(hw.memory_stacks), dtype=np.float64)
+    stream_in: list[tuple[int, ...]] = [()] * n
+    s_hops, s_stack, s_bytes = [], [], []
+    if streamed is not None and np.any(streamed):
+        sb = stream_bytes(graph, batch)
+        for v in np.flatnonzero(np.asarray(streamed, dtype=bool) & (sb > 0)).tolist():
+            c = int(a[v])
+            k, src = hw.stack_feed[c]
+            stack = hw.memory_stacks[k]
+            noc = hw.route(src, c)
+            b = int(sb[v])
+            m = len(msrc)
+            stream_in[v] = (m,)
+            msrc.append(v)
+            mdst.append(c)
+            s_bytes.append(b)
+            routes.append((n_links + k,) + noc)
+            ser.append((-(-b // stack.bytes_per_cycle),) + (-(-b // bw),) * len(noc))
+            lat.append((stack.latency_cycles,) + (hop,) * len(noc))
+            stack_busy[k] += ser[-1][0] / batch
+            for link in noc:
+                link_busy[link] += ser[-1][1] / batch
+            s_hops.append(len(noc))
+            s_stack.append(k)
+
+    # Segments: a chiplet's ops split before every op that waits for another chiplet or for its weights.
     cyc_list = cycles.tolist()
     segments = []
     for c in range(n_chip):
         segs = []
         for v in np.flatnonzero(a == c).tolist():
-            if remote_in[v] or not segs:
-                segs.append([tuple(remote_in[v]), 0, [], []])
+            if remote_in[v] or stream_in[v] or not segs:
+                segs.append([tuple(remote_in[v]), 0, [], [], stream_in[v]])
             seg = segs[-1]
             start = seg[1]
             seg[1] = start + cyc_list[v]
             seg[2].extend((seg[1], m) for m in outs[v])
             seg[3].append((v, start, seg[1]))
-        segments.append(tuple((r, length, tuple(o), tuple(ops)) for r, length, o, ops in segs))
+        segments.append(tuple((r, length, tuple(o), tuple(ops), st) for r, length, o, ops, st in segs))
     chiplet_busy = np.bincount(a, weights=cycles, minlength=n_chip).astype(np.int64)
-    return _Plan(n_chip, cycles, cm, tuple(segments), tuple(msrc), tuple(mdst), tuple(mbytes.tolist()),
-                 tuple(routes), tuple(ser), chiplet_busy, link_busy)
+    return _Plan(n_chip, cycles, cm, tuple(segments), tuple(msrc), tuple(mdst),
+                 tuple(mbytes.tolist()) + tuple(s_bytes), tuple(routes), tuple(ser), tuple(lat), chiplet_busy,
+                 link_busy, first_stream, stack_busy, tuple(s_hops), tuple(s_stack))
 
 
-def _run(plan: _Plan, hw: Hardware, n_inf: int, trace: bool) -> tuple[list[int], list[TraceEvent]]:
+def _run(plan: _Plan, hw: Hardware, n_inf: int, trace: bool, batch: int = 1
+         ) -> tuple[list[int], list[TraceEvent]]:
     """Simulate `n_inf` inferences; return each inference's completion time (and trace events)."""
-    hop = hw.hop_latency_cycles
-    segments, routes, msg_ser, mdst = plan.segments, plan.msg_route, plan.msg_ser, plan.msg_dst
+    segments, routes, msg_ser, msg_lat, mdst = plan.segments, plan.msg_route, plan.msg_ser, plan.msg_lat, plan.msg_dst
+    n_links, first_stream = len(hw.links), plan.first_stream
     n_msg = len(routes)
     arrival = [-1] * (n_inf * n_msg)
     n_chip = plan.n_chiplets
@@ -128,11 +178,19 @@ def _run(plan: _Plan, hw: Hardware, n_inf: int, trace: bool) -> tuple[list[int],
     cur_s = [0] * n_chip
     free = [0] * n_chip
     finish = [0] * n_inf
-    link_free = [0] * len(hw.links)
+    link_free = [0] * (n_links + len(hw.memory_stacks))
     heap: list[tuple] = []
     push, pop = heapq.heappush, heapq.heappop
     counter = 0
     events: list[TraceEvent] = []
+
+    def prefetch(c: int, k: int, s: int, t: int) -> None:
+        """Request the stream reads of chiplet c's segment s of inference k at time t (first of a batch only)."""
+        nonlocal counter
+        if k < n_inf and k % batch == 0:
+            for m in segments[c][s][4]:
+                push(heap, (t, k, counter, m, 0, 0))
+                counter += 1
 
     def advance(c: int) -> None:
         """Run chiplet c as far as its inputs allow, pushing the link requests of what it sends."""
@@ -141,19 +199,23 @@ def _run(plan: _Plan, hw: Hardware, n_inf: int, trace: bool) -> tuple[list[int],
         segs = segments[c]
         n_seg = len(segs)
         while k < n_inf:
-            remote, length, out, ops = segs[s]
+            remote, length, out, ops, streams = segs[s]
             ready = t_free
             base = k * n_msg
-            for m in remote:
+            for m in (remote + streams if streams and k % batch == 0 else remote):
                 t = arrival[base + m]
                 if t < 0:
                     cur_k[c], cur_s[c], free[c] = k, s, t_free
                     return
                 if t > ready:
                     ready = t
+            if s + 1 < n_seg:
+                prefetch(c, k, s + 1, ready)
+            else:
+                prefetch(c, k + 1, 0, ready)
             for rel, m in out:
-                if msg_ser[m]:
-                    push(heap, (ready + rel, k, counter, m, 0))
+                if msg_ser[m][0]:
+                    push(heap, (ready + rel, k, counter, m, 0, 0))
                     counter += 1
                 else:           # a zero-byte edge: a pure ordering dependency, delivered at once
                     arrival[base + m] = ready + rel
@@ -170,49 +232,79 @@ def _run(plan: _Plan, hw: Hardware, n_inf: int, trace: bool) -> tuple[list[int],
         cur_k[c], cur_s[c], free[c] = k, s, t_free
 
     waiting: list[int] = list(range(n_chip))
+    for c in range(n_chip):
+        if segments[c]:
+            prefetch(c, 0, 0, 0)
     while True:
         while waiting:
             advance(waiting.pop())
         if not heap:
             break
-        t, k, _, m, j = pop(heap)
+        t, k, _, m, j, tail_in = pop(heap)
         route = routes[m]
-        link = route[j]
-        ser = msg_ser[m]
-        start = t if t > link_free[link] else link_free[link]
-        link_free[link] = start + ser
+        res = route[j]
+        ser, lat = msg_ser[m][j], msg_lat[m][j]
+        start = t if t > link_free[res] else link_free[res]
+        release = start + ser if start + ser > tail_in else tail_in
+        link_free[res] = release
         if trace:
-            events.append(TraceEvent("link", link, k, plan.msg_src[m], start, start + ser))
+            if res >= n_links:
+                events.append(TraceEvent("stack", res - n_links, k, plan.msg_src[m], start, release))
+            else:
+                events.append(TraceEvent("link", res, k, plan.msg_src[m], start, release))
         if j + 1 < len(route):
-            push(heap, (start + hop, k, counter, m, j + 1))
+            push(heap, (start + lat, k, counter, m, j + 1, release + lat))
             counter += 1
         else:
-            arrival[k * n_msg + m] = start + hop + ser
+            arrival[k * n_msg + m] = release + lat
             waiting.append(mdst[m])
     if any(k < n_inf for k in cur_k):
         raise RuntimeError("simulation stalled; this is a bug in the simulator")
     return finish, events
 
 
+def _as_streamed(graph: TensorGraph, hw: Hardware, part: Partition | np.ndarray,
+                 streamed: np.ndarray | None) -> np.ndarray | None:
+    if streamed is None and isinstance(part, Partition):
+        streamed = part.streamed
+    if streamed is None:
+        return None
+    s = np.asarray(streamed)
+    if s.shape != (graph.n_ops,):
+        raise UserError(f"streamed has shape {s.shape}, expected ({graph.n_ops},)", "give one flag per op")
+    s = s.astype(bool)
+    if s.any() and not hw.memory_stacks:
+        raise UserError(f"{int(s.sum())} ops stream their weights but hardware {hw.name} has no memory tier",
+                        "use hardware with memory stacks, or keep every weight resident")
+    return s if s.any() else None
+
+
 def simulate(graph: TensorGraph, hw: Hardware, partition_or_assignment: Partition | np.ndarray, *,
-             trace: bool = False, inferences: int | None = None) -> Report:
+             trace: bool = False, inferences: int | None = None, streamed: np.ndarray | None = None,
+             batch: int = 1) -> Report:
     """Simulate a stream of inferences under an assignment (any assignment; pipeline order is not required).
 
-    inferences: stream length (default `default_inferences(chiplets in use)`). trace: also return op and link
-    events of the stream in `Report.trace_events`. Pure: no side effects, same inputs give the same Report.
+    inferences: stream length (default `default_inferences(chiplets in use, batch)`). trace: also return op,
+    link and stack events of the stream in `Report.trace_events`. streamed: which ops stream their weights from
+    the memory tier (default: the Partition's `streamed`, else none). batch: inferences per read of a streamed
+    weight. Pure: no side effects, same inputs give the same Report.
     """
     a = _as_assignment(graph, hw, partition_or_assignment)
+    streamed = _as_streamed(graph, hw, partition_or_assignment, streamed)
+    if type(batch) is not int or batch < 1:
+        raise UserError(f"--batch must be a positive integer, got {batch!r}", "pass --batch 1 or more")
     n_stages = int(np.unique(a).size)
-    n_inf = default_inferences(n_stages) if inferences is None else int(inferences)
+    n_inf = default_inferences(n_stages, batch) if inferences is None else int(inferences)
     if n_inf < 1:
         raise UserError(f"inferences must be at least 1, got {n_inf}", "simulate one or more inferences")
-    plan = _plan(graph, hw, a)
-    finish, events = _run(plan, hw, n_inf, trace)
-    latency = _run(plan, hw, 1, False)[0][0] if n_inf > 1 else finish[0]
+    plan = _plan(graph, hw, a, streamed, batch)
+    finish, events = _run(plan, hw, n_inf, trace, batch)
+    latency = _run(plan, hw, 1, False, batch)[0][0] if n_inf > 1 else finish[0]
 
     # Steady state: mean completion interval over the second half of the stream, never below the busiest
     # resource's cycles per inference (a finite window can catch a transient).
-    max_busy = max(int(plan.chiplet_busy.max(initial=0)), int(plan.link_busy.max(initial=0)), 1)
+    max_busy = max(float(plan.chiplet_busy.max(initial=0)), float(plan.link_busy.max(initial=0)),
+                   float(plan.stack_busy.max(initial=0)), 1.0)
     if n_inf >= 2:
         first = n_inf // 2
         measured = (finish[-1] - finish[first - 1]) / (n_inf - first)
@@ -223,15 +315,25 @@ def simulate(graph: TensorGraph, hw: Hardware, partition_or_assignment: Partitio
     bound = bound_cycles_per_inference(graph, hw)
 
     compute_pj, sram_pj = compute_energy_pj(graph, hw, a)
-    link_pj = sum(link_energy_pj(b, len(r), hw) for b, r in zip(plan.msg_bytes, plan.msg_route))
+    fs = plan.first_stream
+    link_pj = sum(link_energy_pj(b, len(r), hw) for b, r in zip(plan.msg_bytes[:fs], plan.msg_route[:fs]))
+    stack_names = [st.name for st in hw.memory_stacks]
+    stack_bytes = dict.fromkeys(stack_names, 0.0)
+    memory_pj = 0.0
+    for b, k, h in zip(plan.msg_bytes[fs:], plan.stream_stack, plan.stream_hops):
+        memory_pj += stream_energy_pj(b, hw.memory_stacks[k], h, hw) / batch
+        stack_bytes[stack_names[k]] += b / batch
 
     busy_chip = int(np.argmax(plan.chiplet_busy))
     bottleneck = f"chiplet {busy_chip}"
     if plan.link_busy.size and plan.link_busy.max() > plan.chiplet_busy[busy_chip]:
         la, lb = hw.links[int(np.argmax(plan.link_busy))]
         bottleneck = f"link {la}->{lb}"
+    if plan.stack_busy.size and plan.stack_busy.max() > max(plan.chiplet_busy[busy_chip],
+                                                            plan.link_busy.max(initial=0)):
+        bottleneck = f"memory stack {stack_names[int(np.argmax(plan.stack_busy))]}"
 
-    mem = memory_use(graph, hw, a)
+    mem = memory_use(graph, hw, a, streamed)
     clock = hw.clock_hz
     return Report(
         graph_name=graph.name,
@@ -241,8 +343,9 @@ def simulate(graph: TensorGraph, hw: Hardware, partition_or_assignment: Partitio
         latency_s=latency / clock,
         cycles_per_inference=period,
         latency_cycles=int(latency),
-        energy_j=(compute_pj + sram_pj + link_pj) * 1e-12,
-        energy_breakdown_j={"compute": compute_pj * 1e-12, "sram": sram_pj * 1e-12, "link": link_pj * 1e-12},
+        energy_j=(compute_pj + sram_pj + link_pj + memory_pj) * 1e-12,
+        energy_breakdown_j={"compute": compute_pj * 1e-12, "sram": sram_pj * 1e-12, "link": link_pj * 1e-12,
+                            "memory": memory_pj * 1e-12},
         chiplet_busy_cycles=tuple(int(x) for x in plan.chiplet_busy),
         chiplet_busy_fraction=tuple(float(x) / period for x in plan.chiplet_busy),
         chiplet_memory_fraction=tuple(float(mem[c]) / hw.chiplets[c].sram_bytes for c in range(hw.n_chiplets)),
@@ -254,4 +357,7 @@ def simulate(graph: TensorGraph, hw: Hardware, partition_or_assignment: Partitio
         inferences_simulated=n_inf,
         measured_cycles_per_inference=float(measured),
         trace_events=tuple(events),
+        stack_utilisation={name: float(plan.stack_busy[k]) / period for k, name in enumerate(stack_names)},
+        stack_bytes_per_inference=stack_bytes,
+        batch=batch,
     )

@@ -32,7 +32,7 @@ def test_report_is_frozen_and_complete(case):
     assert len(r.chiplet_busy_fraction) == len(r.chiplet_memory_fraction) == hw.n_chiplets
     assert set(r.link_utilisation) == {f"{x}->{y}" for x, y in hw.links}
     assert r.energy_j == pytest.approx(sum(r.energy_breakdown_j.values()))
-    assert set(r.energy_breakdown_j) == {"compute", "sram", "link"}
+    assert set(r.energy_breakdown_j) == {"compute", "sram", "link", "memory"}
     assert r.chiplet_busy_fraction[5] == 0.0
     assert r.latency_s == pytest.approx(r.latency_cycles / hw.clock_hz)
     assert r.throughput_per_s == pytest.approx(hw.clock_hz / r.cycles_per_inference)
