@@ -258,10 +258,11 @@ def edge_stacks(rows: int, cols: int, **params) -> tuple[MemoryStack, ...]:
     return tuple(stacks)
 
 
-def mesh_of(n: int, chiplet: Chiplet | None = None, name: str | None = None, memory_tier: bool = True,
+def mesh_of(n: int, chiplet: Chiplet | None = None, name: str | None = None, memory_tier: bool = False,
             **package) -> Hardware:
-    """A near-square mesh of n identical chiplets (the meaning of `--chiplets N`), with the default HBM tier
-    (`edge_stacks`) unless memory_tier is False."""
+    """A near-square mesh of n identical chiplets; with memory_tier, plus the default HBM tier (`edge_stacks`).
+    `--chiplets N` is `mesh_of(N, memory_tier=True)` (load_hardware); SRAM-only by default here so that code
+    building packages by hand gets exactly what it spells out."""
     if n < 1:
         raise UserError(f"--chiplets must be at least 1, got {n}", "pass a positive chiplet count such as 16")
     rows, cols = near_square(n)
@@ -284,8 +285,8 @@ def mesh_of(n: int, chiplet: Chiplet | None = None, name: str | None = None, mem
 # - default-16 carries the default HBM3 tier (HBM3_STACK, edge_stacks: 4 stacks); sram-only-16 is the same
 #   package without it, for Simba-like packages where every weight must stay on chip.
 PRESETS: dict[str, Hardware] = {
-    "default-16": mesh_of(16, name="default-16"),
-    "sram-only-16": mesh_of(16, name="sram-only-16", memory_tier=False),
+    "default-16": mesh_of(16, name="default-16", memory_tier=True),
+    "sram-only-16": mesh_of(16, name="sram-only-16"),
     "simba-36": Hardware("simba-36", (Chiplet(kind="simba", macs_per_cycle=1024, vector_ops_per_cycle=256,
                                                sram_bytes=16 * MIB, sram_bytes_per_cycle=512, mac_pj=0.2,
                                                vector_op_pj=0.1, sram_pj_per_byte=0.5),) * 36,
@@ -462,7 +463,7 @@ def load_hardware(spec: str | None, chiplets: int | None = None, memory_tier: bo
     if not memory_tier:
         return load_hardware(spec, chiplets).without_memory_tier()
     if spec is None:
-        return mesh_of(16 if chiplets is None else chiplets)
+        return mesh_of(16 if chiplets is None else chiplets, memory_tier=True)
     if spec in PRESETS:
         hw = PRESETS[spec]
     elif spec.endswith(".toml") or Path(spec).exists():

@@ -168,8 +168,9 @@ def write_json(path: str | os.PathLike, obj: object) -> None:
 
 
 def chrome_trace(report: Report, graph: TensorGraph, hw: Hardware) -> dict:
-    """The trace as Chrome/Perfetto trace-event JSON: one process per chiplet (pid = chiplet id) and per link
-    (pid = n_chiplets + link index), one thread per inference, "X" events with microsecond times."""
+    """The trace as Chrome/Perfetto trace-event JSON: one process per chiplet (pid = chiplet id), per link
+    (pid = n_chiplets + link index) and per memory stack (pid = n_chiplets + n_links + stack index), one thread
+    per inference, "X" events with microsecond times."""
     us = 1e6 / hw.clock_hz
     out: list[dict] = []
     for c in range(hw.n_chiplets):
@@ -179,10 +180,18 @@ def chrome_trace(report: Report, graph: TensorGraph, hw: Hardware) -> dict:
         pid = hw.n_chiplets + k
         out.append({"name": "process_name", "ph": "M", "pid": pid, "tid": 0, "args": {"name": f"link {a}->{b}"}})
         out.append({"name": "process_sort_index", "ph": "M", "pid": pid, "tid": 0, "args": {"sort_index": pid}})
+    for k, st in enumerate(hw.memory_stacks):
+        pid = hw.n_chiplets + len(hw.links) + k
+        out.append({"name": "process_name", "ph": "M", "pid": pid, "tid": 0,
+                    "args": {"name": f"memory stack {st.name}"}})
+        out.append({"name": "process_sort_index", "ph": "M", "pid": pid, "tid": 0, "args": {"sort_index": pid}})
     for e in report.trace_events:
         if e.kind == "op":
             op = graph.ops[e.item]
             name, pid, cat = op.name, e.resource, op.op_type
+        elif e.kind == "stack":
+            name, pid, cat = (f"{graph.ops[e.item].name} (weights)", hw.n_chiplets + len(hw.links) + e.resource,
+                              "stream read")
         else:
             name, pid, cat = f"{graph.ops[e.item].name} (tensor)", hw.n_chiplets + e.resource, "transfer"
         out.append({"name": name, "cat": cat, "ph": "X", "pid": pid, "tid": e.inference,
@@ -250,8 +259,25 @@ def plot_partition(path: str | os.PathLike, graph: TensorGraph, hw: Hardware,
         dark = stage[c] >= 0 and stage[c] / max(n_stage - 1, 1) < 0.6
         ax_pkg.text(x, y, f"{c}\n{counts[c]} ops", ha="center", va="center", fontsize=8, zorder=3,
                     color="white" if dark else "black")
-    ax_pkg.set_xlim(xy[:, 0].min() - 0.6, xy[:, 0].max() + 0.6)
-    ax_pkg.set_ylim(xy[:, 1].min() - 0.6, xy[:, 1].max() + 0.6)
+    # Memory stacks: a box outside the mesh edge beside their attached chiplets, wired to each of them.
+    for st in hw.memory_stacks:
+        pts = xy[list(st.attached)]
+        cx = pts[:, 0].mean()
+        side = -1.0 if cx <= xy[:, 0].mean() else 1.0
+        if hw.topology in ("mesh", "torus"):
+            sx, sy = (xy[:, 0].min() - 1.0 if side < 0 else xy[:, 0].max() + 1.0), pts[:, 1].mean()
+        else:
+            sx, sy = cx, xy[:, 1].min() - 1.0
+        for px, py in pts:
+            ax_pkg.plot([sx, px], [sy, py], color="darkred", lw=1.5, zorder=1)
+        ax_pkg.add_patch(plt.Rectangle((sx - 0.3, sy - 0.3), 0.6, 0.6, facecolor="#f4cccc", edgecolor="darkred",
+                                       zorder=2))
+        util = report.stack_utilisation.get(st.name, 0.0)
+        ax_pkg.text(sx, sy, f"{st.name}\n{100 * util:.0f}%", ha="center", va="center", fontsize=6, zorder=3)
+    ext = np.concatenate([xy, [[xy[:, 0].min() - 1.0, xy[:, 1].min() - 1.0], [xy[:, 0].max() + 1.0, xy[:, 1].max()]]]) \
+        if hw.memory_stacks else xy
+    ax_pkg.set_xlim(ext[:, 0].min() - 0.6, ext[:, 0].max() + 0.6)
+    ax_pkg.set_ylim(ext[:, 1].min() - 0.6, ext[:, 1].max() + 0.6)
     ax_pkg.set_aspect("equal")
     ax_pkg.axis("off")
     ax_pkg.set_title(f"{hw.name}: {hw.topology}, colour = pipeline stage", fontsize=9)

@@ -11,10 +11,15 @@ partitioner.partition.memory_use, with peak_c = the largest work_bytes among its
 distinct work sizes (level k on = "peak_c >= size_k", x[i][c] => level of op i's size, each step's bytes counted
 once); about 3x faster in CP-SAT than peak_c >= work_i * x[i][c] per op. The constraint is left out where even
 every candidate op fits.
+
+With a memory tier (hw.memory_stacks) each weighted op i that may sit on a memory-constrained chiplet c gets a
+residency literal r[i][c] => x[i][c] ("on c and resident"), and the memory sum counts w_i * r[i][c]: the op
+streams when x[i][c] and not r[i][c]. Where memory does not bind, every weight is resident (streaming there only
+adds load, so leaving it out loses no optimum).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from ortools.sat.python import cp_model
@@ -34,6 +39,7 @@ class Ladder:
     candidates: list[np.ndarray]   # ops that may sit on chiplet c
     peak_levels: list[tuple[int, list, list[int]]]   # (chiplet, level literals, their work sizes)
     work: np.ndarray               # work_bytes per op (for hints)
+    resident: dict = field(default_factory=dict)   # (op, chiplet) -> r literal, with a memory tier only
 
 
 def _is_var(lit: Lit) -> bool:
@@ -86,6 +92,7 @@ def build_ladder(graph: TensorGraph, hw: Hardware, dom: StageDomains) -> Ladder:
     # Memory: weights of the chiplet's ops plus the largest activation working set among them fit its SRAM.
     w, work = graph.weight_bytes, graph.work_bytes
     candidates, peak_levels = [], []
+    resident: dict = {}
     for c, chip in enumerate(hw.chiplets):
         cand = np.flatnonzero(allowed[:, c])
         candidates.append(cand)
@@ -104,14 +111,23 @@ def build_ladder(graph: TensorGraph, hw: Hardware, dom: StageDomains) -> Ladder:
         for i in open_ops:
             model.add_implication(x[i][c], level[rank[int(work[i])]])
         steps = [b - a for a, b in zip([fixed_peak] + sizes[:-1], sizes)]
-        terms = [(x[i][c], int(w[i])) for i in cand.tolist() if w[i]] + list(zip(level, steps))
+        if hw.memory_stacks:
+            for i in cand.tolist():
+                if w[i]:
+                    r = model.new_bool_var(f"r{i}_{c}")
+                    if _is_var(x[i][c]):
+                        model.add_implication(r, x[i][c])
+                    resident[(i, c)] = r
+            terms = [(resident[(i, c)], int(w[i])) for i in cand.tolist() if w[i]] + list(zip(level, steps))
+        else:
+            terms = [(x[i][c], int(w[i])) for i in cand.tolist() if w[i]] + list(zip(level, steps))
         model.add(cp_model.LinearExpr.weighted_sum([t for t, _ in terms], [k for _, k in terms])
                   <= chip.sram_bytes - fixed_peak)
-    return Ladder(model, y, x, candidates, peak_levels, graph.work_bytes)
+    return Ladder(model, y, x, candidates, peak_levels, graph.work_bytes, resident)
 
 
-def ladder_hint(ladder: Ladder, assignment: np.ndarray) -> None:
-    """Hint every ladder variable from a full assignment (need not be feasible)."""
+def ladder_hint(ladder: Ladder, assignment: np.ndarray, streamed: np.ndarray | None = None) -> None:
+    """Hint every ladder variable from a full assignment (need not be feasible) and its streamed flags."""
     model = ladder.model
     seen: set[int] = set()
     for i, s in enumerate(np.asarray(assignment).tolist()):
@@ -129,6 +145,17 @@ def ladder_hint(ladder: Ladder, assignment: np.ndarray) -> None:
         peak = int(ladder.work[on].max()) if on.any() else 0
         for lit, size in zip(levels, sizes):
             model.add_hint(lit, peak >= size)
+    for (i, c), lit in ladder.resident.items():
+        model.add_hint(lit, bool(a[i] == c and (streamed is None or not streamed[i])))
+
+
+def read_streamed(solver: cp_model.CpSolver, ladder: Ladder, assignment: np.ndarray) -> np.ndarray | None:
+    """Streamed flag per op: on chiplet c with a residency literal that is false."""
+    out = np.zeros(len(ladder.y), dtype=bool)
+    for (i, c), lit in ladder.resident.items():
+        if assignment[i] == c and not solver.boolean_value(lit):
+            out[i] = True
+    return out if out.any() else None
 
 
 def read_assignment(solver: cp_model.CpSolver, ladder: Ladder) -> np.ndarray:

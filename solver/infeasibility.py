@@ -140,11 +140,17 @@ def check_feasible(graph: TensorGraph, hw: Hardware, pinned: Mapping[int, int] |
     """The cheap necessary conditions; raises UserError with the numbers, else returns the stage domains."""
     dom = stage_domains(graph, hw, pinned)
     sram = np.array([c.sram_bytes for c in hw.chiplets], dtype=np.int64)
-    need = graph.weight_bytes + graph.work_bytes
+    tier = bool(hw.memory_stacks)   # with a memory tier any weight may stream: only activations must fit SRAM
+    need = graph.work_bytes + (0 if tier else graph.weight_bytes)
     # One op larger than every chiplet it may go to.
     best = np.where(dom.allowed, sram[None, :], 0).max(axis=1) if graph.n_ops else np.zeros(0, np.int64)
     for i in np.flatnonzero(need > best).tolist():
         op = graph.ops[i]
+        if tier:
+            raise UserError(f"op {op.name} needs {need[i]} bytes ({_mib(need[i])}) of activations (inputs + "
+                            f"outputs) but the largest chiplet it can use has {best[i]} bytes ({_mib(best[i])}) "
+                            f"of SRAM, short by {need[i] - best[i]} bytes; streaming weights cannot help",
+                            "use chiplets with more SRAM, a lower --precision or a shorter sequence")
         raise UserError(f"op {op.name} needs {need[i]} bytes ({_mib(need[i])}: {graph.weight_bytes[i]} of weights "
                         f"+ {graph.work_bytes[i]} of activations) but the largest chiplet it can use has "
                         f"{best[i]} bytes ({_mib(best[i])}) of SRAM",
@@ -153,7 +159,16 @@ def check_feasible(graph: TensorGraph, hw: Hardware, pinned: Mapping[int, int] |
     total_w = int(graph.weight_bytes.sum())
     min_act = int(graph.work_bytes.max()) if graph.n_ops else 0
     total_sram = int(sram.sum())
-    if total_w + min_act > total_sram:
+    if tier:
+        stacks = sum(st.capacity_bytes for st in hw.memory_stacks)
+        if total_w + min_act > total_sram + stacks:
+            short = total_w + min_act - total_sram - stacks
+            raise UserError(f"the model does not fit even with the memory tier: it needs at least {total_w + min_act} "
+                            f"bytes ({_mib(total_w + min_act)}: {total_w} of weights + {min_act} of activations) but "
+                            f"the package has {total_sram} bytes of SRAM and {stacks} bytes in "
+                            f"{len(hw.memory_stacks)} memory stacks, short by {short} bytes ({_mib(short)})",
+                            "use more or larger memory stacks (capacity_gib), more chiplets or a lower --precision")
+    elif total_w + min_act > total_sram:
         raise UserError(f"the model needs at least {total_w + min_act} bytes ({_mib(total_w + min_act)}: "
                         f"{total_w} of weights + {min_act} of activations) but the {hw.n_chiplets} chiplets "
                         f"have {total_sram} bytes ({_mib(total_sram)}) of SRAM in all", _MORE_MEMORY)
@@ -163,7 +178,7 @@ def check_feasible(graph: TensorGraph, hw: Hardware, pinned: Mapping[int, int] |
         on = fixed & (dom.lo == c)
         if not on.any():
             continue
-        used = int(graph.weight_bytes[on].sum() + graph.work_bytes[on].max())
+        used = int((0 if tier else graph.weight_bytes[on].sum()) + graph.work_bytes[on].max())
         if used > sram[c]:
             names = ", ".join(graph.ops[i].name for i in np.flatnonzero(on)[:5].tolist())
             more = "" if on.sum() <= 5 else f" and {int(on.sum()) - 5} more"

@@ -9,8 +9,13 @@ true certificate: the simulator's cycles per inference are at least the busiest 
     (the simulator sends one per destination chiplet), and every message leaves over one of c's out-links, so
     the busiest of c's out_degree(c) links carries at least S_c / out_degree(c).
 
-Objective: bottleneck = max_c max(C_c, ceil(S_c / out_degree(c))). Under-counted against the simulator: messages to
-second and further destination chiplets, the later hops of multi-hop routes, hop latency and contention, so the
+  * with a memory tier, stack k is busy for at least T_k = sum over the streamed ops on the chiplets it feeds
+    (hw.stack_feed) of floor(ceil(stream bytes per batch / its bytes_per_cycle) / batch): the simulator holds
+    the stack that long per batch for each read, and a sum of floors is at most the floor of the sum. Which
+    weights stream is a decision of the model (residency literals, solver/_ladder.py).
+
+Objective: bottleneck = max(max_c max(C_c, ceil(S_c / out_degree(c))), max_k T_k). Under-counted against the simulator: the NoC
+hops of stream reads, stack latency, messages to second and further destination chiplets, the later hops of multi-hop routes, hop latency and contention, so the
 simulator's bottleneck can be larger than `objective_cycles` but never smaller than `lower_bound_cycles`.
 
 Model: the stage ladder of solver/_ladder.py (memory, order, pins, op types exact) plus, per producer u and chiplet
@@ -28,14 +33,15 @@ from typing import Mapping
 import numpy as np
 from ortools.sat.python import cp_model
 
-from partitioner.cost import op_cycles_matrix, serialization_cycles
+from partitioner.cost import op_cycles_matrix, serialization_cycles, stream_bytes
 from partitioner.errors import UserError
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
 from partitioner.partition import Partition, check
 from partitioner.splits import contiguous_split, trivial_lower_bound
-from solver._ladder import build_ladder, ladder_hint, read_assignment
+from solver._ladder import build_ladder, ladder_hint, read_assignment, read_streamed
 from solver.infeasibility import check_feasible, explain_infeasible, normalize_pins
+from solver.residency import choose_streamed
 
 
 def out_degree(hw: Hardware) -> np.ndarray:
@@ -60,22 +66,50 @@ def resource_cycles(graph: TensorGraph, hw: Hardware, assignment: np.ndarray) ->
     return compute, sends
 
 
-def bottleneck_cycles(graph: TensorGraph, hw: Hardware, assignment: np.ndarray) -> int:
-    """max_c max(C_c, ceil(S_c / out_degree(c))): the objective of `optimize` for a full assignment."""
+def stack_read_cycles(graph: TensorGraph, hw: Hardware, batch: int = 1) -> np.ndarray:
+    """[op, stack]: floor(ceil(stream bytes per batch / stack bandwidth) / batch), the optimiser's per-inference
+    charge on stack k when op streams from it."""
+    if not hw.memory_stacks:
+        return np.zeros((graph.n_ops, 0), dtype=np.int64)
+    sb = stream_bytes(graph, batch)
+    bw = np.array([st.bytes_per_cycle for st in hw.memory_stacks], dtype=np.int64)
+    return (-(-sb[:, None] // bw[None, :])) // batch
+
+
+def stack_cycles(graph: TensorGraph, hw: Hardware, assignment: np.ndarray, streamed: np.ndarray | None,
+                 batch: int = 1) -> np.ndarray:
+    """T_k per stack (module docstring) for a full assignment and its streamed flags."""
+    out = np.zeros(len(hw.memory_stacks), dtype=np.int64)
+    if streamed is None or not hw.memory_stacks:
+        return out
+    a = np.asarray(assignment, dtype=np.int64)
+    s = np.flatnonzero(np.asarray(streamed, dtype=bool))
+    feed = np.array([k for k, _ in hw.stack_feed], dtype=np.int64)
+    np.add.at(out, feed[a[s]], stack_read_cycles(graph, hw, batch)[s, feed[a[s]]])
+    return out
+
+
+def bottleneck_cycles(graph: TensorGraph, hw: Hardware, assignment: np.ndarray,
+                      streamed: np.ndarray | None = None, batch: int = 1) -> int:
+    """max(max_c max(C_c, ceil(S_c / out_degree(c))), max_k T_k): the objective of `optimize` for a full
+    assignment and its streamed flags."""
     compute, sends = resource_cycles(graph, hw, assignment)
     links = -(-sends // out_degree(hw))
-    return int(max(compute.max(initial=0), links.max(initial=0)))
+    return int(max(compute.max(initial=0), links.max(initial=0),
+                   stack_cycles(graph, hw, assignment, streamed, batch).max(initial=0)))
 
 
 def optimize(graph: TensorGraph, hw: Hardware, *, time_limit_s: float = 30.0, seed: int = 0,
              pinned: Mapping[int, int] | None = None, hint: np.ndarray | None = None,
-             workers: int = 2) -> Partition:
+             workers: int = 2, batch: int = 1) -> Partition:
     """Minimise the bottleneck chiplet time (see module docstring) within `time_limit_s` wall seconds.
 
     workers=2 (default) runs CP-SAT's parallel portfolio: on a 400-op random DAG at 16 chiplets and 10 s it closes
     the gap to 1.8% where one worker stays at 7.6%, but its answer can vary between runs when the time limit
     stops it. workers=1 is sequential and reproducible for a seed unless the wall clock, rather than the equal
     deterministic-time budget or optimality, stops it.
+    batch: inferences per read of a streamed weight (the stack term). With a memory tier the model also chooses
+    which weights stream; the Partition carries them in `streamed`.
     Returns a Partition with status "optimal" or "feasible", objective_cycles, lower_bound_cycles and gap.
     """
     start = time.perf_counter()
@@ -87,7 +121,7 @@ def optimize(graph: TensorGraph, hw: Hardware, *, time_limit_s: float = 30.0, se
     model, x, y = ladder.model, ladder.x, ladder.y
     lower = trivial_lower_bound(graph, hw)
     edge_ser = np.asarray(serialization_cycles(graph.edge_bytes, hw), dtype=np.int64)
-    upper = int(cycles.max(axis=1).sum() + edge_ser.sum())
+    upper = int(cycles.max(axis=1).sum() + edge_ser.sum() + stack_read_cycles(graph, hw, batch).max(axis=1, initial=0).sum())
     bottleneck = model.new_int_var(lower, max(lower, upper), "bottleneck")
 
     # Sends: send[u][c] >= ser(u->v) when u sits on c and v beyond c, for every out-edge u->v.
@@ -115,13 +149,33 @@ def optimize(graph: TensorGraph, hw: Hardware, *, time_limit_s: float = 30.0, se
         model.add(cp_model.LinearExpr.weighted_sum([t for t, _ in terms], [k for _, k in terms]) <= bottleneck)
         if send_terms[c]:
             model.add(sum(t for t, _ in send_terms[c]) <= int(degree[c]) * bottleneck)
+    # Memory stacks: each is busy reading the weights that stream to the chiplets it feeds; what it stores fits.
+    if ladder.resident:
+        reads = stack_read_cycles(graph, hw, batch)
+        per_stack: list[list] = [[] for _ in hw.memory_stacks]
+        for (i, c), r in ladder.resident.items():
+            per_stack[hw.stack_feed[c][0]].append((i, c, r))
+        for k, items in enumerate(per_stack):
+            st = hw.memory_stacks[k]
+            used = [(i, c, r) for i, c, r in items if reads[i, k] > 0]
+            if used:
+                model.add(sum(int(reads[i, k]) * (x[i][c] - r) for i, c, r in used) <= bottleneck)
+            if items and sum(int(graph.weight_bytes[i]) for i, _, _ in items) > st.capacity_bytes:
+                model.add(sum(int(graph.weight_bytes[i]) * (x[i][c] - r) for i, c, r in items) <= st.capacity_bytes)
     model.minimize(bottleneck)
 
-    # Hint: the best valid of the contiguous split and the caller's hint.
+    # Hint: the best valid of the contiguous split and the caller's hint (overflowing weights streamed).
     starts = [contiguous_split(graph, hw)] + ([np.asarray(hint, dtype=np.int64)] if hint is not None else [])
-    valid = [a for a in starts if a.shape == (graph.n_ops,) and not check(graph, hw, a, pins)]
-    best_start = min(valid, key=lambda a: bottleneck_cycles(graph, hw, a)) if valid else starts[-1]
-    ladder_hint(ladder, np.clip(best_start, 0, n_chip - 1))
+    valid = []
+    for a in starts:
+        if a.shape != (graph.n_ops,):
+            continue
+        streamed = choose_streamed(graph, hw, a, batch) if check(graph, hw, a, pins) else None
+        if not check(graph, hw, a, pins, streamed):
+            valid.append((a, streamed))
+    best_start, best_streamed = (min(valid, key=lambda v: bottleneck_cycles(graph, hw, v[0], v[1], batch))
+                                 if valid else (starts[-1], None))
+    ladder_hint(ladder, np.clip(best_start, 0, n_chip - 1), best_streamed)
 
     solver = cp_model.CpSolver()
     solver.parameters.random_seed = seed
@@ -136,16 +190,17 @@ def optimize(graph: TensorGraph, hw: Hardware, *, time_limit_s: float = 30.0, se
         raise explain_infeasible(graph, hw, pins)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         if valid:   # the solver found nothing better than a valid start; it is still an answer
-            assignment, status_name = best_start, "feasible"
+            assignment, streamed, status_name = best_start, best_streamed, "feasible"
         else:
             raise UserError(f"the exact solver found no valid partition of {graph.n_ops} ops on {n_chip} chiplets "
                             f"within its {time_limit_s:g} s limit", "raise --time-limit")
     else:
         assignment, status_name = read_assignment(solver, ladder), solver.status_name(status).lower()
-    problems = check(graph, hw, assignment, pins)
+        streamed = read_streamed(solver, ladder, assignment)
+    problems = check(graph, hw, assignment, pins, streamed)
     if problems:
         raise AssertionError(f"optimize produced an invalid partition: {problems[:3]}")
-    objective = bottleneck_cycles(graph, hw, assignment)
+    objective = bottleneck_cycles(graph, hw, assignment, streamed, batch)
     bound = lower
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         bound = max(lower, int(math.ceil(solver.best_objective_bound - 1e-6)))
@@ -157,5 +212,7 @@ def optimize(graph: TensorGraph, hw: Hardware, *, time_limit_s: float = 30.0, se
     moved = int(np.count_nonzero(assignment != prop)) if prop is not None and prop.shape == assignment.shape else 0
     return Partition(assignment, prop, moved, status_name, time.perf_counter() - start,
                      lower_bound_cycles=float(bound), objective_cycles=float(objective), gap=gap,
-                     info={"deterministic_time": solver.deterministic_time, "workers": workers,
-                           "start_cycles": bottleneck_cycles(graph, hw, best_start) if valid else None})
+                     info={"deterministic_time": solver.deterministic_time, "workers": workers, "batch": batch,
+                           "start_cycles": bottleneck_cycles(graph, hw, best_start, best_streamed, batch)
+                           if valid else None},
+                     streamed=streamed)

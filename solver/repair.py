@@ -17,6 +17,11 @@ A proposal that already passes `check` comes back unchanged without a model. Oth
      With `balance_time_s` > 0, CP-SAT then minimises the most loaded chiplet's compute cycles subject to the same
      kept weight for that long (lexicographic; off by default to keep repair fast).
 
+With a memory tier (hw.memory_stacks) "valid" means valid once the overflowing chiplets stream weights
+(solver/residency.py, `choose_streamed`): the proposal is first tried that way, and every candidate above is
+judged that way; the Partition carries the streamed flags. The memory rule then rarely binds, so the min-cut
+answer is usually valid and optimal at once.
+
 Time limits are CP-SAT deterministic time (about seconds on one core), so a given seed always gives the same
 answer; wall time is capped at twice the limit plus one second as a safety net.
 """
@@ -36,6 +41,7 @@ from partitioner.partition import Partition, check
 from solver._closure import closure_repair, lagrangian_repair
 from solver._ladder import build_ladder, greedy_monotone, ladder_hint, read_assignment
 from solver.infeasibility import StageDomains, check_feasible, explain_infeasible, normalize_pins
+from solver.residency import choose_streamed
 
 MOVE_WEIGHT_LEVELS = 9
 
@@ -57,8 +63,9 @@ def set_parameters(solver: cp_model.CpSolver, time_limit_s: float, seed: int, wo
 
 
 def repair(graph: TensorGraph, hw: Hardware, proposal: np.ndarray, *, time_limit_s: float = 10.0, seed: int = 0,
-           pinned: Mapping[int, int] | None = None, balance_time_s: float = 0.0) -> Partition:
+           pinned: Mapping[int, int] | None = None, balance_time_s: float = 0.0, batch: int = 1) -> Partition:
     """The valid partition closest to `proposal` (fewest weighted ops moved), ties broken toward balance.
+    batch: inferences per read of a streamed weight (orders which weights stream first, see residency.py).
 
     status: "unchanged" (proposal was valid), "optimal" (fewest weighted moves proven) or "feasible" (time ran
     out first). Raises UserError when no valid partition exists (with the reason) or none was found in time.
@@ -72,6 +79,17 @@ def repair(graph: TensorGraph, hw: Hardware, proposal: np.ndarray, *, time_limit
     pins = normalize_pins(graph, hw, pinned)
     if not check(graph, hw, prop, pins):
         return Partition(prop, prop, 0, "unchanged", time.perf_counter() - start)
+
+    def streams_for(a: np.ndarray) -> tuple[bool, np.ndarray | None]:
+        """(valid, streamed): a is valid all resident, or once its overflowing chiplets stream weights."""
+        if not check(graph, hw, a, pins):
+            return True, None
+        streamed = choose_streamed(graph, hw, a, batch)
+        return streamed is not None and not check(graph, hw, a, pins, streamed), streamed
+
+    ok, streamed = streams_for(prop)
+    if ok:
+        return Partition(prop, prop, 0, "unchanged", time.perf_counter() - start, streamed=streamed)
     dom = check_feasible(graph, hw, pins)
     weights = move_weights(graph, hw)
     closure, kept_bound = closure_repair(graph, hw, dom, prop, weights)
@@ -80,7 +98,7 @@ def repair(graph: TensorGraph, hw: Hardware, proposal: np.ndarray, *, time_limit
     def feasible(a: np.ndarray) -> np.ndarray | None:
         """A valid assignment with a's kept ops: re-placed for balance if that fits memory, else a itself."""
         for candidate in (place_moved(graph, hw, dom, prop, a), a):
-            if not check(graph, hw, candidate, pins):
+            if streams_for(candidate)[0]:
                 return candidate
         return None
 
@@ -104,11 +122,12 @@ def repair(graph: TensorGraph, hw: Hardware, proposal: np.ndarray, *, time_limit
         assignment = feasible(solved)
     if balance_time_s > 0 and hw.n_chiplets > 1:
         assignment = _balance_exact(graph, hw, dom, prop, weights, assignment, balance_time_s, seed, info)
-    problems = check(graph, hw, assignment, pins)
+    ok, streamed = streams_for(assignment)
+    problems = check(graph, hw, assignment, pins, streamed)
     if problems:   # a solver bug, never a user error
         raise AssertionError(f"repair produced an invalid partition: {problems[:3]}")
     moved = int(np.count_nonzero(assignment != prop))
-    return Partition(assignment, prop, moved, status, time.perf_counter() - start, info=info)
+    return Partition(assignment, prop, moved, status, time.perf_counter() - start, info=info, streamed=streamed)
 
 
 def _kept_expr(ladder, prop: np.ndarray, weights: np.ndarray, n_chip: int):

@@ -34,7 +34,10 @@ def _add_model_args(p: argparse.ArgumentParser, precision: str | None = "fp16") 
 def _add_hw_args(p: argparse.ArgumentParser, default_chiplets: int | None = None) -> None:
     p.add_argument("--chiplets", type=int, default=default_chiplets,
                    help="number of chiplets: a near-square mesh of the default chiplet unless --hardware says more")
-    p.add_argument("--hardware", help="a preset name (default-16, simba-36) or a .toml file (see docs/hardware.md)")
+    p.add_argument("--hardware", help="a preset name (default-16, sram-only-16, simba-36) or a .toml file "
+                                      "(see docs/hardware.md)")
+    p.add_argument("--no-memory-tier", action="store_true",
+                   help="drop the package's HBM memory stacks: every weight must fit in SRAM")
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -64,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--policy", default=None, help="policy checkpoint for --method rl (default: the shipped one)")
     run.add_argument("--no-certificate", action="store_true",
                      help="skip the CP-SAT lower bound on the bottleneck (saves a few seconds)")
+    run.add_argument("--batch", type=int, default=1,
+                     help="inferences per read of a weight streamed from the memory tier (default 1)")
 
     ins = sub.add_parser("inspect", help="show ops, FLOPs and parameters as the importer sees them")
     _add_model_args(ins, precision=None)
@@ -152,14 +157,16 @@ def _dispatch(args: argparse.Namespace) -> int:
                                method=args.method, budget=args.budget, seed=args.seed, out=args.out,
                                input_shapes=parse_input_shapes(args.input_shape or []), precision=args.precision,
                                time_limit_s=args.time_limit, policy=args.policy,
-                               certificate=not args.no_certificate)
+                               certificate=not args.no_certificate, batch=args.batch,
+                               memory_tier=not args.no_memory_tier)
         with _progress("evaluating", total=None) as on_eval:
             outcome = runmod.run(cfg, on_eval=on_eval)
         print(runmod.format_outcome(outcome))
         return 0
     if args.command == "simulate":
         outcome = runmod.resimulate(args.model, args.partition, parse_input_shapes(args.input_shape or []),
-                                    args.precision, args.hardware, args.chiplets, args.out)
+                                    args.precision, args.hardware, args.chiplets, args.out,
+                                    memory_tier=not args.no_memory_tier)
         print(runmod.format_outcome(outcome))
         return 0
     if args.command == "train":

@@ -17,11 +17,12 @@ from solver.repair import repair
 
 
 def evaluate(graph: TensorGraph, hw: Hardware, proposal: np.ndarray, *, time_limit_s: float = 5.0, seed: int = 0,
-             pinned: Mapping[int, int] | None = None, trace: bool = False) -> Evaluation:
-    """Repair a (possibly invalid) proposal against the hardware, then simulate it. The reward is its throughput."""
+             pinned: Mapping[int, int] | None = None, trace: bool = False, batch: int = 1) -> Evaluation:
+    """Repair a (possibly invalid) proposal against the hardware, then simulate it. The reward is its throughput.
+    batch: inferences per read of a weight streamed from the memory tier."""
     partition = repair(graph, hw, np.asarray(proposal, dtype=np.int64), time_limit_s=time_limit_s, seed=seed,
-                       pinned=pinned)
-    return Evaluation(partition, simulate(graph, hw, partition, trace=trace))
+                       pinned=pinned, batch=batch)
+    return Evaluation(partition, simulate(graph, hw, partition, trace=trace, batch=batch))
 
 
 class PipelineReward:

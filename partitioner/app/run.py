@@ -17,6 +17,8 @@ import numpy as np
 from partitioner.errors import UserError
 from partitioner.graph import TensorGraph
 from partitioner.hardware import PRESETS, Hardware, load_hardware
+from partitioner.memtier_report import (batch_from_document, memory_tier_document, memory_tier_markdown,
+                                        streamed_from_document)
 from partitioner.onnx_import import load_onnx
 from partitioner.partition import Partition, check
 from partitioner.app.pipeline import evaluate
@@ -56,6 +58,10 @@ class RunConfig:
     policy: str | None = None
     certificate: bool = True
     """Also ask CP-SAT for a proven lower bound on the bottleneck (the optimality certificate)."""
+    batch: int = 1
+    """Inferences per read of a weight streamed from the memory tier (`--batch`)."""
+    memory_tier: bool = True
+    """False (`--no-memory-tier`) drops the package's memory stacks: every weight must fit in SRAM."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ class Outcome:
     history: tuple[tuple[int, float], ...] = ()
     certificate: Partition | None = None
     files: tuple[str, ...] = ()
+    batch: int = 1
 
     @property
     def solver_bound_throughput_per_s(self) -> float | None:
@@ -93,7 +100,7 @@ def default_method() -> str:
 
 
 def search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, seed: int, time_limit_s: float | None,
-           policy: str | None = None, on_eval: OnEval | None = None) -> SearchResult:
+           policy: str | None = None, on_eval: OnEval | None = None, batch: int = 1) -> SearchResult:
     """Run one method; every method's partitions go through the same repair + simulate."""
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}", f"use one of {', '.join(METHODS)}")
@@ -102,7 +109,7 @@ def search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, seed: 
     limit = DEFAULT_REPAIR_LIMIT_S if time_limit_s is None else time_limit_s
 
     def evaluate_fn(proposal: np.ndarray) -> Evaluation:
-        return evaluate(graph, hw, proposal, time_limit_s=limit, seed=seed)
+        return evaluate(graph, hw, proposal, time_limit_s=limit, seed=seed, batch=batch)
 
     start = time.perf_counter()
 
@@ -122,8 +129,8 @@ def search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, seed: 
         from solver.optimize import optimize
 
         part = optimize(graph, hw, time_limit_s=DEFAULT_EXACT_LIMIT_S if time_limit_s is None else time_limit_s,
-                        seed=seed, hint=dp_partition(graph, hw))
-        return single(Evaluation(part, simulate(graph, hw, part)))
+                        seed=seed, hint=dp_partition(graph, hw), batch=batch)
+        return single(Evaluation(part, simulate(graph, hw, part, batch=batch)))
     from policies.rl_search import rl_search
 
     return rl_search(graph, hw, budget=budget, seed=seed, evaluate_fn=evaluate_fn, policy_path=policy,
@@ -131,11 +138,11 @@ def search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, seed: 
 
 
 def certify(graph: TensorGraph, hw: Hardware, hint: np.ndarray, seed: int = 0,
-            time_limit_s: float = CERTIFICATE_LIMIT_S) -> Partition:
-    """CP-SAT's proven lower bound on the bottleneck chiplet's cycles: how far any partition can go."""
+            time_limit_s: float = CERTIFICATE_LIMIT_S, batch: int = 1) -> Partition:
+    """CP-SAT's proven lower bound on the busiest resource's cycles: how far any partition can go."""
     from solver.optimize import optimize
 
-    return optimize(graph, hw, time_limit_s=time_limit_s, seed=seed, hint=hint)
+    return optimize(graph, hw, time_limit_s=time_limit_s, seed=seed, hint=hint, batch=batch)
 
 
 def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
@@ -144,20 +151,23 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
         raise UserError(f"--chiplets must be at least 1, got {cfg.chiplets}", "pass a positive chiplet count")
     if cfg.time_limit_s is not None and not cfg.time_limit_s > 0:
         raise UserError(f"--time-limit must be positive, got {cfg.time_limit_s}", "pass seconds, e.g. --time-limit 5")
+    if type(cfg.batch) is not int or cfg.batch < 1:
+        raise UserError(f"--batch must be a positive integer, got {cfg.batch!r}", "pass --batch 1 or more")
     method = cfg.method or default_method()
     budget = DEFAULT_BUDGET if cfg.budget is None else cfg.budget
     graph = load_model(cfg.model, cfg.input_shapes, cfg.precision)
-    hw = load_hardware(cfg.hardware, cfg.chiplets)
+    hw = load_hardware(cfg.hardware, cfg.chiplets, memory_tier=cfg.memory_tier)
     out_dir = prepare_out_dir(cfg.out)
     found = search(graph, hw, method, budget=budget, seed=cfg.seed, time_limit_s=cfg.time_limit_s,
-                   policy=cfg.policy, on_eval=on_eval)
-    best = Evaluation(found.best.partition, simulate(graph, hw, found.best.partition, trace=True))
+                   policy=cfg.policy, on_eval=on_eval, batch=cfg.batch)
+    best = Evaluation(found.best.partition, simulate(graph, hw, found.best.partition, trace=True, batch=cfg.batch))
     cert = None
     if method == "exact":
         cert = found.best.partition
     elif cfg.certificate:
-        cert = certify(graph, hw, best.assignment, seed=cfg.seed)
-    outcome = Outcome(cfg.model, graph, hw, method, best, found.evaluations, found.wall_s, found.history, cert)
+        cert = certify(graph, hw, best.assignment, seed=cfg.seed, batch=cfg.batch)
+    outcome = Outcome(cfg.model, graph, hw, method, best, found.evaluations, found.wall_s, found.history, cert,
+                      batch=cfg.batch)
     files = write_outputs(out_dir, outcome, config=asdict(cfg) | {"method": method, "budget": budget},
                           hardware_spec=cfg.hardware)
     return Outcome(**{**outcome.__dict__, "files": files})
@@ -220,6 +230,7 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
                    "ops_moved_by_repair": outcome.best.partition.ops_moved,
                    "history": [list(h) for h in outcome.history]},
         "config": config or {},
+        "memory_tier": memory_tier_document(graph, hw, a, outcome.best.partition.streamed, rep, outcome.batch),
     }
 
 
@@ -238,6 +249,9 @@ def write_outputs(out_dir: Path, outcome: Outcome, *, config: dict | None, hardw
     files = {
         "partition.json": lambda p: write_json(p, partition_document(outcome, hardware_spec, config)),
         "report.md": lambda p: write_text(p, report_markdown(rep, graph, hw, a, outcome.method)
+                                          + memory_tier_markdown(memory_tier_document(
+                                              graph, hw, a, outcome.best.partition.streamed, rep, outcome.batch),
+                                              graph, rep)
                                           + _certificate_markdown(outcome)),
         "trace.json": lambda p: write_chrome_trace(p, rep, graph, hw),
         "partition.png": lambda p: plot_partition(p, graph, hw, a, rep),
@@ -255,10 +269,21 @@ def _certificate_markdown(outcome: Outcome) -> str:
         return ""
     thr = outcome.best.report.throughput_per_s
     cert = outcome.certificate
-    return (f"\n## Optimality certificate\n\nCP-SAT ({cert.status}, {cert.solve_time_s:.1f} s) proves no valid "
-            f"partition's bottleneck chiplet is below {cert.lower_bound_cycles:,.0f} cycles per inference in the "
-            f"cost model, so no partition exceeds {bound:,.1f} inferences/s. This partition reaches "
-            f"{thr:,.1f}/s: at least {100 * thr / bound:.1f}% of the best possible.\n")
+    tier = ""
+    if outcome.hw.memory_stacks:
+        tier = (f", a memory stack's reads (streamed weights, amortised over batch {outcome.batch}); any choice of "
+                "which weights stream is covered")
+    proven = ("CP-SAT proved this bound tight (optimal)." if cert.status == "optimal" else
+              f"CP-SAT did not prove optimality within its time limit: its best partition in the cost model is "
+              f"{cert.objective_cycles:,.0f} cycles, a gap of {100 * (cert.gap or 0.0):.1f}% to the bound.")
+    return (f"\n## Optimality certificate\n\nWhat it bounds: the simulated steady-state throughput of every "
+            f"partition this tool can output on {outcome.hw.name} (pipeline order, memory and pins valid). The "
+            f"simulator's cycles per inference are never below the busiest resource's busy cycles per inference "
+            f"(a chiplet's op cycles, the average over a chiplet's out-links of what it sends{tier}); CP-SAT "
+            f"({cert.status}, {cert.solve_time_s:.1f} s) proves that in every valid partition that busiest "
+            f"resource has at least {cert.lower_bound_cycles:,.0f} cycles per inference, so none exceeds "
+            f"{bound:,.1f} inferences/s. {proven} This partition reaches {thr:,.1f}/s: at least "
+            f"{100 * thr / bound:.1f}% of the best possible.\n")
 
 
 # --- re-scoring a saved partition -----------------------------------------------------------------------------------------
@@ -314,24 +339,32 @@ def _document_settings(doc: dict, path: str) -> tuple[str | None, int, dict, str
 
 
 def resimulate(model: str, partition_path: str, input_shapes: dict, precision: str | None, hardware: str | None,
-               chiplets: int | None, out: str | None) -> Outcome:
-    """Re-score a saved partition on the settings it was made with (or the ones given explicitly)."""
+               chiplets: int | None, out: str | None, memory_tier: bool = True) -> Outcome:
+    """Re-score a saved partition on the settings it was made with (or the ones given explicitly).
+    memory_tier=False drops the memory stacks; a file written without a memory tier is scored without one."""
     doc = read_partition_file(partition_path)
     spec, saved_chiplets, saved_shapes, saved_precision = _document_settings(doc, partition_path)
     graph = load_model(model, input_shapes or saved_shapes, precision or saved_precision)
     if hardware is None and spec is not None and spec not in PRESETS and not Path(spec).exists():
         raise UserError(f"partition file {partition_path} was made on hardware file {spec}, which is gone",
                         "pass --hardware with the package description to score it on")
-    hw = load_hardware(hardware or spec, chiplets if chiplets is not None else saved_chiplets)
+    tier = doc.get("memory_tier")
+    saved_tier = not (isinstance(tier, dict) and tier.get("stacks") == [])   # [] = made without a memory tier
+    hw = load_hardware(hardware or spec, chiplets if chiplets is not None else saved_chiplets,
+                       memory_tier=memory_tier and (saved_tier or hardware is not None))
     a = assignment_from_document(graph, doc, partition_path)
-    problems = check(graph, hw, a)
+    streamed = streamed_from_document(graph, doc, partition_path)
+    batch = batch_from_document(doc, partition_path)
+    problems = check(graph, hw, a, streamed=streamed)
     if problems:
         raise UserError(f"partition in {partition_path} is invalid on {hw.name}: {problems[0]}"
                         + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
                         "re-run `partition` for this hardware")
     start = time.perf_counter()
-    best = Evaluation(Partition(a, a, 0, "loaded"), simulate(graph, hw, a, trace=True))
-    outcome = Outcome(model, graph, hw, str(doc.get("method", "loaded")), best, 1, time.perf_counter() - start)
+    part = Partition(a, a, 0, "loaded", streamed=streamed)
+    best = Evaluation(part, simulate(graph, hw, part, trace=True, batch=batch))
+    outcome = Outcome(model, graph, hw, str(doc.get("method", "loaded")), best, 1, time.perf_counter() - start,
+                      batch=batch)
     if out:
         config = {"command": "simulate", "model": model, "partition": partition_path, "hardware": hardware or spec,
                   "chiplets": hw.n_chiplets, "precision": graph.metadata.get("precision"),
