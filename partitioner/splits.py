@@ -14,6 +14,19 @@ from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
 
 
+def sram_weights(graph: TensorGraph, hw: Hardware, relaxed: bool = False) -> np.ndarray:
+    """Weight bytes the splits must fit in SRAM. SRAM-only package: all of them. With a memory tier, an op whose
+    weights and activations exceed the largest SRAM streams anyway and counts 0; `relaxed` (the splits' second
+    try when the first cannot fit) counts none, so an LLM's split balances compute instead of running out of
+    chiplets, and repair streams what overflows (solver/residency.py)."""
+    w = graph.weight_bytes
+    if not hw.memory_stacks:
+        return w
+    if relaxed:
+        return np.zeros_like(w)
+    return np.where(w + graph.work_bytes > max(c.sram_bytes for c in hw.chiplets), 0, w)
+
+
 def trivial_lower_bound(graph: TensorGraph, hw: Hardware) -> int:
     """max(ceil(total fastest cycles / n_chiplets), slowest op's fastest cycles): valid for any partition."""
     if graph.n_ops == 0:
@@ -28,7 +41,7 @@ def contiguous_split(graph: TensorGraph, hw: Hardware) -> np.ndarray:
     n, n_chip = graph.n_ops, hw.n_chiplets
     cycles = op_cycles_matrix(graph, hw)
     sram = [c.sram_bytes for c in hw.chiplets]
-    w, work = graph.weight_bytes.tolist(), graph.work_bytes.tolist()
+    w, work = sram_weights(graph, hw).tolist(), graph.work_bytes.tolist()
 
     def fill(limit: int) -> np.ndarray | None:
         out = np.empty(n, dtype=np.int64)
@@ -45,6 +58,9 @@ def contiguous_split(graph: TensorGraph, hw: Hardware) -> np.ndarray:
 
     lo, hi = trivial_lower_bound(graph, hw), int(cycles.max(axis=1).sum())
     best = fill(hi)
+    if best is None and hw.memory_stacks:   # weights that do not fit will stream: split on activations only
+        w = sram_weights(graph, hw, relaxed=True).tolist()
+        best = fill(hi)
     if best is None:   # memory alone defeats a contiguous split; spread evenly by count instead
         return (np.arange(n) * n_chip // max(n, 1)).astype(np.int64)
     while lo < hi:
@@ -57,25 +73,32 @@ def contiguous_split(graph: TensorGraph, hw: Hardware) -> np.ndarray:
     return best
 
 
-def greedy_partition(graph: TensorGraph, hw: Hardware) -> np.ndarray:
+def greedy_partition(graph: TensorGraph, hw: Hardware, relaxed: bool = False) -> np.ndarray:
     """Topological load balancing: fill chiplets in pipeline order up to an equal share of the total cycles,
-    moving on early when the next op would overflow the chiplet's SRAM."""
+    moving on early when the next op would overflow the chiplet's SRAM (weights counted by `sram_weights`; with
+    a memory tier, if the last chiplet overflows, once more with `relaxed`)."""
     n_chip = hw.n_chiplets
+    fit_w = sram_weights(graph, hw, relaxed)
+    overflow = False
     cycles = op_cycles(graph, hw.chiplets[0]).astype(float)
     target = cycles.sum() / n_chip
     assignment = np.zeros(graph.n_ops, dtype=np.int64)
     chip, load, weights, peak = 0, 0.0, 0, 0
     for i in range(graph.n_ops):
-        w, work = int(graph.weight_bytes[i]), int(graph.work_bytes[i])
+        w, work = int(fit_w[i]), int(graph.work_bytes[i])
         # `load` is cumulative, so the op's midpoint is compared with this chiplet's share boundary.
         over_time = load > 0 and load + cycles[i] / 2 > target * (chip + 1)
         over_memory = weights + w + max(peak, work) > hw.chiplets[chip].sram_bytes and (weights or peak)
         if chip < n_chip - 1 and (over_time or over_memory):
             chip, weights, peak = chip + 1, 0, 0
+        elif over_memory:
+            overflow = True
         assignment[i] = chip
         load += cycles[i]
         weights += w
         peak = max(peak, work)
+    if overflow and hw.memory_stacks and not relaxed:
+        return greedy_partition(graph, hw, relaxed=True)
     return assignment
 
 
@@ -90,13 +113,13 @@ def _send_bytes(graph: TensorGraph) -> np.ndarray:
     return send
 
 
-def stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int) -> np.ndarray:
+def stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, relaxed: bool = False) -> np.ndarray:
     """cost[i, j]: cycles of running ops i..j-1 on `chiplet` plus shipping their cut outputs (inf if the ops do
     not fit its SRAM, 0 for the empty stage i == j). The DP's stage cost, in the simulator's cost model."""
     n = graph.n_ops
     chip = hw.chiplets[chiplet]
     cyc = np.concatenate([[0], np.cumsum(op_cycles(graph, chip))]).astype(float)
-    wts = np.concatenate([[0], np.cumsum(graph.weight_bytes)])
+    wts = np.concatenate([[0], np.cumsum(sram_weights(graph, hw, relaxed))])
     send = _send_bytes(graph)
     # cross[i, j] = sum_{i <= s < j} send[s, j]: a reverse cumulative sum down each column (send[s, j] is 0 for
     # s >= j, so the sum may run to the end).
@@ -115,9 +138,10 @@ def stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int) -> np.ndar
     return cost
 
 
-def dp_partition(graph: TensorGraph, hw: Hardware) -> np.ndarray:
+def dp_partition(graph: TensorGraph, hw: Hardware, relaxed: bool = False) -> np.ndarray:
     """Optimal contiguous split of the topological order into at most n_chiplets stages (stage k on chiplet k),
-    minimising the slowest stage's cycles under SRAM limits. Falls back to greedy if no split fits."""
+    minimising the slowest stage's cycles under SRAM limits (weights counted by `sram_weights`). If no split
+    fits: with a memory tier, once more with `relaxed`; otherwise greedy."""
     n, n_chip = graph.n_ops, hw.n_chiplets
     costs: dict = {}
     best = np.full(n + 1, np.inf)
@@ -127,7 +151,7 @@ def dp_partition(graph: TensorGraph, hw: Hardware) -> np.ndarray:
         chip = hw.chiplets[k]
         cost = costs.get(chip)
         if cost is None:
-            cost = costs[chip] = stage_cost_matrix(graph, hw, k)
+            cost = costs[chip] = stage_cost_matrix(graph, hw, k, relaxed)
         nxt = np.full(n + 1, np.inf)
         for j in range(n + 1):
             cand = np.maximum(best[:j + 1], cost[:j + 1, j])
@@ -135,6 +159,8 @@ def dp_partition(graph: TensorGraph, hw: Hardware) -> np.ndarray:
             nxt[j], choice[k, j] = cand[i], i
         best = nxt
     if not np.isfinite(best[n]):
+        if hw.memory_stacks and not relaxed:
+            return dp_partition(graph, hw, relaxed=True)
         return greedy_partition(graph, hw)
     assignment = np.zeros(n, dtype=np.int64)
     j = n

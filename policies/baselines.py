@@ -16,7 +16,7 @@ import numpy as np
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
 from partitioner.report import Evaluation
-from partitioner.splits import dp_partition, greedy_partition
+from partitioner.splits import dp_partition, greedy_partition, sram_weights
 
 EvaluateFn = Callable[[np.ndarray], Evaluation]
 ProgressFn = Callable[[int, float], None]
@@ -77,14 +77,16 @@ def _valid_moves(graph: TensorGraph, hw: Hardware, a: np.ndarray, allowed: np.nd
 
     Pipeline order: an op may go up to c+1 if no successor sits on c, down to c-1 if no predecessor sits on c.
     Memory: the target must hold its weights plus the op's, with the larger of the two activation peaks (the
-    source chiplet only frees memory). allowed[op, chiplet] excludes op types a chiplet cannot run.
+    source chiplet only frees memory; with a memory tier, weights as `splits.sram_weights` counts them).
+    allowed[op, chiplet] excludes op types a chiplet cannot run.
     """
     n_chip = hw.n_chiplets
     pred_max = np.full(graph.n_ops, -1)
     succ_min = np.full(graph.n_ops, n_chip)
     np.maximum.at(pred_max, graph.edge_dst, a[graph.edge_src])
     np.minimum.at(succ_min, graph.edge_src, a[graph.edge_dst])
-    weights = np.bincount(a, weights=graph.weight_bytes, minlength=n_chip)
+    w = sram_weights(graph, hw)
+    weights = np.bincount(a, weights=w, minlength=n_chip)
     peak = np.zeros(n_chip)
     np.maximum.at(peak, a, graph.work_bytes.astype(float))
     sram = np.array([c.sram_bytes for c in hw.chiplets], dtype=float)
@@ -92,7 +94,7 @@ def _valid_moves(graph: TensorGraph, hw: Hardware, a: np.ndarray, allowed: np.nd
     for step, ok in ((1, (a + 1 < n_chip) & (a + 1 <= succ_min)), (-1, (a >= 1) & (a - 1 >= pred_max))):
         idx = np.flatnonzero(ok)
         t = a[idx] + step
-        fits = weights[t] + graph.weight_bytes[idx] + np.maximum(peak[t], graph.work_bytes[idx]) <= sram[t]
+        fits = weights[t] + w[idx] + np.maximum(peak[t], graph.work_bytes[idx]) <= sram[t]
         keep = fits & allowed[idx, t]
         ops.append(idx[keep])
         targets.append(t[keep])

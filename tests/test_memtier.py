@@ -263,3 +263,18 @@ def test_cli_streams_lists_weights_and_rescoring_reads_them_back(tmp_path, capsy
     before = (out / "partition.json").read_text()
     assert main([model, "--hardware", str(hw), "--no-memory-tier", "--method", "greedy", "--out", str(out)]) == 2
     assert (out / "partition.json").read_text() == before
+
+
+def test_splits_balance_compute_when_weights_can_stream():
+    from partitioner.splits import contiguous_split, dp_partition, greedy_partition, sram_weights
+
+    g, hw = llm_like(), mesh_of(4, memory_tier=True)   # 12 x 40 MiB: no split fits 4 x 64 MiB all resident
+    even = [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3
+    assert dp_partition(g, hw).tolist() == even
+    assert greedy_partition(g, hw).tolist() == even
+    assert contiguous_split(g, hw).tolist() == even
+    # A weight larger than any SRAM streams anyway, so it never counts; the others do until relaxed.
+    big = TensorGraph.build("g", [matmul("emb", 1, 80 * MIB, read=10), matmul("w", 1, 8 * MIB)], [(0, 1, 0)])
+    assert sram_weights(big, hw).tolist() == [0, 8 * MIB]
+    assert sram_weights(big, hw, relaxed=True).tolist() == [0, 0]
+    assert sram_weights(big, mesh_of(4)).tolist() == [80 * MIB, 8 * MIB]

@@ -1,0 +1,125 @@
+"""Models that need the memory tier, on the default hardware: throughput, certificate, planner time, peak memory.
+
+    python benchmarks/memtier.py [--models /work/models/gpt2.onnx /work/models/llama-1b.onnx] [--chiplets 16 64]
+                                 [--batch 1] [--write]
+
+Each (model, chiplets) runs the real CLI (`partition MODEL --chiplets N --batch B`, default method, fp16) in a fresh
+process, timed with its peak RSS (os.wait4). The result is checked from the files alone: exit 0, partition.json
+valid under `partition.check` with its streamed weights, pipeline order on every edge of the ONNX graph (producer
+node's chiplet <= consumer node's), and throughput <= the CP-SAT certificate. --write replaces the "Memory tier"
+section of benchmarks/RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.results_md import update_section  # noqa: E402
+from partitioner.app.run import assignment_from_document, load_model  # noqa: E402
+from partitioner.hardware import load_hardware  # noqa: E402
+from partitioner.memtier_report import streamed_from_document  # noqa: E402
+from partitioner.partition import check  # noqa: E402
+
+DEFAULT_MODELS = ["/work/models/gpt2.onnx", "/work/models/llama-1b.onnx"]
+
+
+def onnx_order_violations(model: str, by_node: dict[str, int]) -> int:
+    """ONNX edges (a node's output read by another node) whose producer sits on a later chiplet than the consumer."""
+    graph = onnx.load(model, load_external_data=False).graph
+    producer = {out: n.name for n in graph.node for out in n.output}
+    bad = 0
+    for n in graph.node:
+        for inp in n.input:
+            src = producer.get(inp)
+            if src in by_node and n.name in by_node and by_node[src] > by_node[n.name]:
+                bad += 1
+    return bad
+
+
+def run_one(model: str, chiplets: int, batch: int) -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "-m", "partitioner.app.cli", model, "--chiplets", str(chiplets), "--batch", str(batch),
+               "--out", out]
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        stdout, stderr = proc.stdout.read().decode(), proc.stderr.read().decode()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        row = {"model": Path(model).stem, "chiplets": chiplets, "exit": proc.returncode, "wall_s": wall,
+               "rss_mib": usage.ru_maxrss / 1024}
+        if proc.returncode != 0:
+            row["error"] = (stderr.strip().splitlines() or ["?"])[-1]
+            return row
+        doc = json.loads((Path(out) / "partition.json").read_text())
+    graph = load_model(model, None, "fp16")
+    hw = load_hardware(None, chiplets)
+    a = assignment_from_document(graph, doc, "partition.json")
+    streamed = streamed_from_document(graph, doc, "partition.json")
+    m = doc["metrics"]
+    tier = doc["memory_tier"]
+    row.update(
+        ops=graph.n_ops, weights_mib=graph.total_weight_bytes / 2**20,
+        streamed_ops=len(tier["streamed"]), streamed_mib=sum(r["weight_bytes"] for r in tier["streamed"]) / 2**20,
+        stack_read_mib=sum(s["read_bytes_per_inference"] for s in tier["stacks"]) / 2**20,
+        throughput=m["throughput_per_s"], certificate=m.get("solver_bound_throughput_per_s"),
+        status=m.get("solver_bound_status"), bottleneck=m["bottleneck"],
+        valid=not check(graph, hw, a, streamed=np.asarray(streamed) if streamed is not None else None),
+        onnx_order_violations=onnx_order_violations(model, doc["assignment"]))
+    return row
+
+
+def table(rows: list[dict], batch: int) -> str:
+    lines = ["| model | chiplets | exit | weights | streamed (ops) | stack reads / inf | throughput /s | certificate /s "
+             "| % of cert | proven | planner s | peak RSS | valid, ONNX order |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|"]
+    for r in rows:
+        if r["exit"] != 0:
+            lines.append(f"| {r['model']} | {r['chiplets']} | {r['exit']} | | | | | | | | {r['wall_s']:.0f} "
+                         f"| {r['rss_mib']:.0f} MiB | {r.get('error', '')} |")
+            continue
+        cert = r["certificate"]
+        pct = f"{100 * r['throughput'] / cert:.1f}%" if cert else "n/a"
+        lines.append(
+            f"| {r['model']} | {r['chiplets']} | 0 | {r['weights_mib']:,.0f} MiB | {r['streamed_mib']:,.0f} MiB "
+            f"({r['streamed_ops']}) | {r['stack_read_mib']:,.1f} MiB | {r['throughput']:,.1f} | "
+            f"{cert:,.1f} | {pct} | {'yes' if r['status'] == 'optimal' else 'no (' + str(r['status']) + ')'} | "
+            f"{r['wall_s']:.0f} | {r['rss_mib']:.0f} MiB | "
+            f"{'yes' if r['valid'] else 'NO'}, {r['onnx_order_violations']} backward edges |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
+    ap.add_argument("--chiplets", nargs="+", type=int, default=[16, 64])
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--write", action="store_true", help="replace the Memory tier section of RESULTS.md")
+    args = ap.parse_args(argv)
+    rows = []
+    for model in args.models:
+        for n in args.chiplets:
+            rows.append(run_one(model, n, args.batch))
+            print(json.dumps(rows[-1]), flush=True)
+    text = table(rows, args.batch)
+    print(text)
+    if args.write:
+        cmd = "python benchmarks/memtier.py " + " ".join(["--models", *args.models, "--chiplets",
+                                                          *map(str, args.chiplets), "--batch", str(args.batch)])
+        update_section("Memory tier", f"Command: `{cmd} --write`\n\n{text}\n")
+
+
+if __name__ == "__main__":
+    main()
