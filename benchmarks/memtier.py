@@ -32,6 +32,19 @@ from partitioner.hardware import load_hardware  # noqa: E402
 from partitioner.memtier_report import streamed_from_document  # noqa: E402
 from partitioner.partition import check  # noqa: E402
 
+EXPLAIN = (
+    "The models in /work/models that do not fit the SRAM-only package (GPT-2: its 75 MiB token embedding, tied "
+    "to the LM head, exceeds one chiplet's 64 MiB; the 16-layer 1B Llama: 2.1 GB of fp16 weights, and a 501 MiB "
+    "embedding / LM head), partitioned by the default command on the default hardware (near-square mesh, HBM3 "
+    "stacks on the west and east edges, fp16, default method rl, 64 evaluations, 10 s CP-SAT certificate) on the "
+    "2-core machine. `weights`: all fp16 weights; `streamed`: the weights the partition keeps off-chip (and how "
+    "many ops); `stack reads / inf`: bytes read from the stacks per inference. `certificate`: CP-SAT's proven upper "
+    "bound on the simulated throughput of any partition the tool can output (busiest chiplet, link average or "
+    "stack, over every assignment and every choice of streamed weights); `proven`: CP-SAT closed the gap. `planner "
+    "s` and `peak RSS`: the whole command in a fresh process (import, search, certificate, all outputs). `valid, "
+    "ONNX order`: partition.json re-checked by `partition.check` with its streamed weights, and the number of ONNX "
+    "edges whose producer node sits on a later chiplet than its consumer (must be 0).")
+
 DEFAULT_MODELS = ["/work/models/gpt2.onnx", "/work/models/llama-1b.onnx"]
 
 
@@ -118,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.write:
         cmd = "python benchmarks/memtier.py " + " ".join(["--models", *args.models, "--chiplets",
                                                           *map(str, args.chiplets), "--batch", str(args.batch)])
-        update_section("Memory tier", f"Command: `{cmd} --write`\n\n{text}\n")
+        update_section("Memory tier", f"Command: `{cmd} --write`\n\n{EXPLAIN}\n\n{text}\n")
 
 
 if __name__ == "__main__":

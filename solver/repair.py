@@ -120,6 +120,12 @@ def repair(graph: TensorGraph, hw: Hardware, proposal: np.ndarray, *, time_limit
         solved, status = _solve_with_memory(graph, hw, dom, prop, weights, hint, kept_bound,
                                             time_limit_s, seed, pins, info)
         assignment = feasible(solved)
+        if assignment is None:   # only with a memory tier: SRAM fits, but a stack cannot hold what it must stream
+            stored = sum(st.capacity_bytes for st in hw.memory_stacks)
+            raise UserError(f"no partition found whose streamed weights fit the memory stacks they stream from "
+                            f"({len(hw.memory_stacks)} stacks, {stored} bytes in all; each chiplet reads from "
+                            f"its nearest stack)", "give the stacks more capacity (capacity_gib) or attach them "
+                            "to more chiplets")
     if balance_time_s > 0 and hw.n_chiplets > 1:
         assignment = _balance_exact(graph, hw, dom, prop, weights, assignment, balance_time_s, seed, info)
     ok, streamed = streams_for(assignment)
