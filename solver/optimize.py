@@ -14,7 +14,8 @@ true certificate: the simulator's cycles per inference are at least the busiest 
     the stack that long per batch for each read, and a sum of floors is at most the floor of the sum. Which
     weights stream is a decision of the model (residency literals, solver/_ladder.py).
 
-Objective: bottleneck = max(max_c max(C_c, ceil(S_c / out_degree(c))), max_k T_k). Under-counted against the simulator: the NoC
+Objective: bottleneck = max(max_c max(C_c, ceil(S_c / out_degree(c))), max_k T_k). Its lower end is the larger of
+the trivial compute bound and `stack_lower_bound` (how much must stream at least, at the stacks' total bandwidth). Under-counted against the simulator: the NoC
 hops of stream reads, stack latency, messages to second and further destination chiplets, the later hops of multi-hop routes, hop latency and contention, so the
 simulator's bottleneck can be larger than `objective_cycles` but never smaller than `lower_bound_cycles`.
 
@@ -89,6 +90,31 @@ def stack_cycles(graph: TensorGraph, hw: Hardware, assignment: np.ndarray, strea
     return out
 
 
+def stack_lower_bound(graph: TensorGraph, hw: Hardware, batch: int = 1) -> int:
+    """A bound on max_k T_k valid for every partition, without a solver. Resident weights fit in SRAM, so at least
+    D = total weights - total SRAM bytes must stream; the fewest read bytes that stream that much is a fractional
+    knapsack (ops by read bytes per weight byte, cheapest first): R. The stacks together read at most
+    sum_k bytes_per_cycle per cycle, and each op's floor(ceil(b / bw) / batch) loses less than one cycle, so
+    max_k T_k >= floor(R / (batch x sum_k bw)) - (ops with weights). 0 when everything fits or without a tier."""
+    if not hw.memory_stacks:
+        return 0
+    w = graph.weight_bytes.astype(np.float64)
+    deficit = float(w.sum()) - sum(c.sram_bytes for c in hw.chiplets)
+    if deficit <= 0:
+        return 0
+    reads = stream_bytes(graph, batch).astype(np.float64)
+    has = np.flatnonzero(w > 0)
+    total = 0.0
+    for i in sorted(has.tolist(), key=lambda i: reads[i] / w[i]):
+        take = min(w[i], deficit)
+        total += reads[i] * take / w[i]
+        deficit -= take
+        if deficit <= 0:
+            break
+    bw = sum(st.bytes_per_cycle for st in hw.memory_stacks)
+    return max(0, int(total // (batch * bw)) - int(has.size))
+
+
 def bottleneck_cycles(graph: TensorGraph, hw: Hardware, assignment: np.ndarray,
                       streamed: np.ndarray | None = None, batch: int = 1) -> int:
     """max(max_c max(C_c, ceil(S_c / out_degree(c))), max_k T_k): the objective of `optimize` for a full
@@ -119,7 +145,7 @@ def optimize(graph: TensorGraph, hw: Hardware, *, time_limit_s: float = 30.0, se
     cycles = op_cycles_matrix(graph, hw)
     ladder = build_ladder(graph, hw, dom)
     model, x, y = ladder.model, ladder.x, ladder.y
-    lower = trivial_lower_bound(graph, hw)
+    lower = max(trivial_lower_bound(graph, hw), stack_lower_bound(graph, hw, batch))
     edge_ser = np.asarray(serialization_cycles(graph.edge_bytes, hw), dtype=np.int64)
     upper = int(cycles.max(axis=1).sum() + edge_ser.sum() + stack_read_cycles(graph, hw, batch).max(axis=1, initial=0).sum())
     bottleneck = model.new_int_var(lower, max(lower, upper), "bottleneck")

@@ -278,3 +278,20 @@ def test_splits_balance_compute_when_weights_can_stream():
     assert sram_weights(big, hw).tolist() == [0, 8 * MIB]
     assert sram_weights(big, hw, relaxed=True).tolist() == [0, 0]
     assert sram_weights(big, mesh_of(4)).tolist() == [80 * MIB, 8 * MIB]
+
+
+def test_stack_lower_bound_by_hand():
+    from solver.optimize import stack_lower_bound
+
+    # 12 x 40 MiB on 4 x 64 MiB of SRAM: at least 480 - 256 = 224 MiB stream, read whole (ratio 1), over two
+    # stacks of 819 B/cycle: floor(234,881,024 / 1,638) - 12 weighted ops = 143,395 - 12 = 143,383 cycles.
+    g, hw = llm_like(), mesh_of(4, memory_tier=True)
+    assert stack_lower_bound(g, hw) == 143_383
+    assert stack_lower_bound(g, hw, batch=8) == 234_881_024 // (8 * 1638) - 12
+    # An embedding that reads 314,572 of its 300 MiB streams first: the 500 - 256 = 244 MiB deficit all comes from
+    # it, costing 314,572 x 244 / 300 = 255,852.2 read bytes: floor(255,852.2 / 1,638) - 6 ops = 156 - 6 = 150.
+    emb = TensorGraph.build("g", [matmul("emb", 1, 300 * MIB, read=300 * MIB // 1000)] + list(g.ops[:5]), [])
+    assert stack_lower_bound(emb, hw) == 150
+    assert stack_lower_bound(g, mesh_of(4)) == 0 and stack_lower_bound(llm_like(4), hw) == 0
+    part = optimize(g, hw, time_limit_s=5, workers=1)
+    assert part.lower_bound_cycles >= 143_383
