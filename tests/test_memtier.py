@@ -295,3 +295,23 @@ def test_stack_lower_bound_by_hand():
     assert stack_lower_bound(g, mesh_of(4)) == 0 and stack_lower_bound(llm_like(4), hw) == 0
     part = optimize(g, hw, time_limit_s=5, workers=1)
     assert part.lower_bound_cycles >= 143_383
+
+
+GPT2 = "/work/models/gpt2.onnx"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("os").path.exists(GPT2), reason="exported GPT-2 not present")
+def test_gpt2_runs_on_the_default_package_by_streaming_its_embedding(tmp_path):
+    from partitioner.app.run import assignment_from_document, load_model
+    from partitioner.memtier_report import streamed_from_document
+
+    out = tmp_path / "gpt2"
+    assert main([GPT2, "--chiplets", "16", "--method", "dp", "--out", str(out)]) == 0
+    doc = json.loads((out / "partition.json").read_text())
+    graph = load_model(GPT2, precision="fp16")
+    a = assignment_from_document(graph, doc, "partition.json")
+    streamed = streamed_from_document(graph, doc, "partition.json")
+    assert "/model/transformer/wte/Gather" in {r["op"] for r in doc["memory_tier"]["streamed"]}
+    assert check(graph, load_hardware(None, 16), a, streamed=streamed) == []
+    assert doc["metrics"]["throughput_per_s"] <= doc["metrics"]["solver_bound_throughput_per_s"] * (1 + 1e-9)
