@@ -6,6 +6,7 @@ Usage:
     partition simulate MODEL.onnx --partition partition.json                       re-score a saved partition
     partition train --corpus DIR --out policy.pt                                   pre-train the policy
     partition finetune MODEL.onnx --chiplets N --policy CKPT --budget N --out DIR  fine-tune on one graph
+    partition explore MODEL.onnx [--budget 30] [--space FILE.toml] [--ray auto]     hardware design-space search
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from contextlib import contextmanager
 from partitioner.errors import UserError
 from partitioner.onnx_import import parse_input_shapes
 
-SUBCOMMANDS = ("inspect", "simulate", "train", "finetune", "run")
+SUBCOMMANDS = ("inspect", "simulate", "train", "finetune", "run", "explore")
 
 
 def _add_model_args(p: argparse.ArgumentParser, precision: str | None = "fp16") -> None:
@@ -94,6 +95,19 @@ def _parser() -> argparse.ArgumentParser:
     fine.add_argument("--seed", type=int, default=0)
     fine.add_argument("--out", default="out", help="output directory (checkpoint, curves, partition)")
     fine.add_argument("--time-limit", type=float, default=None, help="CP-SAT seconds per repair")
+
+    exp = sub.add_parser("explore", help="search hardware (node, chiplets, MACs, SRAM, links, clock, package) "
+                                         "for the throughput / power / cost Pareto front")
+    _add_model_args(exp)
+    exp.add_argument("--budget", type=int, default=30, help="designs to evaluate (default 30)")
+    exp.add_argument("--workers", type=int, default=2, help="designs evaluated in parallel (default 2)")
+    exp.add_argument("--space", default=None, help="TOML file narrowing or widening the space (docs/explore.md)")
+    exp.add_argument("--sampler", default="nsga2", choices=["nsga2", "random"])
+    exp.add_argument("--population", type=int, default=None, help="NSGA-II population (default budget/4)")
+    exp.add_argument("--ray", default=None, metavar="auto|ADDRESS|local",
+                     help="evaluate on Ray: auto (a running cluster), ADDRESS, or local (start one here)")
+    exp.add_argument("--seed", type=int, default=0)
+    exp.add_argument("--out", default="explore", help="output directory; run again with it to resume")
     return top
 
 
@@ -166,6 +180,23 @@ def _dispatch(args: argparse.Namespace) -> int:
         from partitioner.app import train_cli as cli_entry
 
         print(cli_entry.train(args))
+        return 0
+    if args.command == "explore":
+        from partitioner.app import explore
+
+        cfg = explore.ExploreConfig(model=args.model, budget=args.budget, workers=args.workers, seed=args.seed,
+                                    out=args.out, space=args.space, sampler=args.sampler,
+                                    population=args.population, ray=args.ray,
+                                    input_shapes=parse_input_shapes(args.input_shape or []),
+                                    precision=args.precision)
+        from tqdm import tqdm
+
+        bar = tqdm(desc="designs", total=args.budget, unit="design", leave=False, disable=None, file=sys.stderr)
+        try:
+            summary = explore.run_explore(cfg, on_done=lambda n, _total: bar.update(n - bar.n))
+        finally:
+            bar.close()
+        print(explore.format_summary(summary))
         return 0
     if args.command == "finetune":
         from partitioner.app import train_cli as cli_entry
