@@ -72,7 +72,8 @@ def write_results(study, cfg, out: Path, wall_s: float) -> dict:
     summary = {
         "model": cfg.model,
         "objectives": {"throughput_per_s": "maximize", "power_w": "minimize", "cost_usd": "minimize"},
-        "evaluated": sum(1 for t in trials if t.state in (TrialState.COMPLETE, TrialState.FAIL)),
+        "evaluated": sum(1 for t in trials if t.state in (TrialState.COMPLETE, TrialState.FAIL)
+                         and "result" in t.user_attrs),   # a trial failed because its run was killed is not one
         "fitting": len(rows),
         "wall_s": wall_s,
         "nodes": sorted({r["process_nm"] for r in front}),
