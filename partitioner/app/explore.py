@@ -121,7 +121,10 @@ def evaluate_design(model: str, shapes: tuple, precision: str, params: dict) -> 
         cost = ppa.ppa(hw, design.process_nm, precision=precision, package=design.package)
     except UserError as exc:
         return DesignResult(False, why=exc.problem, seconds=time.perf_counter() - start)
-    assignment, how = map_design(graph, hw)
+    try:
+        assignment, how = map_design(graph, hw)
+    except UserError as exc:   # e.g. one op larger than a chiplet's SRAM: this design does not fit the model
+        return DesignResult(False, why=exc.problem, seconds=time.perf_counter() - start)
     if assignment is None:
         return DesignResult(False, why="no valid partition (SRAM too small for the split)",
                             seconds=time.perf_counter() - start)
@@ -132,11 +135,22 @@ def evaluate_design(model: str, shapes: tuple, precision: str, params: dict) -> 
 
 
 # --- backends -----------------------------------------------------------------------------------------------------
-class LocalPool:
-    """A process pool; one worker needs no pool (runs in this process, which keeps tests and profiles simple)."""
+def _install_graph(key: tuple, graph: TensorGraph) -> None:
+    _GRAPHS[key] = graph
 
-    def __init__(self, workers: int) -> None:
-        self.pool = cf.ProcessPoolExecutor(workers) if workers > 1 else None
+
+class LocalPool:
+    """A process pool; one worker needs no pool (runs in this process, which keeps tests and profiles simple).
+
+    Workers are spawned, not forked (a fork of a process that has run onnxruntime can crash), and receive the
+    loaded graph once through the initializer instead of importing the model again."""
+
+    def __init__(self, workers: int, graph_key: tuple | None = None, graph: TensorGraph | None = None) -> None:
+        import multiprocessing as mp
+
+        init = (_install_graph, (graph_key, graph)) if graph is not None else (None, ())
+        self.pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init[0],
+                                           initargs=init[1]) if workers > 1 else None
 
     def submit(self, fn: Callable, *args) -> cf.Future:
         if self.pool is not None:
@@ -182,8 +196,9 @@ class RayBackend:
             self.ray.shutdown()
 
 
-def make_backend(workers: int, ray_address: str | None):
-    return LocalPool(workers) if ray_address is None else RayBackend(ray_address)
+def make_backend(workers: int, ray_address: str | None, graph_key: tuple | None = None,
+                 graph: TensorGraph | None = None):
+    return LocalPool(workers, graph_key, graph) if ray_address is None else RayBackend(ray_address)
 
 
 # --- the study ----------------------------------------------------------------------------------------------------
@@ -237,7 +252,8 @@ def explore_study(cfg: ExploreConfig, graph: TensorGraph, space: Space, out: Pat
             results[_done_key(t.params)] = t.user_attrs["result"]
     n_done = sum(1 for t in study.get_trials(deepcopy=False) if t.state in finished and "result" in t.user_attrs)
     shapes = tuple(sorted((k, tuple(v)) for k, v in graph.metadata.get("input_shapes", {}).items()))
-    backend = make_backend(cfg.workers, cfg.ray)
+    _GRAPHS[(cfg.model, shapes, cfg.precision)] = graph   # the in-process (1 worker) path reuses it too
+    backend = make_backend(cfg.workers, cfg.ray, (cfg.model, shapes, cfg.precision), graph)
     pending: dict[cf.Future, object] = {}
     try:
         if on_done:
