@@ -68,6 +68,8 @@ class DesignResult:
     partitioner: str = ""
     why: str = ""
     seconds: float = 0.0
+    violation_mib: float = 0.0
+    """how far a design that does not fit is from fitting (NSGA-II's constraint: 0 when it fits)."""
 
 
 # --- one design (runs in a worker) -------------------------------------------------------------------------------
@@ -113,21 +115,28 @@ def evaluate_design(model: str, shapes: tuple, precision: str, params: dict) -> 
     graph = _graph(model, shapes, precision)
     design = design_from_params(params)
     hw = hardware_of(design, precision)
+    mib = 2.0 ** 20
     need, have = int(graph.weight_bytes.sum()), sum(c.sram_bytes for c in hw.chiplets)
-    if need > have:
-        return DesignResult(False, why=f"weights {need / 2**20:,.0f} MiB > SRAM {have / 2**20:,.0f} MiB",
-                            seconds=time.perf_counter() - start)
+    largest_op = int((graph.weight_bytes + graph.work_bytes).max()) if graph.n_ops else 0
+    short = max(0, need - have) + max(0, largest_op - hw.chiplets[0].sram_bytes)
+
+    def no_fit(why: str, violation: float) -> DesignResult:
+        return DesignResult(False, why=why, seconds=time.perf_counter() - start, violation_mib=violation)
+
+    if short > 0:
+        return no_fit(f"weights {need / mib:,.1f} MiB vs SRAM {have / mib:,.1f} MiB; largest op "
+                      f"{largest_op / mib:,.1f} MiB vs a chiplet's {hw.chiplets[0].sram_bytes / mib:,.1f} MiB",
+                      short / mib)
     try:
         cost = ppa.ppa(hw, design.process_nm, precision=precision, package=design.package)
-    except UserError as exc:
-        return DesignResult(False, why=exc.problem, seconds=time.perf_counter() - start)
+    except UserError as exc:   # a die or interposer too large for a wafer
+        return no_fit(exc.problem, 1.0)
     try:
         assignment, how = map_design(graph, hw)
-    except UserError as exc:   # e.g. one op larger than a chiplet's SRAM: this design does not fit the model
-        return DesignResult(False, why=exc.problem, seconds=time.perf_counter() - start)
+    except UserError as exc:   # the repair proves no valid partition exists
+        return no_fit(exc.problem, 1.0)
     if assignment is None:
-        return DesignResult(False, why="no valid partition (SRAM too small for the split)",
-                            seconds=time.perf_counter() - start)
+        return no_fit("no valid partition (SRAM too small for the split)", 1.0)
     rep = simulate(graph, hw, assignment)
     return DesignResult(True, rep.throughput_per_s, ppa.power_w(rep.energy_j, rep.throughput_per_s, cost.leakage_w),
                         cost.cost_usd, cost.area_mm2, rep.energy_j, rep.latency_s, how,
@@ -253,7 +262,9 @@ def explore_study(cfg: ExploreConfig, graph: TensorGraph, space: Space, out: Pat
     n_done = sum(1 for t in study.get_trials(deepcopy=False) if t.state in finished and "result" in t.user_attrs)
     shapes = tuple(sorted((k, tuple(v)) for k, v in graph.metadata.get("input_shapes", {}).items()))
     _GRAPHS[(cfg.model, shapes, cfg.precision)] = graph   # the in-process (1 worker) path reuses it too
+    started = time.perf_counter()
     backend = make_backend(cfg.workers, cfg.ray, (cfg.model, shapes, cfg.precision), graph)
+    study.set_user_attr("backend_start_s", time.perf_counter() - started)
     pending: dict[cf.Future, object] = {}
     try:
         if on_done:
@@ -266,6 +277,8 @@ def explore_study(cfg: ExploreConfig, graph: TensorGraph, space: Space, out: Pat
                 if known is not None:   # the same design again: reuse it, do not re-evaluate
                     _tell(study, trial, DesignResult(**known), reused=True)
                     n_done += 1
+                    if on_done:
+                        on_done(n_done, cfg.budget)
                     continue
                 pending[backend.submit(evaluate_design, cfg.model, shapes, cfg.precision, params)] = trial
             if not pending:
@@ -285,15 +298,15 @@ def explore_study(cfg: ExploreConfig, graph: TensorGraph, space: Space, out: Pat
 
 
 def _tell(study, trial, res: DesignResult, reused: bool = False) -> None:
-    from optuna.trial import TrialState
-
     trial.set_user_attr("result", asdict(res))
     if reused:
         trial.set_user_attr("reused", True)
-    if res.fits:
-        study.tell(trial, [res.throughput_per_s, res.power_w, res.cost_usd])
-    else:
-        study.tell(trial, state=TrialState.FAIL)
+    # Designs that do not fit are COMPLETE with placeholder objectives (0/s, 0 W, $0) and a positive constraint
+    # violation, which NSGA-II ranks below every fitting design; the Pareto files list fitting designs only.
+    # The constraint drives NSGA-II's constrained domination: designs that fit beat those that do not, and among
+    # those that do not, the closer to fitting (MiB of SRAM short) the better, so the search leaves that region.
+    trial.set_constraint("sram_short_mib", res.violation_mib)
+    study.tell(trial, [res.throughput_per_s, res.power_w, res.cost_usd])
 
 
 def check_fits_somewhere(graph: TensorGraph, space: Space) -> None:

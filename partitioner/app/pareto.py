@@ -41,6 +41,8 @@ def fitting_designs(study) -> list[dict]:
             continue
         seen.add(key)
         r = t.user_attrs["result"]
+        if not r["fits"]:
+            continue
         rows.append({**t.params, **{k: r[k] for k in ("throughput_per_s", "power_w", "cost_usd", "area_mm2",
                                                        "energy_j", "latency_s", "partitioner")},
                      "trial": t.number})
@@ -76,6 +78,7 @@ def write_results(study, cfg, out: Path, wall_s: float) -> dict:
                          and "result" in t.user_attrs),   # a trial failed because its run was killed is not one
         "fitting": len(rows),
         "wall_s": wall_s,
+        "backend_start_s": study.user_attrs.get("backend_start_s", 0.0),   # pool or Ray start-up, inside wall_s
         "nodes": sorted({r["process_nm"] for r in front}),
         "pareto": [{k: r[k] for k in COLUMNS} for r in front],
         "designs": rows,
