@@ -140,3 +140,16 @@ def test_explore_on_a_local_ray_instance(tmp_path):
                         space=_space(tmp_path, SMALL), ray="local")
     summary = run_explore(cfg)
     assert summary["evaluated"] == 3 and summary["pareto"]
+
+
+def test_sram_sizes_below_the_largest_op_are_pruned(tmp_path):
+    from dataclasses import replace
+
+    from partitioner.app.explore import prune_space
+
+    graph = load_model(MODEL, {}, "fp16")
+    largest = int((graph.weight_bytes + graph.work_bytes).max())   # a 3x3x512x512 conv: 4.5 MiB of fp16 weights + activations
+    assert 4 * 2**20 < largest < 8 * 2**20
+    assert prune_space(graph, replace(Space(), sram_mib=(0.5, 4, 8, 64))).sram_mib == (8, 64)
+    with pytest.raises(UserError, match="largest op needs 4.6 MiB"):
+        prune_space(graph, replace(Space(), sram_mib=(0.5, 4)))

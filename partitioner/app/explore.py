@@ -13,6 +13,7 @@ already evaluated is never evaluated twice (its stored result is reused).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -103,7 +104,8 @@ def map_design(graph: TensorGraph, hw) -> tuple[np.ndarray | None, str]:
         return best, how
     from solver.repair import repair
 
-    part = repair(graph, hw, dp_partition(graph, hw), time_limit_s=2.0, seed=0)
+    # what `partition MODEL --method dp` does too (repair of the DP split, same limit and seed), so it reproduces
+    part = repair(graph, hw, dp_partition(graph, hw), time_limit_s=5.0, seed=0)
     return (part.assignment, "repair") if not check(graph, hw, part.assignment) else (None, "")
 
 
@@ -309,6 +311,20 @@ def _tell(study, trial, res: DesignResult, reused: bool = False) -> None:
     study.tell(trial, [res.throughput_per_s, res.power_w, res.cost_usd])
 
 
+def prune_space(graph: TensorGraph, space: Space) -> Space:
+    """Drop SRAM sizes smaller than the model's largest op (weights plus activations): no design with them can
+    fit, whatever the other axes, and a genetic search over categories wastes its budget learning that."""
+    from dataclasses import replace
+
+    largest = int((graph.weight_bytes + graph.work_bytes).max()) if graph.n_ops else 0
+    keep = tuple(v for v in space.sram_mib if v * 2**20 >= largest)
+    if not keep:
+        raise UserError(f"the model's largest op needs {largest / 2**20:,.1f} MiB but the space's largest SRAM is "
+                        f"{max(space.sram_mib):g} MiB per chiplet",
+                        f"allow sram_mib of at least {math.ceil(largest / 2**20)} (--space FILE.toml)")
+    return replace(space, sram_mib=keep)
+
+
 def check_fits_somewhere(graph: TensorGraph, space: Space) -> None:
     """A design where nothing fits: the largest package in the space holds less than the model's weights."""
     need = int(graph.weight_bytes.sum())
@@ -340,6 +356,7 @@ def run_explore(cfg: ExploreConfig, on_done: Callable[[int, int], None] | None =
     space = load_space(cfg.space)
     validate(space)
     graph = load_model(cfg.model, cfg.input_shapes, cfg.precision)
+    space = prune_space(graph, space)
     check_fits_somewhere(graph, space)
     out = prepare_out_dir(cfg.out)
     write_json(out / "config.json", asdict(cfg))
