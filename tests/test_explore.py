@@ -153,3 +153,43 @@ def test_sram_sizes_below_the_largest_op_are_pruned(tmp_path):
     assert prune_space(graph, replace(Space(), sram_mib=(0.5, 4, 8, 64))).sram_mib == (8, 64)
     with pytest.raises(UserError, match="largest op needs 4.6 MiB"):
         prune_space(graph, replace(Space(), sram_mib=(0.5, 4)))
+
+
+@pytest.mark.slow
+def test_sigkilled_explore_process_resumes(tmp_path):
+    """A real kill -9 of `partition explore` mid-study; the re-run keeps every finished trial and only adds."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "partitioner.app.cli", "explore", MODEL, "--workers", "1", "--seed", "5",
+           "--out", str(out)]
+    proc = subprocess.Popen(cmd + ["--budget", "200"], cwd=Path(__file__).resolve().parents[1],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = out / "study.journal"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (journal.exists() and journal.read_text().count('"result"') >= 3):
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    def finished():
+        study = optuna.load_study(study_name="explore", storage=JournalStorage(JournalFileBackend(str(journal))))
+        return {t.number: t.user_attrs["result"] for t in study.trials if "result" in t.user_attrs}
+
+    before = finished()
+    assert 3 <= len(before) < 200
+    budget = len(before) + 2
+    subprocess.run(cmd + ["--budget", str(budget)], cwd=Path(__file__).resolve().parents[1], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    after = finished()
+    assert len(after) == budget
+    assert all(after[n] == r for n, r in before.items())          # finished designs kept, not redone
+    assert json.loads((out / "pareto.json").read_text())["evaluated"] == budget
