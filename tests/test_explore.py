@@ -193,3 +193,14 @@ def test_sigkilled_explore_process_resumes(tmp_path):
     assert len(after) == budget
     assert all(after[n] == r for n, r in before.items())          # finished designs kept, not redone
     assert json.loads((out / "pareto.json").read_text())["evaluated"] == budget
+
+
+@pytest.mark.slow
+def test_ray_auto_without_a_cluster_is_a_one_line_error():
+    pytest.importorskip("ray", reason="ray is not installed (pip install 'chiplet-partitioner[ray]')")
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    with pytest.raises(UserError, match="cannot connect to Ray at 'auto'"):
+        explore.RayBackend("auto")
