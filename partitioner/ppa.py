@@ -20,7 +20,7 @@ PACKAGES = ("organic", "interposer")
 
 @dataclass(frozen=True)
 class Node:
-    """One process node. Densities and energies are relative to the 16 nm reference point (RELATIVE TO 16FF+)."""
+    """One process node. Logic density and dynamic energy are relative to TSMC 16FF+, the reference node."""
 
     nm: int
     logic_density: float

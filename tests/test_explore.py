@@ -47,6 +47,7 @@ def test_space_file_narrows_axes_and_keeps_defaults(tmp_path):
     ("chiplets = [0]\n", "values must be positive"),
     ("topology = ['torus']\nchiplets = [2, 3]\n", "a torus needs at least 4 chiplets"),
     ("package = ['ceramic']\n", "unknown package"),
+    ("process_nm = [28, 16]\nclock_ghz = [2.0]\n", "above the fastest chosen node's ceiling of 1.8 GHz"),
     ("chiplets = [4\n", "not readable TOML"),
 ])
 def test_bad_space_files_are_one_line_errors(tmp_path, text, match):

@@ -27,7 +27,8 @@ class Space:
     sram_mib: tuple[int, ...] = (8, 16, 32, 64, 128)
     link_bytes_per_cycle: tuple[int, ...] = (16, 32, 64, 128)
     clock_ghz: tuple[float, ...] = (0.8, 1.0, 1.4, 2.0)
-    """capped at each node's ppa maximum: a design asking for more runs at the node's maximum."""
+    """capped at each node's ppa maximum: a design asking for more runs at the node's maximum (a space whose
+    every clock is above every chosen node's maximum is contradictory and rejected)."""
     package: tuple[str, ...] = ("organic", "interposer")
 
     def axes(self) -> dict[str, tuple]:
@@ -84,6 +85,11 @@ def validate(space: Space, where: str = "design space") -> None:
     for p in space.package:
         if p not in ppa.PACKAGES:
             raise UserError(f"{where}: unknown package {p!r}", f"use packages from {', '.join(ppa.PACKAGES)}")
+    ceiling = max(ppa.NODES[nm].max_clock_ghz for nm in space.process_nm)
+    if min(space.clock_ghz) > ceiling:
+        raise UserError(f"{where}: every clock_ghz ({', '.join(f'{c:g}' for c in space.clock_ghz)}) is above the "
+                        f"fastest chosen node's ceiling of {ceiling:g} GHz", f"allow a clock of at most {ceiling:g} "
+                        "GHz or a newer process node (ceilings in docs/ppa.md)")
     if space.topology == ("torus",) and max(space.chiplets) < 4:
         raise UserError(f"{where}: a torus needs at least 4 chiplets but the space allows at most "
                         f"{max(space.chiplets)}", "allow more chiplets or another topology")
