@@ -205,3 +205,17 @@ def test_ray_auto_without_a_cluster_is_a_one_line_error():
         ray.shutdown()
     with pytest.raises(UserError, match="cannot connect to Ray at 'auto'"):
         explore.RayBackend("auto")
+
+
+def test_resuming_into_a_study_of_another_space_or_model_is_refused(tmp_path):
+    out = str(tmp_path / "out")
+    run_explore(ExploreConfig(MODEL, budget=1, workers=1, out=out, space=_space(tmp_path, SMALL)))
+    other = tmp_path / "other.toml"
+    other.write_text(SMALL.replace("chiplets = [4, 8]", "chiplets = [4]"))
+    with pytest.raises(UserError, match="another design space"):
+        run_explore(ExploreConfig(MODEL, budget=2, workers=1, out=out, space=str(other)))
+    with pytest.raises(UserError, match="holds a study for precision 'fp16', not 'int8'"):
+        run_explore(ExploreConfig(MODEL, budget=2, workers=1, out=out, space=_space(tmp_path, SMALL),
+                                  precision="int8"))
+    assert run_explore(ExploreConfig(MODEL, budget=2, workers=1, out=out, space=_space(tmp_path, SMALL),
+                                     seed=9))["evaluated"] == 2

@@ -335,6 +335,31 @@ def check_fits_somewhere(graph: TensorGraph, space: Space) -> None:
                         "widen the space: more chiplets or more sram_mib (--space FILE.toml)")
 
 
+def check_resumable(out: Path, cfg: ExploreConfig, space: Space) -> None:
+    """A study in --out is resumed only for the same model, import options and space (budget, workers, seed,
+    sampler and backend may change): mixing designs of two questions in one front would be wrong."""
+    import json
+
+    from partitioner.app.dse_space import space_file_text
+
+    if not (out / STUDY_FILE).exists():
+        return
+    try:
+        old = json.loads((out / "config.json").read_text())
+        old_space = (out / "space.toml").read_text()
+    except (OSError, ValueError):
+        raise UserError(f"{out} holds a study journal but no readable config.json and space.toml",
+                        "pass a fresh --out directory")
+    mine = asdict(cfg)
+    for key in ("model", "precision", "input_shapes"):
+        if old.get(key) != json.loads(json.dumps(mine[key])):
+            raise UserError(f"{out} holds a study for {key} {old.get(key)!r}, not {mine[key]!r}",
+                            "pass a fresh --out directory, or the same options to resume it")
+    if old_space != space_file_text(space):
+        raise UserError(f"{out} holds a study over another design space ({out / 'space.toml'})",
+                        "pass a fresh --out directory, or the same --space to resume it")
+
+
 def validate_config(cfg: ExploreConfig) -> None:
     if cfg.budget < 1:
         raise UserError(f"--budget must be at least 1, got {cfg.budget}", "pass a number of designs, e.g. 30")
@@ -359,6 +384,7 @@ def run_explore(cfg: ExploreConfig, on_done: Callable[[int, int], None] | None =
     space = prune_space(graph, space)
     check_fits_somewhere(graph, space)
     out = prepare_out_dir(cfg.out)
+    check_resumable(out, cfg, space)
     write_json(out / "config.json", asdict(cfg))
     save_space(out / "space.toml", space)
     start = time.perf_counter()
