@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from partitioner import ppa
-from partitioner.app.dse_space import Design, Space, design_from_params, hardware_of, validate
+from partitioner.app.dse_space import Space, design_from_params, hardware_of, validate
 from partitioner.errors import UserError
 from partitioner.graph import TensorGraph
 
