@@ -150,11 +150,12 @@ def split_model(graph: TensorGraph, assignment: np.ndarray, model: onnx.ModelPro
                 if src is None or src == c:
                     todo.append(p)
                 elif src > c:
+                    maker = names[_first_out(g.node[p])]
                     raise UserError(
                         f"node '{names[_first_out(g.node[k])]}' on chiplet {c} reads tensor '{t}' made by node "
-                        f"'{names[_first_out(g.node[p])]}' on later chiplet {src}",
-                        f"move node '{names[_first_out(g.node[p])]}' to chiplet {c} or earlier (re-run `partition`; "
-                        "its outputs must flow forward in pipeline order)")
+                        f"'{maker}' on later chiplet {src}",
+                        f"put op '{graph.ops[owner[maker]].name}' (holding node '{maker}') on chiplet {c} or earlier "
+                        "(re-run `partition`; tensors must flow forward in pipeline order)")
                 else:
                     ins.setdefault(t, src)
         members[c], reads[c] = mine, ins
