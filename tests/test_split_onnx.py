@@ -264,3 +264,38 @@ def test_stages_of_a_4_chiplet_partition_reproduce_the_model(make, fold, tmp_pat
         # every weight the model carries is in some stage, with its bytes
         stage_weights = {t.name: t.raw_data for s in split.stages for t in s.model.graph.initializer}
         assert {t.name: t.raw_data for t in model.graph.initializer} == stage_weights
+
+
+def test_shape_subgraphs_of_a_dynamic_export_are_copied_into_every_stage_that_reshapes(tmp_path):
+    """x.view(b, t, 4, 8) with dynamic b, t: the legacy exporter builds each Reshape's target from Shape(x) ->
+    Gather -> Unsqueeze -> Concat. The importer folds those; every stage that reshapes gets its own copy."""
+    import torch
+    from torch import nn
+
+    class Heads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q, self.k, self.o = nn.Linear(32, 32), nn.Linear(32, 32), nn.Linear(32, 32)
+
+        def forward(self, x):
+            b, t, _ = x.shape
+            q = self.q(x).view(b, t, 4, 8).transpose(1, 2)
+            k = self.k(x).view(b, t, 4, 8).transpose(1, 2)
+            a = torch.softmax(q @ k.transpose(-1, -2), -1) @ k
+            return self.o(a.transpose(1, 2).reshape(b, t, 32))
+
+    torch.manual_seed(0)
+    path = tmp_path / "heads.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Heads().eval(), (torch.randn(1, 6, 32),), str(path), dynamo=False, input_names=["x"],
+                          output_names=["y"], dynamic_axes={"x": {0: "b", 1: "t"}})
+    graph = load_onnx(path, input_shapes={"x": (2, 6, 32)})
+    assert [op.op_type for op in graph.ops] == ["MatMul", "MatMul", "MatMul", "Softmax", "MatMul", "MatMul"]
+    model = onnx.load(path)
+    split = split_model(graph, np.array([0, 1, 2, 3, 3, 3]), model)
+    shapes_in = [sum(n.op_type == "Shape" for n in s.model.graph.node) for s in split.stages]
+    assert sum(shapes_in) > sum(n.op_type == "Shape" for n in model.graph.node)
+    assert split.stages[1].inputs == {"x": "input"}  # q and k both read x; k's Reshape needs Shape(x) too
+    v = verify_split(model, split, random_inputs(model, graph.metadata["input_shapes"]))
+    assert v.max_abs_diff <= 1e-5 and v.stages_run == 4
