@@ -12,6 +12,7 @@ tensors cross from which chiplet to which.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -196,8 +197,8 @@ def _first_out(node: onnx.NodeProto) -> str:
 
 def _value_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
     """Type (element type and, where known, shape) of every tensor, from ONNX's own inference."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    try:  # on the weightless view: a model with > 2 GiB of inline weights cannot be serialised for inference
+        inferred = onnx.shape_inference.infer_shapes(_weights_as_inputs(model, all_weights=True), strict_mode=False)
     except Exception:  # noqa: BLE001 - a model ONNX cannot infer still splits; unknown types are reported below
         inferred = model
     g = inferred.graph
@@ -279,21 +280,31 @@ def _ours(name: str) -> bool:
 def _check(model: onnx.ModelProto) -> list[str]:
     """onnx.checker's complaint, if any. Weights whose external data file is absent (graph-only models) are
     checked as typed graph inputs: the checker would otherwise reject the missing file, not the stage."""
-    external = [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
-    if external:
-        m = onnx.ModelProto()
-        m.CopyFrom(model)
-        names = {t.name for t in external}
-        kept = [t for t in m.graph.initializer if t.name not in names]
-        del m.graph.initializer[:]
-        m.graph.initializer.extend(kept)
-        m.graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in external)
-        model = m
     try:
-        onnx.checker.check_model(model, full_check=False)
+        onnx.checker.check_model(_weights_as_inputs(model, all_weights=False), full_check=False)
     except onnx.checker.ValidationError as exc:
         return [str(exc).splitlines()[0]]
     return []
+
+
+def _weights_as_inputs(model: onnx.ModelProto, all_weights: bool) -> onnx.ModelProto:
+    """`model` with its external-data weights (or, with `all_weights`, every one over 1,024 elements) turned into
+    typed graph inputs: what shape inference and the checker need, without the bytes (absent for graph-only
+    models, over 2 GiB for large ones). Small ones stay: shape inference reads the values of shape vectors."""
+    g = model.graph
+    moved = [t for t in g.initializer if t.data_location == onnx.TensorProto.EXTERNAL
+             or (all_weights and math.prod(t.dims) > 1024)]
+    if not moved:
+        return model
+    names, declared = {t.name for t in moved}, {vi.name for vi in g.input}
+    inputs = list(g.input) + [onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                              for t in moved if t.name not in declared]
+    graph = onnx.helper.make_graph(list(g.node), g.name, inputs, list(g.output),
+                                   initializer=[t for t in g.initializer if t.name not in names],
+                                   value_info=list(g.value_info))
+    m = onnx.helper.make_model(graph, opset_imports=list(model.opset_import), functions=list(model.functions))
+    m.ir_version = model.ir_version
+    return m
 
 
 # --- verifying ---------------------------------------------------------------------------------------------------
