@@ -175,7 +175,8 @@ def split_model(graph: TensorGraph, assignment: np.ndarray, model: onnx.ModelPro
             if out_of[t] == c:
                 sends.setdefault(t, []).append("output")
         assert all(t in made for t in sends)
-        stage_model = _stage_model(model, c, sorted(members[c]), reads[c], list(sends), inits, types)
+        stage_model = _stage_model(model, c, sorted(members[c]), reads[c], list(sends), inits, types,
+                                   graph.metadata.get("tensor_shapes", {}))
         stages.append(Stage(c, stage_model, reads[c], {t: tuple(v) for t, v in sends.items()}))
     return Split(tuple(stages), tuple(graph_inputs), tuple(graph_outputs))
 
@@ -206,7 +207,7 @@ def _value_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
 
 
 def _stage_model(model: onnx.ModelProto, chiplet: int, nodes: list[int], inputs: dict, outputs: list[str],
-                 inits: dict, types: dict) -> onnx.ModelProto:
+                 inits: dict, types: dict, resolved: dict) -> onnx.ModelProto:
     g = model.graph
     node_list = [g.node[k] for k in nodes]  # ascending file index keeps the model's topological order
     used = {t for n in node_list for t in _node_inputs(n)}
@@ -218,6 +219,14 @@ def _stage_model(model: onnx.ModelProto, chiplet: int, nodes: list[int], inputs:
         vi = onnx.ValueInfoProto()
         vi.name = name
         vi.type.CopyFrom(types[name])
+        tt = vi.type.tensor_type
+        if not tt.HasField("shape"):  # ONNX inference lost the rank: use the shape the importer resolved
+            if name not in resolved:
+                raise UserError(f"cannot tell the shape of tensor '{name}' crossing into or out of chiplet "
+                                f"{chiplet}", "pass --input-shape for every model input")
+            tt.shape.SetInParent()
+            for d in resolved[name]:
+                tt.shape.dim.add().dim_value = int(d)
         return vi
 
     sg = onnx.helper.make_graph(
