@@ -25,8 +25,10 @@ def read_assignment(graph, doc: dict, path: str) -> np.ndarray:
     """The partition file's chiplet per op, refusing sharded ops, ids outside the package and other models."""
     chiplets = doc["chiplets"]
     for node, chip in doc["assignment"].items():
-        if isinstance(chip, list):
-            raise UserError(f"partition file {path} shards node '{node}' over chiplets {chip}; `partition split` "
+        # A sharded op's nodes map to a group of chiplets: {"chiplets": [c, c+1, ...], "axis": ...} (or a list).
+        group = chip.get("chiplets") if isinstance(chip, dict) else chip if isinstance(chip, list) else None
+        if group is not None:
+            raise UserError(f"partition file {path} shards node '{node}' over chiplets {group}; `partition split` "
                             "cannot cut sharded ops yet", "split a partition made without sharding")
         if type(chip) is int and not 0 <= chip < chiplets:
             raise UserError(f"partition file {path} puts node '{node}' on chiplet {chip}, outside 0..{chiplets - 1}",
@@ -35,7 +37,10 @@ def read_assignment(graph, doc: dict, path: str) -> np.ndarray:
     stray = next((n for n in doc["assignment"] if n not in known), None)
     if stray is not None:
         raise UserError(f"partition file {path} places node '{stray}', which this model does not have", _FIX)
-    return assignment_from_document(graph, doc, path)
+    a = assignment_from_document(graph, doc, path)
+    if not isinstance(a, np.ndarray):  # a Partition carrying shards: refused above, kept out here too
+        raise UserError(f"partition file {path} shards some ops", "split a partition made without sharding")
+    return a
 
 
 def load_with_weights(path: str) -> onnx.ModelProto:
