@@ -59,8 +59,15 @@ def test_a_shared_constant_is_copied_into_both_stages(two_layer, tmp_path):
     assert [t.name for t in s1.model.graph.initializer] == ["W2"]
     assert s0.inputs == {"x": "input"} and s0.sends == {"r1": (1,)}
     assert s1.inputs == {"r1": 0} and s1.sends == {"y": ("output",)}
-    v = verify_split(model, split, random_inputs(model, graph.metadata["input_shapes"]))
+    feeds = random_inputs(model, graph.metadata["input_shapes"])
+    v = verify_split(model, split, feeds)
     assert v.max_abs_diff == 0.0 and v.stages_run == 2
+    # verify sees a wrong stage: stage 1 computing with W2 doubled gives y doubled, off by |y|
+    w2 = s1.model.graph.initializer[0]
+    w2.CopyFrom(numpy_helper.from_array(2 * numpy_helper.to_array(w2), "W2"))
+    y = feeds["x"] @ numpy_helper.to_array(model.graph.initializer[0]) @ numpy_helper.to_array(model.graph.initializer[1])
+    assert verify_split(model, split, feeds).max_abs_diff == pytest.approx(np.abs(y).max(), rel=1e-5)
+    w2.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w2) / 2, "W2"))
 
     files = write_split(split, tmp_path / "out", "two")
     assert [f.rsplit("/", 1)[1] for f in files] == ["stage_0.onnx", "stage_1.onnx", "manifest.json"]
