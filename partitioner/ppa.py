@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, replace
 
 from partitioner.errors import UserError
-from partitioner.hardware import Chiplet, Hardware
+from partitioner.hardware import LINK_PJ_PER_BIT, Chiplet, Hardware
 
 MIB_BITS = 8 * (1 << 20)
 PACKAGES = ("organic", "interposer")
@@ -82,9 +82,10 @@ SRAM_ARRAY_EFFICIENCY = 31.8 / (1 / 0.021)
 SRAM_PJ_PER_BYTE_16NM = 0.5
 # Die-to-die PHYs: UCIe 1.0 (Das Sharma et al., UCIe white paper 2022, key metrics table, 32 GT/s):
 # bandwidth per PHY area 125 GB/s/mm2 on a standard (organic) package and 1350 GB/s/mm2 on an advanced
-# (silicon interposer / bridge) package; energy 0.5 pJ/bit standard, 0.25 pJ/bit advanced.
+# (silicon interposer / bridge) package; energy 0.5 pJ/bit standard (hardware.LINK_PJ_PER_BIT, the package default),
+# 0.25 pJ/bit advanced.
 PHY_GBPS_PER_MM2 = {"organic": 125.0, "interposer": 1350.0}
-PHY_PJ_PER_BIT = {"organic": 0.5, "interposer": 0.25}
+PHY_PJ_PER_BIT = {"organic": LINK_PJ_PER_BIT, "interposer": 0.25}
 # Placement utilisation: the fraction of a block's area that is cells (OpenROAD flow scripts default
 # CORE_UTILIZATION 40-70%; 70% is the dense end used for datapaths).
 PLACEMENT_UTILISATION = 0.7
