@@ -150,6 +150,7 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
     # --- cost every kept node ---------------------------------------------------------------------------------
     warned: set[str] = set()
     cost: dict[int, tuple[int, int]] = {}
+    gemm: dict[int, tuple[int, int, int, int]] = {}
     for i in kept:
         node = nodes[i]
         ins = [real(t) if t else "" for t in node.input]
@@ -157,6 +158,9 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
         out_shapes = [shapes.get(o) for o in node.output]
         try:
             cost[i] = _node_cost(node, in_shapes, out_shapes, warned)
+            shape = _node_gemm(node, in_shapes, out_shapes)
+            if shape is not None and 2 * math.prod(shape) <= cost[i][1]:
+                gemm[i] = shape
         except (TypeError, IndexError, ValueError, ZeroDivisionError, AttributeError):
             # Malformed attributes or an operand of unknown size: fall back to the element-count estimate.
             warnings.warn(f"could not cost node '{names[i]}' ({node.op_type}); counting 1 flop per output "
@@ -211,7 +215,8 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
             flops=sum(cost[i][0] for i in group), matrix_flops=sum(cost[i][1] for i in group),
             weight_bytes=sum(nbytes(w) for w in weights),
             weight_read_bytes=sum(read_bytes.get(w, nbytes(w)) for w in weights),
-            in_bytes=sum(nbytes(t) for t in in_tensors), out_bytes=sum(nbytes(t) for t in out_tensors)))
+            in_bytes=sum(nbytes(t) for t in in_tensors), out_bytes=sum(nbytes(t) for t in out_tensors),
+            gemms=tuple(gemm[i] for i in group if i in gemm) or None))
 
     input_bytes = sum(nbytes(vi.name) for vi in model_inputs)
     name = os.path.splitext(os.path.basename(os.fspath(path)))[0]
@@ -509,6 +514,40 @@ def _node_cost(node, in_shapes: list, out_shapes: list, warned: set[str]) -> tup
         warnings.warn(f"ONNX op type '{t}' has no cost model; counting 1 flop per output element",
                       stacklevel=3)
     return sum(_numel(s) for s in out_shapes if s is not None), 0
+
+
+def _node_gemm(node, in_shapes: list, out_shapes: list) -> tuple[int, int, int, int] | None:
+    """(batch, M, K, N) of a MatMul/Gemm/Conv for the array model; None for other ops (roofline only).
+
+    MatMul: N is the output's last dim, K the contracted dim; a 2-D right operand (a weight) folds every leading
+    dim of the left one into M, a batched one makes the leading output dims the batch. Conv (im2col view): M =
+    batch x output pixels, K = input channels per group x kernel size, N = output channels per group, one
+    product per group."""
+    t = node.op_type
+    out = out_shapes[0] if out_shapes else None
+    if out is None or None in out or not out:
+        return None
+    if t in ("MatMul", "MatMulInteger", "QLinearMatMul", "FusedMatMul"):
+        a, b = in_shapes[0], in_shapes[3 if t == "QLinearMatMul" else 1]
+        if a is None or b is None or None in a or None in b:
+            return None
+        k = a[-2] if t == "FusedMatMul" and _attr(node, "transA", 0) and len(a) >= 2 else a[-1]
+        n = 1 if len(b) == 1 else out[-1]
+        batch = math.prod(out[:-2]) if len(b) > 2 and len(out) > 2 else 1
+        m = _numel(out) // max(batch * n, 1)
+    elif t == "Gemm":
+        a = in_shapes[0]
+        k = a[0] if _attr(node, "transA", 0) else a[1]
+        batch, m, n = 1, out[0], out[1]
+    elif t in ("Conv", "ConvInteger"):
+        w = in_shapes[1]  # (Cout, Cin/groups, k...)
+        groups = int(_attr(node, "group", 1))
+        batch, k, n = groups, w[1] * math.prod(w[2:]), w[0] // groups
+        m = out[0] * math.prod(out[2:])
+    else:
+        return None
+    shape = (int(batch), int(m), int(k), int(n))
+    return shape if min(shape) >= 1 else None
 
 
 def _einsum_cost(equation: str, shapes: list) -> tuple[int, int]:
