@@ -22,6 +22,7 @@ from google.protobuf.message import DecodeError
 
 from partitioner.errors import UserError
 from partitioner.graph import Op, TensorGraph
+from partitioner.shape_resolve import carries_weights, input_ancestors, resolve_missing
 
 PRECISION_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 DEFAULT_BATCH = 1
@@ -87,6 +88,9 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
     inits = {t.name: (t.data_type, tuple(int(d) for d in t.dims)) for t in graph.initializer}
     model_inputs = [vi for vi in graph.input if vi.name not in inits]
     resolved = _resolve_input_shapes(model_inputs, dict(input_shapes or {}))
+    guessed = {vi.name for vi in model_inputs if vi.name not in (input_shapes or {}) and (
+        not vi.type.tensor_type.HasField("shape")
+        or any(not (d.HasField("dim_value") and d.dim_value > 0) for d in vi.type.tensor_type.shape.dim))}
     inferred = _infer_shapes(model, inits, resolved)
     shapes, dtypes = _collect_shapes(inferred, model, inits)
     nodes, names = _ordered_nodes(graph)
@@ -133,19 +137,30 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
                         "computations)", "export the model with its compute graph, e.g. torch.onnx.export of the "
                         "whole module")
 
-    # --- every kept node needs fully resolved shapes ---------------------------------------------------------
-    for i in kept:
-        node = nodes[i]
-        for t in [real(x) for x in node.input if x] + [o for o in node.output if o]:
-            if t in inits:
-                continue
-            shape = shapes.get(t)
-            if t in sources and (shape is None or None in shape):
-                continue  # a folded constant of unknown size: costs nothing, moves no activation bytes
-            if shape is None or any(d is None for d in shape):
-                raise UserError(
-                    f"cannot resolve the shape of tensor '{t}' (read or written by node '{names[i]}', "
-                    f"shape {_fmt_shape(shape)}) from input shapes {_fmt_inputs(resolved)}", _INPUT_SHAPE_FIX)
+    # --- every kept node needs fully resolved shapes; what inference missed, the fallbacks try ----------------
+    def unresolved() -> list[tuple[str, int]]:
+        out = []
+        for i in kept:
+            node = nodes[i]
+            for t in [real(x) for x in node.input if x] + [o for o in node.output if o]:
+                shape = shapes.get(t)
+                if t in inits or (t in sources and (shape is None or None in shape)):
+                    continue  # a folded constant of unknown size: costs nothing, moves no activation bytes
+                if shape is None or any(d is None for d in shape):
+                    out.append((t, i))
+        return out
+
+    missing = unresolved()
+    if missing:
+        for t, (shape, dtype) in resolve_missing(inferred, path, {t for t, _ in missing}, resolved).items():
+            shapes[t] = shape
+            dtypes.setdefault(t, dtype)
+        missing = unresolved()
+    if missing:
+        t, i = missing[0]
+        raise UserError(f"cannot resolve the shape of tensor '{t}' (read or written by node '{names[i]}', "
+                        f"shape {_fmt_shape(shapes.get(t))}) from input shapes {_fmt_inputs(resolved)}, "
+                        "constant folding or a run of the model", _unresolved_fix(model, path, t, guessed))
 
     # --- cost every kept node ---------------------------------------------------------------------------------
     warned: set[str] = set()
@@ -610,6 +625,19 @@ def _attention_cost(node, in_shapes: list) -> tuple[int, int]:
         dv = v[-1] if v is not None and len(v) == 3 else d
         qk, av, soft = 2 * b * s * length * d, 2 * b * s * length * dv, 5 * b * heads * s * length
     return qk + av + soft, qk + av
+
+
+def _unresolved_fix(model: onnx.ModelProto, path, tensor: str, guessed: set[str]) -> str:
+    """Name the input shape that would resolve the tensor, only when it derives from an input whose size was
+    guessed; otherwise say what would (the weights, for the onnxruntime run, or a static-shape export)."""
+    named = sorted(input_ancestors(model.graph, tensor) & guessed)
+    if named:
+        return (f"pass --input-shape for {', '.join(named)} (its size was guessed: symbolic dims default to "
+                f"batch 1, sequence {DEFAULT_DIM}), e.g. --input-shape {named[0]}=1x{DEFAULT_DIM}")
+    if not carries_weights(model, path):
+        return ("no input shape would: the size depends on values; load the model with its weights (onnxruntime "
+                "then reads the shape) or re-export it with static shapes")
+    return "no input shape would: re-export the model with static shapes (e.g. torch.onnx.export without dynamic_axes)"
 
 
 # --- messages --------------------------------------------------------------------------------------------------
