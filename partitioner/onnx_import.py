@@ -21,6 +21,8 @@ import onnx.inliner
 from google.protobuf.message import DecodeError
 
 from partitioner.errors import UserError
+from partitioner.decoder import check_phase, decode_product, token_count
+from partitioner.granularity import GRANULARITIES, layer_key, layer_runs
 from partitioner.graph import Op, TensorGraph
 from partitioner.shape_resolve import carries_weights, input_ancestors, resolve_missing
 
@@ -73,21 +75,32 @@ _POOL = {"MaxPool", "AveragePool", "LpPool"}
 
 
 def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] | None = None,
-              precision: str = "fp32") -> TensorGraph:
+              precision: str = "fp32", *, granularity: str = "fused", phase: str | None = None,
+              context: int | None = None) -> TensorGraph:
     """Read the ONNX model at `path` into a coarsened TensorGraph with exact per-op costs.
 
     input_shapes: concrete shape per model input name; overrides the defaults for symbolic dims
         (first dim -> 1, other symbolic dims -> 128).
     precision: fp32|fp16|bf16|int8, the bytes per element (4/2/2/1) of every floating-point tensor, weights
         and activations; integer tensors keep the size of their own type.
+    granularity: fused (cheap nodes fused into their producer), node (one op per ONNX compute node) or layer
+        (repeated blocks found from the exporter's name scopes, partitioner/granularity.py).
+    phase, context: for decoders, prefill (the whole sequence) or decode (one token per inference: symbolic
+        sequence dims default to 1, and each attention product reads a KV cache of `context` tokens,
+        partitioner/decoder.py). None: the plain whole-sequence pass.
     """
     if precision not in PRECISION_BYTES:
         raise UserError(f"unknown precision '{precision}'", f"use one of {', '.join(PRECISION_BYTES)}")
+    if granularity not in GRANULARITIES:
+        raise UserError(f"unknown granularity '{granularity}'", f"use one of {', '.join(GRANULARITIES)}")
     model = _read_model(path)
     graph = model.graph
+    check_phase(graph, phase, context, os.fspath(path))
+    decode_context = (context or 0) if phase == "decode" else None
     inits = {t.name: (t.data_type, tuple(int(d) for d in t.dims)) for t in graph.initializer}
     model_inputs = [vi for vi in graph.input if vi.name not in inits]
-    resolved = _resolve_input_shapes(model_inputs, dict(input_shapes or {}))
+    resolved = _resolve_input_shapes(model_inputs, dict(input_shapes or {}),
+                                     default_dim=1 if decode_context is not None else DEFAULT_DIM)
     guessed = {vi.name for vi in model_inputs if vi.name not in (input_shapes or {}) and (
         not vi.type.tensor_type.HasField("shape")
         or any(not (d.HasField("dim_value") and d.dim_value > 0) for d in vi.type.tensor_type.shape.dim))}
@@ -181,6 +194,14 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
             warnings.warn(f"could not cost node '{names[i]}' ({node.op_type}); counting 1 flop per output "
                           "element", stacklevel=2)
             cost[i] = sum(_numel(s) for s in out_shapes if s is not None and None not in s), 0
+    kv: dict[int, int] = {}
+    if decode_context is not None:  # attention products (two activations) span the cache plus the new token
+        for i in kept:
+            node = nodes[i]
+            if node.op_type == "MatMul" and all(real(t) not in sources for t in node.input[:2]) and i in gemm:
+                gemm[i] = decode_product(gemm[i], decode_context)
+                cost[i] = tuple(c * (decode_context + 1) for c in cost[i])
+                kv[i] = nbytes(real(node.input[1])) * decode_context
 
     # --- fuse cheap elementwise and data-movement nodes into the group of their producer ----------------------
     producer: dict[str, int] = {}
@@ -192,12 +213,31 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
     for i in kept:
         node = nodes[i]
         group_of[i] = i
-        if node.op_type not in _ELEMENTWISE and node.op_type not in _FUSED_MOVEMENT:
+        if granularity == "node" or (node.op_type not in _ELEMENTWISE and node.op_type not in _FUSED_MOVEMENT):
             continue
         act = [real(t) for t in node.input if t and real(t) not in sources]
         groups = {group_of[producer[t]] if t in producer else None for t in act}
         if len(groups) == 1 and None not in groups:
             group_of[i] = groups.pop()
+    unit_name: dict[int, str] = {}
+    if granularity == "layer":  # merge fused groups into runs of the same layer
+        fused_roots = sorted({group_of[i] for i in kept})
+        keys = [layer_key(names[r]) for r in fused_roots]
+        runs = layer_runs(keys)
+        first: dict[int, int] = {}
+        for r, u in zip(fused_roots, runs):
+            first.setdefault(u, r)
+        run_of_root = {r: first[u] for r, u in zip(fused_roots, runs)}
+        seen_names: set[str] = set()
+        for r, u, key in zip(fused_roots, runs, keys):
+            if first[u] == r and key is not None:
+                name = key
+                while name in seen_names:
+                    name += "+"
+                seen_names.add(name)
+                unit_name[r] = name
+        for i in kept:
+            group_of[i] = run_of_root[group_of[i]]
     members: dict[int, list[int]] = defaultdict(list)
     for i in kept:
         members[group_of[i]].append(i)
@@ -225,19 +265,24 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
         for t in in_tensors:
             if t in producer:
                 edges[(op_id[group_of[producer[t]]], k)] += nbytes(t)
+        cache = sum(kv.get(i, 0) for i in group)
         ops.append(Op(
-            name=names[root], op_type=nodes[root].op_type, onnx_nodes=tuple(names[i] for i in group),
+            name=unit_name.get(root, names[root]), op_type="Layer" if root in unit_name else nodes[root].op_type,
+            onnx_nodes=tuple(names[i] for i in group),
             flops=sum(cost[i][0] for i in group), matrix_flops=sum(cost[i][1] for i in group),
-            weight_bytes=sum(nbytes(w) for w in weights),
-            weight_read_bytes=sum(read_bytes.get(w, nbytes(w)) for w in weights),
+            weight_bytes=sum(nbytes(w) for w in weights) + cache,
+            weight_read_bytes=sum(read_bytes.get(w, nbytes(w)) for w in weights) + cache,
             in_bytes=sum(nbytes(t) for t in in_tensors), out_bytes=sum(nbytes(t) for t in out_tensors),
-            gemms=tuple(gemm[i] for i in group if i in gemm) or None))
+            gemms=tuple(gemm[i] for i in group if i in gemm) or None, kv_cache_bytes=cache))
 
     input_bytes = sum(nbytes(vi.name) for vi in model_inputs)
     name = os.path.splitext(os.path.basename(os.fspath(path)))[0]
     metadata = {
         "model_path": os.fspath(path), "precision": precision, "input_shapes": resolved,
         "onnx_nodes_total": len(graph.node), "ops_before_coarsening": len(kept),
+        "granularity": granularity, "phase": phase, "context": decode_context,
+        "tokens_per_inference": token_count(resolved, {vi.name: vi.type.tensor_type.elem_type for vi in model_inputs})
+        if phase is not None else None,
     }
     return TensorGraph.build(name, ops, [(s, d, b) for (s, d), b in sorted(edges.items())], input_bytes,
                              metadata)
@@ -311,7 +356,7 @@ def _looks_like_onnx(path: str) -> bool:
     return head == b"\x08"
 
 
-def _resolve_input_shapes(model_inputs, overrides: dict) -> dict[str, tuple[int, ...]]:
+def _resolve_input_shapes(model_inputs, overrides: dict, default_dim: int = DEFAULT_DIM) -> dict[str, tuple[int, ...]]:
     names = [vi.name for vi in model_inputs]
     for name in overrides:
         if name not in names:
@@ -347,7 +392,7 @@ def _resolve_input_shapes(model_inputs, overrides: dict) -> dict[str, tuple[int,
         else:
             resolved[vi.name] = tuple(
                 d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else
-                named.get(d.dim_param, DEFAULT_BATCH if j == 0 else DEFAULT_DIM) for j, d in enumerate(dims))
+                named.get(d.dim_param, DEFAULT_BATCH if j == 0 else default_dim) for j, d in enumerate(dims))
     return resolved
 
 
