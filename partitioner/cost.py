@@ -56,7 +56,10 @@ def op_cycles(graph: TensorGraph, chiplet: Chiplet) -> np.ndarray:
 def op_cycles_matrix(graph: TensorGraph, hw: Hardware) -> np.ndarray:
     """cycles[op, chiplet]; columns repeat for identical chiplets, so each kind is computed once."""
     by_kind: dict[Chiplet, np.ndarray] = {}
-    cols = [by_kind.setdefault(c, op_cycles(graph, c)) for c in hw.chiplets]
+    for c in hw.chiplets:
+        if c not in by_kind:
+            by_kind[c] = op_cycles(graph, c)
+    cols = [by_kind[c] for c in hw.chiplets]
     return np.stack(cols, axis=1)
 
 

@@ -195,13 +195,14 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
                           "element", stacklevel=2)
             cost[i] = sum(_numel(s) for s in out_shapes if s is not None and None not in s), 0
     kv: dict[int, int] = {}
+    node_producer = {o: n for n in nodes for o in n.output if o}
     if decode_context is not None:  # attention products (two activations) span the cache plus the new token
         for i in kept:
             node = nodes[i]
             if node.op_type == "MatMul" and all(real(t) not in sources for t in node.input[:2]) and i in gemm:
                 gemm[i] = decode_product(gemm[i], decode_context)
                 cost[i] = tuple(c * (decode_context + 1) for c in cost[i])
-                kv[i] = nbytes(real(node.input[1])) * decode_context
+                kv[i] = _stored_bytes(real(node.input[1]), node_producer, real, nbytes) * decode_context
 
     # --- fuse cheap elementwise and data-movement nodes into the group of their producer ----------------------
     producer: dict[str, int] = {}
@@ -286,6 +287,21 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
     }
     return TensorGraph.build(name, ops, [(s, d, b) for (s, d), b in sorted(edges.items())], input_bytes,
                              metadata)
+
+
+_VIEWS = {"Reshape", "Transpose", "Expand", "Unsqueeze", "Squeeze", "Flatten", "Tile"}
+
+
+def _stored_bytes(tensor: str, producer: dict, real, nbytes) -> int:
+    """Bytes of the smallest view of a tensor up its chain of reshapes, transposes and broadcasts: what a KV
+    cache stores. Grouped-query attention repeats 8 KV heads to 32 (Unsqueeze -> Expand -> Reshape) before the
+    product; the cache holds the 8."""
+    best, t = nbytes(tensor), tensor
+    while t in producer and producer[t].op_type in _VIEWS and producer[t].input:
+        t = real(producer[t].input[0])
+        if nbytes(t):
+            best = min(best, nbytes(t))
+    return best
 
 
 def _weights_read(group: list[int], nodes: list, real, sources: dict[str, frozenset[str]], nbytes) -> dict[str, int]:

@@ -137,3 +137,13 @@ def test_decode_run_reports_tokens_and_simulate_reloads_the_same_units(decoder, 
     assert "## Tokens (decode" in (out / "report.md").read_text()
     assert main(["simulate", decoder, "--partition", str(out / "partition.json")]) == 0
     assert f"{doc['metrics']['throughput_per_s']:,.1f} inferences/s" in capsys.readouterr().out
+
+
+def test_kv_cache_counts_the_stored_heads_not_the_repeated_ones():
+    # grouped-query attention: k (2 heads x 4 B) -> Unsqueeze -> Expand to 4 heads -> Reshape -> the product
+    from partitioner.onnx_import import _stored_bytes
+    mk = lambda op, i, o: helper.make_node(op, [i], [o])  # noqa: E731
+    producer = {"k1": mk("Unsqueeze", "k", "k1"), "k2": mk("Expand", "k1", "k2"), "k3": mk("Reshape", "k2", "k3"),
+                "k": mk("Add", "rope", "k")}
+    size = {"k": 8, "k1": 8, "k2": 16, "k3": 16, "rope": 4}
+    assert _stored_bytes("k3", producer, lambda t: t, size.get) == 8   # stops at the Add: RoPE output is stored
