@@ -14,6 +14,11 @@ from pathlib import Path
 from partitioner.errors import UserError
 
 MIB = 1 << 20
+# On-package die-to-die link energy: UCIe 1.0's target for the standard (organic) package, 0.5 pJ/bit (0.25 pJ/bit
+# on advanced packaging), Das Sharma et al., "Universal Chiplet Interconnect Express (UCIe): An Open Industry
+# Standard for Innovations With Chiplets at Package Level", IEEE Trans. CPMT 12(9), 2022, key performance targets.
+# The 1.17 pJ/bit used before is a board-level (off-package SerDes-class) figure.
+LINK_PJ_PER_BIT = 0.5
 TOPOLOGIES = ("mesh", "torus", "ring", "chain", "all-to-all")
 DATAFLOWS = ("os", "ws", "is")
 
@@ -78,7 +83,7 @@ class Hardware:
     clock_hz: float = 1.0e9
     link_bytes_per_cycle: int = 64
     hop_latency_cycles: int = 20
-    link_pj_per_bit: float = 1.17
+    link_pj_per_bit: float = LINK_PJ_PER_BIT
 
     def __post_init__(self) -> None:
         n = len(self.chiplets)
@@ -222,8 +227,8 @@ def mesh_of(n: int, chiplet: Chiplet | None = None, name: str | None = None, **p
 # - default: a large-SRAM dataflow chiplet in the style of Groq/Dojo/IPU dies, scaled down: a 64x64 fp16 MAC
 #   array (4096 MACs/cycle) at 1 GHz (8.2 TFLOP/s), 512 vector ops/cycle, 64 MiB SRAM at 1 KiB/cycle. 64 MiB
 #   holds BERT-base's 30522x768 fp16 word embedding (44.7 MiB) on one die, so BERT-base fits 16 chiplets in fp16.
-#   Links: 64 B/cycle (64 GB/s) per direction, 20 cycles per hop, 1.17 pJ/bit (Simba's ground-referenced
-#   signalling is 0.82-1.75 pJ/bit). Energies: 0.5 pJ/MAC, 0.2 pJ/vector op, 1 pJ/SRAM byte (16 nm-class).
+#   Links: 64 B/cycle (64 GB/s) per direction, 20 cycles per hop, 0.5 pJ/bit (LINK_PJ_PER_BIT above: UCIe
+#   standard package; Simba's ground-referenced signalling on an organic substrate is 0.82-1.75 pJ/bit). Energies: 0.5 pJ/MAC, 0.2 pJ/vector op, 1 pJ/SRAM byte (16 nm-class).
 # - simba-36: Simba (Shao et al., MICRO 2019): 6x6 package, 16 PEs x 8 lanes x 8-wide vector MACs = 1024
 #   int8 MACs/cycle per chiplet at 1.8 GHz (128 TOPS for the package), GRS links of 100 GB/s per chiplet
 #   (~56 B/cycle at 1.8 GHz), 0.82 pJ/bit, 20 ns per hop (36 cycles). Simba streams weights from DRAM; our model
@@ -348,7 +353,7 @@ def hardware_from_toml(path: str | Path) -> Hardware:
                         clock_hz=float(data.get("clock_ghz", 1.0)) * 1e9,
                         link_bytes_per_cycle=data.get("link_bytes_per_cycle", 64),
                         hop_latency_cycles=data.get("hop_latency_cycles", 20),
-                        link_pj_per_bit=float(data.get("link_pj_per_bit", 1.17)))
+                        link_pj_per_bit=float(data.get("link_pj_per_bit", LINK_PJ_PER_BIT)))
     except ValueError as exc:
         raise UserError(f"hardware file {path}: {exc}", "see docs/hardware.md")
 

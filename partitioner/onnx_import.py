@@ -284,6 +284,12 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
         "granularity": granularity, "phase": phase, "context": decode_context,
         "tokens_per_inference": token_count(resolved, {vi.name: vi.type.tensor_type.elem_type for vi in model_inputs})
         if phase is not None else None,
+        # The name each ONNX node got here, keyed by its first output (unique in a valid model): split_onnx
+        # finds the nodes of each op by it without repeating the naming rule.
+        "onnx_node_names": {next((o for o in n.output if o), ""): nm for n, nm in zip(nodes, names)},
+        # Every tensor shape resolved at these input shapes: split_onnx types the tensors crossing between
+        # stages with them where ONNX's own inference cannot.
+        "tensor_shapes": {t: tuple(s) for t, s in shapes.items() if s is not None and None not in s},
     }
     return TensorGraph.build(name, ops, [(s, d, b) for (s, d), b in sorted(edges.items())], input_bytes,
                              metadata)

@@ -6,6 +6,7 @@ Usage:
     partition simulate MODEL.onnx --partition partition.json                       re-score a saved partition
     partition train --corpus DIR --out policy.pt                                   pre-train the policy
     partition finetune MODEL.onnx --chiplets N --policy CKPT --budget N --out DIR  fine-tune on one graph
+    partition split MODEL.onnx --partition partition.json --out DIR [--verify]     one ONNX model per chiplet
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from contextlib import contextmanager
 from partitioner.errors import UserError
 from partitioner.onnx_import import parse_input_shapes
 
-SUBCOMMANDS = ("inspect", "simulate", "train", "finetune", "run")
+SUBCOMMANDS = ("inspect", "simulate", "train", "finetune", "run", "split")
 
 
 def _add_model_args(p: argparse.ArgumentParser, precision: str | None = "fp16", saved_defaults: bool = False) -> None:
@@ -101,6 +102,18 @@ def _parser() -> argparse.ArgumentParser:
     fine.add_argument("--seed", type=int, default=0)
     fine.add_argument("--out", default="out", help="output directory (checkpoint, curves, partition)")
     fine.add_argument("--time-limit", type=float, default=None, help="CP-SAT seconds per repair")
+
+    spl = sub.add_parser("split", help="write one ONNX model per chiplet of a saved partition, and manifest.json")
+    spl.add_argument("model", help="the ONNX file the partition was made from (with weights, to run the stages)")
+    spl.add_argument("--input-shape", action="append", metavar="NAME=1x128",
+                     help="fix a model input's shape (default: the ones the partition file records)")
+    spl.add_argument("--partition", required=True, help="partition.json written by `partition`")
+    spl.add_argument("--out", required=True, help="directory for stage_<chiplet>.onnx and manifest.json")
+    spl.add_argument("--verify", action="store_true",
+                     help="run the stages in onnxruntime on random inputs and compare with the whole model")
+    spl.add_argument("--tolerance", type=float, default=1e-4,
+                     help="largest max-abs difference --verify accepts (default 1e-4)")
+    spl.add_argument("--seed", type=int, default=0, help="seed of --verify's random inputs")
     return top
 
 
@@ -181,6 +194,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         from partitioner.app import train_cli as cli_entry
 
         print(cli_entry.finetune(args))
+        return 0
+    if args.command == "split":
+        from partitioner.app.split_cmd import format_split, split
+
+        outcome = split(args.model, args.partition, args.out, parse_input_shapes(args.input_shape or []),
+                        verify=args.verify, seed=args.seed, tolerance=args.tolerance)
+        print(format_split(outcome))
         return 0
     raise AssertionError(args.command)
 

@@ -77,6 +77,8 @@ class Outcome:
     history: tuple[tuple[int, float], ...] = ()
     certificate: Partition | None = None
     files: tuple[str, ...] = ()
+    found_by: str | None = None
+    """Which step produced `best` when it is not the method's own search (the certificate's CP-SAT solve)."""
 
     @property
     def solver_bound_throughput_per_s(self) -> float | None:
@@ -145,6 +147,19 @@ def certify(graph: TensorGraph, hw: Hardware, hint: np.ndarray, seed: int = 0,
     return optimize(graph, hw, time_limit_s=time_limit_s, seed=seed, hint=hint)
 
 
+def keep_best(graph: TensorGraph, hw: Hardware, searched: Evaluation, cert: Partition
+              ) -> tuple[Evaluation, str | None]:
+    """The better of the search's best and the partition CP-SAT found while proving the certificate (warm-started
+    from the search's best), both scored by the simulator: a run never returns less than the best it evaluated.
+    Returns (best, None) when the search's own partition wins, else (certificate's, its provenance)."""
+    if check(graph, hw, cert.assignment) or np.array_equal(cert.assignment, searched.assignment):
+        return searched, None
+    solved = Evaluation(cert, simulate(graph, hw, cert, trace=True))
+    if solved.throughput > searched.throughput:
+        return solved, f"the certificate's CP-SAT solve ({cert.status}), warm-started from the search's best"
+    return searched, None
+
+
 def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
     """Load, search, certify, and write partition.json, report.md, trace.json, partition.png and config.json."""
     if cfg.chiplets is not None and cfg.chiplets < 1:
@@ -160,12 +175,14 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
     found = search(graph, hw, method, budget=budget, seed=cfg.seed, time_limit_s=cfg.time_limit_s,
                    policy=cfg.policy, on_eval=on_eval)
     best = Evaluation(found.best.partition, simulate(graph, hw, found.best.partition, trace=True))
-    cert = None
+    cert, found_by = None, None
     if method == "exact":
         cert = found.best.partition
     elif cfg.certificate:
         cert = certify(graph, hw, best.assignment, seed=cfg.seed)
-    outcome = Outcome(cfg.model, graph, hw, method, best, found.evaluations, found.wall_s, found.history, cert)
+        best, found_by = keep_best(graph, hw, best, cert)
+    outcome = Outcome(cfg.model, graph, hw, method, best, found.evaluations, found.wall_s, found.history, cert,
+                      found_by=found_by)
     files = write_outputs(out_dir, outcome, config=asdict(cfg) | {"method": method, "budget": budget},
                           hardware_spec=cfg.hardware)
     return Outcome(**{**outcome.__dict__, "files": files})
@@ -220,6 +237,7 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
         "hardware_name": hw.name,
         "chiplets": hw.n_chiplets,
         "method": outcome.method,
+        "found_by": outcome.found_by or outcome.method,
         "precision": graph.metadata.get("precision", "fp32"),
         "input_shapes": {k: list(v) for k, v in graph.metadata.get("input_shapes", {}).items()},
         "granularity": graph.metadata.get("granularity", "fused"),
@@ -250,7 +268,8 @@ def write_outputs(out_dir: Path, outcome: Outcome, *, config: dict | None, hardw
     files = {
         "partition.json": lambda p: write_json(p, partition_document(outcome, hardware_spec, config)),
         "report.md": lambda p: write_text(p, report_markdown(rep, graph, hw, a, outcome.method)
-                                          + _phase_markdown(graph, rep) + _certificate_markdown(outcome)),
+                                          + _phase_markdown(graph, rep) + _provenance_markdown(outcome)
+                                          + _certificate_markdown(outcome)),
         "trace.json": lambda p: write_chrome_trace(p, rep, graph, hw),
         "partition.png": lambda p: plot_partition(p, graph, hw, a, rep),
     }
@@ -287,6 +306,11 @@ def _phase_markdown(graph: TensorGraph, rep) -> str:
             f"| time per token | {_si(m['time_per_token_s'], 's')} |\n"
             f"| weight bytes read per inference | {m['weight_read_bytes']:,} |\n"
             f"| KV-cache bytes read per inference | {m['kv_cache_read_bytes']:,} |\n")
+def _provenance_markdown(outcome: Outcome) -> str:
+    if outcome.found_by is None:
+        return f"\n## Found by\n\n{outcome.method}: its own search found this partition.\n"
+    return (f"\n## Found by\n\n{outcome.found_by}: it scored above the best of the {outcome.method} search's "
+            f"{outcome.evaluations} evaluations, so the run returns it.\n")
 
 
 def _certificate_markdown(outcome: Outcome) -> str:
@@ -415,7 +439,8 @@ def format_outcome(outcome: Outcome) -> str:
         ("model", f"{outcome.model} ({outcome.graph.n_ops} ops, {outcome.graph.total_flops / 1e9:.2f} GFLOP)"),
         ("hardware", f"{hw.name}: {hw.n_chiplets} chiplets, {hw.topology} {hw.rows}x{hw.cols}"),
         ("method", f"{outcome.method}: {outcome.evaluations} evaluation{'s' * (outcome.evaluations != 1)} in {outcome.wall_s:.1f} s, "
-                   f"repair moved {outcome.best.partition.ops_moved} ops"),
+                   + (f"repair moved {outcome.best.partition.ops_moved} ops" if outcome.found_by is None
+                      else "best found by the certificate's CP-SAT solve")),
         ("throughput", f"{rep.throughput_per_s:,.1f} inferences/s"),
         *_token_rows(outcome.graph, rep),
         ("latency", _si(rep.latency_s, "s")),
