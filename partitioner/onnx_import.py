@@ -24,7 +24,7 @@ from partitioner.errors import UserError
 from partitioner.decoder import check_phase, decode_product, token_count
 from partitioner.granularity import GRANULARITIES, layer_key, layer_runs
 from partitioner.graph import Op, TensorGraph
-from partitioner.shape_resolve import carries_weights, input_ancestors, resolve_missing
+from partitioner.shape_resolve import carries_weights, data_dependent, input_ancestors, resolve_missing
 
 PRECISION_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 DEFAULT_BATCH = 1
@@ -698,6 +698,9 @@ def _unresolved_fix(model: onnx.ModelProto, path, tensor: str, guessed: set[str]
     """Name the input shape that would resolve the tensor, only when it derives from an input whose size was
     guessed; otherwise say what would (the weights, for the onnxruntime run, or a static-shape export)."""
     named = sorted(input_ancestors(model.graph, tensor) & guessed)
+    if tensor in data_dependent(model.graph):
+        return ("no input shape would: its size depends on the values of a NonZero/Unique-like op; re-export the "
+                "model without it or with a static bound")
     if named:
         return (f"pass --input-shape for {', '.join(named)} (its size was guessed: symbolic dims default to "
                 f"batch 1, sequence {DEFAULT_DIM}), e.g. --input-shape {named[0]}=1x{DEFAULT_DIM}")

@@ -97,7 +97,7 @@ def _run_onnxruntime(path: str | os.PathLike, missing: set[str], input_shapes: d
     except Exception:  # noqa: BLE001
         return {}
     produced = {o for n in model.graph.node for o in n.output}
-    names = sorted(missing & produced - _data_dependent(model.graph))
+    names = sorted(missing & produced - data_dependent(model.graph))
     if not names:
         return {}
     declared = {o.name for o in model.graph.output}
@@ -131,7 +131,7 @@ def _run_onnxruntime(path: str | os.PathLike, missing: set[str], input_shapes: d
 _VALUE_SIZED = {"NonZero", "Unique", "NonMaxSuppression", "Compress", "StringSplit"}
 
 
-def _data_dependent(graph: onnx.GraphProto) -> set[str]:
+def data_dependent(graph: onnx.GraphProto) -> set[str]:
     """Tensors computed from the output of a value-sized op (nodes are in topological order in valid files)."""
     tainted: set[str] = set()
     for n in graph.node:

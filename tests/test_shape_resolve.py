@@ -127,3 +127,18 @@ def test_cli_exit_2_on_unresolvable(tmp_path, capsys):
     assert main(["inspect", _graph_only_reshape(tmp_path, [2, 8])]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "cannot resolve the shape of tensor 'r'" in err
+
+
+def test_value_sized_tensor_from_a_guessed_input_suggests_no_input_shape(tmp_path):
+    # NonZero's output length depends on x's values: even though x's size was guessed, no input shape resolves it
+    nodes = [helper.make_node("NonZero", ["x"], ["nz"], name="nz"),
+             helper.make_node("Cast", ["nz"], ["f"], name="cast", to=TensorProto.FLOAT),
+             helper.make_node("Softmax", ["f"], ["y"], name="sm")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save_model(model, str(tmp_path / "nz.onnx"))
+    with pytest.raises(UserError) as err:
+        load_onnx(str(tmp_path / "nz.onnx"))
+    assert "no input shape would" in err.value.fix and "NonZero" in err.value.fix
