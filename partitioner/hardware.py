@@ -20,6 +20,7 @@ MIB = 1 << 20
 # The 1.17 pJ/bit used before is a board-level (off-package SerDes-class) figure.
 LINK_PJ_PER_BIT = 0.5
 TOPOLOGIES = ("mesh", "torus", "ring", "chain", "all-to-all")
+DATAFLOWS = ("os", "ws", "is")
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,36 @@ class Chiplet:
     vector_op_pj: float = 0.2
     sram_pj_per_byte: float = 1.0
     unsupported_ops: tuple[str, ...] = ()
+    array_rows: int | None = None
+    """MAC array rows x cols (their product is macs_per_cycle); None: the most square factorisation (64 x 64)."""
+    array_cols: int | None = None
+    dataflow: str = "os"
+    """What stays in the array while a GEMM fold runs: os (outputs), ws (weights), is (inputs); docs/simulator.md."""
 
     def __post_init__(self) -> None:
         for name in ("macs_per_cycle", "vector_ops_per_cycle", "sram_bytes", "sram_bytes_per_cycle"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"chiplet {name} must be > 0")
+        rows, cols = self.array_rows, self.array_cols
+        if (rows is not None and rows < 1) or (cols is not None and cols < 1) or (
+                self.array_shape[0] * self.array_shape[1] != self.macs_per_cycle):
+            raise ValueError(f"chiplet array_rows x array_cols ({rows} x {cols}) must multiply to "
+                             f"macs_per_cycle ({self.macs_per_cycle})")
+        if self.dataflow not in DATAFLOWS:
+            raise ValueError(f"chiplet dataflow must be one of {', '.join(DATAFLOWS)}, got {self.dataflow!r}")
+
+    @property
+    def array_shape(self) -> tuple[int, int]:
+        """(rows, cols) of the MAC array: as given, the other side derived from macs_per_cycle, or the most
+        square factorisation when neither is given (4096 MACs: 64 x 64)."""
+        rows, cols = self.array_rows, self.array_cols
+        if rows is None and cols is None:
+            return near_square(self.macs_per_cycle)
+        if rows is None:
+            return max(self.macs_per_cycle // cols, 1), cols
+        if cols is None:
+            return rows, max(self.macs_per_cycle // rows, 1)
+        return rows, cols
         for name in ("mac_pj", "vector_op_pj", "sram_pj_per_byte"):
             if not 0 <= getattr(self, name) < math.inf:
                 raise ValueError(f"chiplet {name} must be finite and >= 0")
@@ -220,7 +246,7 @@ _CHIPLET_KEYS = {f.name for f in fields(Chiplet)} - {"sram_bytes"} | {"sram_mib"
 _PACKAGE_KEYS = {"name", "clock_ghz", "topology", "rows", "cols", "link_bytes_per_cycle", "hop_latency_cycles",
                  "link_pj_per_bit", "chiplets", "chiplet", "overrides"}
 _MAX_INT = 1 << 40  # keeps every product of sizes and rates inside int64
-_INT_KEYS = {"macs_per_cycle", "vector_ops_per_cycle", "sram_bytes_per_cycle", "rows", "cols", "chiplets",
+_INT_KEYS = {"array_rows", "array_cols", "macs_per_cycle", "vector_ops_per_cycle", "sram_bytes_per_cycle", "rows", "cols", "chiplets",
              "link_bytes_per_cycle", "hop_latency_cycles"}
 
 
@@ -230,7 +256,7 @@ def _bad(path: str, key: str, why: str) -> UserError:
 
 
 def _check_value(path: str, key: str, value: object) -> None:
-    if key in ("kind", "name", "topology"):
+    if key in ("kind", "name", "topology", "dataflow"):
         if not isinstance(value, str):
             raise _bad(path, key, f"must be a string, got {value!r}")
     elif key == "unsupported_ops":
@@ -267,7 +293,10 @@ def _chiplet_from(table: dict, base: Chiplet, path: str, allowed: set[str]) -> C
             raise _bad(path, "sram_mib", f"gives less than one byte ({table['sram_mib']!r} MiB)")
     if "unsupported_ops" in kwargs:
         kwargs["unsupported_ops"] = tuple(kwargs["unsupported_ops"])
-    return replace(base, **kwargs)
+    try:
+        return replace(base, **kwargs)
+    except ValueError as exc:
+        raise UserError(f"hardware file {path}: {exc}", "see docs/hardware.md")
 
 
 def hardware_from_toml(path: str | Path) -> Hardware:

@@ -23,7 +23,7 @@ from partitioner.onnx_import import parse_input_shapes
 SUBCOMMANDS = ("inspect", "simulate", "train", "finetune", "run", "split", "explore")
 
 
-def _add_model_args(p: argparse.ArgumentParser, precision: str | None = "fp16") -> None:
+def _add_model_args(p: argparse.ArgumentParser, precision: str | None = "fp16", saved_defaults: bool = False) -> None:
     """precision None: keep the model's own element sizes unless --precision is given (inspect)."""
     p.add_argument("model", help="ONNX file (weights may be absent: only shapes are read)")
     p.add_argument("--input-shape", action="append", metavar="NAME=1x128",
@@ -31,6 +31,13 @@ def _add_model_args(p: argparse.ArgumentParser, precision: str | None = "fp16") 
     p.add_argument("--precision", default=precision, choices=["fp32", "fp16", "bf16", "int8"],
                    help="element size of weights and activations on the accelerator "
                         f"(default {precision or 'as stored: fp32 for inspect, the saved one for simulate'})")
+    saved = " (default: the saved one)" if saved_defaults else ""
+    p.add_argument("--granularity", choices=["fused", "node", "layer"], default=None,
+                   help="unit of partitioning: fused ops (default), one per ONNX node, or repeated layers" + saved)
+    p.add_argument("--phase", default=None, metavar="prefill|decode",
+                   help="decoder LLMs: prefill (whole prompt) or decode (one token reading a KV cache)" + saved)
+    p.add_argument("--context", type=int, default=None, metavar="L",
+                   help="decode: KV-cache length in tokens per layer" + saved)
 
 
 def _add_hw_args(p: argparse.ArgumentParser, default_chiplets: int | None = None) -> None:
@@ -72,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     ins.add_argument("--json", action="store_true", help="print JSON (keys ops, onnx_nodes, flops, param_bytes, ...)")
 
     sim = sub.add_parser("simulate", help="re-score a saved partition.json")
-    _add_model_args(sim, precision=None)
+    _add_model_args(sim, precision=None, saved_defaults=True)
     _add_hw_args(sim)
     sim.add_argument("--partition", required=True, help="partition.json written by `partition`")
     sim.add_argument("--out", default=None, help="also write report.md, trace.json and partition.png here")
@@ -170,7 +177,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "inspect":
         from partitioner.app.summary import format_summary, summarize
 
-        graph = runmod.load_model(args.model, parse_input_shapes(args.input_shape or []), args.precision or "fp32")
+        graph = runmod.load_model(args.model, parse_input_shapes(args.input_shape or []), args.precision or "fp32",
+                                  granularity=args.granularity or "fused", phase=args.phase, context=args.context)
         summary = summarize(graph)
         print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
         return 0
@@ -179,14 +187,16 @@ def _dispatch(args: argparse.Namespace) -> int:
                                method=args.method, budget=args.budget, seed=args.seed, out=args.out,
                                input_shapes=parse_input_shapes(args.input_shape or []), precision=args.precision,
                                time_limit_s=args.time_limit, policy=args.policy,
-                               certificate=not args.no_certificate)
+                               certificate=not args.no_certificate, granularity=args.granularity or "fused",
+                               phase=args.phase, context=args.context)
         with _progress("evaluating", total=None) as on_eval:
             outcome = runmod.run(cfg, on_eval=on_eval)
         print(runmod.format_outcome(outcome))
         return 0
     if args.command == "simulate":
         outcome = runmod.resimulate(args.model, args.partition, parse_input_shapes(args.input_shape or []),
-                                    args.precision, args.hardware, args.chiplets, args.out)
+                                    args.precision, args.hardware, args.chiplets, args.out,
+                                    granularity=args.granularity, phase=args.phase, context=args.context)
         print(runmod.format_outcome(outcome))
         return 0
     if args.command == "train":
