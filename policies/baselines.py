@@ -103,7 +103,7 @@ def _valid_moves(graph: TensorGraph, hw: Hardware, a: np.ndarray, allowed: np.nd
 
 def anneal(graph: TensorGraph, hw: Hardware, *, budget: int, seed: int, evaluate_fn: EvaluateFn,
            start: np.ndarray | None = None, t_start: float = 0.05, t_end: float = 0.001,
-           on_eval: ProgressFn | None = None) -> SearchResult:
+           restart_after: int | None = None, on_eval: ProgressFn | None = None) -> SearchResult:
     """Simulated annealing over single-op moves to a neighbouring chiplet that keep the partition valid.
 
     Starts from the better of the repaired greedy and DP splits (two evaluations, the anchors the learned policy
@@ -111,6 +111,9 @@ def anneal(graph: TensorGraph, hw: Hardware, *, budget: int, seed: int, evaluate
     _valid_moves), half the time among those leaving the bottleneck chiplet, so no evaluation is spent on an
     invalid partition. Acceptance is Metropolis on
     log throughput with a geometric temperature schedule from t_start to t_end.
+
+    Restart from best: after `restart_after` evaluations without a new best (default max(8, budget // 8)), the walk
+    returns to the best partition found so far, so a long schedule cannot end in a worse basin than a short one.
     """
     rng = np.random.default_rng(seed)
     track = _Tracker(evaluate_fn, on_eval)
@@ -122,7 +125,11 @@ def anneal(graph: TensorGraph, hw: Hardware, *, budget: int, seed: int, evaluate
     allowed = np.array([[op.op_type not in c.unsupported_ops for c in hw.chiplets] for op in graph.ops])
     remaining = budget - len(track.history)
     steps = max(remaining, 1)
+    patience = max(8, budget // 8) if restart_after is None else restart_after
+    since_best = 0
     for step in range(remaining):
+        if since_best >= patience:
+            current, since_best = track.best, 0
         temp = t_start * (t_end / t_start) ** (step / steps)
         ops, targets = _valid_moves(graph, hw, current.assignment, allowed)
         if not len(ops):
@@ -134,7 +141,9 @@ def anneal(graph: TensorGraph, hw: Hardware, *, budget: int, seed: int, evaluate
         k = int(pool[rng.integers(len(pool))])
         candidate = current.assignment.copy()
         candidate[ops[k]] = targets[k]
+        before = track.best.throughput
         ev = track(candidate)
+        since_best = 0 if track.best.throughput > before else since_best + 1
         delta = math.log(max(ev.throughput, 1e-30)) - math.log(max(current.throughput, 1e-30))
         if delta >= 0 or rng.random() < math.exp(delta / temp):
             current = ev

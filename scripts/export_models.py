@@ -2,6 +2,8 @@
 
     python scripts/export_models.py                  # examples/{bert-base,resnet18,gpt-decoder}.onnx
     python scripts/export_models.py --corpus DIR     # a corpus of varied architectures for RL training
+    python scripts/export_models.py --zoo DIR        # full-size real architectures (BERT, GPT-2, Llama-1B, ViT,
+                                                     # ResNet-50, T5, ...) plus two small models with weights kept
 
 Nothing is downloaded: every model is built from a config written here (transformers configs or plain torch
 modules) with random weights, exported with torch.onnx.export (TorchScript exporter, opset 17, dynamic batch
@@ -20,7 +22,9 @@ import random
 import sys
 import tempfile
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import onnx
 import torch
@@ -40,6 +44,7 @@ class ExportSpec:
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
     dynamic_axes: dict
+    constant_folding: bool = True
 
 
 # --- plain torch models ---------------------------------------------------------------------------------------------
@@ -60,10 +65,34 @@ class BasicBlock(nn.Module):
         return torch.relu(out + (x if self.down is None else self.down(x)))
 
 
-class ResNet(nn.Module):
-    """torchvision-style ResNet with basic blocks; depths (2, 2, 2, 2) and width 64 is ResNet-18."""
+class Bottleneck(nn.Module):
+    """torchvision-style (v1.5) bottleneck: 1x1 reduce, 3x3 (strided), 1x1 expand by 4, projection shortcut."""
 
-    def __init__(self, depths=(2, 2, 2, 2), width: int = 64, classes: int = 1000) -> None:
+    def __init__(self, cin: int, mid: int, stride: int) -> None:
+        super().__init__()
+        cout = 4 * mid
+        self.conv1 = nn.Conv2d(cin, mid, 1, 1, 0, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.conv2 = nn.Conv2d(mid, mid, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(mid)
+        self.conv3 = nn.Conv2d(mid, cout, 1, 1, 0, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.down = None
+        if stride != 1 or cin != cout:
+            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = torch.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return torch.relu(out + (x if self.down is None else self.down(x)))
+
+
+class ResNet(nn.Module):
+    """torchvision-style ResNet; depths (2, 2, 2, 2) and width 64 with basic blocks is ResNet-18, depths
+    (3, 4, 6, 3) and width 64 with bottleneck blocks is ResNet-50."""
+
+    def __init__(self, depths=(2, 2, 2, 2), width: int = 64, classes: int = 1000, bottleneck: bool = False) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
                                   nn.MaxPool2d(3, 2, 1))
@@ -71,8 +100,13 @@ class ResNet(nn.Module):
         for i, d in enumerate(depths):
             cout = width * 2 ** i
             for j in range(d):
-                layers.append(BasicBlock(cin, cout, 2 if (j == 0 and i > 0) else 1))
-                cin = cout
+                stride = 2 if (j == 0 and i > 0) else 1
+                if bottleneck:
+                    layers.append(Bottleneck(cin, cout, stride))
+                    cin = 4 * cout
+                else:
+                    layers.append(BasicBlock(cin, cout, stride))
+                    cin = cout
         self.layers = nn.Sequential(*layers)
         self.fc = nn.Linear(cin, classes)
 
@@ -117,6 +151,54 @@ class MLP(nn.Module):
 
     def forward(self, x):
         return self.net(x)
+
+
+class SmallCNN(nn.Module):
+    """Three Conv+BN+ReLU stages with max pooling, global average pool and a Linear head (input 1x3x32x32)."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+
+        def stage(cin: int, cout: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+        self.features = nn.Sequential(*stage(3, 16), nn.MaxPool2d(2), *stage(16, 32), nn.MaxPool2d(2),
+                                      *stage(32, 64))
+        self.fc = nn.Linear(64, classes)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(x), 1), 1))
+
+
+class MHABlock(nn.Module):
+    """Pre-norm transformer block built on torch.nn.MultiheadAttention (sequence-first layout)."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=False)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    def forward(self, x):  # x: (seq, batch, dim)
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class MHATransformer(nn.Module):
+    """A small transformer encoder of MHABlocks; input (batch, seq, dim) float, output (batch, seq, dim)."""
+
+    def __init__(self, layers: int = 2, dim: int = 64, heads: int = 4, seq: int = 16) -> None:
+        super().__init__()
+        self.pos = nn.Parameter(torch.randn(seq, 1, dim) * 0.02)
+        self.blocks = nn.Sequential(*[MHABlock(dim, heads) for _ in range(layers)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        # batch_first=False keeps nn.MultiheadAttention off its fused fast path, which the exporter cannot trace
+        h = self.blocks(x.transpose(0, 1) + self.pos)
+        return self.head(self.norm(h)).transpose(0, 1)
 
 
 class _HFWrapper(nn.Module):
@@ -177,6 +259,104 @@ def torch_spec(name: str, module: nn.Module, shape: tuple[int, ...]) -> ExportSp
     return ExportSpec(name, module, (torch.zeros(*shape),), ("x",), ("y",), {"x": {0: "batch"}})
 
 
+# --- the zoo: full-size real architectures, each built only when exported ---------------------------------------
+@contextmanager
+def _default_dtype(dtype: torch.dtype):
+    """Build modules directly in `dtype` (a 1B-parameter model never exists in fp32)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+def _token_spec(name: str, model: nn.Module, seq: int, outputs: tuple[str, ...], **kw) -> ExportSpec:
+    names = ("input_ids", "attention_mask")
+    ids = torch.zeros(1, seq, dtype=torch.long)
+    return ExportSpec(name, _HFWrapper(model, names), (ids, torch.ones_like(ids)), names, outputs,
+                      {n: _TOKENS for n in names}, **kw)
+
+
+def zoo_bert_base() -> ExportSpec:
+    return bert_spec("bert-base", 12, 768, 12, seq=128)
+
+
+def zoo_bert_large() -> ExportSpec:
+    return bert_spec("bert-large", 24, 1024, 16, seq=128)
+
+
+def zoo_distilbert() -> ExportSpec:
+    from transformers import DistilBertConfig, DistilBertModel
+    return _token_spec("distilbert", DistilBertModel(_eager(DistilBertConfig())), 128, ("last_hidden_state",))
+
+
+def zoo_gpt2() -> ExportSpec:
+    """GPT-2 small as published: 50257-token vocabulary, 1024 positions, 12 layers, 768 wide, tied LM head.
+    Exported without constant folding so the tied LM head stays a Transpose of the embedding table rather than a
+    second 77 MB (fp16) initializer."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+    return _token_spec("gpt2", GPT2LMHeadModel(_eager(GPT2Config())), 128, ("logits",), constant_folding=False)
+
+
+def zoo_llama_1b() -> ExportSpec:
+    """A Llama-3.2-1B-shaped decoder: 16 layers, 2048 wide, 8192 MLP, 32 heads / 8 KV heads (GQA), 128256-token
+    vocabulary, tied embeddings; about 1.24B parameters, built directly in fp16."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    cfg = _eager(LlamaConfig(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                             num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                             tie_word_embeddings=True, max_position_embeddings=2048))
+    with _default_dtype(torch.float16):
+        model = LlamaForCausalLM(cfg)
+    return _token_spec("llama-1b", model, 128, ("logits",), constant_folding=False)
+
+
+def zoo_vit_base() -> ExportSpec:
+    return vit_spec("vit-base", 12, 768, 12, image=224, patch=16)
+
+
+def zoo_resnet50() -> ExportSpec:
+    return torch_spec("resnet50", ResNet((3, 4, 6, 3), 64, bottleneck=True), (1, 3, 224, 224))
+
+
+def zoo_t5_small_encoder() -> ExportSpec:
+    from transformers import T5Config, T5EncoderModel
+    return _token_spec("t5-small-encoder", T5EncoderModel(_eager(T5Config())), 128, ("last_hidden_state",))
+
+
+def zoo_mha_legacy() -> ExportSpec:
+    """2 layers, d_model 64, 4 heads of torch.nn.MultiheadAttention; static input (1, 16, 64)."""
+    return ExportSpec("mha-legacy", MHATransformer(2, 64, 4, 16), (torch.randn(1, 16, 64),), ("x",), ("y",), {})
+
+
+def zoo_small_cnn() -> ExportSpec:
+    return ExportSpec("small-cnn", SmallCNN(10), (torch.randn(1, 3, 32, 32),), ("x",), ("y",), {})
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """A zoo model: its builder (called only when it is exported) and whether its weights stay in the file."""
+
+    name: str
+    build: Callable[[], ExportSpec] = field(repr=False)
+    keep_weights: bool = False
+
+
+# Small first, Llama-1B last, so a partial run still leaves the cheap ones.
+ZOO = [
+    ZooEntry("small-cnn", zoo_small_cnn, keep_weights=True),
+    ZooEntry("mha-legacy", zoo_mha_legacy, keep_weights=True),
+    ZooEntry("resnet50", zoo_resnet50),
+    ZooEntry("distilbert", zoo_distilbert),
+    ZooEntry("t5-small-encoder", zoo_t5_small_encoder),
+    ZooEntry("vit-base", zoo_vit_base),
+    ZooEntry("bert-base", zoo_bert_base),
+    ZooEntry("gpt2", zoo_gpt2),
+    ZooEntry("bert-large", zoo_bert_large),
+    ZooEntry("llama-1b", zoo_llama_1b),
+]
+
+
 def example_specs() -> list[ExportSpec]:
     """The shipped examples. GPT decoder: GPT-2 small with a 32000-token vocabulary and 128 positions, so its
     largest weight (the 32000 x 768 embedding, 49 MB at fp16) fits one 64 MiB chiplet; GPT-2's own 50257-token
@@ -210,20 +390,40 @@ def corpus_specs(seed: int) -> list[ExportSpec]:
 
 
 # --- export and strip -----------------------------------------------------------------------------------------------
+def _export(spec: ExportSpec, path: str) -> None:
+    spec.module.eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(spec.module, spec.inputs, path, input_names=list(spec.input_names),
+                          output_names=list(spec.output_names), dynamic_axes=spec.dynamic_axes,
+                          opset_version=OPSET, do_constant_folding=spec.constant_folding, dynamo=False)
+
+
+def export_with_weights(spec: ExportSpec, out_dir: str) -> str:
+    """Export `spec` to out_dir/<name>.onnx with its weights embedded (small models only); returns the path."""
+    os.makedirs(out_dir, exist_ok=True)
+    dest = os.path.join(out_dir, f"{spec.name}.onnx")
+    _export(spec, dest)
+    onnx.checker.check_model(dest)
+    return dest
+
+
 def export_graph_only(spec: ExportSpec, out_dir: str) -> str:
     """Export `spec` to out_dir/<name>.onnx with its weights stripped; returns the path."""
     os.makedirs(out_dir, exist_ok=True)
     dest = os.path.join(out_dir, f"{spec.name}.onnx")
-    spec.module.eval()
-    with tempfile.TemporaryDirectory() as tmp, torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         full = os.path.join(tmp, "full.onnx")
-        torch.onnx.export(spec.module, spec.inputs, full, input_names=list(spec.input_names),
-                          output_names=list(spec.output_names), dynamic_axes=spec.dynamic_axes,
-                          opset_version=OPSET, dynamo=False)
-        model = onnx.load(full)
+        _export(spec, full)
+        # Over 2 GB the exporter already wrote the weights as external files: leave them unread.
+        model = onnx.load(full, load_external_data=False)
     data_name = f"{spec.name}.onnx.data"
     convert_model_to_external_data(model, all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
+    for tensor in model.graph.initializer:  # tensors the exporter had already made external: point them there too
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    entry.value = data_name
     onnx.save_model(model, dest)
     data_path = os.path.join(out_dir, data_name)
     if os.path.exists(data_path):
@@ -235,10 +435,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="examples", help="directory for the shipped examples")
     parser.add_argument("--corpus", metavar="DIR", help="export the training corpus to DIR instead")
+    parser.add_argument("--zoo", metavar="DIR", help="export the zoo of full-size real architectures to DIR")
     parser.add_argument("--only", nargs="*", help="export only these names")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
+    if args.zoo:
+        for entry in ZOO:
+            if args.only and entry.name not in args.only:
+                continue
+            spec = entry.build()  # one model in memory at a time
+            path = export_with_weights(spec, args.zoo) if entry.keep_weights else export_graph_only(spec, args.zoo)
+            del spec
+            print(f"{path}: {os.path.getsize(path) / 1e3:.0f} kB", file=sys.stderr)
+        return 0
     specs = corpus_specs(args.seed) if args.corpus else example_specs()
     out_dir = args.corpus or args.out
     for spec in specs:

@@ -11,10 +11,12 @@ true certificate: the simulator's cycles per inference are at least the busiest 
 
   * with a memory tier, stack k is busy for at least T_k = sum over the streamed ops on the chiplets it feeds
     (hw.stack_feed) of floor(ceil(stream bytes per batch / its bytes_per_cycle) / batch): the simulator holds
-    the stack that long per batch for each read, and a sum of floors is at most the floor of the sum. Which
-    weights stream is a decision of the model (residency literals, solver/_ladder.py).
+    the stack that long per batch for each read, and a sum of floors is at most the floor of the sum. A read for
+    chiplet c from a stack attached elsewhere enters c over one of its in_degree(c) links, holding it
+    floor(ceil(bytes / link_bytes_per_cycle) / batch) per inference, so c's busiest in-link carries at least
+    R_c / in_degree(c). Which weights stream is a decision of the model (residency literals, solver/_ladder.py).
 
-Objective: bottleneck = max(max_c max(C_c, ceil(S_c / out_degree(c))), max_k T_k). Its lower end is the larger of
+Objective: bottleneck = max(max_c max(C_c, ceil(S_c / out_degree(c)), ceil(R_c / in_degree(c))), max_k T_k). Its lower end is the larger of
 the trivial compute bound and `stack_lower_bound` (how much must stream at least, at the stacks' total bandwidth). Under-counted against the simulator: the NoC
 hops of stream reads, stack latency, messages to second and further destination chiplets, the later hops of multi-hop routes, hop latency and contention, so the
 simulator's bottleneck can be larger than `objective_cycles` but never smaller than `lower_bound_cycles`.
@@ -42,7 +44,7 @@ from partitioner.partition import Partition, check
 from partitioner.splits import contiguous_split, trivial_lower_bound
 from solver._ladder import build_ladder, ladder_hint, read_assignment, read_streamed
 from solver.infeasibility import check_feasible, explain_infeasible, normalize_pins
-from solver.residency import choose_streamed
+from solver.residency import choose_streamed, streaming_needed
 
 
 def out_degree(hw: Hardware) -> np.ndarray:
@@ -65,6 +67,32 @@ def resource_cycles(graph: TensorGraph, hw: Hardware, assignment: np.ndarray) ->
     ser = np.asarray(serialization_cycles(biggest, hw), dtype=np.int64)
     sends = np.bincount(a, weights=ser, minlength=hw.n_chiplets).astype(np.int64)
     return compute, sends
+
+
+def in_degree(hw: Hardware) -> np.ndarray:
+    """Number of incoming links of each chiplet (at least 1)."""
+    deg = np.zeros(hw.n_chiplets, dtype=np.int64)
+    for _, b in hw.links:
+        deg[b] += 1
+    return np.maximum(deg, 1)
+
+
+def stream_link_cycles(graph: TensorGraph, hw: Hardware, batch: int = 1) -> np.ndarray:
+    """Per op: floor(ceil(stream bytes per batch / link bandwidth) / batch), what one stream read holds a link."""
+    return np.asarray(serialization_cycles(stream_bytes(graph, batch), hw), dtype=np.int64) // batch
+
+
+def stream_receive_cycles(graph: TensorGraph, hw: Hardware, assignment: np.ndarray, streamed: np.ndarray | None,
+                          batch: int = 1) -> np.ndarray:
+    """R_c per chiplet (module docstring): link cycles of the stream reads entering it from another chiplet."""
+    out = np.zeros(hw.n_chiplets, dtype=np.int64)
+    if streamed is None or not hw.memory_stacks:
+        return out
+    a = np.asarray(assignment, dtype=np.int64)
+    src = np.array([at for _, at in hw.stack_feed], dtype=np.int64)
+    s = np.flatnonzero(np.asarray(streamed, dtype=bool) & (src[a] != a))
+    np.add.at(out, a[s], stream_link_cycles(graph, hw, batch)[s])
+    return out
 
 
 def stack_read_cycles(graph: TensorGraph, hw: Hardware, batch: int = 1) -> np.ndarray:
@@ -121,7 +149,8 @@ def bottleneck_cycles(graph: TensorGraph, hw: Hardware, assignment: np.ndarray,
     assignment and its streamed flags."""
     compute, sends = resource_cycles(graph, hw, assignment)
     links = -(-sends // out_degree(hw))
-    return int(max(compute.max(initial=0), links.max(initial=0),
+    receive = -(-stream_receive_cycles(graph, hw, assignment, streamed, batch) // in_degree(hw))
+    return int(max(compute.max(initial=0), links.max(initial=0), receive.max(initial=0),
                    stack_cycles(graph, hw, assignment, streamed, batch).max(initial=0)))
 
 
@@ -140,6 +169,12 @@ def optimize(graph: TensorGraph, hw: Hardware, *, time_limit_s: float = 30.0, se
     """
     start = time.perf_counter()
     pins = normalize_pins(graph, hw, pinned)
+    if hw.memory_stacks and not streaming_needed(graph, hw, pins):
+        try:   # every weight may fit on chip: solve as on the SRAM-only package (residency.streaming_needed)
+            return optimize(graph, hw.without_memory_tier(), time_limit_s=time_limit_s, seed=seed, pinned=pins,
+                            hint=hint, workers=workers, batch=batch)
+        except UserError:
+            pass
     dom = check_feasible(graph, hw, pins)
     n_chip = hw.n_chiplets
     cycles = op_cycles_matrix(graph, hw)
@@ -147,7 +182,8 @@ def optimize(graph: TensorGraph, hw: Hardware, *, time_limit_s: float = 30.0, se
     model, x, y = ladder.model, ladder.x, ladder.y
     lower = max(trivial_lower_bound(graph, hw), stack_lower_bound(graph, hw, batch))
     edge_ser = np.asarray(serialization_cycles(graph.edge_bytes, hw), dtype=np.int64)
-    upper = int(cycles.max(axis=1).sum() + edge_ser.sum() + stack_read_cycles(graph, hw, batch).max(axis=1, initial=0).sum())
+    upper = int(cycles.max(axis=1).sum() + edge_ser.sum() + stack_read_cycles(graph, hw, batch).max(axis=1, initial=0).sum()
+                + stream_link_cycles(graph, hw, batch).sum())
     bottleneck = model.new_int_var(lower, max(lower, upper), "bottleneck")
 
     # Sends: send[u][c] >= ser(u->v) when u sits on c and v beyond c, for every out-edge u->v.
@@ -188,6 +224,15 @@ def optimize(graph: TensorGraph, hw: Hardware, *, time_limit_s: float = 30.0, se
                 model.add(sum(int(reads[i, k]) * (x[i][c] - r) for i, c, r in used) <= bottleneck)
             if items and sum(int(graph.weight_bytes[i]) for i, _, _ in items) > st.capacity_bytes:
                 model.add(sum(int(graph.weight_bytes[i]) * (x[i][c] - r) for i, c, r in items) <= st.capacity_bytes)
+        # Stream reads entering a chiplet that no stack is attached to load its in-links.
+        link_reads, indeg = stream_link_cycles(graph, hw, batch), in_degree(hw)
+        per_chiplet: list[list] = [[] for _ in range(n_chip)]
+        for (i, c), r in ladder.resident.items():
+            if hw.stack_feed[c][1] != c and link_reads[i] > 0:
+                per_chiplet[c].append((int(link_reads[i]), x[i][c] - r))
+        for c, items in enumerate(per_chiplet):
+            if items:
+                model.add(sum(k * e for k, e in items) <= int(indeg[c]) * bottleneck)
     model.minimize(bottleneck)
 
     # Hint: the best valid of the contiguous split and the caller's hint (overflowing weights streamed).

@@ -41,7 +41,7 @@ from partitioner.partition import Partition, check
 from solver._closure import closure_repair, lagrangian_repair
 from solver._ladder import build_ladder, greedy_monotone, ladder_hint, read_assignment
 from solver.infeasibility import StageDomains, check_feasible, explain_infeasible, normalize_pins
-from solver.residency import choose_streamed
+from solver.residency import choose_streamed, streaming_needed
 
 MOVE_WEIGHT_LEVELS = 9
 
@@ -79,6 +79,12 @@ def repair(graph: TensorGraph, hw: Hardware, proposal: np.ndarray, *, time_limit
     pins = normalize_pins(graph, hw, pinned)
     if not check(graph, hw, prop, pins):
         return Partition(prop, prop, 0, "unchanged", time.perf_counter() - start)
+    if hw.memory_stacks and not streaming_needed(graph, hw, pins):
+        try:   # the model may fit all resident: repair as on the SRAM-only package first
+            return repair(graph, hw.without_memory_tier(), prop, time_limit_s=time_limit_s, seed=seed, pinned=pins,
+                          balance_time_s=balance_time_s)
+        except UserError:
+            pass
 
     def streams_for(a: np.ndarray) -> tuple[bool, np.ndarray | None]:
         """(valid, streamed): a is valid all resident, or once its overflowing chiplets stream weights."""

@@ -11,10 +11,28 @@ from __future__ import annotations
 
 import numpy as np
 
+from typing import Mapping
+
 from partitioner.cost import stream_bytes
+from partitioner.errors import UserError
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
 from partitioner.partition import memory_use
+from solver.infeasibility import check_feasible
+
+
+def streaming_needed(graph: TensorGraph, hw: Hardware, pinned: Mapping[int, int] | None = None) -> bool:
+    """Whether the solvers open the memory tier at all: only when the package has one and the cheap SRAM-only
+    checks (solver/infeasibility.check_feasible) already prove no all-resident partition exists. Otherwise repair
+    and optimize first solve as on an SRAM-only package (a model that fits keeps every weight on chip, with the
+    same partitions and certificates as without a tier) and open the tier only if that proves infeasible."""
+    if not hw.memory_stacks:
+        return False
+    try:
+        check_feasible(graph, hw.without_memory_tier(), pinned)
+    except UserError:
+        return True
+    return False
 
 
 def choose_streamed(graph: TensorGraph, hw: Hardware, assignment: np.ndarray, batch: int = 1) -> np.ndarray | None:

@@ -119,3 +119,31 @@ def test_valid_moves_are_exactly_the_valid_single_op_moves(n, k, seed, sram_kib)
             trial = a.copy()
             trial[op] = t
             assert ((op, t) in listed) == (check(graph, hw, trial) == []), (op, t)
+
+
+def test_anneal_restarts_from_its_best_after_the_patience_runs_out():
+    """Every move is worse than the start and is accepted anyway (huge temperature), so without restarts the walk
+    drifts away; with restart_after=3 the 4th proposal after the start is again one move from the start."""
+    from dataclasses import replace
+
+    from partitioner.partition import Partition
+    from partitioner.report import Evaluation
+    from partitioner.simulator import simulate
+
+    graph, hw = random_dag(40, 1), mesh_of(4)
+    start = dp_partition(graph, hw)
+    seen = []
+
+    def fn(p):
+        seen.append(np.asarray(p).copy())
+        thr = 1000.0 if len(seen) == 1 else 1000.0 - len(seen)      # the start stays the best
+        rep = simulate(graph, hw, p)
+        return Evaluation(Partition(p), replace(rep, throughput_per_s=thr))
+
+    anneal(graph, hw, budget=12, seed=0, evaluate_fn=fn, start=start, t_start=1e9, t_end=1e9, restart_after=3)
+    moved = [int((s != start).sum()) for s in seen]
+    assert moved[0] == 0 and moved[1] == 1
+    # evaluations 1-3 do not improve, so evaluation 4 restarts from the start (one op away again); 4-6 do not
+    # improve either, so evaluation 7 restarts too
+    assert moved[4] == 1 and moved[7] == 1
+    assert max(moved[2:4]) >= 2        # in between, the walk did drift (the restart is what brings it back)

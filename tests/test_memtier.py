@@ -28,8 +28,9 @@ STACK = MemoryStack("h", capacity_bytes=1 << 30, bytes_per_cycle=100, pj_per_byt
 
 
 def chain3(**kw) -> Hardware:
-    """Three default chiplets in a chain, one stack on chiplet 0: 100 B/cycle, 50 cycles, 10 pJ/B."""
-    return Hardware("chain-3", (Chiplet(),) * 3, "chain", 1, 3, memory_stacks=(STACK,), **kw)
+    """Three default chiplets in a chain (1.17 pJ/bit links), one stack on chiplet 0: 100 B/cycle, 50 cycles,
+    10 pJ/B."""
+    return Hardware("chain-3", (Chiplet(),) * 3, "chain", 1, 3, link_pj_per_bit=1.17, memory_stacks=(STACK,), **kw)
 
 
 def matmul(name: str, cycles: int, weight_bytes: int, read: int | None = None) -> Op:
@@ -315,3 +316,17 @@ def test_gpt2_runs_on_the_default_package_by_streaming_its_embedding(tmp_path):
     assert "/model/transformer/wte/Gather" in {r["op"] for r in doc["memory_tier"]["streamed"]}
     assert check(graph, load_hardware(None, 16), a, streamed=streamed) == []
     assert doc["metrics"]["throughput_per_s"] <= doc["metrics"]["solver_bound_throughput_per_s"] * (1 + 1e-9)
+
+
+def test_tier_opens_only_when_all_resident_is_impossible_and_reads_load_in_links():
+    from solver.optimize import bottleneck_cycles, stream_receive_cycles
+    from solver.residency import streaming_needed
+
+    assert streaming_needed(llm_like(), mesh_of(4, memory_tier=True))
+    assert not streaming_needed(llm_like(4), mesh_of(4, memory_tier=True))   # 160 MiB fits 256 MiB
+    assert not streaming_needed(llm_like(), mesh_of(4))                       # no tier to open
+    # A 6,400 B read for chiplet 2 of the chain enters over its single in-link: ceil(6400 / 64) = 100 cycles.
+    g = TensorGraph.build("g", [matmul("a", 10, 6400)], [])
+    assert stream_receive_cycles(g, chain3(), np.array([2]), np.array([True])).tolist() == [0, 0, 100]
+    assert stream_receive_cycles(g, chain3(), np.array([0]), np.array([True])).tolist() == [0, 0, 0]
+    assert bottleneck_cycles(g, chain3(), np.array([2]), np.array([True])) == 100

@@ -58,6 +58,11 @@ class RunConfig:
     policy: str | None = None
     certificate: bool = True
     """Also ask CP-SAT for a proven lower bound on the bottleneck (the optimality certificate)."""
+    granularity: str = "fused"
+    """The unit of partitioning: fused ops, ONNX nodes or layers (partitioner/granularity.py)."""
+    phase: str | None = None
+    """Decoders: prefill or decode (one token with a KV cache of `context` tokens); None: a whole-sequence pass."""
+    context: int | None = None
     batch: int = 1
     """Inferences per read of a weight streamed from the memory tier (`--batch`)."""
     memory_tier: bool = True
@@ -78,6 +83,8 @@ class Outcome:
     history: tuple[tuple[int, float], ...] = ()
     certificate: Partition | None = None
     files: tuple[str, ...] = ()
+    found_by: str | None = None
+    """Which step produced `best` when it is not the method's own search (the certificate's CP-SAT solve)."""
     batch: int = 1
 
     @property
@@ -88,8 +95,10 @@ class Outcome:
         return self.hw.clock_hz / c.lower_bound_cycles
 
 
-def load_model(path: str, input_shapes: dict | None = None, precision: str = "fp32") -> TensorGraph:
-    return load_onnx(path, input_shapes=input_shapes or None, precision=precision)
+def load_model(path: str, input_shapes: dict | None = None, precision: str = "fp32", *, granularity: str = "fused",
+               phase: str | None = None, context: int | None = None) -> TensorGraph:
+    return load_onnx(path, input_shapes=input_shapes or None, precision=precision, granularity=granularity,
+                     phase=phase, context=context)
 
 
 def default_method() -> str:
@@ -145,6 +154,22 @@ def certify(graph: TensorGraph, hw: Hardware, hint: np.ndarray, seed: int = 0,
     return optimize(graph, hw, time_limit_s=time_limit_s, seed=seed, hint=hint, batch=batch)
 
 
+def keep_best(graph: TensorGraph, hw: Hardware, searched: Evaluation, cert: Partition, batch: int = 1
+              ) -> tuple[Evaluation, str | None]:
+    """The better of the search's best and the partition CP-SAT found while proving the certificate (warm-started
+    from the search's best), both scored by the simulator: a run never returns less than the best it evaluated.
+    Returns (best, None) when the search's own partition wins, else (certificate's, its provenance)."""
+    if check(graph, hw, cert.assignment, streamed=cert.streamed) or (
+            np.array_equal(cert.assignment, searched.assignment)
+            and np.array_equal(cert.streamed if cert.streamed is not None else False,
+                               searched.partition.streamed if searched.partition.streamed is not None else False)):
+        return searched, None
+    solved = Evaluation(cert, simulate(graph, hw, cert, trace=True, batch=batch))
+    if solved.throughput > searched.throughput:
+        return solved, f"the certificate's CP-SAT solve ({cert.status}), warm-started from the search's best"
+    return searched, None
+
+
 def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
     """Load, search, certify, and write partition.json, report.md, trace.json, partition.png and config.json."""
     if cfg.chiplets is not None and cfg.chiplets < 1:
@@ -155,19 +180,21 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
         raise UserError(f"--batch must be a positive integer, got {cfg.batch!r}", "pass --batch 1 or more")
     method = cfg.method or default_method()
     budget = DEFAULT_BUDGET if cfg.budget is None else cfg.budget
-    graph = load_model(cfg.model, cfg.input_shapes, cfg.precision)
+    graph = load_model(cfg.model, cfg.input_shapes, cfg.precision, granularity=cfg.granularity, phase=cfg.phase,
+                       context=cfg.context)
     hw = load_hardware(cfg.hardware, cfg.chiplets, memory_tier=cfg.memory_tier)
     out_dir = prepare_out_dir(cfg.out)
     found = search(graph, hw, method, budget=budget, seed=cfg.seed, time_limit_s=cfg.time_limit_s,
                    policy=cfg.policy, on_eval=on_eval, batch=cfg.batch)
     best = Evaluation(found.best.partition, simulate(graph, hw, found.best.partition, trace=True, batch=cfg.batch))
-    cert = None
+    cert, found_by = None, None
     if method == "exact":
         cert = found.best.partition
     elif cfg.certificate:
         cert = certify(graph, hw, best.assignment, seed=cfg.seed, batch=cfg.batch)
+        best, found_by = keep_best(graph, hw, best, cert, batch=cfg.batch)
     outcome = Outcome(cfg.model, graph, hw, method, best, found.evaluations, found.wall_s, found.history, cert,
-                      batch=cfg.batch)
+                      found_by=found_by, batch=cfg.batch)
     files = write_outputs(out_dir, outcome, config=asdict(cfg) | {"method": method, "budget": budget},
                           hardware_spec=cfg.hardware)
     return Outcome(**{**outcome.__dict__, "files": files})
@@ -211,6 +238,7 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
         "bottleneck_chiplet": int(rep.bottleneck_chiplet),
         "bottleneck": rep.bottleneck,
     }
+    metrics.update(token_metrics(graph, rep))
     solver_bound = outcome.solver_bound_throughput_per_s
     if solver_bound is not None:
         metrics["solver_bound_throughput_per_s"] = solver_bound
@@ -221,8 +249,12 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
         "hardware_name": hw.name,
         "chiplets": hw.n_chiplets,
         "method": outcome.method,
+        "found_by": outcome.found_by or outcome.method,
         "precision": graph.metadata.get("precision", "fp32"),
         "input_shapes": {k: list(v) for k, v in graph.metadata.get("input_shapes", {}).items()},
+        "granularity": graph.metadata.get("granularity", "fused"),
+        "phase": graph.metadata.get("phase"),
+        "context": graph.metadata.get("context"),
         "assignment": assignment,
         "metrics": metrics,
         "per_chiplet": per_chiplet,
@@ -249,6 +281,7 @@ def write_outputs(out_dir: Path, outcome: Outcome, *, config: dict | None, hardw
     files = {
         "partition.json": lambda p: write_json(p, partition_document(outcome, hardware_spec, config)),
         "report.md": lambda p: write_text(p, report_markdown(rep, graph, hw, a, outcome.method)
+                                          + _phase_markdown(graph, rep) + _provenance_markdown(outcome)
                                           + memory_tier_markdown(memory_tier_document(
                                               graph, hw, a, outcome.best.partition.streamed, rep, outcome.batch),
                                               graph, rep)
@@ -261,6 +294,39 @@ def write_outputs(out_dir: Path, outcome: Outcome, *, config: dict | None, hardw
     for name, write in files.items():
         write(out_dir / name)
     return tuple(str(out_dir / name) for name in files)
+
+
+def token_metrics(graph: TensorGraph, rep) -> dict:
+    """Tokens/s and time per token for a decoder phase (empty otherwise). Tokens per inference: the prompt's
+    tokens in prefill, one per sequence in decode. Time per token: in decode, one step's latency (a sequence's
+    next token needs the previous one, so its tokens cannot overlap); in prefill, 1 / tokens/s."""
+    tokens = graph.metadata.get("tokens_per_inference")
+    if not tokens:
+        return {}
+    per_s = rep.throughput_per_s * tokens
+    per_token = rep.latency_s if graph.metadata.get("phase") == "decode" else 1.0 / per_s
+    return {"tokens_per_inference": tokens, "tokens_per_s": per_s, "time_per_token_s": per_token,
+            "weight_read_bytes": int(graph.weight_read_bytes.sum() - graph.kv_cache_bytes.sum()),
+            "kv_cache_read_bytes": int(graph.kv_cache_bytes.sum())}
+
+
+def _phase_markdown(graph: TensorGraph, rep) -> str:
+    m = token_metrics(graph, rep)
+    if not m:
+        return ""
+    meta = graph.metadata
+    what = (f"decode, one token per sequence reading a KV cache of {meta.get('context')} tokens"
+            if meta.get("phase") == "decode" else f"prefill of {m['tokens_per_inference']} tokens")
+    return (f"\n## Tokens ({what})\n\n| metric | value |\n|---|---|\n"
+            f"| inferences/s | {rep.throughput_per_s:,.1f} |\n| tokens/s | {m['tokens_per_s']:,.1f} |\n"
+            f"| time per token | {_si(m['time_per_token_s'], 's')} |\n"
+            f"| weight bytes read per inference | {m['weight_read_bytes']:,} |\n"
+            f"| KV-cache bytes read per inference | {m['kv_cache_read_bytes']:,} |\n")
+def _provenance_markdown(outcome: Outcome) -> str:
+    if outcome.found_by is None:
+        return f"\n## Found by\n\n{outcome.method}: its own search found this partition.\n"
+    return (f"\n## Found by\n\n{outcome.found_by}: it scored above the best of the {outcome.method} search's "
+            f"{outcome.evaluations} evaluations, so the run returns it.\n")
 
 
 def _certificate_markdown(outcome: Outcome) -> str:
@@ -339,12 +405,21 @@ def _document_settings(doc: dict, path: str) -> tuple[str | None, int, dict, str
 
 
 def resimulate(model: str, partition_path: str, input_shapes: dict, precision: str | None, hardware: str | None,
-               chiplets: int | None, out: str | None, memory_tier: bool = True) -> Outcome:
+               chiplets: int | None, out: str | None, *, granularity: str | None = None, phase: str | None = None,
+               context: int | None = None, memory_tier: bool = True) -> Outcome:
     """Re-score a saved partition on the settings it was made with (or the ones given explicitly).
     memory_tier=False drops the memory stacks; a file written without a memory tier is scored without one."""
     doc = read_partition_file(partition_path)
     spec, saved_chiplets, saved_shapes, saved_precision = _document_settings(doc, partition_path)
-    graph = load_model(model, input_shapes or saved_shapes, precision or saved_precision)
+    granularity = granularity or doc.get("granularity") or "fused"
+    phase = phase or doc.get("phase")
+    context = context if context is not None else doc.get("context")
+    if granularity not in ("fused", "node", "layer") or phase not in (None, "prefill", "decode") or not (
+            context is None or (type(context) is int and context >= 0)):
+        raise UserError(f"partition file {partition_path}: bad 'granularity', 'phase' or 'context'",
+                        "pass the partition.json a run wrote, unedited")
+    graph = load_model(model, input_shapes or saved_shapes, precision or saved_precision, granularity=granularity,
+                       phase=phase, context=context if phase == "decode" else None)
     if hardware is None and spec is not None and spec not in PRESETS and not Path(spec).exists():
         raise UserError(f"partition file {partition_path} was made on hardware file {spec}, which is gone",
                         "pass --hardware with the package description to score it on")
@@ -368,7 +443,8 @@ def resimulate(model: str, partition_path: str, input_shapes: dict, precision: s
     if out:
         config = {"command": "simulate", "model": model, "partition": partition_path, "hardware": hardware or spec,
                   "chiplets": hw.n_chiplets, "precision": graph.metadata.get("precision"),
-                  "input_shapes": {k: list(v) for k, v in graph.metadata.get("input_shapes", {}).items()}}
+                  "input_shapes": {k: list(v) for k, v in graph.metadata.get("input_shapes", {}).items()},
+                  "granularity": granularity, "phase": phase, "context": graph.metadata.get("context")}
         files = write_outputs(prepare_out_dir(out), outcome, config=config, hardware_spec=hardware or spec)
         outcome = Outcome(**{**outcome.__dict__, "files": files})
     return outcome
@@ -382,14 +458,26 @@ def _si(x: float, unit: str) -> str:
     return f"{x:.3g} {unit}"
 
 
+def _token_rows(graph: TensorGraph, rep) -> list[tuple[str, str]]:
+    m = token_metrics(graph, rep)
+    if not m:
+        return []
+    return [("tokens", f"{m['tokens_per_s']:,.1f} tokens/s ({graph.metadata.get('phase')}, "
+                       f"{m['tokens_per_inference']} per inference), {_si(m['time_per_token_s'], 's')} per token"),
+            ("traffic", f"{m['weight_read_bytes'] / 1e6:,.1f} MB weights + {m['kv_cache_read_bytes'] / 1e6:,.1f} MB "
+                        "KV cache read per inference")]
+
+
 def format_outcome(outcome: Outcome) -> str:
     rep, hw = outcome.best.report, outcome.hw
     rows = [
         ("model", f"{outcome.model} ({outcome.graph.n_ops} ops, {outcome.graph.total_flops / 1e9:.2f} GFLOP)"),
         ("hardware", f"{hw.name}: {hw.n_chiplets} chiplets, {hw.topology} {hw.rows}x{hw.cols}"),
         ("method", f"{outcome.method}: {outcome.evaluations} evaluation{'s' * (outcome.evaluations != 1)} in {outcome.wall_s:.1f} s, "
-                   f"repair moved {outcome.best.partition.ops_moved} ops"),
+                   + (f"repair moved {outcome.best.partition.ops_moved} ops" if outcome.found_by is None
+                      else "best found by the certificate's CP-SAT solve")),
         ("throughput", f"{rep.throughput_per_s:,.1f} inferences/s"),
+        *_token_rows(outcome.graph, rep),
         ("latency", _si(rep.latency_s, "s")),
         ("energy", f"{_si(rep.energy_j, 'J')} per inference"),
         ("utilisation", f"mean {100 * float(np.mean(rep.chiplet_busy_fraction)):.1f}%, "
