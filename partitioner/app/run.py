@@ -176,8 +176,11 @@ def _search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, seed:
 
 
 def _wall_cap(run_budget: RunBudget, wanted_s: float) -> float:
-    """The wall-clock cap of a deterministic CP-SAT solve: its usual 2 x limit + 1 s, or what the budget leaves."""
-    return max(min(2 * wanted_s + 1.0, run_budget.search_left()), 0.1)
+    """The wall-clock cap of a deterministic CP-SAT solve: its usual one (solver.optimize), or what the budget
+    leaves."""
+    from solver.optimize import DETERMINISTIC_WALL_FACTOR
+
+    return max(min(DETERMINISTIC_WALL_FACTOR * wanted_s + 10.0, run_budget.search_left()), 0.1)
 
 
 def certify(graph: TensorGraph, hw: Hardware, hint: np.ndarray, seed: int = 0,
