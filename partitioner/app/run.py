@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -95,11 +96,17 @@ def load_model(path: str, input_shapes: dict | None = None, precision: str = "fp
     return load_onnx(path, input_shapes=input_shapes or None, precision=precision)
 
 
-def default_method() -> str:
-    """rl when the shipped policy checkpoint is present, else simulated annealing."""
+RL_MAX_OPS = 2000
+"""Above this many ops the default method is anneal, not rl: the policy's per-step cost (a GNN pass and a batch of
+proposals over every op) grows with the graph, and on the 10,000-MatMul fan-out no rl evaluation finished within
+3 minutes on 2 shared cores, while anneal's vectorised moves keep each evaluation at one repair + one simulation."""
+
+
+def default_method(n_ops: int | None = None) -> str:
+    """rl when the shipped policy checkpoint is present and the graph has at most RL_MAX_OPS ops, else annealing."""
     from policies.rl_search import SHIPPED_POLICY
 
-    return "rl" if SHIPPED_POLICY.exists() else "anneal"
+    return "rl" if SHIPPED_POLICY.exists() and (n_ops is None or n_ops <= RL_MAX_OPS) else "anneal"
 
 
 def search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, seed: int, time_limit_s: float | None,
@@ -229,11 +236,14 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
     partition found so far is written, marked interrupted."""
     validate_config(cfg)
     run_budget = RunBudget(cfg.max_time_s)
-    method = cfg.method or default_method()
     budget = DEFAULT_BUDGET if cfg.budget is None else cfg.budget
     hw = load_hardware(cfg.hardware, cfg.chiplets)
     limits.check_chiplets(hw.n_chiplets, f"hardware {cfg.hardware}")
     graph = load_model(cfg.model, cfg.input_shapes, cfg.precision)
+    method = cfg.method or default_method(graph.n_ops)
+    if cfg.method is None and method != default_method():
+        warnings.warn(f"the model has {graph.n_ops} ops, above the {RL_MAX_OPS} the default rl method handles in "
+                      f"bounded time; using {method} (pass --method rl to insist)")
     with run_budget.catch_sigint():
         found, stopped = bounded_search(graph, hw, method, budget=budget, seed=cfg.seed,
                                         time_limit_s=cfg.time_limit_s, policy=cfg.policy, on_eval=on_eval,
