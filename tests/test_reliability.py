@@ -126,6 +126,11 @@ def test_only_empty_or_run_written_folders_are_replaceable(tmp_path):
         check_replaceable(tmp_path)
     (tmp_path / MARKER).write_text("{}")
     check_replaceable(tmp_path)
+    legacy = tmp_path / "legacy"                                          # an older run's set, no marker
+    legacy.mkdir()
+    (legacy / "partition.json").write_text("{}")
+    (legacy / "report.md").write_text("")
+    check_replaceable(legacy)
 
 
 # --- whole-run budget and Ctrl-C ------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@ one, never a mix, and a failed run leaves no empty --out behind.
 
 The swap is two renames (old -> .NAME.old-ID, staged -> NAME) and then the old folder is removed; a kill between
 the renames leaves --out missing but both complete sets on disk under their dot-names (the next run of the same
---out cleans them up). A folder is replaced only if it is empty or a run wrote it (it holds MARKER); any other
+--out cleans them up). A folder is replaced only if it is empty or a run wrote it (it holds MARKER, or only the files an older run
+wrote); any other
 folder is refused before any work, so `--out .` or `--out ~` can never be swapped away.
 """
 from __future__ import annotations
@@ -23,6 +24,10 @@ MARKER = ".partition-run.json"
 """Written last into every output set: the run id, the command and the files of the set."""
 
 
+LEGACY_OUTPUTS = frozenset({"partition.json", "report.md", "trace.json", "partition.png", "config.json"})
+"""A folder holding only these was written by a run from before output sets (no MARKER): still replaceable."""
+
+
 def check_replaceable(out: str | os.PathLike) -> None:
     """--out may be replaced: absent, empty, or written by a run (holds MARKER). Creates nothing."""
     path = Path(out)
@@ -32,7 +37,7 @@ def check_replaceable(out: str | os.PathLike) -> None:
         raise UserError(f"--out {out} is a file, not a directory", "pass a directory for the outputs")
     if (path / MARKER).is_file():
         return
-    others = sorted(p.name for p in path.iterdir())
+    others = sorted(p.name for p in path.iterdir() if p.name not in LEGACY_OUTPUTS)
     if others:
         shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
         raise UserError(f"--out {out} holds files no run wrote ({shown}); a run replaces its --out folder as a "

@@ -258,6 +258,8 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
             best, found_by = keep_best(graph, hw, best, cert)
         elif cfg.certificate:
             stopped = stopped or run_budget.stop_reason() or "the --max-time budget left no time for the certificate"
+        if stopped is None and run_budget.interrupted:   # Ctrl-C during the certificate: its solve ran to its limit
+            stopped = "interrupted by Ctrl-C"
         outcome = Outcome(cfg.model, graph, hw, method, best, found.evaluations, found.wall_s, found.history, cert,
                           found_by=found_by, interrupted=stopped)
         config = asdict(cfg) | {"method": method, "budget": budget}
