@@ -71,6 +71,8 @@ CASES = (
     Case("train on the examples folder", ("train", "--corpus", "examples", "--out", "{tmp}/p.pt"), 2),
     Case("10,000 MatMuls fanning out, default method, --max-time 120",
          ("{tmp}/fanout.onnx", "--chiplets", "16", "--max-time", "120", "--out", "{out}"), 0, slow=True),
+    Case("10,000 MatMuls fanning out, default method, no bound", ("{tmp}/fanout.onnx", "--chiplets", "16",
+                                                                  "--out", "{out}"), 0, slow=True),
     Case("10,000 MatMuls fanning out, greedy", ("{tmp}/fanout.onnx", "--chiplets", "16", "--method", "greedy",
                                                 "--out", "{out}"), 0, slow=True),
 )
@@ -171,7 +173,7 @@ def run_case(case: Case, tmp: Path, timeout: float) -> Outcome:
         code, err = None, f"timed out after {timeout:g} s " + (exc.stderr or b"").decode(errors="replace")[-200:]
     seconds = time.perf_counter() - start
     lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("evaluating")]
-    shown = " ".join(["partition", *(a.replace(str(tmp), "$TMP") for a in args)])
+    shown = " ".join(["partition", *(a.replace(str(out), "$OUT").replace(str(tmp), "$TMP") for a in args)])
     return Outcome(case, shown, code, lines[0] if lines else "", seconds, "Traceback" in err)
 
 
