@@ -201,7 +201,7 @@ def test_max_time_bounds_a_run_with_a_huge_budget(model, tmp_path, capsys):
     code, err = _run_cli([model, "--chiplets", "3", "--method", "random", "--budget", "1000000", "--max-time", "4",
                           "--time-limit", "1", "--out", str(tmp_path / "o")], capsys)
     doc = json.loads((tmp_path / "o" / "partition.json").read_text())
-    assert code == 0 and "search stopped early" in err
+    assert code == 0 and "run stopped early" in err
     assert doc["interrupted"] and 1 <= doc["search"]["evaluations"] < 1000000
 
 

@@ -183,10 +183,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         with _progress("evaluating", total=None) as on_eval:
             outcome = runmod.run(cfg, on_eval=on_eval)
         print(runmod.format_outcome(outcome))
-        if outcome.interrupted:
-            print(f"warning: search stopped early ({outcome.interrupted}); wrote the best partition of "
-                  f"{outcome.evaluations} evaluations, marked interrupted", file=sys.stderr)
-        return 130 if outcome.interrupted == "interrupted by Ctrl-C" else 0
+        if outcome.interrupted is None:
+            return 0
+        print(f"warning: run stopped early ({outcome.interrupted}); wrote the best partition of "
+              f"{outcome.evaluations} evaluations, marked interrupted", file=sys.stderr)
+        return 130 if outcome.interrupted.startswith("interrupted by Ctrl-C") else 0
     if args.command == "simulate":
         outcome = runmod.resimulate(args.model, args.partition, parse_input_shapes(args.input_shape or []),
                                     args.precision, args.hardware, args.chiplets, args.out)

@@ -259,7 +259,7 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
         elif cfg.certificate:
             stopped = stopped or run_budget.stop_reason() or "the --max-time budget left no time for the certificate"
         if stopped is None and run_budget.interrupted:   # Ctrl-C during the certificate: its solve ran to its limit
-            stopped = "interrupted by Ctrl-C"
+            stopped = "interrupted by Ctrl-C during the certificate, after the search finished"
         outcome = Outcome(cfg.model, graph, hw, method, best, found.evaluations, found.wall_s, found.history, cert,
                           found_by=found_by, interrupted=stopped)
         config = asdict(cfg) | {"method": method, "budget": budget}
@@ -362,7 +362,7 @@ def _interrupted_markdown(outcome: Outcome) -> str:
     if outcome.interrupted is None:
         return ""
     return (f"> **Interrupted**: {outcome.interrupted}. This is the best valid partition of the "
-            f"{outcome.evaluations} evaluations the search finished, not the result of its full budget.\n\n")
+            f"{outcome.evaluations} evaluations finished when the run stopped.\n\n")
 
 
 def _provenance_markdown(outcome: Outcome) -> str:
