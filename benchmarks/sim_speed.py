@@ -43,6 +43,8 @@ class SpeedConfig:
     """Package size (a near-square mesh of default chiplets)."""
     seconds: float = 5.0
     """Wall time to measure over (after one warm-up evaluation)."""
+    granularity: str = "fused"
+    """Unit of partitioning for ONNX models: fused, node or layer."""
 
 
 def balanced_split(graph: TensorGraph, hw: Hardware) -> np.ndarray:
@@ -57,7 +59,7 @@ def load_graph(cfg: SpeedConfig) -> TensorGraph:
     if cfg.model == "random":
         return random_dag(cfg.ops, cfg.seed)
     from partitioner.onnx_import import load_onnx
-    return load_onnx(cfg.model, precision=cfg.precision)
+    return load_onnx(cfg.model, precision=cfg.precision, granularity=cfg.granularity)
 
 
 def measure(cfg: SpeedConfig) -> dict:
@@ -85,6 +87,7 @@ def main() -> None:
     p.add_argument("--precision", default=d.precision)
     p.add_argument("--chiplets", type=int, default=d.chiplets)
     p.add_argument("--seconds", type=float, default=d.seconds)
+    p.add_argument("--granularity", default=d.granularity, choices=["fused", "node", "layer"])
     p.add_argument("--write", action="store_true", help='replace the "Simulator speed" section of RESULTS.md')
     args = vars(p.parse_args())
     write = args.pop("write")

@@ -14,10 +14,33 @@ def _ceil_div(a: np.ndarray, b: int) -> np.ndarray:
     return -(-np.asarray(a, dtype=np.int64) // int(b))
 
 
+def gemm_cycles(batch, m, k, n, rows: int, cols: int, dataflow: str = "os") -> np.ndarray:
+    """Cycles of `batch` M x K by K x N products on a rows x cols systolic array (docs/simulator.md, R2a).
+
+    The dataflow maps two GEMM dims onto the array (spatial) and streams the third through it (temporal T):
+    os: M x N outputs stay, T = K; ws: K x N weights stay, T = M; is: K x M inputs stay, T = N. The spatial
+    dims are cut into ceil(Sr/rows) x ceil(Sc/cols) folds (tile quantisation: a partial fold costs a full one),
+    and each fold takes T + rows + cols - 2 cycles (fill and drain of the skewed wavefront), plus `rows` cycles
+    to preload the stationary operand under ws and is. Under os this is SCALE-Sim 3.0's compute-cycle count.
+    """
+    b, m, k, n = (np.asarray(x, dtype=np.int64) for x in (batch, m, k, n))
+    sr, sc, t = {"os": (m, n, k), "ws": (k, n, m), "is": (k, m, n)}[dataflow]
+    folds = b * _ceil_div(sr, rows) * _ceil_div(sc, cols)
+    return folds * (t + rows + cols - 2 + (0 if dataflow == "os" else rows))
+
+
 def compute_cycles(graph: TensorGraph, chiplet: Chiplet) -> np.ndarray:
-    """Matrix work on the MAC array (2 flops per MAC) plus vector work on the vector unit, per op."""
-    return _ceil_div(graph.matrix_flops, 2 * chiplet.macs_per_cycle) + _ceil_div(graph.vector_flops,
-                                                                                chiplet.vector_ops_per_cycle)
+    """Matrix work on the MAC array plus vector work on the vector unit, per op. An op's known GEMMs are tiled
+    on the array (gemm_cycles); matrix flops outside them run at the full array rate (2 flops per MAC)."""
+    op_id, b, m, k, n = graph.gemm_table
+    tiled = np.zeros(graph.n_ops, dtype=np.int64)
+    rest = np.asarray(graph.matrix_flops, dtype=np.int64).copy()
+    if op_id.size:
+        rows, cols = chiplet.array_shape
+        np.add.at(tiled, op_id, gemm_cycles(b, m, k, n, rows, cols, chiplet.dataflow))
+        np.subtract.at(rest, op_id, 2 * b * m * k * n)
+    return tiled + _ceil_div(rest, 2 * chiplet.macs_per_cycle) + _ceil_div(graph.vector_flops,
+                                                                          chiplet.vector_ops_per_cycle)
 
 
 def memory_cycles(graph: TensorGraph, chiplet: Chiplet) -> np.ndarray:
@@ -33,7 +56,10 @@ def op_cycles(graph: TensorGraph, chiplet: Chiplet) -> np.ndarray:
 def op_cycles_matrix(graph: TensorGraph, hw: Hardware) -> np.ndarray:
     """cycles[op, chiplet]; columns repeat for identical chiplets, so each kind is computed once."""
     by_kind: dict[Chiplet, np.ndarray] = {}
-    cols = [by_kind.setdefault(c, op_cycles(graph, c)) for c in hw.chiplets]
+    for c in hw.chiplets:
+        if c not in by_kind:
+            by_kind[c] = op_cycles(graph, c)
+    cols = [by_kind[c] for c in hw.chiplets]
     return np.stack(cols, axis=1)
 
 

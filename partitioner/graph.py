@@ -24,6 +24,11 @@ class Op:
         never capacity.
     in_bytes: bytes of activations it reads (from other ops or graph inputs).
     out_bytes: bytes of activations it writes (its output tensors).
+    gemms: the matrix products in it as (batch, M, K, N) tuples (an M x K by K x N product repeated `batch`
+        times; a Conv in its im2col view), so the cost model can tile them on a MAC array; None (or matrix
+        flops they do not cover) keeps the plain roofline of `matrix_flops`.
+    kv_cache_bytes: the part of `weight_bytes` (and of the weights read) that is a decoder's KV cache: state
+        stored with the op and read whole every token, counted like a weight; reports show it apart.
     """
 
     name: str
@@ -35,6 +40,8 @@ class Op:
     in_bytes: int = 0
     out_bytes: int = 0
     weight_read_bytes: int | None = None
+    gemms: tuple[tuple[int, int, int, int], ...] | None = None
+    kv_cache_bytes: int = 0
 
     def __post_init__(self) -> None:
         for attr in ("flops", "matrix_flops", "weight_bytes", "in_bytes", "out_bytes"):
@@ -44,6 +51,13 @@ class Op:
             raise ValueError(f"op {self.name}: matrix_flops exceeds flops")
         if self.weight_read_bytes is not None and not 0 <= self.weight_read_bytes <= self.weight_bytes:
             raise ValueError(f"op {self.name}: weight_read_bytes must be between 0 and weight_bytes")
+        if self.gemms is not None:
+            if any(len(g) != 4 or min(g) < 1 for g in self.gemms):
+                raise ValueError(f"op {self.name}: gemms must be (batch, M, K, N) tuples of sizes >= 1")
+            if sum(2 * b * m * k * n for b, m, k, n in self.gemms) > self.matrix_flops:
+                raise ValueError(f"op {self.name}: gemms exceed matrix_flops")
+        if not 0 <= self.kv_cache_bytes <= self.weight_bytes:
+            raise ValueError(f"op {self.name}: kv_cache_bytes must be between 0 and weight_bytes")
 
     @property
     def weights_read(self) -> int:
@@ -135,6 +149,20 @@ class TensorGraph:
     def weight_read_bytes(self) -> np.ndarray:
         """Weight bytes each op reads per inference (SRAM traffic); `weight_bytes` is what it stores."""
         return self._column("weights_read")
+
+    @cached_property
+    def gemm_table(self) -> tuple[np.ndarray, ...]:
+        """Every op's GEMMs flattened: (op id, batch, M, K, N) arrays, one entry per GEMM, for the array model."""
+        rows = [(i, *g) for i, op in enumerate(self.ops) for g in (op.gemms or ())]
+        arr = np.asarray(rows, dtype=np.int64).reshape(-1, 5)
+        cols = tuple(np.ascontiguousarray(arr[:, j]) for j in range(5))
+        for c in cols:
+            c.setflags(write=False)
+        return cols
+
+    @cached_property
+    def kv_cache_bytes(self) -> np.ndarray:
+        return self._column("kv_cache_bytes")
 
     @cached_property
     def in_bytes(self) -> np.ndarray:

@@ -14,7 +14,13 @@ from pathlib import Path
 from partitioner.errors import UserError
 
 MIB = 1 << 20
+# On-package die-to-die link energy: UCIe 1.0's target for the standard (organic) package, 0.5 pJ/bit (0.25 pJ/bit
+# on advanced packaging), Das Sharma et al., "Universal Chiplet Interconnect Express (UCIe): An Open Industry
+# Standard for Innovations With Chiplets at Package Level", IEEE Trans. CPMT 12(9), 2022, key performance targets.
+# The 1.17 pJ/bit used before is a board-level (off-package SerDes-class) figure.
+LINK_PJ_PER_BIT = 0.5
 TOPOLOGIES = ("mesh", "torus", "ring", "chain", "all-to-all")
+DATAFLOWS = ("os", "ws", "is")
 
 
 @dataclass(frozen=True)
@@ -30,11 +36,36 @@ class Chiplet:
     vector_op_pj: float = 0.2
     sram_pj_per_byte: float = 1.0
     unsupported_ops: tuple[str, ...] = ()
+    array_rows: int | None = None
+    """MAC array rows x cols (their product is macs_per_cycle); None: the most square factorisation (64 x 64)."""
+    array_cols: int | None = None
+    dataflow: str = "os"
+    """What stays in the array while a GEMM fold runs: os (outputs), ws (weights), is (inputs); docs/simulator.md."""
 
     def __post_init__(self) -> None:
         for name in ("macs_per_cycle", "vector_ops_per_cycle", "sram_bytes", "sram_bytes_per_cycle"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"chiplet {name} must be > 0")
+        rows, cols = self.array_rows, self.array_cols
+        if (rows is not None and rows < 1) or (cols is not None and cols < 1) or (
+                self.array_shape[0] * self.array_shape[1] != self.macs_per_cycle):
+            raise ValueError(f"chiplet array_rows x array_cols ({rows} x {cols}) must multiply to "
+                             f"macs_per_cycle ({self.macs_per_cycle})")
+        if self.dataflow not in DATAFLOWS:
+            raise ValueError(f"chiplet dataflow must be one of {', '.join(DATAFLOWS)}, got {self.dataflow!r}")
+
+    @property
+    def array_shape(self) -> tuple[int, int]:
+        """(rows, cols) of the MAC array: as given, the other side derived from macs_per_cycle, or the most
+        square factorisation when neither is given (4096 MACs: 64 x 64)."""
+        rows, cols = self.array_rows, self.array_cols
+        if rows is None and cols is None:
+            return near_square(self.macs_per_cycle)
+        if rows is None:
+            return max(self.macs_per_cycle // cols, 1), cols
+        if cols is None:
+            return rows, max(self.macs_per_cycle // rows, 1)
+        return rows, cols
         for name in ("mac_pj", "vector_op_pj", "sram_pj_per_byte"):
             if not 0 <= getattr(self, name) < math.inf:
                 raise ValueError(f"chiplet {name} must be finite and >= 0")
@@ -52,7 +83,7 @@ class Hardware:
     clock_hz: float = 1.0e9
     link_bytes_per_cycle: int = 64
     hop_latency_cycles: int = 20
-    link_pj_per_bit: float = 1.17
+    link_pj_per_bit: float = LINK_PJ_PER_BIT
 
     def __post_init__(self) -> None:
         n = len(self.chiplets)
@@ -202,8 +233,8 @@ def mesh_of(n: int, chiplet: Chiplet | None = None, name: str | None = None, **p
 # - default: a large-SRAM dataflow chiplet in the style of Groq/Dojo/IPU dies, scaled down: a 64x64 fp16 MAC
 #   array (4096 MACs/cycle) at 1 GHz (8.2 TFLOP/s), 512 vector ops/cycle, 64 MiB SRAM at 1 KiB/cycle. 64 MiB
 #   holds BERT-base's 30522x768 fp16 word embedding (44.7 MiB) on one die, so BERT-base fits 16 chiplets in fp16.
-#   Links: 64 B/cycle (64 GB/s) per direction, 20 cycles per hop, 1.17 pJ/bit (Simba's ground-referenced
-#   signalling is 0.82-1.75 pJ/bit). Energies: 0.5 pJ/MAC, 0.2 pJ/vector op, 1 pJ/SRAM byte (16 nm-class).
+#   Links: 64 B/cycle (64 GB/s) per direction, 20 cycles per hop, 0.5 pJ/bit (LINK_PJ_PER_BIT above: UCIe
+#   standard package; Simba's ground-referenced signalling on an organic substrate is 0.82-1.75 pJ/bit). Energies: 0.5 pJ/MAC, 0.2 pJ/vector op, 1 pJ/SRAM byte (16 nm-class).
 # - simba-36: Simba (Shao et al., MICRO 2019): 6x6 package, 16 PEs x 8 lanes x 8-wide vector MACs = 1024
 #   int8 MACs/cycle per chiplet at 1.8 GHz (128 TOPS for the package), GRS links of 100 GB/s per chiplet
 #   (~56 B/cycle at 1.8 GHz), 0.82 pJ/bit, 20 ns per hop (36 cycles). Simba streams weights from DRAM; our model
@@ -221,7 +252,7 @@ _CHIPLET_KEYS = {f.name for f in fields(Chiplet)} - {"sram_bytes"} | {"sram_mib"
 _PACKAGE_KEYS = {"name", "clock_ghz", "topology", "rows", "cols", "link_bytes_per_cycle", "hop_latency_cycles",
                  "link_pj_per_bit", "chiplets", "chiplet", "overrides"}
 _MAX_INT = 1 << 40  # keeps every product of sizes and rates inside int64
-_INT_KEYS = {"macs_per_cycle", "vector_ops_per_cycle", "sram_bytes_per_cycle", "rows", "cols", "chiplets",
+_INT_KEYS = {"array_rows", "array_cols", "macs_per_cycle", "vector_ops_per_cycle", "sram_bytes_per_cycle", "rows", "cols", "chiplets",
              "link_bytes_per_cycle", "hop_latency_cycles"}
 
 
@@ -231,7 +262,7 @@ def _bad(path: str, key: str, why: str) -> UserError:
 
 
 def _check_value(path: str, key: str, value: object) -> None:
-    if key in ("kind", "name", "topology"):
+    if key in ("kind", "name", "topology", "dataflow"):
         if not isinstance(value, str):
             raise _bad(path, key, f"must be a string, got {value!r}")
     elif key == "unsupported_ops":
@@ -270,7 +301,10 @@ def _chiplet_from(table: dict, base: Chiplet, path: str, allowed: set[str]) -> C
             raise _bad(path, "sram_mib", f"gives less than one byte ({table['sram_mib']!r} MiB)")
     if "unsupported_ops" in kwargs:
         kwargs["unsupported_ops"] = tuple(kwargs["unsupported_ops"])
-    return replace(base, **kwargs)
+    try:
+        return replace(base, **kwargs)
+    except ValueError as exc:
+        raise UserError(f"hardware file {path}: {exc}", "see docs/hardware.md")
 
 
 def hardware_from_toml(path: str | Path) -> Hardware:
@@ -327,7 +361,7 @@ def hardware_from_toml(path: str | Path) -> Hardware:
                         clock_hz=float(data.get("clock_ghz", 1.0)) * 1e9,
                         link_bytes_per_cycle=data.get("link_bytes_per_cycle", 64),
                         hop_latency_cycles=data.get("hop_latency_cycles", 20),
-                        link_pj_per_bit=float(data.get("link_pj_per_bit", 1.17)))
+                        link_pj_per_bit=float(data.get("link_pj_per_bit", LINK_PJ_PER_BIT)))
     except ValueError as exc:
         raise UserError(f"hardware file {path}: {exc}", "see docs/hardware.md")
 

@@ -21,7 +21,10 @@ import onnx.inliner
 from google.protobuf.message import DecodeError
 
 from partitioner.errors import UserError
+from partitioner.decoder import check_phase, decode_product, token_count
+from partitioner.granularity import GRANULARITIES, layer_key, layer_runs
 from partitioner.graph import Op, TensorGraph
+from partitioner.shape_resolve import carries_weights, data_dependent, input_ancestors, resolve_missing
 
 PRECISION_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 DEFAULT_BATCH = 1
@@ -72,22 +75,36 @@ _POOL = {"MaxPool", "AveragePool", "LpPool"}
 
 
 def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] | None = None,
-              precision: str = "fp32") -> TensorGraph:
+              precision: str = "fp32", *, granularity: str = "fused", phase: str | None = None,
+              context: int | None = None) -> TensorGraph:
     """Read the ONNX model at `path` into a coarsened TensorGraph with exact per-op costs.
 
     input_shapes: concrete shape per model input name; overrides the defaults for symbolic dims
         (first dim -> 1, other symbolic dims -> 128).
     precision: fp32|fp16|bf16|int8, the bytes per element (4/2/2/1) of every floating-point tensor, weights
         and activations; integer tensors keep the size of their own type.
+    granularity: fused (cheap nodes fused into their producer), node (one op per ONNX compute node) or layer
+        (repeated blocks found from the exporter's name scopes, partitioner/granularity.py).
+    phase, context: for decoders, prefill (the whole sequence) or decode (one token per inference: symbolic
+        sequence dims default to 1, and each attention product reads a KV cache of `context` tokens,
+        partitioner/decoder.py). None: the plain whole-sequence pass.
     """
     if precision not in PRECISION_BYTES:
         raise UserError(f"unknown precision '{precision}'", f"use one of {', '.join(PRECISION_BYTES)}")
+    if granularity not in GRANULARITIES:
+        raise UserError(f"unknown granularity '{granularity}'", f"use one of {', '.join(GRANULARITIES)}")
     model = _read_model(path)
     graph = model.graph
+    check_phase(graph, phase, context, os.fspath(path))
+    decode_context = (context or 0) if phase == "decode" else None
     inits = {t.name: (t.data_type, tuple(int(d) for d in t.dims)) for t in graph.initializer}
     _reject_empty_weights(inits)
     model_inputs = [vi for vi in graph.input if vi.name not in inits]
-    resolved = _resolve_input_shapes(model_inputs, dict(input_shapes or {}))
+    resolved = _resolve_input_shapes(model_inputs, dict(input_shapes or {}),
+                                     default_dim=1 if decode_context is not None else DEFAULT_DIM)
+    guessed = {vi.name for vi in model_inputs if vi.name not in (input_shapes or {}) and (
+        not vi.type.tensor_type.HasField("shape")
+        or any(not (d.HasField("dim_value") and d.dim_value > 0) for d in vi.type.tensor_type.shape.dim))}
     inferred = _infer_shapes(model, inits, resolved)
     shapes, dtypes = _collect_shapes(inferred, model, inits)
     nodes, names = _ordered_nodes(graph)
@@ -134,23 +151,35 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
                         "computations)", "export the model with its compute graph, e.g. torch.onnx.export of the "
                         "whole module")
 
-    # --- every kept node needs fully resolved shapes ---------------------------------------------------------
-    for i in kept:
-        node = nodes[i]
-        for t in [real(x) for x in node.input if x] + [o for o in node.output if o]:
-            if t in inits:
-                continue
-            shape = shapes.get(t)
-            if t in sources and (shape is None or None in shape):
-                continue  # a folded constant of unknown size: costs nothing, moves no activation bytes
-            if shape is None or any(d is None for d in shape):
-                raise UserError(
-                    f"cannot resolve the shape of tensor '{t}' (read or written by node '{names[i]}', "
-                    f"shape {_fmt_shape(shape)}) from input shapes {_fmt_inputs(resolved)}", _INPUT_SHAPE_FIX)
+    # --- every kept node needs fully resolved shapes; what inference missed, the fallbacks try ----------------
+    def unresolved() -> list[tuple[str, int]]:
+        out = []
+        for i in kept:
+            node = nodes[i]
+            for t in [real(x) for x in node.input if x] + [o for o in node.output if o]:
+                shape = shapes.get(t)
+                if t in inits or (t in sources and (shape is None or None in shape)):
+                    continue  # a folded constant of unknown size: costs nothing, moves no activation bytes
+                if shape is None or any(d is None for d in shape):
+                    out.append((t, i))
+        return out
+
+    missing = unresolved()
+    if missing:
+        for t, (shape, dtype) in resolve_missing(inferred, path, {t for t, _ in missing}, resolved).items():
+            shapes[t] = shape
+            dtypes.setdefault(t, dtype)
+        missing = unresolved()
+    if missing:
+        t, i = missing[0]
+        raise UserError(f"cannot resolve the shape of tensor '{t}' (read or written by node '{names[i]}', "
+                        f"shape {_fmt_shape(shapes.get(t))}) from input shapes {_fmt_inputs(resolved)}, "
+                        "constant folding or a run of the model", _unresolved_fix(model, path, t, guessed))
 
     # --- cost every kept node ---------------------------------------------------------------------------------
     warned: set[str] = set()
     cost: dict[int, tuple[int, int]] = {}
+    gemm: dict[int, tuple[int, int, int, int]] = {}
     for i in kept:
         node = nodes[i]
         ins = [real(t) if t else "" for t in node.input]
@@ -158,11 +187,23 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
         out_shapes = [shapes.get(o) for o in node.output]
         try:
             cost[i] = _node_cost(node, in_shapes, out_shapes, warned)
+            shape = _node_gemm(node, in_shapes, out_shapes)
+            if shape is not None and 2 * math.prod(shape) <= cost[i][1]:
+                gemm[i] = shape
         except (TypeError, IndexError, ValueError, ZeroDivisionError, AttributeError):
             # Malformed attributes or an operand of unknown size: fall back to the element-count estimate.
             warnings.warn(f"could not cost node '{names[i]}' ({node.op_type}); counting 1 flop per output "
                           "element", stacklevel=2)
             cost[i] = sum(_numel(s) for s in out_shapes if s is not None and None not in s), 0
+    kv: dict[int, int] = {}
+    node_producer = {o: n for n in nodes for o in n.output if o}
+    if decode_context is not None:  # attention products (two activations) span the cache plus the new token
+        for i in kept:
+            node = nodes[i]
+            if node.op_type == "MatMul" and all(real(t) not in sources for t in node.input[:2]) and i in gemm:
+                gemm[i] = decode_product(gemm[i], decode_context)
+                cost[i] = tuple(c * (decode_context + 1) for c in cost[i])
+                kv[i] = _stored_bytes(real(node.input[1]), node_producer, real, nbytes) * decode_context
 
     # --- fuse cheap elementwise and data-movement nodes into the group of their producer ----------------------
     producer: dict[str, int] = {}
@@ -174,12 +215,31 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
     for i in kept:
         node = nodes[i]
         group_of[i] = i
-        if node.op_type not in _ELEMENTWISE and node.op_type not in _FUSED_MOVEMENT:
+        if granularity == "node" or (node.op_type not in _ELEMENTWISE and node.op_type not in _FUSED_MOVEMENT):
             continue
         act = [real(t) for t in node.input if t and real(t) not in sources]
         groups = {group_of[producer[t]] if t in producer else None for t in act}
         if len(groups) == 1 and None not in groups:
             group_of[i] = groups.pop()
+    unit_name: dict[int, str] = {}
+    if granularity == "layer":  # merge fused groups into runs of the same layer
+        fused_roots = sorted({group_of[i] for i in kept})
+        keys = [layer_key(names[r]) for r in fused_roots]
+        runs = layer_runs(keys)
+        first: dict[int, int] = {}
+        for r, u in zip(fused_roots, runs):
+            first.setdefault(u, r)
+        run_of_root = {r: first[u] for r, u in zip(fused_roots, runs)}
+        seen_names: set[str] = set()
+        for r, u, key in zip(fused_roots, runs, keys):
+            if first[u] == r and key is not None:
+                name = key
+                while name in seen_names:
+                    name += "+"
+                seen_names.add(name)
+                unit_name[r] = name
+        for i in kept:
+            group_of[i] = run_of_root[group_of[i]]
     members: dict[int, list[int]] = defaultdict(list)
     for i in kept:
         members[group_of[i]].append(i)
@@ -207,21 +267,48 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
         for t in in_tensors:
             if t in producer:
                 edges[(op_id[group_of[producer[t]]], k)] += nbytes(t)
+        cache = sum(kv.get(i, 0) for i in group)
         ops.append(Op(
-            name=names[root], op_type=nodes[root].op_type, onnx_nodes=tuple(names[i] for i in group),
+            name=unit_name.get(root, names[root]), op_type="Layer" if root in unit_name else nodes[root].op_type,
+            onnx_nodes=tuple(names[i] for i in group),
             flops=sum(cost[i][0] for i in group), matrix_flops=sum(cost[i][1] for i in group),
-            weight_bytes=sum(nbytes(w) for w in weights),
-            weight_read_bytes=sum(read_bytes.get(w, nbytes(w)) for w in weights),
-            in_bytes=sum(nbytes(t) for t in in_tensors), out_bytes=sum(nbytes(t) for t in out_tensors)))
+            weight_bytes=sum(nbytes(w) for w in weights) + cache,
+            weight_read_bytes=sum(read_bytes.get(w, nbytes(w)) for w in weights) + cache,
+            in_bytes=sum(nbytes(t) for t in in_tensors), out_bytes=sum(nbytes(t) for t in out_tensors),
+            gemms=tuple(gemm[i] for i in group if i in gemm) or None, kv_cache_bytes=cache))
 
     input_bytes = sum(nbytes(vi.name) for vi in model_inputs)
     name = os.path.splitext(os.path.basename(os.fspath(path)))[0]
     metadata = {
         "model_path": os.fspath(path), "precision": precision, "input_shapes": resolved,
         "onnx_nodes_total": len(graph.node), "ops_before_coarsening": len(kept),
+        "granularity": granularity, "phase": phase, "context": decode_context,
+        "tokens_per_inference": token_count(resolved, {vi.name: vi.type.tensor_type.elem_type for vi in model_inputs})
+        if phase is not None else None,
+        # The name each ONNX node got here, keyed by its first output (unique in a valid model): split_onnx
+        # finds the nodes of each op by it without repeating the naming rule.
+        "onnx_node_names": {next((o for o in n.output if o), ""): nm for n, nm in zip(nodes, names)},
+        # Every tensor shape resolved at these input shapes: split_onnx types the tensors crossing between
+        # stages with them where ONNX's own inference cannot.
+        "tensor_shapes": {t: tuple(s) for t, s in shapes.items() if s is not None and None not in s},
     }
     return TensorGraph.build(name, ops, [(s, d, b) for (s, d), b in sorted(edges.items())], input_bytes,
                              metadata)
+
+
+_VIEWS = {"Reshape", "Transpose", "Expand", "Unsqueeze", "Squeeze", "Flatten", "Tile"}
+
+
+def _stored_bytes(tensor: str, producer: dict, real, nbytes) -> int:
+    """Bytes of the smallest view of a tensor up its chain of reshapes, transposes and broadcasts: what a KV
+    cache stores. Grouped-query attention repeats 8 KV heads to 32 (Unsqueeze -> Expand -> Reshape) before the
+    product; the cache holds the 8."""
+    best, t = nbytes(tensor), tensor
+    while t in producer and producer[t].op_type in _VIEWS and producer[t].input:
+        t = real(producer[t].input[0])
+        if nbytes(t):
+            best = min(best, nbytes(t))
+    return best
 
 
 def _weights_read(group: list[int], nodes: list, real, sources: dict[str, frozenset[str]], nbytes) -> dict[str, int]:
@@ -311,7 +398,7 @@ def _declared_size_bad(vi, j: int, d) -> None:
                         f"pass --input-shape {vi.name}=... with sizes >= 1, or re-export the model")
 
 
-def _resolve_input_shapes(model_inputs, overrides: dict) -> dict[str, tuple[int, ...]]:
+def _resolve_input_shapes(model_inputs, overrides: dict, default_dim: int = DEFAULT_DIM) -> dict[str, tuple[int, ...]]:
     names = [vi.name for vi in model_inputs]
     for name in overrides:
         if name not in names:
@@ -349,7 +436,7 @@ def _resolve_input_shapes(model_inputs, overrides: dict) -> dict[str, tuple[int,
                 _declared_size_bad(vi, j, d)
             resolved[vi.name] = tuple(
                 d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else
-                named.get(d.dim_param, DEFAULT_BATCH if j == 0 else DEFAULT_DIM) for j, d in enumerate(dims))
+                named.get(d.dim_param, DEFAULT_BATCH if j == 0 else default_dim) for j, d in enumerate(dims))
     return resolved
 
 
@@ -533,6 +620,40 @@ def _node_cost(node, in_shapes: list, out_shapes: list, warned: set[str]) -> tup
     return sum(_numel(s) for s in out_shapes if s is not None), 0
 
 
+def _node_gemm(node, in_shapes: list, out_shapes: list) -> tuple[int, int, int, int] | None:
+    """(batch, M, K, N) of a MatMul/Gemm/Conv for the array model; None for other ops (roofline only).
+
+    MatMul: N is the output's last dim, K the contracted dim; a 2-D right operand (a weight) folds every leading
+    dim of the left one into M, a batched one makes the leading output dims the batch. Conv (im2col view): M =
+    batch x output pixels, K = input channels per group x kernel size, N = output channels per group, one
+    product per group."""
+    t = node.op_type
+    out = out_shapes[0] if out_shapes else None
+    if out is None or None in out or not out:
+        return None
+    if t in ("MatMul", "MatMulInteger", "QLinearMatMul", "FusedMatMul"):
+        a, b = in_shapes[0], in_shapes[3 if t == "QLinearMatMul" else 1]
+        if a is None or b is None or None in a or None in b:
+            return None
+        k = a[-2] if t == "FusedMatMul" and _attr(node, "transA", 0) and len(a) >= 2 else a[-1]
+        n = 1 if len(b) == 1 else out[-1]
+        batch = math.prod(out[:-2]) if len(b) > 2 and len(out) > 2 else 1
+        m = _numel(out) // max(batch * n, 1)
+    elif t == "Gemm":
+        a = in_shapes[0]
+        k = a[0] if _attr(node, "transA", 0) else a[1]
+        batch, m, n = 1, out[0], out[1]
+    elif t in ("Conv", "ConvInteger"):
+        w = in_shapes[1]  # (Cout, Cin/groups, k...)
+        groups = int(_attr(node, "group", 1))
+        batch, k, n = groups, w[1] * math.prod(w[2:]), w[0] // groups
+        m = out[0] * math.prod(out[2:])
+    else:
+        return None
+    shape = (int(batch), int(m), int(k), int(n))
+    return shape if min(shape) >= 1 else None
+
+
 def _einsum_cost(equation: str, shapes: list) -> tuple[int, int]:
     """2 x product of every distinct index size for a contraction of >= 2 operands (n-1 products)."""
     eq = equation.replace(" ", "")
@@ -593,6 +714,22 @@ def _attention_cost(node, in_shapes: list) -> tuple[int, int]:
         dv = v[-1] if v is not None and len(v) == 3 else d
         qk, av, soft = 2 * b * s * length * d, 2 * b * s * length * dv, 5 * b * heads * s * length
     return qk + av + soft, qk + av
+
+
+def _unresolved_fix(model: onnx.ModelProto, path, tensor: str, guessed: set[str]) -> str:
+    """Name the input shape that would resolve the tensor, only when it derives from an input whose size was
+    guessed; otherwise say what would (the weights, for the onnxruntime run, or a static-shape export)."""
+    named = sorted(input_ancestors(model.graph, tensor) & guessed)
+    if tensor in data_dependent(model.graph):
+        return ("no input shape would: its size depends on the values of a NonZero/Unique-like op; re-export the "
+                "model without it or with a static bound")
+    if named:
+        return (f"pass --input-shape for {', '.join(named)} (its size was guessed: symbolic dims default to "
+                f"batch 1, sequence {DEFAULT_DIM}), e.g. --input-shape {named[0]}=1x{DEFAULT_DIM}")
+    if not carries_weights(model, path):
+        return ("no input shape would: the size depends on values; load the model with its weights (onnxruntime "
+                "then reads the shape) or re-export it with static shapes")
+    return "no input shape would: re-export the model with static shapes (e.g. torch.onnx.export without dynamic_axes)"
 
 
 # --- messages --------------------------------------------------------------------------------------------------

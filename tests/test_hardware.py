@@ -208,3 +208,12 @@ def test_toml_missing_and_malformed(tmp_path):
 def test_example_files_load(name):
     hw = load_hardware(str(EXAMPLES / name))
     assert hw.n_chiplets >= 2
+
+
+def test_default_link_energy_is_the_ucie_standard_package_figure():
+    """docs/hardware.md, "Link energy": 196,608 B over 2 hops at 0.5 pJ/bit = 1,572,864 pJ."""
+    from partitioner.cost import link_energy_pj
+    from partitioner.hardware import load_hardware, mesh_of
+
+    assert mesh_of(4).link_pj_per_bit == 0.5 == load_hardware(None, 16).link_pj_per_bit
+    assert link_energy_pj(196_608, 2, mesh_of(4)) == 1_572_864.0

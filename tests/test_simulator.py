@@ -104,7 +104,7 @@ def test_one_message_per_producer_and_destination_chiplet():
     r = simulate(g, mesh_of(2), np.array([0, 1, 1]), trace=True, inferences=1)
     assert [(e.start, e.end) for e in r.trace_events if e.kind == "link"] == [(10, 30)]
     assert r.latency_cycles == 10 + 20 + 20 + 10 + 10
-    assert r.energy_breakdown_j["link"] == pytest.approx(1280 * 8 * 1.17e-12)
+    assert r.energy_breakdown_j["link"] == pytest.approx(5120e-12)  # 1280 B x 8 bit x 1 hop x 0.5 pJ/bit
 
 
 def test_zero_byte_edge_orders_ops_at_no_cost():
@@ -130,7 +130,7 @@ def test_worked_example_from_docs():
     assert r.bottleneck == "chiplet 0"
     assert r.energy_breakdown_j["compute"] == pytest.approx(270 * VEC * 0.2e-12)
     assert r.energy_breakdown_j["sram"] == pytest.approx((3200 + 1640 + 3840) * 1.0e-12)
-    assert r.energy_breakdown_j["link"] == pytest.approx(3840 * 8 * 1.17e-12)
+    assert r.energy_breakdown_j["link"] == pytest.approx(15_360e-12)  # (3200 + 640) B x 8 x 1 hop x 0.5 pJ
     c_ops = [(e.inference, e.start, e.end) for e in r.trace_events if e.kind == "op" and e.item == 2]
     assert c_ops[:3] == [(0, 180, 300), (1, 330, 450), (2, 480, 600)]
     assert r.chiplet_memory_fraction[0] == pytest.approx(3200 / (64 << 20))   # largest working set: A

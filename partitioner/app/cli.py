@@ -6,6 +6,8 @@ Usage:
     partition simulate MODEL.onnx --partition partition.json                       re-score a saved partition
     partition train --corpus DIR --out policy.pt                                   pre-train the policy
     partition finetune MODEL.onnx --chiplets N --policy CKPT --budget N --out DIR  fine-tune on one graph
+    partition split MODEL.onnx --partition partition.json --out DIR [--verify]     one ONNX model per chiplet
+    partition explore MODEL.onnx [--budget 30] [--space FILE.toml] [--ray auto]     hardware design-space search
 """
 from __future__ import annotations
 
@@ -18,10 +20,10 @@ from contextlib import contextmanager
 from partitioner.errors import UserError
 from partitioner.onnx_import import parse_input_shapes
 
-SUBCOMMANDS = ("inspect", "simulate", "train", "finetune", "run")
+SUBCOMMANDS = ("inspect", "simulate", "train", "finetune", "run", "split", "explore")
 
 
-def _add_model_args(p: argparse.ArgumentParser, precision: str | None = "fp16") -> None:
+def _add_model_args(p: argparse.ArgumentParser, precision: str | None = "fp16", saved_defaults: bool = False) -> None:
     """precision None: keep the model's own element sizes unless --precision is given (inspect)."""
     p.add_argument("model", help="ONNX file (weights may be absent: only shapes are read)")
     p.add_argument("--input-shape", action="append", metavar="NAME=1x128",
@@ -29,6 +31,13 @@ def _add_model_args(p: argparse.ArgumentParser, precision: str | None = "fp16") 
     p.add_argument("--precision", default=precision, choices=["fp32", "fp16", "bf16", "int8"],
                    help="element size of weights and activations on the accelerator "
                         f"(default {precision or 'as stored: fp32 for inspect, the saved one for simulate'})")
+    saved = " (default: the saved one)" if saved_defaults else ""
+    p.add_argument("--granularity", choices=["fused", "node", "layer"], default=None,
+                   help="unit of partitioning: fused ops (default), one per ONNX node, or repeated layers" + saved)
+    p.add_argument("--phase", default=None, metavar="prefill|decode",
+                   help="decoder LLMs: prefill (whole prompt) or decode (one token reading a KV cache)" + saved)
+    p.add_argument("--context", type=int, default=None, metavar="L",
+                   help="decode: KV-cache length in tokens per layer" + saved)
 
 
 def _add_hw_args(p: argparse.ArgumentParser, default_chiplets: int | None = None) -> None:
@@ -73,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     ins.add_argument("--json", action="store_true", help="print JSON (keys ops, onnx_nodes, flops, param_bytes, ...)")
 
     sim = sub.add_parser("simulate", help="re-score a saved partition.json")
-    _add_model_args(sim, precision=None)
+    _add_model_args(sim, precision=None, saved_defaults=True)
     _add_hw_args(sim)
     sim.add_argument("--partition", required=True, help="partition.json written by `partition`")
     sim.add_argument("--out", default=None, help="also write report.md, trace.json and partition.png here")
@@ -97,6 +106,31 @@ def _parser() -> argparse.ArgumentParser:
     fine.add_argument("--seed", type=int, default=0)
     fine.add_argument("--out", default="out", help="output directory (checkpoint, curves, partition)")
     fine.add_argument("--time-limit", type=float, default=None, help="CP-SAT seconds per repair")
+
+    spl = sub.add_parser("split", help="write one ONNX model per chiplet of a saved partition, and manifest.json")
+    spl.add_argument("model", help="the ONNX file the partition was made from (with weights, to run the stages)")
+    spl.add_argument("--input-shape", action="append", metavar="NAME=1x128",
+                     help="fix a model input's shape (default: the ones the partition file records)")
+    spl.add_argument("--partition", required=True, help="partition.json written by `partition`")
+    spl.add_argument("--out", required=True, help="directory for stage_<chiplet>.onnx and manifest.json")
+    spl.add_argument("--verify", action="store_true",
+                     help="run the stages in onnxruntime on random inputs and compare with the whole model")
+    spl.add_argument("--tolerance", type=float, default=1e-4,
+                     help="largest max-abs difference --verify accepts (default 1e-4)")
+    spl.add_argument("--seed", type=int, default=0, help="seed of --verify's random inputs")
+
+    exp = sub.add_parser("explore", help="search hardware (node, chiplets, MACs, SRAM, links, clock, package) "
+                                         "for the throughput / power / cost Pareto front")
+    _add_model_args(exp)
+    exp.add_argument("--budget", type=int, default=30, help="designs to evaluate (default 30)")
+    exp.add_argument("--workers", type=int, default=2, help="designs evaluated in parallel (default 2)")
+    exp.add_argument("--space", default=None, help="TOML file narrowing or widening the space (docs/explore.md)")
+    exp.add_argument("--sampler", default="nsga2", choices=["nsga2", "random"])
+    exp.add_argument("--population", type=int, default=None, help="NSGA-II population (default budget/4)")
+    exp.add_argument("--ray", default=None, metavar="auto|ADDRESS|local",
+                     help="evaluate on Ray: auto (a running cluster), ADDRESS, or local (start one here)")
+    exp.add_argument("--seed", type=int, default=0)
+    exp.add_argument("--out", default="explore", help="output directory; run again with it to resume")
     return top
 
 
@@ -169,7 +203,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "inspect":
         from partitioner.app.summary import format_summary, summarize
 
-        graph = runmod.load_model(args.model, parse_input_shapes(args.input_shape or []), args.precision or "fp32")
+        graph = runmod.load_model(args.model, parse_input_shapes(args.input_shape or []), args.precision or "fp32",
+                                  granularity=args.granularity or "fused", phase=args.phase, context=args.context)
         summary = summarize(graph)
         print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
         return 0
@@ -178,7 +213,9 @@ def _dispatch(args: argparse.Namespace) -> int:
                                method=args.method, budget=args.budget, seed=args.seed, out=args.out,
                                input_shapes=parse_input_shapes(args.input_shape or []), precision=args.precision,
                                time_limit_s=args.time_limit, policy=args.policy,
-                               certificate=not args.no_certificate, max_time_s=args.max_time)
+                               certificate=not args.no_certificate, granularity=args.granularity or "fused",
+                               phase=args.phase, context=args.context,
+                               max_time_s=args.max_time)
         runmod.validate_config(cfg)
         with _progress("evaluating", total=None) as on_eval:
             outcome = runmod.run(cfg, on_eval=on_eval)
@@ -190,7 +227,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 130 if outcome.interrupted.startswith("interrupted by Ctrl-C") else 0
     if args.command == "simulate":
         outcome = runmod.resimulate(args.model, args.partition, parse_input_shapes(args.input_shape or []),
-                                    args.precision, args.hardware, args.chiplets, args.out)
+                                    args.precision, args.hardware, args.chiplets, args.out,
+                                    granularity=args.granularity, phase=args.phase, context=args.context)
         print(runmod.format_outcome(outcome))
         return 0
     if args.command in ("train", "finetune"):
@@ -207,10 +245,34 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         print(cli_entry.train(args))
         return 0
+    if args.command == "explore":
+        from partitioner.app import explore
+
+        cfg = explore.ExploreConfig(model=args.model, budget=args.budget, workers=args.workers, seed=args.seed,
+                                    out=args.out, space=args.space, sampler=args.sampler,
+                                    population=args.population, ray=args.ray,
+                                    input_shapes=parse_input_shapes(args.input_shape or []),
+                                    precision=args.precision)
+        from tqdm import tqdm
+
+        bar = tqdm(desc="designs", total=args.budget, unit="design", leave=False, disable=None, file=sys.stderr)
+        try:
+            summary = explore.run_explore(cfg, on_done=lambda n, _total: bar.update(n - bar.n))
+        finally:
+            bar.close()
+        print(explore.format_summary(summary))
+        return 0
     if args.command == "finetune":
         from partitioner.app import train_cli as cli_entry
 
         print(cli_entry.finetune(args))
+        return 0
+    if args.command == "split":
+        from partitioner.app.split_cmd import format_split, split
+
+        outcome = split(args.model, args.partition, args.out, parse_input_shapes(args.input_shape or []),
+                        verify=args.verify, seed=args.seed, tolerance=args.tolerance)
+        print(format_split(outcome))
         return 0
     raise AssertionError(args.command)
 

@@ -60,6 +60,11 @@ class RunConfig:
     policy: str | None = None
     certificate: bool = True
     """Also ask CP-SAT for a proven lower bound on the bottleneck (the optimality certificate)."""
+    granularity: str = "fused"
+    """The unit of partitioning: fused ops, ONNX nodes or layers (partitioner/granularity.py)."""
+    phase: str | None = None
+    """Decoders: prefill or decode (one token with a KV cache of `context` tokens); None: a whole-sequence pass."""
+    context: int | None = None
     max_time_s: float | None = None
     """Wall-clock bound on the whole run (search, certificate, writing); None: unbounded. When it runs out, or on
     Ctrl-C, the run writes the best valid partition found so far, marked interrupted (partitioner/app/budget.py)."""
@@ -92,8 +97,10 @@ class Outcome:
         return self.hw.clock_hz / c.lower_bound_cycles
 
 
-def load_model(path: str, input_shapes: dict | None = None, precision: str = "fp32") -> TensorGraph:
-    return load_onnx(path, input_shapes=input_shapes or None, precision=precision)
+def load_model(path: str, input_shapes: dict | None = None, precision: str = "fp32", *, granularity: str = "fused",
+               phase: str | None = None, context: int | None = None) -> TensorGraph:
+    return load_onnx(path, input_shapes=input_shapes or None, precision=precision, granularity=granularity,
+                     phase=phase, context=context)
 
 
 RL_MAX_OPS = 2000
@@ -239,7 +246,8 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
     budget = DEFAULT_BUDGET if cfg.budget is None else cfg.budget
     hw = load_hardware(cfg.hardware, cfg.chiplets)
     limits.check_chiplets(hw.n_chiplets, f"hardware {cfg.hardware}")
-    graph = load_model(cfg.model, cfg.input_shapes, cfg.precision)
+    graph = load_model(cfg.model, cfg.input_shapes, cfg.precision, granularity=cfg.granularity, phase=cfg.phase,
+                       context=cfg.context)
     method = cfg.method or default_method(graph.n_ops)
     if cfg.method is None and method != default_method():
         warnings.warn(f"the model has {graph.n_ops} ops, above the {RL_MAX_OPS} the default rl method handles in "
@@ -307,6 +315,7 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
         "bottleneck_chiplet": int(rep.bottleneck_chiplet),
         "bottleneck": rep.bottleneck,
     }
+    metrics.update(token_metrics(graph, rep))
     solver_bound = outcome.solver_bound_throughput_per_s
     if solver_bound is not None:
         metrics["solver_bound_throughput_per_s"] = solver_bound
@@ -320,6 +329,9 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
         "found_by": outcome.found_by or outcome.method,
         "precision": graph.metadata.get("precision", "fp32"),
         "input_shapes": {k: list(v) for k, v in graph.metadata.get("input_shapes", {}).items()},
+        "granularity": graph.metadata.get("granularity", "fused"),
+        "phase": graph.metadata.get("phase"),
+        "context": graph.metadata.get("context"),
         "assignment": assignment,
         "metrics": metrics,
         "per_chiplet": per_chiplet,
@@ -347,7 +359,8 @@ def write_outputs(out_dir: Path, outcome: Outcome, *, config: dict | None, hardw
         "partition.json": lambda p: write_json(p, partition_document(outcome, hardware_spec, config)),
         "report.md": lambda p: write_text(p, _interrupted_markdown(outcome)
                                           + report_markdown(rep, graph, hw, a, outcome.method)
-                                          + _provenance_markdown(outcome) + _certificate_markdown(outcome)),
+                                          + _phase_markdown(graph, rep) + _provenance_markdown(outcome)
+                                          + _certificate_markdown(outcome)),
         "trace.json": lambda p: write_chrome_trace(p, rep, graph, hw),
         "partition.png": lambda p: plot_partition(p, graph, hw, a, rep),
     }
@@ -363,6 +376,34 @@ def _interrupted_markdown(outcome: Outcome) -> str:
         return ""
     return (f"> **Interrupted**: {outcome.interrupted}. This is the best valid partition of the "
             f"{outcome.evaluations} evaluations finished when the run stopped.\n\n")
+
+
+def token_metrics(graph: TensorGraph, rep) -> dict:
+    """Tokens/s and time per token for a decoder phase (empty otherwise). Tokens per inference: the prompt's
+    tokens in prefill, one per sequence in decode. Time per token: in decode, one step's latency (a sequence's
+    next token needs the previous one, so its tokens cannot overlap); in prefill, 1 / tokens/s."""
+    tokens = graph.metadata.get("tokens_per_inference")
+    if not tokens:
+        return {}
+    per_s = rep.throughput_per_s * tokens
+    per_token = rep.latency_s if graph.metadata.get("phase") == "decode" else 1.0 / per_s
+    return {"tokens_per_inference": tokens, "tokens_per_s": per_s, "time_per_token_s": per_token,
+            "weight_read_bytes": int(graph.weight_read_bytes.sum() - graph.kv_cache_bytes.sum()),
+            "kv_cache_read_bytes": int(graph.kv_cache_bytes.sum())}
+
+
+def _phase_markdown(graph: TensorGraph, rep) -> str:
+    m = token_metrics(graph, rep)
+    if not m:
+        return ""
+    meta = graph.metadata
+    what = (f"decode, one token per sequence reading a KV cache of {meta.get('context')} tokens"
+            if meta.get("phase") == "decode" else f"prefill of {m['tokens_per_inference']} tokens")
+    return (f"\n## Tokens ({what})\n\n| metric | value |\n|---|---|\n"
+            f"| inferences/s | {rep.throughput_per_s:,.1f} |\n| tokens/s | {m['tokens_per_s']:,.1f} |\n"
+            f"| time per token | {_si(m['time_per_token_s'], 's')} |\n"
+            f"| weight bytes read per inference | {m['weight_read_bytes']:,} |\n"
+            f"| KV-cache bytes read per inference | {m['kv_cache_read_bytes']:,} |\n")
 
 
 def _provenance_markdown(outcome: Outcome) -> str:
@@ -446,7 +487,8 @@ def _document_settings(doc: dict, path: str) -> tuple[str | None, int, dict, str
 
 
 def resimulate(model: str, partition_path: str, input_shapes: dict, precision: str | None, hardware: str | None,
-               chiplets: int | None, out: str | None) -> Outcome:
+               chiplets: int | None, out: str | None, *, granularity: str | None = None, phase: str | None = None,
+               context: int | None = None) -> Outcome:
     """Re-score a saved partition on the settings it was made with (or the ones given explicitly)."""
     limits.check_chiplets(chiplets)
     limits.check_model_path(model)
@@ -459,7 +501,15 @@ def resimulate(model: str, partition_path: str, input_shapes: dict, precision: s
     spec, saved_chiplets, saved_shapes, saved_precision = _document_settings(doc, partition_path)
     if hardware is None:
         limits.check_chiplets(saved_chiplets, f"partition file {partition_path}: 'chiplets'")
-    graph = load_model(model, input_shapes or saved_shapes, precision or saved_precision)
+    granularity = granularity or doc.get("granularity") or "fused"
+    phase = phase or doc.get("phase")
+    context = context if context is not None else doc.get("context")
+    if granularity not in ("fused", "node", "layer") or phase not in (None, "prefill", "decode") or not (
+            context is None or (type(context) is int and context >= 0)):
+        raise UserError(f"partition file {partition_path}: bad 'granularity', 'phase' or 'context'",
+                        "pass the partition.json a run wrote, unedited")
+    graph = load_model(model, input_shapes or saved_shapes, precision or saved_precision, granularity=granularity,
+                       phase=phase, context=context if phase == "decode" else None)
     if hardware is None and spec is not None and spec not in PRESETS and not Path(spec).exists():
         raise UserError(f"partition file {partition_path} was made on hardware file {spec}, which is gone",
                         "pass --hardware with the package description to score it on")
@@ -476,7 +526,8 @@ def resimulate(model: str, partition_path: str, input_shapes: dict, precision: s
     if out:
         config = {"command": "simulate", "model": model, "partition": partition_path, "hardware": hardware or spec,
                   "chiplets": hw.n_chiplets, "precision": graph.metadata.get("precision"),
-                  "input_shapes": {k: list(v) for k, v in graph.metadata.get("input_shapes", {}).items()}}
+                  "input_shapes": {k: list(v) for k, v in graph.metadata.get("input_shapes", {}).items()},
+                  "granularity": granularity, "phase": phase, "context": graph.metadata.get("context")}
         with output_set(out, "simulate") as staging:
             names = write_outputs(staging, outcome, config=config, hardware_spec=hardware or spec)
         outcome = Outcome(**{**outcome.__dict__, "files": tuple(str(Path(out) / Path(n).name) for n in names)})
@@ -491,6 +542,16 @@ def _si(x: float, unit: str) -> str:
     return f"{x:.3g} {unit}"
 
 
+def _token_rows(graph: TensorGraph, rep) -> list[tuple[str, str]]:
+    m = token_metrics(graph, rep)
+    if not m:
+        return []
+    return [("tokens", f"{m['tokens_per_s']:,.1f} tokens/s ({graph.metadata.get('phase')}, "
+                       f"{m['tokens_per_inference']} per inference), {_si(m['time_per_token_s'], 's')} per token"),
+            ("traffic", f"{m['weight_read_bytes'] / 1e6:,.1f} MB weights + {m['kv_cache_read_bytes'] / 1e6:,.1f} MB "
+                        "KV cache read per inference")]
+
+
 def format_outcome(outcome: Outcome) -> str:
     rep, hw = outcome.best.report, outcome.hw
     rows = [
@@ -500,6 +561,7 @@ def format_outcome(outcome: Outcome) -> str:
                    + (f"repair moved {outcome.best.partition.ops_moved} ops" if outcome.found_by is None
                       else "best found by the certificate's CP-SAT solve")),
         ("throughput", f"{rep.throughput_per_s:,.1f} inferences/s"),
+        *_token_rows(outcome.graph, rep),
         ("latency", _si(rep.latency_s, "s")),
         ("energy", f"{_si(rep.energy_j, 'J')} per inference"),
         ("utilisation", f"mean {100 * float(np.mean(rep.chiplet_busy_fraction)):.1f}%, "

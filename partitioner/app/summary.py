@@ -35,6 +35,10 @@ def summarize(graph: TensorGraph, top: int = 8) -> dict:
         "input_shapes": {k: list(v) for k, v in meta.get("input_shapes", {}).items()},
         "top_op_types": [{"op_type": t, "count": c, "flops": f, "share": (f / flops if flops else 0.0)}
                          for t, (c, f) in ranked],
+        "granularity": meta.get("granularity", "fused"),
+        "phase": meta.get("phase"),
+        "context": meta.get("context"),
+        "kv_cache_bytes": int(graph.kv_cache_bytes.sum()),
     }
 
 
@@ -55,7 +59,11 @@ def format_summary(summary: dict) -> str:
         f"ops            {s['ops']} after coarsening, {s['ops_before_coarsening']} before "
         f"({s['onnx_nodes']} of {s['onnx_nodes_total']} ONNX nodes do compute)",
         f"flops          {_si(s['flops'], 'FLOP')} ({matrix_share:.1%} matrix: {_si(s['matrix_flops'], 'FLOP')})",
-        f"parameters     {_si(s['param_bytes'], 'B')} at {s['precision']}",
+        f"parameters     {_si(s['param_bytes'], 'B')} at {s['precision']}"
+        + (f" (of which KV cache {_si(s['kv_cache_bytes'], 'B')})" if s.get("kv_cache_bytes") else ""),
+        *([f"phase          {s['phase']}" + (f", context {s['context']} tokens" if s.get("context") is not None else "")]
+          if s.get("phase") else []),
+        *([f"granularity    {s['granularity']}"] if s.get("granularity", "fused") != "fused" else []),
         "",
         f"{'op type':<22}{'count':>7}{'flops':>14}{'share':>8}",
     ]

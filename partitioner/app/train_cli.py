@@ -76,7 +76,8 @@ def finetune(args: argparse.Namespace) -> str:
     if args.budget < 1:
         raise UserError(f"--budget must be at least 1, got {args.budget}", "pass a positive number of evaluations")
     out_dir = runmod.prepare_out_dir(args.out)
-    graph = runmod.load_model(args.model, parse_input_shapes(args.input_shape or []), args.precision)
+    graph = runmod.load_model(args.model, parse_input_shapes(args.input_shape or []), args.precision,
+                              granularity=args.granularity or "fused", phase=args.phase, context=args.context)
     hw = load_hardware(args.hardware, args.chiplets)
     limit = runmod.DEFAULT_REPAIR_LIMIT_S if args.time_limit is None else args.time_limit
     cfg = replace(FINETUNE_CONFIG, seed=args.seed, repair_time_limit_s=limit)

@@ -1,0 +1,404 @@
+"""`partition explore MODEL`: hardware design-space exploration with optuna's NSGA-II.
+
+Each trial is a Design (dse_space.py). Evaluating one builds its Hardware at its node, maps the model with the cheap
+inner partitioner (the DP contiguous split, or the greedy one when it scores higher, then check(); a CP-SAT repair
+only if neither is valid) and simulates it: throughput and energy per inference. ppa.py adds area, leakage and cost.
+Objectives: maximise throughput, minimise power and cost. Designs evaluate in parallel on a local process pool or on
+Ray (`--ray auto|ADDRESS`); both hand back concurrent.futures.Future, so one ask/tell loop serves both.
+
+The study lives in OUT/study.journal (optuna's JournalStorage): a killed explore, run again with the same --out,
+resumes: finished trials are kept, trials that were running are failed and their designs re-queued, and a design
+already evaluated is never evaluated twice (its stored result is reused).
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from partitioner import ppa
+from partitioner.app.dse_space import Space, design_from_params, hardware_of, validate
+from partitioner.errors import UserError
+from partitioner.graph import TensorGraph
+
+STUDY_FILE = "study.journal"
+OBJECTIVES = ("throughput_per_s", "power_w", "cost_usd")
+DIRECTIONS = ("maximize", "minimize", "minimize")
+
+
+@dataclass(frozen=True)
+class ExploreConfig:
+    """Everything one `partition explore` run depends on; written to OUT/config.json."""
+
+    model: str
+    budget: int = 30
+    """designs to try (trials), resumed trials included."""
+    workers: int = 2
+    """designs evaluated at once (local processes, or Ray tasks in flight)."""
+    seed: int = 0
+    out: str = "explore"
+    space: str | None = None
+    """--space FILE.toml; None is the default Space()."""
+    sampler: str = "nsga2"
+    """nsga2 or random (the baseline the benchmark compares against)."""
+    population: int | None = None
+    """NSGA-II population; None: max(4, min(50, budget // 4)), so a small budget still sees a few generations."""
+    ray: str | None = None
+    """None: local process pool. 'auto' or a cluster address: Ray."""
+    input_shapes: dict = field(default_factory=dict)
+    precision: str = "fp16"
+
+
+@dataclass(frozen=True)
+class DesignResult:
+    """What one evaluated design scored; fits=False when the model does not fit it (no valid partition)."""
+
+    fits: bool
+    throughput_per_s: float = 0.0
+    power_w: float = 0.0
+    cost_usd: float = 0.0
+    area_mm2: float = 0.0
+    energy_j: float = 0.0
+    latency_s: float = 0.0
+    partitioner: str = ""
+    why: str = ""
+    seconds: float = 0.0
+    violation_mib: float = 0.0
+    """how far a design that does not fit is from fitting (NSGA-II's constraint: 0 when it fits)."""
+
+
+# --- one design (runs in a worker) -------------------------------------------------------------------------------
+_GRAPHS: dict[tuple, TensorGraph] = {}
+
+
+def _graph(model: str, shapes: tuple, precision: str) -> TensorGraph:
+    """Each worker process loads the model once."""
+    key = (model, shapes, precision)
+    if key not in _GRAPHS:
+        from partitioner.app.run import load_model
+
+        _GRAPHS[key] = load_model(model, dict(shapes), precision)
+    return _GRAPHS[key]
+
+
+def map_design(graph: TensorGraph, hw) -> tuple[np.ndarray | None, str]:
+    """The inner partitioner: best valid of the DP and greedy contiguous splits, else a short CP-SAT repair."""
+    from partitioner.partition import check
+    from partitioner.simulator import simulate
+    from partitioner.splits import dp_partition, greedy_partition
+
+    best, best_thr, how = None, -1.0, ""
+    for name, split in (("dp", dp_partition), ("greedy", greedy_partition)):
+        a = split(graph, hw)
+        if not check(graph, hw, a):
+            thr = simulate(graph, hw, a).throughput_per_s
+            if thr > best_thr:
+                best, best_thr, how = a, thr, name
+    if best is not None:
+        return best, how
+    from solver.repair import repair
+
+    # what `partition MODEL --method dp` does too (repair of the DP split, same limit and seed), so it reproduces
+    part = repair(graph, hw, dp_partition(graph, hw), time_limit_s=5.0, seed=0)
+    return (part.assignment, "repair") if not check(graph, hw, part.assignment) else (None, "")
+
+
+def evaluate_design(model: str, shapes: tuple, precision: str, params: dict) -> DesignResult:
+    """Score one design: map, simulate, then power, area and cost from ppa."""
+    from partitioner.simulator import simulate
+
+    start = time.perf_counter()
+    graph = _graph(model, shapes, precision)
+    design = design_from_params(params)
+    hw = hardware_of(design, precision)
+    mib = 2.0 ** 20
+    need, have = int(graph.weight_bytes.sum()), sum(c.sram_bytes for c in hw.chiplets)
+    largest_op = int((graph.weight_bytes + graph.work_bytes).max()) if graph.n_ops else 0
+    short = max(0, need - have) + max(0, largest_op - hw.chiplets[0].sram_bytes)
+
+    def no_fit(why: str, violation: float) -> DesignResult:
+        return DesignResult(False, why=why, seconds=time.perf_counter() - start, violation_mib=violation)
+
+    if short > 0:
+        return no_fit(f"weights {need / mib:,.1f} MiB vs SRAM {have / mib:,.1f} MiB; largest op "
+                      f"{largest_op / mib:,.1f} MiB vs a chiplet's {hw.chiplets[0].sram_bytes / mib:,.1f} MiB",
+                      short / mib)
+    try:
+        cost = ppa.ppa(hw, design.process_nm, precision=precision, package=design.package)
+    except UserError as exc:   # a die or interposer too large for a wafer
+        return no_fit(exc.problem, 1.0)
+    try:
+        assignment, how = map_design(graph, hw)
+    except UserError as exc:   # the repair proves no valid partition exists
+        return no_fit(exc.problem, 1.0)
+    if assignment is None:
+        return no_fit("no valid partition (SRAM too small for the split)", 1.0)
+    rep = simulate(graph, hw, assignment)
+    return DesignResult(True, rep.throughput_per_s, ppa.power_w(rep.energy_j, rep.throughput_per_s, cost.leakage_w),
+                        cost.cost_usd, cost.area_mm2, rep.energy_j, rep.latency_s, how,
+                        seconds=time.perf_counter() - start)
+
+
+# --- backends -----------------------------------------------------------------------------------------------------
+def _install_graph(key: tuple, graph: TensorGraph) -> None:
+    _GRAPHS[key] = graph
+
+
+class LocalPool:
+    """A process pool; one worker needs no pool (runs in this process, which keeps tests and profiles simple).
+
+    Workers are spawned, not forked (a fork of a process that has run onnxruntime can crash), and receive the
+    loaded graph once through the initializer instead of importing the model again."""
+
+    def __init__(self, workers: int, graph_key: tuple | None = None, graph: TensorGraph | None = None) -> None:
+        import multiprocessing as mp
+
+        init = (_install_graph, (graph_key, graph)) if graph is not None else (None, ())
+        self.pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init[0],
+                                           initargs=init[1]) if workers > 1 else None
+
+    def submit(self, fn: Callable, *args) -> cf.Future:
+        if self.pool is not None:
+            return self.pool.submit(fn, *args)
+        fut: cf.Future = cf.Future()
+        try:
+            fut.set_result(fn(*args))
+        except BaseException as exc:   # noqa: BLE001 - handed to the caller through the future, as a pool would
+            fut.set_exception(exc)
+        return fut
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+
+class RayBackend:
+    """Ray tasks; ObjectRef.future() gives a concurrent.futures.Future, so the driver loop is the same."""
+
+    def __init__(self, address: str) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise UserError("--ray needs the ray package, which is not installed",
+                            "pip install 'chiplet-partitioner[ray]' (or 'ray>=2.9'), or drop --ray")
+        self.ray = ray
+        self.started = not ray.is_initialized()
+        if self.started:
+            try:
+                ray.init(address=None if address == "local" else address, include_dashboard=False,
+                         log_to_driver=False, configure_logging=False)
+            except (ConnectionError, ValueError, RuntimeError) as exc:
+                raise UserError(f"cannot connect to Ray at {address!r} ({exc})",
+                                "start a cluster (`ray start --head`), pass its address, or use --ray local")
+        self.task = ray.remote(evaluate_design)
+
+    def submit(self, fn: Callable, *args) -> cf.Future:
+        assert fn is evaluate_design
+        return self.task.remote(*args).future()
+
+    def close(self) -> None:
+        if self.started:
+            self.ray.shutdown()
+
+
+def make_backend(workers: int, ray_address: str | None, graph_key: tuple | None = None,
+                 graph: TensorGraph | None = None):
+    return LocalPool(workers, graph_key, graph) if ray_address is None else RayBackend(ray_address)
+
+
+# --- the study ----------------------------------------------------------------------------------------------------
+def _sampler(cfg: ExploreConfig):
+    import optuna
+
+    if cfg.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=cfg.seed)
+    if cfg.sampler != "nsga2":
+        raise UserError(f"unknown sampler {cfg.sampler!r}", "use nsga2 or random")
+    pop = cfg.population or max(4, min(50, cfg.budget // 4))
+    return optuna.samplers.NSGAIISampler(population_size=pop, seed=cfg.seed)
+
+
+def open_study(cfg: ExploreConfig, out: Path):
+    """Create or resume OUT/study.journal. Trials left RUNNING by a killed run are failed and their designs
+    re-queued, so they are evaluated once, now."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = JournalStorage(JournalFileBackend(str(out / STUDY_FILE)))
+    study = optuna.create_study(study_name="explore", storage=storage, directions=list(DIRECTIONS),
+                                sampler=_sampler(cfg), load_if_exists=True)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        study.enqueue_trial(t.params, user_attrs={"requeued": True}, skip_if_exists=True)
+    return study
+
+
+def _suggest(trial, space: Space) -> dict:
+    return {name: trial.suggest_categorical(name, list(values)) for name, values in space.axes().items()}
+
+
+def _done_key(params: dict) -> tuple:
+    return tuple(sorted(params.items()))
+
+
+def explore_study(cfg: ExploreConfig, graph: TensorGraph, space: Space, out: Path,
+                  on_done: Callable[[int, int], None] | None = None):
+    """Run trials until `budget` are finished (COMPLETE or FAIL=does not fit). Returns the study."""
+    from optuna.trial import TrialState
+
+    study = open_study(cfg, out)
+    finished = {TrialState.COMPLETE, TrialState.FAIL}
+    results: dict[tuple, dict] = {}
+    for t in study.get_trials(deepcopy=False):
+        if t.state in finished and "result" in t.user_attrs:
+            results[_done_key(t.params)] = t.user_attrs["result"]
+    n_done = sum(1 for t in study.get_trials(deepcopy=False) if t.state in finished and "result" in t.user_attrs)
+    shapes = tuple(sorted((k, tuple(v)) for k, v in graph.metadata.get("input_shapes", {}).items()))
+    _GRAPHS[(cfg.model, shapes, cfg.precision)] = graph   # the in-process (1 worker) path reuses it too
+    started = time.perf_counter()
+    backend = make_backend(cfg.workers, cfg.ray, (cfg.model, shapes, cfg.precision), graph)
+    study.set_user_attr("backend_start_s", time.perf_counter() - started)
+    pending: dict[cf.Future, object] = {}
+    try:
+        if on_done:
+            on_done(n_done, cfg.budget)
+        while n_done + len(pending) < cfg.budget or pending:
+            while n_done + len(pending) < cfg.budget and len(pending) < max(1, cfg.workers):
+                trial = study.ask()
+                params = _suggest(trial, space)
+                known = results.get(_done_key(params))
+                if known is not None:   # the same design again: reuse it, do not re-evaluate
+                    _tell(study, trial, DesignResult(**known), reused=True)
+                    n_done += 1
+                    if on_done:
+                        on_done(n_done, cfg.budget)
+                    continue
+                pending[backend.submit(evaluate_design, cfg.model, shapes, cfg.precision, params)] = trial
+            if not pending:
+                continue
+            done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            for fut in done:
+                trial = pending.pop(fut)
+                res = fut.result()
+                _tell(study, trial, res)
+                results[_done_key(trial.params)] = asdict(res)
+                n_done += 1
+                if on_done:
+                    on_done(n_done, cfg.budget)
+    finally:
+        backend.close()
+    return study
+
+
+def _tell(study, trial, res: DesignResult, reused: bool = False) -> None:
+    trial.set_user_attr("result", asdict(res))
+    if reused:
+        trial.set_user_attr("reused", True)
+    # Designs that do not fit are COMPLETE with placeholder objectives (0/s, 0 W, $0) and a positive constraint
+    # violation, which NSGA-II ranks below every fitting design; the Pareto files list fitting designs only.
+    # The constraint drives NSGA-II's constrained domination: designs that fit beat those that do not, and among
+    # those that do not, the closer to fitting (MiB of SRAM short) the better, so the search leaves that region.
+    trial.set_constraint("sram_short_mib", res.violation_mib)
+    study.tell(trial, [res.throughput_per_s, res.power_w, res.cost_usd])
+
+
+def prune_space(graph: TensorGraph, space: Space) -> Space:
+    """Drop SRAM sizes smaller than the model's largest op (weights plus activations): no design with them can
+    fit, whatever the other axes, and a genetic search over categories wastes its budget learning that."""
+    from dataclasses import replace
+
+    largest = int((graph.weight_bytes + graph.work_bytes).max()) if graph.n_ops else 0
+    keep = tuple(v for v in space.sram_mib if v * 2**20 >= largest)
+    if not keep:
+        raise UserError(f"the model's largest op needs {largest / 2**20:,.1f} MiB but the space's largest SRAM is "
+                        f"{max(space.sram_mib):g} MiB per chiplet",
+                        f"allow sram_mib of at least {math.ceil(largest / 2**20)} (--space FILE.toml)")
+    return replace(space, sram_mib=keep)
+
+
+def check_fits_somewhere(graph: TensorGraph, space: Space) -> None:
+    """A design where nothing fits: the largest package in the space holds less than the model's weights."""
+    need = int(graph.weight_bytes.sum())
+    have = max(space.chiplets) * max(space.sram_mib) * 2**20
+    if need > have:
+        raise UserError(f"the model's weights ({need / 2**20:,.0f} MiB) exceed the largest package in the space "
+                        f"({max(space.chiplets)} chiplets x {max(space.sram_mib):g} MiB = {have / 2**20:,.0f} MiB)",
+                        "widen the space: more chiplets or more sram_mib (--space FILE.toml)")
+
+
+def check_resumable(out: Path, cfg: ExploreConfig, space: Space) -> None:
+    """A study in --out is resumed only for the same model, import options and space (budget, workers, seed,
+    sampler and backend may change): mixing designs of two questions in one front would be wrong."""
+    import json
+
+    from partitioner.app.dse_space import space_file_text
+
+    if not (out / STUDY_FILE).exists():
+        return
+    try:
+        old = json.loads((out / "config.json").read_text())
+        old_space = (out / "space.toml").read_text()
+    except (OSError, ValueError):
+        raise UserError(f"{out} holds a study journal but no readable config.json and space.toml",
+                        "pass a fresh --out directory")
+    mine = asdict(cfg)
+    for key in ("model", "precision", "input_shapes"):
+        if old.get(key) != json.loads(json.dumps(mine[key])):
+            raise UserError(f"{out} holds a study for {key} {old.get(key)!r}, not {mine[key]!r}",
+                            "pass a fresh --out directory, or the same options to resume it")
+    if old_space != space_file_text(space):
+        raise UserError(f"{out} holds a study over another design space ({out / 'space.toml'})",
+                        "pass a fresh --out directory, or the same --space to resume it")
+
+
+def validate_config(cfg: ExploreConfig) -> None:
+    if cfg.budget < 1:
+        raise UserError(f"--budget must be at least 1, got {cfg.budget}", "pass a number of designs, e.g. 30")
+    if cfg.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {cfg.workers}", "pass 1 or more")
+    if cfg.workers > (os.cpu_count() or 1) * 4:
+        raise UserError(f"--workers {cfg.workers} is far above this machine's {os.cpu_count()} cores",
+                        "pass at most the number of cores")
+
+
+def run_explore(cfg: ExploreConfig, on_done: Callable[[int, int], None] | None = None) -> dict:
+    """Validate, search, and write pareto.json, pareto.csv, designs/*.toml, pareto.png and config.json."""
+    from partitioner.app.dse_space import load_space, save_space
+    from partitioner.app.pareto import write_results
+    from partitioner.app.run import load_model, prepare_out_dir
+    from partitioner.report import write_json
+
+    validate_config(cfg)
+    space = load_space(cfg.space)
+    validate(space)
+    graph = load_model(cfg.model, cfg.input_shapes, cfg.precision)
+    space = prune_space(graph, space)
+    check_fits_somewhere(graph, space)
+    out = prepare_out_dir(cfg.out)
+    check_resumable(out, cfg, space)
+    write_json(out / "config.json", asdict(cfg))
+    save_space(out / "space.toml", space)
+    start = time.perf_counter()
+    study = explore_study(cfg, graph, space, out, on_done)
+    return write_results(study, cfg, out, time.perf_counter() - start)
+
+
+def format_summary(summary: dict) -> str:
+    rows = [f"explored     {summary['evaluated']} designs ({summary['fitting']} fit the model) "
+            f"in {summary['wall_s']:.1f} s",
+            f"pareto       {len(summary['pareto'])} non-dominated designs on nodes "
+            f"{', '.join(str(n) + ' nm' for n in summary['nodes'])}"]
+    for d in summary["pareto"][:8]:
+        rows.append(f"  {d['throughput_per_s']:>12,.1f}/s {d['power_w']:>8.2f} W {d['cost_usd']:>9,.0f} $ "
+                    f"{d['area_mm2']:>8,.0f} mm2  {d['process_nm']:>2} nm  {d['hardware_file']}")
+    rows.append(f"written      {', '.join(summary['files'])}")
+    return "\n".join(rows)

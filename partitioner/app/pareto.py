@@ -1,0 +1,128 @@
+"""The Pareto front of an explore study and its files: pareto.json, pareto.csv, designs/*.toml, pareto.png."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from partitioner.app.dse_space import design_from_params, hardware_of, hardware_toml
+from partitioner.report import atomic_write, write_json, write_text
+
+COLUMNS = ("throughput_per_s", "power_w", "area_mm2", "cost_usd", "process_nm", "hardware_file", "chiplets",
+           "topology", "macs_per_cycle", "sram_mib", "link_bytes_per_cycle", "clock_ghz", "package", "energy_j",
+           "latency_s", "partitioner", "trial")
+
+
+def dominates(a: tuple[float, float, float], b: tuple[float, float, float]) -> bool:
+    """a = (throughput, power, cost) is at least as good as b everywhere (throughput up, the rest down) and better
+    somewhere."""
+    ge = a[0] >= b[0] and a[1] <= b[1] and a[2] <= b[2]
+    return ge and (a[0] > b[0] or a[1] < b[1] or a[2] < b[2])
+
+
+def non_dominated(points: list[tuple[float, float, float]]) -> list[int]:
+    """Indices of the points no other point dominates (duplicates keep the first)."""
+    keep = []
+    for i, p in enumerate(points):
+        if any(dominates(q, p) for q in points) or any(points[j] == p for j in keep):
+            continue
+        keep.append(i)
+    return keep
+
+
+def fitting_designs(study) -> list[dict]:
+    """One row per distinct design that fits the model, in trial order."""
+    from optuna.trial import TrialState
+
+    rows, seen = [], set()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        key = tuple(sorted(t.params.items()))
+        if key in seen:
+            continue
+        seen.add(key)
+        r = t.user_attrs["result"]
+        if not r["fits"]:
+            continue
+        rows.append({**t.params, **{k: r[k] for k in ("throughput_per_s", "power_w", "cost_usd", "area_mm2",
+                                                       "energy_j", "latency_s", "partitioner")},
+                     "trial": t.number})
+    return rows
+
+
+def write_results(study, cfg, out: Path, wall_s: float) -> dict:
+    from optuna.trial import TrialState
+
+    rows = fitting_designs(study)
+    front = [rows[i] for i in non_dominated([(r["throughput_per_s"], r["power_w"], r["cost_usd"]) for r in rows])]
+    front.sort(key=lambda r: -r["throughput_per_s"])
+    designs_dir = out / "designs"
+    designs_dir.mkdir(exist_ok=True)
+    for r in front:
+        design = design_from_params(r)
+        hw = hardware_of(design, cfg.precision)
+        r["clock_ghz"] = design.effective_clock_ghz
+        path = designs_dir / f"{design.name}.toml"
+        header = (f"partition explore design (trial {r['trial']}) for {cfg.model}, precision {cfg.precision}\n"
+                  f"process {design.process_nm} nm, {design.package} package: {r['area_mm2']:.1f} mm2 silicon, "
+                  f"${r['cost_usd']:,.0f}, {r['power_w']:.2f} W\n"
+                  f"throughput {r['throughput_per_s']:,.1f}/s with the {r['partitioner']} split; reproduce:\n"
+                  f"partition {cfg.model} --hardware {path} --method {'greedy' if r['partitioner'] == 'greedy' else 'dp'} --precision {cfg.precision}")
+        write_text(path, hardware_toml(hw, header))
+        r["hardware_file"] = str(path)
+    trials = study.get_trials(deepcopy=False)
+    summary = {
+        "model": cfg.model,
+        "objectives": {"throughput_per_s": "maximize", "power_w": "minimize", "cost_usd": "minimize"},
+        "evaluated": sum(1 for t in trials if t.state in (TrialState.COMPLETE, TrialState.FAIL)
+                         and "result" in t.user_attrs),   # a trial failed because its run was killed is not one
+        "fitting": len(rows),
+        "wall_s": wall_s,
+        "backend_start_s": study.user_attrs.get("backend_start_s", 0.0),   # pool or Ray start-up, inside wall_s
+        "nodes": sorted({r["process_nm"] for r in front}),
+        "pareto": [{k: r[k] for k in COLUMNS} for r in front],
+        "designs": rows,
+    }
+    files = [out / "pareto.json", out / "pareto.csv", out / "pareto.png"]
+    summary["files"] = [str(f) for f in files] + [str(designs_dir) + "/"]
+    write_json(files[0], summary)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(summary["pareto"])
+    write_text(files[1], buf.getvalue())
+    plot_pareto(files[2], rows, front, title=f"{Path(cfg.model).name}: {summary['evaluated']} designs")
+    return summary
+
+
+def plot_pareto(path: Path, rows: list[dict], front: list[dict], title: str = "") -> None:
+    """Throughput vs power and vs cost; every fitting design in grey, the front coloured by process node."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    nodes = sorted({r["process_nm"] for r in rows})
+    cmap = plt.get_cmap("viridis", max(len(nodes), 2))
+    for ax, key, label in ((axes[0], "power_w", "power (W)"), (axes[1], "cost_usd", "cost (USD)")):
+        ax.scatter([r[key] for r in rows], [r["throughput_per_s"] for r in rows], c="lightgrey", s=14,
+                   label="evaluated")
+        for k, nm in enumerate(nodes):
+            pts = [r for r in front if r["process_nm"] == nm]
+            if pts:
+                ax.scatter([r[key] for r in pts], [r["throughput_per_s"] for r in pts], color=cmap(k), s=40,
+                           edgecolor="black", label=f"{nm} nm (Pareto)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("throughput (inferences/s)")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    fig.suptitle(title)
+
+    def w(tmp: str) -> None:
+        fig.savefig(tmp, format="png", dpi=110)
+
+    try:
+        atomic_write(path, w)
+    finally:
+        plt.close(fig)

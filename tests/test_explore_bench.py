@@ -1,0 +1,13 @@
+"""benchmarks/explore_bench.py: the exact hypervolume on hand-computed fronts."""
+import pytest
+
+from benchmarks.explore_bench import hypervolume
+
+
+def test_hypervolume_hand_computed():
+    assert hypervolume([(0.0, 0.0, 0.0)], (1.0, 1.0, 1.0)) == pytest.approx(1.0)
+    # two 2-D points (0,1), (1,0) under ref (2,2): 2x1 + 1x2 - 1x1 overlap = 3
+    assert hypervolume([(0.0, 1.0), (1.0, 0.0)], (2.0, 2.0)) == pytest.approx(3.0)
+    # 3-D: (0,0,1) and (1,1,0) under (2,2,2): 4 + 2 - overlap (1x1x1) = 5; a dominated point adds nothing
+    assert hypervolume([(0, 0, 1), (1, 1, 0), (1, 1, 1)], (2, 2, 2)) == pytest.approx(5.0)
+    assert hypervolume([(3, 0, 0)], (2, 2, 2)) == 0.0
