@@ -1,6 +1,6 @@
 """The hostile-input table (issue 15): every case run as a subprocess with a timeout, its outcome recorded.
 
-    python benchmarks/hostile_inputs.py [--only NAME,NAME] [--timeout 300] [--write benchmarks/RESULTS.md]
+    python benchmarks/hostile_inputs.py [--only 'NAME;NAME'] [--timeout 300] [--write benchmarks/RESULTS.md]
 
 Each case is a `partition ...` command as a careless or hostile user would type it. The table has the case, the
 command, the exit code, the first stderr line and the seconds it took; the wanted outcome of every case is exit 0
@@ -201,12 +201,12 @@ def write_section(path: Path, body: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", default=None, help="comma-separated case names")
+    ap.add_argument("--only", default=None, help="case names separated by ';' (names contain commas)")
     ap.add_argument("--fast", action="store_true", help="leave out the slow cases")
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--write", default=None, help="RESULTS.md to put the table in (own section)")
     args = ap.parse_args(argv)
-    cases = [c for c in CASES if (args.only is None or c.name in args.only.split(",")) and not (args.fast and c.slow)]
+    cases = [c for c in CASES if (args.only is None or c.name in args.only.split(";")) and not (args.fast and c.slow)]
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         make_fixtures(tmp, slow=any(c.slow for c in cases))
