@@ -231,7 +231,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                                     granularity=args.granularity, phase=args.phase, context=args.context)
         print(runmod.format_outcome(outcome))
         return 0
-    if args.command in ("train", "finetune"):
+    if args.command in ("train", "finetune", "split", "explore"):
         from partitioner.app import limits
 
         limits.check_seed(args.seed)
