@@ -206,15 +206,21 @@ class Hardware:
 
     # --- routing -----------------------------------------------------------------------------------------------------
     def route(self, src: int, dst: int) -> tuple[int, ...]:
-        """Link indices a packet from chiplet src to chiplet dst traverses, in order (empty if src == dst)."""
-        return self._routes[src][dst]
+        """Link indices a packet from chiplet src to chiplet dst traverses, in order (empty if src == dst).
+        Computed per pair on first use and cached: a run touches few pairs, and a table of all n^2 routes would
+        take minutes at thousands of chiplets."""
+        key = (src, dst)
+        cached = self._route_cache.get(key)
+        if cached is None:
+            cached = self._route_cache[key] = self._compute_route(src, dst)
+        return cached
 
     def hops(self, src: int, dst: int) -> int:
-        return len(self._routes[src][dst])
+        return len(self.route(src, dst))
 
     @cached_property
-    def _routes(self) -> tuple[tuple[tuple[int, ...], ...], ...]:
-        return tuple(tuple(self._compute_route(a, b) for b in range(self.n_chiplets)) for a in range(self.n_chiplets))
+    def _route_cache(self) -> dict[tuple[int, int], tuple[int, ...]]:
+        return {}
 
     def _compute_route(self, src: int, dst: int) -> tuple[int, ...]:
         """Dimension-order routing: along the row (X) first, then along the column (Y); shortest way round on
@@ -352,7 +358,9 @@ def _check_value(path: str, key: str, value: object) -> None:
     elif key in _INT_KEYS:
         if type(value) is not int:
             raise _bad(path, key, f"must be an integer, got {value!r}")
-        if value <= 0 and key != "hop_latency_cycles" or value < 0:
+        if value < 0 and key == "hop_latency_cycles":
+            raise _bad(path, key, f"must be 0 or more, got {value}")
+        if value <= 0 and key != "hop_latency_cycles":
             raise _bad(path, key, f"must be positive, got {value}")
         if value > _MAX_INT:
             raise _bad(path, key, f"is implausibly large ({value} > {_MAX_INT})")

@@ -98,6 +98,7 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
     check_phase(graph, phase, context, os.fspath(path))
     decode_context = (context or 0) if phase == "decode" else None
     inits = {t.name: (t.data_type, tuple(int(d) for d in t.dims)) for t in graph.initializer}
+    _reject_empty_weights(inits)
     model_inputs = [vi for vi in graph.input if vi.name not in inits]
     resolved = _resolve_input_shapes(model_inputs, dict(input_shapes or {}),
                                      default_dim=1 if decode_context is not None else DEFAULT_DIM)
@@ -348,6 +349,8 @@ def parse_input_shapes(specs: list[str] | tuple[str, ...]) -> dict[str, tuple[in
 # --- reading and shape resolution ---------------------------------------------------------------------------------
 def _read_model(path: str | os.PathLike) -> onnx.ModelProto:
     p = os.fspath(path)
+    if os.path.isdir(p):
+        raise UserError(f"model {p} is a directory, not an ONNX file", "pass the .onnx file inside it")
     if not os.path.isfile(p):
         raise UserError(f"model file {p} does not exist", "check the path (an .onnx file exported from your "
                         "framework)")
@@ -376,6 +379,23 @@ def _looks_like_onnx(path: str) -> bool:
     with open(path, "rb") as f:
         head = f.read(1)
     return head == b"\x08"
+
+
+def _reject_empty_weights(inits: dict) -> None:
+    """A weight with a dimension of 0 or less has no elements: every op reading it would cost nothing and the
+    throughput would be meaningless (1e9/s), so it is an error rather than a silent zero."""
+    for name, (_, dims) in inits.items():
+        bad = [d for d in dims if d <= 0]
+        if bad:
+            raise UserError(f"weight '{name}' has shape {list(dims)}, with a dimension of {bad[0]}",
+                            "re-export the model; every weight dimension must be at least 1")
+
+
+def _declared_size_bad(vi, j: int, d) -> None:
+    """A model input that declares a dimension of 0 or less (not symbolic, not unknown) is refused, not defaulted."""
+    if d.HasField("dim_value") and d.dim_value <= 0:
+        raise UserError(f"model input '{vi.name}' declares dim {j} as {d.dim_value}",
+                        f"pass --input-shape {vi.name}=... with sizes >= 1, or re-export the model")
 
 
 def _resolve_input_shapes(model_inputs, overrides: dict, default_dim: int = DEFAULT_DIM) -> dict[str, tuple[int, ...]]:
@@ -412,6 +432,8 @@ def _resolve_input_shapes(model_inputs, overrides: dict, default_dim: int = DEFA
                                     f"{d.dim_value}", f"use {d.dim_value} in dim {j}")
             resolved[vi.name] = want
         else:
+            for j, d in enumerate(dims):
+                _declared_size_bad(vi, j, d)
             resolved[vi.name] = tuple(
                 d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else
                 named.get(d.dim_param, DEFAULT_BATCH if j == 0 else default_dim) for j, d in enumerate(dims))

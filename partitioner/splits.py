@@ -138,11 +138,19 @@ def stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, relaxed: b
     return cost
 
 
+DP_MAX_OPS = 3000
+"""Above this many ops dp_partition is the binary-search split (contiguous_split): the DP's stage-cost and send
+matrices are (n+1)^2 each, 3 x 72 MB at 3,000 ops but 3 x 800 MB and about 100 s at 10,000 (issue 15)."""
+
+
 def dp_partition(graph: TensorGraph, hw: Hardware, relaxed: bool = False) -> np.ndarray:
     """Optimal contiguous split of the topological order into at most n_chiplets stages (stage k on chiplet k),
     minimising the slowest stage's cycles under SRAM limits (weights counted by `sram_weights`). If no split
-    fits: with a memory tier, once more with `relaxed`; otherwise greedy."""
+    fits: with a memory tier, once more with `relaxed`; otherwise greedy. Above DP_MAX_OPS ops, the
+    binary-search split instead (optimal for compute alone, without shipping costs)."""
     n, n_chip = graph.n_ops, hw.n_chiplets
+    if n > DP_MAX_OPS:
+        return contiguous_split(graph, hw)
     costs: dict = {}
     best = np.full(n + 1, np.inf)
     best[0] = 0.0

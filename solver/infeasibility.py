@@ -155,6 +155,7 @@ def check_feasible(graph: TensorGraph, hw: Hardware, pinned: Mapping[int, int] |
                         f"+ {graph.work_bytes[i]} of activations) but the largest chiplet it can use has "
                         f"{best[i]} bytes ({_mib(best[i])}) of SRAM",
                         "use chiplets with more SRAM or a lower --precision")
+    _check_runnable_capacity(graph, hw, dom, sram)
     # Everything together: all weights plus at least the largest working set.
     total_w = int(graph.weight_bytes.sum())
     min_act = int(graph.work_bytes.max()) if graph.n_ops else 0
@@ -188,6 +189,51 @@ def check_feasible(graph: TensorGraph, hw: Hardware, pinned: Mapping[int, int] |
     return dom
 
 
+def _unsupported_summary(graph: TensorGraph, hw: Hardware) -> str:
+    """'chiplets 4-11 cannot run MatMul, Softmax (120 of the model's 175 ops)', or '' when op types restrict
+    nothing in this graph."""
+    types = {op.op_type for op in graph.ops}
+    limited = [c for c, chip in enumerate(hw.chiplets) if types & set(chip.unsupported_ops)]
+    if not limited:
+        return ""
+    missing = sorted(types & set().union(*(hw.chiplets[c].unsupported_ops for c in limited)))
+    n_ops = sum(op.op_type in missing for op in graph.ops)
+    shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+    return (f"chiplets {_ranges(limited)} cannot run {shown} ({n_ops} of the model's {graph.n_ops} ops), "
+            f"so those ops must fit in the other chiplets")
+
+
+def _ranges(ids: list[int]) -> str:
+    out, start = [], ids[0]
+    for prev, cur in zip(ids, ids[1:] + [None]):
+        if cur != prev + 1:
+            out.append(str(start) if start == prev else f"{start}-{prev}")
+            start = cur
+    return ", ".join(out)
+
+
+def _check_runnable_capacity(graph: TensorGraph, hw: Hardware, dom: StageDomains, sram: np.ndarray) -> None:
+    """Ops that can only go to a set of chiplets (op types the others cannot run, pins) must fit that set's SRAM
+    together: for every distinct set of allowed chiplets P, the weights of the ops allowed only within P plus the
+    largest working set among them <= SRAM of P. Names the op types when unsupported_ops are the reason."""
+    patterns = {row.tobytes(): row for row in dom.allowed} if graph.n_ops else {}
+    for row in patterns.values():
+        if row.all():
+            continue
+        inside = ~(dom.allowed & ~row[None, :]).any(axis=1)
+        need = int(graph.weight_bytes[inside].sum() + graph.work_bytes[inside].max())
+        cap = int(sram[row].sum())
+        if need > cap:
+            types = sorted({graph.ops[i].op_type for i in np.flatnonzero(inside).tolist()})
+            chips = np.flatnonzero(row).tolist()
+            why = _unsupported_summary(graph, hw)
+            raise UserError(f"{int(inside.sum())} ops ({', '.join(types[:6])}{' ...' if len(types) > 6 else ''}) "
+                            f"can only run on chiplets {_ranges(chips)}, which have {cap} bytes ({_mib(cap)}) of "
+                            f"SRAM, but they need {need} bytes ({_mib(need)})" + (f": {why}" if why else ""),
+                            "drop those op types from the chiplets' unsupported_ops, or give the chiplets that "
+                            "run them more SRAM")
+
+
 def explain_infeasible(graph: TensorGraph, hw: Hardware, pinned: Mapping[int, int] | None = None) -> UserError:
     """The error to raise when CP-SAT proved the model infeasible: a cheap check's, or the memory totals."""
     try:
@@ -197,6 +243,13 @@ def explain_infeasible(graph: TensorGraph, hw: Hardware, pinned: Mapping[int, in
     total_w = int(graph.weight_bytes.sum())
     total_sram = sum(c.sram_bytes for c in hw.chiplets)
     biggest = int(np.argmax(graph.weight_bytes + graph.work_bytes))
+    why = _unsupported_summary(graph, hw)
+    if why:
+        return UserError(f"no partition fits memory, pipeline order and op types together: {why}, in pipeline "
+                         f"order ({total_w} bytes ({_mib(total_w)}) of weights on {hw.n_chiplets} chiplets with "
+                         f"{total_sram} bytes ({_mib(total_sram)}) of SRAM in all)",
+                         "drop op types from the chiplets' unsupported_ops (docs/hardware.md) or use chiplets "
+                         "with more SRAM")
     return UserError(f"no partition fits memory and pipeline order together: {total_w} bytes ({_mib(total_w)}) "
                      f"of weights plus each chiplet's peak activations must fit {total_sram} bytes "
                      f"({_mib(total_sram)}) of SRAM on {hw.n_chiplets} chiplets in pipeline order (largest op: "

@@ -47,6 +47,12 @@ from solver.infeasibility import check_feasible, explain_infeasible, normalize_p
 from solver.residency import choose_streamed, streaming_needed
 
 
+DETERMINISTIC_WALL_FACTOR = 10
+"""Deterministic solves get 10x their deterministic time in wall seconds (+10 s) before the safety cap ends them
+(and makes the answer depend on the machine): on the shared 2-core build machine at load 10, 0.3 deterministic
+seconds took 7 wall seconds."""
+
+
 def out_degree(hw: Hardware) -> np.ndarray:
     """Number of outgoing links of each chiplet (at least 1, so a lone chiplet divides by 1)."""
     deg = np.zeros(hw.n_chiplets, dtype=np.int64)
@@ -156,13 +162,17 @@ def bottleneck_cycles(graph: TensorGraph, hw: Hardware, assignment: np.ndarray,
 
 def optimize(graph: TensorGraph, hw: Hardware, *, time_limit_s: float = 30.0, seed: int = 0,
              pinned: Mapping[int, int] | None = None, hint: np.ndarray | None = None,
-             workers: int = 2, batch: int = 1) -> Partition:
+             workers: int = 2, deterministic: bool = False, wall_limit_s: float | None = None,
+             batch: int = 1) -> Partition:
     """Minimise the bottleneck chiplet time (see module docstring) within `time_limit_s` wall seconds.
 
     workers=2 (default) runs CP-SAT's parallel portfolio: on a 400-op random DAG at 16 chiplets and 10 s it closes
     the gap to 1.8% where one worker stays at 7.6%, but its answer can vary between runs when the time limit
     stops it. workers=1 is sequential and reproducible for a seed unless the wall clock, rather than the equal
     deterministic-time budget or optimality, stops it.
+    deterministic=True: one worker, `time_limit_s` as CP-SAT deterministic time only, and a wall-clock safety cap
+    of `wall_limit_s` from the call (default: 10 x time_limit_s + 10 s for the solve): the same seed
+    gives the same answer on any machine load unless that cap ends the solve (`info["wall_capped"]` says so).
     batch: inferences per read of a streamed weight (the stack term). With a memory tier the model also chooses
     which weights stream; the Partition carries them in `streamed`.
     Returns a Partition with status "optimal" or "feasible", objective_cycles, lower_bound_cycles and gap.
@@ -172,7 +182,8 @@ def optimize(graph: TensorGraph, hw: Hardware, *, time_limit_s: float = 30.0, se
     if hw.memory_stacks and not streaming_needed(graph, hw, pins):
         try:   # every weight may fit on chip: solve as on the SRAM-only package (residency.streaming_needed)
             return optimize(graph, hw.without_memory_tier(), time_limit_s=time_limit_s, seed=seed, pinned=pins,
-                            hint=hint, workers=workers, batch=batch)
+                            hint=hint, workers=workers, deterministic=deterministic, wall_limit_s=wall_limit_s,
+                            batch=batch)
         except UserError:
             pass
     dom = check_feasible(graph, hw, pins)
@@ -250,13 +261,25 @@ def optimize(graph: TensorGraph, hw: Hardware, *, time_limit_s: float = 30.0, se
 
     solver = cp_model.CpSolver()
     solver.parameters.random_seed = seed
+    solver.parameters.catch_sigint_signal = False   # Ctrl-C belongs to the caller (it stops the run's search)
+    if deterministic:
+        workers = 1
+        # The usual cap counts the solve alone (building the model can take seconds on a large graph); a caller's
+        # wall_limit_s counts from the call, so a run budget holds.
+        wall = (DETERMINISTIC_WALL_FACTOR * max(time_limit_s, 1e-3) + 10.0 if wall_limit_s is None
+                else wall_limit_s - (time.perf_counter() - start))
+        solver.parameters.max_time_in_seconds = max(wall, 0.1)
+    else:
+        # Wall clock is the hard limit; with one worker a deterministic limit of the same size usually ends the
+        # search first (or it ends at optimality), which makes the answer reproducible.
+        solver.parameters.max_time_in_seconds = max(time_limit_s - (time.perf_counter() - start), 0.1)
     solver.parameters.num_workers = workers
-    # Wall clock is the hard limit; with one worker a deterministic limit of the same size usually ends the search
-    # first (or it ends at optimality), which makes the answer reproducible.
-    solver.parameters.max_time_in_seconds = max(time_limit_s - (time.perf_counter() - start), 0.1)
     if workers == 1:
         solver.parameters.max_deterministic_time = max(time_limit_s, 1e-3)
+    solve_start = time.perf_counter()
     status = solver.solve(model)
+    wall_capped = (status != cp_model.OPTIMAL and solver.deterministic_time < 0.99 * time_limit_s
+                   and time.perf_counter() - solve_start >= solver.parameters.max_time_in_seconds * 0.99)
     if status in (cp_model.INFEASIBLE, cp_model.MODEL_INVALID):
         raise explain_infeasible(graph, hw, pins)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
@@ -284,6 +307,7 @@ def optimize(graph: TensorGraph, hw: Hardware, *, time_limit_s: float = 30.0, se
     return Partition(assignment, prop, moved, status_name, time.perf_counter() - start,
                      lower_bound_cycles=float(bound), objective_cycles=float(objective), gap=gap,
                      info={"deterministic_time": solver.deterministic_time, "workers": workers, "batch": batch,
+                           "wall_capped": bool(wall_capped),
                            "start_cycles": bottleneck_cycles(graph, hw, best_start, best_streamed, batch)
                            if valid else None},
                      streamed=streamed)

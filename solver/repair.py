@@ -60,6 +60,7 @@ def set_parameters(solver: cp_model.CpSolver, time_limit_s: float, seed: int, wo
     solver.parameters.random_seed = seed
     solver.parameters.max_deterministic_time = max(time_limit_s, 1e-3)
     solver.parameters.max_time_in_seconds = 2 * max(time_limit_s, 1e-3) + 1.0
+    solver.parameters.catch_sigint_signal = False   # Ctrl-C belongs to the caller (it stops the run's search)
 
 
 def repair(graph: TensorGraph, hw: Hardware, proposal: np.ndarray, *, time_limit_s: float = 10.0, seed: int = 0,

@@ -73,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default="out", help="output directory (default ./out)")
     run.add_argument("--time-limit", type=float, default=None,
                      help="CP-SAT seconds per repair (exact: for the whole optimisation)")
+    run.add_argument("--max-time", type=float, default=None,
+                     help="wall-clock seconds for the whole run: the search stops then (or on Ctrl-C) and the best "
+                          "partition found so far is written, marked interrupted")
     run.add_argument("--policy", default=None, help="policy checkpoint for --method rl (default: the shipped one)")
     run.add_argument("--no-certificate", action="store_true",
                      help="skip the CP-SAT lower bound on the bottleneck (saves a few seconds)")
@@ -155,20 +158,43 @@ def main(argv: list[str] | None = None) -> int:
         print(exc.one_line(), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; checkpoints and finished outputs are intact, run again to resume", file=sys.stderr)
+        print(_INTERRUPTED.get(args.command, _INTERRUPTED["run"]), file=sys.stderr)
         return 130
 
 
+_INTERRUPTED = {
+    "run": "interrupted before a result could be written; the previous outputs in --out are intact",
+    "simulate": "interrupted; the previous outputs in --out are intact",
+    "inspect": "interrupted",
+    "train": "interrupted; the last checkpoint is intact, run the same command again to resume",
+    "finetune": "interrupted; the last checkpoint in --out is intact, run the same command again to resume",
+}
+PROGRESS_EVERY_S = 5.0
+"""When stderr is not a terminal (a log file, CI), one plain progress line at most this often."""
+
+
 @contextmanager
-def _progress(desc: str, total: int | None):
-    """A tqdm bar fed by the search loops' on_eval(evaluations, best_throughput) callback; silent when not a tty."""
+def _progress(desc: str, total: int | None, stream=None, every_s: float = PROGRESS_EVERY_S):
+    """A tqdm bar fed by the search loops' on_eval(evaluations, best_throughput) callback on a terminal; on a file
+    or pipe, a plain line every `every_s` seconds instead (so a logged run shows it is alive)."""
+    import time
+
     from tqdm import tqdm
 
-    bar = tqdm(desc=desc, total=total, unit="eval", leave=False, disable=None, file=sys.stderr)
+    stream = sys.stderr if stream is None else stream
+    tty = hasattr(stream, "isatty") and stream.isatty()
+    bar = tqdm(desc=desc, total=total, unit="eval", leave=False, disable=not tty, file=stream)
+    start = last = time.monotonic()
 
     def on_eval(evaluations: int, best: float) -> None:
+        nonlocal last
         bar.update(evaluations - bar.n)
         bar.set_postfix_str(f"best {best:,.1f}/s", refresh=False)
+        now = time.monotonic()
+        if not tty and now - last >= every_s:
+            last = now
+            print(f"{desc}: {evaluations} evaluations in {now - start:.0f} s, best {best:,.1f} inferences/s",
+                  file=stream, flush=True)
 
     try:
         yield on_eval
@@ -193,12 +219,17 @@ def _dispatch(args: argparse.Namespace) -> int:
                                input_shapes=parse_input_shapes(args.input_shape or []), precision=args.precision,
                                time_limit_s=args.time_limit, policy=args.policy,
                                certificate=not args.no_certificate, granularity=args.granularity or "fused",
-                               phase=args.phase, context=args.context, batch=args.batch,
-                               memory_tier=not args.no_memory_tier)
+                               phase=args.phase, context=args.context,
+                               max_time_s=args.max_time, batch=args.batch, memory_tier=not args.no_memory_tier)
+        runmod.validate_config(cfg)
         with _progress("evaluating", total=None) as on_eval:
             outcome = runmod.run(cfg, on_eval=on_eval)
         print(runmod.format_outcome(outcome))
-        return 0
+        if outcome.interrupted is None:
+            return 0
+        print(f"warning: run stopped early ({outcome.interrupted}); wrote the best partition of "
+              f"{outcome.evaluations} evaluations, marked interrupted", file=sys.stderr)
+        return 130 if outcome.interrupted.startswith("interrupted by Ctrl-C") else 0
     if args.command == "simulate":
         outcome = runmod.resimulate(args.model, args.partition, parse_input_shapes(args.input_shape or []),
                                     args.precision, args.hardware, args.chiplets, args.out,
@@ -206,6 +237,15 @@ def _dispatch(args: argparse.Namespace) -> int:
                                     memory_tier=not args.no_memory_tier)
         print(runmod.format_outcome(outcome))
         return 0
+    if args.command in ("train", "finetune", "split", "explore"):
+        from partitioner.app import limits
+
+        limits.check_seed(args.seed)
+    if args.command == "finetune":
+        from partitioner.app import limits
+
+        limits.check_budget(args.budget)
+        limits.check_chiplets(args.chiplets)
     if args.command == "train":
         from partitioner.app import train_cli as cli_entry
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -21,6 +22,9 @@ from partitioner.memtier_report import (batch_from_document, memory_tier_documen
                                         streamed_from_document)
 from partitioner.onnx_import import load_onnx
 from partitioner.partition import Partition, check
+from partitioner.app import limits
+from partitioner.app.budget import CERTIFICATE_MIN_S, Recorder, RunBudget, Stopped
+from partitioner.app.outset import output_set
 from partitioner.app.pipeline import evaluate
 from partitioner.report import (Evaluation, plot_partition, report_markdown, write_chrome_trace, write_json,
                                 write_text)
@@ -63,6 +67,9 @@ class RunConfig:
     phase: str | None = None
     """Decoders: prefill or decode (one token with a KV cache of `context` tokens); None: a whole-sequence pass."""
     context: int | None = None
+    max_time_s: float | None = None
+    """Wall-clock bound on the whole run (search, certificate, writing); None: unbounded. When it runs out, or on
+    Ctrl-C, the run writes the best valid partition found so far, marked interrupted (partitioner/app/budget.py)."""
     batch: int = 1
     """Inferences per read of a weight streamed from the memory tier (`--batch`)."""
     memory_tier: bool = True
@@ -85,6 +92,8 @@ class Outcome:
     files: tuple[str, ...] = ()
     found_by: str | None = None
     """Which step produced `best` when it is not the method's own search (the certificate's CP-SAT solve)."""
+    interrupted: str | None = None
+    """Why the search stopped before its budget of evaluations (Ctrl-C, --max-time), or None when it finished."""
     batch: int = 1
 
     @property
@@ -101,16 +110,55 @@ def load_model(path: str, input_shapes: dict | None = None, precision: str = "fp
                      phase=phase, context=context)
 
 
-def default_method() -> str:
-    """rl when the shipped policy checkpoint is present, else simulated annealing."""
+RL_MAX_OPS = 2000
+"""Above this many ops the default method is anneal, not rl: the policy's per-step cost (a GNN pass and a batch of
+proposals over every op) grows with the graph, and on the 10,000-MatMul fan-out no rl evaluation finished within
+3 minutes on 2 shared cores, while anneal's vectorised moves keep each evaluation at one repair + one simulation."""
+
+
+def default_method(n_ops: int | None = None) -> str:
+    """rl when the shipped policy checkpoint is present and the graph has at most RL_MAX_OPS ops, else annealing."""
     from policies.rl_search import SHIPPED_POLICY
 
-    return "rl" if SHIPPED_POLICY.exists() else "anneal"
+    return "rl" if SHIPPED_POLICY.exists() and (n_ops is None or n_ops <= RL_MAX_OPS) else "anneal"
 
 
 def search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, seed: int, time_limit_s: float | None,
-           policy: str | None = None, on_eval: OnEval | None = None, batch: int = 1) -> SearchResult:
-    """Run one method; every method's partitions go through the same repair + simulate."""
+           policy: str | None = None, on_eval: OnEval | None = None, run_budget: RunBudget | None = None,
+           batch: int = 1) -> SearchResult:
+    """Run one method; every method's partitions go through the same repair + simulate. With `run_budget`, the
+    search stops when it runs out or on Ctrl-C and returns the best evaluated so far (see `bounded_search`)."""
+    if run_budget is not None:
+        return bounded_search(graph, hw, method, budget=budget, seed=seed, time_limit_s=time_limit_s,
+                              policy=policy, on_eval=on_eval, run_budget=run_budget, batch=batch)[0]
+    return _search(graph, hw, method, budget=budget, seed=seed, time_limit_s=time_limit_s, policy=policy,
+                   on_eval=on_eval, run_budget=RunBudget(), wrap=lambda fn: fn, batch=batch)
+
+
+def bounded_search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, seed: int,
+                   time_limit_s: float | None, policy: str | None = None, on_eval: OnEval | None = None,
+                   run_budget: RunBudget, batch: int = 1) -> tuple[SearchResult, str | None]:
+    """`search` within a RunBudget: (result, why it stopped early or None). Every evaluation passes a Recorder,
+    so when the budget runs out or Ctrl-C is pressed the best partition evaluated so far is the result."""
+    recorders: list[Recorder] = []
+
+    def wrap(fn):
+        recorders.append(Recorder(fn, run_budget))
+        return recorders[-1]
+
+    start = time.perf_counter()
+    try:
+        return _search(graph, hw, method, budget=budget, seed=seed, time_limit_s=time_limit_s, policy=policy,
+                       on_eval=on_eval, run_budget=run_budget, wrap=wrap, batch=batch), None
+    except Stopped as stop:
+        rec = recorders[0]
+        return SearchResult(method, rec.best, len(rec.history), tuple(rec.history),
+                            time.perf_counter() - start), str(stop)
+
+
+def _search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, seed: int, time_limit_s: float | None,
+            policy: str | None, on_eval: OnEval | None, run_budget: RunBudget, wrap,
+            batch: int = 1) -> SearchResult:
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}", f"use one of {', '.join(METHODS)}")
     if budget < 1:
@@ -118,7 +166,9 @@ def search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, seed: 
     limit = DEFAULT_REPAIR_LIMIT_S if time_limit_s is None else time_limit_s
 
     def evaluate_fn(proposal: np.ndarray) -> Evaluation:
-        return evaluate(graph, hw, proposal, time_limit_s=limit, seed=seed, batch=batch)
+        return evaluate(graph, hw, proposal, time_limit_s=run_budget.limit(limit), seed=seed, batch=batch)
+
+    evaluate_fn = wrap(evaluate_fn)
 
     start = time.perf_counter()
 
@@ -137,8 +187,9 @@ def search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, seed: 
     if method == "exact":
         from solver.optimize import optimize
 
-        part = optimize(graph, hw, time_limit_s=DEFAULT_EXACT_LIMIT_S if time_limit_s is None else time_limit_s,
-                        seed=seed, hint=dp_partition(graph, hw), batch=batch)
+        exact_limit = DEFAULT_EXACT_LIMIT_S if time_limit_s is None else time_limit_s
+        part = optimize(graph, hw, time_limit_s=run_budget.limit(exact_limit), seed=seed, hint=dp_partition(graph, hw),
+                        deterministic=True, wall_limit_s=_wall_cap(run_budget, exact_limit), batch=batch)
         return single(Evaluation(part, simulate(graph, hw, part, batch=batch)))
     from policies.rl_search import rl_search
 
@@ -146,12 +197,24 @@ def search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, seed: 
                      on_eval=on_eval)
 
 
+def _wall_cap(run_budget: RunBudget, wanted_s: float) -> float:
+    """The wall-clock cap of a deterministic CP-SAT solve: its usual one (solver.optimize), or what the budget
+    leaves."""
+    from solver.optimize import DETERMINISTIC_WALL_FACTOR
+
+    return max(min(DETERMINISTIC_WALL_FACTOR * wanted_s + 10.0, run_budget.search_left()), 0.1)
+
+
 def certify(graph: TensorGraph, hw: Hardware, hint: np.ndarray, seed: int = 0,
-            time_limit_s: float = CERTIFICATE_LIMIT_S, batch: int = 1) -> Partition:
-    """CP-SAT's proven lower bound on the busiest resource's cycles: how far any partition can go."""
+            time_limit_s: float = CERTIFICATE_LIMIT_S, run_budget: RunBudget | None = None,
+            batch: int = 1) -> Partition:
+    """CP-SAT's proven lower bound on the busiest resource's cycles: how far any partition can go.
+    Deterministic (one worker, deterministic time limit), so a seed gives the same certificate and partition."""
     from solver.optimize import optimize
 
-    return optimize(graph, hw, time_limit_s=time_limit_s, seed=seed, hint=hint, batch=batch)
+    run_budget = run_budget or RunBudget()
+    return optimize(graph, hw, time_limit_s=run_budget.limit(time_limit_s), seed=seed, hint=hint,
+                    deterministic=True, wall_limit_s=_wall_cap(run_budget, time_limit_s), batch=batch)
 
 
 def keep_best(graph: TensorGraph, hw: Hardware, searched: Evaluation, cert: Partition, batch: int = 1
@@ -170,33 +233,62 @@ def keep_best(graph: TensorGraph, hw: Hardware, searched: Evaluation, cert: Part
     return searched, None
 
 
-def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
-    """Load, search, certify, and write partition.json, report.md, trace.json, partition.png and config.json."""
-    if cfg.chiplets is not None and cfg.chiplets < 1:
-        raise UserError(f"--chiplets must be at least 1, got {cfg.chiplets}", "pass a positive chiplet count")
-    if cfg.time_limit_s is not None and not cfg.time_limit_s > 0:
-        raise UserError(f"--time-limit must be positive, got {cfg.time_limit_s}", "pass seconds, e.g. --time-limit 5")
+def validate_config(cfg: RunConfig) -> None:
+    """Every option, checked before the model is read or --out is touched (partitioner/app/limits.py)."""
+    limits.check_seed(cfg.seed)
+    limits.check_budget(cfg.budget)
+    limits.check_chiplets(cfg.chiplets)
+    limits.check_seconds(cfg.time_limit_s, "--time-limit")
+    limits.check_seconds(cfg.max_time_s, "--max-time")
     if type(cfg.batch) is not int or cfg.batch < 1:
         raise UserError(f"--batch must be a positive integer, got {cfg.batch!r}", "pass --batch 1 or more")
-    method = cfg.method or default_method()
+    if cfg.method is not None and cfg.method not in METHODS:
+        raise UserError(f"unknown method {cfg.method!r}", f"use one of {', '.join(METHODS)}")
+    limits.check_model_path(cfg.model)
+    limits.check_out_target(cfg.out)
+    from partitioner.app.outset import check_replaceable
+
+    check_replaceable(cfg.out)
+
+
+def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
+    """Load, search, certify, and write partition.json, report.md, trace.json, partition.png and config.json as
+    one set (partitioner/app/outset.py). Within cfg.max_time_s and on Ctrl-C the search stops and the best valid
+    partition found so far is written, marked interrupted."""
+    validate_config(cfg)
+    run_budget = RunBudget(cfg.max_time_s)
     budget = DEFAULT_BUDGET if cfg.budget is None else cfg.budget
+    hw = load_hardware(cfg.hardware, cfg.chiplets, memory_tier=cfg.memory_tier)
+    limits.check_chiplets(hw.n_chiplets, f"hardware {cfg.hardware}")
     graph = load_model(cfg.model, cfg.input_shapes, cfg.precision, granularity=cfg.granularity, phase=cfg.phase,
                        context=cfg.context)
-    hw = load_hardware(cfg.hardware, cfg.chiplets, memory_tier=cfg.memory_tier)
-    out_dir = prepare_out_dir(cfg.out)
-    found = search(graph, hw, method, budget=budget, seed=cfg.seed, time_limit_s=cfg.time_limit_s,
-                   policy=cfg.policy, on_eval=on_eval, batch=cfg.batch)
-    best = Evaluation(found.best.partition, simulate(graph, hw, found.best.partition, trace=True, batch=cfg.batch))
-    cert, found_by = None, None
-    if method == "exact":
-        cert = found.best.partition
-    elif cfg.certificate:
-        cert = certify(graph, hw, best.assignment, seed=cfg.seed, batch=cfg.batch)
-        best, found_by = keep_best(graph, hw, best, cert, batch=cfg.batch)
-    outcome = Outcome(cfg.model, graph, hw, method, best, found.evaluations, found.wall_s, found.history, cert,
-                      found_by=found_by, batch=cfg.batch)
-    files = write_outputs(out_dir, outcome, config=asdict(cfg) | {"method": method, "budget": budget},
-                          hardware_spec=cfg.hardware)
+    method = cfg.method or default_method(graph.n_ops)
+    if cfg.method is None and method != default_method():
+        warnings.warn(f"the model has {graph.n_ops} ops, above the {RL_MAX_OPS} the default rl method handles in "
+                      f"bounded time; using {method} (pass --method rl to insist)")
+    with run_budget.catch_sigint():
+        found, stopped = bounded_search(graph, hw, method, budget=budget, seed=cfg.seed,
+                                        time_limit_s=cfg.time_limit_s, policy=cfg.policy, on_eval=on_eval,
+                                        run_budget=run_budget, batch=cfg.batch)
+        best = Evaluation(found.best.partition, simulate(graph, hw, found.best.partition, trace=True,
+                                                         batch=cfg.batch))
+        cert, found_by = None, None
+        if method == "exact":
+            cert = found.best.partition
+        elif cfg.certificate and run_budget.stop_reason() is None \
+                and run_budget.search_left() >= CERTIFICATE_MIN_S:
+            cert = certify(graph, hw, best.assignment, seed=cfg.seed, run_budget=run_budget, batch=cfg.batch)
+            best, found_by = keep_best(graph, hw, best, cert, batch=cfg.batch)
+        elif cfg.certificate:
+            stopped = stopped or run_budget.stop_reason() or "the --max-time budget left no time for the certificate"
+        if stopped is None and run_budget.interrupted:   # Ctrl-C during the certificate: its solve ran to its limit
+            stopped = "interrupted by Ctrl-C during the certificate, after the search finished"
+        outcome = Outcome(cfg.model, graph, hw, method, best, found.evaluations, found.wall_s, found.history, cert,
+                          found_by=found_by, interrupted=stopped, batch=cfg.batch)
+        config = asdict(cfg) | {"method": method, "budget": budget}
+        with output_set(cfg.out, "run") as staging:
+            names = write_outputs(staging, outcome, config=config, hardware_spec=cfg.hardware)
+    files = tuple(str(Path(cfg.out) / Path(n).name) for n in names)
     return Outcome(**{**outcome.__dict__, "files": files})
 
 
@@ -262,6 +354,7 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
                    "ops_moved_by_repair": outcome.best.partition.ops_moved,
                    "history": [list(h) for h in outcome.history]},
         "config": config or {},
+        "interrupted": outcome.interrupted,
         "memory_tier": memory_tier_document(graph, hw, a, outcome.best.partition.streamed, rep, outcome.batch),
     }
 
@@ -280,7 +373,8 @@ def write_outputs(out_dir: Path, outcome: Outcome, *, config: dict | None, hardw
     a = outcome.best.assignment
     files = {
         "partition.json": lambda p: write_json(p, partition_document(outcome, hardware_spec, config)),
-        "report.md": lambda p: write_text(p, report_markdown(rep, graph, hw, a, outcome.method)
+        "report.md": lambda p: write_text(p, _interrupted_markdown(outcome)
+                                          + report_markdown(rep, graph, hw, a, outcome.method)
                                           + _phase_markdown(graph, rep) + _provenance_markdown(outcome)
                                           + memory_tier_markdown(memory_tier_document(
                                               graph, hw, a, outcome.best.partition.streamed, rep, outcome.batch),
@@ -294,6 +388,13 @@ def write_outputs(out_dir: Path, outcome: Outcome, *, config: dict | None, hardw
     for name, write in files.items():
         write(out_dir / name)
     return tuple(str(out_dir / name) for name in files)
+
+
+def _interrupted_markdown(outcome: Outcome) -> str:
+    if outcome.interrupted is None:
+        return ""
+    return (f"> **Interrupted**: {outcome.interrupted}. This is the best valid partition of the "
+            f"{outcome.evaluations} evaluations finished when the run stopped.\n\n")
 
 
 def token_metrics(graph: TensorGraph, rep) -> dict:
@@ -322,6 +423,8 @@ def _phase_markdown(graph: TensorGraph, rep) -> str:
             f"| time per token | {_si(m['time_per_token_s'], 's')} |\n"
             f"| weight bytes read per inference | {m['weight_read_bytes']:,} |\n"
             f"| KV-cache bytes read per inference | {m['kv_cache_read_bytes']:,} |\n")
+
+
 def _provenance_markdown(outcome: Outcome) -> str:
     if outcome.found_by is None:
         return f"\n## Found by\n\n{outcome.method}: its own search found this partition.\n"
@@ -370,12 +473,21 @@ def read_partition_file(path: str) -> dict:
 def assignment_from_document(graph: TensorGraph, doc: dict, path: str) -> np.ndarray:
     """Map ONNX node name -> chiplet back onto the graph's ops (every op needs at least one named node)."""
     by_node = doc["assignment"]
+    known = graph.onnx_node_owner()
+    unknown = [n for n in by_node if n not in known]
+    if unknown:
+        raise UserError(f"partition file {path} places {len(unknown)} node(s) this model does not have "
+                        f"(first: {unknown[0]!r})", "pass the model the partition was made for, with the same "
+                        "import options")
     a = np.full(graph.n_ops, -1, dtype=np.int64)
     for i, op in enumerate(graph.ops):
         values = [by_node[n] for n in op.onnx_nodes if n in by_node]
         if any(type(c) is not int for c in values):
             raise UserError(f"partition file {path} gives op {op.name} a chiplet that is not an integer "
                             f"({values!r})", "use integer chiplet ids")
+        if any(not 0 <= c <= limits.MAX_CHIPLETS for c in values):
+            raise UserError(f"partition file {path} gives op {op.name} chiplet {max(values, key=abs)}, outside "
+                            f"0..{limits.MAX_CHIPLETS}", "use chiplet ids of the hardware, 0..chiplets-1")
         chips = set(values)
         if not chips:
             raise UserError(f"partition file {path} does not place op {op.name} (ONNX nodes {list(op.onnx_nodes)})",
@@ -409,8 +521,17 @@ def resimulate(model: str, partition_path: str, input_shapes: dict, precision: s
                context: int | None = None, memory_tier: bool = True) -> Outcome:
     """Re-score a saved partition on the settings it was made with (or the ones given explicitly).
     memory_tier=False drops the memory stacks; a file written without a memory tier is scored without one."""
+    limits.check_chiplets(chiplets)
+    limits.check_model_path(model)
+    if out:
+        limits.check_out_target(out)
+        from partitioner.app.outset import check_replaceable
+
+        check_replaceable(out)
     doc = read_partition_file(partition_path)
     spec, saved_chiplets, saved_shapes, saved_precision = _document_settings(doc, partition_path)
+    if hardware is None:
+        limits.check_chiplets(saved_chiplets, f"partition file {partition_path}: 'chiplets'")
     granularity = granularity or doc.get("granularity") or "fused"
     phase = phase or doc.get("phase")
     context = context if context is not None else doc.get("context")
@@ -445,8 +566,9 @@ def resimulate(model: str, partition_path: str, input_shapes: dict, precision: s
                   "chiplets": hw.n_chiplets, "precision": graph.metadata.get("precision"),
                   "input_shapes": {k: list(v) for k, v in graph.metadata.get("input_shapes", {}).items()},
                   "granularity": granularity, "phase": phase, "context": graph.metadata.get("context")}
-        files = write_outputs(prepare_out_dir(out), outcome, config=config, hardware_spec=hardware or spec)
-        outcome = Outcome(**{**outcome.__dict__, "files": files})
+        with output_set(out, "simulate") as staging:
+            names = write_outputs(staging, outcome, config=config, hardware_spec=hardware or spec)
+        outcome = Outcome(**{**outcome.__dict__, "files": tuple(str(Path(out) / Path(n).name) for n in names)})
     return outcome
 
 

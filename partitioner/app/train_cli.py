@@ -29,14 +29,28 @@ def _chiplet_counts(text: str) -> tuple[int, ...]:
     return counts
 
 
+def _empty_corpus(directory: str) -> UserError:
+    """Why a corpus directory gave no training graphs: no .onnx files, or only the held-out benchmark models."""
+    found = sorted(p.stem for p in Path(directory).glob("*.onnx"))
+    if found:
+        return UserError(f"the training corpus is empty: the .onnx files in {directory} ({', '.join(found)}) are "
+                         f"all held out for benchmarks ({', '.join(tr.HELD_OUT)} are never trained on)",
+                         "export a corpus with `python scripts/export_models.py --corpus DIR`, or add --synthetic N")
+    return UserError(f"the training corpus is empty: {directory} has no .onnx files",
+                     "pass a directory with .onnx files (`python scripts/export_models.py --corpus DIR`) or add "
+                     "--synthetic N")
+
+
 def train(args: argparse.Namespace) -> str:
     """`partition train --corpus DIR --out policy.pt [--steps N] [--chiplets 2,4,..] [--synthetic N]`."""
     counts = _chiplet_counts(args.chiplets)
-    corpus = onnx_corpus(args.corpus, counts, args.precision)
-    if args.synthetic:
-        corpus += synthetic_corpus(args.synthetic, args.seed, counts)
     if args.time_budget is not None and not args.time_budget > 0:
         raise UserError(f"--time-budget must be positive, got {args.time_budget}", "pass seconds, e.g. 1200")
+    corpus = onnx_corpus(args.corpus, counts, args.precision)
+    if not corpus and not args.synthetic:
+        raise _empty_corpus(args.corpus)
+    if args.synthetic:
+        corpus += synthetic_corpus(args.synthetic, args.seed, counts)
     cfg = replace(TRAIN_CONFIG, seed=args.seed, time_budget_s=args.time_budget,
                   total_steps=TRAIN_CONFIG.total_steps if args.steps is None else args.steps)
     if cfg.total_steps < 0:
