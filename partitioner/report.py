@@ -177,7 +177,9 @@ def chrome_trace(report: Report, graph: TensorGraph, hw: Hardware) -> dict:
             op = graph.ops[e.item]
             name, pid, cat = op.name, e.resource, op.op_type
         else:
-            name, pid, cat = f"{graph.ops[e.item].name} (tensor)", hw.n_chiplets + e.resource, "transfer"
+            name, pid = f"{graph.ops[e.item].name} (tensor)", hw.n_chiplets + e.resource
+            # A piece of a split op (sharding.expand names it "op#i") sends its share of a collective.
+            cat = "collective" if "#" in graph.ops[e.item].name else "transfer"
         out.append({"name": name, "cat": cat, "ph": "X", "pid": pid, "tid": e.inference,
                     "ts": e.start * us, "dur": (e.end - e.start) * us,
                     "args": {"inference": e.inference, "start_cycle": e.start, "end_cycle": e.end}})

@@ -21,16 +21,18 @@ nothing from other chiplets is timed with prefix sums (its end times are fixed o
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from partitioner.cost import bound_cycles_per_inference, compute_energy_pj, link_energy_pj, op_cycles_matrix
+from partitioner.cost import (bound_cycles_per_inference, compute_energy_pj, link_energy_pj, op_cycles_matrix,
+                             sharded_bound_cycles)
 from partitioner.errors import UserError
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
 from partitioner.partition import Partition, memory_use
 from partitioner.report import Report, TraceEvent
+from partitioner.sharding import check_groups, expand
 
 MIN_INFERENCES = 8
 """The stream is max(2 x pipeline stages, MIN_INFERENCES) inferences long unless `inferences` is given."""
@@ -202,6 +204,18 @@ def simulate(graph: TensorGraph, hw: Hardware, partition_or_assignment: Partitio
     events of the stream in `Report.trace_events`. Pure: no side effects, same inputs give the same Report.
     """
     a = _as_assignment(graph, hw, partition_or_assignment)
+    shard = getattr(partition_or_assignment, "shard", None)
+    if shard is not None:
+        # A sharded partition runs as its pieces (sharding.expand): collectives are the pieces' real messages.
+        problems = check_groups(graph, hw.n_chiplets, a, shard)
+        if problems:
+            raise UserError(f"invalid sharding: {problems[0]}", "give each split op a group inside the package, "
+                            "in pipeline order")
+        ex = expand(graph, a, shard)
+        rep = simulate(ex.graph, hw, ex.assignment, trace=trace, inferences=inferences)
+        bound = sharded_bound_cycles(graph, hw, int(np.max(shard)))
+        return replace(rep, graph_name=graph.name, bound_cycles_per_inference=bound,
+                       bound_throughput_per_s=hw.clock_hz / bound)
     n_stages = int(np.unique(a).size)
     n_inf = default_inferences(n_stages) if inferences is None else int(inferences)
     if n_inf < 1:

@@ -9,7 +9,8 @@ import math
 
 import numpy as np
 
-from partitioner.cost import op_cycles, op_cycles_matrix, serialization_cycles
+from partitioner.cost import op_cycles, op_cycles_matrix, serialization_cycles, sharded_op_cycles
+from partitioner.sharding import piece
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
 
@@ -143,3 +144,107 @@ def dp_partition(graph: TensorGraph, hw: Hardware) -> np.ndarray:
         assignment[i:j] = k
         j = i
     return assignment
+
+
+# --- stages on groups of chiplets with intra-op sharding (Alpa-style stage construction) ---------------------------
+DEFAULT_MAX_SHARD = 4
+"""Largest group (and shard degree) the staged DP tries. The direct all-gather's busiest link carries
+floor(k/2) ceil(k/2) slices (cost.all_gather_cycles), so wider groups pay more in links than they save."""
+
+
+def _inner_bytes(graph: TensorGraph) -> np.ndarray:
+    """inner[v, j]: the largest edge from op v to a consumer w < j (what v all-gathers inside a stage ending at j)."""
+    n = graph.n_ops
+    inner = np.zeros((n, n + 1), dtype=np.int64)
+    for s, d, b in zip(graph.edge_src.tolist(), graph.edge_dst.tolist(), graph.edge_bytes.tolist()):
+        np.maximum(inner[s, d + 1:], b, out=inner[s, d + 1:])
+    return inner
+
+
+def group_stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, k: int,
+                            tables: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """cost[i, j]: cycles per inference of ops i..j-1 run as a stage on the k chiplets from `chiplet`, every op
+    split k ways: the pieces' cycles, plus the all-gather (cost.all_gather_cycles) of every op that has a consumer
+    inside the stage, plus shipping each member's share of the cut outputs (inf if the pieces do not fit SRAM).
+    k = 1 is `stage_cost_matrix`."""
+    n = graph.n_ops
+    chip = hw.chiplets[chiplet]
+    send, inner = tables if tables is not None else (_send_bytes(graph), _inner_bytes(graph))
+    pieces = TensorGraph.build(graph.name, [piece(op, k) for op in graph.ops], [])
+    cyc = np.concatenate([[0], np.cumsum(sharded_op_cycles(graph, chip, k))]).astype(float)
+    wts = np.concatenate([[0], np.cumsum(pieces.weight_bytes)])
+    cross = np.flip(np.cumsum(np.flip(send, axis=0), axis=0), axis=0)
+    if k > 1:
+        slices = -(-inner // k)
+        ag = (k // 2) * ((k + 1) // 2) * serialization_cycles(slices, hw) + (slices > 0) * (k - 1) * hw.hop_latency_cycles
+        gather = np.flip(np.cumsum(np.flip(ag, axis=0), axis=0), axis=0)
+    else:
+        gather = np.zeros_like(cross)
+    cost = np.full((n + 1, n + 1), np.inf)
+    work = pieces.work_bytes
+    for i in range(n + 1):
+        cost[i, i] = 0.0
+        if i == n:
+            break
+        j = np.arange(i + 1, n + 1)
+        peak = np.maximum.accumulate(work[i:])
+        fits = wts[j] - wts[i] + peak <= chip.sram_bytes
+        # gather[i, j] sums ops >= i (edges go forward, so only consumers inside i..j-1 count).
+        inside = gather[i, j]
+        ship = serialization_cycles(-(-cross[i, j] // k), hw).astype(float)
+        cost[i, i + 1:] = np.where(fits, cyc[j] - cyc[i] + inside + ship, np.inf)
+    return cost
+
+
+def staged_partition(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_MAX_SHARD
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(assignment, shard): the topological order cut into pipeline stages, stage s on a group of g_s consecutive
+    chiplets (g_s <= max_shard, groups in pipeline order, at most n_chiplets chiplets in all) with every op of
+    the stage split g_s ways, minimising the slowest stage (`group_stage_cost_matrix`). A DP over (ops placed,
+    chiplets used) x group size, as Alpa's stage construction over layers x submeshes. max_shard = 1 is
+    `dp_partition`. Falls back to `dp_partition` (shard 1) if no staged plan fits SRAM."""
+    n, n_chip = graph.n_ops, hw.n_chiplets
+    max_shard = max(1, min(int(max_shard), n_chip))
+    tables = (_send_bytes(graph), _inner_bytes(graph))
+    costs: dict = {}
+
+    def cost(c: int, g: int) -> np.ndarray | None:
+        kind = hw.chiplets[c]
+        if any(hw.chiplets[m] != kind for m in range(c, c + g)):
+            return None     # groups of one chiplet kind only
+        key = (kind, g)
+        if key not in costs:
+            costs[key] = group_stage_cost_matrix(graph, hw, c, g, tables)
+        return costs[key]
+
+    # best[c, j]: the smallest bottleneck placing ops 0..j-1 on chiplets 0..c-1 (some maybe unused).
+    best = np.full((n_chip + 1, n + 1), np.inf)
+    best[:, 0] = 0.0
+    choice = np.zeros((n_chip + 1, n + 1, 2), dtype=np.int64)   # (i, g) of the last stage; g = 0: chiplet unused
+    for c in range(1, n_chip + 1):
+        best[c] = best[c - 1]
+        choice[c, :, 1] = 0
+        for g in range(1, min(max_shard, c) + 1):
+            m = cost(c - g, g)
+            if m is None:
+                continue
+            prev = best[c - g]
+            for j in range(1, n + 1):
+                cand = np.maximum(prev[:j], m[:j, j])
+                i = int(np.argmin(cand))
+                if cand[i] < best[c, j]:
+                    best[c, j] = cand[i]
+                    choice[c, j] = (i, g)
+    if not np.isfinite(best[n_chip, n]):
+        return dp_partition(graph, hw), np.ones(n, dtype=np.int64)
+    assignment = np.zeros(n, dtype=np.int64)
+    shard = np.ones(n, dtype=np.int64)
+    c, j = n_chip, n
+    while j > 0:
+        i, g = (int(x) for x in choice[c, j])
+        if g == 0:
+            c -= 1
+            continue
+        assignment[i:j], shard[i:j] = c - g, g
+        c, j = c - g, i
+    return assignment, shard

@@ -1,0 +1,156 @@
+"""How an op splits k ways across a group of chiplets (intra-op parallelism): the one place that says it.
+
+An op with shard degree k and assignment chiplet c runs as k pieces on the consecutive chiplets c..c+k-1 in
+pipeline order (its *group*). Which axis it splits along depends on its type (docs/simulator.md, R9-R11):
+
+  column       MatMul/Gemm with a weight matrix (Megatron ColumnParallelLinear): each piece holds 1/k of the
+               weight's output columns, does 1/k of the MACs and writes 1/k of the output.
+  head         MatMul between two activations (attention scores, context): each piece takes 1/k of the heads.
+  out_channel  Conv: each piece holds 1/k of the filters and writes 1/k of the output channels.
+  vocab        Gather from an embedding table (vocabulary-parallel): each piece holds 1/k of the rows, looks up
+               the tokens that fall in its range and writes a full-size partial result (zeros elsewhere).
+  row          every other op (elementwise, normalisation, softmax, reshapes): each piece computes 1/k of the
+               output rows; its (small) weights, e.g. a LayerNorm's scale, are replicated.
+
+Every piece reads its op's full inputs. A consumer needs the whole output, so the pieces' results travel to it:
+the 1/k slices of a split output are all-gathered (each piece sends its slice to every chiplet that consumes it;
+between two ops on the same group this is a direct all-gather, k(k-1) neighbour-routed messages), and the full-
+size partials of a vocab split are all-reduced (each piece sends its partial to every consumer chiplet). The
+simulator runs these as real messages: `expand` rewrites the graph into pieces with exactly those edges.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from partitioner.graph import Op, TensorGraph
+
+AXES = ("column", "head", "out_channel", "vocab", "row")
+WEIGHT_GEMM_MIN_BYTES = 4096
+"""A MatMul/Gemm whose initializers are smaller than this (shape constants, a scalar scale) multiplies two
+activations: attention, split by heads. At or above it, it has a weight matrix and splits by columns."""
+
+
+def split_axis(op: Op) -> str:
+    """The axis along which `op` splits (module docstring)."""
+    if op.op_type in ("MatMul", "Gemm"):
+        return "column" if op.weight_bytes >= WEIGHT_GEMM_MIN_BYTES else "head"
+    if op.op_type in ("Conv", "ConvTranspose") and op.weight_bytes > 0:
+        return "out_channel"
+    if op.op_type == "Gather" and op.weight_bytes >= WEIGHT_GEMM_MIN_BYTES:
+        return "vocab"
+    return "row"
+
+
+def collective(op: Op, k: int) -> str:
+    """The collective that delivers a k-way split op's output to its consumers."""
+    if k <= 1:
+        return "none"
+    return "all-reduce" if split_axis(op) == "vocab" else "all-gather"
+
+
+def _part(x: int, k: int) -> int:
+    return -(-int(x) // k)
+
+
+def piece(op: Op, k: int) -> Op:
+    """The op each of the k pieces runs: 1/k (rounded up) of the work, of the split weights and of the output
+    (full-size partial outputs for a vocab split); full inputs."""
+    if k <= 1:
+        return op
+    axis = split_axis(op)
+    split_weights = axis != "row"
+    w = _part(op.weight_bytes, k) if split_weights else op.weight_bytes
+    wr = op.weight_read_bytes
+    if wr is not None and split_weights:
+        wr = min(_part(wr, k), w)
+    return replace(op, name=op.name, flops=_part(op.flops, k), matrix_flops=_part(op.matrix_flops, k),
+                   weight_bytes=w, weight_read_bytes=wr,
+                   out_bytes=op.out_bytes if axis == "vocab" else _part(op.out_bytes, k))
+
+
+def piece_bytes(op: Op, k: int, nbytes: int) -> int:
+    """Bytes one piece sends over an out-edge of `nbytes`: its slice, or a full partial for a vocab split."""
+    if k <= 1 or split_axis(op) == "vocab":
+        return int(nbytes)
+    return _part(nbytes, k)
+
+
+def shard_degrees(graph: TensorGraph, shard: np.ndarray | None) -> np.ndarray:
+    """The shard degree per op as int64 (all ones for None)."""
+    if shard is None:
+        return np.ones(graph.n_ops, dtype=np.int64)
+    return np.asarray(shard, dtype=np.int64)
+
+
+def check_groups(graph: TensorGraph, n_chiplets: int, assignment: np.ndarray, shard: np.ndarray | None
+                 ) -> list[str]:
+    """Shard degrees that are not positive or run past the package, and edges that break pipeline order between
+    groups: for u -> v, either both ops have the same group, or u's last chiplet <= v's first chiplet."""
+    if shard is None:
+        return []
+    k = np.asarray(shard)
+    if k.shape != (graph.n_ops,) or not np.issubdtype(k.dtype, np.integer):
+        return [f"shard has shape {k.shape} and dtype {k.dtype}, expected ({graph.n_ops},) integers"]
+    a = np.asarray(assignment, dtype=np.int64)
+    problems = []
+    for i in np.flatnonzero(k < 1).tolist():
+        problems.append(f"op {graph.ops[i].name} has shard degree {int(k[i])}, expected at least 1")
+    for i in np.flatnonzero((k >= 1) & (a + k > n_chiplets)).tolist():
+        problems.append(f"op {graph.ops[i].name} is split {int(k[i])} ways from chiplet {int(a[i])}, past the "
+                        f"package's last chiplet {n_chiplets - 1}")
+    if problems:
+        return problems
+    src, dst = graph.edge_src, graph.edge_dst
+    same = (a[src] == a[dst]) & (k[src] == k[dst])
+    back = np.flatnonzero(~same & (a[src] + k[src] - 1 > a[dst]))
+    for e in back.tolist():
+        u, v = int(src[e]), int(dst[e])
+        problems.append(f"edge {graph.ops[u].name} -> {graph.ops[v].name} goes backwards between groups "
+                        f"(chiplets {_span(a[u], k[u])} -> {_span(a[v], k[v])})")
+    return problems
+
+
+def _span(c: int, k: int) -> str:
+    return str(int(c)) if k == 1 else f"{int(c)}..{int(c + k - 1)}"
+
+
+@dataclass(frozen=True)
+class Expanded:
+    """A graph rewritten into pieces: `graph` has one op per piece (pieces of an op consecutive, so topological
+    order holds), `assignment` the chiplet of each piece, `owner` the original op of each piece and `collective`
+    per piece the collective its out-edges form ("none" for whole ops)."""
+
+    graph: TensorGraph
+    assignment: np.ndarray
+    owner: np.ndarray
+    collective: tuple[str, ...]
+
+
+def expand(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None) -> Expanded:
+    """Pieces as ops; edge u->v of b bytes becomes u_i -> v_j of piece_bytes(u, k_u, b) for every pair."""
+    a = np.asarray(assignment, dtype=np.int64)
+    k = shard_degrees(graph, shard)
+    ops: list[Op] = []
+    first = np.zeros(graph.n_ops, dtype=np.int64)
+    chips: list[int] = []
+    owner: list[int] = []
+    coll: list[str] = []
+    for i, op in enumerate(graph.ops):
+        first[i] = len(ops)
+        ki = int(k[i])
+        p = piece(op, ki)
+        for j in range(ki):
+            ops.append(p if ki == 1 else replace(p, name=f"{op.name}#{j}"))
+            chips.append(int(a[i]) + j)
+            owner.append(i)
+            coll.append(collective(op, ki))
+    edges = []
+    for u, v, b in zip(graph.edge_src.tolist(), graph.edge_dst.tolist(), graph.edge_bytes.tolist()):
+        pb = piece_bytes(graph.ops[u], int(k[u]), b)
+        for i in range(int(k[u])):
+            for j in range(int(k[v])):
+                edges.append((int(first[u]) + i, int(first[v]) + j, pb))
+    g = TensorGraph.build(graph.name, ops, edges, input_bytes=graph.input_bytes, metadata=dict(graph.metadata))
+    return Expanded(g, np.asarray(chips, dtype=np.int64), np.asarray(owner, dtype=np.int64), tuple(coll))
