@@ -154,3 +154,31 @@ def expand(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None)
                 edges.append((int(first[u]) + i, int(first[v]) + j, pb))
     g = TensorGraph.build(graph.name, ops, edges, input_bytes=graph.input_bytes, metadata=dict(graph.metadata))
     return Expanded(g, np.asarray(chips, dtype=np.int64), np.asarray(owner, dtype=np.int64), tuple(coll))
+
+
+def groups(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None) -> list[dict]:
+    """The split ops' groups in pipeline order: chiplets, shard degree, ops, their axes and collective bytes (what
+    every piece sends per inference, summed over the group's pieces and destination chiplets)."""
+    a = np.asarray(assignment, dtype=np.int64)
+    k = shard_degrees(graph, shard)
+    out: dict[tuple[int, int], dict] = {}
+    consumers: dict[int, set] = {}
+    for u, v in zip(graph.edge_src.tolist(), graph.edge_dst.tolist()):
+        consumers.setdefault(u, set()).update(range(int(a[v]), int(a[v] + k[v])))
+    biggest: dict[int, int] = {}
+    for u, b in zip(graph.edge_src.tolist(), graph.edge_bytes.tolist()):
+        biggest[u] = max(biggest.get(u, 0), int(b))
+    for i in np.flatnonzero(k > 1).tolist():
+        key = (int(a[i]), int(k[i]))
+        g = out.setdefault(key, {"chiplets": list(range(key[0], key[0] + key[1])), "shard": key[1], "ops": 0,
+                                 "axes": {}, "collectives": {}, "collective_bytes": 0})
+        op = graph.ops[i]
+        g["ops"] += 1
+        axis = split_axis(op)
+        g["axes"][axis] = g["axes"].get(axis, 0) + 1
+        kind = collective(op, key[1])
+        g["collectives"][kind] = g["collectives"].get(kind, 0) + 1
+        pb = piece_bytes(op, key[1], biggest.get(i, 0))
+        for j in range(key[1]):
+            g["collective_bytes"] += pb * len(consumers.get(i, set()) - {key[0] + j})
+    return [out[key] for key in sorted(out)]

@@ -178,8 +178,10 @@ def group_stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, k: i
         slices = -(-inner // k)
         ag = (k // 2) * ((k + 1) // 2) * serialization_cycles(slices, hw) + (slices > 0) * (k - 1) * hw.hop_latency_cycles
         gather = np.flip(np.cumsum(np.flip(ag, axis=0), axis=0), axis=0)
+        entry = (k * serialization_cycles(send.sum(axis=0), hw)).astype(float)
     else:
         gather = np.zeros_like(cross)
+        entry = np.zeros(n + 1)
     cost = np.full((n + 1, n + 1), np.inf)
     work = pieces.work_bytes
     for i in range(n + 1):
@@ -192,7 +194,7 @@ def group_stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, k: i
         # gather[i, j] sums ops >= i (edges go forward, so only consumers inside i..j-1 count).
         inside = gather[i, j]
         ship = serialization_cycles(-(-cross[i, j] // k), hw).astype(float)
-        cost[i, i + 1:] = np.where(fits, cyc[j] - cyc[i] + inside + ship, np.inf)
+        cost[i, i + 1:] = np.where(fits, np.maximum(cyc[j] - cyc[i] + inside + ship, entry[i]), np.inf)
     return cost
 
 

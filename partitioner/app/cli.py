@@ -64,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--policy", default=None, help="policy checkpoint for --method rl (default: the shipped one)")
     run.add_argument("--no-certificate", action="store_true",
                      help="skip the CP-SAT lower bound on the bottleneck (saves a few seconds)")
+    run.add_argument("--max-shard", type=int, default=None,
+                     help="largest group an op may split across (intra-op sharding); 1 keeps ops whole "
+                          "(default 4, at most the chiplet count)")
 
     ins = sub.add_parser("inspect", help="show ops, FLOPs and parameters as the importer sees them")
     _add_model_args(ins, precision=None)
@@ -152,7 +155,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                                method=args.method, budget=args.budget, seed=args.seed, out=args.out,
                                input_shapes=parse_input_shapes(args.input_shape or []), precision=args.precision,
                                time_limit_s=args.time_limit, policy=args.policy,
-                               certificate=not args.no_certificate)
+                               certificate=not args.no_certificate, max_shard=args.max_shard)
         with _progress("evaluating", total=None) as on_eval:
             outcome = runmod.run(cfg, on_eval=on_eval)
         print(runmod.format_outcome(outcome))

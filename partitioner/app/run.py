@@ -23,7 +23,8 @@ from partitioner.app.pipeline import evaluate
 from partitioner.report import (Evaluation, plot_partition, report_markdown, write_chrome_trace, write_json,
                                 write_text)
 from partitioner.simulator import simulate
-from partitioner.splits import dp_partition, greedy_partition
+from partitioner.sharding import expand, groups, split_axis
+from partitioner.splits import DEFAULT_MAX_SHARD, dp_partition, greedy_partition, staged_partition
 from policies.baselines import SearchResult, anneal, random_search
 
 METHODS = ("rl", "random", "greedy", "dp", "anneal", "exact")
@@ -56,6 +57,9 @@ class RunConfig:
     policy: str | None = None
     certificate: bool = True
     """Also ask CP-SAT for a proven lower bound on the bottleneck (the optimality certificate)."""
+    max_shard: int | None = None
+    """Largest shard degree (group size) an op may split into; 1 keeps every op whole (no intra-op sharding);
+    None means min(splits.DEFAULT_MAX_SHARD, chiplets)."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,33 @@ def search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, seed: 
                      on_eval=on_eval)
 
 
+def best_staged(graph: TensorGraph, hw: Hardware, max_shard: int) -> Evaluation:
+    """The best simulated of the staged DP plans (splits.staged_partition) for each largest group 2..max_shard:
+    the DP's link model is an estimate, so the simulator picks among them."""
+    best = None
+    for k in range(2, max_shard + 1):
+        a, shard = staged_partition(graph, hw, k)
+        part = Partition(a, None, 0, "staged-dp", shard=shard)
+        problems = check(graph, hw, part)
+        if problems:
+            raise AssertionError(f"staged_partition produced an invalid plan: {problems[:3]}")
+        ev = Evaluation(part, simulate(graph, hw, part))
+        if best is None or ev.throughput > best.throughput:
+            best = ev
+    return best
+
+
+def sharded_certificate(graph: TensorGraph, hw: Hardware, max_shard: int) -> Partition:
+    """When ops may split up to max_shard ways, CP-SAT's whole-op bound does not hold; the certificate is the
+    analytical bound cost.sharded_bound_cycles (perfect balance of the least chiplet-cycles, free links, no op
+    faster than its smallest piece), valid for every plan the tool can output, and not proven tight."""
+    from partitioner.cost import sharded_bound_cycles
+
+    bound = sharded_bound_cycles(graph, hw, max_shard)
+    return Partition(np.zeros(graph.n_ops, dtype=np.int64), None, 0, "analytical", lower_bound_cycles=bound,
+                     info={"max_shard": max_shard})
+
+
 def certify(graph: TensorGraph, hw: Hardware, hint: np.ndarray, seed: int = 0,
             time_limit_s: float = CERTIFICATE_LIMIT_S) -> Partition:
     """CP-SAT's proven lower bound on the bottleneck chiplet's cycles: how far any partition can go."""
@@ -144,21 +175,36 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
         raise UserError(f"--chiplets must be at least 1, got {cfg.chiplets}", "pass a positive chiplet count")
     if cfg.time_limit_s is not None and not cfg.time_limit_s > 0:
         raise UserError(f"--time-limit must be positive, got {cfg.time_limit_s}", "pass seconds, e.g. --time-limit 5")
+    if cfg.max_shard is not None and (type(cfg.max_shard) is not int or not 1 <= cfg.max_shard):
+        raise UserError(f"--max-shard must be a positive integer, got {cfg.max_shard!r}",
+                        "pass 1 (no sharding) up to the chiplet count")
     method = cfg.method or default_method()
     budget = DEFAULT_BUDGET if cfg.budget is None else cfg.budget
     graph = load_model(cfg.model, cfg.input_shapes, cfg.precision)
     hw = load_hardware(cfg.hardware, cfg.chiplets)
+    if cfg.max_shard is not None and cfg.max_shard > hw.n_chiplets:
+        raise UserError(f"--max-shard {cfg.max_shard} is larger than the package's {hw.n_chiplets} chiplets",
+                        f"pass --max-shard between 1 and {hw.n_chiplets}")
+    max_shard = min(DEFAULT_MAX_SHARD, hw.n_chiplets) if cfg.max_shard is None else cfg.max_shard
     out_dir = prepare_out_dir(cfg.out)
     found = search(graph, hw, method, budget=budget, seed=cfg.seed, time_limit_s=cfg.time_limit_s,
                    policy=cfg.policy, on_eval=on_eval)
-    best = Evaluation(found.best.partition, simulate(graph, hw, found.best.partition, trace=True))
+    chosen = found.best
+    if max_shard > 1:
+        staged = best_staged(graph, hw, max_shard)
+        if staged.throughput > chosen.throughput:
+            chosen = staged
+    best = Evaluation(chosen.partition, simulate(graph, hw, chosen.partition, trace=True))
     cert = None
-    if method == "exact":
+    if max_shard > 1 and (cfg.certificate or method == "exact"):
+        cert = sharded_certificate(graph, hw, max_shard)
+    elif method == "exact":
         cert = found.best.partition
     elif cfg.certificate:
         cert = certify(graph, hw, best.assignment, seed=cfg.seed)
     outcome = Outcome(cfg.model, graph, hw, method, best, found.evaluations, found.wall_s, found.history, cert)
-    files = write_outputs(out_dir, outcome, config=asdict(cfg) | {"method": method, "budget": budget},
+    files = write_outputs(out_dir, outcome,
+                          config=asdict(cfg) | {"method": method, "budget": budget, "max_shard": max_shard},
                           hardware_spec=cfg.hardware)
     return Outcome(**{**outcome.__dict__, "files": files})
 
@@ -179,18 +225,25 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
     """The partition.json payload: the assignment by original ONNX node name, metrics and per-chiplet loads."""
     graph, hw, rep = outcome.graph, outcome.hw, outcome.best.report
     a = outcome.best.assignment
+    pg, pa = _pieces(outcome)
     per_chiplet = []
     for c in range(hw.n_chiplets):
-        mask = a == c
+        mask = pa == c
         per_chiplet.append({
             "chiplet": c,
             "ops": int(mask.sum()),
-            "flops": int(graph.flops[mask].sum()),
-            "weight_bytes": int(graph.weight_bytes[mask].sum()),
+            "flops": int(pg.flops[mask].sum()),
+            "weight_bytes": int(pg.weight_bytes[mask].sum()),
             "busy_fraction": float(rep.chiplet_busy_fraction[c]),
             "memory_fraction": float(rep.chiplet_memory_fraction[c]),
         })
-    assignment = {node: int(a[i]) for node, i in graph.onnx_node_owner().items()}
+    shard = outcome.best.partition.shard
+    if shard is None:
+        assignment = {node: int(a[i]) for node, i in graph.onnx_node_owner().items()}
+    else:   # a split op's nodes map to its group of chiplets and the axis it splits along
+        assignment = {node: int(a[i]) if shard[i] == 1 else
+                      {"chiplets": list(range(int(a[i]), int(a[i] + shard[i]))), "axis": split_axis(graph.ops[i])}
+                      for node, i in graph.onnx_node_owner().items()}
     metrics = {
         "throughput_per_s": rep.throughput_per_s,
         "latency_s": rep.latency_s,
@@ -216,11 +269,21 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
         "assignment": assignment,
         "metrics": metrics,
         "per_chiplet": per_chiplet,
+        "groups": groups(graph, a, shard),
         "search": {"evaluations": outcome.evaluations, "wall_s": outcome.wall_s,
                    "ops_moved_by_repair": outcome.best.partition.ops_moved,
                    "history": [list(h) for h in outcome.history]},
         "config": config or {},
     }
+
+
+def _pieces(outcome: Outcome) -> tuple[TensorGraph, np.ndarray]:
+    """The graph and assignment the simulator ran: the pieces of a sharded partition, else the ops."""
+    part = outcome.best.partition
+    if part.shard is None:
+        return outcome.graph, part.assignment
+    ex = expand(outcome.graph, part.assignment, part.shard)
+    return ex.graph, ex.assignment
 
 
 def _resolvable(spec: str | None) -> str | None:
@@ -233,12 +296,12 @@ def _resolvable(spec: str | None) -> str | None:
 def write_outputs(out_dir: Path, outcome: Outcome, *, config: dict | None, hardware_spec: str | None
                   ) -> tuple[str, ...]:
     """Each file is written to a temp name and renamed, so a killed run leaves old or new files, never halves."""
-    graph, hw, rep = outcome.graph, outcome.hw, outcome.best.report
-    a = outcome.best.assignment
+    hw, rep = outcome.hw, outcome.best.report
+    graph, a = _pieces(outcome)
     files = {
         "partition.json": lambda p: write_json(p, partition_document(outcome, hardware_spec, config)),
         "report.md": lambda p: write_text(p, report_markdown(rep, graph, hw, a, outcome.method)
-                                          + _certificate_markdown(outcome)),
+                                          + _groups_markdown(outcome) + _certificate_markdown(outcome)),
         "trace.json": lambda p: write_chrome_trace(p, rep, graph, hw),
         "partition.png": lambda p: plot_partition(p, graph, hw, a, rep),
     }
@@ -249,12 +312,38 @@ def write_outputs(out_dir: Path, outcome: Outcome, *, config: dict | None, hardw
     return tuple(str(out_dir / name) for name in files)
 
 
+def _groups_markdown(outcome: Outcome) -> str:
+    part = outcome.best.partition
+    found = groups(outcome.graph, part.assignment, part.shard)
+    if not found:
+        return ""
+    lines = ["", "## Groups and collectives", "",
+             "Ops split k ways run as k pieces on the group's chiplets (docs/simulator.md, R9-R11); the collective "
+             "bytes are what the pieces send per inference (all-gather of slices, all-reduce of vocab partials).", "",
+             "| chiplets | shard | ops | axes | collectives | collective bytes |", "|---|---|---|---|---|---|"]
+    for g in found:
+        axes = ", ".join(f"{k} {v}" for k, v in g["axes"].items())
+        colls = ", ".join(f"{k} {v}" for k, v in g["collectives"].items())
+        lines.append(f"| {g['chiplets'][0]}..{g['chiplets'][-1]} | {g['shard']} | {g['ops']} | {axes} | {colls} | "
+                     f"{g['collective_bytes']:,} |")
+    return "\n".join(lines) + "\n"
+
+
 def _certificate_markdown(outcome: Outcome) -> str:
     bound = outcome.solver_bound_throughput_per_s
     if bound is None:
         return ""
     thr = outcome.best.report.throughput_per_s
     cert = outcome.certificate
+    if cert.status == "analytical":
+        return (f"\n## Optimality certificate\n\nOps may split across groups, so CP-SAT's whole-op bound does not "
+                f"apply and this certificate is analytical, not proven tight by CP-SAT: no partition the tool can "
+                f"output (any stages, groups and shard degrees up to {cert.info['max_shard']}) has its busiest "
+                f"chiplet below {cert.lower_bound_cycles:,.0f} cycles per "
+                f"inference (perfect balance of the least chiplet-cycles of every op, free links, no op faster than "
+                f"its smallest piece), so none exceeds {bound:,.1f} inferences/s in the simulator. This partition "
+                f"reaches {thr:,.1f}/s: at least {100 * thr / bound:.1f}% of the best possible; the gap is at most "
+                f"{100 * (1 - thr / bound):.1f}%.\n")
     return (f"\n## Optimality certificate\n\nCP-SAT ({cert.status}, {cert.solve_time_s:.1f} s) proves no valid "
             f"partition's bottleneck chiplet is below {cert.lower_bound_cycles:,.0f} cycles per inference in the "
             f"cost model, so no partition exceeds {bound:,.1f} inferences/s. This partition reaches "
@@ -276,12 +365,37 @@ def read_partition_file(path: str) -> dict:
     return doc
 
 
-def assignment_from_document(graph: TensorGraph, doc: dict, path: str) -> np.ndarray:
-    """Map ONNX node name -> chiplet back onto the graph's ops (every op needs at least one named node)."""
+def _group_value(value: object, op_name: str, path: str, n_chiplets: int | None) -> object:
+    """A split op's {"chiplets": [c, c+1, ...], "axis": ...} as (c, k); any other value unchanged."""
+    if not isinstance(value, dict):
+        return value
+    chips = value.get("chiplets")
+    fix = "give a split op's nodes {\"chiplets\": [c, c+1, ...], \"axis\": ...} with consecutive chiplet ids"
+    if not isinstance(chips, list) or not chips or any(type(c) is not int or c < 0 for c in chips):
+        raise UserError(f"partition file {path} gives op {op_name} a group that is not a list of chiplet ids "
+                        f"({chips!r})", fix)
+    if chips != list(range(chips[0], chips[0] + len(chips))):
+        raise UserError(f"partition file {path} splits op {op_name} over chiplets {chips}, which are not "
+                        f"consecutive in pipeline order", fix)
+    if n_chiplets is not None and chips[-1] >= n_chiplets:
+        raise UserError(f"partition file {path} splits op {op_name} {len(chips)} ways over chiplets "
+                        f"{chips[0]}..{chips[-1]}, {chips[-1] - n_chiplets + 1} past the package's {n_chiplets} "
+                        f"chiplets", f"use a group inside chiplets 0..{n_chiplets - 1}, or more --chiplets")
+    return (chips[0], len(chips))
+
+
+def assignment_from_document(graph: TensorGraph, doc: dict, path: str, n_chiplets: int | None = None
+                             ) -> np.ndarray | Partition:
+    """Map ONNX node name -> chiplet (or -> group of chiplets with a shard axis) back onto the graph's ops (every
+    op needs at least one named node). Returns the assignment, or a Partition with `shard` when any op is split."""
     by_node = doc["assignment"]
     a = np.full(graph.n_ops, -1, dtype=np.int64)
+    k = np.ones(graph.n_ops, dtype=np.int64)
     for i, op in enumerate(graph.ops):
-        values = [by_node[n] for n in op.onnx_nodes if n in by_node]
+        values = [_group_value(by_node[n], op.name, path, n_chiplets) for n in op.onnx_nodes if n in by_node]
+        if any(isinstance(c, tuple) for c in values) and len(set(values)) == 1:
+            a[i], k[i] = values[0]
+            continue
         if any(type(c) is not int for c in values):
             raise UserError(f"partition file {path} gives op {op.name} a chiplet that is not an integer "
                             f"({values!r})", "use integer chiplet ids")
@@ -293,7 +407,7 @@ def assignment_from_document(graph: TensorGraph, doc: dict, path: str) -> np.nda
             raise UserError(f"partition file {path} puts the nodes of op {op.name} on chiplets {sorted(chips)}",
                             "give every node of a fused op the same integer chiplet")
         a[i] = chips.pop()
-    return a
+    return a if (k == 1).all() else Partition(a, a, 0, "loaded", shard=k)
 
 
 def _document_settings(doc: dict, path: str) -> tuple[str | None, int, dict, str]:
@@ -323,14 +437,15 @@ def resimulate(model: str, partition_path: str, input_shapes: dict, precision: s
         raise UserError(f"partition file {partition_path} was made on hardware file {spec}, which is gone",
                         "pass --hardware with the package description to score it on")
     hw = load_hardware(hardware or spec, chiplets if chiplets is not None else saved_chiplets)
-    a = assignment_from_document(graph, doc, partition_path)
+    a = assignment_from_document(graph, doc, partition_path, hw.n_chiplets)
     problems = check(graph, hw, a)
     if problems:
         raise UserError(f"partition in {partition_path} is invalid on {hw.name}: {problems[0]}"
                         + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
                         "re-run `partition` for this hardware")
     start = time.perf_counter()
-    best = Evaluation(Partition(a, a, 0, "loaded"), simulate(graph, hw, a, trace=True))
+    part = a if isinstance(a, Partition) else Partition(a, a, 0, "loaded")
+    best = Evaluation(part, simulate(graph, hw, part, trace=True))
     outcome = Outcome(model, graph, hw, str(doc.get("method", "loaded")), best, 1, time.perf_counter() - start)
     if out:
         config = {"command": "simulate", "model": model, "partition": partition_path, "hardware": hardware or spec,
@@ -349,6 +464,16 @@ def _si(x: float, unit: str) -> str:
     return f"{x:.3g} {unit}"
 
 
+def _groups_line(outcome: Outcome) -> str:
+    part = outcome.best.partition
+    if part.shard is None:
+        return "none (every op whole)"
+    found = groups(outcome.graph, part.assignment, part.shard)
+    sizes = sorted({g["shard"] for g in found})
+    return (f"{len(found)} groups of {'/'.join(map(str, sizes))} chiplets, {int((part.shard > 1).sum())} ops split "
+            f"(report.md, 'Groups and collectives')")
+
+
 def format_outcome(outcome: Outcome) -> str:
     rep, hw = outcome.best.report, outcome.hw
     rows = [
@@ -362,11 +487,14 @@ def format_outcome(outcome: Outcome) -> str:
         ("utilisation", f"mean {100 * float(np.mean(rep.chiplet_busy_fraction)):.1f}%, "
                         f"max {100 * float(np.max(rep.chiplet_busy_fraction)):.1f}%"),
         ("bottleneck", rep.bottleneck),
+        ("groups", _groups_line(outcome)),
         ("bound", f"{rep.bound_throughput_per_s:,.1f}/s analytical (perfect balance)"),
     ]
     solver_bound = outcome.solver_bound_throughput_per_s
     if solver_bound is not None:
-        rows.append(("certificate", f"{solver_bound:,.1f}/s proven by CP-SAT ({outcome.certificate.status}); "
+        how = ("analytical (ops may split; not proven tight by CP-SAT)" if outcome.certificate.status == "analytical"
+               else f"proven by CP-SAT ({outcome.certificate.status})")
+        rows.append(("certificate", f"{solver_bound:,.1f}/s {how}; "
                                     f"this is {100 * rep.throughput_per_s / solver_bound:.1f}% of it"))
     if outcome.files:
         rows.append(("written", ", ".join(outcome.files)))
