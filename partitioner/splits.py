@@ -221,11 +221,9 @@ def staged_partition(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_
 
     # best[c, j]: the smallest bottleneck placing ops 0..j-1 on chiplets 0..c-1 (some maybe unused).
     best = np.full((n_chip + 1, n + 1), np.inf)
-    best[:, 0] = 0.0
+    best[0, 0] = 0.0
     choice = np.zeros((n_chip + 1, n + 1, 2), dtype=np.int64)   # (i, g) of the last stage; g = 0: chiplet unused
     for c in range(1, n_chip + 1):
-        best[c] = best[c - 1]
-        choice[c, :, 1] = 0
         for g in range(1, min(max_shard, c) + 1):
             m = cost(c - g, g)
             if m is None:
@@ -237,6 +235,9 @@ def staged_partition(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_
                 if cand[i] < best[c, j]:
                     best[c, j] = cand[i]
                     choice[c, j] = (i, g)
+        unused = best[c - 1] < best[c]          # leaving chiplet c-1 empty is strictly better (ties: use it)
+        best[c, unused] = best[c - 1, unused]
+        choice[c, unused] = 0
     if not np.isfinite(best[n_chip, n]):
         return dp_partition(graph, hw), np.ones(n, dtype=np.int64)
     assignment = np.zeros(n, dtype=np.int64)
