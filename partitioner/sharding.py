@@ -1,7 +1,7 @@
 """How an op splits k ways across a group of chiplets (intra-op parallelism): the one place that says it.
 
 An op with shard degree k and assignment chiplet c runs as k pieces on the consecutive chiplets c..c+k-1 in
-pipeline order (its *group*). Which axis it splits along depends on its type (docs/simulator.md, R9-R11):
+pipeline order (its *group*). Which axis it splits along depends on its type (docs/simulator.md, S1-S5):
 
   column       MatMul/Gemm with a weight matrix (Megatron ColumnParallelLinear): each piece holds 1/k of the
                weight's output columns, does 1/k of the MACs and writes 1/k of the output.

@@ -1,4 +1,4 @@
-"""Intra-op sharding (partitioner/sharding.py) against hand-computed answers (docs/simulator.md, R9-R12)."""
+"""Intra-op sharding (partitioner/sharding.py) against hand-computed answers (docs/simulator.md, S1-S5)."""
 from __future__ import annotations
 
 import json
@@ -37,7 +37,7 @@ def gemm_then_add() -> TensorGraph:
     return TensorGraph.build("g", [gemm(), add()], [(0, 1, 32768)])
 
 
-# --- R9: axes and pieces ------------------------------------------------------------------------------------------
+# --- S1, S2: axes and pieces ------------------------------------------------------------------------------------------
 def test_each_op_type_splits_along_its_documented_axis():
     assert split_axis(gemm()) == "column"
     assert split_axis(Op("qk", "MatMul", ("qk",), 100, 100, 2, 10, 10)) == "head"   # shape constants only
@@ -65,7 +65,7 @@ def test_piece_cycles_of_a_two_way_column_split():
     assert sharded_op_cycles(g, CHIP, 2).tolist() == [500, 5]
 
 
-# --- R10: collectives as messages ---------------------------------------------------------------------------------
+# --- S3: collectives as messages ---------------------------------------------------------------------------------
 def test_two_way_all_gather_on_a_two_chiplet_chain_matches_the_hand_count():
     g, hw = gemm_then_add(), chain_hw(2)
     part = Partition(np.array([0, 0]), shard=np.array([2, 2]))
@@ -112,7 +112,7 @@ def test_split_ops_feeding_a_whole_op_send_it_their_slices():
     assert round(r.link_utilisation["0->1"] * r.cycles_per_inference) == 256
 
 
-# --- R11: validity ------------------------------------------------------------------------------------------------
+# --- S4: validity ------------------------------------------------------------------------------------------------
 def test_memory_counts_one_kth_of_split_weights():
     g = gemm_then_add()
     used = memory_use(g, chain_hw(2), np.array([0, 0]), np.array([2, 2]))
@@ -152,7 +152,7 @@ def test_groups_summary_counts_collective_bytes():
                       "collectives": {"all-gather": 2}, "collective_bytes": 2 * 16384}]
 
 
-# --- R12: bound and the staged DP -----------------------------------------------------------------------------------
+# --- S5: bound and the staged DP -----------------------------------------------------------------------------------
 def test_sharded_bound_is_below_every_plan_and_reduces_to_the_whole_op_bound():
     g, hw = gemm_then_add(), chain_hw(2)
     # whole: max((1000 + 10) / 2, 1000) = 1000; split 2 ways: max((1000 + 10) / 2, 500) = 505.

@@ -318,7 +318,7 @@ def _groups_markdown(outcome: Outcome) -> str:
     if not found:
         return ""
     lines = ["", "## Groups and collectives", "",
-             "Ops split k ways run as k pieces on the group's chiplets (docs/simulator.md, R9-R11); the collective "
+             "Ops split k ways run as k pieces on the group's chiplets (docs/simulator.md, S1-S5); the collective "
              "bytes are what the pieces send per inference (all-gather of slices, all-reduce of vocab partials).", "",
              "| chiplets | shard | ops | axes | collectives | collective bytes |", "|---|---|---|---|---|---|"]
     for g in found:
