@@ -8,7 +8,7 @@ import numpy as np
 
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Chiplet, Hardware
-from partitioner.sharding import piece
+from partitioner.sharding import piece, possible_axes
 
 
 def _ceil_div(a: np.ndarray, b: int) -> np.ndarray:
@@ -79,12 +79,24 @@ def link_energy_pj(nbytes: int, hops: int, hw: Hardware) -> float:
 
 
 # --- sharded ops (partitioner/sharding.py) ---------------------------------------------------------------------------
-def sharded_op_cycles(graph: TensorGraph, chiplet: Chiplet, k: int) -> np.ndarray:
-    """Cycles of one piece of each op split k ways (sharding.piece), on `chiplet`; k = 1 is `op_cycles`."""
+def sharded_op_cycles(graph: TensorGraph, chiplet: Chiplet, k: int, axes: tuple[str, ...] | None = None
+                      ) -> np.ndarray:
+    """Cycles of one piece of each op split k ways (sharding.piece, along `axes` per op or each op's own), on
+    `chiplet`; k = 1 is `op_cycles`."""
     if k <= 1:
         return op_cycles(graph, chiplet)
-    pieces = TensorGraph.build(graph.name, [piece(op, k) for op in graph.ops], [])
-    return op_cycles(pieces, chiplet)
+    ops = [piece(op, k, None if axes is None else axes[i]) for i, op in enumerate(graph.ops)]
+    return op_cycles(TensorGraph.build(graph.name, ops, []), chiplet)
+
+
+def cheapest_piece_cycles(graph: TensorGraph, chiplet: Chiplet, k: int) -> np.ndarray:
+    """The fewest cycles of a k-way piece of each op over every axis it may take (sharding.possible_axes: its
+    own, and at most one alternative)."""
+    own = sharded_op_cycles(graph, chiplet, k)
+    if k <= 1:
+        return own
+    alt = tuple(possible_axes(op)[-1] for op in graph.ops)
+    return np.minimum(own, sharded_op_cycles(graph, chiplet, k, alt))
 
 
 def all_gather_cycles(nbytes: int, k: int, hw: Hardware) -> int:
@@ -110,6 +122,6 @@ def sharded_bound_cycles(graph: TensorGraph, hw: Hardware, max_shard: int) -> fl
     work = np.full(graph.n_ops, np.inf)
     longest = np.full(graph.n_ops, np.inf)
     for k in range(1, max_shard + 1):
-        cyc = np.min([sharded_op_cycles(graph, c, k) for c in kinds], axis=0).astype(float)
+        cyc = np.min([cheapest_piece_cycles(graph, c, k) for c in kinds], axis=0).astype(float)
         work, longest = np.minimum(work, k * cyc), np.minimum(longest, cyc)
     return max(float(work.sum()) / hw.n_chiplets, float(longest.max()), 1.0)

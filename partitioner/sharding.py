@@ -12,7 +12,13 @@ pipeline order (its *group*). Which axis it splits along depends on its type (do
   row          every other op (elementwise, normalisation, softmax, reshapes): each piece computes 1/k of the
                output rows; its (small) weights, e.g. a LayerNorm's scale, are replicated.
 
-Every piece reads its op's full inputs. A consumer needs the whole output, so the pieces' results travel to it:
+Alignment (Megatron): on one group, an op whose pieces write column or head slices feeds a consumer that can
+work on its slice with no collective at all (`layout`): an attention MatMul or an elementwise/reshaping op takes
+the same heads (axis *head*), and a weight GEMM becomes *row_parallel* (RowParallelLinear: 1/k of the weight's
+rows, reads its slice, writes a full-size partial that is all-reduced). So Q/K/V -> attention -> output projection
+and FC1 -> FC2 need one all-reduce each, as in Megatron-LM.
+
+Otherwise every piece reads its op's full inputs. A consumer needs the whole output, so the pieces' results travel to it:
 the 1/k slices of a split output are all-gathered (each piece sends its slice to every chiplet that consumes it;
 between two ops on the same group this is a direct all-gather, k(k-1) neighbour-routed messages), and the full-
 size partials of a vocab split are all-reduced (each piece sends its partial to every consumer chiplet). The
@@ -43,36 +49,87 @@ def split_axis(op: Op) -> str:
     return "row"
 
 
-def collective(op: Op, k: int) -> str:
+ALIGNED_TYPES = frozenset({"Add", "Sub", "Mul", "Div", "Softmax", "Relu", "Gelu", "Erf", "Tanh", "Sigmoid", "Cast",
+                           "Where", "Dropout", "Identity", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
+                           "FastGelu", "BiasGelu"})
+"""Row-axis op types that can work on the head/column slices of their group's producers (module docstring)."""
+PARTIAL_AXES = ("vocab", "row_parallel")
+"""Axes whose pieces write full-size partial sums (all-reduced) rather than slices."""
+
+
+def possible_axes(op: Op) -> tuple[str, ...]:
+    """Every axis `op` may take in some context (`layout`): its own, row_parallel for a column GEMM, head for an
+    aligned row op. The bound takes the cheapest."""
+    base = split_axis(op)
+    if base == "column":
+        return (base, "row_parallel")
+    if base == "row" and op.op_type in ALIGNED_TYPES:
+        return (base, "head")
+    return (base,)
+
+
+def collective(op: Op, k: int, axis: str | None = None) -> str:
     """The collective that delivers a k-way split op's output to its consumers."""
     if k <= 1:
         return "none"
-    return "all-reduce" if split_axis(op) == "vocab" else "all-gather"
+    return "all-reduce" if (axis or split_axis(op)) in PARTIAL_AXES else "all-gather"
+
+
+def layout(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None) -> tuple[tuple[str, ...],
+                                                                                            np.ndarray]:
+    """(axis per op in context, aligned flag per edge). An edge u -> v is aligned when both ops share a group of
+    k > 1, u writes column or head slices, and every input v takes from its own group is such a slice; then v
+    takes head (attention MatMul, ALIGNED_TYPES) or row_parallel (a column GEMM) and u_i feeds only v_i."""
+    a = np.asarray(assignment, dtype=np.int64)
+    k = shard_degrees(graph, shard)
+    axes = [split_axis(op) if k[i] > 1 else "none" for i, op in enumerate(graph.ops)]
+    src, dst = graph.edge_src, graph.edge_dst
+    same = (a[src] == a[dst]) & (k[src] == k[dst]) & (k[src] > 1)
+    aligned = np.zeros(graph.n_edges, dtype=bool)
+    by_dst: dict[int, list[int]] = {}
+    for e in np.flatnonzero(same).tolist():
+        by_dst.setdefault(int(dst[e]), []).append(e)
+    for v in sorted(by_dst):        # topological order: producers' axes are final
+        inner = by_dst[v]
+        if any(axes[int(src[e])] not in ("column", "head") for e in inner):
+            continue
+        op = graph.ops[v]
+        base = split_axis(op)
+        if base == "head" or (base == "row" and op.op_type in ALIGNED_TYPES):
+            axes[v] = "head"
+        elif base == "column":
+            axes[v] = "row_parallel"
+        else:
+            continue
+        aligned[inner] = True
+    return tuple(axes), aligned
 
 
 def _part(x: int, k: int) -> int:
     return -(-int(x) // k)
 
 
-def piece(op: Op, k: int) -> Op:
-    """The op each of the k pieces runs: 1/k (rounded up) of the work, of the split weights and of the output
-    (full-size partial outputs for a vocab split); full inputs."""
+def piece(op: Op, k: int, axis: str | None = None) -> Op:
+    """The op each of the k pieces runs along `axis` (default: its own, split_axis): 1/k (rounded up) of the work,
+    of the split weights and of the output (full-size partials for vocab and row_parallel); full inputs, except
+    1/k for head and row_parallel pieces, which read only their slice."""
     if k <= 1:
         return op
-    axis = split_axis(op)
-    split_weights = axis != "row"
+    axis = axis or split_axis(op)
+    split_weights = split_axis(op) != "row"
     w = _part(op.weight_bytes, k) if split_weights else op.weight_bytes
     wr = op.weight_read_bytes
     if wr is not None and split_weights:
         wr = min(_part(wr, k), w)
     return replace(op, name=op.name, flops=_part(op.flops, k), matrix_flops=_part(op.matrix_flops, k),
                    weight_bytes=w, weight_read_bytes=wr,
-                   out_bytes=op.out_bytes if axis == "vocab" else _part(op.out_bytes, k))
+                   in_bytes=_part(op.in_bytes, k) if axis in ("head", "row_parallel") else op.in_bytes,
+                   out_bytes=op.out_bytes if axis in PARTIAL_AXES else _part(op.out_bytes, k))
 
 
-def piece_bytes(op: Op, k: int, nbytes: int) -> int:
-    """Bytes one piece sends over an out-edge of `nbytes`: its slice, or a full partial for a vocab split."""
-    if k <= 1 or split_axis(op) == "vocab":
+def piece_bytes(op: Op, k: int, nbytes: int, axis: str | None = None) -> int:
+    """Bytes one piece sends over an out-edge of `nbytes`: its slice, or a full partial (vocab, row_parallel)."""
+    if k <= 1 or (axis or split_axis(op)) in PARTIAL_AXES:
         return int(nbytes)
     return _part(nbytes, k)
 
@@ -132,6 +189,7 @@ def expand(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None)
     """Pieces as ops; edge u->v of b bytes becomes u_i -> v_j of piece_bytes(u, k_u, b) for every pair."""
     a = np.asarray(assignment, dtype=np.int64)
     k = shard_degrees(graph, shard)
+    axes, aligned = layout(graph, a, k)
     ops: list[Op] = []
     first = np.zeros(graph.n_ops, dtype=np.int64)
     chips: list[int] = []
@@ -140,15 +198,18 @@ def expand(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None)
     for i, op in enumerate(graph.ops):
         first[i] = len(ops)
         ki = int(k[i])
-        p = piece(op, ki)
+        p = piece(op, ki, axes[i] if ki > 1 else None)
         for j in range(ki):
             ops.append(p if ki == 1 else replace(p, name=f"{op.name}#{j}"))
             chips.append(int(a[i]) + j)
             owner.append(i)
-            coll.append(collective(op, ki))
+            coll.append(collective(op, ki, axes[i]))
     edges = []
-    for u, v, b in zip(graph.edge_src.tolist(), graph.edge_dst.tolist(), graph.edge_bytes.tolist()):
-        pb = piece_bytes(graph.ops[u], int(k[u]), b)
+    for e, (u, v, b) in enumerate(zip(graph.edge_src.tolist(), graph.edge_dst.tolist(), graph.edge_bytes.tolist())):
+        pb = piece_bytes(graph.ops[u], int(k[u]), b, axes[u] if k[u] > 1 else None)
+        if aligned[e]:      # u_i feeds only v_i, on the same chiplet
+            edges.extend((int(first[u]) + i, int(first[v]) + i, pb) for i in range(int(k[u])))
+            continue
         for i in range(int(k[u])):
             for j in range(int(k[v])):
                 edges.append((int(first[u]) + i, int(first[v]) + j, pb))
@@ -161,10 +222,12 @@ def groups(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None)
     every piece sends per inference, summed over the group's pieces and destination chiplets)."""
     a = np.asarray(assignment, dtype=np.int64)
     k = shard_degrees(graph, shard)
+    axes, aligned = layout(graph, a, k)
     out: dict[tuple[int, int], dict] = {}
     consumers: dict[int, set] = {}
-    for u, v in zip(graph.edge_src.tolist(), graph.edge_dst.tolist()):
-        consumers.setdefault(u, set()).update(range(int(a[v]), int(a[v] + k[v])))
+    for e, (u, v) in enumerate(zip(graph.edge_src.tolist(), graph.edge_dst.tolist())):
+        if not aligned[e]:
+            consumers.setdefault(u, set()).update(range(int(a[v]), int(a[v] + k[v])))
     biggest: dict[int, int] = {}
     for u, b in zip(graph.edge_src.tolist(), graph.edge_bytes.tolist()):
         biggest[u] = max(biggest.get(u, 0), int(b))
@@ -174,11 +237,11 @@ def groups(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None)
                                  "axes": {}, "collectives": {}, "collective_bytes": 0})
         op = graph.ops[i]
         g["ops"] += 1
-        axis = split_axis(op)
+        axis = axes[i]
         g["axes"][axis] = g["axes"].get(axis, 0) + 1
-        kind = collective(op, key[1])
+        kind = collective(op, key[1], axis) if consumers.get(i) else "none"
         g["collectives"][kind] = g["collectives"].get(kind, 0) + 1
-        pb = piece_bytes(op, key[1], biggest.get(i, 0))
+        pb = piece_bytes(op, key[1], biggest.get(i, 0), axis)
         for j in range(key[1]):
             g["collective_bytes"] += pb * len(consumers.get(i, set()) - {key[0] + j})
     return [out[key] for key in sorted(out)]

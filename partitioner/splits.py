@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from partitioner.cost import op_cycles, op_cycles_matrix, serialization_cycles, sharded_op_cycles
-from partitioner.sharding import piece
+from partitioner.sharding import PARTIAL_AXES, layout, piece
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
 
@@ -152,30 +152,43 @@ DEFAULT_MAX_SHARD = 4
 floor(k/2) ceil(k/2) slices (cost.all_gather_cycles), so wider groups pay more in links than they save."""
 
 
-def _inner_bytes(graph: TensorGraph) -> np.ndarray:
-    """inner[v, j]: the largest edge from op v to a consumer w < j (what v all-gathers inside a stage ending at j)."""
+def _inner_bytes(graph: TensorGraph, skip: np.ndarray | None = None) -> np.ndarray:
+    """inner[v, j]: the largest edge from op v to a consumer w < j (what v all-gathers inside a stage ending at j),
+    leaving out the edges flagged in `skip` (aligned: no collective)."""
     n = graph.n_ops
     inner = np.zeros((n, n + 1), dtype=np.int64)
-    for s, d, b in zip(graph.edge_src.tolist(), graph.edge_dst.tolist(), graph.edge_bytes.tolist()):
-        np.maximum(inner[s, d + 1:], b, out=inner[s, d + 1:])
+    for e, (s, d, b) in enumerate(zip(graph.edge_src.tolist(), graph.edge_dst.tolist(), graph.edge_bytes.tolist())):
+        if skip is None or not skip[e]:
+            np.maximum(inner[s, d + 1:], b, out=inner[s, d + 1:])
     return inner
 
 
+def _stage_layout(graph: TensorGraph) -> tuple[tuple[str, ...], np.ndarray]:
+    """The axes and aligned edges when every op shares one group (sharding.layout), as the DP assumes inside a
+    stage: exact for ops whose producers are in the same stage, an estimate at a stage's first ops."""
+    return layout(graph, np.zeros(graph.n_ops, dtype=np.int64), np.full(graph.n_ops, 2, dtype=np.int64))
+
+
 def group_stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, k: int,
-                            tables: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+                            tables: tuple | None = None) -> np.ndarray:
     """cost[i, j]: cycles per inference of ops i..j-1 run as a stage on the k chiplets from `chiplet`, every op
     split k ways: the pieces' cycles, plus the all-gather (cost.all_gather_cycles) of every op that has a consumer
     inside the stage, plus shipping each member's share of the cut outputs (inf if the pieces do not fit SRAM).
     k = 1 is `stage_cost_matrix`."""
     n = graph.n_ops
     chip = hw.chiplets[chiplet]
-    send, inner = tables if tables is not None else (_send_bytes(graph), _inner_bytes(graph))
-    pieces = TensorGraph.build(graph.name, [piece(op, k) for op in graph.ops], [])
-    cyc = np.concatenate([[0], np.cumsum(sharded_op_cycles(graph, chip, k))]).astype(float)
+    if tables is None:
+        axes, aligned = _stage_layout(graph)
+        tables = (_send_bytes(graph), _inner_bytes(graph, aligned), axes)
+    send, inner, axes = tables
+    pieces = TensorGraph.build(graph.name, [piece(op, k, axes[i]) for i, op in enumerate(graph.ops)], [])
+    cyc = np.concatenate([[0], np.cumsum(sharded_op_cycles(graph, chip, k, axes))]).astype(float)
     wts = np.concatenate([[0], np.cumsum(pieces.weight_bytes)])
     cross = np.flip(np.cumsum(np.flip(send, axis=0), axis=0), axis=0)
     if k > 1:
-        slices = -(-inner // k)
+        # slices of an all-gather; full partials (row_parallel, vocab) of an all-reduce
+        partial = np.array([ax in PARTIAL_AXES for ax in axes])
+        slices = np.where(partial[:, None], inner, -(-inner // k))
         ag = (k // 2) * ((k + 1) // 2) * serialization_cycles(slices, hw) + (slices > 0) * (k - 1) * hw.hop_latency_cycles
         gather = np.flip(np.cumsum(np.flip(ag, axis=0), axis=0), axis=0)
         entry = (k * serialization_cycles(send.sum(axis=0), hw)).astype(float)
@@ -207,7 +220,8 @@ def staged_partition(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_
     `dp_partition`. Falls back to `dp_partition` (shard 1) if no staged plan fits SRAM."""
     n, n_chip = graph.n_ops, hw.n_chiplets
     max_shard = max(1, min(int(max_shard), n_chip))
-    tables = (_send_bytes(graph), _inner_bytes(graph))
+    axes, aligned = _stage_layout(graph)
+    tables = (_send_bytes(graph), _inner_bytes(graph, aligned), axes)
     costs: dict = {}
 
     def cost(c: int, g: int) -> np.ndarray | None:

@@ -11,7 +11,7 @@ from partitioner.errors import UserError
 from partitioner.graph import Op, TensorGraph
 from partitioner.hardware import Chiplet, Hardware, mesh_of
 from partitioner.partition import Partition, check, memory_use
-from partitioner.sharding import check_groups, collective, expand, groups, piece, split_axis
+from partitioner.sharding import check_groups, collective, expand, groups, layout, piece, split_axis
 from partitioner.simulator import simulate
 from partitioner.splits import dp_partition, staged_partition
 
@@ -29,8 +29,9 @@ def gemm(name: str = "fc") -> Op:
 
 
 def add(name: str = "add") -> Op:
-    # 5120 vector flops = 10 cycles whole; 1024 B in = 1 SRAM cycle.
-    return Op(name, "Add", (name,), 5120, 0, 0, 1024, 0)
+    # 5120 vector flops = 10 cycles whole; 1024 B in = 1 SRAM cycle. A LayerNorm cannot take column slices, so a
+    # split producer on its group all-gathers to it.
+    return Op(name, "LayerNormalization", (name,), 5120, 0, 0, 1024, 0)
 
 
 def gemm_then_add() -> TensorGraph:
@@ -43,7 +44,7 @@ def test_each_op_type_splits_along_its_documented_axis():
     assert split_axis(Op("qk", "MatMul", ("qk",), 100, 100, 2, 10, 10)) == "head"   # shape constants only
     assert split_axis(Op("c", "Conv", ("c",), 100, 100, 512, 10, 10)) == "out_channel"
     assert split_axis(Op("e", "Gather", ("e",), 10, 0, 1 << 20, 10, 10, weight_read_bytes=4096)) == "vocab"
-    assert split_axis(add()) == "row"
+    assert split_axis(add()) == "row" and split_axis(Op("s", "Softmax", ("s",), 1, 0, 0, 1, 1)) == "row"
     assert collective(gemm(), 1) == "none" and collective(gemm(), 2) == "all-gather"
     assert collective(Op("e", "Gather", ("e",), 10, 0, 1 << 20, 10, 10), 4) == "all-reduce"
 
@@ -92,6 +93,26 @@ def test_three_way_all_gather_busiest_link_carries_two_slices():
     busy = {k: round(v * r.cycles_per_inference) for k, v in r.link_utilisation.items()}
     assert busy == {"0->1": 2 * ser, "1->2": 2 * ser, "1->0": 2 * ser, "2->1": 2 * ser}
     assert all_gather_cycles(32768, 3, hw) == 2 * ser + 2 * HOP
+
+
+def test_column_split_feeding_a_gemm_makes_it_row_parallel_with_no_collective_between():
+    fc2 = Op("fc2", "MatMul", ("fc2",), 8192 * 1000, 8192 * 1000, 65536, 32768, 32768)
+    g = TensorGraph.build("mlp", [gemm("fc1"), fc2, add("norm")], [(0, 1, 32768), (1, 2, 32768)])
+    part = Partition(np.array([0, 0, 2]), shard=np.array([2, 2, 1]))
+    axes, aligned = layout(g, part.assignment, part.shard)
+    assert axes == ("column", "row_parallel", "none") and aligned.tolist() == [True, False]
+    p = piece(fc2, 2, "row_parallel")      # 1/k of the weight rows and of the input, full-size partial output
+    assert (p.weight_bytes, p.in_bytes, p.out_bytes) == (32768, 16384, 32768)
+    ex = expand(g, part.assignment, part.shard)
+    assert sorted(zip(ex.graph.edge_src.tolist(), ex.graph.edge_dst.tolist(), ex.graph.edge_bytes.tolist())) == [
+        (0, 2, 16384), (1, 3, 16384), (2, 4, 32768), (3, 4, 32768)]
+    r = simulate(g, chain_hw(3), part)
+    # fc1 pieces [0, 500], fc2 pieces [500, 1000] with no wait. fc2#1 takes link 1->2 at 1000 for 512 cycles,
+    # arriving 1000 + 20 + 512 = 1532; fc2#0 reaches link 1->2 at 1020, waits until 1512, arrives 2044; norm: 10.
+    assert r.latency_cycles == 2054
+    assert r.link_utilisation["1->0"] == 0 and r.bottleneck == "link 1->2"
+    assert round(r.link_utilisation["1->2"] * r.cycles_per_inference) == 1024
+    assert groups(g, part.assignment, part.shard)[0]["collectives"] == {"none": 1, "all-reduce": 1}
 
 
 def test_vocab_split_all_reduces_full_partials():
@@ -149,7 +170,7 @@ def test_groups_summary_counts_collective_bytes():
     g = gemm_then_add()
     found = groups(g, np.array([0, 0]), np.array([2, 2]))
     assert found == [{"chiplets": [0, 1], "shard": 2, "ops": 2, "axes": {"column": 1, "row": 1},
-                      "collectives": {"all-gather": 2}, "collective_bytes": 2 * 16384}]
+                      "collectives": {"all-gather": 1, "none": 1}, "collective_bytes": 2 * 16384}]
 
 
 # --- S5: bound and the staged DP -----------------------------------------------------------------------------------
