@@ -78,8 +78,9 @@ def collective(op: Op, k: int, axis: str | None = None) -> str:
 def layout(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None) -> tuple[tuple[str, ...],
                                                                                             np.ndarray]:
     """(axis per op in context, aligned flag per edge). An edge u -> v is aligned when both ops share a group of
-    k > 1, u writes column or head slices, and every input v takes from its own group is such a slice; then v
-    takes head (attention MatMul, ALIGNED_TYPES) or row_parallel (a column GEMM) and u_i feeds only v_i."""
+    k > 1 and u writes column or head slices; then v takes head (attention MatMul, ALIGNED_TYPES: its other
+    inputs, e.g. an attention mask, still reach every piece in full) or row_parallel (a column GEMM, whose one
+    activation input must be such a slice), and u_i feeds only v_i."""
     a = np.asarray(assignment, dtype=np.int64)
     k = shard_degrees(graph, shard)
     axes = [split_axis(op) if k[i] > 1 else "none" for i, op in enumerate(graph.ops)]
@@ -90,18 +91,18 @@ def layout(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None)
     for e in np.flatnonzero(same).tolist():
         by_dst.setdefault(int(dst[e]), []).append(e)
     for v in sorted(by_dst):        # topological order: producers' axes are final
-        inner = by_dst[v]
-        if any(axes[int(src[e])] not in ("column", "head") for e in inner):
+        sliced = [e for e in by_dst[v] if axes[int(src[e])] in ("column", "head")]
+        if not sliced:
             continue
         op = graph.ops[v]
         base = split_axis(op)
         if base == "head" or (base == "row" and op.op_type in ALIGNED_TYPES):
             axes[v] = "head"
-        elif base == "column":
+        elif base == "column" and len(sliced) == len(by_dst[v]) == 1:
             axes[v] = "row_parallel"
         else:
             continue
-        aligned[inner] = True
+        aligned[sliced] = True
     return tuple(axes), aligned
 
 
