@@ -207,8 +207,10 @@ def _stages(hw: Hardware, assignment: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def plot_partition(path: str | os.PathLike, graph: TensorGraph, hw: Hardware,
-                   assignment: np.ndarray | Partition, report: Report) -> None:
-    """PNG: per-chiplet busy fraction bars (left) and the package layout coloured by pipeline stage (right)."""
+                   assignment: np.ndarray | Partition, report: Report,
+                   groups: tuple[tuple[int, ...], ...] = ()) -> None:
+    """PNG: per-chiplet busy fraction bars (left) and the package layout coloured by pipeline stage (right);
+    `groups` (chiplet ids of each group a split op runs on) are drawn as red paths through their chiplets."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -245,11 +247,14 @@ def plot_partition(path: str | os.PathLike, graph: TensorGraph, hw: Hardware,
         dark = stage[c] >= 0 and stage[c] / max(n_stage - 1, 1) < 0.6
         ax_pkg.text(x, y, f"{c}\n{counts[c]} ops", ha="center", va="center", fontsize=8, zorder=3,
                     color="white" if dark else "black")
+    for members in groups:
+        ax_pkg.plot(xy[list(members), 0], xy[list(members), 1], color="red", lw=3, alpha=0.7, zorder=4)
     ax_pkg.set_xlim(xy[:, 0].min() - 0.6, xy[:, 0].max() + 0.6)
     ax_pkg.set_ylim(xy[:, 1].min() - 0.6, xy[:, 1].max() + 0.6)
     ax_pkg.set_aspect("equal")
     ax_pkg.axis("off")
-    ax_pkg.set_title(f"{hw.name}: {hw.topology}, colour = pipeline stage", fontsize=9)
+    ax_pkg.set_title(f"{hw.name}: {hw.topology}, colour = pipeline stage"
+                     + (f"; red = {len(groups)} groups of split ops" if groups else ""), fontsize=9)
     fig.suptitle(f"{graph.name} on {hw.name}", fontsize=11)
     fig.tight_layout()
 

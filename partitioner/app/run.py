@@ -303,7 +303,9 @@ def write_outputs(out_dir: Path, outcome: Outcome, *, config: dict | None, hardw
         "report.md": lambda p: write_text(p, report_markdown(rep, graph, hw, a, outcome.method)
                                           + _groups_markdown(outcome) + _certificate_markdown(outcome)),
         "trace.json": lambda p: write_chrome_trace(p, rep, graph, hw),
-        "partition.png": lambda p: plot_partition(p, graph, hw, a, rep),
+        "partition.png": lambda p: plot_partition(
+            p, graph, hw, a, rep, groups=tuple(tuple(g["chiplets"]) for g in groups(
+                outcome.graph, outcome.best.partition.assignment, outcome.best.partition.shard))),
     }
     if config is not None:
         files["config.json"] = lambda p: write_json(p, config)
