@@ -222,3 +222,16 @@ def test_simulate_rejects_bad_groups_in_a_partition_file(tmp_path, capsys, group
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert (out / "partition.json").read_text() == before
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_sharded_bound_holds_for_staged_plans_of_random_graphs(seed):
+    from partitioner.synthetic import random_dag
+
+    g = random_dag(40, seed=seed)
+    hw = mesh_of(9)
+    for k_max in (2, 3):
+        a, k = staged_partition(g, hw, k_max)
+        part = Partition(a, shard=k)
+        assert check(g, hw, part) == []
+        assert simulate(g, hw, part).cycles_per_inference >= sharded_bound_cycles(g, hw, k_max) - 1e-9
