@@ -197,13 +197,15 @@ def group_stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, k: i
         entry = np.zeros(n + 1)
     cost = np.full((n + 1, n + 1), np.inf)
     work = pieces.work_bytes
+    # an op type the chiplet kind cannot run rules out every stage that holds it
+    banned = np.concatenate([[0], np.cumsum([op.op_type in chip.unsupported_ops for op in graph.ops])])
     for i in range(n + 1):
         cost[i, i] = 0.0
         if i == n:
             break
         j = np.arange(i + 1, n + 1)
         peak = np.maximum.accumulate(work[i:])
-        fits = wts[j] - wts[i] + peak <= chip.sram_bytes
+        fits = (wts[j] - wts[i] + peak <= chip.sram_bytes) & (banned[j] == banned[i])
         # gather[i, j] sums ops >= i (edges go forward, so only consumers inside i..j-1 count).
         inside = gather[i, j]
         ship = serialization_cycles(-(-cross[i, j] // k), hw).astype(float)

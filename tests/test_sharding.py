@@ -235,3 +235,15 @@ def test_the_sharded_bound_holds_for_staged_plans_of_random_graphs(seed):
         part = Partition(a, shard=k)
         assert check(g, hw, part) == []
         assert simulate(g, hw, part).cycles_per_inference >= sharded_bound_cycles(g, hw, k_max) - 1e-9
+
+
+def test_staged_plans_avoid_chiplets_that_cannot_run_an_op():
+    from partitioner.app.run import best_staged
+
+    ops = [gemm("a"), gemm("b"), gemm("c")]
+    g = TensorGraph.build("three", ops, [(0, 1, 4096), (1, 2, 4096)])
+    no_matmul = Chiplet(kind="vector-only", unsupported_ops=("MatMul",))
+    hw = Hardware("mixed", (CHIP, CHIP, CHIP, no_matmul, CHIP, CHIP), "chain", 1, 6)
+    ev = best_staged(g, hw, 2)
+    assert ev is not None and check(g, hw, ev.partition) == []
+    assert 3 not in set(ev.partition.assignment.tolist())       # the DP never stages a MatMul on chiplet 3

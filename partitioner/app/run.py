@@ -134,16 +134,17 @@ def search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, seed: 
                      on_eval=on_eval)
 
 
-def best_staged(graph: TensorGraph, hw: Hardware, max_shard: int) -> Evaluation:
+def best_staged(graph: TensorGraph, hw: Hardware, max_shard: int) -> Evaluation | None:
     """The best simulated of the staged DP plans (splits.staged_partition) for each largest group 2..max_shard:
-    the DP's link model is an estimate, so the simulator picks among them."""
+    the DP's link model is an estimate, so the simulator picks among them. Plans that check() rejects (the DP
+    knows neither op types a chiplet cannot run nor the exact working set at a stage's first ops) are dropped;
+    None when none is valid."""
     best = None
     for k in range(2, max_shard + 1):
         a, shard = staged_partition(graph, hw, k)
         part = Partition(a, None, 0, "staged-dp", shard=shard)
-        problems = check(graph, hw, part)
-        if problems:
-            raise AssertionError(f"staged_partition produced an invalid plan: {problems[:3]}")
+        if check(graph, hw, part):
+            continue
         ev = Evaluation(part, simulate(graph, hw, part))
         if best is None or ev.throughput > best.throughput:
             best = ev
@@ -192,7 +193,7 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
     chosen = found.best
     if max_shard > 1:
         staged = best_staged(graph, hw, max_shard)
-        if staged.throughput > chosen.throughput:
+        if staged is not None and staged.throughput > chosen.throughput:
             chosen = staged
     best = Evaluation(chosen.partition, simulate(graph, hw, chosen.partition, trace=True))
     cert = None
