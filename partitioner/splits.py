@@ -163,6 +163,34 @@ def _inner_bytes(graph: TensorGraph, skip: np.ndarray | None = None) -> np.ndarr
     return inner
 
 
+def _recv_bytes(graph: TensorGraph, only: np.ndarray | None = None) -> np.ndarray:
+    """recv[i, j]: bytes a stage of ops i..j-1 takes from ops before i (those flagged in `only`, if given), each
+    producer's largest such edge once (tensors that only pass the stage by, to later stages, are not counted)."""
+    n = graph.n_ops
+    recv = np.zeros((n + 1, n + 1), dtype=np.int64)
+    if only is not None and not only.any():
+        return recv
+    edges = sorted(zip(graph.edge_dst.tolist(), graph.edge_src.tolist(), graph.edge_bytes.tolist()))
+    for i in range(1, n):
+        best: dict[int, int] = {}
+        step = np.zeros(n + 2, dtype=np.int64)
+        for w, s, b in edges:           # by consumer: a producer's running max rises at j = w + 1
+            if w < i or s >= i or b <= best.get(s, 0) or (only is not None and not only[s]):
+                continue
+            step[w + 1] += b - best.get(s, 0)
+            best[s] = b
+        recv[i] = np.cumsum(step[:n + 1])
+    return recv
+
+
+def _tables(graph: TensorGraph) -> tuple:
+    """What group_stage_cost_matrix needs for every group size: send, inner, axes, recv, recv of partials."""
+    axes, aligned = _stage_layout(graph)
+    partial = np.array([ax in PARTIAL_AXES for ax in axes], dtype=bool)
+    return (_send_bytes(graph), _inner_bytes(graph, aligned), axes, _recv_bytes(graph),
+            _recv_bytes(graph, partial))
+
+
 def _stage_layout(graph: TensorGraph) -> tuple[tuple[str, ...], np.ndarray]:
     """The axes and aligned edges when every op shares one group (sharding.layout), as the DP assumes inside a
     stage: exact for ops whose producers are in the same stage, an estimate at a stage's first ops."""
@@ -179,8 +207,8 @@ def group_stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, k: i
     chip = hw.chiplets[chiplet]
     if tables is None:
         axes, aligned = _stage_layout(graph)
-        tables = (_send_bytes(graph), _inner_bytes(graph, aligned), axes)
-    send, inner, axes = tables
+        tables = _tables(graph)
+    send, inner, axes, recv, recv_partial = tables
     pieces = TensorGraph.build(graph.name, [piece(op, k, axes[i]) for i, op in enumerate(graph.ops)], [])
     cyc = np.concatenate([[0], np.cumsum(sharded_op_cycles(graph, chip, k, axes))]).astype(float)
     wts = np.concatenate([[0], np.cumsum(pieces.weight_bytes)])
@@ -191,10 +219,12 @@ def group_stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, k: i
         slices = np.where(partial[:, None], inner, -(-inner // k))
         ag = (k // 2) * ((k + 1) // 2) * serialization_cycles(slices, hw) + (slices > 0) * (k - 1) * hw.hop_latency_cycles
         gather = np.flip(np.cumsum(np.flip(ag, axis=0), axis=0), axis=0)
-        entry = (k * serialization_cycles(send.sum(axis=0), hw)).astype(float)
+        # a split producer's slices add up to its tensor; full partials (row_parallel, vocab) come from each of
+        # its pieces, taken as k of them
+        entry = (k * serialization_cycles(recv + (k - 1) * recv_partial, hw)).astype(float)
     else:
         gather = np.zeros_like(cross)
-        entry = np.zeros(n + 1)
+        entry = np.zeros((n + 1, n + 1))
     cost = np.full((n + 1, n + 1), np.inf)
     work = pieces.work_bytes
     # an op type the chiplet kind cannot run rules out every stage that holds it
@@ -209,7 +239,7 @@ def group_stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, k: i
         # gather[i, j] sums ops >= i (edges go forward, so only consumers inside i..j-1 count).
         inside = gather[i, j]
         ship = serialization_cycles(-(-cross[i, j] // k), hw).astype(float)
-        cost[i, i + 1:] = np.where(fits, np.maximum(cyc[j] - cyc[i] + inside + ship, entry[i]), np.inf)
+        cost[i, i + 1:] = np.where(fits, np.maximum(cyc[j] - cyc[i] + inside + ship, entry[i, j]), np.inf)
     return cost
 
 
@@ -222,8 +252,7 @@ def staged_partition(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_
     `dp_partition`. Falls back to `dp_partition` (shard 1) if no staged plan fits SRAM."""
     n, n_chip = graph.n_ops, hw.n_chiplets
     max_shard = max(1, min(int(max_shard), n_chip))
-    axes, aligned = _stage_layout(graph)
-    tables = (_send_bytes(graph), _inner_bytes(graph, aligned), axes)
+    tables = _tables(graph)
     costs: dict = {}
 
     def cost(c: int, g: int) -> np.ndarray | None:
