@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,13 +25,15 @@ def run_one(model: str, chiplets: int, method: str, out: Path, extra: list[str])
     cmd = [sys.executable, "-m", "partitioner.app.cli", model, "--chiplets", str(chiplets), "--method", method,
            "--out", str(out), *extra]
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    err = proc.stderr.read().decode()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        return {"model": Path(model).stem, "chiplets": chiplets, "rc": proc.returncode, "error": err.strip()[-300:]}
+    with tempfile.TemporaryFile() as err_file:     # a file, not a pipe: a chatty child cannot block on it
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err_file)
+        _, status, usage = os.wait4(proc.pid, 0)    # wait4: this child's own peak RSS
+        wall = time.perf_counter() - start
+        err_file.seek(0)
+        err = err_file.read().decode(errors="replace")
+    rc = os.waitstatus_to_exitcode(status)
+    if rc != 0:
+        return {"model": Path(model).stem, "chiplets": chiplets, "rc": rc, "error": err.strip()[-300:]}
     doc = json.loads((out / "partition.json").read_text())
     m = doc["metrics"]
     graph = load_onnx(model, precision="fp16")
