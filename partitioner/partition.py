@@ -53,7 +53,7 @@ class Partition:
         if self.shard is not None:
             k = np.asarray(self.shard, dtype=np.int64).copy()
             k.setflags(write=False)
-            object.__setattr__(self, "shard", None if k.size and bool((k == 1).all()) else k)
+            object.__setattr__(self, "shard", None if bool((k == 1).all()) else k)
 
     @property
     def sharded(self) -> bool:

@@ -11,6 +11,8 @@ The exact timing model, every rule and a worked example are in docs/simulator.md
   ceil(bytes / link_bytes_per_cycle) cycles; its head reaches the next router `hop_latency_cycles` after it
   starts on a link and is forwarded from there (virtual cut-through), so an uncontended tensor takes exactly
   `cost.transfer_cycles` = hops x hop_latency + ceil(bytes / bw). Zero-byte edges order ops and cost nothing.
+- A partition with `shard` (ops split across groups of chiplets) runs as the graph of its pieces
+  (`sharding.expand`, docs/simulator.md "Sharding"): collectives are those pieces' messages under the rules above.
 - Throughput comes from the completion times of the second half of the stream; latency is one inference
   simulated alone in an empty package.
 
