@@ -8,6 +8,7 @@ import numpy as np
 
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Chiplet, Hardware, MemoryStack
+from partitioner.sharding import piece, possible_axes
 
 
 def _ceil_div(a: np.ndarray, b: int) -> np.ndarray:
@@ -126,3 +127,50 @@ def stream_cycles(nbytes: int, stack: MemoryStack, hops: int, hw: Hardware) -> i
 def stream_energy_pj(nbytes: int, stack: MemoryStack, hops: int, hw: Hardware) -> float:
     """Energy of one stream read: the stack's access energy per byte plus the links it crosses."""
     return float(nbytes) * stack.pj_per_byte + link_energy_pj(nbytes, hops, hw)
+# --- sharded ops (partitioner/sharding.py) ---------------------------------------------------------------------------
+def sharded_op_cycles(graph: TensorGraph, chiplet: Chiplet, k: int, axes: tuple[str, ...] | None = None
+                      ) -> np.ndarray:
+    """Cycles of one piece of each op split k ways (sharding.piece, along `axes` per op or each op's own), on
+    `chiplet`; k = 1 is `op_cycles`."""
+    if k <= 1:
+        return op_cycles(graph, chiplet)
+    ops = [piece(op, k, None if axes is None else axes[i]) for i, op in enumerate(graph.ops)]
+    return op_cycles(TensorGraph.build(graph.name, ops, []), chiplet)
+
+
+def cheapest_piece_cycles(graph: TensorGraph, chiplet: Chiplet, k: int) -> np.ndarray:
+    """The fewest cycles of a k-way piece of each op over every axis it may take (sharding.possible_axes: its
+    own, and at most one alternative)."""
+    own = sharded_op_cycles(graph, chiplet, k)
+    if k <= 1:
+        return own
+    alt = tuple(possible_axes(op)[-1] for op in graph.ops)
+    return np.minimum(own, sharded_op_cycles(graph, chiplet, k, alt))
+
+
+def all_gather_cycles(nbytes: int, k: int, hw: Hardware) -> int:
+    """Uncontended time of the direct all-gather of an `nbytes` output among k consecutive chiplets of a chain:
+    every piece sends its ceil(nbytes / k) slice to each other member; the link between members m and m + 1
+    carries the slices of members 0..m bound for m+1..k-1, (m + 1)(k - 1 - m) of them, at most
+    floor(k/2) ceil(k/2); the last slice is one (k - 1)-hop route behind. The DP's estimate; the simulator routes
+    the real messages."""
+    if k <= 1 or nbytes == 0:
+        return 0
+    ser = int(serialization_cycles(-(-int(nbytes) // k), hw))
+    return (k // 2) * ((k + 1) // 2) * ser + (k - 1) * hw.hop_latency_cycles
+
+
+def sharded_bound_cycles(graph: TensorGraph, hw: Hardware, max_shard: int) -> float:
+    """Lower bound on cycles per inference of any partition whose ops split at most `max_shard` ways (free
+    communication): max(sum over ops of the least chiplet-cycles k x piece over k <= max_shard / n_chiplets, the
+    largest op's smallest piece). Equals bound_cycles_per_inference for max_shard = 1."""
+    if graph.n_ops == 0:
+        return 1.0
+    max_shard = max(1, min(int(max_shard), hw.n_chiplets))
+    kinds = set(hw.chiplets)
+    work = np.full(graph.n_ops, np.inf)
+    longest = np.full(graph.n_ops, np.inf)
+    for k in range(1, max_shard + 1):
+        cyc = np.min([cheapest_piece_cycles(graph, c, k) for c in kinds], axis=0).astype(float)
+        work, longest = np.minimum(work, k * cyc), np.minimum(longest, cyc)
+    return max(float(work.sum()) / hw.n_chiplets, float(longest.max()), 1.0)

@@ -1,7 +1,10 @@
 """What a valid partition is, checked without any solver.
 
 A chiplet's memory holds the weights of all its ops plus the activation working set of its largest op (ops run
-one at a time, so the peak live activations are the largest `work_bytes` among its ops). Pipeline order: every
+one at a time, so the peak live activations are the largest `work_bytes` among its ops). An op split k ways
+(`Partition.shard`) counts as its piece (partitioner/sharding.py) on each chiplet of its group: 1/k of its split
+weights, its full inputs and 1/k of its output; groups must respect pipeline order (sharding.check_groups).
+Pipeline order: every
 edge u->v has chiplet(u) <= chiplet(v). Pinned ops sit where the user put them; an op type a chiplet lists as
 unsupported never lands there. The CP-SAT models in solver/ encode exactly these rules.
 """
@@ -14,6 +17,7 @@ import numpy as np
 
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
+from partitioner.sharding import check_groups, expand
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,6 +45,9 @@ class Partition:
     gap: float | None = None
     info: dict = field(default_factory=dict, compare=False)
     streamed: np.ndarray | None = None
+    shard: np.ndarray | None = None
+    """Shard degree per op (int64, >= 1): op i runs as shard[i] pieces on chiplets assignment[i].. assignment[i] +
+    shard[i] - 1 (partitioner/sharding.py). None means every op runs whole."""
 
     def __post_init__(self) -> None:
         arr = np.asarray(self.assignment, dtype=np.int64).copy()
@@ -52,6 +59,14 @@ class Partition:
                 raise ValueError(f"streamed has shape {s.shape}, expected {arr.shape}")
             s.setflags(write=False)
             object.__setattr__(self, "streamed", s if s.any() else None)
+        if self.shard is not None:
+            k = np.asarray(self.shard, dtype=np.int64).copy()
+            k.setflags(write=False)
+            object.__setattr__(self, "shard", None if bool((k == 1).all()) else k)
+
+    @property
+    def sharded(self) -> bool:
+        return self.shard is not None
 
 
 def resident_weight_bytes(graph: TensorGraph, streamed: np.ndarray | None) -> np.ndarray:
@@ -74,9 +89,13 @@ def stack_use(graph: TensorGraph, hw: Hardware, assignment: np.ndarray, streamed
 
 
 def memory_use(graph: TensorGraph, hw: Hardware, assignment: np.ndarray,
-               streamed: np.ndarray | None = None) -> np.ndarray:
-    """Bytes each chiplet needs: its ops' resident weights plus the largest activation working set among them.
-    Streamed weights pass through the op's tile buffers (part of its working set) and take no SRAM of their own."""
+               streamed: np.ndarray | None = None, shard: np.ndarray | None = None) -> np.ndarray:
+    """Bytes each chiplet needs: its ops' (or pieces') resident weights plus the largest activation working set
+    among them. Streamed weights pass through the op's tile buffers (part of its working set) and take no SRAM of
+    their own. With `shard`, split ops count per piece (1/k of their split weights on each chiplet of the group)."""
+    if shard is not None and (np.asarray(shard) != 1).any():
+        ex = expand(graph, assignment, shard)
+        return memory_use(ex.graph, hw, ex.assignment, None if streamed is None else np.asarray(streamed)[ex.owner])
     a = np.asarray(assignment, dtype=np.int64)
     weights = np.bincount(a, weights=resident_weight_bytes(graph, streamed), minlength=hw.n_chiplets)
     peak = np.zeros(hw.n_chiplets)
@@ -85,11 +104,18 @@ def memory_use(graph: TensorGraph, hw: Hardware, assignment: np.ndarray,
 
 
 def check(graph: TensorGraph, hw: Hardware, assignment: np.ndarray,
-          pinned: Mapping[int, int] | None = None, streamed: np.ndarray | None = None) -> list[str]:
+          pinned: Mapping[int, int] | None = None, streamed: np.ndarray | None = None,
+          shard: np.ndarray | None = None) -> list[str]:
     """Every violated constraint as a message naming the chiplet, edge or op; empty when valid.
 
     streamed: bool per op (True = weights stream from the memory tier); None = all resident. Streamed ops need a
-    memory tier and weights to stream, and each stack must hold the streamed weights it feeds."""
+    memory tier and weights to stream, and each stack must hold the streamed weights it feeds.
+    shard: shard degree per op (None: all whole). A Partition passed as `assignment` brings its own of both.
+    Split ops and streamed weights are not combined: a plan with both is reported invalid."""
+    if isinstance(assignment, Partition):
+        shard = assignment.shard if shard is None else shard
+        streamed = assignment.streamed if streamed is None else streamed
+        assignment = assignment.assignment
     a = np.asarray(assignment)
     if a.shape != (graph.n_ops,):
         return [f"assignment has shape {a.shape}, expected ({graph.n_ops},)"]
@@ -98,6 +124,14 @@ def check(graph: TensorGraph, hw: Hardware, assignment: np.ndarray,
     if a.size and (a.min() < 0 or a.max() >= hw.n_chiplets):
         bad = int(np.flatnonzero((a < 0) | (a >= hw.n_chiplets))[0])
         return [f"op {graph.ops[bad].name} is on chiplet {int(a[bad])}, outside 0..{hw.n_chiplets - 1}"]
+    if shard is not None and (np.asarray(shard) != 1).any():
+        if streamed is not None and np.asarray(streamed).any():
+            return ["split ops and weights streamed from the memory tier are not combined: a plan with split "
+                    "ops keeps every weight resident"]
+        group_problems = check_groups(graph, hw.n_chiplets, a, shard)
+        if group_problems:
+            return group_problems
+        return _check_sharded(graph, hw, a, np.asarray(shard, dtype=np.int64), pinned)
     problems: list[str] = []
     if streamed is not None:
         s = np.asarray(streamed)
@@ -130,4 +164,24 @@ def check(graph: TensorGraph, hw: Hardware, assignment: np.ndarray,
     for i, op in enumerate(graph.ops):
         if op.op_type in hw.chiplets[int(a[i])].unsupported_ops:
             problems.append(f"op {op.name} ({op.op_type}) is on chiplet {int(a[i])}, which cannot run it")
+    return problems
+
+
+def _check_sharded(graph: TensorGraph, hw: Hardware, a: np.ndarray, k: np.ndarray,
+                   pinned: Mapping[int, int] | None) -> list[str]:
+    """Memory per chiplet on the pieces (1/k of split weights), pins on the group's first chiplet, op types on
+    every chiplet of the group; pipeline order between groups was checked by check_groups."""
+    problems: list[str] = []
+    for c, used in enumerate(memory_use(graph, hw, a, shard=k)):
+        cap = hw.chiplets[c].sram_bytes
+        if used > cap:
+            problems.append(f"chiplet {c} needs {used} bytes (weights + peak activations) but has {cap}")
+    for op_id, chiplet in (pinned or {}).items():
+        if int(a[op_id]) != chiplet or k[op_id] != 1:
+            problems.append(f"op {graph.ops[op_id].name} is pinned to chiplet {chiplet} but sits on "
+                            f"{int(a[op_id])}" + (f" split {int(k[op_id])} ways" if k[op_id] != 1 else ""))
+    for i, op in enumerate(graph.ops):
+        for c in range(int(a[i]), int(a[i] + k[i])):
+            if op.op_type in hw.chiplets[c].unsupported_ops:
+                problems.append(f"op {op.name} ({op.op_type}) is on chiplet {c}, which cannot run it")
     return problems

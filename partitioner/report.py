@@ -193,7 +193,9 @@ def chrome_trace(report: Report, graph: TensorGraph, hw: Hardware) -> dict:
             name, pid, cat = (f"{graph.ops[e.item].name} (weights)", hw.n_chiplets + len(hw.links) + e.resource,
                               "stream read")
         else:
-            name, pid, cat = f"{graph.ops[e.item].name} (tensor)", hw.n_chiplets + e.resource, "transfer"
+            name, pid = f"{graph.ops[e.item].name} (tensor)", hw.n_chiplets + e.resource
+            # A piece of a split op (sharding.expand names it "op#i") sends its share of a collective.
+            cat = "collective" if "#" in graph.ops[e.item].name else "transfer"
         out.append({"name": name, "cat": cat, "ph": "X", "pid": pid, "tid": e.inference,
                     "ts": e.start * us, "dur": (e.end - e.start) * us,
                     "args": {"inference": e.inference, "start_cycle": e.start, "end_cycle": e.end}})
@@ -221,8 +223,10 @@ def _stages(hw: Hardware, assignment: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def plot_partition(path: str | os.PathLike, graph: TensorGraph, hw: Hardware,
-                   assignment: np.ndarray | Partition, report: Report) -> None:
-    """PNG: per-chiplet busy fraction bars (left) and the package layout coloured by pipeline stage (right)."""
+                   assignment: np.ndarray | Partition, report: Report,
+                   groups: tuple[tuple[int, ...], ...] = ()) -> None:
+    """PNG: per-chiplet busy fraction bars (left) and the package layout coloured by pipeline stage (right);
+    `groups` (chiplet ids of each group a split op runs on) are drawn as red paths through their chiplets."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -259,6 +263,8 @@ def plot_partition(path: str | os.PathLike, graph: TensorGraph, hw: Hardware,
         dark = stage[c] >= 0 and stage[c] / max(n_stage - 1, 1) < 0.6
         ax_pkg.text(x, y, f"{c}\n{counts[c]} ops", ha="center", va="center", fontsize=8, zorder=3,
                     color="white" if dark else "black")
+    for members in groups:
+        ax_pkg.plot(xy[list(members), 0], xy[list(members), 1], color="red", lw=3, alpha=0.7, zorder=4)
     # Memory stacks: a box outside the mesh edge beside their attached chiplets, wired to each of them.
     for st in hw.memory_stacks:
         pts = xy[list(st.attached)]
@@ -280,7 +286,8 @@ def plot_partition(path: str | os.PathLike, graph: TensorGraph, hw: Hardware,
     ax_pkg.set_ylim(ext[:, 1].min() - 0.6, ext[:, 1].max() + 0.6)
     ax_pkg.set_aspect("equal")
     ax_pkg.axis("off")
-    ax_pkg.set_title(f"{hw.name}: {hw.topology}, colour = pipeline stage", fontsize=9)
+    ax_pkg.set_title(f"{hw.name}: {hw.topology}, colour = pipeline stage"
+                     + (f"; red = {len(groups)} groups of split ops" if groups else ""), fontsize=9)
     fig.suptitle(f"{graph.name} on {hw.name}", fontsize=11)
     fig.tight_layout()
 

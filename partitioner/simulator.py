@@ -19,6 +19,8 @@ The exact timing model, every rule and a worked example are in docs/simulator.md
   double-buffered tiles), at time 0 for a chiplet's very first segment. On a route whose resources differ in
   speed the tail moves at the slowest one's pace: a resource is held until max(start + its serialisation, the
   tail's arrival from the previous one), and the tail arrives its latency later.
+- A partition with `shard` (ops split across groups of chiplets) runs as the graph of its pieces
+  (`sharding.expand`, docs/simulator.md "Sharding"): collectives are those pieces' messages under the rules above.
 - Throughput comes from the completion times of the second half of the stream; latency is one inference
   simulated alone in an empty package.
 
@@ -29,17 +31,18 @@ nothing from other chiplets is timed with prefix sums (its end times are fixed o
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from partitioner.cost import (bound_cycles_per_inference, compute_energy_pj, link_energy_pj, op_cycles_matrix,
-                              stream_bytes, stream_energy_pj)
+                              sharded_bound_cycles, stream_bytes, stream_energy_pj)
 from partitioner.errors import UserError
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
 from partitioner.partition import Partition, memory_use
 from partitioner.report import Report, TraceEvent
+from partitioner.sharding import check_groups, expand
 
 MIN_INFERENCES = 8
 """The stream is max(2 x pipeline stages, MIN_INFERENCES) inferences long unless `inferences` is given."""
@@ -293,6 +296,19 @@ def simulate(graph: TensorGraph, hw: Hardware, partition_or_assignment: Partitio
     streamed = _as_streamed(graph, hw, partition_or_assignment, streamed)
     if type(batch) is not int or batch < 1:
         raise UserError(f"--batch must be a positive integer, got {batch!r}", "pass --batch 1 or more")
+    shard = getattr(partition_or_assignment, "shard", None)
+    if shard is not None:
+        # A sharded partition runs as its pieces (sharding.expand): collectives are the pieces' real messages.
+        problems = check_groups(graph, hw.n_chiplets, a, shard)
+        if problems:
+            raise UserError(f"invalid sharding: {problems[0]}", "give each split op a group inside the package, "
+                            "in pipeline order")
+        ex = expand(graph, a, shard)
+        rep = simulate(ex.graph, hw, ex.assignment, trace=trace, inferences=inferences,
+                       streamed=None if streamed is None else streamed[ex.owner], batch=batch)
+        bound = sharded_bound_cycles(graph, hw, int(np.max(shard)))
+        return replace(rep, graph_name=graph.name, bound_cycles_per_inference=bound,
+                       bound_throughput_per_s=hw.clock_hz / bound)
     n_stages = int(np.unique(a).size)
     n_inf = default_inferences(n_stages, batch) if inferences is None else int(inferences)
     if n_inf < 1:

@@ -9,7 +9,8 @@ import math
 
 import numpy as np
 
-from partitioner.cost import op_cycles, op_cycles_matrix, serialization_cycles
+from partitioner.cost import op_cycles, op_cycles_matrix, serialization_cycles, sharded_op_cycles
+from partitioner.sharding import PARTIAL_AXES, layout, piece
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
 
@@ -177,3 +178,155 @@ def dp_partition(graph: TensorGraph, hw: Hardware, relaxed: bool = False) -> np.
         assignment[i:j] = k
         j = i
     return assignment
+
+
+# --- stages on groups of chiplets with intra-op sharding (Alpa-style stage construction) ---------------------------
+DEFAULT_MAX_SHARD = 4
+"""Largest group (and shard degree) the staged DP tries. The direct all-gather's busiest link carries
+floor(k/2) ceil(k/2) slices (cost.all_gather_cycles), so wider groups pay more in links than they save."""
+
+
+def _inner_bytes(graph: TensorGraph, skip: np.ndarray | None = None) -> np.ndarray:
+    """inner[v, j]: the largest edge from op v to a consumer w < j (what v all-gathers inside a stage ending at j),
+    leaving out the edges flagged in `skip` (aligned: no collective)."""
+    n = graph.n_ops
+    inner = np.zeros((n, n + 1), dtype=np.int64)
+    for e, (s, d, b) in enumerate(zip(graph.edge_src.tolist(), graph.edge_dst.tolist(), graph.edge_bytes.tolist())):
+        if skip is None or not skip[e]:
+            np.maximum(inner[s, d + 1:], b, out=inner[s, d + 1:])
+    return inner
+
+
+def _recv_bytes(graph: TensorGraph, only: np.ndarray | None = None) -> np.ndarray:
+    """recv[i, j]: bytes a stage of ops i..j-1 takes from ops before i (those flagged in `only`, if given), each
+    producer's largest such edge once (tensors that only pass the stage by, to later stages, are not counted)."""
+    n = graph.n_ops
+    recv = np.zeros((n + 1, n + 1), dtype=np.int64)
+    if only is not None and not only.any():
+        return recv
+    edges = sorted(zip(graph.edge_dst.tolist(), graph.edge_src.tolist(), graph.edge_bytes.tolist()))
+    for i in range(1, n):
+        best: dict[int, int] = {}
+        step = np.zeros(n + 2, dtype=np.int64)
+        for w, s, b in edges:           # by consumer: a producer's running max rises at j = w + 1
+            if w < i or s >= i or b <= best.get(s, 0) or (only is not None and not only[s]):
+                continue
+            step[w + 1] += b - best.get(s, 0)
+            best[s] = b
+        recv[i] = np.cumsum(step[:n + 1])
+    return recv
+
+
+def _tables(graph: TensorGraph) -> tuple:
+    """What group_stage_cost_matrix needs for every group size: send, inner, axes, recv, recv of partials."""
+    axes, aligned = _stage_layout(graph)
+    partial = np.array([ax in PARTIAL_AXES for ax in axes], dtype=bool)
+    return (_send_bytes(graph), _inner_bytes(graph, aligned), axes, _recv_bytes(graph),
+            _recv_bytes(graph, partial))
+
+
+def _stage_layout(graph: TensorGraph) -> tuple[tuple[str, ...], np.ndarray]:
+    """The axes and aligned edges when every op shares one group (sharding.layout), as the DP assumes inside a
+    stage: exact for ops whose producers are in the same stage, an estimate at a stage's first ops."""
+    return layout(graph, np.zeros(graph.n_ops, dtype=np.int64), np.full(graph.n_ops, 2, dtype=np.int64))
+
+
+def group_stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, k: int,
+                            tables: tuple | None = None) -> np.ndarray:
+    """cost[i, j]: cycles per inference of ops i..j-1 run as a stage on the k chiplets from `chiplet`, every op
+    split k ways: the pieces' cycles, plus the all-gather (cost.all_gather_cycles) of every op that has a consumer
+    inside the stage, plus shipping each member's share of the cut outputs (inf if the pieces do not fit SRAM).
+    k = 1 is `stage_cost_matrix`."""
+    n = graph.n_ops
+    chip = hw.chiplets[chiplet]
+    if tables is None:
+        axes, aligned = _stage_layout(graph)
+        tables = _tables(graph)
+    send, inner, axes, recv, recv_partial = tables
+    pieces = TensorGraph.build(graph.name, [piece(op, k, axes[i]) for i, op in enumerate(graph.ops)], [])
+    cyc = np.concatenate([[0], np.cumsum(sharded_op_cycles(graph, chip, k, axes))]).astype(float)
+    wts = np.concatenate([[0], np.cumsum(pieces.weight_bytes)])
+    cross = np.flip(np.cumsum(np.flip(send, axis=0), axis=0), axis=0)
+    if k > 1:
+        # slices of an all-gather; full partials (row_parallel, vocab) of an all-reduce
+        partial = np.array([ax in PARTIAL_AXES for ax in axes])
+        slices = np.where(partial[:, None], inner, -(-inner // k))
+        ag = (k // 2) * ((k + 1) // 2) * serialization_cycles(slices, hw) + (slices > 0) * (k - 1) * hw.hop_latency_cycles
+        gather = np.flip(np.cumsum(np.flip(ag, axis=0), axis=0), axis=0)
+        # a split producer's slices add up to its tensor; full partials (row_parallel, vocab) come from each of
+        # its pieces, taken as k of them
+        entry = (k * serialization_cycles(recv + (k - 1) * recv_partial, hw)).astype(float)
+    else:
+        gather = np.zeros_like(cross)
+        entry = np.zeros((n + 1, n + 1))
+    cost = np.full((n + 1, n + 1), np.inf)
+    work = pieces.work_bytes
+    # an op type the chiplet kind cannot run rules out every stage that holds it
+    banned = np.concatenate([[0], np.cumsum([op.op_type in chip.unsupported_ops for op in graph.ops])])
+    for i in range(n + 1):
+        cost[i, i] = 0.0
+        if i == n:
+            break
+        j = np.arange(i + 1, n + 1)
+        peak = np.maximum.accumulate(work[i:])
+        fits = (wts[j] - wts[i] + peak <= chip.sram_bytes) & (banned[j] == banned[i])
+        # gather[i, j] sums ops >= i (edges go forward, so only consumers inside i..j-1 count).
+        inside = gather[i, j]
+        ship = serialization_cycles(-(-cross[i, j] // k), hw).astype(float)
+        cost[i, i + 1:] = np.where(fits, np.maximum(cyc[j] - cyc[i] + inside + ship, entry[i, j]), np.inf)
+    return cost
+
+
+def staged_partition(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_MAX_SHARD
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(assignment, shard): the topological order cut into pipeline stages, stage s on a group of g_s consecutive
+    chiplets (g_s <= max_shard, groups in pipeline order, at most n_chiplets chiplets in all) with every op of
+    the stage split g_s ways, minimising the slowest stage (`group_stage_cost_matrix`). A DP over (ops placed,
+    chiplets used) x group size, as Alpa's stage construction over layers x submeshes. max_shard = 1 is
+    `dp_partition`. Falls back to `dp_partition` (shard 1) if no staged plan fits SRAM."""
+    n, n_chip = graph.n_ops, hw.n_chiplets
+    max_shard = max(1, min(int(max_shard), n_chip))
+    tables = _tables(graph)
+    costs: dict = {}
+
+    def cost(c: int, g: int) -> np.ndarray | None:
+        kind = hw.chiplets[c]
+        if any(hw.chiplets[m] != kind for m in range(c, c + g)):
+            return None     # groups of one chiplet kind only
+        key = (kind, g)
+        if key not in costs:
+            costs[key] = group_stage_cost_matrix(graph, hw, c, g, tables)
+        return costs[key]
+
+    # best[c, j]: the smallest bottleneck placing ops 0..j-1 on chiplets 0..c-1 (some maybe unused).
+    best = np.full((n_chip + 1, n + 1), np.inf)
+    best[0, 0] = 0.0
+    choice = np.zeros((n_chip + 1, n + 1, 2), dtype=np.int64)   # (i, g) of the last stage; g = 0: chiplet unused
+    for c in range(1, n_chip + 1):
+        for g in range(1, min(max_shard, c) + 1):
+            m = cost(c - g, g)
+            if m is None:
+                continue
+            prev = best[c - g]
+            for j in range(1, n + 1):
+                cand = np.maximum(prev[:j], m[:j, j])
+                i = int(np.argmin(cand))
+                if cand[i] < best[c, j]:
+                    best[c, j] = cand[i]
+                    choice[c, j] = (i, g)
+        unused = best[c - 1] < best[c]          # leaving chiplet c-1 empty is strictly better (ties: use it)
+        best[c, unused] = best[c - 1, unused]
+        choice[c, unused] = 0
+    if not np.isfinite(best[n_chip, n]):
+        return dp_partition(graph, hw), np.ones(n, dtype=np.int64)
+    assignment = np.zeros(n, dtype=np.int64)
+    shard = np.ones(n, dtype=np.int64)
+    c, j = n_chip, n
+    while j > 0:
+        i, g = (int(x) for x in choice[c, j])
+        if g == 0:
+            c -= 1
+            continue
+        assignment[i:j], shard[i:j] = c - g, g
+        c, j = c - g, i
+    return assignment, shard

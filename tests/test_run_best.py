@@ -33,7 +33,7 @@ def test_a_greedy_run_returns_the_certificate_solve_when_it_is_better(tmp_path):
     """greedy on BERT-base x 16 is below the optimum CP-SAT proves, so the run returns the solve's partition and
     partition.json / report.md say which step found it."""
     out = tmp_path / "o"
-    outcome = run(RunConfig(model="examples/bert-base.onnx", chiplets=16, method="greedy", out=str(out)))
+    outcome = run(RunConfig(model="examples/bert-base.onnx", chiplets=16, method="greedy", out=str(out), max_shard=1))
     doc = json.loads((out / "partition.json").read_text())
     cert_thr = simulate(outcome.graph, outcome.hw, outcome.certificate).throughput_per_s
     greedy_thr = simulate(outcome.graph, outcome.hw, greedy_partition(outcome.graph, outcome.hw)).throughput_per_s

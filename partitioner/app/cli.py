@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="skip the CP-SAT lower bound on the bottleneck (saves a few seconds)")
     run.add_argument("--batch", type=int, default=1,
                      help="inferences per read of a weight streamed from the memory tier (default 1)")
+    run.add_argument("--max-shard", type=int, default=None,
+                     help="largest group an op may split across (intra-op sharding); 1 keeps ops whole "
+                          "(default 4, at most the chiplet count)")
 
     ins = sub.add_parser("inspect", help="show ops, FLOPs and parameters as the importer sees them")
     _add_model_args(ins, precision=None)
@@ -220,7 +223,8 @@ def _dispatch(args: argparse.Namespace) -> int:
                                time_limit_s=args.time_limit, policy=args.policy,
                                certificate=not args.no_certificate, granularity=args.granularity or "fused",
                                phase=args.phase, context=args.context,
-                               max_time_s=args.max_time, batch=args.batch, memory_tier=not args.no_memory_tier)
+                               max_time_s=args.max_time, batch=args.batch, memory_tier=not args.no_memory_tier,
+                               max_shard=args.max_shard)
         runmod.validate_config(cfg)
         with _progress("evaluating", total=None) as on_eval:
             outcome = runmod.run(cfg, on_eval=on_eval)

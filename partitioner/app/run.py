@@ -29,7 +29,8 @@ from partitioner.app.pipeline import evaluate
 from partitioner.report import (Evaluation, plot_partition, report_markdown, write_chrome_trace, write_json,
                                 write_text)
 from partitioner.simulator import simulate
-from partitioner.splits import dp_partition, greedy_partition
+from partitioner.sharding import expand, groups, split_axis
+from partitioner.splits import DEFAULT_MAX_SHARD, dp_partition, greedy_partition, staged_partition
 from policies.baselines import SearchResult, anneal, random_search
 
 METHODS = ("rl", "random", "greedy", "dp", "anneal", "exact")
@@ -74,6 +75,9 @@ class RunConfig:
     """Inferences per read of a weight streamed from the memory tier (`--batch`)."""
     memory_tier: bool = True
     """False (`--no-memory-tier`) drops the package's memory stacks: every weight must fit in SRAM."""
+    max_shard: int | None = None
+    """Largest shard degree (group size) an op may split into; 1 keeps every op whole (no intra-op sharding);
+    None means min(splits.DEFAULT_MAX_SHARD, chiplets)."""
 
 
 @dataclass(frozen=True)
@@ -205,6 +209,38 @@ def _wall_cap(run_budget: RunBudget, wanted_s: float) -> float:
     return max(min(DETERMINISTIC_WALL_FACTOR * wanted_s + 10.0, run_budget.search_left()), 0.1)
 
 
+def best_staged(graph: TensorGraph, hw: Hardware, max_shard: int) -> Evaluation | None:
+    """The best simulated of the staged DP plans (splits.staged_partition) for each largest group 2..max_shard:
+    the DP's link model is an estimate, so the simulator picks among them. Plans that check() rejects (the DP
+    knows neither op types a chiplet cannot run nor the exact working set at a stage's first ops) are dropped;
+    None when none is valid."""
+    best = None
+    for k in range(2, max_shard + 1):
+        a, shard = staged_partition(graph, hw, k)
+        part = Partition(a, None, 0, "staged-dp", shard=shard)
+        if check(graph, hw, part):
+            continue
+        ev = Evaluation(part, simulate(graph, hw, part))
+        if best is None or ev.throughput > best.throughput:
+            best = ev
+    return best
+
+
+def sharded_certificate(graph: TensorGraph, hw: Hardware, max_shard: int, whole: Partition | None = None
+                        ) -> Partition:
+    """When ops may split up to max_shard ways, CP-SAT's whole-op bound does not hold; the certificate is the
+    analytical bound cost.sharded_bound_cycles (perfect balance of the least chiplet-cycles, free links, no op
+    faster than its smallest piece), valid for every plan the tool can output, and not proven tight."""
+    from partitioner.cost import sharded_bound_cycles
+
+    bound = sharded_bound_cycles(graph, hw, max_shard)
+    info = {"max_shard": max_shard}
+    if whole is not None and whole.lower_bound_cycles:
+        info |= {"whole_op_bound_cycles": whole.lower_bound_cycles, "whole_op_status": whole.status}
+    return Partition(np.zeros(graph.n_ops, dtype=np.int64), None, 0, "analytical", lower_bound_cycles=bound,
+                     info=info)
+
+
 def certify(graph: TensorGraph, hw: Hardware, hint: np.ndarray, seed: int = 0,
             time_limit_s: float = CERTIFICATE_LIMIT_S, run_budget: RunBudget | None = None,
             batch: int = 1) -> Partition:
@@ -242,6 +278,9 @@ def validate_config(cfg: RunConfig) -> None:
     limits.check_seconds(cfg.max_time_s, "--max-time")
     if type(cfg.batch) is not int or cfg.batch < 1:
         raise UserError(f"--batch must be a positive integer, got {cfg.batch!r}", "pass --batch 1 or more")
+    if cfg.max_shard is not None and (type(cfg.max_shard) is not int or cfg.max_shard < 1):
+        raise UserError(f"--max-shard must be a positive integer, got {cfg.max_shard!r}",
+                        "pass 1 (no sharding) up to the chiplet count")
     if cfg.method is not None and cfg.method not in METHODS:
         raise UserError(f"unknown method {cfg.method!r}", f"use one of {', '.join(METHODS)}")
     limits.check_model_path(cfg.model)
@@ -266,26 +305,38 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
     if cfg.method is None and method != default_method():
         warnings.warn(f"the model has {graph.n_ops} ops, above the {RL_MAX_OPS} the default rl method handles in "
                       f"bounded time; using {method} (pass --method rl to insist)")
+    if cfg.max_shard is not None and cfg.max_shard > hw.n_chiplets:
+        raise UserError(f"--max-shard {cfg.max_shard} is larger than the package's {hw.n_chiplets} chiplets",
+                        f"pass --max-shard between 1 and {hw.n_chiplets}")
+    max_shard = min(DEFAULT_MAX_SHARD, hw.n_chiplets) if cfg.max_shard is None else cfg.max_shard
     with run_budget.catch_sigint():
         found, stopped = bounded_search(graph, hw, method, budget=budget, seed=cfg.seed,
                                         time_limit_s=cfg.time_limit_s, policy=cfg.policy, on_eval=on_eval,
                                         run_budget=run_budget, batch=cfg.batch)
-        best = Evaluation(found.best.partition, simulate(graph, hw, found.best.partition, trace=True,
-                                                         batch=cfg.batch))
-        cert, found_by = None, None
+        chosen, found_by = found.best, None
+        if max_shard > 1 and run_budget.stop_reason() is None and graph.n_ops <= RL_MAX_OPS:
+            staged = best_staged(graph, hw, max_shard)
+            if staged is not None and staged.throughput > chosen.throughput:
+                chosen, found_by = staged, f"the staged DP with ops split up to {max_shard} ways (splits.py)"
+        best = Evaluation(chosen.partition, simulate(graph, hw, chosen.partition, trace=True, batch=cfg.batch))
+        cert = None
         if method == "exact":
             cert = found.best.partition
         elif cfg.certificate and run_budget.stop_reason() is None \
                 and run_budget.search_left() >= CERTIFICATE_MIN_S:
-            cert = certify(graph, hw, best.assignment, seed=cfg.seed, run_budget=run_budget, batch=cfg.batch)
-            best, found_by = keep_best(graph, hw, best, cert, batch=cfg.batch)
+            cert = certify(graph, hw, found.best.assignment, seed=cfg.seed, run_budget=run_budget, batch=cfg.batch)
+            best, solved_by = keep_best(graph, hw, best, cert, batch=cfg.batch)
+            found_by = solved_by or found_by
+        if cert is not None and max_shard > 1:
+            # CP-SAT's whole-op bound still says how far plans without splits can go; shown beside the certificate
+            cert = sharded_certificate(graph, hw, max_shard, cert)
         elif cfg.certificate:
             stopped = stopped or run_budget.stop_reason() or "the --max-time budget left no time for the certificate"
         if stopped is None and run_budget.interrupted:   # Ctrl-C during the certificate: its solve ran to its limit
             stopped = "interrupted by Ctrl-C during the certificate, after the search finished"
         outcome = Outcome(cfg.model, graph, hw, method, best, found.evaluations, found.wall_s, found.history, cert,
                           found_by=found_by, interrupted=stopped, batch=cfg.batch)
-        config = asdict(cfg) | {"method": method, "budget": budget}
+        config = asdict(cfg) | {"method": method, "budget": budget, "max_shard": max_shard}
         with output_set(cfg.out, "run") as staging:
             names = write_outputs(staging, outcome, config=config, hardware_spec=cfg.hardware)
     files = tuple(str(Path(cfg.out) / Path(n).name) for n in names)
@@ -308,18 +359,25 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
     """The partition.json payload: the assignment by original ONNX node name, metrics and per-chiplet loads."""
     graph, hw, rep = outcome.graph, outcome.hw, outcome.best.report
     a = outcome.best.assignment
+    pg, pa = _pieces(outcome)
     per_chiplet = []
     for c in range(hw.n_chiplets):
-        mask = a == c
+        mask = pa == c
         per_chiplet.append({
             "chiplet": c,
             "ops": int(mask.sum()),
-            "flops": int(graph.flops[mask].sum()),
-            "weight_bytes": int(graph.weight_bytes[mask].sum()),
+            "flops": int(pg.flops[mask].sum()),
+            "weight_bytes": int(pg.weight_bytes[mask].sum()),
             "busy_fraction": float(rep.chiplet_busy_fraction[c]),
             "memory_fraction": float(rep.chiplet_memory_fraction[c]),
         })
-    assignment = {node: int(a[i]) for node, i in graph.onnx_node_owner().items()}
+    shard = outcome.best.partition.shard
+    if shard is None:
+        assignment = {node: int(a[i]) for node, i in graph.onnx_node_owner().items()}
+    else:   # a split op's nodes map to its group of chiplets and the axis it splits along
+        assignment = {node: int(a[i]) if shard[i] == 1 else
+                      {"chiplets": list(range(int(a[i]), int(a[i] + shard[i]))), "axis": split_axis(graph.ops[i])}
+                      for node, i in graph.onnx_node_owner().items()}
     metrics = {
         "throughput_per_s": rep.throughput_per_s,
         "latency_s": rep.latency_s,
@@ -335,6 +393,10 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
     if solver_bound is not None:
         metrics["solver_bound_throughput_per_s"] = solver_bound
         metrics["solver_bound_status"] = outcome.certificate.status
+        whole = _whole_op_bound(outcome)
+        if whole is not None:
+            metrics["whole_op_bound_throughput_per_s"] = whole
+            metrics["whole_op_bound_status"] = outcome.certificate.info["whole_op_status"]
     return {
         "model": str(outcome.model),
         "hardware": _resolvable(hardware_spec),
@@ -350,6 +412,7 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
         "assignment": assignment,
         "metrics": metrics,
         "per_chiplet": per_chiplet,
+        "groups": groups(graph, a, shard),
         "search": {"evaluations": outcome.evaluations, "wall_s": outcome.wall_s,
                    "ops_moved_by_repair": outcome.best.partition.ops_moved,
                    "history": [list(h) for h in outcome.history]},
@@ -357,6 +420,15 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
         "interrupted": outcome.interrupted,
         "memory_tier": memory_tier_document(graph, hw, a, outcome.best.partition.streamed, rep, outcome.batch),
     }
+
+
+def _pieces(outcome: Outcome) -> tuple[TensorGraph, np.ndarray]:
+    """The graph and assignment the simulator ran: the pieces of a sharded partition, else the ops."""
+    part = outcome.best.partition
+    if part.shard is None:
+        return outcome.graph, part.assignment
+    ex = expand(outcome.graph, part.assignment, part.shard)
+    return ex.graph, ex.assignment
 
 
 def _resolvable(spec: str | None) -> str | None:
@@ -369,8 +441,8 @@ def _resolvable(spec: str | None) -> str | None:
 def write_outputs(out_dir: Path, outcome: Outcome, *, config: dict | None, hardware_spec: str | None
                   ) -> tuple[str, ...]:
     """Each file is written to a temp name and renamed, so a killed run leaves old or new files, never halves."""
-    graph, hw, rep = outcome.graph, outcome.hw, outcome.best.report
-    a = outcome.best.assignment
+    hw, rep = outcome.hw, outcome.best.report
+    graph, a = _pieces(outcome)
     files = {
         "partition.json": lambda p: write_json(p, partition_document(outcome, hardware_spec, config)),
         "report.md": lambda p: write_text(p, _interrupted_markdown(outcome)
@@ -379,9 +451,11 @@ def write_outputs(out_dir: Path, outcome: Outcome, *, config: dict | None, hardw
                                           + memory_tier_markdown(memory_tier_document(
                                               graph, hw, a, outcome.best.partition.streamed, rep, outcome.batch),
                                               graph, rep)
-                                          + _certificate_markdown(outcome)),
+                                          + _groups_markdown(outcome) + _certificate_markdown(outcome)),
         "trace.json": lambda p: write_chrome_trace(p, rep, graph, hw),
-        "partition.png": lambda p: plot_partition(p, graph, hw, a, rep),
+        "partition.png": lambda p: plot_partition(
+            p, graph, hw, a, rep, groups=tuple(tuple(g["chiplets"]) for g in groups(
+                outcome.graph, outcome.best.partition.assignment, outcome.best.partition.shard))),
     }
     if config is not None:
         files["config.json"] = lambda p: write_json(p, config)
@@ -432,12 +506,52 @@ def _provenance_markdown(outcome: Outcome) -> str:
             f"{outcome.evaluations} evaluations, so the run returns it.\n")
 
 
+def _groups_markdown(outcome: Outcome) -> str:
+    part = outcome.best.partition
+    found = groups(outcome.graph, part.assignment, part.shard)
+    if not found:
+        return ""
+    lines = ["", "## Groups and collectives", "",
+             "Ops split k ways run as k pieces on the group's chiplets (docs/simulator.md, S1-S5); the collective "
+             "bytes are what the pieces send per inference (all-gather of slices, all-reduce of vocab partials).", "",
+             "| chiplets | shard | ops | axes | collectives | collective bytes |", "|---|---|---|---|---|---|"]
+    for g in found:
+        axes = ", ".join(f"{k} {v}" for k, v in g["axes"].items())
+        colls = ", ".join(f"{k} {v}" for k, v in g["collectives"].items())
+        lines.append(f"| {g['chiplets'][0]}..{g['chiplets'][-1]} | {g['shard']} | {g['ops']} | {axes} | {colls} | "
+                     f"{g['collective_bytes']:,} |")
+    return "\n".join(lines) + "\n"
+
+
+def _whole_op_bound(outcome: Outcome) -> float | None:
+    cert = outcome.certificate
+    cycles = cert.info.get("whole_op_bound_cycles") if cert is not None else None
+    return outcome.hw.clock_hz / cycles if cycles else None
+
+
+def _whole_op_line(outcome: Outcome) -> str:
+    whole = _whole_op_bound(outcome)
+    if whole is None:
+        return ""
+    return (f"\nPlans that split no op: CP-SAT ({outcome.certificate.info['whole_op_status']}) proves none exceeds "
+            f"{whole:,.1f} inferences/s (its relaxation of R5-R8 with every op whole).\n")
+
+
 def _certificate_markdown(outcome: Outcome) -> str:
     bound = outcome.solver_bound_throughput_per_s
     if bound is None:
         return ""
     thr = outcome.best.report.throughput_per_s
     cert = outcome.certificate
+    if cert.status == "analytical":
+        return (f"\n## Optimality certificate\n\nOps may split across groups, so CP-SAT's whole-op bound does not "
+                f"apply and this certificate is analytical, not proven tight by CP-SAT: no partition the tool can "
+                f"output (any stages, groups and shard degrees up to {cert.info['max_shard']}) has its busiest "
+                f"chiplet below {cert.lower_bound_cycles:,.0f} cycles per "
+                f"inference (perfect balance of the least chiplet-cycles of every op, free links, no op faster than "
+                f"its smallest piece), so none exceeds {bound:,.1f} inferences/s in the simulator. This partition "
+                f"reaches {thr:,.1f}/s: at least {100 * thr / bound:.1f}% of the best possible; the gap is at most "
+                f"{100 * (1 - thr / bound):.1f}%.\n" + _whole_op_line(outcome))
     tier = ""
     if outcome.hw.memory_stacks:
         tier = (f", a memory stack's reads (streamed weights, amortised over batch {outcome.batch}); any choice of "
@@ -470,8 +584,29 @@ def read_partition_file(path: str) -> dict:
     return doc
 
 
-def assignment_from_document(graph: TensorGraph, doc: dict, path: str) -> np.ndarray:
-    """Map ONNX node name -> chiplet back onto the graph's ops (every op needs at least one named node)."""
+def _group_value(value: object, op_name: str, path: str, n_chiplets: int | None) -> object:
+    """A split op's {"chiplets": [c, c+1, ...], "axis": ...} as (c, k); any other value unchanged."""
+    if not isinstance(value, dict):
+        return value
+    chips = value.get("chiplets")
+    fix = "give a split op's nodes {\"chiplets\": [c, c+1, ...], \"axis\": ...} with consecutive chiplet ids"
+    if not isinstance(chips, list) or not chips or any(type(c) is not int or c < 0 for c in chips):
+        raise UserError(f"partition file {path} gives op {op_name} a group that is not a list of chiplet ids "
+                        f"({chips!r})", fix)
+    if chips != list(range(chips[0], chips[0] + len(chips))):
+        raise UserError(f"partition file {path} splits op {op_name} over chiplets {chips}, which are not "
+                        f"consecutive in pipeline order", fix)
+    if n_chiplets is not None and chips[-1] >= n_chiplets:
+        raise UserError(f"partition file {path} splits op {op_name} {len(chips)} ways over chiplets "
+                        f"{chips[0]}..{chips[-1]}, {chips[-1] - n_chiplets + 1} past the package's {n_chiplets} "
+                        f"chiplets", f"use a group inside chiplets 0..{n_chiplets - 1}, or more --chiplets")
+    return (chips[0], len(chips))
+
+
+def assignment_from_document(graph: TensorGraph, doc: dict, path: str, n_chiplets: int | None = None
+                             ) -> np.ndarray | Partition:
+    """Map ONNX node name -> chiplet (or -> group of chiplets with a shard axis) back onto the graph's ops (every
+    op needs at least one named node). Returns the assignment, or a Partition with `shard` when any op is split."""
     by_node = doc["assignment"]
     known = graph.onnx_node_owner()
     unknown = [n for n in by_node if n not in known]
@@ -480,8 +615,12 @@ def assignment_from_document(graph: TensorGraph, doc: dict, path: str) -> np.nda
                         f"(first: {unknown[0]!r})", "pass the model the partition was made for, with the same "
                         "import options")
     a = np.full(graph.n_ops, -1, dtype=np.int64)
+    k = np.ones(graph.n_ops, dtype=np.int64)
     for i, op in enumerate(graph.ops):
-        values = [by_node[n] for n in op.onnx_nodes if n in by_node]
+        values = [_group_value(by_node[n], op.name, path, n_chiplets) for n in op.onnx_nodes if n in by_node]
+        if any(isinstance(c, tuple) for c in values) and len(set(values)) == 1:
+            a[i], k[i] = values[0]
+            continue
         if any(type(c) is not int for c in values):
             raise UserError(f"partition file {path} gives op {op.name} a chiplet that is not an integer "
                             f"({values!r})", "use integer chiplet ids")
@@ -496,7 +635,7 @@ def assignment_from_document(graph: TensorGraph, doc: dict, path: str) -> np.nda
             raise UserError(f"partition file {path} puts the nodes of op {op.name} on chiplets {sorted(chips)}",
                             "give every node of a fused op the same integer chiplet")
         a[i] = chips.pop()
-    return a
+    return a if (k == 1).all() else Partition(a, a, 0, "loaded", shard=k)
 
 
 def _document_settings(doc: dict, path: str) -> tuple[str | None, int, dict, str]:
@@ -548,7 +687,7 @@ def resimulate(model: str, partition_path: str, input_shapes: dict, precision: s
     saved_tier = not (isinstance(tier, dict) and tier.get("stacks") == [])   # [] = made without a memory tier
     hw = load_hardware(hardware or spec, chiplets if chiplets is not None else saved_chiplets,
                        memory_tier=memory_tier and (saved_tier or hardware is not None))
-    a = assignment_from_document(graph, doc, partition_path)
+    a = assignment_from_document(graph, doc, partition_path, hw.n_chiplets)
     streamed = streamed_from_document(graph, doc, partition_path)
     batch = batch_from_document(doc, partition_path)
     problems = check(graph, hw, a, streamed=streamed)
@@ -557,7 +696,10 @@ def resimulate(model: str, partition_path: str, input_shapes: dict, precision: s
                         + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
                         "re-run `partition` for this hardware")
     start = time.perf_counter()
-    part = Partition(a, a, 0, "loaded", streamed=streamed)
+    if isinstance(a, Partition):
+        part = Partition(a.assignment, a.assignment, 0, "loaded", streamed=streamed, shard=a.shard)
+    else:
+        part = Partition(a, a, 0, "loaded", streamed=streamed)
     best = Evaluation(part, simulate(graph, hw, part, trace=True, batch=batch))
     outcome = Outcome(model, graph, hw, str(doc.get("method", "loaded")), best, 1, time.perf_counter() - start,
                       batch=batch)
@@ -590,6 +732,16 @@ def _token_rows(graph: TensorGraph, rep) -> list[tuple[str, str]]:
                         "KV cache read per inference")]
 
 
+def _groups_line(outcome: Outcome) -> str:
+    part = outcome.best.partition
+    if part.shard is None:
+        return "none (every op whole)"
+    found = groups(outcome.graph, part.assignment, part.shard)
+    sizes = sorted({g["shard"] for g in found})
+    return (f"{len(found)} groups of {'/'.join(map(str, sizes))} chiplets, {int((part.shard > 1).sum())} ops split "
+            f"(report.md, 'Groups and collectives')")
+
+
 def format_outcome(outcome: Outcome) -> str:
     rep, hw = outcome.best.report, outcome.hw
     rows = [
@@ -605,11 +757,17 @@ def format_outcome(outcome: Outcome) -> str:
         ("utilisation", f"mean {100 * float(np.mean(rep.chiplet_busy_fraction)):.1f}%, "
                         f"max {100 * float(np.max(rep.chiplet_busy_fraction)):.1f}%"),
         ("bottleneck", rep.bottleneck),
+        ("groups", _groups_line(outcome)),
         ("bound", f"{rep.bound_throughput_per_s:,.1f}/s analytical (perfect balance)"),
     ]
     solver_bound = outcome.solver_bound_throughput_per_s
     if solver_bound is not None:
-        rows.append(("certificate", f"{solver_bound:,.1f}/s proven by CP-SAT ({outcome.certificate.status}); "
+        how = ("analytical (ops may split; not proven tight by CP-SAT)" if outcome.certificate.status == "analytical"
+               else f"proven by CP-SAT ({outcome.certificate.status})")
+        whole = _whole_op_bound(outcome)
+        if whole is not None:
+            how += f"; without splits <= {whole:,.1f}/s ({outcome.certificate.info['whole_op_status']})"
+        rows.append(("certificate", f"{solver_bound:,.1f}/s {how}; "
                                     f"this is {100 * rep.throughput_per_s / solver_bound:.1f}% of it"))
     if outcome.files:
         rows.append(("written", ", ".join(outcome.files)))

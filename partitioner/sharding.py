@@ -1,0 +1,265 @@
+"""How an op splits k ways across a group of chiplets (intra-op parallelism): the one place that says it.
+
+An op with shard degree k and assignment chiplet c runs as k pieces on the consecutive chiplets c..c+k-1 in
+pipeline order (its *group*). Which axis it splits along depends on its type (docs/simulator.md, S1-S5):
+
+  column       MatMul/Gemm with a weight matrix (Megatron ColumnParallelLinear): each piece holds 1/k of the
+               weight's output columns, does 1/k of the MACs and writes 1/k of the output.
+  head         MatMul between two activations (attention scores, context): each piece takes 1/k of the heads.
+  out_channel  Conv: each piece holds 1/k of the filters and writes 1/k of the output channels.
+  vocab        Gather from an embedding table (vocabulary-parallel): each piece holds 1/k of the rows, looks up
+               the tokens that fall in its range and writes a full-size partial result (zeros elsewhere).
+  row          every other op (elementwise, normalisation, softmax, reshapes): each piece computes 1/k of the
+               output rows; its (small) weights, e.g. a LayerNorm's scale, are replicated.
+
+Alignment (Megatron): on one group, an op whose pieces write column or head slices feeds a consumer that can
+work on its slice with no collective at all (`layout`): an attention MatMul or an elementwise/reshaping op takes
+the same heads (axis *head*), and a weight GEMM becomes *row_parallel* (RowParallelLinear: 1/k of the weight's
+rows, reads its slice, writes a full-size partial that is all-reduced). So Q/K/V -> attention -> output projection
+and FC1 -> FC2 need one all-reduce each, as in Megatron-LM.
+
+Otherwise every piece reads its op's full inputs. A consumer needs the whole output, so the pieces' results travel to it:
+the 1/k slices of a split output are all-gathered (each piece sends its slice to every chiplet that consumes it;
+between two ops on the same group this is a direct all-gather, k(k-1) neighbour-routed messages), and the full-
+size partials of a vocab split are all-reduced (each piece sends its partial to every consumer chiplet). The
+simulator runs these as real messages: `expand` rewrites the graph into pieces with exactly those edges.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from partitioner.graph import Op, TensorGraph
+
+AXES = ("column", "head", "out_channel", "vocab", "row")
+WEIGHT_GEMM_MIN_BYTES = 4096
+"""A MatMul/Gemm whose initializers are smaller than this (shape constants, a scalar scale) multiplies two
+activations: attention, split by heads. At or above it, it has a weight matrix and splits by columns."""
+
+
+def split_axis(op: Op) -> str:
+    """The axis along which `op` splits (module docstring)."""
+    if op.op_type in ("MatMul", "Gemm"):
+        return "column" if op.weight_bytes >= WEIGHT_GEMM_MIN_BYTES else "head"
+    if op.op_type in ("Conv", "ConvTranspose") and op.weight_bytes > 0:
+        return "out_channel"
+    if op.op_type == "Gather" and op.weight_bytes >= WEIGHT_GEMM_MIN_BYTES:
+        return "vocab"
+    return "row"
+
+
+ALIGNED_TYPES = frozenset({"Add", "Sub", "Mul", "Div", "Softmax", "Relu", "Gelu", "Erf", "Tanh", "Sigmoid", "Cast",
+                           "Where", "Dropout", "Identity", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
+                           "FastGelu", "BiasGelu"})
+"""Row-axis op types that can work on the head/column slices of their group's producers (module docstring)."""
+PARTIAL_AXES = ("vocab", "row_parallel")
+"""Axes whose pieces write full-size partial sums (all-reduced) rather than slices."""
+
+
+def possible_axes(op: Op) -> tuple[str, ...]:
+    """Every axis `op` may take in some context (`layout`): its own, row_parallel for a column GEMM, head for an
+    aligned row op. The bound takes the cheapest."""
+    base = split_axis(op)
+    if base == "column":
+        return (base, "row_parallel")
+    if base == "row" and op.op_type in ALIGNED_TYPES:
+        return (base, "head")
+    return (base,)
+
+
+def collective(op: Op, k: int, axis: str | None = None) -> str:
+    """The collective that delivers a k-way split op's output to its consumers."""
+    if k <= 1:
+        return "none"
+    return "all-reduce" if (axis or split_axis(op)) in PARTIAL_AXES else "all-gather"
+
+
+def layout(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None) -> tuple[tuple[str, ...],
+                                                                                            np.ndarray]:
+    """(axis per op in context, aligned flag per edge). An edge u -> v is aligned when both ops share a group of
+    k > 1 and u writes column or head slices; then v takes head (attention MatMul, ALIGNED_TYPES: its other
+    inputs, e.g. an attention mask, still reach every piece in full) or row_parallel (a column GEMM, whose one
+    activation input must be such a slice), and u_i feeds only v_i."""
+    a = np.asarray(assignment, dtype=np.int64)
+    k = shard_degrees(graph, shard)
+    axes = [split_axis(op) if k[i] > 1 else "none" for i, op in enumerate(graph.ops)]
+    src, dst = graph.edge_src, graph.edge_dst
+    same = (a[src] == a[dst]) & (k[src] == k[dst]) & (k[src] > 1)
+    aligned = np.zeros(graph.n_edges, dtype=bool)
+    by_dst: dict[int, list[int]] = {}
+    for e in np.flatnonzero(same).tolist():
+        by_dst.setdefault(int(dst[e]), []).append(e)
+    for v in sorted(by_dst):        # topological order: producers' axes are final
+        sliced = [e for e in by_dst[v] if axes[int(src[e])] in ("column", "head")]
+        if not sliced:
+            continue
+        op = graph.ops[v]
+        base = split_axis(op)
+        if base == "head" or (base == "row" and op.op_type in ALIGNED_TYPES):
+            axes[v] = "head"
+        elif base == "column" and len(sliced) == len(by_dst[v]) == 1:
+            axes[v] = "row_parallel"
+        else:
+            continue
+        aligned[sliced] = True
+    return tuple(axes), aligned
+
+
+def _part(x: int, k: int) -> int:
+    return -(-int(x) // k)
+
+
+def piece(op: Op, k: int, axis: str | None = None) -> Op:
+    """The op each of the k pieces runs along `axis` (default: its own, split_axis): 1/k (rounded up) of the work,
+    of the split weights and of the output (full-size partials for vocab and row_parallel); full inputs, except
+    1/k for head and row_parallel pieces, which read only their slice."""
+    if k <= 1:
+        return op
+    axis = axis or split_axis(op)
+    split_weights = split_axis(op) != "row"
+    w = _part(op.weight_bytes, k) if split_weights else op.weight_bytes
+    wr = op.weight_read_bytes
+    if wr is not None and split_weights:
+        wr = min(_part(wr, k), w)
+    gemms = None if op.gemms is None else tuple(_piece_gemm(g, k, axis) for g in op.gemms)
+    # An uneven split's largest piece may do a little more than 1/k of the matrix work (its GEMM dims round up).
+    matrix = max(_part(op.matrix_flops, k), sum(2 * b * m * kk * n for b, m, kk, n in gemms or ()))
+    return replace(op, name=op.name, flops=max(_part(op.flops, k), matrix), matrix_flops=matrix,
+                   weight_bytes=w, weight_read_bytes=wr, gemms=gemms,
+                   in_bytes=_part(op.in_bytes, k) if axis in ("head", "row_parallel") else op.in_bytes,
+                   out_bytes=op.out_bytes if axis in PARTIAL_AXES else _part(op.out_bytes, k))
+
+
+def _piece_gemm(gemm: tuple[int, int, int, int], k: int, axis: str) -> tuple[int, int, int, int]:
+    """The (batch, M, K, N) product one of k pieces runs: a column, out-channel or vocab split takes 1/k of N (the
+    weight's output columns; a Conv's im2col N is its output channels), head 1/k of the batch (heads), row_parallel
+    1/k of K (partial sums), row 1/k of M (its rows). Dims round up: the largest piece sets the time."""
+    b, m, kk, n = gemm
+    if axis in ("column", "out_channel", "vocab"):
+        return b, m, kk, _part(n, k)
+    if axis == "head":
+        return _part(b, k), m, kk, n
+    if axis == "row_parallel":
+        return b, m, _part(kk, k), n
+    return b, _part(m, k), kk, n
+
+
+def piece_bytes(op: Op, k: int, nbytes: int, axis: str | None = None) -> int:
+    """Bytes one piece sends over an out-edge of `nbytes`: its slice, or a full partial (vocab, row_parallel)."""
+    if k <= 1 or (axis or split_axis(op)) in PARTIAL_AXES:
+        return int(nbytes)
+    return _part(nbytes, k)
+
+
+def shard_degrees(graph: TensorGraph, shard: np.ndarray | None) -> np.ndarray:
+    """The shard degree per op as int64 (all ones for None)."""
+    if shard is None:
+        return np.ones(graph.n_ops, dtype=np.int64)
+    return np.asarray(shard, dtype=np.int64)
+
+
+def check_groups(graph: TensorGraph, n_chiplets: int, assignment: np.ndarray, shard: np.ndarray | None
+                 ) -> list[str]:
+    """Shard degrees that are not positive or run past the package, and edges that break pipeline order between
+    groups: for u -> v, either both ops have the same group, or u's last chiplet <= v's first chiplet."""
+    if shard is None:
+        return []
+    k = np.asarray(shard)
+    if k.shape != (graph.n_ops,) or not np.issubdtype(k.dtype, np.integer):
+        return [f"shard has shape {k.shape} and dtype {k.dtype}, expected ({graph.n_ops},) integers"]
+    a = np.asarray(assignment, dtype=np.int64)
+    problems = []
+    for i in np.flatnonzero(k < 1).tolist():
+        problems.append(f"op {graph.ops[i].name} has shard degree {int(k[i])}, expected at least 1")
+    for i in np.flatnonzero((k >= 1) & (a + k > n_chiplets)).tolist():
+        problems.append(f"op {graph.ops[i].name} is split {int(k[i])} ways from chiplet {int(a[i])}, past the "
+                        f"package's last chiplet {n_chiplets - 1}")
+    if problems:
+        return problems
+    src, dst = graph.edge_src, graph.edge_dst
+    same = (a[src] == a[dst]) & (k[src] == k[dst])
+    back = np.flatnonzero(~same & (a[src] + k[src] - 1 > a[dst]))
+    for e in back.tolist():
+        u, v = int(src[e]), int(dst[e])
+        problems.append(f"edge {graph.ops[u].name} -> {graph.ops[v].name} goes backwards between groups "
+                        f"(chiplets {_span(a[u], k[u])} -> {_span(a[v], k[v])})")
+    return problems
+
+
+def _span(c: int, k: int) -> str:
+    return str(int(c)) if k == 1 else f"{int(c)}..{int(c + k - 1)}"
+
+
+@dataclass(frozen=True)
+class Expanded:
+    """A graph rewritten into pieces: `graph` has one op per piece (pieces of an op consecutive, so topological
+    order holds), `assignment` the chiplet of each piece, `owner` the original op of each piece and `collective`
+    per piece the collective its out-edges form ("none" for whole ops)."""
+
+    graph: TensorGraph
+    assignment: np.ndarray
+    owner: np.ndarray
+    collective: tuple[str, ...]
+
+
+def expand(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None) -> Expanded:
+    """Pieces as ops; edge u->v of b bytes becomes u_i -> v_j of piece_bytes(u, k_u, b) for every pair."""
+    a = np.asarray(assignment, dtype=np.int64)
+    k = shard_degrees(graph, shard)
+    axes, aligned = layout(graph, a, k)
+    ops: list[Op] = []
+    first = np.zeros(graph.n_ops, dtype=np.int64)
+    chips: list[int] = []
+    owner: list[int] = []
+    coll: list[str] = []
+    for i, op in enumerate(graph.ops):
+        first[i] = len(ops)
+        ki = int(k[i])
+        p = piece(op, ki, axes[i] if ki > 1 else None)
+        for j in range(ki):
+            ops.append(p if ki == 1 else replace(p, name=f"{op.name}#{j}"))
+            chips.append(int(a[i]) + j)
+            owner.append(i)
+            coll.append(collective(op, ki, axes[i]))
+    edges = []
+    for e, (u, v, b) in enumerate(zip(graph.edge_src.tolist(), graph.edge_dst.tolist(), graph.edge_bytes.tolist())):
+        pb = piece_bytes(graph.ops[u], int(k[u]), b, axes[u] if k[u] > 1 else None)
+        if aligned[e]:      # u_i feeds only v_i, on the same chiplet
+            edges.extend((int(first[u]) + i, int(first[v]) + i, pb) for i in range(int(k[u])))
+            continue
+        for i in range(int(k[u])):
+            for j in range(int(k[v])):
+                edges.append((int(first[u]) + i, int(first[v]) + j, pb))
+    g = TensorGraph.build(graph.name, ops, edges, input_bytes=graph.input_bytes, metadata=dict(graph.metadata))
+    return Expanded(g, np.asarray(chips, dtype=np.int64), np.asarray(owner, dtype=np.int64), tuple(coll))
+
+
+def groups(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None) -> list[dict]:
+    """The split ops' groups in pipeline order: chiplets, shard degree, ops, their axes and collective bytes (what
+    every piece sends per inference, summed over the group's pieces and destination chiplets)."""
+    a = np.asarray(assignment, dtype=np.int64)
+    k = shard_degrees(graph, shard)
+    axes, aligned = layout(graph, a, k)
+    out: dict[tuple[int, int], dict] = {}
+    consumers: dict[int, set] = {}
+    for e, (u, v) in enumerate(zip(graph.edge_src.tolist(), graph.edge_dst.tolist())):
+        if not aligned[e]:
+            consumers.setdefault(u, set()).update(range(int(a[v]), int(a[v] + k[v])))
+    biggest: dict[int, int] = {}
+    for u, b in zip(graph.edge_src.tolist(), graph.edge_bytes.tolist()):
+        biggest[u] = max(biggest.get(u, 0), int(b))
+    for i in np.flatnonzero(k > 1).tolist():
+        key = (int(a[i]), int(k[i]))
+        g = out.setdefault(key, {"chiplets": list(range(key[0], key[0] + key[1])), "shard": key[1], "ops": 0,
+                                 "axes": {}, "collectives": {}, "collective_bytes": 0})
+        op = graph.ops[i]
+        g["ops"] += 1
+        axis = axes[i]
+        g["axes"][axis] = g["axes"].get(axis, 0) + 1
+        kind = collective(op, key[1], axis) if consumers.get(i) else "none"
+        g["collectives"][kind] = g["collectives"].get(kind, 0) + 1
+        pb = piece_bytes(op, key[1], biggest.get(i, 0), axis)
+        for j in range(key[1]):
+            g["collective_bytes"] += pb * len(consumers.get(i, set()) - {key[0] + j})
+    return [out[key] for key in sorted(out)]
