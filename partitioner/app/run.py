@@ -749,7 +749,7 @@ def format_outcome(outcome: Outcome) -> str:
         ("hardware", f"{hw.name}: {hw.n_chiplets} chiplets, {hw.topology} {hw.rows}x{hw.cols}"),
         ("method", f"{outcome.method}: {outcome.evaluations} evaluation{'s' * (outcome.evaluations != 1)} in {outcome.wall_s:.1f} s, "
                    + (f"repair moved {outcome.best.partition.ops_moved} ops" if outcome.found_by is None
-                      else "best found by the certificate's CP-SAT solve")),
+                      else f"best found by {outcome.found_by.split(',')[0]}")),
         ("throughput", f"{rep.throughput_per_s:,.1f} inferences/s"),
         *_token_rows(outcome.graph, rep),
         ("latency", _si(rep.latency_s, "s")),
