@@ -55,13 +55,14 @@ def _parser() -> argparse.ArgumentParser:
     _add_model_args(run)
     _add_hw_args(run)
     run.add_argument("--method", choices=METHODS, default=None,
-                     help="rl (default when a policy is shipped), random, greedy, dp, anneal or exact")
+                     help="rl (default when a policy is shipped), random, greedy, dp, anneal, exact or learned "
+                          "(policy-picked moves in local search, docs/learned_moves.md)")
     run.add_argument("--budget", type=int, default=None, help="evaluated partitions for search methods")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--out", default="out", help="output directory (default ./out)")
     run.add_argument("--time-limit", type=float, default=None,
                      help="CP-SAT seconds per repair (exact: for the whole optimisation)")
-    run.add_argument("--policy", default=None, help="policy checkpoint for --method rl (default: the shipped one)")
+    run.add_argument("--policy", default=None, help="policy checkpoint for --method rl or learned (default: the shipped one)")
     run.add_argument("--no-certificate", action="store_true",
                      help="skip the CP-SAT lower bound on the bottleneck (saves a few seconds)")
 

@@ -26,8 +26,8 @@ from partitioner.simulator import simulate
 from partitioner.splits import dp_partition, greedy_partition
 from policies.baselines import SearchResult, anneal, random_search
 
-METHODS = ("rl", "random", "greedy", "dp", "anneal", "exact")
-SEARCH_METHODS = ("rl", "random", "anneal")
+METHODS = ("rl", "random", "greedy", "dp", "anneal", "exact", "learned")
+SEARCH_METHODS = ("rl", "random", "anneal", "learned")
 DEFAULT_BUDGET = 64
 DEFAULT_REPAIR_LIMIT_S = 5.0
 DEFAULT_EXACT_LIMIT_S = 30.0
@@ -126,6 +126,11 @@ def search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, seed: 
         part = optimize(graph, hw, time_limit_s=DEFAULT_EXACT_LIMIT_S if time_limit_s is None else time_limit_s,
                         seed=seed, hint=dp_partition(graph, hw))
         return single(Evaluation(part, simulate(graph, hw, part)))
+    if method == "learned":
+        from policies.move_policy import learned_search
+
+        return learned_search(graph, hw, budget=budget, seed=seed, evaluate_fn=evaluate_fn, policy_path=policy,
+                              on_eval=on_eval)
     from policies.rl_search import rl_search
 
     return rl_search(graph, hw, budget=budget, seed=seed, evaluate_fn=evaluate_fn, policy_path=policy,
