@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_model_args(run)
     _add_hw_args(run)
     run.add_argument("--method", choices=METHODS, default=None,
-                     help="rl (default when a policy is shipped), random, greedy, dp, anneal, exact or learned "
+                     help="anneal (default), rl, random, greedy, dp, exact or learned "
                           "(policy-picked moves in local search, docs/learned_moves.md)")
     run.add_argument("--budget", type=int, default=None, help="evaluated partitions for search methods")
     run.add_argument("--seed", type=int, default=0)

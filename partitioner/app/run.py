@@ -44,7 +44,7 @@ class RunConfig:
     chiplets: int | None = None
     hardware: str | None = None
     method: str | None = None
-    """None picks rl when a shipped policy exists, else anneal."""
+    """None picks default_method() (anneal)."""
     budget: int | None = None
     """Evaluated partitions for rl, random and anneal; None means DEFAULT_BUDGET."""
     seed: int = 0
@@ -88,10 +88,9 @@ def load_model(path: str, input_shapes: dict | None = None, precision: str = "fp
 
 
 def default_method() -> str:
-    """rl when the shipped policy checkpoint is present, else simulated annealing."""
-    from policies.rl_search import SHIPPED_POLICY
-
-    return "rl" if SHIPPED_POLICY.exists() else "anneal"
+    """anneal: at the default budget it matches or beats rl and learned on every measured case (benchmarks/RESULTS.md,
+    "Method comparison" and "Learned move selection (issue 12)"), and keep_best adds CP-SAT's solve on top."""
+    return "anneal"
 
 
 def search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, seed: int, time_limit_s: float | None,
