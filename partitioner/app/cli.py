@@ -67,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_model_args(run)
     _add_hw_args(run)
     run.add_argument("--method", choices=METHODS, default=None,
-                     help="rl (default when a policy is shipped), random, greedy, dp, anneal or exact")
+                     help="anneal (default), rl, random, greedy, dp, exact or learned "
+                          "(policy-picked moves in local search, docs/learned_moves.md)")
     run.add_argument("--budget", type=int, default=None, help="evaluated partitions for search methods")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--out", default="out", help="output directory (default ./out)")
@@ -76,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-time", type=float, default=None,
                      help="wall-clock seconds for the whole run: the search stops then (or on Ctrl-C) and the best "
                           "partition found so far is written, marked interrupted")
-    run.add_argument("--policy", default=None, help="policy checkpoint for --method rl (default: the shipped one)")
+    run.add_argument("--policy", default=None, help="policy checkpoint for --method rl or learned (default: the shipped one)")
     run.add_argument("--no-certificate", action="store_true",
                      help="skip the CP-SAT lower bound on the bottleneck (saves a few seconds)")
     run.add_argument("--batch", type=int, default=1,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -33,8 +32,8 @@ from partitioner.sharding import expand, groups, split_axis
 from partitioner.splits import DEFAULT_MAX_SHARD, dp_partition, greedy_partition, staged_partition
 from policies.baselines import SearchResult, anneal, random_search
 
-METHODS = ("rl", "random", "greedy", "dp", "anneal", "exact")
-SEARCH_METHODS = ("rl", "random", "anneal")
+METHODS = ("rl", "random", "greedy", "dp", "anneal", "exact", "learned")
+SEARCH_METHODS = ("rl", "random", "anneal", "learned")
 DEFAULT_BUDGET = 64
 DEFAULT_REPAIR_LIMIT_S = 5.0
 DEFAULT_EXACT_LIMIT_S = 30.0
@@ -51,7 +50,7 @@ class RunConfig:
     chiplets: int | None = None
     hardware: str | None = None
     method: str | None = None
-    """None picks rl when a shipped policy exists, else anneal."""
+    """None picks default_method() (anneal)."""
     budget: int | None = None
     """Evaluated partitions for rl, random and anneal; None means DEFAULT_BUDGET."""
     seed: int = 0
@@ -114,17 +113,16 @@ def load_model(path: str, input_shapes: dict | None = None, precision: str = "fp
                      phase=phase, context=context)
 
 
-RL_MAX_OPS = 2000
-"""Above this many ops the default method is anneal, not rl: the policy's per-step cost (a GNN pass and a batch of
-proposals over every op) grows with the graph, and on the 10,000-MatMul fan-out no rl evaluation finished within
-3 minutes on 2 shared cores, while anneal's vectorised moves keep each evaluation at one repair + one simulation."""
+STAGED_MAX_OPS = 2000
+"""Above this many ops a run skips the staged (sharded) DP plans: their DP grows with ops x chiplets x group sizes,
+and the 10,000-MatMul fan-out must still plan in bounded time."""
 
 
 def default_method(n_ops: int | None = None) -> str:
-    """rl when the shipped policy checkpoint is present and the graph has at most RL_MAX_OPS ops, else annealing."""
-    from policies.rl_search import SHIPPED_POLICY
-
-    return "rl" if SHIPPED_POLICY.exists() and (n_ops is None or n_ops <= RL_MAX_OPS) else "anneal"
+    """anneal: at the default budget it matches or beats rl and learned on every measured case (benchmarks/RESULTS.md,
+    "Method comparison" and "Learned move selection (issue 12)"), its per-evaluation cost stays one repair + one
+    simulation at any graph size, and keep_best adds CP-SAT's solve and the staged plans on top."""
+    return "anneal"
 
 
 def search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, seed: int, time_limit_s: float | None,
@@ -195,6 +193,11 @@ def _search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, seed:
         part = optimize(graph, hw, time_limit_s=run_budget.limit(exact_limit), seed=seed, hint=dp_partition(graph, hw),
                         deterministic=True, wall_limit_s=_wall_cap(run_budget, exact_limit), batch=batch)
         return single(Evaluation(part, simulate(graph, hw, part, batch=batch)))
+    if method == "learned":
+        from policies.move_policy import learned_search
+
+        return learned_search(graph, hw, budget=budget, seed=seed, evaluate_fn=evaluate_fn, policy_path=policy,
+                              on_eval=on_eval)
     from policies.rl_search import rl_search
 
     return rl_search(graph, hw, budget=budget, seed=seed, evaluate_fn=evaluate_fn, policy_path=policy,
@@ -302,9 +305,6 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
     graph = load_model(cfg.model, cfg.input_shapes, cfg.precision, granularity=cfg.granularity, phase=cfg.phase,
                        context=cfg.context)
     method = cfg.method or default_method(graph.n_ops)
-    if cfg.method is None and method != default_method():
-        warnings.warn(f"the model has {graph.n_ops} ops, above the {RL_MAX_OPS} the default rl method handles in "
-                      f"bounded time; using {method} (pass --method rl to insist)")
     if cfg.max_shard is not None and cfg.max_shard > hw.n_chiplets:
         raise UserError(f"--max-shard {cfg.max_shard} is larger than the package's {hw.n_chiplets} chiplets",
                         f"pass --max-shard between 1 and {hw.n_chiplets}")
@@ -314,7 +314,7 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
                                         time_limit_s=cfg.time_limit_s, policy=cfg.policy, on_eval=on_eval,
                                         run_budget=run_budget, batch=cfg.batch)
         chosen, found_by = found.best, None
-        if max_shard > 1 and run_budget.stop_reason() is None and graph.n_ops <= RL_MAX_OPS:
+        if max_shard > 1 and run_budget.stop_reason() is None and graph.n_ops <= STAGED_MAX_OPS:
             staged = best_staged(graph, hw, max_shard)
             if staged is not None and staged.throughput > chosen.throughput:
                 chosen, found_by = staged, f"the staged DP with ops split up to {max_shard} ways (splits.py)"
