@@ -1,6 +1,6 @@
 """The simulator held against external references; prints the tables of docs/fidelity.md.
 
-    python -m benchmarks.fidelity [--resnet50 /work/models/resnet50.onnx] [--bert examples/bert-base.onnx]
+    python -m benchmarks.fidelity [--resnet50 examples/resnet50.onnx] [--bert examples/bert-base.onnx]
 
 1. Per-GEMM cycles on one 64x64 MAC array vs SCALE-Sim 3.0 (output-stationary 64x64) for BERT-base shapes.
    Our figures come from the importer and cost.py (compute_cycles and the roofline op_cycles), never from a
@@ -136,7 +136,7 @@ def flops_table(models: dict[str, str]) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--resnet50", default="/work/models/resnet50.onnx", help="ResNet-50 ONNX at 224x224")
+    ap.add_argument("--resnet50", default="examples/resnet50.onnx", help="ResNet-50 ONNX at 224x224")
     ap.add_argument("--bert", default=str(ROOT / "examples" / "bert-base.onnx"), help="BERT-base ONNX")
     args = ap.parse_args()
     print("## GEMM cycles vs SCALE-Sim 3.0 (64x64, output stationary)\n")

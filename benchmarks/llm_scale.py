@@ -5,7 +5,7 @@ SCALE-Sim 3.0, and decode tokens/s with a KV cache.
     python benchmarks/llm_scale.py gemms              # the MAC-array model against SCALE-Sim 3.0
     python benchmarks/llm_scale.py decode --context 1024
 
-Models come from /work/models (scripts/export_models.py --zoo); missing ones are skipped and said so. Decode
+Models come from examples/ (scripts/export_models.py --zoo); missing ones are skipped and said so. Decode
 runs on examples/hardware/big-sram-64.toml (1 GiB SRAM per chiplet): the 77 MB (GPT-2) and 525 MB (Llama)
 embedding/LM-head ops do not fit a 64 MiB die without a memory tier.
 """
@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 from partitioner.cost import gemm_cycles  # noqa: E402
 from partitioner.onnx_import import load_onnx  # noqa: E402
 
-ZOO = Path("/work/models")
+ZOO = Path(__file__).resolve().parents[1] / "examples"
 MODELS = {"bert-base": ZOO / "bert-base.onnx", "gpt2": ZOO / "gpt2.onnx", "llama-1b": ZOO / "llama-1b.onnx"}
 BIG_SRAM = ROOT / "examples" / "hardware" / "big-sram-64.toml"
 SCALESIM = [((128, 768, 768), 21_455), ((128, 768, 3072), 85_823), ((128, 3072, 768), 76_751),

@@ -1,6 +1,6 @@
 """Models that need the memory tier, on the default hardware: throughput, certificate, planner time, peak memory.
 
-    python benchmarks/memtier.py [--models /work/models/gpt2.onnx /work/models/llama-1b.onnx] [--chiplets 16 64]
+    python benchmarks/memtier.py [--models examples/gpt2.onnx examples/llama-1b.onnx] [--chiplets 16 64]
                                  [--batch 1] [--write]
 
 Each (model, chiplets) runs the real CLI (`partition MODEL --chiplets N --batch B`, default method, fp16) in a fresh
@@ -33,7 +33,7 @@ from partitioner.memtier_report import streamed_from_document  # noqa: E402
 from partitioner.partition import check  # noqa: E402
 
 EXPLAIN = (
-    "The models in /work/models that do not fit the SRAM-only package (GPT-2: its 75 MiB token embedding, tied "
+    "The models in examples/ that do not fit the SRAM-only package (GPT-2: its 75 MiB token embedding, tied "
     "to the LM head, exceeds one chiplet's 64 MiB; the 16-layer 1B Llama: 2.1 GB of fp16 weights, and a 501 MiB "
     "embedding / LM head), partitioned by the default command on the default hardware (near-square mesh, HBM3 "
     "stacks on the west and east edges, fp16, default method rl, 64 evaluations, 10 s CP-SAT certificate) on the "
@@ -45,7 +45,7 @@ EXPLAIN = (
     "ONNX order`: partition.json re-checked by `partition.check` with its streamed weights, and the number of ONNX "
     "edges whose producer node sits on a later chiplet than its consumer (must be 0).")
 
-DEFAULT_MODELS = ["/work/models/gpt2.onnx", "/work/models/llama-1b.onnx"]
+DEFAULT_MODELS = ["examples/gpt2.onnx", "examples/llama-1b.onnx"]
 
 
 def onnx_order_violations(model: str, by_node: dict[str, int]) -> int:

@@ -5,7 +5,7 @@
     python benchmarks/move_bench.py --pretrained --budget 64
     python benchmarks/move_bench.py --write                 # RESULTS.md section + benchmarks/move_curves.png
 
-Models come from /work/models (exported by scripts/export_models.py; none is in the move policy's training corpus,
+Models come from examples/ (exported by scripts/export_models.py; none is in the move policy's training corpus,
 see policies/pretrained/MOVE_MODEL_CARD.md). Methods, each through the same repair + simulate evaluation
 (partitioner.app.run.search):
     learned  the shipped move policy, fine-tuned on the graph during the search (`--method learned`)
@@ -35,7 +35,7 @@ from partitioner.report import write_json  # noqa: E402
 from partitioner.simulator import simulate  # noqa: E402
 from partitioner.splits import dp_partition, greedy_partition  # noqa: E402
 
-MODELS = Path("/work/models")
+MODELS = Path(__file__).resolve().parents[1] / "examples"
 LARGE = (("bert-large", 64), ("resnet50", 64), ("resnet50", 144))
 """The held-out cases at 64/144 chiplets where greedy and DP start below the bound (see --start)."""
 ALL_LARGE = tuple((m, n) for m in ("bert-large", "vit-base", "resnet50", "t5-small-encoder", "distilbert")

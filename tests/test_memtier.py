@@ -298,7 +298,7 @@ def test_stack_lower_bound_by_hand():
     assert part.lower_bound_cycles >= 143_383
 
 
-GPT2 = "/work/models/gpt2.onnx"
+GPT2 = "examples/gpt2.onnx"
 
 
 @pytest.mark.slow
