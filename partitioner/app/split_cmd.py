@@ -29,7 +29,8 @@ def read_assignment(graph, doc: dict, path: str) -> np.ndarray:
         group = chip.get("chiplets") if isinstance(chip, dict) else chip if isinstance(chip, list) else None
         if group is not None:
             raise UserError(f"partition file {path} shards node '{node}' over chiplets {group}; `partition split` "
-                            "cannot cut sharded ops yet", "split a partition made without sharding")
+                            "cannot cut sharded ops yet", "make the partition with `partition MODEL --max-shard 1` "
+                            "(every op whole), then split that")
         if type(chip) is int and not 0 <= chip < chiplets:
             raise UserError(f"partition file {path} puts node '{node}' on chiplet {chip}, outside 0..{chiplets - 1}",
                             f"use chiplet ids below {chiplets}, the package size the file records")
@@ -39,7 +40,8 @@ def read_assignment(graph, doc: dict, path: str) -> np.ndarray:
         raise UserError(f"partition file {path} places node '{stray}', which this model does not have", _FIX)
     a = assignment_from_document(graph, doc, path)
     if not isinstance(a, np.ndarray):  # a Partition carrying shards: refused above, kept out here too
-        raise UserError(f"partition file {path} shards some ops", "split a partition made without sharding")
+        raise UserError(f"partition file {path} shards some ops",
+                        "make the partition with `partition MODEL --max-shard 1` (every op whole), then split that")
     return a
 
 
