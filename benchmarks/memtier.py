@@ -21,12 +21,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.results_md import update_section  # noqa: E402
+from benchmarks.shard_scale import onnx_order_violations  # noqa: E402
 from partitioner.app.run import assignment_from_document, load_model  # noqa: E402
 from partitioner.hardware import load_hardware  # noqa: E402
 from partitioner.memtier_report import streamed_from_document  # noqa: E402
@@ -46,19 +46,6 @@ EXPLAIN = (
     "edges whose producer node sits on a later chiplet than its consumer (must be 0).")
 
 DEFAULT_MODELS = ["examples/gpt2.onnx", "examples/llama-1b.onnx"]
-
-
-def onnx_order_violations(model: str, by_node: dict[str, int]) -> int:
-    """ONNX edges (a node's output read by another node) whose producer sits on a later chiplet than the consumer."""
-    graph = onnx.load(model, load_external_data=False).graph
-    producer = {out: n.name for n in graph.node for out in n.output}
-    bad = 0
-    for n in graph.node:
-        for inp in n.input:
-            src = producer.get(inp)
-            if src in by_node and n.name in by_node and by_node[src] > by_node[n.name]:
-                bad += 1
-    return bad
 
 
 def run_one(model: str, chiplets: int, batch: int) -> dict:

@@ -291,10 +291,15 @@ def plot_partition(path: str | os.PathLike, graph: TensorGraph, hw: Hardware,
     fig.suptitle(f"{graph.name} on {hw.name}", fontsize=11)
     fig.tight_layout()
 
-    def w(tmp: str) -> None:
-        fig.savefig(tmp, format="png", dpi=110)
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: str | os.PathLike) -> None:
+    """Write a matplotlib figure as PNG atomically, and close it whatever happens."""
+    import matplotlib.pyplot as plt
+
     try:
-        atomic_write(path, w)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     finally:
         plt.close(fig)
 

@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 
 from partitioner.app.dse_space import design_from_params, hardware_of, hardware_toml
-from partitioner.report import atomic_write, write_json, write_text
+from partitioner.report import save_figure, write_json, write_text
 
 COLUMNS = ("throughput_per_s", "power_w", "area_mm2", "cost_usd", "process_nm", "hardware_file", "chiplets",
            "topology", "macs_per_cycle", "sram_mib", "link_bytes_per_cycle", "clock_ghz", "package", "energy_j",
@@ -119,10 +119,4 @@ def plot_pareto(path: Path, rows: list[dict], front: list[dict], title: str = ""
     axes[1].legend(fontsize=7)
     fig.suptitle(title)
 
-    def w(tmp: str) -> None:
-        fig.savefig(tmp, format="png", dpi=110)
-
-    try:
-        atomic_write(path, w)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
