@@ -17,6 +17,7 @@ from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
 from partitioner.report import Evaluation
 from partitioner.splits import dp_partition, greedy_partition, sram_weights
+from solver.repair import RepairTimeout
 
 EvaluateFn = Callable[[np.ndarray], Evaluation]
 ProgressFn = Callable[[int, float], None]
@@ -42,20 +43,27 @@ class _Tracker:
     def __init__(self, evaluate_fn: EvaluateFn, on_eval: ProgressFn | None) -> None:
         self.evaluate_fn, self.on_eval = evaluate_fn, on_eval
         self.best: Evaluation | None = None
+        self.failure: RepairTimeout | None = None
         self.history: list[tuple[int, float]] = []
         self.start = time.perf_counter()
 
-    def __call__(self, proposal: np.ndarray) -> Evaluation:
-        ev = self.evaluate_fn(proposal)
-        if self.best is None or ev.throughput > self.best.throughput:
+    def __call__(self, proposal: np.ndarray) -> Evaluation | None:
+        """The evaluation, or None when repair ran out of time on this proposal (the evaluation is spent)."""
+        try:
+            ev = self.evaluate_fn(proposal)
+        except RepairTimeout as exc:
+            self.failure, ev = exc, None
+        if ev is not None and (self.best is None or ev.throughput > self.best.throughput):
             self.best = ev
-        self.history.append((len(self.history) + 1, self.best.throughput))
+        best = self.best.throughput if self.best is not None else 0.0
+        self.history.append((len(self.history) + 1, best))
         if self.on_eval is not None:
-            self.on_eval(len(self.history), self.best.throughput)
+            self.on_eval(len(self.history), best)
         return ev
 
     def result(self, method: str) -> SearchResult:
-        assert self.best is not None, "a search spends at least one evaluation"
+        if self.best is None:      # every proposal timed out in repair: say so, with its fix
+            raise self.failure
         return SearchResult(method, self.best, len(self.history), tuple(self.history),
                             time.perf_counter() - self.start)
 
@@ -119,9 +127,11 @@ def anneal(graph: TensorGraph, hw: Hardware, *, budget: int, seed: int, evaluate
     track = _Tracker(evaluate_fn, on_eval)
     if start is None:
         starts = [track(greedy_partition(graph, hw))] + ([track(dp_partition(graph, hw))] if budget > 1 else [])
-        current = max(starts, key=lambda ev: ev.throughput)
+        current = max((ev for ev in starts if ev is not None), key=lambda ev: ev.throughput, default=None)
     else:
         current = track(start)
+    if current is None:                 # no start survived repair
+        return track.result("anneal")
     allowed = np.array([[op.op_type not in c.unsupported_ops for c in hw.chiplets] for op in graph.ops])
     remaining = budget - len(track.history)
     steps = max(remaining, 1)
@@ -144,6 +154,8 @@ def anneal(graph: TensorGraph, hw: Hardware, *, budget: int, seed: int, evaluate
         before = track.best.throughput
         ev = track(candidate)
         since_best = 0 if track.best.throughput > before else since_best + 1
+        if ev is None:                  # repair timed out on this move: a rejected move
+            continue
         delta = math.log(max(ev.throughput, 1e-30)) - math.log(max(current.throughput, 1e-30))
         if delta >= 0 or rng.random() < math.exp(delta / temp):
             current = ev

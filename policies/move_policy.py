@@ -187,7 +187,9 @@ def learned_search(graph: TensorGraph, hw: Hardware, *, budget: int, seed: int, 
         learner = Learner(net)
     track = _Tracker(evaluate_fn, on_eval)
     starts = [track(greedy_partition(graph, hw))] + ([track(dp_partition(graph, hw))] if budget > 1 else [])
-    current = max(starts, key=lambda ev: ev.throughput)
+    current = max((ev for ev in starts if ev is not None), key=lambda ev: ev.throughput, default=None)
+    if current is None:                 # no start survived repair
+        return track.result("learned")
     ctx = context(graph, hw)
     remaining = budget - len(track.history)
     steps = max(remaining, 1)
@@ -209,6 +211,8 @@ def learned_search(graph: TensorGraph, hw: Hardware, *, budget: int, seed: int, 
         before = track.best.throughput
         ev = track(moves.candidate(current.assignment, k))
         since_best = 0 if track.best.throughput > before else since_best + 1
+        if ev is None:                  # repair timed out on this move: a rejected move, nothing to learn from
+            continue
         delta = math.log(max(ev.throughput, 1e-30)) - math.log(max(current.throughput, 1e-30))
         if learner is not None:
             learner.record(moves.ops, moves.features, k, float(logp[k]), float(np.clip(delta, -REWARD_CLIP,

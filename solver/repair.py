@@ -46,6 +46,11 @@ from solver.residency import choose_streamed, streaming_needed
 MOVE_WEIGHT_LEVELS = 9
 
 
+class RepairTimeout(UserError):
+    """Repair ran out of time on one proposal without finding a valid partition: that proposal is lost, but the
+    problem itself may be feasible, so a search can spend the evaluation and go on (policies.baselines)."""
+
+
 def move_weights(graph: TensorGraph, hw: Hardware) -> np.ndarray:
     """Cost of moving each op: 1 + round(9 * cycles / max cycles), cycles on the op's fastest chiplet."""
     if graph.n_ops == 0:
@@ -177,8 +182,8 @@ def _solve_with_memory(graph, hw, dom: StageDomains, prop, weights, closure_assi
     if status in (cp_model.INFEASIBLE, cp_model.MODEL_INVALID):
         raise explain_infeasible(graph, hw, pins)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        raise UserError(f"the repair solver found no valid partition of {graph.n_ops} ops on {hw.n_chiplets} "
-                        f"chiplets within its {time_limit_s:g} s limit", "raise --time-limit")
+        raise RepairTimeout(f"the repair solver found no valid partition of {graph.n_ops} ops on {hw.n_chiplets} "
+                            f"chiplets within its {time_limit_s:g} s limit", "raise --time-limit")
     info.update(method="cp-sat", kept_weight=int(solver.objective_value) + constant,
                 kept_weight_bound=min(kept_bound, int(solver.best_objective_bound) + constant),
                 deterministic_time=solver.deterministic_time)

@@ -147,3 +147,32 @@ def test_anneal_restarts_from_its_best_after_the_patience_runs_out():
     # improve either, so evaluation 7 restarts too
     assert moved[4] == 1 and moved[7] == 1
     assert max(moved[2:4]) >= 2        # in between, the walk did drift (the restart is what brings it back)
+
+
+def test_a_repair_timeout_spends_the_evaluation_and_the_search_goes_on():
+    """Random search and annealing count a proposal whose repair timed out as a spent evaluation and keep going;
+    only when every proposal times out does the search raise it (with its fix)."""
+    from solver.repair import RepairTimeout
+
+    graph, hw = random_dag(30, 2), mesh_of(4)
+    calls = []
+
+    def flaky(p):
+        calls.append(1)
+        if len(calls) % 2 == 0:
+            raise RepairTimeout("the repair solver found no valid partition within its 5 s limit", "raise --time-limit")
+        return evaluate(graph, hw, p, time_limit_s=5, seed=0)
+
+    for search in (random_search, anneal):
+        calls.clear()
+        result = search(graph, hw, budget=10, seed=0, evaluate_fn=flaky)
+        assert result.evaluations == 10 and len(calls) == 10
+        assert not check(graph, hw, result.best.assignment)
+
+    def always(p):
+        raise RepairTimeout("the repair solver found no valid partition within its 5 s limit", "raise --time-limit")
+
+    with pytest.raises(RepairTimeout, match="raise --time-limit"):
+        random_search(graph, hw, budget=3, seed=0, evaluate_fn=always)
+    with pytest.raises(RepairTimeout):
+        anneal(graph, hw, budget=3, seed=0, evaluate_fn=always)
