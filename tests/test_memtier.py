@@ -308,7 +308,8 @@ def test_gpt2_runs_on_the_default_package_by_streaming_its_embedding(tmp_path):
     from partitioner.memtier_report import streamed_from_document
 
     out = tmp_path / "gpt2"
-    assert main([GPT2, "--chiplets", "16", "--method", "dp", "--out", str(out)]) == 0
+    # whole ops (--max-shard 1): with splits allowed the embedding fits SRAM in two halves and nothing streams
+    assert main([GPT2, "--chiplets", "16", "--method", "dp", "--max-shard", "1", "--out", str(out)]) == 0
     doc = json.loads((out / "partition.json").read_text())
     graph = load_model(GPT2, precision="fp16")
     a = assignment_from_document(graph, doc, "partition.json")
