@@ -738,7 +738,7 @@ def _groups_line(outcome: Outcome) -> str:
         return "none (every op whole)"
     found = groups(outcome.graph, part.assignment, part.shard)
     sizes = sorted({g["shard"] for g in found})
-    return (f"{len(found)} groups of {'/'.join(map(str, sizes))} chiplets, {int((part.shard > 1).sum())} ops split "
+    return (f"{len(found)} group{'s' * (len(found) != 1)} of {'/'.join(map(str, sizes))} chiplets, {int((part.shard > 1).sum())} ops split "
             f"(report.md, 'Groups and collectives')")
 
 
