@@ -42,6 +42,7 @@ from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
 from partitioner.partition import Partition, memory_use
 from partitioner.report import Report, TraceEvent
+from partitioner.sim_loop import flatten, run_compiled
 from partitioner.sharding import check_groups, expand
 
 MIN_INFERENCES = 8
@@ -171,7 +172,20 @@ def _plan(graph: TensorGraph, hw: Hardware, a: np.ndarray, streamed: np.ndarray 
 
 def _run(plan: _Plan, hw: Hardware, n_inf: int, trace: bool, batch: int = 1
          ) -> tuple[list[int], list[TraceEvent]]:
-    """Simulate `n_inf` inferences; return each inference's completion time (and trace events)."""
+    """Simulate `n_inf` inferences; return each inference's completion time (and trace events). Without a trace
+    the compiled loop (partitioner/sim_loop.py) runs the same events; with one, _run_traced records them."""
+    if trace:
+        return _run_traced(plan, hw, n_inf, trace, batch)
+    flat = flatten(plan.segments, plan.msg_route, plan.msg_ser, plan.msg_lat, plan.msg_dst)
+    finish, done = run_compiled(n_inf, batch, plan.n_chiplets, len(hw.links) + len(hw.memory_stacks), *flat)
+    if not done:
+        raise RuntimeError("simulation stalled; this is a bug in the simulator")
+    return finish.tolist(), []
+
+
+def _run_traced(plan: _Plan, hw: Hardware, n_inf: int, trace: bool, batch: int = 1
+                ) -> tuple[list[int], list[TraceEvent]]:
+    """The event loop in plain Python, recording op, link and stack events when `trace` is set."""
     segments, routes, msg_ser, msg_lat, mdst = plan.segments, plan.msg_route, plan.msg_ser, plan.msg_lat, plan.msg_dst
     n_links, first_stream = len(hw.links), plan.first_stream
     n_msg = len(routes)

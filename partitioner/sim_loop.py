@@ -1,0 +1,144 @@
+"""The simulator's event loop compiled with numba: the same events in the same order as simulator._run_traced.
+
+simulator._run hands a plan here when no trace is asked for (every search evaluation); the traced run (one per
+written report) stays in plain Python, where it builds TraceEvent objects. Both follow docs/simulator.md rule for
+rule, and tests/test_sim_loop.py holds them to identical completion times on random plans, memory-tier stream
+reads, batches and zero-byte edges included. The plan's nested tuples are flattened into CSR int64 arrays.
+"""
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+from numba import njit
+
+
+def flatten(segments: tuple, routes: tuple, msg_ser: tuple, msg_lat: tuple, msg_dst: tuple) -> tuple:
+    """The plan as flat int64 arrays: segments per chiplet (CSR) with their remote inputs, stream reads and
+    outputs (each CSR per segment), and each message's route with its per-resource hold and latency (CSR)."""
+    seg_ptr, length, rem, out_rel, out_m, st = [0], [], [[]], [[]], [[]], [[]]
+    rem_ptr, out_ptr, st_ptr = [0], [0], [0]
+    rem_idx, outr, outm, st_idx = [], [], [], []
+    for segs in segments:
+        for remote, seg_len, outs, _ops, streams in segs:
+            length.append(seg_len)
+            rem_idx.extend(remote)
+            rem_ptr.append(len(rem_idx))
+            for rel, m in outs:
+                outr.append(rel)
+                outm.append(m)
+            out_ptr.append(len(outm))
+            st_idx.extend(streams)
+            st_ptr.append(len(st_idx))
+        seg_ptr.append(len(length))
+    route_ptr, route_res, ser_flat, lat_flat = [0], [], [], []
+    for route, ser, lat in zip(routes, msg_ser, msg_lat):
+        route_res.extend(route)
+        ser_flat.extend(ser)
+        lat_flat.extend(lat)
+        route_ptr.append(len(route_res))
+    as_arr = lambda x: np.asarray(x, dtype=np.int64)  # noqa: E731
+    return tuple(as_arr(x) for x in (seg_ptr, length, rem_ptr, rem_idx, out_ptr, outr, outm, st_ptr, st_idx,
+                                     route_ptr, route_res, ser_flat, lat_flat, msg_dst))
+
+
+@njit(cache=True)
+def _prefetch(heap, c, k, s, t, n_inf, batch, seg_ptr, st_ptr, st_idx, counter):
+    """Push the stream reads of chiplet c's segment s of inference k at time t (first of a batch only)."""
+    if k < n_inf and k % batch == 0:
+        g = seg_ptr[c] + s
+        for q in range(st_ptr[g], st_ptr[g + 1]):
+            heapq.heappush(heap, (t, np.int64(k), counter, st_idx[q], np.int64(0), np.int64(0)))
+            counter += 1
+    return counter
+
+
+@njit(cache=True)
+def run_compiled(n_inf, batch, n_chip, n_res, seg_ptr, length, rem_ptr, rem_idx, out_ptr, out_rel, out_m, st_ptr,
+                 st_idx, route_ptr, route_res, ser_flat, lat_flat, msg_dst):
+    """Completion time of each of `n_inf` inferences; simulator._run_traced without the trace."""
+    n_msg = route_ptr.size - 1
+    arrival = np.full(n_inf * n_msg, -1, dtype=np.int64)
+    cur_k = np.zeros(n_chip, dtype=np.int64)
+    cur_s = np.zeros(n_chip, dtype=np.int64)
+    free = np.zeros(n_chip, dtype=np.int64)
+    finish = np.zeros(n_inf, dtype=np.int64)
+    link_free = np.zeros(n_res, dtype=np.int64)
+    zero = np.int64(0)
+    heap = [(zero, zero, zero, zero, zero, zero)]
+    heap.pop()
+    counter = np.int64(0)
+    waiting = [np.int64(c) for c in range(n_chip)]
+    for c in range(n_chip):
+        if seg_ptr[c + 1] == seg_ptr[c]:
+            cur_k[c] = n_inf
+        else:
+            counter = _prefetch(heap, c, 0, 0, zero, n_inf, batch, seg_ptr, st_ptr, st_idx, counter)
+    while True:
+        while len(waiting) > 0:
+            c = waiting.pop()
+            k, s, t_free = cur_k[c], cur_s[c], free[c]
+            n_seg = seg_ptr[c + 1] - seg_ptr[c]
+            while k < n_inf:
+                g = seg_ptr[c] + s
+                ready = t_free
+                base = k * n_msg
+                blocked = False
+                for q in range(rem_ptr[g], rem_ptr[g + 1]):
+                    t = arrival[base + rem_idx[q]]
+                    if t < 0:
+                        blocked = True
+                        break
+                    if t > ready:
+                        ready = t
+                if not blocked and k % batch == 0:
+                    for q in range(st_ptr[g], st_ptr[g + 1]):
+                        t = arrival[base + st_idx[q]]
+                        if t < 0:
+                            blocked = True
+                            break
+                        if t > ready:
+                            ready = t
+                if blocked:
+                    break
+                if s + 1 < n_seg:
+                    counter = _prefetch(heap, c, k, s + 1, ready, n_inf, batch, seg_ptr, st_ptr, st_idx, counter)
+                else:
+                    counter = _prefetch(heap, c, k + 1, 0, ready, n_inf, batch, seg_ptr, st_ptr, st_idx, counter)
+                for q in range(out_ptr[g], out_ptr[g + 1]):
+                    m = out_m[q]
+                    p = route_ptr[m]
+                    if route_ptr[m + 1] > p and ser_flat[p] != 0:
+                        heapq.heappush(heap, (ready + out_rel[q], k, counter, m, zero, zero))
+                        counter += 1
+                    else:       # a zero-byte edge: a pure ordering dependency, delivered at once
+                        arrival[base + m] = ready + out_rel[q]
+                        waiting.append(msg_dst[m])
+                t_free = ready + length[g]
+                s += 1
+                if s == n_seg:
+                    if t_free > finish[k]:
+                        finish[k] = t_free
+                    s = 0
+                    k += 1
+            cur_k[c], cur_s[c], free[c] = k, s, t_free
+        if len(heap) == 0:
+            break
+        t, k, _, m, j, tail_in = heapq.heappop(heap)
+        p = route_ptr[m] + j
+        res = route_res[p]
+        start = t if t > link_free[res] else link_free[res]
+        release = start + ser_flat[p]
+        if tail_in > release:
+            release = tail_in
+        link_free[res] = release
+        if route_ptr[m] + j + 1 < route_ptr[m + 1]:
+            heapq.heappush(heap, (start + lat_flat[p], k, counter, m, j + 1, release + lat_flat[p]))
+            counter += 1
+        else:
+            arrival[k * n_msg + m] = release + lat_flat[p]
+            waiting.append(msg_dst[m])
+    for c in range(n_chip):
+        if cur_k[c] < n_inf:
+            return finish, False
+    return finish, True
