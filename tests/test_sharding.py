@@ -274,3 +274,17 @@ def test_a_column_split_gemm_piece_is_costed_on_its_own_tiles():
     assert piece(attn, 4, "head").gemms == ((3, 128, 64, 128),)
     assert piece(op, 2, "row_parallel").gemms == ((1, 128, 384, 768),)
     assert piece(op, 3, "row").gemms == ((1, 43, 768, 768),)
+
+
+def test_a_decode_attention_piece_keeps_its_share_of_the_kv_cache():
+    """In decode the KV cache is state inside weight_bytes (partitioner/decoder.py): a head split gives each piece
+    its heads' share of both, so the piece stays a valid op (kv <= weights)."""
+    from partitioner.graph import Op
+    from partitioner.sharding import piece
+
+    kv = 2 * 12 * 1025 * 64 * 2            # K and V, 12 heads, 1,025 tokens, head dim 64, fp16
+    op = Op("qk", "MatMul", ("qk",), flops=2 * 12 * 64 * 1025, matrix_flops=2 * 12 * 64 * 1025, weight_bytes=kv,
+            kv_cache_bytes=kv, gemms=((12, 1, 64, 1025),))
+    half = piece(op, 2, "head")
+    assert half.kv_cache_bytes == half.weight_bytes == kv // 2
+    assert half.gemms == ((6, 1, 64, 1025),)
