@@ -54,6 +54,19 @@ def _prefetch(heap, c, k, s, t, n_inf, batch, seg_ptr, st_ptr, st_idx, counter):
 
 
 @njit(cache=True)
+def _latest(arrival, base, idx, lo, hi, ready):
+    """The latest arrival among messages idx[lo:hi] of the inference at `base`, or `ready` if later; -1 while one
+    has not arrived."""
+    for q in range(lo, hi):
+        t = arrival[base + idx[q]]
+        if t < 0:
+            return np.int64(-1)
+        if t > ready:
+            ready = t
+    return ready
+
+
+@njit(cache=True)
 def run_compiled(n_inf, batch, n_chip, n_res, seg_ptr, length, rem_ptr, rem_idx, out_ptr, out_rel, out_m, st_ptr,
                  st_idx, route_ptr, route_res, ser_flat, lat_flat, msg_dst):
     """Completion time of each of `n_inf` inferences; simulator._run_traced without the trace."""
@@ -83,23 +96,10 @@ def run_compiled(n_inf, batch, n_chip, n_res, seg_ptr, length, rem_ptr, rem_idx,
                 g = seg_ptr[c] + s
                 ready = t_free
                 base = k * n_msg
-                blocked = False
-                for q in range(rem_ptr[g], rem_ptr[g + 1]):
-                    t = arrival[base + rem_idx[q]]
-                    if t < 0:
-                        blocked = True
-                        break
-                    if t > ready:
-                        ready = t
-                if not blocked and k % batch == 0:
-                    for q in range(st_ptr[g], st_ptr[g + 1]):
-                        t = arrival[base + st_idx[q]]
-                        if t < 0:
-                            blocked = True
-                            break
-                        if t > ready:
-                            ready = t
-                if blocked:
+                ready = _latest(arrival, base, rem_idx, rem_ptr[g], rem_ptr[g + 1], ready)
+                if ready >= 0 and k % batch == 0:
+                    ready = _latest(arrival, base, st_idx, st_ptr[g], st_ptr[g + 1], ready)
+                if ready < 0:
                     break
                 if s + 1 < n_seg:
                     counter = _prefetch(heap, c, k, s + 1, ready, n_inf, batch, seg_ptr, st_ptr, st_idx, counter)
