@@ -79,7 +79,9 @@ CASES = (
 
 
 # --- fixtures -------------------------------------------------------------------------------------------------------
-def _mlp(path: Path, x_dims=("batch", 64), w_dims=(64, 64), layers: int = 3) -> None:
+def write_mlp(path: Path, x_dims=("batch", 64), w_dims=(64, 64), layers: int = 3) -> None:
+    """A chain of `layers` MatMul + Relu with zero weights of `w_dims`, input `x` of `x_dims` (dims as declared,
+    bad ones included: the hostile cases and tests/test_reliability.py build their models with it)."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -121,12 +123,12 @@ def make_fixtures(tmp: Path, slow: bool = True) -> None:
     from partitioner.app.run import RunConfig, run
 
     tiny = tmp / "tiny.onnx"
-    _mlp(tiny)
+    write_mlp(tiny)
     (tmp / "garbage.onnx").write_bytes(np.random.default_rng(0).bytes(4096))
     (tmp / "truncated.onnx").write_bytes(tiny.read_bytes()[: len(tiny.read_bytes()) // 2])
-    _mlp(tmp / "zero_input.onnx", x_dims=(0, 64))
-    _mlp(tmp / "negative_input.onnx", x_dims=(-3, 64))
-    _mlp(tmp / "empty_weight.onnx", w_dims=(64, 0))
+    write_mlp(tmp / "zero_input.onnx", x_dims=(0, 64))
+    write_mlp(tmp / "negative_input.onnx", x_dims=(-3, 64))
+    write_mlp(tmp / "empty_weight.onnx", w_dims=(64, 0))
     (tmp / "neg_hop.toml").write_text("chiplets = 4\nhop_latency_cycles = -5\n")
     (tmp / "bad.toml").write_text("chiplets = = 4\n")
     (tmp / "middle.toml").write_text(

@@ -7,10 +7,9 @@ import signal
 from dataclasses import replace
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper
 
+from benchmarks.hostile_inputs import write_mlp
 from partitioner.app import limits
 from partitioner.app.budget import Recorder, RunBudget, Stopped
 from partitioner.app.cli import _progress, main
@@ -26,16 +25,7 @@ from solver.optimize import optimize
 
 
 def _mlp(path, layers=6, width=64, x_dims=("batch", 64), w_dims=None):
-    nodes, inits, prev = [], [], "x"
-    for i in range(layers):
-        dims = w_dims or [width, width]
-        inits.append(helper.make_tensor(f"w{i}", TensorProto.FLOAT, dims, np.zeros(int(np.prod(dims)), np.float32)))
-        nodes.append(helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"], name=f"matmul{i}"))
-        nodes.append(helper.make_node("Relu", [f"m{i}"], [f"r{i}"], name=f"relu{i}"))
-        prev = f"r{i}"
-    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_dims))],
-                              [helper.make_tensor_value_info(prev, TensorProto.FLOAT, None)], inits)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    write_mlp(path, x_dims, w_dims or (width, width), layers)
     return str(path)
 
 
