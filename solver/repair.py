@@ -69,13 +69,21 @@ def set_parameters(solver: cp_model.CpSolver, time_limit_s: float, seed: int, wo
 
 
 def repair(graph: TensorGraph, hw: Hardware, proposal: np.ndarray, *, time_limit_s: float = 10.0, seed: int = 0,
-           pinned: Mapping[int, int] | None = None, balance_time_s: float = 0.0, batch: int = 1) -> Partition:
+           pinned: Mapping[int, int] | None = None, balance_time_s: float = 0.0, batch: int = 1,
+           shard: np.ndarray | None = None, max_shard: int | None = None) -> Partition:
     """The valid partition closest to `proposal` (fewest weighted ops moved), ties broken toward balance.
     batch: inferences per read of a streamed weight (orders which weights stream first, see residency.py).
+    shard: a shard degree per op; a proposal with split ops goes to solver/split_repair.py (fewest ops whose
+    chiplet or degree changes, ops split at most `max_shard` ways), whose Partition carries `shard`.
 
     status: "unchanged" (proposal was valid), "optimal" (fewest weighted moves proven) or "feasible" (time ran
     out first). Raises UserError when no valid partition exists (with the reason) or none was found in time.
     """
+    if shard is not None and (np.asarray(shard) != 1).any():
+        from solver.split_repair import split_repair
+
+        return split_repair(graph, hw, proposal, shard, max_shard=max_shard, time_limit_s=time_limit_s, seed=seed,
+                            pinned=pinned)
     start = time.perf_counter()
     prop = np.asarray(proposal)
     if prop.shape != (graph.n_ops,) or not (prop.size == 0 or np.issubdtype(prop.dtype, np.integer)):

@@ -24,6 +24,8 @@ from partitioner.partition import Partition, check
 from partitioner.app import limits
 from partitioner.app.budget import CERTIFICATE_MIN_S, Recorder, RunBudget, Stopped
 from partitioner.app.outset import output_set
+from partitioner.app.staged_cert import (is_staged, staged_certificate, staged_certificate_markdown,
+                                          staged_solve_line)
 from partitioner.app.pipeline import evaluate
 from partitioner.report import (Evaluation, plot_partition, report_markdown, write_chrome_trace, write_json,
                                 write_text)
@@ -313,7 +315,7 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
         found, stopped = bounded_search(graph, hw, method, budget=budget, seed=cfg.seed,
                                         time_limit_s=cfg.time_limit_s, policy=cfg.policy, on_eval=on_eval,
                                         run_budget=run_budget, batch=cfg.batch)
-        chosen, found_by = found.best, None
+        chosen, found_by, staged = found.best, None, None
         if max_shard > 1 and run_budget.stop_reason() is None and graph.n_ops <= STAGED_MAX_OPS:
             staged = best_staged(graph, hw, max_shard)
             if staged is not None and staged.throughput > chosen.throughput:
@@ -330,6 +332,13 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
         if cert is not None and max_shard > 1:
             # CP-SAT's whole-op bound still says how far plans without splits can go; shown beside the certificate
             cert = sharded_certificate(graph, hw, max_shard, cert)
+            if cfg.certificate:   # CP-SAT over split plans: a tighter proven bound, and its plan competes
+                cert, plan = staged_certificate(graph, hw, max_shard, cert,
+                                                [best.partition] + ([staged.partition] if staged else []), seed=cfg.seed,
+                                                run_budget=run_budget, batch=cfg.batch)
+                if plan is not None and plan.throughput > best.throughput:
+                    best, found_by = plan, (f"the certificate's staged CP-SAT solve over split plans "
+                                            f"({cert.info['staged_status']}), warm-started from the run's best plan")
         elif cfg.certificate:
             stopped = stopped or run_budget.stop_reason() or "the --max-time budget left no time for the certificate"
         if stopped is None and run_budget.interrupted:   # Ctrl-C during the certificate: its solve ran to its limit
@@ -393,6 +402,10 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
     if solver_bound is not None:
         metrics["solver_bound_throughput_per_s"] = solver_bound
         metrics["solver_bound_status"] = outcome.certificate.status
+        if "bound_kind" in outcome.certificate.info:   # a run whose ops may split (partitioner/app/staged_cert.py)
+            metrics["certificate_kind"] = outcome.certificate.info["bound_kind"]
+            metrics["staged_solve"] = {k[len("staged_"):]: v for k, v in outcome.certificate.info.items()
+                                       if k.startswith("staged_")}
         whole = _whole_op_bound(outcome)
         if whole is not None:
             metrics["whole_op_bound_throughput_per_s"] = whole
@@ -543,6 +556,8 @@ def _certificate_markdown(outcome: Outcome) -> str:
         return ""
     thr = outcome.best.report.throughput_per_s
     cert = outcome.certificate
+    if is_staged(cert):
+        return staged_certificate_markdown(cert, bound, thr) + _whole_op_line(outcome)
     if cert.status == "analytical":
         return (f"\n## Optimality certificate\n\nOps may split across groups, so CP-SAT's whole-op bound does not "
                 f"apply and this certificate is analytical, not proven tight by CP-SAT: no partition the tool can "
@@ -551,7 +566,8 @@ def _certificate_markdown(outcome: Outcome) -> str:
                 f"inference (perfect balance of the least chiplet-cycles of every op, free links, no op faster than "
                 f"its smallest piece), so none exceeds {bound:,.1f} inferences/s in the simulator. This partition "
                 f"reaches {thr:,.1f}/s: at least {100 * thr / bound:.1f}% of the best possible; the gap is at most "
-                f"{100 * (1 - thr / bound):.1f}%.\n" + _whole_op_line(outcome))
+                f"{100 * (1 - thr / bound):.1f}%." + (" " + staged_solve_line(cert) if staged_solve_line(cert) else "")
+                + "\n" + _whole_op_line(outcome))
     tier = ""
     if outcome.hw.memory_stacks:
         tier = (f", a memory stack's reads (streamed weights, amortised over batch {outcome.batch}); any choice of "
@@ -762,8 +778,13 @@ def format_outcome(outcome: Outcome) -> str:
     ]
     solver_bound = outcome.solver_bound_throughput_per_s
     if solver_bound is not None:
-        how = ("analytical (ops may split; not proven tight by CP-SAT)" if outcome.certificate.status == "analytical"
-               else f"proven by CP-SAT ({outcome.certificate.status})")
+        cert = outcome.certificate
+        how = ("analytical (ops may split; not proven tight by CP-SAT)" if cert.status == "analytical"
+               else f"proven by CP-SAT over split plans ({cert.status}, gap {100 * (cert.gap or 0.0):.1f}%)"
+               if is_staged(cert) else f"proven by CP-SAT ({cert.status})")
+        if cert.status == "analytical" and cert.info.get("staged_status") in ("optimal", "feasible"):
+            how += (f"; CP-SAT over split plans ({cert.info['staged_status']}) proves no more, gap "
+                    f"{100 * (cert.info['staged_gap'] or 0.0):.1f}%")
         whole = _whole_op_bound(outcome)
         if whole is not None:
             how += f"; without splits <= {whole:,.1f}/s ({outcome.certificate.info['whole_op_status']})"
