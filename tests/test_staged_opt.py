@@ -156,3 +156,36 @@ def test_a_malformed_split_proposal_is_a_user_error():
     g, hw = gemm_chain(2), chain_hw(2)
     with pytest.raises(UserError, match="shard"):
         split_repair(g, hw, np.array([0, 1]), np.array([1.5, 1.0]))
+
+
+# --- the run's certificate (partitioner/app/staged_cert.py) -------------------------------------------------------------
+def test_a_run_with_splits_reports_the_staged_solve_and_stays_below_its_certificate(tmp_path):
+    import json
+
+    from partitioner.app.run import RunConfig, run
+
+    out = tmp_path / "o"
+    outcome = run(RunConfig(model="tests/data/tiny_mlp.onnx", chiplets=4, method="greedy", out=str(out)))
+    m = json.loads((out / "partition.json").read_text())["metrics"]
+    cert = outcome.certificate
+    assert m["certificate_kind"] in ("staged", "analytical") and m["staged_solve"]["status"] in ("optimal", "feasible")
+    # the certificate is the tighter of the two proven bounds, and the written plan is below it
+    analytical, staged = cert.info["analytical_cycles"], cert.info["staged_bound_cycles"]
+    assert staged >= analytical
+    assert cert.lower_bound_cycles == (staged if m["certificate_kind"] == "staged" else analytical)
+    assert m["throughput_per_s"] <= m["solver_bound_throughput_per_s"] * (1 + 1e-9)
+    text = (out / "report.md").read_text()
+    assert "## Optimality certificate" in text and "CP-SAT's model over split plans" in text
+
+
+def test_the_staged_bound_replaces_the_analytical_one_when_tighter_and_its_plan_is_simulated():
+    from partitioner.app.run import sharded_certificate
+    from partitioner.app.staged_cert import staged_certificate
+
+    g, hw = gemm_chain(2), chain_hw(3)
+    analytical = sharded_certificate(g, hw, 2)
+    cert, plan = staged_certificate(g, hw, 2, analytical, [], time_limit_s=5)
+    assert analytical.lower_bound_cycles == pytest.approx(2000 / 3)
+    assert (cert.info["bound_kind"], cert.status, cert.lower_bound_cycles) == ("staged", "optimal", 1000)
+    assert plan is not None and check(g, hw, plan.partition) == []
+    assert plan.report.cycles_per_inference >= 1000

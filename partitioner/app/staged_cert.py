@@ -41,7 +41,7 @@ def staged_certificate(graph: TensorGraph, hw: Hardware, max_shard: int, analyti
               "staged_objective_cycles": solved.objective_cycles, "staged_gap": solved.gap,
               "staged_solve_time_s": solved.solve_time_s, "staged_placements": solved.info["placements"],
               "staged_wall_capped": solved.info["wall_capped"]}
-    info = dict(analytical.info) | staged
+    info = dict(analytical.info) | staged | {"analytical_cycles": analytical.lower_bound_cycles}
     plan = None
     if solved.info["plan_valid"] and not check(graph, hw, solved):
         plan = Evaluation(solved, simulate(graph, hw, solved, trace=True, batch=batch))
