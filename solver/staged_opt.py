@@ -120,8 +120,8 @@ def staged_optimize(graph: TensorGraph, hw: Hardware, max_shard: int, *,
 
     sm = split_model.build(graph, hw, tables, cands, max_shard)
     model = sm.model
-    hi = upper if upper is not None else int(sum(max(tables.cycles[0][kk][i] for kk in range(len(tables.cycles[0])))
-                                                 for i in range(n)))
+    # Without a hint: every chiplet's load is at most the sum over ops of their slowest piece.
+    hi = upper if upper is not None else int(np.max([np.max(c, axis=0) for c in tables.cycles], axis=0).sum())
     bottleneck = model.new_int_var(lower, max(lower, hi), "bottleneck")
     per_chip: list[tuple[list, list]] = [([], []) for _ in range(n_chip)]
     for i, ps in enumerate(sm.place):
