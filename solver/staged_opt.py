@@ -10,14 +10,17 @@ busiest chiplet's cycles. CP-SAT's proven bound on that optimum is therefore a l
 per inference of ANY plan the tool can output with ops split <= max_shard ways, whole-op plans (d = 1) included.
 Links, collectives, hop latency and stalls are left out (never charged), so the bound covers compute only.
 
-lower_bound_cycles = max(cost.sharded_bound_cycles (the analytical bound, which the model implies), ceil(CP-SAT's
-best bound)): never looser than the analytical bound.
+lower_bound_cycles = max(cost.sharded_bound_cycles (the analytical bound, which the model implies), the window bound
+(`window_bound`, below), ceil(CP-SAT's best bound)): never looser than the analytical bound. info["bound_source"]
+names the one that set it.
 
 Scale. With a valid hint of model cost U, only solutions of cost <= U matter, and then (valid, not a
 restriction): a piece is at most U cycles; op v's ancestors lie on chiplets 0..E_v (pipeline order), so their
 least chiplet-cycles W_anc(v) (v included) fit in (E_v + 1) x U, hence E_v >= ceil(W_anc / U) - 1; likewise
 S_v <= n_chiplets - ceil(W_desc(v) / U). These windows keep BERT-large at 144 chiplets to tens of thousands of
-placements.
+placements. The same windows at a cap X in place of U give a bound of their own: if some op has no placement
+inside its windows whose pieces are at most X, no plan has a busiest chiplet of X or less (`window_bound`, a
+bisection on X that needs no solver).
 """
 from __future__ import annotations
 
@@ -75,6 +78,35 @@ def windows(graph: TensorGraph, tables: PieceTables, n_chiplets: int, upper: int
     return end_min, start_max
 
 
+def window_bound(graph: TensorGraph, tables: PieceTables, n_chiplets: int, lower: int, upper: int) -> int:
+    """The least cap in [lower, upper] at which every op keeps a placement inside its windows (`windows`) whose
+    pieces are at most the cap: below it some op has none, so no plan has a busiest chiplet below it. Pins, op types
+    and memory are ignored here (fewer filters only keep more placements, so the proof stays valid)."""
+    anc = _reach(graph)
+    work = tables.min_work_cycles().astype(np.float64)
+    w_anc, w_desc = anc.astype(np.float64) @ work + work, anc.T.astype(np.float64) @ work + work
+    smallest = [np.min(tables.cycles[d - 1], axis=0) for d in range(1, len(tables.cycles) + 1)]
+
+    def placeable(cap: int) -> bool:
+        end_min = np.ceil(w_anc / cap - 1e-9).astype(np.int64) - 1
+        start_max = n_chiplets - np.ceil(w_desc / cap - 1e-9).astype(np.int64)
+        ok = np.zeros(graph.n_ops, dtype=bool)
+        for d, piece_cycles in enumerate(smallest, start=1):
+            first = np.maximum(0, end_min - d + 1)
+            last = np.minimum(start_max, n_chiplets - d)
+            ok |= (first <= last) & (piece_cycles <= cap)
+        return bool(ok.all())
+
+    lo, hi = lower, max(lower, upper)
+    while lo < hi:      # placeable is monotone in the cap: a larger cap only widens windows and admits pieces
+        mid = (lo + hi) // 2
+        if placeable(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 def staged_optimize(graph: TensorGraph, hw: Hardware, max_shard: int, *,
                     hints: Sequence[Partition | tuple[np.ndarray, np.ndarray | None]] = (),
                     time_limit_s: float = 10.0, seed: int = 0, wall_limit_s: float | None = None,
@@ -108,15 +140,18 @@ def staged_optimize(graph: TensorGraph, hw: Hardware, max_shard: int, *,
             best_hint, upper = (np.asarray(a, dtype=np.int64), k), cost
     if upper is not None:
         upper = max(upper, lower)
+        lower = window_bound(graph, tables, n_chip, lower, upper)
         end_min, start_max = windows(graph, tables, n_chip, upper)
         cands = split_model.candidates(graph, hw, tables, max_shard, pins, end_min, start_max, upper)
     else:
         cands = split_model.candidates(graph, hw, tables, max_shard, pins)
-    info: dict = {"analytical_cycles": analytical, "max_shard": max_shard, "bound_source": "analytical",
+    info: dict = {"analytical_cycles": analytical, "max_shard": max_shard, "window_bound_cycles": lower,
+                  "bound_source": "analytical" if lower <= math.ceil(analytical - 1e-9) else "windows",
                   "placements": sum(len(c) for c in cands), "plan_valid": False, "wall_capped": False,
                   "hint_cycles": upper}
     if any(not c for c in cands):   # some op has no placement at all: only the analytical bound stands
-        return _result(graph, best_hint, "no model", analytical, None, start, info)
+        return _result(graph, best_hint, "no model", max(analytical, lower if upper is not None else 0), None,
+                       start, info)
 
     sm = split_model.build(graph, hw, tables, cands, max_shard)
     model = sm.model
@@ -159,9 +194,12 @@ def staged_optimize(graph: TensorGraph, hw: Hardware, max_shard: int, *,
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         # INFEASIBLE cannot happen with a valid hint; without one, no split plan fits and only the analytical
         # bound stands. UNKNOWN: nothing found in time.
-        return _result(graph, best_hint, solver.status_name(status).lower(), analytical, None, start, info)
-    bound = max(analytical, float(math.ceil(solver.best_objective_bound - 1e-6)))
-    info["bound_source"] = "cp-sat" if bound > analytical else "analytical"
+        return _result(graph, best_hint, solver.status_name(status).lower(), max(analytical, lower), None, start,
+                       info)
+    proven = float(math.ceil(solver.best_objective_bound - 1e-6))
+    bound = max(analytical, lower, proven)
+    if proven > lower:
+        info["bound_source"] = "cp-sat"
     a, k = split_model.read(solver, sm)
     objective = float(load_cycles(tables, a, k, n_chip).max(initial=0))
     bound = min(bound, objective)

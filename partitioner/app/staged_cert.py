@@ -40,7 +40,7 @@ def staged_certificate(graph: TensorGraph, hw: Hardware, max_shard: int, analyti
     staged = {"staged_status": solved.status, "staged_bound_cycles": solved.lower_bound_cycles,
               "staged_objective_cycles": solved.objective_cycles, "staged_gap": solved.gap,
               "staged_solve_time_s": solved.solve_time_s, "staged_placements": solved.info["placements"],
-              "staged_wall_capped": solved.info["wall_capped"]}
+              "staged_wall_capped": solved.info["wall_capped"], "staged_bound_source": solved.info["bound_source"]}
     info = dict(analytical.info) | staged | {"analytical_cycles": analytical.lower_bound_cycles}
     plan = None
     if solved.info["plan_valid"] and not check(graph, hw, solved):
@@ -79,13 +79,19 @@ def staged_solve_line(cert: Partition) -> str:
                    f"{100 * (info['staged_gap'] or 0.0):.1f}%.")
 
 
+_PROOF = {"cp-sat": "CP-SAT proves", "analytical": "the analytical bound shows",
+          "windows": "pipeline order proves (an op's ancestors fill the chiplets up to its group's last one, its "
+                     "descendants those from its first; below this many cycles some op has no room: "
+                     "solver/staged_opt.window_bound)"}
+
+
 def staged_certificate_markdown(cert: Partition, bound_per_s: float, thr: float) -> str:
     """The report's certificate section when CP-SAT's staged bound is the certificate."""
     return (f"\n## Optimality certificate\n\nWhat it bounds: the simulated steady-state throughput of every plan this "
             f"tool can output with ops split up to {cert.info['max_shard']} ways (any groups, shard degrees and "
             f"stages in pipeline order; whole-op plans and streamed weights included). In the simulator a chiplet runs "
             f"one piece at a time, so the cycles per inference are at least the busiest chiplet's piece cycles; "
-            f"CP-SAT proves ({cert.status}) that in every such plan some chiplet has at least "
+            f"{_PROOF[cert.info['staged_bound_source']]} that in every such plan some chiplet has at least "
             f"{cert.lower_bound_cycles:,.0f} cycles per inference (each piece on its cheapest axis; links, "
             f"collectives and latency not charged), so none exceeds {bound_per_s:,.1f} inferences/s. "
             f"{staged_solve_line(cert)} The analytical bound (perfect balance) is "
