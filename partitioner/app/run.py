@@ -779,8 +779,9 @@ def format_outcome(outcome: Outcome) -> str:
     solver_bound = outcome.solver_bound_throughput_per_s
     if solver_bound is not None:
         cert = outcome.certificate
+        prover = "CP-SAT" if cert.info.get("staged_bound_source") == "cp-sat" else "pipeline order (window bound)"
         how = ("analytical (ops may split; not proven tight by CP-SAT)" if cert.status == "analytical"
-               else f"proven by CP-SAT over split plans ({cert.status}, gap {100 * (cert.gap or 0.0):.1f}%)"
+               else f"proven over split plans by {prover} ({cert.status}, gap {100 * (cert.gap or 0.0):.1f}%)"
                if is_staged(cert) else f"proven by CP-SAT ({cert.status})")
         if cert.status == "analytical" and cert.info.get("staged_status") in ("optimal", "feasible"):
             how += (f"; CP-SAT over split plans ({cert.info['staged_status']}) proves no more, gap "
