@@ -115,11 +115,9 @@ def staged_optimize(graph: TensorGraph, hw: Hardware, max_shard: int, *,
     status "optimal" or "feasible", lower_bound_cycles (the certificate), objective_cycles (the plan's model
     cost), gap. Deterministic: one worker, `time_limit_s` of CP-SAT deterministic time, a wall-clock safety cap
     (`wall_limit_s` from the call, default 10 x time_limit_s + 10 s). info: analytical_cycles, bound_source
-    ("cp-sat" or "analytical"), placements, plan_source ("cp-sat", "cp-sat, repaired" or "hint"), wall_capped.
+    ("analytical", "windows" or "cp-sat": which set lower_bound_cycles), window_bound_cycles, placements, plan_source ("cp-sat", "cp-sat, repaired" or "hint"), wall_capped.
     Without a valid plan to start from or found, the Partition's assignment is the hint's or zeros and
     info["plan_valid"] is False."""
-    from solver.split_repair import split_repair
-
     start = time.perf_counter()
     n, n_chip = graph.n_ops, hw.n_chiplets
     max_shard = max(1, min(int(max_shard), n_chip))
@@ -137,7 +135,7 @@ def staged_optimize(graph: TensorGraph, hw: Hardware, max_shard: int, *,
             continue
         cost = int(load_cycles(tables, a, k, n_chip).max(initial=0))
         if upper is None or cost < upper:
-            best_hint, upper = (np.asarray(a, dtype=np.int64), k), cost
+            best_hint, upper = (np.asarray(a, dtype=np.int64), k, streamed), cost
     if upper is not None:
         upper = max(upper, lower)
         lower = window_bound(graph, tables, n_chip, lower, upper)
@@ -150,42 +148,22 @@ def staged_optimize(graph: TensorGraph, hw: Hardware, max_shard: int, *,
                   "placements": sum(len(c) for c in cands), "plan_valid": False, "wall_capped": False,
                   "hint_cycles": upper}
     if any(not c for c in cands):   # some op has no placement at all: only the analytical bound stands
-        return _result(graph, best_hint, "no model", max(analytical, lower if upper is not None else 0), None,
-                       start, info)
+        return _result(graph, best_hint, "no model", max(analytical, lower), None, start, info)
 
     sm = split_model.build(graph, hw, tables, cands, max_shard)
     model = sm.model
     # Without a hint: every chiplet's load is at most the sum over ops of their slowest piece.
     hi = upper if upper is not None else int(np.max([np.max(c, axis=0) for c in tables.cycles], axis=0).sum())
     bottleneck = model.new_int_var(lower, max(lower, hi), "bottleneck")
-    per_chip: list[tuple[list, list]] = [([], []) for _ in range(n_chip)]
-    for i, ps in enumerate(sm.place):
-        for s, d, z in ps:
-            for c in range(s, s + d):
-                per_chip[c][0].append(z)
-                per_chip[c][1].append(int(tables.chiplet_cycles(d, c)[i]))
-    # Busy cycles: every chiplet's pieces fit in the bottleneck.
-    for lits, coefs in per_chip:
-        if lits:
-            model.add(cp_model.LinearExpr.weighted_sum(lits, coefs) <= bottleneck)
+    _add_loads(sm, tables, n_chip, bottleneck)
     model.minimize(bottleneck)
     if best_hint is not None:
-        split_model.hint(sm, graph, *best_hint)
+        split_model.hint(sm, graph, best_hint[0], best_hint[1])
         model.add_hint(bottleneck, upper)
 
-    solver = cp_model.CpSolver()
-    solver.parameters.num_workers = 1
-    solver.parameters.random_seed = seed
-    solver.parameters.max_deterministic_time = max(time_limit_s, 1e-3)
     wall = (DETERMINISTIC_WALL_FACTOR * max(time_limit_s, 1e-3) + 10.0 if wall_limit_s is None
             else wall_limit_s - (time.perf_counter() - start))
-    solver.parameters.max_time_in_seconds = max(wall, 0.1)
-    solver.parameters.catch_sigint_signal = False
-    # Probing and repeated presolve spent the whole budget on BERT-large at 144 chiplets before the hint was
-    # even tried; a light presolve leaves the time to search (as solver/repair.py's _tune).
-    solver.parameters.cp_model_probing_level = 0
-    solver.parameters.symmetry_level = 0
-    solver.parameters.max_presolve_iterations = 1
+    solver = _solver(time_limit_s, seed, wall)
     solve_start = time.perf_counter()
     status = solver.solve(model)
     info["deterministic_time"] = solver.deterministic_time
@@ -203,29 +181,74 @@ def staged_optimize(graph: TensorGraph, hw: Hardware, max_shard: int, *,
     a, k = split_model.read(solver, sm)
     objective = float(load_cycles(tables, a, k, n_chip).max(initial=0))
     bound = min(bound, objective)
-    plan, source = (a, k), "cp-sat"
-    if check(graph, hw, a, pins, None, k):   # the relaxed memory let an axis' working set overflow: repair it
-        try:
-            fixed = split_repair(graph, hw, a, k, max_shard=max_shard, pinned=pins, seed=seed,
-                                 time_limit_s=max(time_limit_s / 4, 0.5))
-            plan, source = (fixed.assignment, fixed.shard if fixed.shard is not None else np.ones(n, np.int64)), \
-                "cp-sat, repaired"
-        except UserError:   # no repaired plan: fall back on the hint; the bound still stands
-            plan, source = best_hint, "hint"
+    plan, source = _valid_plan(graph, hw, a, k, pins, max_shard, seed, time_limit_s, best_hint)
     if plan is not None:
         info["plan_source"] = source
         objective = float(load_cycles(tables, plan[0], plan[1], n_chip).max(initial=0))
-    status_name = "optimal" if status == cp_model.OPTIMAL or bound >= objective else "feasible"
+        bound = min(bound, objective)
+    status_name = "optimal" if bound >= objective else "feasible"
     return _result(graph, plan, status_name, bound, objective, start, info)
+
+
+def _valid_plan(graph: TensorGraph, hw: Hardware, a: np.ndarray, k: np.ndarray, pins: dict, max_shard: int,
+                seed: int, time_limit_s: float, hint: tuple | None) -> tuple[tuple | None, str]:
+    """(assignment, shard, streamed) of a check()-valid plan from the model's (whose memory is relaxed) and where
+    it came from: as is; whole ops with the weights that overflow streamed (solver/residency.py); repaired by
+    solver/split_repair.py (every weight resident); else the hint (None without one)."""
+    from solver.residency import choose_streamed
+    from solver.split_repair import split_repair
+
+    if not check(graph, hw, a, pins, None, k):
+        return (a, k, None), "cp-sat"
+    if hw.memory_stacks and bool((k == 1).all()):
+        streamed = choose_streamed(graph, hw, a)
+        if streamed is not None and not check(graph, hw, a, pins, streamed):
+            return (a, k, streamed), "cp-sat, overflow streamed"
+    try:
+        fixed = split_repair(graph, hw, a, k, max_shard=max_shard, pinned=pins, seed=seed,
+                             time_limit_s=max(time_limit_s / 4, 0.5))
+        shard = fixed.shard if fixed.shard is not None else np.ones(graph.n_ops, np.int64)
+        return (fixed.assignment, shard, None), "cp-sat, repaired"
+    except UserError:   # no repaired plan: fall back on the hint; the bound still stands
+        return hint, "hint"
+
+
+def _add_loads(sm: split_model.SplitModel, tables: PieceTables, n_chiplets: int, bottleneck) -> None:
+    """Busy cycles: the pieces on every chiplet fit in the bottleneck."""
+    per_chip: list[tuple[list, list]] = [([], []) for _ in range(n_chiplets)]
+    for i, ps in enumerate(sm.place):
+        for s, d, z in ps:
+            for c in range(s, s + d):
+                per_chip[c][0].append(z)
+                per_chip[c][1].append(int(tables.chiplet_cycles(d, c)[i]))
+    for lits, coefs in per_chip:
+        if lits:
+            sm.model.add(cp_model.LinearExpr.weighted_sum(lits, coefs) <= bottleneck)
+
+
+def _solver(time_limit_s: float, seed: int, wall_s: float) -> cp_model.CpSolver:
+    """One worker, a deterministic limit, a wall-clock safety cap. Probing and repeated presolve spent the whole
+    budget on BERT-large at 144 chiplets before the hint was even tried; a light presolve leaves the time to search
+    (as solver/repair.py's _tune)."""
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = 1
+    solver.parameters.random_seed = seed
+    solver.parameters.max_deterministic_time = max(time_limit_s, 1e-3)
+    solver.parameters.max_time_in_seconds = max(wall_s, 0.1)
+    solver.parameters.catch_sigint_signal = False
+    solver.parameters.cp_model_probing_level = 0
+    solver.parameters.symmetry_level = 0
+    solver.parameters.max_presolve_iterations = 1
+    return solver
 
 
 def _result(graph: TensorGraph, plan, status: str, bound: float, objective: float | None, start: float,
             info: dict) -> Partition:
     if plan is None:
-        a, k = np.zeros(graph.n_ops, dtype=np.int64), None
+        a, k, streamed = np.zeros(graph.n_ops, dtype=np.int64), None, None
     else:
-        a, k = plan
+        a, k, streamed = plan
         info["plan_valid"] = True
     gap = None if objective is None else ((objective - bound) / objective if objective > 0 else 0.0)
     return Partition(a, None, 0, status, time.perf_counter() - start, lower_bound_cycles=float(bound),
-                     objective_cycles=objective, gap=gap, info=info, shard=k)
+                     objective_cycles=objective, gap=gap, info=info, shard=k, streamed=streamed)

@@ -204,3 +204,19 @@ def test_the_staged_bound_replaces_the_analytical_one_when_tighter_and_its_plan_
     assert (cert.info["bound_kind"], cert.status, cert.lower_bound_cycles) == ("staged", "optimal", 1000)
     assert plan is not None and check(g, hw, plan.partition) == []
     assert plan.report.cycles_per_inference >= 1000
+
+
+def test_with_a_memory_tier_the_bound_also_covers_plans_that_stream_weights():
+    """Weights that do not fit stream from HBM; the bound model counts no weight (any may stream), so a whole-op plan
+    with streamed weights is one of its solutions and simulates no faster than the certificate."""
+    from partitioner.splits import greedy_partition
+
+    g = random_dag(12, seed=3, scale=60.0)     # 53.9 MB of weights on 4 x 8 MiB of SRAM: 4 ops stream
+    hw = mesh_of(4, Chiplet(sram_bytes=8 << 20), memory_tier=True)
+    streamed_plan = repair(g, hw, greedy_partition(g, hw), time_limit_s=2)
+    assert streamed_plan.streamed is not None and check(g, hw, streamed_plan) == []
+    got = staged_optimize(g, hw, 2, hints=[streamed_plan], time_limit_s=1)
+    assert got.info["hint_cycles"] is not None   # the streamed plan was accepted as a hint
+    assert simulate(g, hw, streamed_plan).cycles_per_inference >= got.lower_bound_cycles
+    if got.info["plan_valid"]:
+        assert check(g, hw, got) == []
