@@ -8,6 +8,7 @@ import numpy as np
 
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Chiplet, Hardware, MemoryStack
+from partitioner import collectives
 from partitioner.sharding import piece, possible_axes
 
 
@@ -152,12 +153,20 @@ def all_gather_cycles(nbytes: int, k: int, hw: Hardware) -> int:
     """Uncontended time of the direct all-gather of an `nbytes` output among k consecutive chiplets of a chain:
     every piece sends its ceil(nbytes / k) slice to each other member; the link between members m and m + 1
     carries the slices of members 0..m bound for m+1..k-1, (m + 1)(k - 1 - m) of them, at most
-    floor(k/2) ceil(k/2); the last slice is one (k - 1)-hop route behind. The DP's estimate; the simulator routes
-    the real messages."""
-    if k <= 1 or nbytes == 0:
-        return 0
-    ser = int(serialization_cycles(-(-int(nbytes) // k), hw))
-    return (k // 2) * ((k + 1) // 2) * ser + (k - 1) * hw.hop_latency_cycles
+    floor(k/2) ceil(k/2); the last slice is one (k - 1)-hop route behind (collectives.direct_cycles)."""
+    return int(collectives.direct_cycles("all-gather", int(nbytes), k, *ring_links(hw)))
+
+
+def ring_links(hw: Hardware) -> tuple[int, int]:
+    """(link bytes per cycle, hop cycles): what sharding.expand needs to pick ring or direct collectives
+    (collectives.algorithm) on `hw`."""
+    return int(hw.link_bytes_per_cycle), int(hw.hop_latency_cycles)
+
+
+def collective_cycles(kind: str, nbytes, k: int, hw: Hardware) -> np.ndarray:
+    """Uncontended time of a k-way all-gather or all-reduce of `nbytes` on a chain under the algorithm the
+    simulator picks (collectives.collective_cycles: min of direct and ring). Elementwise; the staged DP's cost."""
+    return collectives.collective_cycles(kind, nbytes, k, *ring_links(hw))
 
 
 def sharded_bound_cycles(graph: TensorGraph, hw: Hardware, max_shard: int) -> float:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from partitioner.cost import (bound_cycles_per_inference, compute_energy_pj, link_energy_pj, op_cycles_matrix,
-                              sharded_bound_cycles, stream_bytes, stream_energy_pj)
+                              ring_links, sharded_bound_cycles, stream_bytes, stream_energy_pj)
 from partitioner.errors import UserError
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
@@ -317,7 +317,7 @@ def simulate(graph: TensorGraph, hw: Hardware, partition_or_assignment: Partitio
         if problems:
             raise UserError(f"invalid sharding: {problems[0]}", "give each split op a group inside the package, "
                             "in pipeline order")
-        ex = expand(graph, a, shard)
+        ex = expand(graph, a, shard, links=ring_links(hw))
         rep = simulate(ex.graph, hw, ex.assignment, trace=trace, inferences=inferences,
                        streamed=None if streamed is None else streamed[ex.owner], batch=batch)
         bound = sharded_bound_cycles(graph, hw, int(np.max(shard)))

@@ -9,7 +9,9 @@ import math
 
 import numpy as np
 
-from partitioner.cost import op_cycles, op_cycles_matrix, serialization_cycles, sharded_op_cycles
+from partitioner.collectives import ring_is_faster
+from partitioner.cost import (collective_cycles, op_cycles, op_cycles_matrix, ring_links, serialization_cycles,
+                             sharded_op_cycles)
 from partitioner.sharding import PARTIAL_AXES, layout, piece
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
@@ -234,8 +236,8 @@ def _stage_layout(graph: TensorGraph) -> tuple[tuple[str, ...], np.ndarray]:
 def group_stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, k: int,
                             tables: tuple | None = None) -> np.ndarray:
     """cost[i, j]: cycles per inference of ops i..j-1 run as a stage on the k chiplets from `chiplet`, every op
-    split k ways: the pieces' cycles, plus the all-gather (cost.all_gather_cycles) of every op that has a consumer
-    inside the stage, plus shipping each member's share of the cut outputs (inf if the pieces do not fit SRAM).
+    split k ways: the pieces' cycles, plus the collective (cost.collective_cycles: direct or ring, as the simulator
+    runs it) of every op that has a consumer inside the stage, plus shipping each member's share of the cut outputs (inf if the pieces do not fit SRAM).
     k = 1 is `stage_cost_matrix`."""
     n = graph.n_ops
     chip = hw.chiplets[chiplet]
@@ -249,13 +251,15 @@ def group_stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, k: i
     cross = np.flip(np.cumsum(np.flip(send, axis=0), axis=0), axis=0)
     if k > 1:
         # slices of an all-gather; full partials (row_parallel, vocab) of an all-reduce
+        # the collective the simulator runs (cost.collective_cycles: direct or ring, whichever is faster)
         partial = np.array([ax in PARTIAL_AXES for ax in axes])
-        slices = np.where(partial[:, None], inner, -(-inner // k))
-        ag = (k // 2) * ((k + 1) // 2) * serialization_cycles(slices, hw) + (slices > 0) * (k - 1) * hw.hop_latency_cycles
+        ag = np.where(partial[:, None], collective_cycles("all-reduce", inner, k, hw),
+                      collective_cycles("all-gather", inner, k, hw))
         gather = np.flip(np.cumsum(np.flip(ag, axis=0), axis=0), axis=0)
         # a split producer's slices add up to its tensor; full partials (row_parallel, vocab) come from each of
-        # its pieces, taken as k of them
-        entry = (k * serialization_cycles(recv + (k - 1) * recv_partial, hw)).astype(float)
+        # its pieces, taken as k of them, unless a ring reduces them first (then k chunks: the tensor once)
+        direct = ~ring_is_faster("all-reduce", recv_partial, k, *ring_links(hw)) if k > 2 else True
+        entry = (k * serialization_cycles(recv + direct * (k - 1) * recv_partial, hw)).astype(float)
     else:
         gather = np.zeros_like(cross)
         entry = np.zeros((n + 1, n + 1))

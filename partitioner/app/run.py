@@ -27,6 +27,7 @@ from partitioner.app.outset import output_set
 from partitioner.app.pipeline import evaluate
 from partitioner.report import (Evaluation, plot_partition, report_markdown, write_chrome_trace, write_json,
                                 write_text)
+from partitioner.cost import ring_links
 from partitioner.simulator import simulate
 from partitioner.sharding import expand, groups, split_axis
 from partitioner.splits import DEFAULT_MAX_SHARD, dp_partition, greedy_partition, staged_partition
@@ -427,7 +428,7 @@ def _pieces(outcome: Outcome) -> tuple[TensorGraph, np.ndarray]:
     part = outcome.best.partition
     if part.shard is None:
         return outcome.graph, part.assignment
-    ex = expand(outcome.graph, part.assignment, part.shard)
+    ex = expand(outcome.graph, part.assignment, part.shard, links=ring_links(outcome.hw))
     return ex.graph, ex.assignment
 
 
