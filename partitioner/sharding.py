@@ -204,6 +204,10 @@ class Expanded:
     assignment: np.ndarray
     owner: np.ndarray
     collective: tuple[str, ...]
+    engine: np.ndarray | None = None
+    """Per piece: True for a ring relay (it runs on its chiplet's collective engine, docs R4c)."""
+    group: np.ndarray | None = None
+    """Per piece: an id of its owner's group (first chiplet x (n + 1) + degree), -1 for a whole op."""
 
 
 def expand(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
@@ -253,7 +257,10 @@ def expand(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
             for j in range(int(k[v])):
                 edges.append((s, int(first[v]) + j, pb))
     g = TensorGraph.build(graph.name, ops, edges, input_bytes=graph.input_bytes, metadata=dict(graph.metadata))
-    return Expanded(g, np.asarray(chips, dtype=np.int64), np.asarray(owner, dtype=np.int64), tuple(coll))
+    own = np.asarray(owner, dtype=np.int64)
+    group = np.where(k[own] > 1, a[own] * (graph.n_ops + 1) + k[own], -1)
+    return Expanded(g, np.asarray(chips, dtype=np.int64), own, tuple(coll),
+                    np.array([c == "relay" for c in coll], dtype=bool), group)
 
 
 def _same_group(a: np.ndarray, k: np.ndarray, u: int, v: int) -> bool:
