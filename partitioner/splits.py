@@ -184,8 +184,23 @@ def dp_partition(graph: TensorGraph, hw: Hardware, relaxed: bool = False) -> np.
 
 # --- stages on groups of chiplets with intra-op sharding (Alpa-style stage construction) ---------------------------
 DEFAULT_MAX_SHARD = 4
-"""Largest group (and shard degree) the staged DP tries. The direct all-gather's busiest link carries
-floor(k/2) ceil(k/2) slices (cost.all_gather_cycles), so wider groups pay more in links than they save."""
+"""The smallest default largest group (auto_max_shard's floor)."""
+AUTO_MAX_SHARD_CAP = 16
+"""The largest default largest group: the staged DP's time grows with it (about 1 s per unit at 144 chiplets)."""
+
+
+def auto_max_shard(n_chiplets: int) -> int:
+    """The default largest group (`--max-shard auto`): min(16, max(4, chiplets // 8)), at most the chiplet count.
+    4 up to 32 chiplets, 8 at 64, 16 from 128: a bigger package has room for wider groups, which ring
+    collectives (partitioner/collectives.py) keep cheap, and the largest op's smallest piece bounds throughput."""
+    return max(1, min(AUTO_MAX_SHARD_CAP, max(DEFAULT_MAX_SHARD, int(n_chiplets) // 8), int(n_chiplets)))
+
+
+def staged_degrees(max_shard: int) -> list[int]:
+    """The largest groups the `partition` command runs the staged DP for: the powers of two from 2 below
+    max_shard and max_shard itself (each DP run may use any smaller group too; the simulator picks among them)."""
+    out = [d for d in (2 ** e for e in range(1, 8)) if d < max_shard]
+    return out + [max_shard] if max_shard >= 2 else []
 
 
 def _inner_bytes(graph: TensorGraph, skip: np.ndarray | None = None) -> np.ndarray:
@@ -277,7 +292,7 @@ def group_stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, k: i
         # gather[i, j] sums ops >= i (edges go forward, so only consumers inside i..j-1 count).
         inside = gather[i, j]
         ship = serialization_cycles(-(-cross[i, j] // k), hw).astype(float)
-        cost[i, i + 1:] = np.where(fits, np.maximum(cyc[j] - cyc[i] + inside + ship, entry[i, j]), np.inf)
+        cost[i, i + 1:] = np.where(fits, np.maximum(np.maximum(cyc[j] - cyc[i], inside + ship), entry[i, j]), np.inf)
     return cost
 
 

@@ -151,3 +151,23 @@ def test_ring_all_reduce_on_a_chain_matches_its_formula(k):
     norm_piece = r.latency_cycles - piece_cycles - int(ring_cycles("all-reduce", 65536, k, *LINKS))
     assert algorithm("all-reduce", 65536, k, LINKS) == "ring"
     assert norm_piece == -(-4096 // 1024)            # the norm piece: 4 SRAM cycles, nothing else left over
+
+
+def test_auto_max_shard_scales_with_the_package():
+    from partitioner.splits import auto_max_shard, staged_degrees
+
+    # min(16, max(4, chiplets // 8)), at most the chiplet count
+    assert [auto_max_shard(n) for n in (2, 4, 16, 36, 64, 100, 144, 1024)] == [2, 4, 4, 4, 8, 12, 16, 16]
+    assert staged_degrees(16) == [2, 4, 8, 16] and staged_degrees(12) == [2, 4, 8, 12]
+    assert staged_degrees(2) == [2] and staged_degrees(1) == []
+
+
+def test_cli_takes_max_shard_auto(tmp_path):
+    import json
+
+    from partitioner.app.cli import main
+
+    out = tmp_path / "run"
+    assert main(["tests/data/tiny_mlp.onnx", "--chiplets", "4", "--method", "dp", "--max-shard", "auto",
+                 "--no-certificate", "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["max_shard"] == 4

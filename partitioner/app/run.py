@@ -30,7 +30,8 @@ from partitioner.report import (Evaluation, plot_partition, report_markdown, wri
 from partitioner.cost import ring_links
 from partitioner.simulator import simulate
 from partitioner.sharding import expand, groups, split_axis
-from partitioner.splits import DEFAULT_MAX_SHARD, dp_partition, greedy_partition, staged_partition
+from partitioner.splits import (auto_max_shard, dp_partition, greedy_partition, staged_degrees,
+                               staged_partition)
 from policies.baselines import SearchResult, anneal, random_search
 
 METHODS = ("rl", "random", "greedy", "dp", "anneal", "exact", "learned")
@@ -77,7 +78,7 @@ class RunConfig:
     """False (`--no-memory-tier`) drops the package's memory stacks: every weight must fit in SRAM."""
     max_shard: int | None = None
     """Largest shard degree (group size) an op may split into; 1 keeps every op whole (no intra-op sharding);
-    None means min(splits.DEFAULT_MAX_SHARD, chiplets)."""
+    None means splits.auto_max_shard(chiplets): min(16, max(4, chiplets // 8))."""
 
 
 @dataclass(frozen=True)
@@ -214,12 +215,13 @@ def _wall_cap(run_budget: RunBudget, wanted_s: float) -> float:
 
 
 def best_staged(graph: TensorGraph, hw: Hardware, max_shard: int) -> Evaluation | None:
-    """The best simulated of the staged DP plans (splits.staged_partition) for each largest group 2..max_shard:
+    """The best simulated of the staged DP plans (splits.staged_partition) for each largest group in
+    splits.staged_degrees(max_shard) (2, 4, 8, ... below max_shard, and max_shard):
     the DP's link model is an estimate, so the simulator picks among them. Plans that check() rejects (the DP
     knows neither op types a chiplet cannot run nor the exact working set at a stage's first ops) are dropped;
     None when none is valid."""
     best = None
-    for k in range(2, max_shard + 1):
+    for k in staged_degrees(max_shard):
         a, shard = staged_partition(graph, hw, k)
         part = Partition(a, None, 0, "staged-dp", shard=shard)
         if check(graph, hw, part):
@@ -284,7 +286,7 @@ def validate_config(cfg: RunConfig) -> None:
         raise UserError(f"--batch must be a positive integer, got {cfg.batch!r}", "pass --batch 1 or more")
     if cfg.max_shard is not None and (type(cfg.max_shard) is not int or cfg.max_shard < 1):
         raise UserError(f"--max-shard must be a positive integer, got {cfg.max_shard!r}",
-                        "pass 1 (no sharding) up to the chiplet count")
+                        "pass auto (the default), or 1 (no sharding) up to the chiplet count")
     if cfg.method is not None and cfg.method not in METHODS:
         raise UserError(f"unknown method {cfg.method!r}", f"use one of {', '.join(METHODS)}")
     limits.check_model_path(cfg.model)
@@ -309,7 +311,7 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
     if cfg.max_shard is not None and cfg.max_shard > hw.n_chiplets:
         raise UserError(f"--max-shard {cfg.max_shard} is larger than the package's {hw.n_chiplets} chiplets",
                         f"pass --max-shard between 1 and {hw.n_chiplets}")
-    max_shard = min(DEFAULT_MAX_SHARD, hw.n_chiplets) if cfg.max_shard is None else cfg.max_shard
+    max_shard = auto_max_shard(hw.n_chiplets) if cfg.max_shard is None else cfg.max_shard
     with run_budget.catch_sigint():
         found, stopped = bounded_search(graph, hw, method, budget=budget, seed=cfg.seed,
                                         time_limit_s=cfg.time_limit_s, policy=cfg.policy, on_eval=on_eval,
