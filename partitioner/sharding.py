@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from partitioner.collectives import algorithm, relay, ring_steps
+from partitioner.collectives import Ring, plan_rings, relay, ring_edges
 from partitioner.graph import Op, TensorGraph
 
 AXES = ("column", "head", "out_channel", "vocab", "row")
@@ -213,26 +213,31 @@ class Expanded:
 def expand(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
            links: tuple[int, int] | None = None) -> Expanded:
     """Pieces as ops; edge u->v of b bytes becomes u_i -> v_j of piece_bytes(u, k_u, b) for every pair (direct
-    collectives). With `links` = (link bytes per cycle, hop cycles), a collective for which
-    collectives.algorithm picks the ring runs as relay ops and chunk messages instead (`_ring`), its relays
-    placed just before its first consumer in topological order, so the group's members run the ops between."""
+    collectives). With `links` = (link bytes per cycle, hop cycles), the rings collectives.plan_rings picks
+    (a split op's own collective, S6; a tensor entering a group, S7) run as relay ops and chunk messages instead,
+    each ring's relays placed just before its first consumer in topological order."""
     a = np.asarray(assignment, dtype=np.int64)
     k = shard_degrees(graph, shard)
     axes, aligned = layout(graph, a, k)
-    rings = _rings(graph, a, k, axes, aligned, links)
-    before: dict[int, list[int]] = {}
-    for u, r in rings.items():
-        before.setdefault(r["first_consumer"], []).append(u)
+    kinds = [collective(op, int(k[i]), axes[i]) for i, op in enumerate(graph.ops)]
+    own, entry = plan_rings(graph, a, k, kinds, aligned, links)
+    before: dict[int, list[Ring]] = {}
+    for ring in list(own.values()) + list(entry.values()):      # a producer's own ring before its entry rings
+        before.setdefault(ring.before, []).append(ring)
     ops: list[Op] = []
     first = np.zeros(graph.n_ops, dtype=np.int64)
     chips: list[int] = []
     owner: list[int] = []
     coll: list[str] = []
-    edges = []
     for i, op in enumerate(graph.ops):
-        for u in before.get(i, []):
-            edges.extend(_ring(graph.ops[u], int(a[u]), int(k[u]), int(first[u]), rings[u], ops, chips, owner, coll,
-                               u))
+        for ring in before.get(i, []):
+            ring.base = len(ops)
+            for s, phase in enumerate(ring.phases, start=1):
+                for j in range(ring.k):
+                    ops.append(relay(graph.ops[ring.owner], phase, s, j))
+                    chips.append(ring.first + j)
+                    owner.append(ring.owner)
+                    coll.append("relay")
         first[i] = len(ops)
         ki = int(k[i])
         p = piece(op, ki, axes[i] if ki > 1 else None)
@@ -240,83 +245,42 @@ def expand(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
             ops.append(p if ki == 1 else replace(p, name=f"{op.name}#{j}"))
             chips.append(int(a[i]) + j)
             owner.append(i)
-            coll.append(collective(op, ki, axes[i]))
+            coll.append(kinds[i])
+    edges = []
+    for ring in own.values():
+        edges.extend(ring_edges(ring, [int(first[ring.owner]) + j for j in range(ring.k)]))
+    for (u, _), ring in entry.items():
+        mine = own.get(u)
+        held = int(first[u]) if mine is None or mine.reduced is None else mine.reduced
+        edges.extend(ring_edges(ring, [held + (j if k[u] > 1 else 0) for j in range(ring.k)]))
+    n1 = graph.n_ops + 1
     for e, (u, v, b) in enumerate(zip(graph.edge_src.tolist(), graph.edge_dst.tolist(), graph.edge_bytes.tolist())):
         pb = piece_bytes(graph.ops[u], int(k[u]), b, axes[u] if k[u] > 1 else None)
         if aligned[e]:      # u_i feeds only v_i, on the same chiplet
             edges.extend((int(first[u]) + i, int(first[v]) + i, pb) for i in range(int(k[u])))
             continue
-        src = [int(first[u]) + i for i in range(int(k[u]))]
-        r = rings.get(u)
-        if r is not None and _same_group(a, k, u, v):       # the ring's last step, on the same chiplet
-            edges.extend((r["last"] + j, int(first[v]) + j, pb) for j in range(int(k[u])))
+        mine, into = own.get(u), entry.get((u, int(a[v]) * n1 + int(k[v])))
+        if mine is not None and _same_group(a, k, u, v) or into is not None:    # a ring's last step, same chiplet
+            last = (into or mine).last
+            edges.extend((last + j, int(first[v]) + j, b) for j in range(int(k[v])))
             continue
-        if r is not None and r["reduced"] is not None:      # reduced chunks, not full partials
-            src, pb = [r["reduced"] + i for i in range(int(k[u]))], _part(b, int(k[u]))
+        src = [int(first[u]) + i for i in range(int(k[u]))]
+        if mine is not None and mine.reduced is not None:      # reduced chunks, not full partials
+            src, pb = [mine.reduced + i for i in range(int(k[u]))], _part(b, int(k[u]))
         for s in src:
             for j in range(int(k[v])):
                 edges.append((s, int(first[v]) + j, pb))
     g = TensorGraph.build(graph.name, ops, edges, input_bytes=graph.input_bytes, metadata=dict(graph.metadata))
-    own = np.asarray(owner, dtype=np.int64)
-    group = np.where(k[own] > 1, a[own] * (graph.n_ops + 1) + k[own], -1)
-    return Expanded(g, np.asarray(chips, dtype=np.int64), own, tuple(coll),
-                    np.array([c == "relay" for c in coll], dtype=bool), group)
+    own_op = np.asarray(owner, dtype=np.int64)
+    group = np.where(k[own_op] > 1, a[own_op] * n1 + k[own_op], -1)
+    engine = np.array([c == "relay" for c in coll], dtype=bool)
+    for ring in entry.values():     # an entry ring's relays belong to the consumer group: its consumers wait on them
+        group[ring.base:ring.base + ring.k * len(ring.phases)] = ring.first * n1 + ring.k
+    return Expanded(g, np.asarray(chips, dtype=np.int64), own_op, tuple(coll), engine, group)
 
 
 def _same_group(a: np.ndarray, k: np.ndarray, u: int, v: int) -> bool:
     return bool(a[u] == a[v] and k[u] == k[v])
-
-
-def _rings(graph: TensorGraph, a: np.ndarray, k: np.ndarray, axes: tuple[str, ...], aligned: np.ndarray,
-           links: tuple[int, int] | None) -> dict[int, dict]:
-    """Per producer whose collective runs as a ring: its kind, chunk bytes, whether a consumer shares its group
-    and its first consumer. An all-gather ring serves consumers in the group only (others get the slices); an
-    all-reduce ring serves every consumer. The ring's chunk is 1/k of the largest tensor it carries."""
-    if links is None:
-        return {}
-    inner: dict[int, int] = {}
-    outer: dict[int, int] = {}
-    for e, (u, v, b) in enumerate(zip(graph.edge_src.tolist(), graph.edge_dst.tolist(), graph.edge_bytes.tolist())):
-        if k[u] <= 1 or aligned[e]:
-            continue
-        side = inner if _same_group(a, k, u, v) else outer
-        side[u] = max(side.get(u, 0), int(b))
-    out = {}
-    for u in sorted(set(inner) | set(outer)):
-        kind = collective(graph.ops[u], int(k[u]), axes[u])
-        carried = max(inner.get(u, 0), outer.get(u, 0)) if kind == "all-reduce" else inner.get(u, 0)
-        if algorithm(kind, carried, int(k[u]), links) != "ring":
-            continue
-        consumers = [int(v) for e, (s, v) in enumerate(zip(graph.edge_src.tolist(), graph.edge_dst.tolist()))
-                     if s == u and not aligned[e] and (kind == "all-reduce" or _same_group(a, k, u, int(v)))]
-        out[u] = {"kind": kind, "chunk": _part(carried, int(k[u])), "inner": u in inner,
-                  "first_consumer": min(consumers)}
-    return out
-
-
-def _ring(op: Op, c: int, k: int, pieces: int, ring: dict, ops: list, chips: list, owner: list, coll: list,
-          u: int) -> list[tuple[int, int, int]]:
-    """Append the relay ops of `op`'s ring (collectives.ring_steps) on chiplets c..c+k-1 and return its edges:
-    step s on member i takes its own step s - 1 and its predecessor's (i - 1 mod k), a chunk apart. Records in
-    `ring` the id of the first relay of the last step ("last") and of the last reduce-scatter step ("reduced",
-    None for an all-gather)."""
-    edges = []
-    prev = pieces
-    ring["reduced"] = None
-    for s, phase in enumerate(ring_steps(ring["kind"], k, ring["inner"]), start=1):
-        here = len(ops)
-        for i in range(k):
-            ops.append(relay(op, phase, s, i))
-            chips.append(c + i)
-            owner.append(u)
-            coll.append("relay")
-            edges.append((prev + i, here + i, ring["chunk"]))              # its own previous step (same chiplet)
-            edges.append((prev + (i - 1) % k, here + i, ring["chunk"]))    # the chunk from its ring predecessor
-        if phase == "rs":
-            ring["reduced"] = here
-        prev = here
-    ring["last"] = prev
-    return edges
 
 
 def groups(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None) -> list[dict]:

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from partitioner.collectives import ring_is_faster
+from partitioner.collectives import entry_ring_cycles, ring_is_faster
 from partitioner.cost import (collective_cycles, op_cycles, op_cycles_matrix, ring_links, serialization_cycles,
                              sharded_op_cycles)
 from partitioner.sharding import PARTIAL_AXES, layout, piece
@@ -272,9 +272,12 @@ def group_stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, k: i
                       collective_cycles("all-gather", inner, k, hw))
         gather = np.flip(np.cumsum(np.flip(ag, axis=0), axis=0), axis=0)
         # a split producer's slices add up to its tensor; full partials (row_parallel, vocab) come from each of
-        # its pieces, taken as k of them, unless a ring reduces them first (then k chunks: the tensor once)
+        # its pieces, taken as k of them, unless a ring reduces them first (then k chunks: the tensor once);
+        # every member needs the whole input: k copies over the entry link
         direct = ~ring_is_faster("all-reduce", recv_partial, k, *ring_links(hw)) if k > 2 else True
         entry = (k * serialization_cycles(recv + direct * (k - 1) * recv_partial, hw)).astype(float)
+        # or, when an entry ring is faster (collectives.entry_is_ring), the inputs once and a ring all-gather
+        entry = np.minimum(entry, entry_ring_cycles(recv, k, *ring_links(hw)))
     else:
         gather = np.zeros_like(cross)
         entry = np.zeros((n + 1, n + 1))

@@ -171,3 +171,27 @@ def test_cli_takes_max_shard_auto(tmp_path):
     assert main(["tests/data/tiny_mlp.onnx", "--chiplets", "4", "--method", "dp", "--max-shard", "auto",
                  "--no-certificate", "--out", str(out)]) == 0
     assert json.loads((out / "config.json").read_text())["max_shard"] == 4
+
+
+def test_entry_ring_sends_a_whole_input_into_a_group_once():
+    """A 32 KiB LayerNorm output on chiplet 0 feeds a GEMM split 4 ways on 1..4 (chain of 5), which needs it whole
+    on every member (docs S7). Chunks of 8,192 B = 128 link cycles."""
+    from partitioner.collectives import entry_direct_cycles, entry_ring_cycles
+
+    ln = Op("ln", "LayerNormalization", ("ln",), 5120, 0, 0, 1024, 32768)
+    fc = Op("fc", "MatMul", ("fc",), 8192 * 1000, 8192 * 1000, 65536, 32768, 32768)
+    g = TensorGraph.build("g", [ln, fc], [(0, 1, 32768)])
+    # direct: 4 copies x 512 + 20 = 2,068; ring: 512 + 20 + 1 + 3 x 129 + 5 x 20 = 1,020
+    assert int(entry_direct_cycles(32768, 4, *LINKS)) == 2068 and int(entry_ring_cycles(32768, 4, *LINKS)) == 1020
+    part = Partition(np.array([0, 1]), shard=np.array([1, 4]))
+    ex = expand(g, part.assignment, part.shard, links=LINKS)
+    assert [op.name for op in ex.graph.ops][1:6] == ["ln@in1#0", "ln@in1#1", "ln@in1#2", "ln@in1#3", "ln@ag2#0"]
+    r = simulate(g, chain_hw(5), part)
+    busy = {k: round(v * r.cycles_per_inference) for k, v in r.link_utilisation.items()}
+    # 0->1 carries the 4 chunks once (512); 1->2 the 3 chunks bound for 2..4 plus 3 ring steps (768); 2->3 2 + 3;
+    # 3->4 1 + 3; the reverse links the closing ring edge 4 -> 1, one chunk per step (384 each).
+    assert busy == {"0->1": 512, "1->0": 0, "1->2": 768, "2->1": 384, "2->3": 640, "3->2": 384, "3->4": 512,
+                    "4->3": 384}
+    assert r.cycles_per_inference == 768 and r.bottleneck == "link 1->2"
+    direct = expand(g, part.assignment, part.shard)
+    assert direct.graph.n_ops == 5          # without links: ln -> fc#j, 4 copies of 32 KiB over link 0->1
