@@ -141,7 +141,7 @@ class Ring:
 
 
 def plan_rings(graph: TensorGraph, a: np.ndarray, k: np.ndarray, kinds: list[str], aligned: np.ndarray,
-               links: tuple[int, int] | None) -> tuple[dict[int, Ring], dict[tuple[int, int], Ring]]:
+               links: tuple[int, int] | None) -> tuple[dict[int, Ring], dict[tuple, Ring]]:
     """The rings of a sharded plan: per producer, its own collective's ring when `algorithm` picks one (S6); per
     (producer, consumer group's first chiplet), an entry ring when `entry_is_ring` (S7) and the producer is whole,
     or a group of the same size whose pieces hold slices or (after its own ring's reduce-scatter) reduced chunks.
@@ -154,7 +154,7 @@ def plan_rings(graph: TensorGraph, a: np.ndarray, k: np.ndarray, kinds: list[str
     same = [bool(a[u] == a[v] and k[u] == k[v]) for u, v in zip(src, dst)]
     inner: dict[int, int] = {}
     outer: dict[int, int] = {}
-    into: dict[tuple[int, int], list[int]] = {}      # (u, group) -> [bytes, first consumer]
+    into: dict[tuple, list[int]] = {}      # (u, (first chiplet, degree)) -> [bytes, first consumer, chiplet, k]
     for e, (u, v, b) in enumerate(zip(src, dst, nb)):
         if aligned[e]:
             continue
@@ -162,7 +162,7 @@ def plan_rings(graph: TensorGraph, a: np.ndarray, k: np.ndarray, kinds: list[str
             side = inner if same[e] else outer
             side[u] = max(side.get(u, 0), b)
         if k[v] > 1 and not same[e]:
-            key = (u, int(a[v]) * (graph.n_ops + 1) + int(k[v]))
+            key = (u, (int(a[v]), int(k[v])))
             got = into.setdefault(key, [0, v, int(a[v]), int(k[v])])
             got[0], got[1] = max(got[0], b), min(got[1], v)
     for u in sorted(set(inner) | set(outer)):

@@ -207,7 +207,8 @@ class Expanded:
     engine: np.ndarray | None = None
     """Per piece: True for a ring relay (it runs on its chiplet's collective engine, docs R4c)."""
     group: np.ndarray | None = None
-    """Per piece: an id of its owner's group (first chiplet x (n + 1) + degree), -1 for a whole op."""
+    """Per piece: an id of its group (first chiplet x (largest degree + 1) + degree), -1 for a whole op; an
+    entry ring's relays take their consumer group's."""
 
 
 def expand(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
@@ -253,13 +254,12 @@ def expand(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
         mine = own.get(u)
         held = int(first[u]) if mine is None or mine.reduced is None else mine.reduced
         edges.extend(ring_edges(ring, [held + (j if k[u] > 1 else 0) for j in range(ring.k)]))
-    n1 = graph.n_ops + 1
     for e, (u, v, b) in enumerate(zip(graph.edge_src.tolist(), graph.edge_dst.tolist(), graph.edge_bytes.tolist())):
         pb = piece_bytes(graph.ops[u], int(k[u]), b, axes[u] if k[u] > 1 else None)
         if aligned[e]:      # u_i feeds only v_i, on the same chiplet
             edges.extend((int(first[u]) + i, int(first[v]) + i, pb) for i in range(int(k[u])))
             continue
-        mine, into = own.get(u), entry.get((u, int(a[v]) * n1 + int(k[v])))
+        mine, into = own.get(u), entry.get((u, (int(a[v]), int(k[v]))))
         if mine is not None and _same_group(a, k, u, v) or into is not None:    # a ring's last step, same chiplet
             last = (into or mine).last
             edges.extend((last + j, int(first[v]) + j, b) for j in range(int(k[v])))
@@ -272,6 +272,7 @@ def expand(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
                 edges.append((s, int(first[v]) + j, pb))
     g = TensorGraph.build(graph.name, ops, edges, input_bytes=graph.input_bytes, metadata=dict(graph.metadata))
     own_op = np.asarray(owner, dtype=np.int64)
+    n1 = _group_base(k)
     group = np.where(k[own_op] > 1, a[own_op] * n1 + k[own_op], -1)
     engine = np.array([c == "relay" for c in coll], dtype=bool)
     for ring in entry.values():     # an entry ring's relays belong to the consumer group: its consumers wait on them
@@ -279,13 +280,21 @@ def expand(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
     return Expanded(g, np.asarray(chips, dtype=np.int64), own_op, tuple(coll), engine, group)
 
 
+def _group_base(k: np.ndarray) -> int:
+    """Group ids are first chiplet x base + degree, with base above every degree (Expanded.group)."""
+    return int(k.max(initial=1)) + 1
+
+
 def _same_group(a: np.ndarray, k: np.ndarray, u: int, v: int) -> bool:
     return bool(a[u] == a[v] and k[u] == k[v])
 
 
-def groups(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None) -> list[dict]:
+def groups(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
+           links: tuple[int, int] | None = None) -> list[dict]:
     """The split ops' groups in pipeline order: chiplets, shard degree, ops, their axes and collective bytes (what
-    every piece sends per inference, summed over the group's pieces and destination chiplets)."""
+    every piece sends per inference, summed over the group's pieces and destination chiplets). With `links` (as
+    for expand), the bytes are the messages the simulator sends, ring relays included, and "rings" counts the
+    ring collectives each group runs (its own and entry rings, S6-S7)."""
     a = np.asarray(assignment, dtype=np.int64)
     k = shard_degrees(graph, shard)
     axes, aligned = layout(graph, a, k)
@@ -310,4 +319,25 @@ def groups(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None)
         pb = piece_bytes(op, key[1], biggest.get(i, 0), axis)
         for j in range(key[1]):
             g["collective_bytes"] += pb * len(consumers.get(i, set()) - {key[0] + j})
+    if links is not None and out:
+        _count_messages(graph, a, k, links, out)
     return [out[key] for key in sorted(out)]
+
+
+def _count_messages(graph: TensorGraph, a: np.ndarray, k: np.ndarray, links: tuple[int, int],
+                    out: dict[tuple[int, int], dict]) -> None:
+    """Set each group's collective bytes to what its pieces and relays send as messages (one per (piece,
+    destination chiplet), the largest edge), and count its rings."""
+    ex = expand(graph, a, k, links)
+    n1 = _group_base(k)
+    chip, grp = ex.assignment.tolist(), ex.group.tolist()
+    sent: dict[tuple[int, int], int] = {}
+    for u, v, b in zip(ex.graph.edge_src.tolist(), ex.graph.edge_dst.tolist(), ex.graph.edge_bytes.tolist()):
+        if chip[u] != chip[v] and grp[u] >= 0:
+            sent[(u, chip[v])] = max(sent.get((u, chip[v]), 0), b)
+    for g in out.values():
+        g["collective_bytes"], g["rings"] = 0, 0
+    for (u, _), b in sent.items():
+        out[(grp[u] // n1, grp[u] % n1)]["collective_bytes"] += b
+    for gid, owner in {(grp[i], int(ex.owner[i])) for i in np.flatnonzero(ex.engine).tolist()}:
+        out[(gid // n1, gid % n1)]["rings"] += 1

@@ -195,3 +195,14 @@ def test_entry_ring_sends_a_whole_input_into_a_group_once():
     assert r.cycles_per_inference == 768 and r.bottleneck == "link 1->2"
     direct = expand(g, part.assignment, part.shard)
     assert direct.graph.n_ops == 5          # without links: ln -> fc#j, 4 copies of 32 KiB over link 0->1
+
+
+def test_groups_summary_counts_ring_messages():
+    from partitioner.sharding import groups
+
+    g = TensorGraph.build("e", [embedding(), norm()], [(0, 1, 4096)])
+    a, k = np.array([0, 0]), np.array([4, 4])
+    # direct: each of 4 pieces sends its 4,096 B partial to 3 others; ring: 6 steps x 4 relays x 1,024 B
+    assert groups(g, a, k)[0]["collective_bytes"] == 4 * 3 * 4096
+    found = groups(g, a, k, links=LINKS)[0]
+    assert found["collective_bytes"] == 6 * 4 * 1024 and found["rings"] == 1

@@ -415,7 +415,7 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
         "assignment": assignment,
         "metrics": metrics,
         "per_chiplet": per_chiplet,
-        "groups": groups(graph, a, shard),
+        "groups": groups(graph, a, shard, links=ring_links(hw)),
         "search": {"evaluations": outcome.evaluations, "wall_s": outcome.wall_s,
                    "ops_moved_by_repair": outcome.best.partition.ops_moved,
                    "history": [list(h) for h in outcome.history]},
@@ -511,18 +511,20 @@ def _provenance_markdown(outcome: Outcome) -> str:
 
 def _groups_markdown(outcome: Outcome) -> str:
     part = outcome.best.partition
-    found = groups(outcome.graph, part.assignment, part.shard)
+    found = groups(outcome.graph, part.assignment, part.shard, links=ring_links(outcome.hw))
     if not found:
         return ""
     lines = ["", "## Groups and collectives", "",
-             "Ops split k ways run as k pieces on the group's chiplets (docs/simulator.md, S1-S5); the collective "
-             "bytes are what the pieces send per inference (all-gather of slices, all-reduce of vocab partials).", "",
-             "| chiplets | shard | ops | axes | collectives | collective bytes |", "|---|---|---|---|---|---|"]
+             "Ops split k ways run as k pieces on the group's chiplets (docs/simulator.md, S1-S7); the collective "
+             "bytes are what the pieces and ring relays send per inference (all-gather of slices, all-reduce of "
+             "partials, direct or as rings).", "",
+             "| chiplets | shard | ops | axes | collectives | rings | collective bytes |",
+             "|---|---|---|---|---|---|---|"]
     for g in found:
         axes = ", ".join(f"{k} {v}" for k, v in g["axes"].items())
         colls = ", ".join(f"{k} {v}" for k, v in g["collectives"].items())
         lines.append(f"| {g['chiplets'][0]}..{g['chiplets'][-1]} | {g['shard']} | {g['ops']} | {axes} | {colls} | "
-                     f"{g['collective_bytes']:,} |")
+                     f"{g.get('rings', 0)} | {g['collective_bytes']:,} |")
     return "\n".join(lines) + "\n"
 
 
