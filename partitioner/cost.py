@@ -169,6 +169,25 @@ def collective_cycles(kind: str, nbytes, k: int, hw: Hardware) -> np.ndarray:
     return collectives.collective_cycles(kind, nbytes, k, *ring_links(hw))
 
 
+def keep_column(hw: Hardware):
+    """The rule S8 (docs/simulator.md): keep_column(op, k, chiplet) is True when a k-way column piece of a weight
+    GEMM is strictly faster on that chiplet than its row_parallel piece, so the GEMM stays a column split (its
+    input slices all-gathered) instead of Megatron's row-parallel one. On a systolic array a row_parallel piece
+    keeps every output tile and only shortens the streamed K, paying the fill and drain once per tile; a column
+    piece has 1/k of the tiles. Memoised per (op, k, chiplet kind)."""
+    seen: dict = {}
+
+    def rule(op, k: int, chiplet: int) -> bool:
+        chip = hw.chiplets[chiplet]
+        key = (op, k, chip)
+        if key not in seen:
+            g = TensorGraph.build(op.name, [piece(op, k, "row_parallel"), piece(op, k, "column")], [])
+            row, col = op_cycles(g, chip).tolist()
+            seen[key] = col < row
+        return seen[key]
+    return rule
+
+
 def sharded_bound_cycles(graph: TensorGraph, hw: Hardware, max_shard: int) -> float:
     """Lower bound on cycles per inference of any partition whose ops split at most `max_shard` ways (free
     communication): max(sum over ops of the least chiplet-cycles k x piece over k <= max_shard / n_chiplets, the

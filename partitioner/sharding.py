@@ -27,6 +27,7 @@ simulator runs these as real messages: `expand` rewrites the graph into pieces w
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 
@@ -76,12 +77,13 @@ def collective(op: Op, k: int, axis: str | None = None) -> str:
     return "all-reduce" if (axis or split_axis(op)) in PARTIAL_AXES else "all-gather"
 
 
-def layout(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None) -> tuple[tuple[str, ...],
-                                                                                            np.ndarray]:
+def layout(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
+           keep_column: Callable[[Op, int, int], bool] | None = None) -> tuple[tuple[str, ...], np.ndarray]:
     """(axis per op in context, aligned flag per edge). An edge u -> v is aligned when both ops share a group of
     k > 1 and u writes column or head slices; then v takes head (attention MatMul, ALIGNED_TYPES: its other
     inputs, e.g. an attention mask, still reach every piece in full) or row_parallel (a column GEMM, whose one
-    activation input must be such a slice), and u_i feeds only v_i."""
+    activation input must be such a slice), and u_i feeds only v_i. `keep_column(op, k, chiplet)` (docs S8,
+    cost.keep_column) may keep such a GEMM a column split instead: its input slices are then all-gathered."""
     a = np.asarray(assignment, dtype=np.int64)
     k = shard_degrees(graph, shard)
     axes = [split_axis(op) if k[i] > 1 else "none" for i, op in enumerate(graph.ops)]
@@ -99,7 +101,8 @@ def layout(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None)
         base = split_axis(op)
         if base == "head" or (base == "row" and op.op_type in ALIGNED_TYPES):
             axes[v] = "head"
-        elif base == "column" and len(sliced) == len(by_dst[v]) == 1:
+        elif base == "column" and len(sliced) == len(by_dst[v]) == 1 and not (
+                keep_column is not None and keep_column(op, int(k[v]), int(a[v]))):
             axes[v] = "row_parallel"
         else:
             continue
@@ -212,14 +215,15 @@ class Expanded:
 
 
 def expand(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
-           links: tuple[int, int] | None = None) -> Expanded:
+           links: tuple[int, int] | None = None, keep_column: Callable[[Op, int, int], bool] | None = None
+           ) -> Expanded:
     """Pieces as ops; edge u->v of b bytes becomes u_i -> v_j of piece_bytes(u, k_u, b) for every pair (direct
     collectives). With `links` = (link bytes per cycle, hop cycles), the rings collectives.plan_rings picks
     (a split op's own collective, S6; a tensor entering a group, S7) run as relay ops and chunk messages instead,
-    each ring's relays placed just before its first consumer in topological order."""
+    each ring's relays placed just before its first consumer in topological order. keep_column: as for layout."""
     a = np.asarray(assignment, dtype=np.int64)
     k = shard_degrees(graph, shard)
-    axes, aligned = layout(graph, a, k)
+    axes, aligned = layout(graph, a, k, keep_column)
     kinds = [collective(op, int(k[i]), axes[i]) for i, op in enumerate(graph.ops)]
     own, entry = plan_rings(graph, a, k, kinds, aligned, links)
     before: dict[int, list[Ring]] = {}
@@ -290,14 +294,15 @@ def _same_group(a: np.ndarray, k: np.ndarray, u: int, v: int) -> bool:
 
 
 def groups(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
-           links: tuple[int, int] | None = None) -> list[dict]:
+           links: tuple[int, int] | None = None, keep_column: Callable[[Op, int, int], bool] | None = None
+           ) -> list[dict]:
     """The split ops' groups in pipeline order: chiplets, shard degree, ops, their axes and collective bytes (what
     every piece sends per inference, summed over the group's pieces and destination chiplets). With `links` (as
     for expand), the bytes are the messages the simulator sends, ring relays included, and "rings" counts the
-    ring collectives each group runs (its own and entry rings, S6-S7)."""
+    ring collectives each group runs (its own and entry rings, S6-S7). keep_column: as for layout."""
     a = np.asarray(assignment, dtype=np.int64)
     k = shard_degrees(graph, shard)
-    axes, aligned = layout(graph, a, k)
+    axes, aligned = layout(graph, a, k, keep_column)
     out: dict[tuple[int, int], dict] = {}
     consumers: dict[int, set] = {}
     for e, (u, v) in enumerate(zip(graph.edge_src.tolist(), graph.edge_dst.tolist())):
@@ -320,15 +325,15 @@ def groups(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
         for j in range(key[1]):
             g["collective_bytes"] += pb * len(consumers.get(i, set()) - {key[0] + j})
     if links is not None and out:
-        _count_messages(graph, a, k, links, out)
+        _count_messages(graph, a, k, links, out, keep_column)
     return [out[key] for key in sorted(out)]
 
 
 def _count_messages(graph: TensorGraph, a: np.ndarray, k: np.ndarray, links: tuple[int, int],
-                    out: dict[tuple[int, int], dict]) -> None:
+                    out: dict[tuple[int, int], dict], keep_column: Callable | None) -> None:
     """Set each group's collective bytes to what its pieces and relays send as messages (one per (piece,
     destination chiplet), the largest edge), and count its rings."""
-    ex = expand(graph, a, k, links)
+    ex = expand(graph, a, k, links, keep_column)
     n1 = _group_base(k)
     chip, grp = ex.assignment.tolist(), ex.group.tolist()
     sent: dict[tuple[int, int], int] = {}

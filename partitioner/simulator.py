@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from partitioner.cost import (bound_cycles_per_inference, compute_energy_pj, link_energy_pj, op_cycles_matrix,
-                              ring_links, sharded_bound_cycles, stream_bytes, stream_energy_pj)
+                              keep_column, ring_links, sharded_bound_cycles, stream_bytes, stream_energy_pj)
 from partitioner.errors import UserError
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
@@ -374,7 +374,7 @@ def simulate(graph: TensorGraph, hw: Hardware, partition_or_assignment: Partitio
         if problems:
             raise UserError(f"invalid sharding: {problems[0]}", "give each split op a group inside the package, "
                             "in pipeline order")
-        ex = expand(graph, a, shard, links=ring_links(hw))
+        ex = expand(graph, a, shard, links=ring_links(hw), keep_column=keep_column(hw))
         rep = simulate(ex.graph, hw, ex.assignment, trace=trace, inferences=inferences,
                        streamed=None if streamed is None else streamed[ex.owner], batch=batch, engine=ex.engine,
                        group=ex.group if overlap else None)

@@ -10,8 +10,8 @@ import math
 import numpy as np
 
 from partitioner.collectives import entry_ring_cycles, ring_is_faster
-from partitioner.cost import (collective_cycles, op_cycles, op_cycles_matrix, ring_links, serialization_cycles,
-                             sharded_op_cycles)
+from partitioner.cost import (collective_cycles, keep_column, op_cycles, op_cycles_matrix, ring_links,
+                             serialization_cycles, sharded_op_cycles)
 from partitioner.sharding import PARTIAL_AXES, layout, piece
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
@@ -234,18 +234,32 @@ def _recv_bytes(graph: TensorGraph, only: np.ndarray | None = None) -> np.ndarra
     return recv
 
 
-def _tables(graph: TensorGraph) -> tuple:
-    """What group_stage_cost_matrix needs for every group size: send, inner, axes, recv, recv of partials."""
-    axes, aligned = _stage_layout(graph)
+def _tables(graph: TensorGraph, layout_of: tuple | None = None) -> tuple:
+    """What group_stage_cost_matrix needs: send, inner, axes, recv, recv of partials, for the layout `layout_of`
+    = (axes, aligned) (default: _stage_layout)."""
+    axes, aligned = layout_of or _stage_layout(graph)
     partial = np.array([ax in PARTIAL_AXES for ax in axes], dtype=bool)
     return (_send_bytes(graph), _inner_bytes(graph, aligned), axes, _recv_bytes(graph),
             _recv_bytes(graph, partial))
 
 
-def _stage_layout(graph: TensorGraph) -> tuple[tuple[str, ...], np.ndarray]:
-    """The axes and aligned edges when every op shares one group (sharding.layout), as the DP assumes inside a
-    stage: exact for ops whose producers are in the same stage, an estimate at a stage's first ops."""
-    return layout(graph, np.zeros(graph.n_ops, dtype=np.int64), np.full(graph.n_ops, 2, dtype=np.int64))
+def _stage_layout(graph: TensorGraph, k: int = 2, chiplet: int = 0, keep=None) -> tuple[tuple[str, ...],
+                                                                                          np.ndarray]:
+    """The axes and aligned edges when every op shares one group of k from `chiplet` (sharding.layout, with the
+    keep-column rule `keep`), as the DP assumes inside a stage: exact for ops whose producers are in the same
+    stage, an estimate at a stage's first ops."""
+    return layout(graph, np.full(graph.n_ops, chiplet, dtype=np.int64), np.full(graph.n_ops, k, dtype=np.int64),
+                  keep)
+
+
+def _tables_for(graph: TensorGraph, hw: Hardware, chiplet: int, k: int, cache: dict) -> tuple:
+    """The DP's tables for a group of k from `chiplet` under the simulator's layout (cost.keep_column), computed
+    once per distinct layout."""
+    axes, aligned = _stage_layout(graph, max(k, 2), chiplet, keep_column(hw))
+    key = (axes, aligned.tobytes())
+    if key not in cache:
+        cache[key] = _tables(graph, (axes, aligned))
+    return cache[key]
 
 
 def group_stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, k: int,
@@ -257,8 +271,7 @@ def group_stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, k: i
     n = graph.n_ops
     chip = hw.chiplets[chiplet]
     if tables is None:
-        axes, aligned = _stage_layout(graph)
-        tables = _tables(graph)
+        tables = _tables_for(graph, hw, chiplet, k, {})
     send, inner, axes, recv, recv_partial = tables
     pieces = TensorGraph.build(graph.name, [piece(op, k, axes[i]) for i, op in enumerate(graph.ops)], [])
     cyc = np.concatenate([[0], np.cumsum(sharded_op_cycles(graph, chip, k, axes))]).astype(float)
@@ -308,7 +321,7 @@ def staged_partition(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_
     `dp_partition`. Falls back to `dp_partition` (shard 1) if no staged plan fits SRAM."""
     n, n_chip = graph.n_ops, hw.n_chiplets
     max_shard = max(1, min(int(max_shard), n_chip))
-    tables = _tables(graph)
+    tables: dict = {}
     costs: dict = {}
 
     def cost(c: int, g: int) -> np.ndarray | None:
@@ -317,7 +330,7 @@ def staged_partition(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_
             return None     # groups of one chiplet kind only
         key = (kind, g)
         if key not in costs:
-            costs[key] = group_stage_cost_matrix(graph, hw, c, g, tables)
+            costs[key] = group_stage_cost_matrix(graph, hw, c, g, _tables_for(graph, hw, c, g, tables))
         return costs[key]
 
     # best[c, j]: the smallest bottleneck placing ops 0..j-1 on chiplets 0..c-1 (some maybe unused).

@@ -27,7 +27,7 @@ from partitioner.app.outset import output_set
 from partitioner.app.pipeline import evaluate
 from partitioner.report import (Evaluation, plot_partition, report_markdown, write_chrome_trace, write_json,
                                 write_text)
-from partitioner.cost import ring_links
+from partitioner.cost import keep_column, ring_links
 from partitioner.simulator import simulate
 from partitioner.sharding import expand, groups, split_axis
 from partitioner.splits import (auto_max_shard, dp_partition, greedy_partition, staged_degrees,
@@ -415,7 +415,7 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
         "assignment": assignment,
         "metrics": metrics,
         "per_chiplet": per_chiplet,
-        "groups": groups(graph, a, shard, links=ring_links(hw)),
+        "groups": groups(graph, a, shard, links=ring_links(hw), keep_column=keep_column(hw)),
         "search": {"evaluations": outcome.evaluations, "wall_s": outcome.wall_s,
                    "ops_moved_by_repair": outcome.best.partition.ops_moved,
                    "history": [list(h) for h in outcome.history]},
@@ -430,7 +430,8 @@ def _pieces(outcome: Outcome) -> tuple[TensorGraph, np.ndarray]:
     part = outcome.best.partition
     if part.shard is None:
         return outcome.graph, part.assignment
-    ex = expand(outcome.graph, part.assignment, part.shard, links=ring_links(outcome.hw))
+    ex = expand(outcome.graph, part.assignment, part.shard, links=ring_links(outcome.hw),
+                keep_column=keep_column(outcome.hw))
     return ex.graph, ex.assignment
 
 
@@ -511,7 +512,8 @@ def _provenance_markdown(outcome: Outcome) -> str:
 
 def _groups_markdown(outcome: Outcome) -> str:
     part = outcome.best.partition
-    found = groups(outcome.graph, part.assignment, part.shard, links=ring_links(outcome.hw))
+    found = groups(outcome.graph, part.assignment, part.shard, links=ring_links(outcome.hw),
+                   keep_column=keep_column(outcome.hw))
     if not found:
         return ""
     lines = ["", "## Groups and collectives", "",
