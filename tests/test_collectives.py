@@ -206,3 +206,33 @@ def test_groups_summary_counts_ring_messages():
     assert groups(g, a, k)[0]["collective_bytes"] == 4 * 3 * 4096
     found = groups(g, a, k, links=LINKS)[0]
     assert found["collective_bytes"] == 6 * 4 * 1024 and found["rings"] == 1
+
+
+def test_keep_column_when_the_column_piece_tiles_better():
+    """S8 on the default 64 x 64 output-stationary array: FFN2 of BERT-large, 128 x 4096 x 1024, fed by FFN1's
+    column slices on a group of 4. Row-parallel piece (K = 1024): 2 x 16 = 32 tiles x (1024 + 126) = 36,800
+    cycles; column piece (N = 256): 2 x 4 = 8 tiles x (4096 + 126) = 33,776: the GEMM stays a column split."""
+    from partitioner.cost import keep_column, op_cycles
+    from partitioner.sharding import layout, piece
+
+    def ffn(name: str, m: int, k: int, n: int) -> Op:
+        return Op(name, "MatMul", (name,), 2 * m * k * n, 2 * m * k * n, 2 * k * n, 2 * m * k, 2 * m * n,
+                  gemms=((1, m, k, n),))
+
+    fc1, fc2 = ffn("fc1", 128, 1024, 4096), ffn("fc2", 128, 4096, 1024)
+    hw = chain_hw(4)
+    pieces = TensorGraph.build("p", [piece(fc2, 4, "row_parallel"), piece(fc2, 4, "column")], [])
+    assert op_cycles(pieces, CHIP).tolist() == [36800, 33776]
+    rule = keep_column(hw)
+    assert rule(fc2, 4, 0) is True
+    g = TensorGraph.build("mlp", [fc1, fc2], [(0, 1, 2 * 128 * 4096)])
+    a, k = np.zeros(2, dtype=np.int64), np.full(2, 4)
+    assert layout(g, a, k)[0] == ("column", "row_parallel")                 # Megatron
+    axes, aligned = layout(g, a, k, rule)
+    assert axes == ("column", "column") and not aligned.any()                # fc1's slices are all-gathered
+    # with plain roofline costs (no GEMM dims) the two pieces tie: Megatron's row-parallel split stays
+    assert rule(gemm_without_tiles := Op("f", "MatMul", ("f",), 8192000, 8192000, 65536, 16384, 32768), 4, 0) is False
+    assert gemm_without_tiles.gemms is None
+    # the simulator runs the column layout: fc2's pieces take fc1's slices over an all-gather ring (S6, k = 4)
+    ex = expand(g, a, k, links=LINKS, keep_column=rule)
+    assert any(op.name.startswith("fc1@ag") for op in ex.graph.ops)
