@@ -27,9 +27,9 @@ from k = 4; direct for k = 2 and for tensors so small that the ring's 2(k-1) hop
 """
 from __future__ import annotations
 
-import numpy as np
-
 from dataclasses import dataclass
+
+import numpy as np
 
 from partitioner.graph import Op, TensorGraph
 

@@ -22,7 +22,8 @@ Otherwise every piece reads its op's full inputs. A consumer needs the whole out
 the 1/k slices of a split output are all-gathered (each piece sends its slice to every chiplet that consumes it;
 between two ops on the same group this is a direct all-gather, k(k-1) neighbour-routed messages), and the full-
 size partials of a vocab split are all-reduced (each piece sends its partial to every consumer chiplet). The
-simulator runs these as real messages: `expand` rewrites the graph into pieces with exactly those edges.
+simulator runs these as real messages: `expand` rewrites the graph into pieces with exactly those edges, or, where
+partitioner/collectives.py picks a ring (docs S6-S7), into ring relay ops and chunk messages.
 """
 from __future__ import annotations
 

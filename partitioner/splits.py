@@ -265,9 +265,11 @@ def _tables_for(graph: TensorGraph, hw: Hardware, chiplet: int, k: int, cache: d
 def group_stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, k: int,
                             tables: tuple | None = None) -> np.ndarray:
     """cost[i, j]: cycles per inference of ops i..j-1 run as a stage on the k chiplets from `chiplet`, every op
-    split k ways: the pieces' cycles, plus the collective (cost.collective_cycles: direct or ring, as the simulator
-    runs it) of every op that has a consumer inside the stage, plus shipping each member's share of the cut outputs (inf if the pieces do not fit SRAM).
-    k = 1 is `stage_cost_matrix`."""
+    split k ways: the largest of the pieces' cycles, the collectives (cost.collective_cycles: direct or ring, as
+    the simulator runs them) of the ops with a consumer inside the stage plus shipping each member's share of the
+    cut outputs, and the entry (k copies of the inputs, or an entry ring): under the simulator's rounds (R4b) a
+    stage's compute overlaps its links. inf if the pieces do not fit SRAM. tables: `_tables_for` (default: computed
+    here for this group)."""
     n = graph.n_ops
     chip = hw.chiplets[chiplet]
     if tables is None:
