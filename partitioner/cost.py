@@ -79,6 +79,15 @@ def serialization_cycles(nbytes: int | np.ndarray, hw: Hardware) -> np.ndarray:
     return _ceil_div(nbytes, hw.fastest_link_bytes_per_cycle)
 
 
+def next_stage_bytes_per_cycle(hw: Hardware, chiplet: int) -> int:
+    """The bandwidth a pipeline stage on `chiplet` ships its cut outputs at, in the DP's estimate: the slowest link
+    on the route to chiplet + 1 (a package's last chiplet: the package-to-package link); on a flat package, and for
+    the last chiplet, the link bandwidth."""
+    if hw.package_level is None or chiplet + 1 >= hw.n_chiplets:
+        return hw.link_bytes_per_cycle if hw.package_level is None else hw.fastest_link_bytes_per_cycle
+    return min(hw.link_bw[k] for k in hw.route(chiplet, chiplet + 1))
+
+
 def route_holds(nbytes: int, route: tuple[int, ...], hw: Hardware) -> tuple[int, ...]:
     """Cycles a tensor of nbytes holds each link of a route: ceil(bytes / that link's bandwidth)."""
     bw = hw.link_bw

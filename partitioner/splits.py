@@ -9,7 +9,8 @@ import math
 
 import numpy as np
 
-from partitioner.cost import op_cycles, op_cycles_matrix, serialization_cycles, sharded_op_cycles
+from partitioner.cost import (_ceil_div, next_stage_bytes_per_cycle, op_cycles, op_cycles_matrix, serialization_cycles,
+                             sharded_op_cycles)
 from partitioner.sharding import PARTIAL_AXES, layout, piece
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
@@ -119,6 +120,7 @@ def stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, relaxed: b
     not fit its SRAM, 0 for the empty stage i == j). The DP's stage cost, in the simulator's cost model."""
     n = graph.n_ops
     chip = hw.chiplets[chiplet]
+    out_bw = next_stage_bytes_per_cycle(hw, chiplet)
     cyc = np.concatenate([[0], np.cumsum(op_cycles(graph, chip))]).astype(float)
     wts = np.concatenate([[0], np.cumsum(sram_weights(graph, hw, relaxed))])
     send = _send_bytes(graph)
@@ -134,7 +136,7 @@ def stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, relaxed: b
         j = np.arange(i + 1, n + 1)
         peak = np.maximum.accumulate(work[i:])
         fits = wts[j] - wts[i] + peak <= chip.sram_bytes
-        ship = serialization_cycles(cross[i, j], hw).astype(float)
+        ship = _ceil_div(cross[i, j], out_bw).astype(float)
         cost[i, i + 1:] = np.where(fits, cyc[j] - cyc[i] + ship, np.inf)
     return cost
 
@@ -157,7 +159,7 @@ def dp_partition(graph: TensorGraph, hw: Hardware, relaxed: bool = False) -> np.
     best[0] = 0.0
     choice = np.zeros((n_chip, n + 1), dtype=np.int64)
     for k in range(n_chip):
-        chip = hw.chiplets[k]
+        chip = (hw.chiplets[k], next_stage_bytes_per_cycle(hw, k))
         cost = costs.get(chip)
         if cost is None:
             cost = costs[chip] = stage_cost_matrix(graph, hw, k, relaxed)
