@@ -219,6 +219,13 @@ class Hardware:
         """The highest link bandwidth anywhere: what bounds that aggregate over links divide by."""
         return max(c.bytes_per_cycle for c in self.link_classes)
 
+    @property
+    def layout(self) -> str:
+        """One phrase for reports: "mesh 4x4", or "2 packages (chain) of mesh 4x4" with a package level."""
+        inner = f"{self.topology} {self.rows}x{self.cols}"
+        pl = self.package_level
+        return inner if pl is None else f"{pl.count} packages ({pl.topology}) of {inner}"
+
     @cached_property
     def _die(self) -> "Hardware":
         """One package alone, flat: its layout and routing are those of every package."""
@@ -235,12 +242,12 @@ class Hardware:
     @cached_property
     def positions(self) -> tuple[tuple[int, int], ...]:
         """(row, col) of each chiplet id; snake order on grids, a single row otherwise. With packages: each
-        package's own layout, shifted to where the package sits on the board with one empty row and column between
-        packages (drawing only; routing uses each level's own layout)."""
+        package's own layout, shifted to its place on the board, three empty rows and columns apart (room to draw
+        memory stacks); for drawing only, routing uses each level's own layout."""
         if self.package_level is not None:
             die, board, m = self._die, self._board, self.chiplets_per_package
-            h = max(r for r, _ in die.positions) + 2
-            w = max(c for _, c in die.positions) + 2
+            h = max(r for r, _ in die.positions) + 4
+            w = max(c for _, c in die.positions) + 4
             return tuple((board.positions[i // m][0] * h + die.positions[i % m][0],
                           board.positions[i // m][1] * w + die.positions[i % m][1]) for i in range(self.n_chiplets))
         if self.topology not in ("mesh", "torus"):

@@ -281,12 +281,14 @@ def plot_partition(path: str | os.PathLike, graph: TensorGraph, hw: Hardware,
     # Memory stacks: a box outside the mesh edge beside their attached chiplets, wired to each of them.
     for st in hw.memory_stacks:
         pts = xy[list(st.attached)]
+        p0 = hw.package_of(st.attached[0]) * m
+        own = xy[p0:p0 + m]            # the edge of the stack's own package (the whole package when flat)
         cx = pts[:, 0].mean()
-        side = -1.0 if cx <= xy[:, 0].mean() else 1.0
+        side = -1.0 if cx <= own[:, 0].mean() else 1.0
         if hw.topology in ("mesh", "torus"):
-            sx, sy = (xy[:, 0].min() - 1.0 if side < 0 else xy[:, 0].max() + 1.0), pts[:, 1].mean()
+            sx, sy = (own[:, 0].min() - 1.0 if side < 0 else own[:, 0].max() + 1.0), pts[:, 1].mean()
         else:
-            sx, sy = cx, xy[:, 1].min() - 1.0
+            sx, sy = cx, own[:, 1].min() - 1.0
         for px, py in pts:
             ax_pkg.plot([sx, px], [sy, py], color="darkred", lw=1.5, zorder=1)
         ax_pkg.add_patch(plt.Rectangle((sx - 0.3, sy - 0.3), 0.6, 0.6, facecolor="#f4cccc", edgecolor="darkred",
@@ -335,7 +337,7 @@ def report_markdown(report: Report, graph: TensorGraph, hw: Hardware, assignment
         f"# Partition of {graph.name} on {hw.name}",
         "",
         f"Method: {method}. {graph.n_ops} ops on {int((counts > 0).sum())} of {hw.n_chiplets} chiplets "
-        f"({hw.topology} {hw.rows}x{hw.cols}, {hw.clock_hz / 1e9:g} GHz).",
+        f"({hw.layout}, {hw.clock_hz / 1e9:g} GHz).",
         "",
         "| metric | value |",
         "|---|---|",

@@ -57,7 +57,7 @@ def test_packages_group_ids_and_the_package_link_joins_last_to_first():
     assert path_of(hw, 1, 6) == [1, 0, 3, 4, 5, 6]
     assert path_of(hw, 6, 1) == [6, 7, 4, 3, 2, 1]
     assert path_of(hw, 0, 2) == [0, 1, 2]                      # inside a package: its own route
-    assert hw.positions[4] == (0, 3)                           # package 1 drawn right of package 0, one gap
+    assert hw.positions[4] == (0, 5)                           # package 1 drawn right of package 0, 3 apart
 
 
 def test_three_packages_in_a_chain_route_through_the_middle_one():

@@ -746,7 +746,7 @@ def format_outcome(outcome: Outcome) -> str:
     rep, hw = outcome.best.report, outcome.hw
     rows = [
         ("model", f"{outcome.model} ({outcome.graph.n_ops} ops, {outcome.graph.total_flops / 1e9:.2f} GFLOP)"),
-        ("hardware", f"{hw.name}: {hw.n_chiplets} chiplets, {hw.topology} {hw.rows}x{hw.cols}"),
+        ("hardware", f"{hw.name}: {hw.n_chiplets} chiplets, {hw.layout}"),
         ("method", f"{outcome.method}: {outcome.evaluations} evaluation{'s' * (outcome.evaluations != 1)} in {outcome.wall_s:.1f} s, "
                    + (f"repair moved {outcome.best.partition.ops_moved} ops" if outcome.found_by is None
                       else f"best found by {outcome.found_by.split(',')[0]}")),
