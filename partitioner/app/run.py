@@ -389,6 +389,8 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
         "bottleneck": rep.bottleneck,
     }
     metrics.update(token_metrics(graph, rep))
+    if hw.package_level is not None:
+        metrics["package_link_bytes_per_inference"] = rep.package_link_bytes_per_inference
     solver_bound = outcome.solver_bound_throughput_per_s
     if solver_bound is not None:
         metrics["solver_bound_throughput_per_s"] = solver_bound
