@@ -7,7 +7,8 @@ true certificate: the simulator's cycles per inference are at least the busiest 
   * its out-links together carry at least S_c = sum over its ops u with a consumer on a later chiplet of
     ser(largest such cut edge of u) (cost.serialization_cycles): u sends at least one message at least that big
     (the simulator sends one per destination chiplet), and every message leaves over one of c's out-links, so
-    the busiest of c's out_degree(c) links carries at least S_c / out_degree(c).
+    the busiest of c's out_degree(c) links carries at least S_c / out_degree(c). With links of several classes
+    (packages, docs/hardware.md "Levels") ser divides by the fastest class's bandwidth, so this stays a lower bound.
 
   * with a memory tier, stack k is busy for at least T_k = sum over the streamed ops on the chiplets it feeds
     (hw.stack_feed) of floor(ceil(stream bytes per batch / its bytes_per_cycle) / batch): the simulator holds

@@ -15,8 +15,9 @@ from partitioner.errors import UserError
 from partitioner.graph import Op, TensorGraph
 from partitioner.hardware import PRESETS, Chiplet, Hardware, hardware_from_toml, mesh_of
 from partitioner.levels import PackageLevel
-from partitioner.partition import check
+from partitioner.partition import Partition, check
 from partitioner.simulator import _plan, _run, _run_traced, default_inferences, simulate
+from partitioner.splits import staged_partition
 from partitioner.synthetic import random_dag
 from solver.optimize import optimize
 from solver.repair import repair
@@ -149,6 +150,12 @@ def test_solver_outputs_are_valid_and_the_certificate_bounds_the_simulation(n, c
     fixed = repair(graph, hw, proposal, time_limit_s=1.0)
     assert check(graph, hw, fixed.assignment) == []
     assert simulate(graph, hw, fixed).throughput_per_s <= rep.bound_throughput_per_s * (1 + 1e-9)
+    # split ops: groups stay inside a package, and the sharded certificate bounds the simulation
+    a, shard = staged_partition(graph, hw, 2)
+    assert check(graph, hw, a, shard=shard) == []
+    assert all(hw.package_of(int(c)) == hw.package_of(int(c + k - 1)) for c, k in zip(a, shard))
+    staged = simulate(graph, hw, Partition(a, shard=shard))
+    assert staged.throughput_per_s <= staged.bound_throughput_per_s * (1 + 1e-9)
 
 
 # --- TOML ----------------------------------------------------------------------------------------------------------
@@ -208,3 +215,12 @@ def test_the_preset_runs_end_to_end_and_reports_the_package_link(tmp_path):
     md = (out / "report.md").read_text()
     assert "package-to-package traffic" in md and "2 packages of 16 chiplets" in md
     assert (out / "partition.png").stat().st_size > 0
+
+
+def test_ppa_sums_the_packages():
+    from partitioner import ppa
+    two, one = ppa.ppa(PRESETS["two-package-2x16"], 7), ppa.ppa(PRESETS["default-16"], 7)
+    assert two.cost_usd == pytest.approx(2 * one.cost_usd)
+    assert two.area_mm2 == pytest.approx(2 * one.area_mm2)
+    # the package link carries no UCIe PHY area: chiplet 15's dies are the same as in one package
+    assert two.die_area_mm2[15] == pytest.approx(one.die_area_mm2[15])
