@@ -30,6 +30,10 @@ from partitioner.memtier_report import streamed_from_document  # noqa: E402
 from partitioner.partition import Partition, check  # noqa: E402
 
 DEFAULT_MODELS = ["examples/bert-large.onnx", "examples/llama-1b.onnx"]
+EXPLAIN = """Each row is the command a user types (`partition MODEL --hardware H`, or `--chiplets N` for "flat N"),
+default method, fp16, in its own process. `package-link bytes / inf`: bytes per inference on the package links
+(`package_link_bytes_per_inference` in partition.json). `valid, <= cert`: partition.json re-checked by
+`partition.check` (streamed weights and split groups included) and throughput <= the certificate."""
 DEFAULT_HARDWARE = ["two-package-2x16", "32"]
 
 
@@ -98,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     if args.write:
         cmd = "python -m benchmarks.multilevel " + " ".join(["--models", *args.models, "--hardware", *args.hardware])
-        update_section("Multi-level hardware (issue 13 part 2)", f"Command: `{cmd} --write`\n\n{text}\n")
+        update_section("Multi-level hardware (issue 13 part 2)", f"Command: `{cmd} --write`\n\n{EXPLAIN}\n\n{text}\n")
 
 
 if __name__ == "__main__":
