@@ -617,6 +617,9 @@ def _levels_from(data: dict, path: str) -> tuple[dict, PackageLevel | None]:
         for key, value in table.items():
             if key not in _LEVEL_KEYS:
                 raise _bad(path, key, f"is unknown in [[level]] {k + 1} (allowed: {', '.join(sorted(_LEVEL_KEYS))})")
+            if key == "count" and type(value) is int and value < 1:
+                raise UserError(f"hardware file {path}: key 'count' in [[level]] {k + 1} must be positive, got {value}",
+                                "give every [[level]] count = 1 or more (packages on the board, chiplets in a package)")
             _check_value(path, key, value)
         topology = table.get("topology", "mesh" if k == len(tables) - 1 else "chain")
         if topology not in TOPOLOGIES:

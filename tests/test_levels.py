@@ -179,7 +179,7 @@ def test_two_levels_with_defaults(tmp_path):
 
 
 @pytest.mark.parametrize("text,needle", [
-    ("[[level]]\ncount = 0\n[[level]]\ncount = 4\n", "key 'count' must be positive"),
+    ("[[level]]\ncount = 0\n[[level]]\ncount = 4\n", "key 'count' in [[level]] 1 must be positive, got 0"),
     ("chiplets = 8\n[[level]]\ncount = 2\n[[level]]\ncount = 4\n", "key 'chiplets' is given at the top level"),
     ("link_bytes_per_cycle = 8\n[[level]]\ncount = 2\n[[level]]\ncount = 4\n", "key 'link_bytes_per_cycle' is given"),
     ("[[level]]\ncount = 2\n[[level]]\ncount = 2\n[[level]]\ncount = 4\n", "at most two levels"),
@@ -204,7 +204,8 @@ def test_a_bad_level_exits_2_from_the_cli(tmp_path, capsys):
     code = main([str(ROOT / "tests" / "data" / "tiny_mlp.onnx"), "--hardware", str(f), "--out", str(tmp_path / "o")])
     assert code == 2
     err = capsys.readouterr().err
-    assert "key 'count' must be positive" in err and "Traceback" not in err
+    assert "key 'count' in [[level]] 1 must be positive" in err and "count = 1 or more" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_the_preset_runs_end_to_end_and_reports_the_package_link(tmp_path):
