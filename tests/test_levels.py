@@ -158,6 +158,24 @@ def test_solver_outputs_are_valid_and_the_certificate_bounds_the_simulation(n, c
     assert staged.throughput_per_s <= staged.bound_throughput_per_s * (1 + 1e-9)
 
 
+def test_the_exact_solver_charges_the_package_link():
+    # Two packages of one chiplet each; two 100-cycle MatMuls with 6,400 B between them. Apart, the tensor holds the
+    # 16 B/cycle package link 400 cycles per inference (P_k, solver/optimize.py), more than both ops together (200):
+    # the solver keeps them on one chiplet. With a 64 B/cycle package link, apart costs max(100, 100) = 100.
+    from solver.optimize import bottleneck_cycles, package_cut_cycles
+    ops = [Op(f"op{i}", "MatMul", (f"n{i}",), 8192 * 100, 8192 * 100, 0, 0, 6400) for i in range(2)]
+    graph = TensorGraph.build("two", ops, [(0, 1, 6400)])
+    slow = two_level(2, 1)
+    assert package_cut_cycles(graph, slow, np.array([0, 1])).tolist() == [400]
+    assert package_cut_cycles(graph, slow, np.array([1, 1])).tolist() == [0]
+    part = optimize(graph, slow, time_limit_s=2.0, workers=1)
+    assert part.objective_cycles == 200 and part.lower_bound_cycles == 200 and len(set(part.assignment)) == 1
+    assert simulate(graph, slow, np.array([0, 1])).cycles_per_inference == 400 >= bottleneck_cycles(
+        graph, slow, np.array([0, 1]))
+    fast = two_level(2, 1, link_bytes_per_cycle=64)
+    assert optimize(graph, fast, time_limit_s=2.0, workers=1).objective_cycles == 100
+
+
 # --- TOML ----------------------------------------------------------------------------------------------------------
 def test_the_example_file_is_the_preset():
     assert hardware_from_toml(ROOT / "examples" / "hardware" / "two-package-2x16.toml") == PRESETS["two-package-2x16"]
