@@ -2,6 +2,7 @@
 energy, the [[level]] TOML format and its errors, and the certificate and check() on random two-level packages."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -234,6 +235,15 @@ def test_the_preset_runs_end_to_end_and_reports_the_package_link(tmp_path):
     md = (out / "report.md").read_text()
     assert "package-to-package traffic" in md and "2 packages of 16 chiplets" in md
     assert (out / "partition.png").stat().st_size > 0
+
+
+def test_whole_op_runs_get_the_cp_sat_certificate_and_are_not_marked_interrupted(tmp_path):
+    out = tmp_path / "run"
+    assert main([str(ROOT / "tests" / "data" / "tiny_mlp.onnx"), "--hardware", "two-package-2x16", "--method", "dp",
+                 "--max-shard", "1", "--out", str(out), "--time-limit", "2"]) == 0
+    doc = json.loads((out / "partition.json").read_text())
+    assert not doc["interrupted"] and doc["metrics"]["solver_bound_status"] in ("optimal", "feasible")
+    assert doc["metrics"]["throughput_per_s"] <= doc["metrics"]["solver_bound_throughput_per_s"] * (1 + 1e-9)
 
 
 def test_ppa_sums_the_packages():

@@ -330,7 +330,7 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
         if cert is not None and max_shard > 1:
             # CP-SAT's whole-op bound still says how far plans without splits can go; shown beside the certificate
             cert = sharded_certificate(graph, hw, max_shard, cert)
-        elif cfg.certificate:
+        elif cfg.certificate and cert is None:
             stopped = stopped or run_budget.stop_reason() or "the --max-time budget left no time for the certificate"
         if stopped is None and run_budget.interrupted:   # Ctrl-C during the certificate: its solve ran to its limit
             stopped = "interrupted by Ctrl-C during the certificate, after the search finished"
