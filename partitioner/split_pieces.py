@@ -36,6 +36,8 @@ ELEMENTWISE = frozenset({
     "Sqrt", "Exp", "Log", "Neg", "Abs", "Reciprocal", "Where", "Identity", "Dropout", "Clip", "Softplus", "Elu",
     "Selu", "HardSigmoid", "HardSwish", "Equal", "Less", "Greater", "And", "Or", "Not", "Max", "Min", "Sin", "Cos",
     "Floor", "Ceil", "Round", "Sign", "Mish"})
+RESHAPES = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten"})
+"""Row-major reshapes: an axis they keep whole, with the same number of elements before it, slices through."""
 POOLS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool"})
 ANCHOR = {"column": ("MatMul", "Gemm"), "row_parallel": ("MatMul", "Gemm"), "out_channel": ("Conv",),
           "vocab": ("Gather",)}
@@ -102,6 +104,12 @@ def input_axes(node: onnx.NodeProto, o: int, shape, opset: int) -> list[int | No
     if t == "Transpose":
         perm = list(_attr(node, "perm", list(range(r))[::-1]))
         return [perm[o]]
+    if t in RESHAPES:  # output axis o is input axis i when both have the same extent and elements before them
+        src = shape(ins[0])
+        before = int(np.prod(out[:o], dtype=np.int64))
+        i = next((i for i in range(len(src)) if src[i] == out[o] and int(np.prod(src[:i], dtype=np.int64)) == before),
+                 None)
+        return None if i is None else [i] + [None] * (len(ins) - 1)
     if t in POOLS:
         return [o] if o < 2 else None
     if t == "Conv":
@@ -306,6 +314,10 @@ def rewrite(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray, model
             out = shape(node.output[0])
             dims = out if mode == "partial" else tuple(ranges[j][1] - ranges[j][0] if d == o else n
                                                        for d, n in enumerate(out))
+            if node.op_type == "Reshape":  # the piece's own target shape (the resolved one, sliced)
+                target = f"{piece.name}.shape"
+                new_inits[target] = numpy_helper.from_array(np.array(dims, np.int64), target)
+                piece.input[1] = target
             new_tensor(piece.output[0], node.output[0], dims)
             nodes.append(piece)
             chip.append(c)

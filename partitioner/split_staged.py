@@ -115,21 +115,18 @@ def split_sharded(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray,
         members[s].add(producer[t])
     for s in range(n_st):
         todo = list(members[s])
-        done: set[int] = set()
         while todo:
             n = todo.pop()
-            if n in done:
-                continue
-            done.add(n)
             members[s].add(n)
+            todo += [producer[t] for t in _node_inputs(nodes[n]) if t in producer and chip[producer[t]] is None
+                     and producer[t] not in members[s]]
+        for n in sorted(members[s]):  # inputs in the order the stage's nodes first read them
             for t in _node_inputs(nodes[n]):
                 if t in inits:
                     continue
                 if t not in producer:
                     ins[s].setdefault(t, "input")
-                elif chip[producer[t]] is None:
-                    todo.append(producer[t])
-                elif stage_of[producer[t]] != s:
+                elif chip[producer[t]] is not None and stage_of[producer[t]] != s:
                     ins[s].setdefault(t, stage_of[producer[t]])
 
     # --- order: depth in the stage graph, then chiplet ---------------------------------------------------------
