@@ -239,3 +239,44 @@ def test_partition_then_split_verify_end_to_end(which, tmp_path, capsys):
     assert ("sharded" in manifest) == sharded
     for s in manifest["stages"]:
         onnx.checker.check_model(str(tmp_path / "stages" / s["file"]))
+
+
+def test_embedding_heads_and_a_tied_head_split_exactly_three_ways(tmp_path):
+    """Token embedding (vocab: the table's 32 columns cut 10/11/11), Q/K/V viewed as 4-D heads (attention MatMuls
+    and Softmax: head), the LM head reading the embedding through a Transpose (column, through a Slice of the
+    folded transpose). Uneven 3-way pieces on chiplets 0..2 still reproduce the model."""
+    import warnings
+
+    import torch
+    from torch import nn
+
+    class Tiny(nn.Module):
+        def __init__(self, v=64, d=32, h=4):
+            super().__init__()
+            self.emb, self.h = nn.Embedding(v, d), h
+            self.qkv, self.o, self.ln = nn.Linear(d, 3 * d), nn.Linear(d, d), nn.LayerNorm(d)
+
+        def forward(self, ids):
+            x = self.emb(ids)
+            b, t, d = x.shape
+            q, k, v = (z.view(b, t, self.h, d // self.h).transpose(1, 2) for z in self.qkv(x).split(d, -1))
+            a = torch.softmax(q @ k.transpose(-1, -2) / 8 ** 0.5, -1) @ v
+            return self.ln(x + self.o(a.transpose(1, 2).reshape(b, t, d))) @ self.emb.weight.t()
+
+    torch.manual_seed(0)
+    path = tmp_path / "tiny_gpt.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Tiny().eval(), (torch.randint(0, 64, (1, 8)),), str(path), dynamo=False,
+                          input_names=["ids"], output_names=["y"], do_constant_folding=False)
+    graph, model = load_onnx(path), onnx.load(path)
+    split = split_model(graph, np.zeros(graph.n_ops, np.int64), model, shard=np.full(graph.n_ops, 3), n_chiplets=4)
+    axes = {op["op"]: op["axis"] for op in split.sharded if op["pieced"]}
+    assert axes["/emb/Gather"] == "vocab" and axes["/Softmax"] == "head" and axes["/MatMul_2"] == "column"
+    tables = sorted(list(t.dims) for s in split.stages for t in s.model.graph.initializer
+                    if t.name.startswith("emb.weight.ax1."))
+    assert tables == [[64, 10], [64, 11], [64, 11]]
+    feeds = {"ids": np.random.default_rng(0).integers(0, 64, size=(1, 8)).astype(np.int64)}
+    v = verify_split(model, split, feeds)
+    assert v.max_abs_diff <= 1e-4 and v.stages_run == len(split.stages) >= 2
+    write_split(split, tmp_path / "out")  # every stage passes onnx.checker
