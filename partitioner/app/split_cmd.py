@@ -87,9 +87,11 @@ def split(model: str, partition_path: str, out: str, input_shapes: dict, verify:
 
 def format_split(outcome: SplitOutcome) -> str:
     stages = outcome.split.stages
+    shown = stages if stages[0].step is None or len(stages) <= 12 else stages[:12]  # sharded: hundreds possible
     lines = [f"{len(stages)} stages: " + ", ".join(
         f"{'chiplet ' + str(s.chiplet) if s.step is None else s.file} ({len(s.model.graph.node)} nodes, "
-        f"{len(s.inputs)} in, {len(s.sends)} out)" for s in stages)]
+        f"{len(s.inputs)} in, {len(s.sends)} out)" for s in shown)
+        + (f", ... ({len(stages) - len(shown)} more in manifest.json)" if len(shown) < len(stages) else "")]
     ops = outcome.split.sharded
     if ops:
         whole = sum(len(op["whole"]) for op in ops)
