@@ -14,7 +14,7 @@ from partitioner.app.cli import main
 from partitioner.cost import route_transfer_cycles, transfer_cycles
 from partitioner.errors import UserError
 from partitioner.graph import Op, TensorGraph
-from partitioner.hardware import PRESETS, Chiplet, Hardware, hardware_from_toml, mesh_of
+from partitioner.hardware import PRESETS, Chiplet, Hardware, hardware_from_toml, mesh_of, packages_of
 from partitioner.levels import PackageLevel
 from partitioner.partition import Partition, check
 from partitioner.simulator import _plan, _run, _run_traced, default_inferences, simulate
@@ -120,11 +120,10 @@ def test_a_message_over_the_package_link_takes_the_documented_cycles():
 def test_compiled_loop_matches_the_python_loop_on_two_levels(n, count, m, seed, stream, board):
     rng = np.random.default_rng(seed)
     graph = random_dag(n, seed)
-    hw = two_level(count, m, board=board, link_bytes_per_cycle=int(rng.choice([4, 16, 128])))
-    if stream:
-        hw = Hardware(hw.name, hw.chiplets, hw.topology, hw.rows, hw.cols,
-                      memory_stacks=mesh_of(m, memory_tier=True, chiplet=None).memory_stacks,
-                      package_level=hw.package_level)
+    bw = int(rng.choice([4, 16, 128]))
+    # with stream reads: packages of a mesh with the default HBM tier, each package its own stacks
+    hw = (packages_of(mesh_of(m, memory_tier=True), count, board, link_bytes_per_cycle=bw) if stream
+          else two_level(count, m, board=board, link_bytes_per_cycle=bw))
     a = rng.integers(0, count * m, n)
     streamed = (rng.random(n) < 0.5) & (graph.weight_bytes > 0) if stream else None
     plan = _plan(graph, hw, a, streamed if streamed is not None and streamed.any() else None, 1)
