@@ -229,7 +229,7 @@ def test_a_bad_level_exits_2_from_the_cli(tmp_path, capsys):
 def test_the_preset_runs_end_to_end_and_reports_the_package_link(tmp_path):
     out = tmp_path / "run"
     code = main([str(ROOT / "tests" / "data" / "tiny_mlp.onnx"), "--hardware", "two-package-2x16", "--method", "dp",
-                 "--out", str(out), "--time-limit", "2"])
+                 "--out", str(out), "--time-limit", "2", "--no-certificate"])
     assert code == 0
     md = (out / "report.md").read_text()
     assert "package-to-package traffic" in md and "2 packages of 16 chiplets" in md
