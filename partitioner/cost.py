@@ -8,6 +8,7 @@ import numpy as np
 
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Chiplet, Hardware, MemoryStack
+from partitioner import collectives
 from partitioner.sharding import piece, possible_axes
 
 
@@ -74,8 +75,34 @@ def bound_cycles_per_inference(graph: TensorGraph, hw: Hardware) -> float:
 
 
 def serialization_cycles(nbytes: int | np.ndarray, hw: Hardware) -> np.ndarray:
-    """Cycles a tensor occupies one link: its bytes over the link bandwidth."""
-    return _ceil_div(nbytes, hw.link_bytes_per_cycle)
+    """Cycles a tensor occupies one link: its bytes over the link bandwidth. With several link classes (levels),
+    over the fastest one: the least any link is held, so every bound built on it stays a lower bound."""
+    return _ceil_div(nbytes, hw.fastest_link_bytes_per_cycle)
+
+
+def next_stage_bytes_per_cycle(hw: Hardware, chiplet: int) -> int:
+    """The bandwidth a pipeline stage on `chiplet` ships its cut outputs at, in the DP's estimate: the slowest link
+    on the route to chiplet + 1 (a package's last chiplet: the package-to-package link); on a flat package, and for
+    the last chiplet, the link bandwidth."""
+    if hw.package_level is None or chiplet + 1 >= hw.n_chiplets:
+        return hw.link_bytes_per_cycle if hw.package_level is None else hw.fastest_link_bytes_per_cycle
+    return min(hw.link_bw[k] for k in hw.route(chiplet, chiplet + 1))
+
+
+def route_holds(nbytes: int, route: tuple[int, ...], hw: Hardware) -> tuple[int, ...]:
+    """Cycles a tensor of nbytes holds each link of a route: ceil(bytes / that link's bandwidth)."""
+    bw = hw.link_bw
+    return tuple(-(-int(nbytes) // bw[k]) for k in route)
+
+
+def route_transfer_cycles(nbytes: int, route: tuple[int, ...], hw: Hardware) -> int:
+    """Uncontended transfer time over a route of mixed links: each link's latency, plus the slowest link's
+    serialisation once (cut-through: the tail moves at the slowest link's pace). On one class of links it is
+    transfer_cycles(nbytes, len(route), hw)."""
+    if not route or nbytes == 0:
+        return 0
+    lat = hw.link_latency
+    return int(sum(lat[k] for k in route) + max(route_holds(nbytes, route, hw)))
 
 
 def transfer_cycles(nbytes: int, hops: int, hw: Hardware) -> int:
@@ -104,6 +131,14 @@ def link_energy_pj(nbytes: int, hops: int, hw: Hardware) -> float:
     return float(nbytes) * 8.0 * hops * hw.link_pj_per_bit
 
 
+def route_energy_pj(nbytes: int, route: tuple[int, ...], hw: Hardware) -> float:
+    """Energy of nbytes crossing a route: bits x each link's own pJ/bit (link_energy_pj on a flat package)."""
+    if hw.package_level is None:
+        return link_energy_pj(nbytes, len(route), hw)
+    pj = hw.link_pj
+    return float(nbytes) * 8.0 * sum(pj[k] for k in route)
+
+
 # --- memory tier (docs/simulator.md, "Streamed weights") -------------------------------------------------------------
 def stream_bytes(graph: TensorGraph, batch: int = 1) -> np.ndarray:
     """Bytes each op reads from its memory stack per batch of `batch` inferences if its weights stream:
@@ -124,9 +159,12 @@ def stream_cycles(nbytes: int, stack: MemoryStack, hops: int, hw: Hardware) -> i
     return int(stack.latency_cycles + hops * hw.hop_latency_cycles + ser)
 
 
-def stream_energy_pj(nbytes: int, stack: MemoryStack, hops: int, hw: Hardware) -> float:
-    """Energy of one stream read: the stack's access energy per byte plus the links it crosses."""
-    return float(nbytes) * stack.pj_per_byte + link_energy_pj(nbytes, hops, hw)
+def stream_energy_pj(nbytes: int, stack: MemoryStack, hops: int, hw: Hardware,
+                     route: tuple[int, ...] | None = None) -> float:
+    """Energy of one stream read: the stack's access energy per byte plus the links it crosses (`route`, when
+    given, charges each link its own class's energy)."""
+    links = link_energy_pj(nbytes, hops, hw) if route is None else route_energy_pj(nbytes, route, hw)
+    return float(nbytes) * stack.pj_per_byte + links
 # --- sharded ops (partitioner/sharding.py) ---------------------------------------------------------------------------
 def sharded_op_cycles(graph: TensorGraph, chiplet: Chiplet, k: int, axes: tuple[str, ...] | None = None
                       ) -> np.ndarray:
@@ -152,12 +190,39 @@ def all_gather_cycles(nbytes: int, k: int, hw: Hardware) -> int:
     """Uncontended time of the direct all-gather of an `nbytes` output among k consecutive chiplets of a chain:
     every piece sends its ceil(nbytes / k) slice to each other member; the link between members m and m + 1
     carries the slices of members 0..m bound for m+1..k-1, (m + 1)(k - 1 - m) of them, at most
-    floor(k/2) ceil(k/2); the last slice is one (k - 1)-hop route behind. The DP's estimate; the simulator routes
-    the real messages."""
-    if k <= 1 or nbytes == 0:
-        return 0
-    ser = int(serialization_cycles(-(-int(nbytes) // k), hw))
-    return (k // 2) * ((k + 1) // 2) * ser + (k - 1) * hw.hop_latency_cycles
+    floor(k/2) ceil(k/2); the last slice is one (k - 1)-hop route behind (collectives.direct_cycles)."""
+    return int(collectives.direct_cycles("all-gather", int(nbytes), k, *ring_links(hw)))
+
+
+def ring_links(hw: Hardware) -> tuple[int, int]:
+    """(link bytes per cycle, hop cycles): what sharding.expand needs to pick ring or direct collectives
+    (collectives.algorithm) on `hw`."""
+    return int(hw.link_bytes_per_cycle), int(hw.hop_latency_cycles)
+
+
+def collective_cycles(kind: str, nbytes, k: int, hw: Hardware) -> np.ndarray:
+    """Uncontended time of a k-way all-gather or all-reduce of `nbytes` on a chain under the algorithm the
+    simulator picks (collectives.collective_cycles: min of direct and ring). Elementwise; the staged DP's cost."""
+    return collectives.collective_cycles(kind, nbytes, k, *ring_links(hw))
+
+
+def keep_column(hw: Hardware):
+    """The rule S8 (docs/simulator.md): keep_column(op, k, chiplet) is True when a k-way column piece of a weight
+    GEMM is strictly faster on that chiplet than its row_parallel piece, so the GEMM stays a column split (its
+    input slices all-gathered) instead of Megatron's row-parallel one. On a systolic array a row_parallel piece
+    keeps every output tile and only shortens the streamed K, paying the fill and drain once per tile; a column
+    piece has 1/k of the tiles. Memoised per (op, k, chiplet kind)."""
+    seen: dict = {}
+
+    def rule(op, k: int, chiplet: int) -> bool:
+        chip = hw.chiplets[chiplet]
+        key = (op, k, chip)
+        if key not in seen:
+            g = TensorGraph.build(op.name, [piece(op, k, "row_parallel"), piece(op, k, "column")], [])
+            row, col = op_cycles(g, chip).tolist()
+            seen[key] = col < row
+        return seen[key]
+    return rule
 
 
 def sharded_bound_cycles(graph: TensorGraph, hw: Hardware, max_shard: int) -> float:

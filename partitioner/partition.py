@@ -88,14 +88,23 @@ def stack_use(graph: TensorGraph, hw: Hardware, assignment: np.ndarray, streamed
     return use
 
 
+def _always(*_) -> bool:
+    return True
+
+
 def memory_use(graph: TensorGraph, hw: Hardware, assignment: np.ndarray,
                streamed: np.ndarray | None = None, shard: np.ndarray | None = None) -> np.ndarray:
     """Bytes each chiplet needs: its ops' (or pieces') resident weights plus the largest activation working set
     among them. Streamed weights pass through the op's tile buffers (part of its working set) and take no SRAM of
-    their own. With `shard`, split ops count per piece (1/k of their split weights on each chiplet of the group)."""
+    their own. With `shard`, split ops count per piece (1/k of their split weights on each chiplet of the group);
+    a GEMM that may run row_parallel or column (docs S8) counts the larger of the two working sets."""
     if shard is not None and (np.asarray(shard) != 1).any():
-        ex = expand(graph, assignment, shard)
-        return memory_use(ex.graph, hw, ex.assignment, None if streamed is None else np.asarray(streamed)[ex.owner])
+        use = None
+        for keep in (None, _always):
+            ex = expand(graph, assignment, shard, keep_column=keep)
+            got = memory_use(ex.graph, hw, ex.assignment, None if streamed is None else np.asarray(streamed)[ex.owner])
+            use = got if use is None else np.maximum(use, got)
+        return use
     a = np.asarray(assignment, dtype=np.int64)
     weights = np.bincount(a, weights=resident_weight_bytes(graph, streamed), minlength=hw.n_chiplets)
     peak = np.zeros(hw.n_chiplets)

@@ -227,12 +227,14 @@ def package_cost(die_areas: list[float], die_costs: list[float], package: str) -
 
 
 def phy_gbps(hw: Hardware) -> list[float]:
-    """Die-to-die bandwidth (GB/s, in + out) each chiplet's PHYs carry: its links times the link bandwidth."""
+    """Die-to-die bandwidth (GB/s, in + out) each chiplet's PHYs carry: its links times the link bandwidth. With
+    packages, only the links inside a package (the package-to-package SerDes are not costed, docs/ppa.md)."""
     per_link = hw.link_bytes_per_cycle * hw.clock_hz / 1e9
     degree = [0] * hw.n_chiplets
-    for a, b in hw.links:
-        degree[a] += 1
-        degree[b] += 1
+    for (a, b), cls in zip(hw.links, hw.link_class):
+        if cls == 0:
+            degree[a] += 1
+            degree[b] += 1
     return [d * per_link for d in degree]
 
 
@@ -250,8 +252,13 @@ def ppa(hw: Hardware, nm: int, *, precision: str = "fp16", package: str = "organ
              for c, g in zip(hw.chiplets, phy_gbps(hw))]
     costs = [known_good_die_cost(a, nm) for a in areas]
     silicon = sum(areas) + (sum(areas) * INTERPOSER_AREA_X if package == "interposer" else 0.0)
+    # With packages (hw.package_level) each is assembled on its own: the cost is the sum of the packages (the
+    # board and its SerDes are not modelled).
+    m = hw.chiplets_per_package
+    cost = sum(package_cost(areas[p * m:(p + 1) * m], costs[p * m:(p + 1) * m], package)
+               for p in range(hw.n_packages))
     return Ppa(nm, package, tuple(areas), silicon, sum(areas) * n.leakage_w_per_mm2,
-               tuple(die_yield(a, n.defect_density_per_cm2) for a in areas), package_cost(areas, costs, package))
+               tuple(die_yield(a, n.defect_density_per_cm2) for a in areas), cost)
 
 
 def power_w(energy_j_per_inference: float, throughput_per_s: float, leakage_w: float) -> float:

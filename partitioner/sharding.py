@@ -22,14 +22,17 @@ Otherwise every piece reads its op's full inputs. A consumer needs the whole out
 the 1/k slices of a split output are all-gathered (each piece sends its slice to every chiplet that consumes it;
 between two ops on the same group this is a direct all-gather, k(k-1) neighbour-routed messages), and the full-
 size partials of a vocab split are all-reduced (each piece sends its partial to every consumer chiplet). The
-simulator runs these as real messages: `expand` rewrites the graph into pieces with exactly those edges.
+simulator runs these as real messages: `expand` rewrites the graph into pieces with exactly those edges, or, where
+partitioner/collectives.py picks a ring (docs S6-S7), into ring relay ops and chunk messages.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 
+from partitioner.collectives import Ring, plan_rings, relay, ring_edges
 from partitioner.graph import Op, TensorGraph
 
 AXES = ("column", "head", "out_channel", "vocab", "row")
@@ -75,12 +78,13 @@ def collective(op: Op, k: int, axis: str | None = None) -> str:
     return "all-reduce" if (axis or split_axis(op)) in PARTIAL_AXES else "all-gather"
 
 
-def layout(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None) -> tuple[tuple[str, ...],
-                                                                                            np.ndarray]:
+def layout(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
+           keep_column: Callable[[Op, int, int], bool] | None = None) -> tuple[tuple[str, ...], np.ndarray]:
     """(axis per op in context, aligned flag per edge). An edge u -> v is aligned when both ops share a group of
     k > 1 and u writes column or head slices; then v takes head (attention MatMul, ALIGNED_TYPES: its other
     inputs, e.g. an attention mask, still reach every piece in full) or row_parallel (a column GEMM, whose one
-    activation input must be such a slice), and u_i feeds only v_i."""
+    activation input must be such a slice), and u_i feeds only v_i. `keep_column(op, k, chiplet)` (docs S8,
+    cost.keep_column) may keep such a GEMM a column split instead: its input slices are then all-gathered."""
     a = np.asarray(assignment, dtype=np.int64)
     k = shard_degrees(graph, shard)
     axes = [split_axis(op) if k[i] > 1 else "none" for i, op in enumerate(graph.ops)]
@@ -98,7 +102,8 @@ def layout(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None)
         base = split_axis(op)
         if base == "head" or (base == "row" and op.op_type in ALIGNED_TYPES):
             axes[v] = "head"
-        elif base == "column" and len(sliced) == len(by_dst[v]) == 1:
+        elif base == "column" and len(sliced) == len(by_dst[v]) == 1 and not (
+                keep_column is not None and keep_column(op, int(k[v]), int(a[v]))):
             axes[v] = "row_parallel"
         else:
             continue
@@ -203,19 +208,42 @@ class Expanded:
     assignment: np.ndarray
     owner: np.ndarray
     collective: tuple[str, ...]
+    engine: np.ndarray | None = None
+    """Per piece: True for a ring relay (it runs on its chiplet's collective engine, docs R4c)."""
+    group: np.ndarray | None = None
+    """Per piece: an id of its group (first chiplet x (largest degree + 1) + degree), -1 for a whole op; an
+    entry ring's relays take their consumer group's."""
 
 
-def expand(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None) -> Expanded:
-    """Pieces as ops; edge u->v of b bytes becomes u_i -> v_j of piece_bytes(u, k_u, b) for every pair."""
+def expand(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
+           links: tuple[int, int] | None = None, keep_column: Callable[[Op, int, int], bool] | None = None
+           ) -> Expanded:
+    """Pieces as ops; edge u->v of b bytes becomes u_i -> v_j of piece_bytes(u, k_u, b) for every pair (direct
+    collectives). With `links` = (link bytes per cycle, hop cycles), the rings collectives.plan_rings picks
+    (a split op's own collective, S6; a tensor entering a group, S7) run as relay ops and chunk messages instead,
+    each ring's relays placed just before its first consumer in topological order. keep_column: as for layout."""
     a = np.asarray(assignment, dtype=np.int64)
     k = shard_degrees(graph, shard)
-    axes, aligned = layout(graph, a, k)
+    axes, aligned = layout(graph, a, k, keep_column)
+    kinds = [collective(op, int(k[i]), axes[i]) for i, op in enumerate(graph.ops)]
+    own, entry = plan_rings(graph, a, k, kinds, aligned, links)
+    before: dict[int, list[Ring]] = {}
+    for ring in list(own.values()) + list(entry.values()):      # a producer's own ring before its entry rings
+        before.setdefault(ring.before, []).append(ring)
     ops: list[Op] = []
     first = np.zeros(graph.n_ops, dtype=np.int64)
     chips: list[int] = []
     owner: list[int] = []
     coll: list[str] = []
     for i, op in enumerate(graph.ops):
+        for ring in before.get(i, []):
+            ring.base = len(ops)
+            for s, phase in enumerate(ring.phases, start=1):
+                for j in range(ring.k):
+                    ops.append(relay(graph.ops[ring.owner], phase, s, j))
+                    chips.append(ring.first + j)
+                    owner.append(ring.owner)
+                    coll.append("relay")
         first[i] = len(ops)
         ki = int(k[i])
         p = piece(op, ki, axes[i] if ki > 1 else None)
@@ -223,26 +251,59 @@ def expand(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None)
             ops.append(p if ki == 1 else replace(p, name=f"{op.name}#{j}"))
             chips.append(int(a[i]) + j)
             owner.append(i)
-            coll.append(collective(op, ki, axes[i]))
+            coll.append(kinds[i])
     edges = []
+    for ring in own.values():
+        edges.extend(ring_edges(ring, [int(first[ring.owner]) + j for j in range(ring.k)]))
+    for (u, _), ring in entry.items():
+        mine = own.get(u)
+        held = int(first[u]) if mine is None or mine.reduced is None else mine.reduced
+        edges.extend(ring_edges(ring, [held + (j if k[u] > 1 else 0) for j in range(ring.k)]))
     for e, (u, v, b) in enumerate(zip(graph.edge_src.tolist(), graph.edge_dst.tolist(), graph.edge_bytes.tolist())):
         pb = piece_bytes(graph.ops[u], int(k[u]), b, axes[u] if k[u] > 1 else None)
         if aligned[e]:      # u_i feeds only v_i, on the same chiplet
             edges.extend((int(first[u]) + i, int(first[v]) + i, pb) for i in range(int(k[u])))
             continue
-        for i in range(int(k[u])):
+        mine, into = own.get(u), entry.get((u, (int(a[v]), int(k[v]))))
+        if mine is not None and _same_group(a, k, u, v) or into is not None:    # a ring's last step, same chiplet
+            last = (into or mine).last
+            edges.extend((last + j, int(first[v]) + j, b) for j in range(int(k[v])))
+            continue
+        src = [int(first[u]) + i for i in range(int(k[u]))]
+        if mine is not None and mine.reduced is not None:      # reduced chunks, not full partials
+            src, pb = [mine.reduced + i for i in range(int(k[u]))], _part(b, int(k[u]))
+        for s in src:
             for j in range(int(k[v])):
-                edges.append((int(first[u]) + i, int(first[v]) + j, pb))
+                edges.append((s, int(first[v]) + j, pb))
     g = TensorGraph.build(graph.name, ops, edges, input_bytes=graph.input_bytes, metadata=dict(graph.metadata))
-    return Expanded(g, np.asarray(chips, dtype=np.int64), np.asarray(owner, dtype=np.int64), tuple(coll))
+    own_op = np.asarray(owner, dtype=np.int64)
+    n1 = _group_base(k)
+    group = np.where(k[own_op] > 1, a[own_op] * n1 + k[own_op], -1)
+    engine = np.array([c == "relay" for c in coll], dtype=bool)
+    for ring in entry.values():     # an entry ring's relays belong to the consumer group: its consumers wait on them
+        group[ring.base:ring.base + ring.k * len(ring.phases)] = ring.first * n1 + ring.k
+    return Expanded(g, np.asarray(chips, dtype=np.int64), own_op, tuple(coll), engine, group)
 
 
-def groups(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None) -> list[dict]:
+def _group_base(k: np.ndarray) -> int:
+    """Group ids are first chiplet x base + degree, with base above every degree (Expanded.group)."""
+    return int(k.max(initial=1)) + 1
+
+
+def _same_group(a: np.ndarray, k: np.ndarray, u: int, v: int) -> bool:
+    return bool(a[u] == a[v] and k[u] == k[v])
+
+
+def groups(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
+           links: tuple[int, int] | None = None, keep_column: Callable[[Op, int, int], bool] | None = None
+           ) -> list[dict]:
     """The split ops' groups in pipeline order: chiplets, shard degree, ops, their axes and collective bytes (what
-    every piece sends per inference, summed over the group's pieces and destination chiplets)."""
+    every piece sends per inference, summed over the group's pieces and destination chiplets). With `links` (as
+    for expand), the bytes are the messages the simulator sends, ring relays included, and "rings" counts the
+    ring collectives each group runs (its own and entry rings, S6-S7). keep_column: as for layout."""
     a = np.asarray(assignment, dtype=np.int64)
     k = shard_degrees(graph, shard)
-    axes, aligned = layout(graph, a, k)
+    axes, aligned = layout(graph, a, k, keep_column)
     out: dict[tuple[int, int], dict] = {}
     consumers: dict[int, set] = {}
     for e, (u, v) in enumerate(zip(graph.edge_src.tolist(), graph.edge_dst.tolist())):
@@ -264,4 +325,25 @@ def groups(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None)
         pb = piece_bytes(op, key[1], biggest.get(i, 0), axis)
         for j in range(key[1]):
             g["collective_bytes"] += pb * len(consumers.get(i, set()) - {key[0] + j})
+    if links is not None and out:
+        _count_messages(graph, a, k, links, out, keep_column)
     return [out[key] for key in sorted(out)]
+
+
+def _count_messages(graph: TensorGraph, a: np.ndarray, k: np.ndarray, links: tuple[int, int],
+                    out: dict[tuple[int, int], dict], keep_column: Callable | None) -> None:
+    """Set each group's collective bytes to what its pieces and relays send as messages (one per (piece,
+    destination chiplet), the largest edge), and count its rings."""
+    ex = expand(graph, a, k, links, keep_column)
+    n1 = _group_base(k)
+    chip, grp = ex.assignment.tolist(), ex.group.tolist()
+    sent: dict[tuple[int, int], int] = {}
+    for u, v, b in zip(ex.graph.edge_src.tolist(), ex.graph.edge_dst.tolist(), ex.graph.edge_bytes.tolist()):
+        if chip[u] != chip[v] and grp[u] >= 0:
+            sent[(u, chip[v])] = max(sent.get((u, chip[v]), 0), b)
+    for g in out.values():
+        g["collective_bytes"], g["rings"] = 0, 0
+    for (u, _), b in sent.items():
+        out[(grp[u] // n1, grp[u] % n1)]["collective_bytes"] += b
+    for gid, owner in {(grp[i], int(ex.owner[i])) for i in np.flatnonzero(ex.engine).tolist()}:
+        out[(gid // n1, gid % n1)]["rings"] += 1

@@ -35,8 +35,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from partitioner.cost import (bound_cycles_per_inference, compute_energy_pj, link_energy_pj, op_cycles_matrix,
-                              sharded_bound_cycles, stream_bytes, stream_energy_pj)
+from partitioner.cost import (bound_cycles_per_inference, compute_energy_pj, keep_column, op_cycles_matrix,
+                              ring_links, route_energy_pj, route_holds, sharded_bound_cycles, stream_bytes,
+                              stream_energy_pj)
 from partitioner.errors import UserError
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
@@ -79,6 +80,9 @@ class _Plan:
     stack_busy: np.ndarray | None = None   # cycles per inference each memory stack is busy (amortised)
     stream_hops: tuple = ()          # NoC hops of each stream read
     stream_stack: tuple = ()         # stack index of each stream read
+    seg_lag: tuple = ()              # per lane, each segment's round lag (docs R4b); () when no lane lags
+    n_phys: int = 0                  # physical chiplets; n_chiplets counts lanes (collective engines after them)
+    engine_busy: np.ndarray | None = None   # relay cycles per inference on each chiplet's collective engine
 
 
 def _as_assignment(graph: TensorGraph, hw: Hardware, part: Partition | np.ndarray) -> np.ndarray:
@@ -94,19 +98,22 @@ def _as_assignment(graph: TensorGraph, hw: Hardware, part: Partition | np.ndarra
 
 
 def _plan(graph: TensorGraph, hw: Hardware, a: np.ndarray, streamed: np.ndarray | None = None,
-          batch: int = 1) -> _Plan:
+          batch: int = 1, engine: np.ndarray | None = None, group: np.ndarray | None = None) -> _Plan:
     n, n_chip = graph.n_ops, hw.n_chiplets
     cm = op_cycles_matrix(graph, hw)
     cycles = cm[np.arange(n), a]
+    # Lanes (docs R4b, R4c): lane c is chiplet c's compute; lane n_chip + c its collective engine (ring relays).
+    lane = a if engine is None or not np.any(engine) else a + n_chip * np.asarray(engine, dtype=np.int64)
+    n_lane = n_chip if lane is a else 2 * n_chip
 
-    # Messages: one per (producer op, destination chiplet) over the edges that cross chiplets.
+    # Messages: one per (producer op, destination lane) over the edges that cross lanes.
     src, dst, eb = graph.edge_src, graph.edge_dst, graph.edge_bytes
-    cross = a[src] != a[dst]
-    key = src[cross] * n_chip + a[dst[cross]]
+    cross = lane[src] != lane[dst]
+    key = src[cross] * n_lane + lane[dst[cross]]
     uniq, inv = np.unique(key, return_inverse=True)
     mbytes = np.zeros(uniq.size, dtype=np.int64)
     np.maximum.at(mbytes, inv, eb[cross])
-    msrc, mdst = (uniq // n_chip).tolist(), (uniq % n_chip).tolist()
+    msrc, mdst = (uniq // n_lane).tolist(), (uniq % n_lane).tolist()
     remote_in: list[list[int]] = [[] for _ in range(n)]
     for v, m in zip(dst[cross].tolist(), inv.tolist()):
         remote_in[v].append(m)
@@ -115,9 +122,13 @@ def _plan(graph: TensorGraph, hw: Hardware, a: np.ndarray, streamed: np.ndarray 
         outs[u].append(m)
 
     bw, hop = hw.link_bytes_per_cycle, hw.hop_latency_cycles
-    routes = [hw.route(int(a[u]), d) for u, d in zip(msrc, mdst)]
-    ser = [(k,) * len(r) for k, r in zip((-(-mbytes // bw)).tolist(), routes)]
-    lat = [(hop,) * len(r) for r in routes]
+    routes = [hw.route(int(a[u]), d % n_chip) if int(a[u]) != d % n_chip else () for u, d in zip(msrc, mdst)]
+    if hw.package_level is None:
+        ser = [(k,) * len(r) for k, r in zip((-(-mbytes // bw)).tolist(), routes)]
+        lat = [(hop,) * len(r) for r in routes]
+    else:   # levels: each link holds a message at its own bandwidth and adds its own latency (R6, "Levels")
+        ser = [route_holds(b, r, hw) for b, r in zip(mbytes.tolist(), routes)]
+        lat = [tuple(hw.link_latency[k] for k in r) for r in routes]
     link_busy = np.zeros(len(hw.links), dtype=np.float64)
     for route, cycles_on_link in zip(routes, ser):
         for link, k in zip(route, cycles_on_link):
@@ -142,32 +153,67 @@ def _plan(graph: TensorGraph, hw: Hardware, a: np.ndarray, streamed: np.ndarray 
             mdst.append(c)
             s_bytes.append(b)
             routes.append((n_links + k,) + noc)
-            ser.append((-(-b // stack.bytes_per_cycle),) + (-(-b // bw),) * len(noc))
-            lat.append((stack.latency_cycles,) + (hop,) * len(noc))
+            ser.append((-(-b // stack.bytes_per_cycle),) + route_holds(b, noc, hw))
+            lat.append((stack.latency_cycles,) + tuple(hw.link_latency[k] for k in noc))
             stack_busy[k] += ser[-1][0] / batch
-            for link in noc:
-                link_busy[link] += ser[-1][1] / batch
+            for link, hold in zip(noc, ser[-1][1:]):
+                link_busy[link] += hold / batch
             s_hops.append(len(noc))
             s_stack.append(k)
 
-    # Segments: a chiplet's ops split before every op that waits for another chiplet or for its weights.
+    # Segments: a lane's ops split before every op that waits for another lane or for its weights.
+    lag = _lags(graph, lane, n_lane, engine, group)
     cyc_list = cycles.tolist()
     segments = []
-    for c in range(n_chip):
+    seg_lag = []
+    for c in range(n_lane):
         segs = []
-        for v in np.flatnonzero(a == c).tolist():
-            if remote_in[v] or stream_in[v] or not segs:
+        lags = []
+        for v in np.flatnonzero(lane == c).tolist():
+            if remote_in[v] or stream_in[v] or not segs or lag[v] != lags[-1]:
                 segs.append([tuple(remote_in[v]), 0, [], [], stream_in[v]])
+                lags.append(lag[v])
             seg = segs[-1]
             start = seg[1]
             seg[1] = start + cyc_list[v]
             seg[2].extend((seg[1], m) for m in outs[v])
             seg[3].append((v, start, seg[1]))
         segments.append(tuple((r, length, tuple(o), tuple(ops), st) for r, length, o, ops, st in segs))
-    chiplet_busy = np.bincount(a, weights=cycles, minlength=n_chip).astype(np.int64)
-    return _Plan(n_chip, cycles, cm, tuple(segments), tuple(msrc), tuple(mdst),
+        seg_lag.append(tuple(x - min(lags) for x in lags) if lags else ())
+    compute = lane < n_chip
+    chiplet_busy = np.bincount(a[compute], weights=cycles[compute], minlength=n_chip).astype(np.int64)
+    engine_busy = np.bincount(a[~compute], weights=cycles[~compute], minlength=n_chip).astype(np.int64)
+    has_lag = any(any(x) for x in seg_lag)
+    return _Plan(n_lane, cycles, cm, tuple(segments), tuple(msrc), tuple(mdst),
                  tuple(mbytes.tolist()) + tuple(s_bytes), tuple(routes), tuple(ser), tuple(lat), chiplet_busy,
-                 link_busy, first_stream, stack_busy, tuple(s_hops), tuple(s_stack))
+                 link_busy, first_stream, stack_busy, tuple(s_hops), tuple(s_stack),
+                 tuple(seg_lag) if has_lag else (), n_chip, engine_busy)
+
+
+def _lags(graph: TensorGraph, lane: np.ndarray, n_lane: int, engine: np.ndarray | None,
+          group: np.ndarray | None) -> list[int]:
+    """Round lag per op (docs R4b): the largest of its lane's previous op's lag and, over its inputs, the input's
+    lag, plus 1 when it waits on its own group's collective (an input from another lane of the same group, into an
+    op that is not a ring relay). Non-decreasing along every edge and along each lane, so (inference + lag, op) is
+    a topological order of all (inference, op) pairs and the lanes cannot deadlock. All zero without groups."""
+    n = graph.n_ops
+    lag = [0] * n
+    if group is None or not np.any(np.asarray(group) >= 0):
+        return lag
+    grp = np.asarray(group).tolist()
+    relay = [False] * n if engine is None else np.asarray(engine, dtype=bool).tolist()
+    ln = lane.tolist()
+    last = [0] * n_lane
+    ins: list[list[int]] = [[] for _ in range(n)]
+    for u, v in zip(graph.edge_src.tolist(), graph.edge_dst.tolist()):
+        ins[v].append(u)
+    for v in range(n):
+        x = last[ln[v]]
+        for u in ins[v]:
+            bump = grp[u] >= 0 and grp[u] == grp[v] and ln[u] != ln[v] and not relay[v]
+            x = max(x, lag[u] + bump)
+        lag[v] = last[ln[v]] = x
+    return lag
 
 
 def _run(plan: _Plan, hw: Hardware, n_inf: int, trace: bool, batch: int = 1
@@ -176,7 +222,7 @@ def _run(plan: _Plan, hw: Hardware, n_inf: int, trace: bool, batch: int = 1
     the compiled loop (partitioner/sim_loop.py) runs the same events; with one, _run_traced records them."""
     if trace:
         return _run_traced(plan, hw, n_inf, trace, batch)
-    flat = flatten(plan.segments, plan.msg_route, plan.msg_ser, plan.msg_lat, plan.msg_dst)
+    flat = flatten(plan.segments, plan.msg_route, plan.msg_ser, plan.msg_lat, plan.msg_dst, plan.seg_lag)
     finish, done = run_compiled(n_inf, batch, plan.n_chiplets, len(hw.links) + len(hw.memory_stacks), *flat)
     if not done:
         raise RuntimeError("simulation stalled; this is a bug in the simulator")
@@ -191,7 +237,9 @@ def _run_traced(plan: _Plan, hw: Hardware, n_inf: int, trace: bool, batch: int =
     n_msg = len(routes)
     arrival = [-1] * (n_inf * n_msg)
     n_chip = plan.n_chiplets
-    cur_k = [0 if segments[c] else n_inf for c in range(n_chip)]
+    lags = plan.seg_lag or tuple((0,) * len(segs) for segs in segments)
+    ends = [n_inf + max(lg, default=0) for lg in lags]
+    cur_r = [0] * n_chip
     cur_s = [0] * n_chip
     free = [0] * n_chip
     finish = [0] * n_inf
@@ -200,6 +248,19 @@ def _run_traced(plan: _Plan, hw: Hardware, n_inf: int, trace: bool, batch: int =
     push, pop = heapq.heappush, heapq.heappop
     counter = 0
     events: list[TraceEvent] = []
+    phys = plan.n_phys or n_chip
+
+    def following(c: int, r: int, s: int) -> tuple[int, int]:
+        """Lane c's next (round, segment) after (r, s) whose inference r - lag exists (docs R4b); (end, 0) if none."""
+        n_seg, end, lag = len(segments[c]), ends[c], lags[c]
+        while True:
+            s += 1
+            if s == n_seg:
+                s, r = 0, r + 1
+            if r >= end:
+                return end, 0
+            if 0 <= r - lag[s] < n_inf:
+                return r, s
 
     def prefetch(c: int, k: int, s: int, t: int) -> None:
         """Request the stream reads of chiplet c's segment s of inference k at time t (first of a batch only)."""
@@ -210,48 +271,46 @@ def _run_traced(plan: _Plan, hw: Hardware, n_inf: int, trace: bool, batch: int =
                 counter += 1
 
     def advance(c: int) -> None:
-        """Run chiplet c as far as its inputs allow, pushing the link requests of what it sends."""
+        """Run lane c as far as its inputs allow, pushing the link requests of what it sends."""
         nonlocal counter
-        k, s, t_free = cur_k[c], cur_s[c], free[c]
-        segs = segments[c]
+        r, s, t_free = cur_r[c], cur_s[c], free[c]
+        segs, lag, end = segments[c], lags[c], ends[c]
         n_seg = len(segs)
-        while k < n_inf:
+        while r < end:
+            k = r - lag[s]
             remote, length, out, ops, streams = segs[s]
             ready = t_free
             base = k * n_msg
             for m in (remote + streams if streams and k % batch == 0 else remote):
                 t = arrival[base + m]
                 if t < 0:
-                    cur_k[c], cur_s[c], free[c] = k, s, t_free
+                    cur_r[c], cur_s[c], free[c] = r, s, t_free
                     return
                 if t > ready:
                     ready = t
-            if s + 1 < n_seg:
-                prefetch(c, k, s + 1, ready)
-            else:
-                prefetch(c, k + 1, 0, ready)
+            r2, s2 = following(c, r, s)
+            if r2 < end:
+                prefetch(c, r2 - lag[s2], s2, ready)
             for rel, m in out:
-                if msg_ser[m][0]:
+                if msg_ser[m] and msg_ser[m][0]:
                     push(heap, (ready + rel, k, counter, m, 0, 0))
                     counter += 1
-                else:           # a zero-byte edge: a pure ordering dependency, delivered at once
+                else:           # a zero-byte edge, or between two lanes of one chiplet: delivered at once
                     arrival[base + m] = ready + rel
                     waiting.append(mdst[m])
             if trace:
-                events.extend(TraceEvent("op", c, k, v, ready + s0, ready + s1) for v, s0, s1 in ops)
+                events.extend(TraceEvent("op", c % phys, k, v, ready + s0, ready + s1) for v, s0, s1 in ops)
             t_free = ready + length
-            s += 1
-            if s == n_seg:
-                if t_free > finish[k]:
-                    finish[k] = t_free
-                s = 0
-                k += 1
-        cur_k[c], cur_s[c], free[c] = k, s, t_free
+            if s == n_seg - 1 and t_free > finish[k]:
+                finish[k] = t_free
+            r, s = r2, s2
+        cur_r[c], cur_s[c], free[c] = r, s, t_free
 
     waiting: list[int] = list(range(n_chip))
     for c in range(n_chip):
-        if segments[c]:
-            prefetch(c, 0, 0, 0)
+        cur_r[c], cur_s[c] = following(c, 0, -1) if segments[c] else (ends[c], 0)
+        if cur_r[c] < ends[c]:
+            prefetch(c, cur_r[c] - lags[c][cur_s[c]], cur_s[c], 0)
     while True:
         while waiting:
             advance(waiting.pop())
@@ -275,7 +334,7 @@ def _run_traced(plan: _Plan, hw: Hardware, n_inf: int, trace: bool, batch: int =
         else:
             arrival[k * n_msg + m] = release + lat
             waiting.append(mdst[m])
-    if any(k < n_inf for k in cur_k):
+    if any(r < end for r, end in zip(cur_r, ends)):
         raise RuntimeError("simulation stalled; this is a bug in the simulator")
     return finish, events
 
@@ -298,13 +357,16 @@ def _as_streamed(graph: TensorGraph, hw: Hardware, part: Partition | np.ndarray,
 
 def simulate(graph: TensorGraph, hw: Hardware, partition_or_assignment: Partition | np.ndarray, *,
              trace: bool = False, inferences: int | None = None, streamed: np.ndarray | None = None,
-             batch: int = 1) -> Report:
+             batch: int = 1, engine: np.ndarray | None = None, group: np.ndarray | None = None,
+             overlap: bool = True) -> Report:
     """Simulate a stream of inferences under an assignment (any assignment; pipeline order is not required).
 
     inferences: stream length (default `default_inferences(chiplets in use, batch)`). trace: also return op,
     link and stack events of the stream in `Report.trace_events`. streamed: which ops stream their weights from
     the memory tier (default: the Partition's `streamed`, else none). batch: inferences per read of a streamed
-    weight. Pure: no side effects, same inputs give the same Report.
+    weight. engine, group: per op, a ring relay flag and a group id (set when a sharded partition runs as its
+    pieces, docs R4b-R4c); overlap: False keeps every lane in plain (inference, op) order (no round lags).
+    Pure: no side effects, same inputs give the same Report.
     """
     a = _as_assignment(graph, hw, partition_or_assignment)
     streamed = _as_streamed(graph, hw, partition_or_assignment, streamed)
@@ -317,9 +379,10 @@ def simulate(graph: TensorGraph, hw: Hardware, partition_or_assignment: Partitio
         if problems:
             raise UserError(f"invalid sharding: {problems[0]}", "give each split op a group inside the package, "
                             "in pipeline order")
-        ex = expand(graph, a, shard)
+        ex = expand(graph, a, shard, links=ring_links(hw), keep_column=keep_column(hw))
         rep = simulate(ex.graph, hw, ex.assignment, trace=trace, inferences=inferences,
-                       streamed=None if streamed is None else streamed[ex.owner], batch=batch)
+                       streamed=None if streamed is None else streamed[ex.owner], batch=batch, engine=ex.engine,
+                       group=ex.group if overlap else None)
         bound = sharded_bound_cycles(graph, hw, int(np.max(shard)))
         return replace(rep, graph_name=graph.name, bound_cycles_per_inference=bound,
                        bound_throughput_per_s=hw.clock_hz / bound)
@@ -327,17 +390,24 @@ def simulate(graph: TensorGraph, hw: Hardware, partition_or_assignment: Partitio
     n_inf = default_inferences(n_stages, batch) if inferences is None else int(inferences)
     if n_inf < 1:
         raise UserError(f"inferences must be at least 1, got {n_inf}", "simulate one or more inferences")
-    plan = _plan(graph, hw, a, streamed, batch)
+    plan = _plan(graph, hw, a, streamed, batch, engine, group)
+    # Round lags (R4b) deepen the pipeline: the stream grows by 2 x the largest lag, and the last `lag` inferences
+    # (whose lanes no longer run later inferences beside them: the drain) stay out of the measured window.
+    lag = max((max(lg, default=0) for lg in plan.seg_lag), default=0)
+    if inferences is None:
+        n_inf += 2 * lag
     finish, events = _run(plan, hw, n_inf, trace, batch)
     latency = _run(plan, hw, 1, False, batch)[0][0] if n_inf > 1 else finish[0]
 
     # Steady state: mean completion interval over the second half of the stream, never below the busiest
     # resource's cycles per inference (a finite window can catch a transient).
     max_busy = max(float(plan.chiplet_busy.max(initial=0)), float(plan.link_busy.max(initial=0)),
-                   float(plan.stack_busy.max(initial=0)), 1.0)
-    if n_inf >= 2:
-        first = n_inf // 2
-        measured = (finish[-1] - finish[first - 1]) / (n_inf - first)
+                   float(plan.stack_busy.max(initial=0)),
+                   float(plan.engine_busy.max(initial=0)) if plan.engine_busy is not None else 0.0, 1.0)
+    if n_inf - lag >= 2:
+        last = n_inf - 1 - lag
+        first = (last + 1) // 2
+        measured = (finish[last] - finish[first - 1]) / (last + 1 - first)
     else:
         measured = float(finish[0])
     period = max(measured, float(max_busy))
@@ -346,12 +416,12 @@ def simulate(graph: TensorGraph, hw: Hardware, partition_or_assignment: Partitio
 
     compute_pj, sram_pj = compute_energy_pj(graph, hw, a)
     fs = plan.first_stream
-    link_pj = sum(link_energy_pj(b, len(r), hw) for b, r in zip(plan.msg_bytes[:fs], plan.msg_route[:fs]))
+    link_pj = sum(route_energy_pj(b, r, hw) for b, r in zip(plan.msg_bytes[:fs], plan.msg_route[:fs]))
     stack_names = [st.name for st in hw.memory_stacks]
     stack_bytes = dict.fromkeys(stack_names, 0.0)
     memory_pj = 0.0
-    for b, k, h in zip(plan.msg_bytes[fs:], plan.stream_stack, plan.stream_hops):
-        memory_pj += stream_energy_pj(b, hw.memory_stacks[k], h, hw) / batch
+    for b, k, r in zip(plan.msg_bytes[fs:], plan.stream_stack, plan.msg_route[fs:]):
+        memory_pj += stream_energy_pj(b, hw.memory_stacks[k], len(r) - 1, hw, r[1:]) / batch
         stack_bytes[stack_names[k]] += b / batch
 
     busy_chip = int(np.argmax(plan.chiplet_busy))
@@ -363,6 +433,12 @@ def simulate(graph: TensorGraph, hw: Hardware, partition_or_assignment: Partitio
                                                             plan.link_busy.max(initial=0)):
         bottleneck = f"memory stack {stack_names[int(np.argmax(plan.stack_busy))]}"
 
+    cross_pkg = 0.0
+    if hw.package_level is not None:
+        per_inf = [1.0] * fs + [1.0 / batch] * (len(plan.msg_route) - fs)
+        board = hw.link_class
+        cross_pkg = sum(b * w * sum(board[k] for k in r if k < len(board))
+                        for b, w, r in zip(plan.msg_bytes, per_inf, plan.msg_route))
     mem = memory_use(graph, hw, a, streamed)
     clock = hw.clock_hz
     return Report(
@@ -390,4 +466,5 @@ def simulate(graph: TensorGraph, hw: Hardware, partition_or_assignment: Partitio
         stack_utilisation={name: float(plan.stack_busy[k]) / period for k, name in enumerate(stack_names)},
         stack_bytes_per_inference=stack_bytes,
         batch=batch,
+        package_link_bytes_per_inference=cross_pkg,
     )

@@ -9,7 +9,9 @@ import math
 
 import numpy as np
 
-from partitioner.cost import op_cycles, op_cycles_matrix, serialization_cycles, sharded_op_cycles
+from partitioner.collectives import entry_ring_cycles, ring_is_faster
+from partitioner.cost import (_ceil_div, collective_cycles, keep_column, next_stage_bytes_per_cycle, op_cycles,
+                             op_cycles_matrix, ring_links, serialization_cycles, sharded_op_cycles)
 from partitioner.sharding import PARTIAL_AXES, layout, piece
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
@@ -119,6 +121,7 @@ def stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, relaxed: b
     not fit its SRAM, 0 for the empty stage i == j). The DP's stage cost, in the simulator's cost model."""
     n = graph.n_ops
     chip = hw.chiplets[chiplet]
+    out_bw = next_stage_bytes_per_cycle(hw, chiplet)
     cyc = np.concatenate([[0], np.cumsum(op_cycles(graph, chip))]).astype(float)
     wts = np.concatenate([[0], np.cumsum(sram_weights(graph, hw, relaxed))])
     send = _send_bytes(graph)
@@ -134,7 +137,7 @@ def stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, relaxed: b
         j = np.arange(i + 1, n + 1)
         peak = np.maximum.accumulate(work[i:])
         fits = wts[j] - wts[i] + peak <= chip.sram_bytes
-        ship = serialization_cycles(cross[i, j], hw).astype(float)
+        ship = _ceil_div(cross[i, j], out_bw).astype(float)
         cost[i, i + 1:] = np.where(fits, cyc[j] - cyc[i] + ship, np.inf)
     return cost
 
@@ -157,7 +160,7 @@ def dp_partition(graph: TensorGraph, hw: Hardware, relaxed: bool = False) -> np.
     best[0] = 0.0
     choice = np.zeros((n_chip, n + 1), dtype=np.int64)
     for k in range(n_chip):
-        chip = hw.chiplets[k]
+        chip = (hw.chiplets[k], next_stage_bytes_per_cycle(hw, k))
         cost = costs.get(chip)
         if cost is None:
             cost = costs[chip] = stage_cost_matrix(graph, hw, k, relaxed)
@@ -182,8 +185,23 @@ def dp_partition(graph: TensorGraph, hw: Hardware, relaxed: bool = False) -> np.
 
 # --- stages on groups of chiplets with intra-op sharding (Alpa-style stage construction) ---------------------------
 DEFAULT_MAX_SHARD = 4
-"""Largest group (and shard degree) the staged DP tries. The direct all-gather's busiest link carries
-floor(k/2) ceil(k/2) slices (cost.all_gather_cycles), so wider groups pay more in links than they save."""
+"""The smallest default largest group (auto_max_shard's floor)."""
+AUTO_MAX_SHARD_CAP = 16
+"""The largest default largest group: the staged DP's time grows with it (about 1 s per unit at 144 chiplets)."""
+
+
+def auto_max_shard(n_chiplets: int) -> int:
+    """The default largest group (`--max-shard auto`): min(16, max(4, chiplets // 8)), at most the chiplet count.
+    4 up to 32 chiplets, 8 at 64, 16 from 128: a bigger package has room for wider groups, which ring
+    collectives (partitioner/collectives.py) keep cheap, and the largest op's smallest piece bounds throughput."""
+    return max(1, min(AUTO_MAX_SHARD_CAP, max(DEFAULT_MAX_SHARD, int(n_chiplets) // 8), int(n_chiplets)))
+
+
+def staged_degrees(max_shard: int) -> list[int]:
+    """The largest groups the `partition` command runs the staged DP for: the powers of two from 2 below
+    max_shard and max_shard itself (each DP run may use any smaller group too; the simulator picks among them)."""
+    out = [d for d in (2 ** e for e in range(1, 8)) if d < max_shard]
+    return out + [max_shard] if max_shard >= 2 else []
 
 
 def _inner_bytes(graph: TensorGraph, skip: np.ndarray | None = None) -> np.ndarray:
@@ -217,31 +235,47 @@ def _recv_bytes(graph: TensorGraph, only: np.ndarray | None = None) -> np.ndarra
     return recv
 
 
-def _tables(graph: TensorGraph) -> tuple:
-    """What group_stage_cost_matrix needs for every group size: send, inner, axes, recv, recv of partials."""
-    axes, aligned = _stage_layout(graph)
+def _tables(graph: TensorGraph, layout_of: tuple | None = None) -> tuple:
+    """What group_stage_cost_matrix needs: send, inner, axes, recv, recv of partials, for the layout `layout_of`
+    = (axes, aligned) (default: _stage_layout)."""
+    axes, aligned = layout_of or _stage_layout(graph)
     partial = np.array([ax in PARTIAL_AXES for ax in axes], dtype=bool)
     return (_send_bytes(graph), _inner_bytes(graph, aligned), axes, _recv_bytes(graph),
             _recv_bytes(graph, partial))
 
 
-def _stage_layout(graph: TensorGraph) -> tuple[tuple[str, ...], np.ndarray]:
-    """The axes and aligned edges when every op shares one group (sharding.layout), as the DP assumes inside a
-    stage: exact for ops whose producers are in the same stage, an estimate at a stage's first ops."""
-    return layout(graph, np.zeros(graph.n_ops, dtype=np.int64), np.full(graph.n_ops, 2, dtype=np.int64))
+def _stage_layout(graph: TensorGraph, k: int = 2, chiplet: int = 0, keep=None) -> tuple[tuple[str, ...],
+                                                                                          np.ndarray]:
+    """The axes and aligned edges when every op shares one group of k from `chiplet` (sharding.layout, with the
+    keep-column rule `keep`), as the DP assumes inside a stage: exact for ops whose producers are in the same
+    stage, an estimate at a stage's first ops."""
+    return layout(graph, np.full(graph.n_ops, chiplet, dtype=np.int64), np.full(graph.n_ops, k, dtype=np.int64),
+                  keep)
+
+
+def _tables_for(graph: TensorGraph, hw: Hardware, chiplet: int, k: int, cache: dict) -> tuple:
+    """The DP's tables for a group of k from `chiplet` under the simulator's layout (cost.keep_column), computed
+    once per distinct layout."""
+    axes, aligned = _stage_layout(graph, max(k, 2), chiplet, keep_column(hw))
+    key = (axes, aligned.tobytes())
+    if key not in cache:
+        cache[key] = _tables(graph, (axes, aligned))
+    return cache[key]
 
 
 def group_stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, k: int,
                             tables: tuple | None = None) -> np.ndarray:
     """cost[i, j]: cycles per inference of ops i..j-1 run as a stage on the k chiplets from `chiplet`, every op
-    split k ways: the pieces' cycles, plus the all-gather (cost.all_gather_cycles) of every op that has a consumer
-    inside the stage, plus shipping each member's share of the cut outputs (inf if the pieces do not fit SRAM).
-    k = 1 is `stage_cost_matrix`."""
+    split k ways: the largest of the pieces' cycles, the collectives (cost.collective_cycles: direct or ring, as
+    the simulator runs them) of the ops with a consumer inside the stage plus shipping each member's share of the
+    cut outputs, and the entry (k copies of the inputs, or an entry ring): under the simulator's rounds (R4b) a
+    stage's compute overlaps its links. inf if the pieces do not fit SRAM. tables: `_tables_for` (default: computed
+    here for this group)."""
     n = graph.n_ops
     chip = hw.chiplets[chiplet]
+    out_bw = next_stage_bytes_per_cycle(hw, chiplet + k - 1)
     if tables is None:
-        axes, aligned = _stage_layout(graph)
-        tables = _tables(graph)
+        tables = _tables_for(graph, hw, chiplet, k, {})
     send, inner, axes, recv, recv_partial = tables
     pieces = TensorGraph.build(graph.name, [piece(op, k, axes[i]) for i, op in enumerate(graph.ops)], [])
     cyc = np.concatenate([[0], np.cumsum(sharded_op_cycles(graph, chip, k, axes))]).astype(float)
@@ -249,13 +283,18 @@ def group_stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, k: i
     cross = np.flip(np.cumsum(np.flip(send, axis=0), axis=0), axis=0)
     if k > 1:
         # slices of an all-gather; full partials (row_parallel, vocab) of an all-reduce
+        # the collective the simulator runs (cost.collective_cycles: direct or ring, whichever is faster)
         partial = np.array([ax in PARTIAL_AXES for ax in axes])
-        slices = np.where(partial[:, None], inner, -(-inner // k))
-        ag = (k // 2) * ((k + 1) // 2) * serialization_cycles(slices, hw) + (slices > 0) * (k - 1) * hw.hop_latency_cycles
+        ag = np.where(partial[:, None], collective_cycles("all-reduce", inner, k, hw),
+                      collective_cycles("all-gather", inner, k, hw))
         gather = np.flip(np.cumsum(np.flip(ag, axis=0), axis=0), axis=0)
         # a split producer's slices add up to its tensor; full partials (row_parallel, vocab) come from each of
-        # its pieces, taken as k of them
-        entry = (k * serialization_cycles(recv + (k - 1) * recv_partial, hw)).astype(float)
+        # its pieces, taken as k of them, unless a ring reduces them first (then k chunks: the tensor once);
+        # every member needs the whole input: k copies over the entry link
+        direct = ~ring_is_faster("all-reduce", recv_partial, k, *ring_links(hw)) if k > 2 else True
+        entry = (k * serialization_cycles(recv + direct * (k - 1) * recv_partial, hw)).astype(float)
+        # or, when an entry ring is faster (collectives.entry_is_ring), the inputs once and a ring all-gather
+        entry = np.minimum(entry, entry_ring_cycles(recv, k, *ring_links(hw)))
     else:
         gather = np.zeros_like(cross)
         entry = np.zeros((n + 1, n + 1))
@@ -272,8 +311,11 @@ def group_stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, k: i
         fits = (wts[j] - wts[i] + peak <= chip.sram_bytes) & (banned[j] == banned[i])
         # gather[i, j] sums ops >= i (edges go forward, so only consumers inside i..j-1 count).
         inside = gather[i, j]
-        ship = serialization_cycles(-(-cross[i, j] // k), hw).astype(float)
-        cost[i, i + 1:] = np.where(fits, np.maximum(cyc[j] - cyc[i] + inside + ship, entry[i, j]), np.inf)
+        if out_bw < hw.fastest_link_bytes_per_cycle:   # every member's share leaves over one slower link
+            ship = _ceil_div(cross[i, j], out_bw).astype(float)
+        else:
+            ship = serialization_cycles(-(-cross[i, j] // k), hw).astype(float)
+        cost[i, i + 1:] = np.where(fits, np.maximum(np.maximum(cyc[j] - cyc[i], inside + ship), entry[i, j]), np.inf)
     return cost
 
 
@@ -283,19 +325,23 @@ def staged_partition(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_
     chiplets (g_s <= max_shard, groups in pipeline order, at most n_chiplets chiplets in all) with every op of
     the stage split g_s ways, minimising the slowest stage (`group_stage_cost_matrix`). A DP over (ops placed,
     chiplets used) x group size, as Alpa's stage construction over layers x submeshes. max_shard = 1 is
-    `dp_partition`. Falls back to `dp_partition` (shard 1) if no staged plan fits SRAM."""
+    `dp_partition`. Falls back to `dp_partition` (shard 1) if no staged plan fits SRAM. With packages
+    (hw.package_level) a group never straddles two packages, and a stage ships its cut outputs at the slowest link
+    to the next chiplet (cost.next_stage_bytes_per_cycle)."""
     n, n_chip = graph.n_ops, hw.n_chiplets
     max_shard = max(1, min(int(max_shard), n_chip))
-    tables = _tables(graph)
+    tables: dict = {}
     costs: dict = {}
 
     def cost(c: int, g: int) -> np.ndarray | None:
         kind = hw.chiplets[c]
         if any(hw.chiplets[m] != kind for m in range(c, c + g)):
             return None     # groups of one chiplet kind only
-        key = (kind, g)
+        if g > 1 and hw.package_of(c) != hw.package_of(c + g - 1):
+            return None     # and inside one package: collectives never cross a package link
+        key = (kind, g, next_stage_bytes_per_cycle(hw, c + g - 1))
         if key not in costs:
-            costs[key] = group_stage_cost_matrix(graph, hw, c, g, tables)
+            costs[key] = group_stage_cost_matrix(graph, hw, c, g, _tables_for(graph, hw, c, g, tables))
         return costs[key]
 
     # best[c, j]: the smallest bottleneck placing ops 0..j-1 on chiplets 0..c-1 (some maybe unused).

@@ -78,9 +78,12 @@ def test_two_way_all_gather_on_a_two_chiplet_chain_matches_the_hand_count():
     r = simulate(g, hw, part)
     # piece 500; slice 16384 B = 256 link cycles + 1 hop of 20: arrives at 776; the add's piece 5: done at 781.
     assert r.latency_cycles == 500 + HOP + 256 + 5
-    # Each chiplet runs (inference, op) in order, so it waits for the all-gather every inference: period 781.
-    assert r.cycles_per_inference == 781
-    assert r.link_utilisation == pytest.approx({"0->1": 256 / 781, "1->0": 256 / 781})
+    # R4b: the add waits on its own group's all-gather, so it runs one round later: in round r each chiplet runs
+    # fc's piece of inference r, then the add of r - 1, whose slices arrived long before: period = busy = 505.
+    assert r.cycles_per_inference == 505
+    assert r.link_utilisation == pytest.approx({"0->1": 256 / 505, "1->0": 256 / 505})
+    # Without the lags (plain (inference, op) order) each chiplet idles through the all-gather: period 781.
+    assert simulate(g, hw, part, overlap=False).cycles_per_inference == 781
     assert r.energy_breakdown_j["link"] == pytest.approx(2 * 16384 * 8 * hw.link_pj_per_bit * 1e-12)
     assert r.chiplet_busy_cycles == (505, 505)
     assert all_gather_cycles(32768, 2, hw) == 256 + HOP

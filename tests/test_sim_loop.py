@@ -50,3 +50,39 @@ def test_the_comparison_covers_stream_reads_and_zero_byte_edges():
     assert any(s[0] == 0 for s in plan.msg_ser[:plan.first_stream])    # zero-byte messages
     n_inf = default_inferences(9, 2)
     assert _run(plan, hw, n_inf, False, 2)[0] == _run_traced(plan, hw, n_inf, False, 2)[0]
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(2, 40), chips=st.integers(3, 12), seed=st.integers(0, 10_000), k_max=st.integers(2, 6),
+       link=st.sampled_from([4, 16, 64]), stream=st.booleans(), batch=st.sampled_from([1, 2]))
+def test_compiled_loop_matches_on_sharded_plans_with_rings_and_round_lags(n, chips, seed, k_max, link, stream,
+                                                                          batch):
+    """Staged plans run as pieces (sharding.expand): ring relays on the collective-engine lanes and round lags
+    (docs R4b, R4c), with stream reads of the pieces' weights."""
+    from partitioner.cost import ring_links
+    from partitioner.sharding import expand
+    from partitioner.splits import staged_partition
+
+    graph = random_dag(n, seed)
+    hw = mesh_of(chips, memory_tier=stream, link_bytes_per_cycle=link)
+    a, k = staged_partition(graph, hw, min(k_max, chips))
+    ex = expand(graph, a, k, links=ring_links(hw))
+    rng = np.random.default_rng(seed)
+    streamed = (rng.random(ex.graph.n_ops) < 0.5) & (ex.graph.weight_bytes > 0) if stream else None
+    plan = _plan(ex.graph, hw, ex.assignment, streamed, batch, ex.engine, ex.group)
+    n_inf = default_inferences(chips, batch) + 4
+    fast, _ = _run(plan, hw, n_inf, False, batch)
+    slow, _ = _run_traced(plan, hw, n_inf, False, batch)
+    assert fast == slow
+
+
+def test_the_sharded_comparison_covers_rings_and_lags():
+    """A fixed case that surely has both: every op of a random graph split 6 ways on one group, slow links."""
+    from partitioner.sharding import expand
+
+    graph = random_dag(20, 3)
+    hw = mesh_of(12, link_bytes_per_cycle=8)
+    ex = expand(graph, np.zeros(20, dtype=np.int64), np.full(20, 6), links=(8, hw.hop_latency_cycles))
+    plan = _plan(ex.graph, hw, ex.assignment, None, 1, ex.engine, ex.group)
+    assert ex.engine.any() and plan.n_chiplets == 24 and any(any(lg) for lg in plan.seg_lag)
+    assert _run(plan, hw, 12, False)[0] == _run_traced(plan, hw, 12, False)[0]

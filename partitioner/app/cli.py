@@ -43,8 +43,8 @@ def _add_model_args(p: argparse.ArgumentParser, precision: str | None = "fp16", 
 def _add_hw_args(p: argparse.ArgumentParser, default_chiplets: int | None = None) -> None:
     p.add_argument("--chiplets", type=int, default=default_chiplets,
                    help="number of chiplets: a near-square mesh of the default chiplet unless --hardware says more")
-    p.add_argument("--hardware", help="a preset name (default-16, sram-only-16, simba-36) or a .toml file "
-                                      "(see docs/hardware.md)")
+    p.add_argument("--hardware", help="a preset name (default-16, sram-only-16, simba-36, two-package-2x16) or a "
+                                      ".toml file (see docs/hardware.md)")
     p.add_argument("--no-memory-tier", action="store_true",
                    help="drop the package's HBM memory stacks: every weight must fit in SRAM")
 
@@ -82,9 +82,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="skip the CP-SAT lower bound on the bottleneck (saves a few seconds)")
     run.add_argument("--batch", type=int, default=1,
                      help="inferences per read of a weight streamed from the memory tier (default 1)")
-    run.add_argument("--max-shard", type=int, default=None,
+    run.add_argument("--max-shard", type=_max_shard, default=None,
                      help="largest group an op may split across (intra-op sharding); 1 keeps ops whole "
-                          "(default 4, at most the chiplet count)")
+                          "(default auto: min(16, max(4, chiplets // 8)), at most the chiplet count)")
 
     ins = sub.add_parser("inspect", help="show ops, FLOPs and parameters as the importer sees them")
     _add_model_args(ins, precision=None)
@@ -148,6 +148,17 @@ def _normalise_argv(argv: list[str]) -> list[str]:
     if argv and argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help"):
         return ["run", *argv]
     return argv
+
+
+def _max_shard(text: str) -> int | str | None:
+    """--max-shard: "auto" (None: splits.auto_max_shard), an integer, or the text as given for
+    run.validate_config to reject in one line."""
+    if text == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 def main(argv: list[str] | None = None) -> int:

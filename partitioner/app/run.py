@@ -29,9 +29,11 @@ from partitioner.app.staged_cert import (is_staged, staged_certificate, staged_c
 from partitioner.app.pipeline import evaluate
 from partitioner.report import (Evaluation, plot_partition, report_markdown, write_chrome_trace, write_json,
                                 write_text)
+from partitioner.cost import keep_column, ring_links
 from partitioner.simulator import simulate
 from partitioner.sharding import expand, groups, split_axis
-from partitioner.splits import DEFAULT_MAX_SHARD, dp_partition, greedy_partition, staged_partition
+from partitioner.splits import (auto_max_shard, dp_partition, greedy_partition, staged_degrees,
+                               staged_partition)
 from policies.baselines import SearchResult, anneal, random_search
 
 METHODS = ("rl", "random", "greedy", "dp", "anneal", "exact", "learned")
@@ -78,7 +80,7 @@ class RunConfig:
     """False (`--no-memory-tier`) drops the package's memory stacks: every weight must fit in SRAM."""
     max_shard: int | None = None
     """Largest shard degree (group size) an op may split into; 1 keeps every op whole (no intra-op sharding);
-    None means min(splits.DEFAULT_MAX_SHARD, chiplets)."""
+    None means splits.auto_max_shard(chiplets): min(16, max(4, chiplets // 8))."""
 
 
 @dataclass(frozen=True)
@@ -215,12 +217,13 @@ def _wall_cap(run_budget: RunBudget, wanted_s: float) -> float:
 
 
 def best_staged(graph: TensorGraph, hw: Hardware, max_shard: int) -> Evaluation | None:
-    """The best simulated of the staged DP plans (splits.staged_partition) for each largest group 2..max_shard:
+    """The best simulated of the staged DP plans (splits.staged_partition) for each largest group in
+    splits.staged_degrees(max_shard) (2, 4, 8, ... below max_shard, and max_shard):
     the DP's link model is an estimate, so the simulator picks among them. Plans that check() rejects (the DP
     knows neither op types a chiplet cannot run nor the exact working set at a stage's first ops) are dropped;
     None when none is valid."""
     best = None
-    for k in range(2, max_shard + 1):
+    for k in staged_degrees(max_shard):
         a, shard = staged_partition(graph, hw, k)
         part = Partition(a, None, 0, "staged-dp", shard=shard)
         if check(graph, hw, part):
@@ -285,7 +288,7 @@ def validate_config(cfg: RunConfig) -> None:
         raise UserError(f"--batch must be a positive integer, got {cfg.batch!r}", "pass --batch 1 or more")
     if cfg.max_shard is not None and (type(cfg.max_shard) is not int or cfg.max_shard < 1):
         raise UserError(f"--max-shard must be a positive integer, got {cfg.max_shard!r}",
-                        "pass 1 (no sharding) up to the chiplet count")
+                        "pass auto (the default), or 1 (no sharding) up to the chiplet count")
     if cfg.method is not None and cfg.method not in METHODS:
         raise UserError(f"unknown method {cfg.method!r}", f"use one of {', '.join(METHODS)}")
     limits.check_model_path(cfg.model)
@@ -310,7 +313,7 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
     if cfg.max_shard is not None and cfg.max_shard > hw.n_chiplets:
         raise UserError(f"--max-shard {cfg.max_shard} is larger than the package's {hw.n_chiplets} chiplets",
                         f"pass --max-shard between 1 and {hw.n_chiplets}")
-    max_shard = min(DEFAULT_MAX_SHARD, hw.n_chiplets) if cfg.max_shard is None else cfg.max_shard
+    max_shard = auto_max_shard(hw.n_chiplets) if cfg.max_shard is None else cfg.max_shard
     with run_budget.catch_sigint():
         found, stopped = bounded_search(graph, hw, method, budget=budget, seed=cfg.seed,
                                         time_limit_s=cfg.time_limit_s, policy=cfg.policy, on_eval=on_eval,
@@ -339,7 +342,7 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
                 if plan is not None and plan.throughput > best.throughput:
                     best, found_by = plan, (f"the certificate's staged CP-SAT solve over split plans "
                                             f"({cert.info['staged_status']}), warm-started from the run's best plan")
-        elif cfg.certificate:
+        elif cfg.certificate and cert is None:
             stopped = stopped or run_budget.stop_reason() or "the --max-time budget left no time for the certificate"
         if stopped is None and run_budget.interrupted:   # Ctrl-C during the certificate: its solve ran to its limit
             stopped = "interrupted by Ctrl-C during the certificate, after the search finished"
@@ -398,6 +401,8 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
         "bottleneck": rep.bottleneck,
     }
     metrics.update(token_metrics(graph, rep))
+    if hw.package_level is not None:
+        metrics["package_link_bytes_per_inference"] = rep.package_link_bytes_per_inference
     solver_bound = outcome.solver_bound_throughput_per_s
     if solver_bound is not None:
         metrics["solver_bound_throughput_per_s"] = solver_bound
@@ -425,7 +430,7 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
         "assignment": assignment,
         "metrics": metrics,
         "per_chiplet": per_chiplet,
-        "groups": groups(graph, a, shard),
+        "groups": groups(graph, a, shard, links=ring_links(hw), keep_column=keep_column(hw)),
         "search": {"evaluations": outcome.evaluations, "wall_s": outcome.wall_s,
                    "ops_moved_by_repair": outcome.best.partition.ops_moved,
                    "history": [list(h) for h in outcome.history]},
@@ -440,7 +445,8 @@ def _pieces(outcome: Outcome) -> tuple[TensorGraph, np.ndarray]:
     part = outcome.best.partition
     if part.shard is None:
         return outcome.graph, part.assignment
-    ex = expand(outcome.graph, part.assignment, part.shard)
+    ex = expand(outcome.graph, part.assignment, part.shard, links=ring_links(outcome.hw),
+                keep_column=keep_column(outcome.hw))
     return ex.graph, ex.assignment
 
 
@@ -521,18 +527,21 @@ def _provenance_markdown(outcome: Outcome) -> str:
 
 def _groups_markdown(outcome: Outcome) -> str:
     part = outcome.best.partition
-    found = groups(outcome.graph, part.assignment, part.shard)
+    found = groups(outcome.graph, part.assignment, part.shard, links=ring_links(outcome.hw),
+                   keep_column=keep_column(outcome.hw))
     if not found:
         return ""
     lines = ["", "## Groups and collectives", "",
-             "Ops split k ways run as k pieces on the group's chiplets (docs/simulator.md, S1-S5); the collective "
-             "bytes are what the pieces send per inference (all-gather of slices, all-reduce of vocab partials).", "",
-             "| chiplets | shard | ops | axes | collectives | collective bytes |", "|---|---|---|---|---|---|"]
+             "Ops split k ways run as k pieces on the group's chiplets (docs/simulator.md, S1-S7); the collective "
+             "bytes are what the pieces and ring relays send per inference (all-gather of slices, all-reduce of "
+             "partials, direct or as rings).", "",
+             "| chiplets | shard | ops | axes | collectives | rings | collective bytes |",
+             "|---|---|---|---|---|---|---|"]
     for g in found:
         axes = ", ".join(f"{k} {v}" for k, v in g["axes"].items())
         colls = ", ".join(f"{k} {v}" for k, v in g["collectives"].items())
         lines.append(f"| {g['chiplets'][0]}..{g['chiplets'][-1]} | {g['shard']} | {g['ops']} | {axes} | {colls} | "
-                     f"{g['collective_bytes']:,} |")
+                     f"{g.get('rings', 0)} | {g['collective_bytes']:,} |")
     return "\n".join(lines) + "\n"
 
 
@@ -762,7 +771,7 @@ def format_outcome(outcome: Outcome) -> str:
     rep, hw = outcome.best.report, outcome.hw
     rows = [
         ("model", f"{outcome.model} ({outcome.graph.n_ops} ops, {outcome.graph.total_flops / 1e9:.2f} GFLOP)"),
-        ("hardware", f"{hw.name}: {hw.n_chiplets} chiplets, {hw.topology} {hw.rows}x{hw.cols}"),
+        ("hardware", f"{hw.name}: {hw.n_chiplets} chiplets, {hw.layout}"),
         ("method", f"{outcome.method}: {outcome.evaluations} evaluation{'s' * (outcome.evaluations != 1)} in {outcome.wall_s:.1f} s, "
                    + (f"repair moved {outcome.best.partition.ops_moved} ops" if outcome.found_by is None
                       else f"best found by {outcome.found_by.split(',')[0]}")),
