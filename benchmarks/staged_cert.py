@@ -1,6 +1,6 @@
 """The certificate of runs whose ops may split: the analytical bound against CP-SAT's staged bound
 (solver/staged_opt.py), its status, gap and solve time, and the run's plan as a % of the certificate. Each row is
-the normal `partition` command (default method, default --max-shard 4) in its own process.
+the normal `partition` command (default method, default --max-shard auto: splits.auto_max_shard) in its own process.
 
     python -m benchmarks.staged_cert --models examples/bert-base.onnx examples/bert-large.onnx \
         --chiplets 16 64 144 --out /tmp/staged_cert
@@ -19,6 +19,7 @@ from pathlib import Path
 from partitioner.cost import sharded_bound_cycles
 from partitioner.hardware import load_hardware
 from partitioner.onnx_import import load_onnx
+from partitioner.splits import auto_max_shard
 
 
 def run_one(model: str, chiplets: int, out: Path) -> dict:
@@ -34,7 +35,8 @@ def run_one(model: str, chiplets: int, out: Path) -> dict:
     hw = load_hardware(None, chiplets)
     graph = load_onnx(model, precision="fp16")
     staged = m.get("staged_solve", {})
-    return row | {"analytical_cycles": sharded_bound_cycles(graph, hw, min(4, chiplets)),
+    return row | {"analytical_cycles": sharded_bound_cycles(graph, hw, auto_max_shard(chiplets)),
+                  "max_shard": auto_max_shard(chiplets),
                   "staged_bound_cycles": staged.get("bound_cycles"), "status": staged.get("status"),
                   "gap": staged.get("gap"), "objective_cycles": staged.get("objective_cycles"),
                   "solve_s": staged.get("solve_time_s"), "placements": staged.get("placements"),
@@ -46,16 +48,16 @@ def run_one(model: str, chiplets: int, out: Path) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | chiplets | analytical bound (cyc) | CP-SAT staged bound (cyc) | status | gap | best in "
+    lines = ["| model | chiplets | max shard | analytical bound (cyc) | CP-SAT staged bound (cyc) | status | gap | best in "
              "model (cyc) | placements | solve s | certificate | plan cyc/inf | plan busiest chiplet (cyc) | plan % of "
-             "certificate | run wall s |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "certificate | run wall s |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["rc"] != 0:
             lines.append(f"| {r['model']} | {r['chiplets']} | failed: {r.get('error', '')} |||||||||||")
             continue
         pct = 100 * r["throughput"] / r["certificate_per_s"] if r["certificate_per_s"] else float("nan")
         fmt = lambda x, f: "-" if x is None else format(x, f)  # noqa: E731
-        lines.append(f"| {r['model']} | {r['chiplets']} | {r['analytical_cycles']:,.1f} | "
+        lines.append(f"| {r['model']} | {r['chiplets']} | {r['max_shard']} | {r['analytical_cycles']:,.1f} | "
                      f"{fmt(r['staged_bound_cycles'], ',.0f')} | {r['status']} | "
                      f"{fmt(None if r['gap'] is None else 100 * r['gap'], '.1f')}% | "
                      f"{fmt(r['objective_cycles'], ',.0f')} | {fmt(r['placements'], ',')} | {fmt(r['solve_s'], '.1f')} | "
