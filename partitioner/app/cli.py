@@ -106,6 +106,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--synthetic", type=int, default=0, help="also train on this many random DAGs")
     train.add_argument("--time-budget", type=float, default=None,
                        help="stop (with a checkpoint) after this many seconds of training in total, resumes included")
+    train.add_argument("--workers", type=int, default=1,
+                       help="rollout evaluations at once: local processes, or the CPUs of --ray local (default 1)")
+    train.add_argument("--ray", default=None, metavar="auto|ADDRESS|local",
+                       help="evaluate rollouts on Ray: auto (a running cluster), ADDRESS, or local (start one here)")
 
     fine = sub.add_parser("finetune", help="fine-tune the policy on one model and write its best partition")
     _add_model_args(fine)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +22,8 @@ from typing import Callable
 import numpy as np
 
 from partitioner import ppa
+from partitioner.app import backend
+from partitioner.app.backend import LocalPool, RayBackend  # noqa: F401 - the names explore had
 from partitioner.app.dse_space import Space, design_from_params, hardware_of, validate
 from partitioner.errors import UserError
 from partitioner.graph import TensorGraph
@@ -145,71 +146,16 @@ def evaluate_design(model: str, shapes: tuple, precision: str, params: dict) -> 
                         seconds=time.perf_counter() - start)
 
 
-# --- backends -----------------------------------------------------------------------------------------------------
+# --- backends (partitioner/app/backend.py; the names stay importable from here) -----------------------------------
 def _install_graph(key: tuple, graph: TensorGraph) -> None:
     _GRAPHS[key] = graph
 
 
-class LocalPool:
-    """A process pool; one worker needs no pool (runs in this process, which keeps tests and profiles simple).
-
-    Workers are spawned, not forked (a fork of a process that has run onnxruntime can crash), and receive the
-    loaded graph once through the initializer instead of importing the model again."""
-
-    def __init__(self, workers: int, graph_key: tuple | None = None, graph: TensorGraph | None = None) -> None:
-        import multiprocessing as mp
-
-        init = (_install_graph, (graph_key, graph)) if graph is not None else (None, ())
-        self.pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init[0],
-                                           initargs=init[1]) if workers > 1 else None
-
-    def submit(self, fn: Callable, *args) -> cf.Future:
-        if self.pool is not None:
-            return self.pool.submit(fn, *args)
-        fut: cf.Future = cf.Future()
-        try:
-            fut.set_result(fn(*args))
-        except BaseException as exc:   # noqa: BLE001 - handed to the caller through the future, as a pool would
-            fut.set_exception(exc)
-        return fut
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
-
-
-class RayBackend:
-    """Ray tasks; ObjectRef.future() gives a concurrent.futures.Future, so the driver loop is the same."""
-
-    def __init__(self, address: str) -> None:
-        try:
-            import ray
-        except ImportError:
-            raise UserError("--ray needs the ray package, which is not installed",
-                            "pip install 'chiplet-partitioner[ray]' (or 'ray>=2.9'), or drop --ray")
-        self.ray = ray
-        self.started = not ray.is_initialized()
-        if self.started:
-            try:
-                ray.init(address=None if address == "local" else address, include_dashboard=False,
-                         log_to_driver=False, configure_logging=False)
-            except (ConnectionError, ValueError, RuntimeError) as exc:
-                raise UserError(f"cannot connect to Ray at {address!r} ({exc})",
-                                "start a cluster (`ray start --head`), pass its address, or use --ray local")
-        self.task = ray.remote(evaluate_design)
-
-    def submit(self, fn: Callable, *args) -> cf.Future:
-        assert fn is evaluate_design
-        return self.task.remote(*args).future()
-
-    def close(self) -> None:
-        if self.started:
-            self.ray.shutdown()
-
-
 def make_backend(workers: int, ray_address: str | None, graph_key: tuple | None = None,
                  graph: TensorGraph | None = None):
-    return LocalPool(workers, graph_key, graph) if ray_address is None else RayBackend(ray_address)
+    """explore's backend: each local worker receives the loaded graph once (Ray workers load it on first use)."""
+    init = (_install_graph, (graph_key, graph)) if graph is not None else (None, ())
+    return backend.make_backend(workers, ray_address, *init)
 
 
 # --- the study ----------------------------------------------------------------------------------------------------
@@ -363,11 +309,8 @@ def check_resumable(out: Path, cfg: ExploreConfig, space: Space) -> None:
 def validate_config(cfg: ExploreConfig) -> None:
     if cfg.budget < 1:
         raise UserError(f"--budget must be at least 1, got {cfg.budget}", "pass a number of designs, e.g. 30")
-    if cfg.workers < 1:
-        raise UserError(f"--workers must be at least 1, got {cfg.workers}", "pass 1 or more")
-    if cfg.workers > (os.cpu_count() or 1) * 4:
-        raise UserError(f"--workers {cfg.workers} is far above this machine's {os.cpu_count()} cores",
-                        "pass at most the number of cores")
+    backend.check_workers(cfg.workers)
+    backend.check_ray_address(cfg.ray)
 
 
 def run_explore(cfg: ExploreConfig, on_done: Callable[[int, int], None] | None = None) -> dict:

@@ -9,6 +9,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
+from partitioner.app.backend import check_ray_address, check_workers, make_backend, require_ray
 from partitioner.app.pipeline import PipelineReward
 from partitioner.errors import UserError
 from policies import train as tr
@@ -42,8 +43,14 @@ def _empty_corpus(directory: str) -> UserError:
 
 
 def train(args: argparse.Namespace) -> str:
-    """`partition train --corpus DIR --out policy.pt [--steps N] [--chiplets 2,4,..] [--synthetic N]`."""
+    """`partition train --corpus DIR --out policy.pt [--steps N] [--chiplets 2,4,..] [--synthetic N]
+    [--workers N] [--ray local|auto|ADDRESS]`."""
     counts = _chiplet_counts(args.chiplets)
+    workers, ray = getattr(args, "workers", 1), getattr(args, "ray", None)
+    check_workers(workers)
+    check_ray_address(ray)
+    if ray is not None:
+        require_ray()   # before the corpus loads: a missing package is the first thing to hear about
     if args.time_budget is not None and not args.time_budget > 0:
         raise UserError(f"--time-budget must be positive, got {args.time_budget}", "pass seconds, e.g. 1200")
     corpus = onnx_corpus(args.corpus, counts, args.precision)
@@ -55,11 +62,17 @@ def train(args: argparse.Namespace) -> str:
                   total_steps=TRAIN_CONFIG.total_steps if args.steps is None else args.steps)
     if cfg.total_steps < 0:
         raise UserError(f"--steps must be >= 0, got {cfg.total_steps}", "pass a number of PPO updates")
-    ckpt = pretrain(corpus, cfg, args.out, resume=True,
-                    reward_fn=PipelineReward(cfg.repair_time_limit_s, cfg.seed))
+    backend = make_backend(workers, ray)   # rollouts on a local pool or Ray; the update stays here
+    try:
+        ckpt = pretrain(corpus, cfg, args.out, resume=True, map_fn=backend.map,
+                        reward_fn=PipelineReward(cfg.repair_time_limit_s, cfg.seed))
+    finally:
+        backend.close()
     out = Path(args.out)
-    return (f"trained {ckpt['step']} updates ({ckpt['evals']} evaluations, {ckpt['wall_s']:.0f} s) on "
-            f"{len(corpus)} (graph, package) pairs\ncheckpoint: {out}\ncurve: {out.with_suffix('.csv')}")
+    where = f"Ray ({ray})" if ray is not None else f"{workers} local worker{'s' if workers > 1 else ''}"
+    return (f"trained {ckpt['step']} updates ({ckpt['evals']} evaluations, {ckpt['wall_s']:.0f} s, "
+            f"{ckpt['evals'] / max(ckpt['wall_s'], 1e-9):.2f}/s on {where}) on {len(corpus)} (graph, package) "
+            f"pairs\ncheckpoint: {out}\ncurve: {out.with_suffix('.csv')}")
 
 
 def finetune(args: argparse.Namespace) -> str:
