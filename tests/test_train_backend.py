@@ -122,6 +122,15 @@ def test_train_cli_rejects_bad_workers_and_ray_values(tmp_path, capsys):
     assert not (tmp_path / "p.pt").exists()
 
 
+def test_finetune_cli_checks_workers_and_ray_before_loading(tmp_path, capsys, monkeypatch):
+    base = ["finetune", str(tmp_path / "absent.onnx"), "--chiplets", "4", "--budget", "4", "--out", str(tmp_path / "o")]
+    assert main(base + ["--workers", "0"]) == 2
+    assert "--workers must be at least 1" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "ray", None)
+    assert main(base + ["--ray", "local"]) == 2
+    assert "pip install 'chiplet-partitioner[ray]'" in capsys.readouterr().err
+
+
 def test_train_cli_without_ray_installed_says_how_to_install(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)      # `import ray` raises ImportError
     assert main(["train", "--corpus", str(tmp_path), "--synthetic", "1", "--out", str(tmp_path / "p.pt"),
@@ -154,3 +163,65 @@ def test_pretrain_on_a_local_ray_instance_is_the_serial_run(tmp_path):
     assert ck["step"] == 3
     _same_run(tmp_path / "serial.pt", tmp_path / "ray.pt")
     _same_run(tmp_path / "serial.pt", tmp_path / "resumed.pt")
+
+
+@pytest.mark.slow
+def test_finetune_cli_on_two_workers_writes_the_serial_partition(tmp_path):
+    """`partition finetune --workers 2` end to end: the same best partition and checkpoint as in-process."""
+    import json
+    from pathlib import Path
+
+    model = str(Path(__file__).parent / "data" / "tiny_mlp.onnx")
+    docs = []
+    for workers in ("1", "2"):
+        out = tmp_path / f"w{workers}"
+        assert main(["finetune", model, "--chiplets", "4", "--budget", "10", "--seed", "3", "--time-limit", "0.5",
+                     "--workers", workers, "--out", str(out)]) == 0
+        docs.append(json.loads((out / "best_assignment.json").read_text()))
+    assert docs[0] == docs[1] and docs[0]["evaluations"] == 10
+
+
+@pytest.mark.slow
+def test_sigkilled_train_on_ray_resumes_from_its_checkpoint(tmp_path):
+    """A real kill -9 of `partition train --ray local` after its first checkpoint; the same command resumes on a
+    fresh Ray instance; the killed instance's processes all end by themselves (its dashboard and runtime-env agents
+    notice the raylet's death only after a minute or two)."""
+    import os
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    pytest.importorskip("ray", reason="ray is not installed (pip install 'chiplet-partitioner[ray]')")
+    (tmp_path / "corpus").mkdir()
+    ckpt = tmp_path / "p.pt"
+    cmd = [sys.executable, "-m", "partitioner.app.cli", "train", "--corpus", str(tmp_path / "corpus"), "--synthetic",
+           "4", "--chiplets", "4", "--seed", "0", "--ray", "local", "--workers", "2", "--out", str(ckpt)]
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(cmd + ["--steps", "200"], cwd=root, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not ckpt.exists():     # the first checkpoint: after 10 updates
+        time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists()
+    step = int(torch.load(ckpt, weights_only=True)["step"])
+    assert 10 <= step < 200
+
+    done = subprocess.run(cmd + ["--steps", str(step + 2)], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"trained {step + 2} updates" in done.stdout
+    assert [int(r[0]) for r in _curve(ckpt.with_suffix(".csv"))] == list(range(step + 2))
+
+    def session() -> list[int]:      # processes still in the killed run's session
+        out = subprocess.run(["ps", "-e", "-o", "pid=,sid="], capture_output=True, text=True).stdout.split("\n")
+        return [int(p) for p, s in (line.split() for line in out if line.strip()) if int(s) == proc.pid]
+
+    deadline = time.time() + 240
+    while session() and time.time() < deadline:
+        time.sleep(2)
+    left = session()
+    for pid in left:                 # end what this test started, one by one, before failing
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"{len(left)} processes of the killed Ray instance were still alive after 4 minutes"
