@@ -74,8 +74,34 @@ def bound_cycles_per_inference(graph: TensorGraph, hw: Hardware) -> float:
 
 
 def serialization_cycles(nbytes: int | np.ndarray, hw: Hardware) -> np.ndarray:
-    """Cycles a tensor occupies one link: its bytes over the link bandwidth."""
-    return _ceil_div(nbytes, hw.link_bytes_per_cycle)
+    """Cycles a tensor occupies one link: its bytes over the link bandwidth. With several link classes (levels),
+    over the fastest one: the least any link is held, so every bound built on it stays a lower bound."""
+    return _ceil_div(nbytes, hw.fastest_link_bytes_per_cycle)
+
+
+def next_stage_bytes_per_cycle(hw: Hardware, chiplet: int) -> int:
+    """The bandwidth a pipeline stage on `chiplet` ships its cut outputs at, in the DP's estimate: the slowest link
+    on the route to chiplet + 1 (a package's last chiplet: the package-to-package link); on a flat package, and for
+    the last chiplet, the link bandwidth."""
+    if hw.package_level is None or chiplet + 1 >= hw.n_chiplets:
+        return hw.link_bytes_per_cycle if hw.package_level is None else hw.fastest_link_bytes_per_cycle
+    return min(hw.link_bw[k] for k in hw.route(chiplet, chiplet + 1))
+
+
+def route_holds(nbytes: int, route: tuple[int, ...], hw: Hardware) -> tuple[int, ...]:
+    """Cycles a tensor of nbytes holds each link of a route: ceil(bytes / that link's bandwidth)."""
+    bw = hw.link_bw
+    return tuple(-(-int(nbytes) // bw[k]) for k in route)
+
+
+def route_transfer_cycles(nbytes: int, route: tuple[int, ...], hw: Hardware) -> int:
+    """Uncontended transfer time over a route of mixed links: each link's latency, plus the slowest link's
+    serialisation once (cut-through: the tail moves at the slowest link's pace). On one class of links it is
+    transfer_cycles(nbytes, len(route), hw)."""
+    if not route or nbytes == 0:
+        return 0
+    lat = hw.link_latency
+    return int(sum(lat[k] for k in route) + max(route_holds(nbytes, route, hw)))
 
 
 def transfer_cycles(nbytes: int, hops: int, hw: Hardware) -> int:
@@ -104,6 +130,14 @@ def link_energy_pj(nbytes: int, hops: int, hw: Hardware) -> float:
     return float(nbytes) * 8.0 * hops * hw.link_pj_per_bit
 
 
+def route_energy_pj(nbytes: int, route: tuple[int, ...], hw: Hardware) -> float:
+    """Energy of nbytes crossing a route: bits x each link's own pJ/bit (link_energy_pj on a flat package)."""
+    if hw.package_level is None:
+        return link_energy_pj(nbytes, len(route), hw)
+    pj = hw.link_pj
+    return float(nbytes) * 8.0 * sum(pj[k] for k in route)
+
+
 # --- memory tier (docs/simulator.md, "Streamed weights") -------------------------------------------------------------
 def stream_bytes(graph: TensorGraph, batch: int = 1) -> np.ndarray:
     """Bytes each op reads from its memory stack per batch of `batch` inferences if its weights stream:
@@ -124,9 +158,12 @@ def stream_cycles(nbytes: int, stack: MemoryStack, hops: int, hw: Hardware) -> i
     return int(stack.latency_cycles + hops * hw.hop_latency_cycles + ser)
 
 
-def stream_energy_pj(nbytes: int, stack: MemoryStack, hops: int, hw: Hardware) -> float:
-    """Energy of one stream read: the stack's access energy per byte plus the links it crosses."""
-    return float(nbytes) * stack.pj_per_byte + link_energy_pj(nbytes, hops, hw)
+def stream_energy_pj(nbytes: int, stack: MemoryStack, hops: int, hw: Hardware,
+                     route: tuple[int, ...] | None = None) -> float:
+    """Energy of one stream read: the stack's access energy per byte plus the links it crosses (`route`, when
+    given, charges each link its own class's energy)."""
+    links = link_energy_pj(nbytes, hops, hw) if route is None else route_energy_pj(nbytes, route, hw)
+    return float(nbytes) * stack.pj_per_byte + links
 # --- sharded ops (partitioner/sharding.py) ---------------------------------------------------------------------------
 def sharded_op_cycles(graph: TensorGraph, chiplet: Chiplet, k: int, axes: tuple[str, ...] | None = None
                       ) -> np.ndarray:

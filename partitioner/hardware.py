@@ -12,6 +12,7 @@ from functools import cached_property
 from pathlib import Path
 
 from partitioner.errors import UserError
+from partitioner.levels import LinkClass, PackageLevel, hierarchical_path, package_links
 
 MIB = 1 << 20
 # On-package die-to-die link energy: UCIe 1.0's target for the standard (organic) package, 0.5 pJ/bit (0.25 pJ/bit
@@ -112,6 +113,9 @@ class Hardware:
     hop_latency_cycles: int = 20
     link_pj_per_bit: float = LINK_PJ_PER_BIT
     memory_stacks: tuple[MemoryStack, ...] = ()
+    package_level: PackageLevel | None = None
+    """None: one flat package. Else the board level (partitioner/levels.py): `package_level.count` packages, each of
+    n_chiplets / count chiplets laid out as topology/rows/cols with the link fields above (the on-package class)."""
 
     def __post_init__(self) -> None:
         n = len(self.chiplets)
@@ -119,9 +123,22 @@ class Hardware:
             raise ValueError("a package needs at least one chiplet")
         if self.topology not in TOPOLOGIES:
             raise ValueError(f"unknown topology {self.topology!r}; expected one of {', '.join(TOPOLOGIES)}")
-        if self.topology in ("mesh", "torus") and self.rows * self.cols != n:
+        pl = self.package_level
+        if pl is not None:
+            if pl.count < 1 or n % pl.count:
+                raise ValueError(f"{n} chiplets do not split into {pl.count} equal packages")
+            if pl.topology not in TOPOLOGIES:
+                raise ValueError(f"unknown package topology {pl.topology!r}; expected one of {', '.join(TOPOLOGIES)}")
+            if pl.topology in ("mesh", "torus") and pl.rows * pl.cols != pl.count:
+                raise ValueError(f"package {pl.topology} {pl.rows}x{pl.cols} has {pl.rows * pl.cols} places "
+                                 f"but {pl.count} packages are given")
+            if not (pl.link_bytes_per_cycle > 0 and pl.hop_latency_cycles >= 0
+                    and 0 <= pl.link_pj_per_bit < math.inf):
+                raise ValueError("package link bandwidth must be > 0 and its hop latency, link energy >= 0")
+        m = self.chiplets_per_package
+        if self.topology in ("mesh", "torus") and self.rows * self.cols != m:
             raise ValueError(f"{self.topology} {self.rows}x{self.cols} has {self.rows * self.cols} places "
-                             f"but {n} chiplets are given")
+                             f"but {m} chiplets {'per package ' if pl else ''}are given")
         if not (0 < self.clock_hz < math.inf and self.link_bytes_per_cycle > 0 and self.hop_latency_cycles >= 0
                 and 0 <= self.link_pj_per_bit < math.inf):
             raise ValueError("clock, link bandwidth must be > 0 and hop latency, link energy >= 0")
@@ -154,10 +171,85 @@ class Hardware:
     def homogeneous(self) -> bool:
         return len(set(self.chiplets)) == 1
 
+    # --- levels (partitioner/levels.py) -------------------------------------------------------------------------------
+    @property
+    def n_packages(self) -> int:
+        return 1 if self.package_level is None else self.package_level.count
+
+    @property
+    def chiplets_per_package(self) -> int:
+        return len(self.chiplets) // self.n_packages
+
+    def package_of(self, chiplet: int) -> int:
+        return chiplet // self.chiplets_per_package
+
+    @cached_property
+    def link_classes(self) -> tuple[LinkClass, ...]:
+        """Class 0: the links inside a package (die-to-die); class 1, with a package level: the board's links."""
+        out = [LinkClass("die-to-die", self.link_bytes_per_cycle, self.hop_latency_cycles, self.link_pj_per_bit)]
+        pl = self.package_level
+        if pl is not None:
+            out.append(LinkClass("package-to-package", pl.link_bytes_per_cycle, pl.hop_latency_cycles,
+                                 pl.link_pj_per_bit))
+        return tuple(out)
+
+    @cached_property
+    def link_class(self) -> tuple[int, ...]:
+        """Per link of `links`: its class (index into link_classes): 1 where its ends sit in different packages."""
+        m = self.chiplets_per_package
+        return tuple(int(a // m != b // m) for a, b in self.links)
+
+    @cached_property
+    def link_bw(self) -> tuple[int, ...]:
+        """Bytes per cycle of each link of `links`."""
+        return tuple(self.link_classes[k].bytes_per_cycle for k in self.link_class)
+
+    @cached_property
+    def link_latency(self) -> tuple[int, ...]:
+        """Per-hop latency in cycles of each link of `links`."""
+        return tuple(self.link_classes[k].hop_latency_cycles for k in self.link_class)
+
+    @cached_property
+    def link_pj(self) -> tuple[float, ...]:
+        """Energy per bit of each link of `links`."""
+        return tuple(self.link_classes[k].pj_per_bit for k in self.link_class)
+
+    @property
+    def fastest_link_bytes_per_cycle(self) -> int:
+        """The highest link bandwidth anywhere: what bounds that aggregate over links divide by."""
+        return max(c.bytes_per_cycle for c in self.link_classes)
+
+    @property
+    def layout(self) -> str:
+        """One phrase for reports: "mesh 4x4", or "2 packages (chain) of mesh 4x4" with a package level."""
+        inner = f"{self.topology} {self.rows}x{self.cols}"
+        pl = self.package_level
+        return inner if pl is None else f"{pl.count} packages ({pl.topology}) of {inner}"
+
+    @cached_property
+    def _die(self) -> "Hardware":
+        """One package alone, flat: its layout and routing are those of every package."""
+        m = self.chiplets_per_package
+        return Hardware(f"{self.name}-package", self.chiplets[:m], self.topology, self.rows, self.cols)
+
+    @cached_property
+    def _board(self) -> "Hardware":
+        """The board level as a flat package whose 'chiplets' are the packages (for its layout and routing)."""
+        pl = self.package_level
+        return Hardware(f"{self.name}-board", (Chiplet(),) * pl.count, pl.topology, pl.rows, pl.cols)
+
     # --- geometry --------------------------------------------------------------------------------------------------
     @cached_property
     def positions(self) -> tuple[tuple[int, int], ...]:
-        """(row, col) of each chiplet id; snake order on grids, a single row otherwise."""
+        """(row, col) of each chiplet id; snake order on grids, a single row otherwise. With packages: each
+        package's own layout, shifted to its place on the board, three empty rows and columns apart (room to draw
+        memory stacks); for drawing only, routing uses each level's own layout."""
+        if self.package_level is not None:
+            die, board, m = self._die, self._board, self.chiplets_per_package
+            h = max(r for r, _ in die.positions) + 4
+            w = max(c for _, c in die.positions) + 4
+            return tuple((board.positions[i // m][0] * h + die.positions[i % m][0],
+                          board.positions[i // m][1] * w + die.positions[i % m][1]) for i in range(self.n_chiplets))
         if self.topology not in ("mesh", "torus"):
             return tuple((0, i) for i in range(self.n_chiplets))
         out = []
@@ -174,6 +266,11 @@ class Hardware:
     def links(self) -> tuple[tuple[int, int], ...]:
         """Every directed physical link (a, b), sorted."""
         out: set[tuple[int, int]] = set()
+        if self.package_level is not None:
+            m = self.chiplets_per_package
+            out.update((p * m + a, p * m + b) for p in range(self.n_packages) for a, b in self._die.links)
+            out.update(package_links(self.n_packages, m, self._board._neighbours))
+            return tuple(sorted(out))
         for a in range(self.n_chiplets):
             for b in self._neighbours(a):
                 out.add((a, b))
@@ -224,11 +321,21 @@ class Hardware:
 
     def _compute_route(self, src: int, dst: int) -> tuple[int, ...]:
         """Dimension-order routing: along the row (X) first, then along the column (Y); shortest way round on
-        rings and tori (ties go the positive direction)."""
+        rings and tori (ties go the positive direction). With packages: hierarchical (levels.hierarchical_path)."""
         if src == dst:
             return ()
+        if self.package_level is not None:
+            path = hierarchical_path(src, dst, self.chiplets_per_package, self._die._path, self._board._path)
+        else:
+            path = self._path(src, dst)
+        return tuple(self.link_index[(a, b)] for a, b in zip(path, path[1:]))
+
+    def _path(self, src: int, dst: int) -> list[int]:
+        """Chiplets visited from src to dst (both included) by the flat routing of `_compute_route`."""
+        if src == dst:
+            return [src]
         if self.topology == "all-to-all":
-            return (self.link_index[(src, dst)],)
+            return [src, dst]
         path = [src]
         if self.topology in ("chain", "ring"):
             n = self.n_chiplets
@@ -256,7 +363,7 @@ class Hardware:
                     else:
                         r = nxt
                     path.append(self._id_at[(r, c)])
-        return tuple(self.link_index[(a, b)] for a, b in zip(path, path[1:]))
+        return path
 
     def with_link_bandwidth(self, link_bytes_per_cycle: int) -> "Hardware":
         return replace(self, link_bytes_per_cycle=link_bytes_per_cycle)
@@ -308,6 +415,36 @@ def mesh_of(n: int, chiplet: Chiplet | None = None, name: str | None = None, mem
     return Hardware(name or f"default-{n}", (chiplet or Chiplet(),) * n, "mesh", rows, cols, **package)
 
 
+# Package-to-package link (the board level of two-package-2x16 and the default of a [[level]] table), per direction:
+# - bandwidth 16 B/cycle = 16 GB/s at 1 GHz: a PCIe 4.0 x8 port (8 lanes x 16 GT/s x 128b/130b = 15.75 GB/s), a
+#   quarter of the on-package UCIe-class link above.
+# - energy 5.5 pJ/bit: a 112G PAM4 long-reach SerDes, against 1.3 pJ/bit for NVLink-C2C and 0.5 pJ/bit for UCIe on a
+#   standard package (Wei et al., "NVLink-C2C: A Coherent Off Package Chip-to-Chip Interconnect with 40Gbps/pin
+#   Single-ended Signaling", ISSCC 2023, paper 9.3, SerDes comparison; 112G-LR SerDes IP is quoted at ~5 pJ/bit).
+# - latency 50 cycles (50 ns) per hop: PAM4 SerDes with FEC add up to ~20 ns at each end (same comparison) plus
+#   the board trace and the routers.
+PACKAGE_LINK = dict(bytes_per_cycle=16, hop_latency_cycles=50, pj_per_bit=5.5)
+
+
+def packages_of(package: Hardware, count: int, topology: str = "chain", name: str | None = None,
+                rows: int | None = None, cols: int | None = None, **link) -> Hardware:
+    """`count` copies of a flat package on a board of `topology` (rows x cols for a grid, default near-square),
+    joined by package-to-package links (PACKAGE_LINK unless link_bytes_per_cycle, hop_latency_cycles or
+    link_pj_per_bit are given). Package p's chiplets are ids p*m .. p*m + m - 1; its memory stacks are the
+    package's own, renamed p<p>-<name> and attached to its chiplets."""
+    m = package.n_chiplets
+    if rows is None or cols is None:
+        rows, cols = near_square(count) if topology in ("mesh", "torus") else (1, count)
+    level = PackageLevel(count, topology, rows, cols,
+                         link_bytes_per_cycle=link.get("link_bytes_per_cycle", PACKAGE_LINK["bytes_per_cycle"]),
+                         hop_latency_cycles=link.get("hop_latency_cycles", PACKAGE_LINK["hop_latency_cycles"]),
+                         link_pj_per_bit=link.get("link_pj_per_bit", PACKAGE_LINK["pj_per_bit"]))
+    stacks = tuple(replace(st, name=f"p{p}-{st.name}", attached=tuple(p * m + c for c in st.attached))
+                   for p in range(count) for st in package.memory_stacks)
+    return replace(package, name=name or f"{count}x{package.name}", chiplets=package.chiplets * count,
+                   memory_stacks=stacks, package_level=level)
+
+
 # Preset sources, documented here because the numbers are choices:
 # - default: a large-SRAM dataflow chiplet in the style of Groq/Dojo/IPU dies, scaled down: a 64x64 fp16 MAC
 #   array (4096 MACs/cycle) at 1 GHz (8.2 TFLOP/s), 512 vector ops/cycle, 64 MiB SRAM at 1 KiB/cycle. 64 MiB
@@ -319,6 +456,8 @@ def mesh_of(n: int, chiplet: Chiplet | None = None, name: str | None = None, mem
 #   (~56 B/cycle at 1.8 GHz), 0.82 pJ/bit, 20 ns per hop (36 cycles). Simba streams weights from DRAM; our model
 #   keeps them resident, so SRAM is raised from Simba's ~0.6 MiB to 16 MiB per chiplet (576 MiB in all).
 #   SRAM-only: no memory tier.
+# - two-package-2x16: two default-16 packages (each a 4x4 mesh with its own 4 HBM3 stacks; UCIe-class links inside)
+#   on a board, joined by one package-to-package link pair (PACKAGE_LINK above) from chiplet 15 to chiplet 16.
 # - default-16 carries the default HBM3 tier (HBM3_STACK, edge_stacks: 4 stacks); sram-only-16 is the same
 #   package without it, for Simba-like packages where every weight must stay on chip.
 PRESETS: dict[str, Hardware] = {
@@ -329,14 +468,16 @@ PRESETS: dict[str, Hardware] = {
                                                vector_op_pj=0.1, sram_pj_per_byte=0.5),) * 36,
                          "mesh", 6, 6, clock_hz=1.8e9, link_bytes_per_cycle=56, hop_latency_cycles=36,
                          link_pj_per_bit=0.82),
+    "two-package-2x16": packages_of(mesh_of(16, memory_tier=True), 2, "chain", name="two-package-2x16"),
 }
 
 _CHIPLET_KEYS = {f.name for f in fields(Chiplet)} - {"sram_bytes"} | {"sram_mib"}
 _PACKAGE_KEYS = {"name", "clock_ghz", "topology", "rows", "cols", "link_bytes_per_cycle", "hop_latency_cycles",
-                 "link_pj_per_bit", "chiplets", "chiplet", "overrides", "memory_stacks"}
+                 "link_pj_per_bit", "chiplets", "chiplet", "overrides", "memory_stacks", "level"}
+_LEVEL_KEYS = {"count", "topology", "rows", "cols", "link_bytes_per_cycle", "hop_latency_cycles", "link_pj_per_bit"}
 _STACK_KEYS = {"name", "capacity_gib", "bytes_per_cycle", "pj_per_byte", "latency_cycles", "attached"}
 _MAX_INT = 1 << 40  # keeps every product of sizes and rates inside int64
-_INT_KEYS = {"array_rows", "array_cols", "macs_per_cycle", "vector_ops_per_cycle", "sram_bytes_per_cycle", "rows", "cols", "chiplets",
+_INT_KEYS = {"count", "array_rows", "array_cols", "macs_per_cycle", "vector_ops_per_cycle", "sram_bytes_per_cycle", "rows", "cols", "chiplets",
              "link_bytes_per_cycle", "hop_latency_cycles"}
 
 
@@ -406,8 +547,11 @@ def hardware_from_toml(path: str | Path) -> Hardware:
     for key, value in data.items():
         if key not in _PACKAGE_KEYS:
             raise _bad(path, key, f"is unknown (allowed: {', '.join(sorted(_PACKAGE_KEYS))})")
-        if key not in ("chiplet", "overrides", "memory_stacks"):
+        if key not in ("chiplet", "overrides", "memory_stacks", "level"):
             _check_value(path, key, value)
+    package_level = None
+    if "level" in data:
+        data, package_level = _levels_from(data, path)
     topology = data.get("topology", "mesh")
     if topology not in TOPOLOGIES:
         raise _bad(path, "topology", f"must be one of {', '.join(TOPOLOGIES)}, got {topology!r}")
@@ -422,6 +566,9 @@ def hardware_from_toml(path: str | Path) -> Hardware:
         raise _bad(path, "chiplets", "is missing (give chiplets = N, or rows and cols for a grid)")
     if topology in ("mesh", "torus") and rows * cols != n:
         raise _bad(path, "rows", f"x cols = {rows * cols} does not match chiplets = {n}")
+    per_package = n
+    if package_level is not None:   # n above counts one package's chiplets; ids run over all packages
+        n *= package_level.count
     base_table = data.get("chiplet", {})
     if not isinstance(base_table, dict):
         raise _bad(path, "chiplet", "must be a table ([chiplet])")
@@ -442,13 +589,67 @@ def hardware_from_toml(path: str | Path) -> Hardware:
     try:
         return Hardware(data.get("name", Path(path).stem), tuple(chiplets), topology,
                         rows if topology in ("mesh", "torus") else 1,
-                        cols if topology in ("mesh", "torus") else n,
+                        cols if topology in ("mesh", "torus") else per_package,
                         clock_hz=float(data.get("clock_ghz", 1.0)) * 1e9,
                         link_bytes_per_cycle=data.get("link_bytes_per_cycle", 64),
                         hop_latency_cycles=data.get("hop_latency_cycles", 20),
-                        link_pj_per_bit=float(data.get("link_pj_per_bit", LINK_PJ_PER_BIT)), memory_stacks=stacks)
+                        link_pj_per_bit=float(data.get("link_pj_per_bit", LINK_PJ_PER_BIT)), memory_stacks=stacks,
+                        package_level=package_level)
     except ValueError as exc:
         raise UserError(f"hardware file {path}: {exc}", "see docs/hardware.md")
+
+
+def _levels_from(data: dict, path: str) -> tuple[dict, PackageLevel | None]:
+    """[[level]] tables, outermost first: (data with the innermost level's keys moved to the top level, as a flat
+    file spells them, with `count` as `chiplets`; the board level, or None for a single level)."""
+    tables = data["level"]
+    if not (isinstance(tables, list) and tables and all(isinstance(t, dict) for t in tables)):
+        raise _bad(path, "level", "must be an array of tables ([[level]]), outermost level first")
+    if len(tables) > 2:
+        raise UserError(f"hardware file {path}: {len(tables)} [[level]] tables given; at most two levels "
+                        "(packages on a board, chiplets in a package) are supported",
+                        "keep the outermost board level and the chiplet level")
+    flat = sorted(k for k in _LEVEL_KEYS | {"chiplets"} if k in data)
+    if flat:
+        raise UserError(f"hardware file {path}: key '{flat[0]}' is given at the top level beside [[level]] tables",
+                        f"with levels, move '{flat[0]}' into the innermost [[level]] (use 'count' for 'chiplets')")
+    for k, table in enumerate(tables):
+        for key, value in table.items():
+            if key not in _LEVEL_KEYS:
+                raise _bad(path, key, f"is unknown in [[level]] {k + 1} (allowed: {', '.join(sorted(_LEVEL_KEYS))})")
+            if key == "count" and type(value) is int and value < 1:
+                raise UserError(f"hardware file {path}: key 'count' in [[level]] {k + 1} must be positive, got {value}",
+                                "give every [[level]] count = 1 or more (packages on the board, chiplets in a package)")
+            _check_value(path, key, value)
+        topology = table.get("topology", "mesh" if k == len(tables) - 1 else "chain")
+        if topology not in TOPOLOGIES:
+            raise _bad(path, "topology", f"in [[level]] {k + 1} must be one of {', '.join(TOPOLOGIES)}, "
+                                         f"got {topology!r}")
+        if "count" not in table and not ("rows" in table and "cols" in table):
+            raise UserError(f"hardware file {path}: [[level]] {k + 1} has no 'count'",
+                            "give count = N (or rows and cols for a grid) in every [[level]]")
+        if topology in ("mesh", "torus") and "rows" in table and "cols" in table and "count" in table \
+                and table["rows"] * table["cols"] != table["count"]:
+            raise _bad(path, "rows", f"x cols = {table['rows'] * table['cols']} in [[level]] {k + 1} does not "
+                                     f"match its count = {table['count']}")
+    inner = dict(tables[-1])
+    if "count" in inner:
+        inner["chiplets"] = inner.pop("count")
+    data = {**{key: v for key, v in data.items() if key != "level"}, **inner}
+    if len(tables) == 1:
+        return data, None
+    outer = tables[0]
+    topology = outer.get("topology", "chain")
+    count = outer.get("count", outer.get("rows", 1) * outer.get("cols", 1))
+    rows, cols = (outer.get("rows"), outer.get("cols"))
+    if topology in ("mesh", "torus") and (rows is None or cols is None):
+        rows, cols = near_square(count)
+    if topology not in ("mesh", "torus"):
+        rows, cols = 1, count
+    return data, PackageLevel(count, topology, rows, cols,
+                              link_bytes_per_cycle=outer.get("link_bytes_per_cycle", PACKAGE_LINK["bytes_per_cycle"]),
+                              hop_latency_cycles=outer.get("hop_latency_cycles", PACKAGE_LINK["hop_latency_cycles"]),
+                              link_pj_per_bit=float(outer.get("link_pj_per_bit", PACKAGE_LINK["pj_per_bit"])))
 
 
 def _stacks_from(tables: object, n: int, path: str) -> tuple[MemoryStack, ...]:

@@ -108,8 +108,8 @@ UBUMP_USD_PER_MM2, INTERPOSER_BOND_YIELD = 0.01, 0.95
 KGD_TEST_FRACTION, KGD_TEST_USD = 0.05, 0.5
 # HBM (the memory tier): an assumption, $15 per GiB of HBM3, bought as known-good stacks. No list price is
 # published; analyst estimates for 2023-24 put HBM at about 5x DDR5 per GB, roughly $10-20 per GB (e.g. about
-# $1,500 for an 80 GB H100's stacks). HBM's wide interface needs a silicon interposer (or bridge): a package with
-# stacks must be "interposer". Not modelled: the stacks' footprint on the interposer, their bonding yield, the
+# $1,500 for an 80 GB H100's stacks). HBM's wide interface needs a silicon interposer (or bridge), which
+# `partition explore` enforces on its designs (ppa prices what it is given). Not modelled: the stacks' footprint on the interposer, their bonding yield, the
 # HBM PHY's die area and the stacks' standby and refresh power (read energy is the simulator's, pj_per_byte).
 HBM_USD_PER_GIB = 15.0
 
@@ -236,12 +236,14 @@ def package_cost(die_areas: list[float], die_costs: list[float], package: str) -
 
 
 def phy_gbps(hw: Hardware) -> list[float]:
-    """Die-to-die bandwidth (GB/s, in + out) each chiplet's PHYs carry: its links times the link bandwidth."""
+    """Die-to-die bandwidth (GB/s, in + out) each chiplet's PHYs carry: its links times the link bandwidth. With
+    packages, only the links inside a package (the package-to-package SerDes are not costed, docs/ppa.md)."""
     per_link = hw.link_bytes_per_cycle * hw.clock_hz / 1e9
     degree = [0] * hw.n_chiplets
-    for a, b in hw.links:
-        degree[a] += 1
-        degree[b] += 1
+    for (a, b), cls in zip(hw.links, hw.link_class):
+        if cls == 0:
+            degree[a] += 1
+            degree[b] += 1
     return [d * per_link for d in degree]
 
 
@@ -255,18 +257,18 @@ def at_node(hw: Hardware, nm: int, *, precision: str = "fp16", package: str = "o
 def ppa(hw: Hardware, nm: int, *, precision: str = "fp16", package: str = "organic") -> Ppa:
     """Area, leakage, yield and cost of the package built at node nm, its HBM stacks included."""
     n = node(nm)
-    _check_package(package)
-    if hw.memory_stacks and package != "interposer":
-        raise UserError(f"{len(hw.memory_stacks)} HBM stacks on an {package} package: HBM's interface needs a silicon "
-                        "interposer", "use the interposer package, or no memory tier")
     memory = memory_cost_usd(hw)
     areas = [die_area(c, nm, precision=precision, phy_gbps=g, package=package).total
              for c, g in zip(hw.chiplets, phy_gbps(hw))]
     costs = [known_good_die_cost(a, nm) for a in areas]
     silicon = sum(areas) + (sum(areas) * INTERPOSER_AREA_X if package == "interposer" else 0.0)
+    # With packages (hw.package_level) each is assembled on its own: the cost is the sum of the packages (the
+    # board and its SerDes are not modelled).
+    m = hw.chiplets_per_package
+    cost = sum(package_cost(areas[p * m:(p + 1) * m], costs[p * m:(p + 1) * m], package)
+               for p in range(hw.n_packages))
     return Ppa(nm, package, tuple(areas), silicon, sum(areas) * n.leakage_w_per_mm2,
-               tuple(die_yield(a, n.defect_density_per_cm2) for a in areas),
-               package_cost(areas, costs, package) + memory, memory)
+               tuple(die_yield(a, n.defect_density_per_cm2) for a in areas), cost + memory, memory)
 
 
 def memory_cost_usd(hw: Hardware) -> float:

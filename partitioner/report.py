@@ -56,6 +56,7 @@ class Report:
     stack_utilisation: memory stack name -> its busy cycles per inference (stream reads, amortised over the
         batch) over cycles_per_inference. stack_bytes_per_inference: name -> bytes read per inference (amortised).
     batch: inferences per read of a streamed weight.
+    package_link_bytes_per_inference: with packages (hw.package_level), bytes per inference on the board's links.
     """
 
     graph_name: str
@@ -81,6 +82,9 @@ class Report:
     stack_utilisation: dict[str, float] = field(default_factory=dict)
     stack_bytes_per_inference: dict[str, float] = field(default_factory=dict)
     batch: int = 1
+    package_link_bytes_per_inference: float = 0.0
+    """Bytes per inference carried by package-to-package links (each such link a tensor crosses counts; stream
+    reads amortised over the batch); 0 on a flat package."""
 
     def to_dict(self, *, with_trace: bool = False) -> dict:
         """JSON-ready dict; the trace is left out unless asked for (write_chrome_trace is its proper home)."""
@@ -253,9 +257,18 @@ def plot_partition(path: str | os.PathLike, graph: TensorGraph, hw: Hardware,
 
     pos = np.asarray(hw.positions, dtype=float)
     xy = np.stack([pos[:, 1], -pos[:, 0]], axis=1)   # column right, row down
-    for la, lb in hw.links:
+    board = hw.link_class
+    for (la, lb), cls in zip(hw.links, board):
         if la < lb:
-            ax_pkg.plot(*zip(xy[la], xy[lb]), color="grey", lw=1, zorder=1)
+            ax_pkg.plot(*zip(xy[la], xy[lb]), color="navy" if cls else "grey", lw=2 if cls else 1,
+                        ls="--" if cls else "-", zorder=1)
+    m = hw.chiplets_per_package
+    for p in range(hw.n_packages if hw.package_level is not None else 0):   # package boundaries
+        box = xy[p * m:(p + 1) * m]
+        (x0, y0), (x1, y1) = box.min(axis=0) - 0.5, box.max(axis=0) + 0.5
+        ax_pkg.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="navy", lw=1.5,
+                                       ls="--", zorder=1))
+        ax_pkg.text(x0, y1 + 0.05, f"package {p}", fontsize=7, color="navy", va="bottom")
     for c in range(hw.n_chiplets):
         x, y = xy[c]
         ax_pkg.add_patch(plt.Rectangle((x - 0.4, y - 0.4), 0.8, 0.8, facecolor=colour(c), edgecolor="black",
@@ -268,12 +281,14 @@ def plot_partition(path: str | os.PathLike, graph: TensorGraph, hw: Hardware,
     # Memory stacks: a box outside the mesh edge beside their attached chiplets, wired to each of them.
     for st in hw.memory_stacks:
         pts = xy[list(st.attached)]
+        p0 = hw.package_of(st.attached[0]) * m
+        own = xy[p0:p0 + m]            # the edge of the stack's own package (the whole package when flat)
         cx = pts[:, 0].mean()
-        side = -1.0 if cx <= xy[:, 0].mean() else 1.0
+        side = -1.0 if cx <= own[:, 0].mean() else 1.0
         if hw.topology in ("mesh", "torus"):
-            sx, sy = (xy[:, 0].min() - 1.0 if side < 0 else xy[:, 0].max() + 1.0), pts[:, 1].mean()
+            sx, sy = (own[:, 0].min() - 1.0 if side < 0 else own[:, 0].max() + 1.0), pts[:, 1].mean()
         else:
-            sx, sy = cx, xy[:, 1].min() - 1.0
+            sx, sy = cx, own[:, 1].min() - 1.0
         for px, py in pts:
             ax_pkg.plot([sx, px], [sy, py], color="darkred", lw=1.5, zorder=1)
         ax_pkg.add_patch(plt.Rectangle((sx - 0.3, sy - 0.3), 0.6, 0.6, facecolor="#f4cccc", edgecolor="darkred",
@@ -322,7 +337,7 @@ def report_markdown(report: Report, graph: TensorGraph, hw: Hardware, assignment
         f"# Partition of {graph.name} on {hw.name}",
         "",
         f"Method: {method}. {graph.n_ops} ops on {int((counts > 0).sum())} of {hw.n_chiplets} chiplets "
-        f"({hw.topology} {hw.rows}x{hw.cols}, {hw.clock_hz / 1e9:g} GHz).",
+        f"({hw.layout}, {hw.clock_hz / 1e9:g} GHz).",
         "",
         "| metric | value |",
         "|---|---|",
@@ -334,6 +349,8 @@ def report_markdown(report: Report, graph: TensorGraph, hw: Hardware, assignment
         f"| energy per inference | {_si(r.energy_j, 'J')} (compute {_si(r.energy_breakdown_j['compute'], 'J')}, "
         f"SRAM {_si(r.energy_breakdown_j['sram'], 'J')}, links {_si(r.energy_breakdown_j['link'], 'J')}) |",
         f"| bottleneck | {r.bottleneck} |",
+        *([f"| package-to-package traffic | {r.package_link_bytes_per_inference:,.0f} bytes/inference over "
+           f"{hw.n_packages} packages of {hw.chiplets_per_package} chiplets |"] if hw.package_level else []),
         f"| mean chiplet utilisation | {100 * float(np.mean(r.chiplet_busy_fraction)):.1f}% |",
         f"| inferences simulated | {r.inferences_simulated} |",
         "",

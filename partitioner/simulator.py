@@ -35,8 +35,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from partitioner.cost import (bound_cycles_per_inference, compute_energy_pj, link_energy_pj, op_cycles_matrix,
-                              sharded_bound_cycles, stream_bytes, stream_energy_pj)
+from partitioner.cost import (bound_cycles_per_inference, compute_energy_pj, op_cycles_matrix, route_energy_pj,
+                              route_holds, sharded_bound_cycles, stream_bytes, stream_energy_pj)
 from partitioner.errors import UserError
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
@@ -116,8 +116,12 @@ def _plan(graph: TensorGraph, hw: Hardware, a: np.ndarray, streamed: np.ndarray 
 
     bw, hop = hw.link_bytes_per_cycle, hw.hop_latency_cycles
     routes = [hw.route(int(a[u]), d) for u, d in zip(msrc, mdst)]
-    ser = [(k,) * len(r) for k, r in zip((-(-mbytes // bw)).tolist(), routes)]
-    lat = [(hop,) * len(r) for r in routes]
+    if hw.package_level is None:
+        ser = [(k,) * len(r) for k, r in zip((-(-mbytes // bw)).tolist(), routes)]
+        lat = [(hop,) * len(r) for r in routes]
+    else:   # levels: each link holds a message at its own bandwidth and adds its own latency (R6, "Levels")
+        ser = [route_holds(b, r, hw) for b, r in zip(mbytes.tolist(), routes)]
+        lat = [tuple(hw.link_latency[k] for k in r) for r in routes]
     link_busy = np.zeros(len(hw.links), dtype=np.float64)
     for route, cycles_on_link in zip(routes, ser):
         for link, k in zip(route, cycles_on_link):
@@ -142,11 +146,11 @@ def _plan(graph: TensorGraph, hw: Hardware, a: np.ndarray, streamed: np.ndarray 
             mdst.append(c)
             s_bytes.append(b)
             routes.append((n_links + k,) + noc)
-            ser.append((-(-b // stack.bytes_per_cycle),) + (-(-b // bw),) * len(noc))
-            lat.append((stack.latency_cycles,) + (hop,) * len(noc))
+            ser.append((-(-b // stack.bytes_per_cycle),) + route_holds(b, noc, hw))
+            lat.append((stack.latency_cycles,) + tuple(hw.link_latency[k] for k in noc))
             stack_busy[k] += ser[-1][0] / batch
-            for link in noc:
-                link_busy[link] += ser[-1][1] / batch
+            for link, hold in zip(noc, ser[-1][1:]):
+                link_busy[link] += hold / batch
             s_hops.append(len(noc))
             s_stack.append(k)
 
@@ -346,12 +350,12 @@ def simulate(graph: TensorGraph, hw: Hardware, partition_or_assignment: Partitio
 
     compute_pj, sram_pj = compute_energy_pj(graph, hw, a)
     fs = plan.first_stream
-    link_pj = sum(link_energy_pj(b, len(r), hw) for b, r in zip(plan.msg_bytes[:fs], plan.msg_route[:fs]))
+    link_pj = sum(route_energy_pj(b, r, hw) for b, r in zip(plan.msg_bytes[:fs], plan.msg_route[:fs]))
     stack_names = [st.name for st in hw.memory_stacks]
     stack_bytes = dict.fromkeys(stack_names, 0.0)
     memory_pj = 0.0
-    for b, k, h in zip(plan.msg_bytes[fs:], plan.stream_stack, plan.stream_hops):
-        memory_pj += stream_energy_pj(b, hw.memory_stacks[k], h, hw) / batch
+    for b, k, r in zip(plan.msg_bytes[fs:], plan.stream_stack, plan.msg_route[fs:]):
+        memory_pj += stream_energy_pj(b, hw.memory_stacks[k], len(r) - 1, hw, r[1:]) / batch
         stack_bytes[stack_names[k]] += b / batch
 
     busy_chip = int(np.argmax(plan.chiplet_busy))
@@ -363,6 +367,12 @@ def simulate(graph: TensorGraph, hw: Hardware, partition_or_assignment: Partitio
                                                             plan.link_busy.max(initial=0)):
         bottleneck = f"memory stack {stack_names[int(np.argmax(plan.stack_busy))]}"
 
+    cross_pkg = 0.0
+    if hw.package_level is not None:
+        per_inf = [1.0] * fs + [1.0 / batch] * (len(plan.msg_route) - fs)
+        board = hw.link_class
+        cross_pkg = sum(b * w * sum(board[k] for k in r if k < len(board))
+                        for b, w, r in zip(plan.msg_bytes, per_inf, plan.msg_route))
     mem = memory_use(graph, hw, a, streamed)
     clock = hw.clock_hz
     return Report(
@@ -390,4 +400,5 @@ def simulate(graph: TensorGraph, hw: Hardware, partition_or_assignment: Partitio
         stack_utilisation={name: float(plan.stack_busy[k]) / period for k, name in enumerate(stack_names)},
         stack_bytes_per_inference=stack_bytes,
         batch=batch,
+        package_link_bytes_per_inference=cross_pkg,
     )

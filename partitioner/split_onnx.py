@@ -37,16 +37,21 @@ class Stage:
     inputs: tensors it reads that it does not make, each with where it comes from: a chiplet id, or "input"
         for a model input fed to it directly.
     sends: tensors it makes that others read, each with the chiplets that read it ("output" for the caller).
+    step, sources, targets: only for splits of sharded partitions, where a chiplet may run several stages: the
+        stage's depth in the stage graph, and the stage file each input comes from / each output goes to.
     """
 
     chiplet: int
     model: onnx.ModelProto
     inputs: dict[str, int | str]
     sends: dict[str, tuple[int | str, ...]]
+    step: int | None = None
+    sources: dict[str, str] | None = None
+    targets: dict[str, tuple[str, ...]] | None = None
 
     @property
     def file(self) -> str:
-        return f"stage_{self.chiplet}.onnx"
+        return f"stage_{self.chiplet}.onnx" if self.step is None else f"stage_{self.chiplet}_{self.step}.onnx"
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -55,28 +60,37 @@ class Stage:
 
 @dataclass(frozen=True)
 class Split:
-    """Stages in pipeline order (ascending chiplet id) and the JSON manifest that describes them."""
+    """Stages in pipeline order (ascending chiplet id; for sharded partitions (step, chiplet)) and the JSON
+    manifest that describes them. `sharded`: per split op, which of its nodes run as pieces and which whole where
+    (split_pieces.rewrite); empty for whole-op partitions."""
 
     stages: tuple[Stage, ...]
     model_inputs: tuple[str, ...]
     model_outputs: tuple[str, ...]
+    sharded: tuple[dict, ...] = ()
 
     def manifest(self, model_name: str = "") -> dict:
-        return {
+        doc = {
             "format": MANIFEST_FORMAT,
             "model": model_name,
             "inputs": list(self.model_inputs),
             "outputs": {t: _producer(self.stages, t) for t in self.model_outputs},
             "stages": [{
-                "step": k,
+                "step": k if s.step is None else s.step,
                 "file": s.file,
                 "chiplets": [s.chiplet],
                 "chiplet": s.chiplet,
                 "nodes": len(s.model.graph.node),
-                "inputs": [{"name": t, "from": src} for t, src in s.inputs.items()],
-                "outputs": [{"name": t, "to": list(dst)} for t, dst in s.sends.items()],
+                "inputs": [{"name": t, "from": src} | ({} if s.sources is None else {"stage": s.sources[t]})
+                           for t, src in s.inputs.items()],
+                "outputs": [{"name": t, "to": list(dst)} | ({} if s.targets is None else
+                                                            {"stages": list(s.targets[t])})
+                            for t, dst in s.sends.items()],
             } for k, s in enumerate(self.stages)],
         }
+        if self.sharded:
+            doc["sharded"] = [dict(op) for op in self.sharded]
+        return doc
 
 
 def _producer(stages: tuple[Stage, ...], tensor: str) -> int | str:
@@ -86,10 +100,12 @@ def _producer(stages: tuple[Stage, ...], tensor: str) -> int | str:
     return "input"
 
 
-def split_model(graph: TensorGraph, assignment: np.ndarray, model: onnx.ModelProto) -> Split:
+def split_model(graph: TensorGraph, assignment: np.ndarray, model: onnx.ModelProto,
+                shard: np.ndarray | None = None, n_chiplets: int | None = None) -> Split:
     """Per-chiplet ONNX models for `model` cut as `assignment` (one chiplet id per op of `graph`, which must be
     `load_onnx` of this model). Raises UserError naming the node when the graph is of another model or a stage
-    would need a tensor from a later stage."""
+    would need a tensor from a later stage. With `shard` (degree per op, partition.Partition.shard) ops split k > 1
+    ways run as pieces on their group (split_pieces, split_staged; `n_chiplets` bounds the groups)."""
     a = np.asarray(assignment)
     if a.shape != (graph.n_ops,) or not np.issubdtype(a.dtype, np.integer):
         raise UserError(f"the assignment has shape {a.shape} and type {a.dtype}, expected {graph.n_ops} integer "
@@ -101,6 +117,11 @@ def split_model(graph: TensorGraph, assignment: np.ndarray, model: onnx.ModelPro
     if names is None:
         raise UserError(f"graph {graph.name} was not imported from an ONNX file", "load it with load_onnx")
     owner = graph.onnx_node_owner()
+    if shard is not None and (np.asarray(shard) != 1).any():
+        _check_nodes(g, names, owner)
+        from partitioner.split_staged import split_sharded  # it builds on this module's stage writer
+
+        return split_sharded(graph, a, np.asarray(shard), model, n_chiplets)
     # --- a chiplet for every compute node; None for the folded ones ----------------------------------------
     node_chip: list[int | None] = []
     seen: set[str] = set()
@@ -179,6 +200,20 @@ def split_model(graph: TensorGraph, assignment: np.ndarray, model: onnx.ModelPro
                                    graph.metadata.get("tensor_shapes", {}))
         stages.append(Stage(c, stage_model, reads[c], {t: tuple(v) for t, v in sends.items()}))
     return Split(tuple(stages), tuple(graph_inputs), tuple(graph_outputs))
+
+
+def _check_nodes(g: onnx.GraphProto, names: dict, owner: dict) -> None:
+    """Every ONNX node is in the imported graph and every op node in the ONNX model (the same model)."""
+    seen = set()
+    for node in g.node:
+        name = names.get(next((o for o in node.output if o), ""))
+        if name is None:
+            raise UserError(f"ONNX node '{node.name or node.op_type}' is not in the imported graph",
+                            _FIX_OTHER_MODEL)
+        seen.add(name)
+    missing = [n for n in owner if n not in seen]
+    if missing:
+        raise UserError(f"op node '{missing[0]}' of the partition is not in this ONNX model", _FIX_OTHER_MODEL)
 
 
 def _node_inputs(node: onnx.NodeProto) -> list[str]:

@@ -9,7 +9,8 @@ import math
 
 import numpy as np
 
-from partitioner.cost import op_cycles, op_cycles_matrix, serialization_cycles, sharded_op_cycles
+from partitioner.cost import (_ceil_div, next_stage_bytes_per_cycle, op_cycles, op_cycles_matrix, serialization_cycles,
+                             sharded_op_cycles)
 from partitioner.sharding import PARTIAL_AXES, layout, piece
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
@@ -119,6 +120,7 @@ def stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, relaxed: b
     not fit its SRAM, 0 for the empty stage i == j). The DP's stage cost, in the simulator's cost model."""
     n = graph.n_ops
     chip = hw.chiplets[chiplet]
+    out_bw = next_stage_bytes_per_cycle(hw, chiplet)
     cyc = np.concatenate([[0], np.cumsum(op_cycles(graph, chip))]).astype(float)
     wts = np.concatenate([[0], np.cumsum(sram_weights(graph, hw, relaxed))])
     send = _send_bytes(graph)
@@ -134,7 +136,7 @@ def stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, relaxed: b
         j = np.arange(i + 1, n + 1)
         peak = np.maximum.accumulate(work[i:])
         fits = wts[j] - wts[i] + peak <= chip.sram_bytes
-        ship = serialization_cycles(cross[i, j], hw).astype(float)
+        ship = _ceil_div(cross[i, j], out_bw).astype(float)
         cost[i, i + 1:] = np.where(fits, cyc[j] - cyc[i] + ship, np.inf)
     return cost
 
@@ -157,7 +159,7 @@ def dp_partition(graph: TensorGraph, hw: Hardware, relaxed: bool = False) -> np.
     best[0] = 0.0
     choice = np.zeros((n_chip, n + 1), dtype=np.int64)
     for k in range(n_chip):
-        chip = hw.chiplets[k]
+        chip = (hw.chiplets[k], next_stage_bytes_per_cycle(hw, k))
         cost = costs.get(chip)
         if cost is None:
             cost = costs[chip] = stage_cost_matrix(graph, hw, k, relaxed)
@@ -239,6 +241,7 @@ def group_stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, k: i
     k = 1 is `stage_cost_matrix`."""
     n = graph.n_ops
     chip = hw.chiplets[chiplet]
+    out_bw = next_stage_bytes_per_cycle(hw, chiplet + k - 1)
     if tables is None:
         axes, aligned = _stage_layout(graph)
         tables = _tables(graph)
@@ -272,7 +275,10 @@ def group_stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, k: i
         fits = (wts[j] - wts[i] + peak <= chip.sram_bytes) & (banned[j] == banned[i])
         # gather[i, j] sums ops >= i (edges go forward, so only consumers inside i..j-1 count).
         inside = gather[i, j]
-        ship = serialization_cycles(-(-cross[i, j] // k), hw).astype(float)
+        if out_bw < hw.fastest_link_bytes_per_cycle:   # every member's share leaves over one slower link
+            ship = _ceil_div(cross[i, j], out_bw).astype(float)
+        else:
+            ship = serialization_cycles(-(-cross[i, j] // k), hw).astype(float)
         cost[i, i + 1:] = np.where(fits, np.maximum(cyc[j] - cyc[i] + inside + ship, entry[i, j]), np.inf)
     return cost
 
@@ -283,7 +289,9 @@ def staged_partition(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_
     chiplets (g_s <= max_shard, groups in pipeline order, at most n_chiplets chiplets in all) with every op of
     the stage split g_s ways, minimising the slowest stage (`group_stage_cost_matrix`). A DP over (ops placed,
     chiplets used) x group size, as Alpa's stage construction over layers x submeshes. max_shard = 1 is
-    `dp_partition`. Falls back to `dp_partition` (shard 1) if no staged plan fits SRAM."""
+    `dp_partition`. Falls back to `dp_partition` (shard 1) if no staged plan fits SRAM. With packages
+    (hw.package_level) a group never straddles two packages, and a stage ships its cut outputs at the slowest link
+    to the next chiplet (cost.next_stage_bytes_per_cycle)."""
     n, n_chip = graph.n_ops, hw.n_chiplets
     max_shard = max(1, min(int(max_shard), n_chip))
     tables = _tables(graph)
@@ -293,7 +301,9 @@ def staged_partition(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_
         kind = hw.chiplets[c]
         if any(hw.chiplets[m] != kind for m in range(c, c + g)):
             return None     # groups of one chiplet kind only
-        key = (kind, g)
+        if g > 1 and hw.package_of(c) != hw.package_of(c + g - 1):
+            return None     # and inside one package: collectives never cross a package link
+        key = (kind, g, next_stage_bytes_per_cycle(hw, c + g - 1))
         if key not in costs:
             costs[key] = group_stage_cost_matrix(graph, hw, c, g, tables)
         return costs[key]

@@ -7,7 +7,8 @@ true certificate: the simulator's cycles per inference are at least the busiest 
   * its out-links together carry at least S_c = sum over its ops u with a consumer on a later chiplet of
     ser(largest such cut edge of u) (cost.serialization_cycles): u sends at least one message at least that big
     (the simulator sends one per destination chiplet), and every message leaves over one of c's out-links, so
-    the busiest of c's out_degree(c) links carries at least S_c / out_degree(c).
+    the busiest of c's out_degree(c) links carries at least S_c / out_degree(c). With links of several classes
+    (packages, docs/hardware.md "Levels") ser divides by the fastest class's bandwidth, so this stays a lower bound.
 
   * with a memory tier, stack k is busy for at least T_k = sum over the streamed ops on the chiplets it feeds
     (hw.stack_feed) of floor(ceil(stream bytes per batch / its bytes_per_cycle) / batch): the simulator holds
@@ -16,7 +17,12 @@ true certificate: the simulator's cycles per inference are at least the busiest 
     floor(ceil(bytes / link_bytes_per_cycle) / batch) per inference, so c's busiest in-link carries at least
     R_c / in_degree(c). Which weights stream is a decision of the model (residency literals, solver/_ladder.py).
 
-Objective: bottleneck = max(max_c max(C_c, ceil(S_c / out_degree(c)), ceil(R_c / in_degree(c))), max_k T_k). Its lower end is the larger of
+  * with packages (hw.package_level), at each package boundary k (the first chiplet id of package p >= 1), P_k =
+    sum over producers u on a chiplet below k with a consumer at or above k of ceil(largest such edge / board link
+    bandwidth), over L_k, the directed links from below k to k and above: every such message's route crosses one
+    of those L_k links, all of them board links, so the busiest of them carries at least P_k / L_k.
+
+Objective: bottleneck = max(max_c max(C_c, ceil(S_c / out_degree(c)), ceil(R_c / in_degree(c))), max_k T_k, max_k P_k). Its lower end is the larger of
 the trivial compute bound and `stack_lower_bound` (how much must stream at least, at the stacks' total bandwidth). Under-counted against the simulator: the NoC
 hops of stream reads, stack latency, messages to second and further destination chiplets, the later hops of multi-hop routes, hop latency and contention, so the
 simulator's bottleneck can be larger than `objective_cycles` but never smaller than `lower_bound_cycles`.
@@ -149,15 +155,57 @@ def stack_lower_bound(graph: TensorGraph, hw: Hardware, batch: int = 1) -> int:
     return max(0, int(total // (batch * bw)) - int(has.size))
 
 
+def package_cuts(hw: Hardware) -> list[tuple[int, int]]:
+    """(k, links) for every package boundary k = p x m (p >= 1) of a package level: how many directed links run from
+    a chiplet below k to one at or above k. All of them are board links (ids are grouped by package). Empty when
+    flat."""
+    if hw.package_level is None:
+        return []
+    m = hw.chiplets_per_package
+    return [(k, sum(1 for a, b in hw.links if a < k <= b)) for k in range(m, hw.n_chiplets, m)]
+
+
+def board_ser(graph: TensorGraph, hw: Hardware) -> np.ndarray:
+    """Per edge: ceil(bytes / board link bandwidth), what its tensor holds a package link."""
+    return -(-graph.edge_bytes.astype(np.int64) // hw.package_level.link_bytes_per_cycle)
+
+
+def package_cut_cycles(graph: TensorGraph, hw: Hardware, assignment: np.ndarray) -> np.ndarray:
+    """P_k per package boundary (module docstring): sum over producers u below k with a consumer at or above k of
+    the board serialisation of the largest such edge, over the links crossing k (rounded up)."""
+    cuts = package_cuts(hw)
+    out = np.zeros(len(cuts), dtype=np.int64)
+    if not cuts:
+        return out
+    a = np.asarray(assignment, dtype=np.int64)
+    ser = board_ser(graph, hw)
+    for j, (k, n_links) in enumerate(cuts):
+        cross = (a[graph.edge_src] < k) & (a[graph.edge_dst] >= k)
+        biggest = np.zeros(graph.n_ops, dtype=np.int64)
+        np.maximum.at(biggest, graph.edge_src[cross], ser[cross])
+        out[j] = -(-int(biggest.sum()) // max(n_links, 1))
+    return out
+
+
 def bottleneck_cycles(graph: TensorGraph, hw: Hardware, assignment: np.ndarray,
                       streamed: np.ndarray | None = None, batch: int = 1) -> int:
-    """max(max_c max(C_c, ceil(S_c / out_degree(c))), max_k T_k): the objective of `optimize` for a full
+    """max(max_c max(C_c, ceil(S_c / out_degree(c))), max_k T_k, max_k P_k): the objective of `optimize` for a full
     assignment and its streamed flags."""
     compute, sends = resource_cycles(graph, hw, assignment)
     links = -(-sends // out_degree(hw))
     receive = -(-stream_receive_cycles(graph, hw, assignment, streamed, batch) // in_degree(hw))
     return int(max(compute.max(initial=0), links.max(initial=0), receive.max(initial=0),
-                   stack_cycles(graph, hw, assignment, streamed, batch).max(initial=0)))
+                   stack_cycles(graph, hw, assignment, streamed, batch).max(initial=0),
+                   package_cut_cycles(graph, hw, assignment).max(initial=0)))
+
+
+def _edges_by_producer(graph: TensorGraph, ser: np.ndarray) -> dict[int, list[tuple[int, int]]]:
+    """u -> [(v, ser of u->v)] over the edges with ser > 0."""
+    out: dict[int, list[tuple[int, int]]] = {}
+    for u, v, k in zip(graph.edge_src.tolist(), graph.edge_dst.tolist(), ser.tolist()):
+        if k > 0:
+            out.setdefault(u, []).append((v, k))
+    return out
 
 
 def optimize(graph: TensorGraph, hw: Hardware, *, time_limit_s: float = 30.0, seed: int = 0,
@@ -193,8 +241,9 @@ def optimize(graph: TensorGraph, hw: Hardware, *, time_limit_s: float = 30.0, se
     model, x, y = ladder.model, ladder.x, ladder.y
     lower = max(trivial_lower_bound(graph, hw), stack_lower_bound(graph, hw, batch))
     edge_ser = np.asarray(serialization_cycles(graph.edge_bytes, hw), dtype=np.int64)
+    cut_ser = board_ser(graph, hw) if hw.package_level is not None else np.zeros(0, dtype=np.int64)
     upper = int(cycles.max(axis=1).sum() + edge_ser.sum() + stack_read_cycles(graph, hw, batch).max(axis=1, initial=0).sum()
-                + stream_link_cycles(graph, hw, batch).sum())
+                + stream_link_cycles(graph, hw, batch).sum() + cut_ser.sum())
     bottleneck = model.new_int_var(lower, max(lower, upper), "bottleneck")
 
     # Sends: send[u][c] >= ser(u->v) when u sits on c and v beyond c, for every out-edge u->v.
@@ -222,6 +271,22 @@ def optimize(graph: TensorGraph, hw: Hardware, *, time_limit_s: float = 30.0, se
         model.add(cp_model.LinearExpr.weighted_sum([t for t, _ in terms], [k for _, k in terms]) <= bottleneck)
         if send_terms[c]:
             model.add(sum(t for t, _ in send_terms[c]) <= int(degree[c]) * bottleneck)
+    # Package boundaries: what crosses from below k to k and above holds one of the board links crossing k.
+    for k, n_links in package_cuts(hw):
+        cut_terms = []
+        for u, vs in _edges_by_producer(graph, cut_ser).items():
+            yu = y[u][k]
+            if isinstance(yu, int) and yu == 1:
+                continue
+            beyond = [(y[v][k], s) for v, s in vs if not (isinstance(y[v][k], int) and y[v][k] == 0)]
+            if not beyond:
+                continue
+            cut = model.new_int_var(0, max(s for _, s in beyond), f"cut{u}_{k}")
+            for lit, s in beyond:
+                model.add(cut >= s * (lit - yu))
+            cut_terms.append(cut)
+        if cut_terms and n_links:
+            model.add(sum(cut_terms) <= n_links * bottleneck)
     # Memory stacks: each is busy reading the weights that stream to the chiplets it feeds; what it stores fits.
     if ladder.resident:
         reads = stack_read_cycles(graph, hw, batch)

@@ -133,7 +133,7 @@ def _partition_file(path, assignment: dict, chiplets=4):
 @pytest.mark.parametrize("assignment,fragment", [
     ({"mm1": 0, "rs1": 0, "mm2": [1, 2], "rs2": [1, 2]}, "shards node 'mm2' over chiplets [1, 2]"),
     ({"mm1": 0, "rs1": 0, "mm2": {"chiplets": [1, 2], "axis": "col"}, "rs2": {"chiplets": [1, 2], "axis": "col"}},
-     "shards node 'mm2' over chiplets [1, 2]; `partition split` cannot cut sharded ops yet"),
+     "shards node 'mm2' over chiplets [1, 2] along axis 'col', which `partition split` cannot cut"),
     ({"mm1": 0, "rs1": 0, "mm2": 4, "rs2": 4}, "puts node 'mm2' on chiplet 4, outside 0..3"),
     ({"mm1": 1, "rs1": 1, "mm2": 0, "rs2": 0}, "node 'mm2' on chiplet 0 reads tensor 'r1' made by node 'rs1' on later chiplet 1. Fix: put "
                                             "op 'mm1' (holding node 'rs1') on chiplet 0 or earlier"),

@@ -43,8 +43,8 @@ def _add_model_args(p: argparse.ArgumentParser, precision: str | None = "fp16", 
 def _add_hw_args(p: argparse.ArgumentParser, default_chiplets: int | None = None) -> None:
     p.add_argument("--chiplets", type=int, default=default_chiplets,
                    help="number of chiplets: a near-square mesh of the default chiplet unless --hardware says more")
-    p.add_argument("--hardware", help="a preset name (default-16, sram-only-16, simba-36) or a .toml file "
-                                      "(see docs/hardware.md)")
+    p.add_argument("--hardware", help="a preset name (default-16, sram-only-16, simba-36, two-package-2x16) or a "
+                                      ".toml file (see docs/hardware.md)")
     p.add_argument("--no-memory-tier", action="store_true",
                    help="drop the package's HBM memory stacks: every weight must fit in SRAM")
 

@@ -138,6 +138,9 @@ def evaluate_design(model: str, shapes: tuple, precision: str, params: dict) -> 
         return no_fit(f"weights {need / mib:,.1f} MiB vs SRAM+HBM {have / mib:,.1f} MiB; largest op "
                       f"{largest_op / mib:,.1f} MiB vs a chiplet's {hw.chiplets[0].sram_bytes / mib:,.1f} MiB",
                       short / mib)
+    if hw.memory_stacks and design.package != "interposer":
+        return no_fit(f"{len(hw.memory_stacks)} HBM stacks on an {design.package} package: HBM's interface needs a "
+                      "silicon interposer", 1.0)
     try:
         cost = ppa.ppa(hw, design.process_nm, precision=precision, package=design.package)
     except UserError as exc:   # a die or interposer too large for a wafer

@@ -330,7 +330,7 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
         if cert is not None and max_shard > 1:
             # CP-SAT's whole-op bound still says how far plans without splits can go; shown beside the certificate
             cert = sharded_certificate(graph, hw, max_shard, cert)
-        elif cfg.certificate:
+        elif cfg.certificate and cert is None:
             stopped = stopped or run_budget.stop_reason() or "the --max-time budget left no time for the certificate"
         if stopped is None and run_budget.interrupted:   # Ctrl-C during the certificate: its solve ran to its limit
             stopped = "interrupted by Ctrl-C during the certificate, after the search finished"
@@ -389,6 +389,8 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
         "bottleneck": rep.bottleneck,
     }
     metrics.update(token_metrics(graph, rep))
+    if hw.package_level is not None:
+        metrics["package_link_bytes_per_inference"] = rep.package_link_bytes_per_inference
     solver_bound = outcome.solver_bound_throughput_per_s
     if solver_bound is not None:
         metrics["solver_bound_throughput_per_s"] = solver_bound
@@ -746,7 +748,7 @@ def format_outcome(outcome: Outcome) -> str:
     rep, hw = outcome.best.report, outcome.hw
     rows = [
         ("model", f"{outcome.model} ({outcome.graph.n_ops} ops, {outcome.graph.total_flops / 1e9:.2f} GFLOP)"),
-        ("hardware", f"{hw.name}: {hw.n_chiplets} chiplets, {hw.topology} {hw.rows}x{hw.cols}"),
+        ("hardware", f"{hw.name}: {hw.n_chiplets} chiplets, {hw.layout}"),
         ("method", f"{outcome.method}: {outcome.evaluations} evaluation{'s' * (outcome.evaluations != 1)} in {outcome.wall_s:.1f} s, "
                    + (f"repair moved {outcome.best.partition.ops_moved} ops" if outcome.found_by is None
                       else f"best found by {outcome.found_by.split(',')[0]}")),

@@ -9,6 +9,8 @@ import onnx
 
 from partitioner.app.run import _document_settings, assignment_from_document, load_model, read_partition_file
 from partitioner.errors import UserError
+from partitioner.partition import Partition
+from partitioner.sharding import AXES
 from partitioner.split_onnx import Split, Verification, random_inputs, split_model, verify_split, write_split
 
 _FIX = "pass the partition.json that `partition` wrote for this model (same --input-shape)"
@@ -21,16 +23,25 @@ class SplitOutcome:
     verification: Verification | None
 
 
-def read_assignment(graph, doc: dict, path: str) -> np.ndarray:
-    """The partition file's chiplet per op, refusing sharded ops, ids outside the package and other models."""
+def read_assignment(graph, doc: dict, path: str) -> np.ndarray | Partition:
+    """The partition file's chiplet per op (a Partition with shard degrees when some ops are split), refusing
+    groups outside the package or along an axis the splitter does not know, ids outside it and other models."""
     chiplets = doc["chiplets"]
     for node, chip in doc["assignment"].items():
-        # A sharded op's nodes map to a group of chiplets: {"chiplets": [c, c+1, ...], "axis": ...} (or a list).
-        group = chip.get("chiplets") if isinstance(chip, dict) else chip if isinstance(chip, list) else None
-        if group is not None:
-            raise UserError(f"partition file {path} shards node '{node}' over chiplets {group}; `partition split` "
-                            "cannot cut sharded ops yet", "make the partition with `partition MODEL --max-shard 1` "
-                            "(every op whole), then split that")
+        # A sharded op's nodes map to a group of chiplets: {"chiplets": [c, c+1, ...], "axis": ...}.
+        if isinstance(chip, list):
+            raise UserError(f"partition file {path} shards node '{node}' over chiplets {chip} as a bare list",
+                            'write {"chiplets": [c, c+1, ...], "axis": ...} as `partition` does')
+        group = chip.get("chiplets") if isinstance(chip, dict) else None
+        if isinstance(group, list) and group and all(type(c) is int for c in group):
+            if not 0 <= group[0] <= group[-1] < chiplets:
+                raise UserError(f"partition file {path} shards node '{node}' over chiplets {group}, past the "
+                                f"package's last chiplet {chiplets - 1}", f"use a group inside chiplets 0.."
+                                f"{chiplets - 1} (re-run `partition`)")
+            if chip.get("axis") not in AXES:
+                raise UserError(f"partition file {path} shards node '{node}' over chiplets {group} along axis "
+                                f"{chip.get('axis')!r}, which `partition split` cannot cut",
+                                f"use one of {', '.join(AXES)} as `partition` writes them (re-run `partition`)")
         if type(chip) is int and not 0 <= chip < chiplets:
             raise UserError(f"partition file {path} puts node '{node}' on chiplet {chip}, outside 0..{chiplets - 1}",
                             f"use chiplet ids below {chiplets}, the package size the file records")
@@ -38,11 +49,7 @@ def read_assignment(graph, doc: dict, path: str) -> np.ndarray:
     stray = next((n for n in doc["assignment"] if n not in known), None)
     if stray is not None:
         raise UserError(f"partition file {path} places node '{stray}', which this model does not have", _FIX)
-    a = assignment_from_document(graph, doc, path)
-    if not isinstance(a, np.ndarray):  # a Partition carrying shards: refused above, kept out here too
-        raise UserError(f"partition file {path} shards some ops",
-                        "make the partition with `partition MODEL --max-shard 1` (every op whole), then split that")
-    return a
+    return assignment_from_document(graph, doc, path, chiplets)
 
 
 def load_with_weights(path: str) -> onnx.ModelProto:
@@ -62,7 +69,10 @@ def split(model: str, partition_path: str, out: str, input_shapes: dict, verify:
     graph = load_model(model, input_shapes or saved_shapes, saved_precision)
     a = read_assignment(graph, doc, partition_path)
     proto = load_with_weights(model)
-    result = split_model(graph, a, proto)
+    if isinstance(a, Partition):
+        result = split_model(graph, a.assignment, proto, shard=a.shard, n_chiplets=doc["chiplets"])
+    else:
+        result = split_model(graph, a, proto)
     check = None
     if verify:  # before writing: a split that does not compute the model is not written
         check = verify_split(proto, result, random_inputs(proto, graph.metadata["input_shapes"], seed))
@@ -77,8 +87,16 @@ def split(model: str, partition_path: str, out: str, input_shapes: dict, verify:
 
 def format_split(outcome: SplitOutcome) -> str:
     stages = outcome.split.stages
-    lines = [f"{len(stages)} stages: " + ", ".join(f"chiplet {s.chiplet} ({len(s.model.graph.node)} nodes, "
-                                                   f"{len(s.inputs)} in, {len(s.sends)} out)" for s in stages)]
+    shown = stages if stages[0].step is None or len(stages) <= 12 else stages[:12]  # sharded: hundreds possible
+    lines = [f"{len(stages)} stages: " + ", ".join(
+        f"{'chiplet ' + str(s.chiplet) if s.step is None else s.file} ({len(s.model.graph.node)} nodes, "
+        f"{len(s.inputs)} in, {len(s.sends)} out)" for s in shown)
+        + (f", ... ({len(stages) - len(shown)} more in manifest.json)" if len(shown) < len(stages) else "")]
+    ops = outcome.split.sharded
+    if ops:
+        whole = sum(len(op["whole"]) for op in ops)
+        lines.append(f"{len(ops)} split ops: {sum(len(op['pieced']) for op in ops)} nodes cut into pieces, {whole} "
+                     "run whole on their group's first chiplet (manifest.json 'sharded' says which and why)")
     if outcome.verification is not None:
         v = outcome.verification
         lines.append(f"verified in onnxruntime: max abs diff {v.max_abs_diff:.3g} over outputs "
