@@ -232,11 +232,12 @@ def _stage_layout(graph: TensorGraph) -> tuple[tuple[str, ...], np.ndarray]:
 
 
 def group_stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, k: int,
-                            tables: tuple | None = None) -> np.ndarray:
+                            tables: tuple | None = None, relaxed: bool = False) -> np.ndarray:
     """cost[i, j]: cycles per inference of ops i..j-1 run as a stage on the k chiplets from `chiplet`, every op
     split k ways: the pieces' cycles, plus the all-gather (cost.all_gather_cycles) of every op that has a consumer
-    inside the stage, plus shipping each member's share of the cut outputs (inf if the pieces do not fit SRAM).
-    k = 1 is `stage_cost_matrix`."""
+    inside the stage, plus shipping each member's share of the cut outputs (inf if the pieces do not fit SRAM,
+    their weights counted by `sram_weights`: with a memory tier a piece too big for any SRAM streams anyway, and
+    `relaxed` counts none). k = 1 is `stage_cost_matrix`."""
     n = graph.n_ops
     chip = hw.chiplets[chiplet]
     if tables is None:
@@ -245,7 +246,7 @@ def group_stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, k: i
     send, inner, axes, recv, recv_partial = tables
     pieces = TensorGraph.build(graph.name, [piece(op, k, axes[i]) for i, op in enumerate(graph.ops)], [])
     cyc = np.concatenate([[0], np.cumsum(sharded_op_cycles(graph, chip, k, axes))]).astype(float)
-    wts = np.concatenate([[0], np.cumsum(pieces.weight_bytes)])
+    wts = np.concatenate([[0], np.cumsum(sram_weights(pieces, hw, relaxed))])
     cross = np.flip(np.cumsum(np.flip(send, axis=0), axis=0), axis=0)
     if k > 1:
         # slices of an all-gather; full partials (row_parallel, vocab) of an all-reduce
@@ -277,13 +278,49 @@ def group_stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, k: i
     return cost
 
 
-def staged_partition(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_MAX_SHARD
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def _forced_reads(graph: TensorGraph, hw: Hardware, g: int, axes: tuple[str, ...] | None) -> np.ndarray | None:
+    """Per op, the bytes each of its g pieces reads per inference if the piece must stream (its weights and
+    working set exceed the largest SRAM), else 0; None when no piece must stream or there is no memory tier."""
+    if not hw.memory_stacks:
+        return None
+    ops = graph.ops if g == 1 else [piece(op, g, axes[i]) for i, op in enumerate(graph.ops)]
+    w = np.array([op.weight_bytes for op in ops], dtype=np.int64)
+    work = np.array([op.work_bytes for op in ops], dtype=np.int64)
+    forced = (w > 0) & (w + work > max(c.sram_bytes for c in hw.chiplets))
+    if not forced.any():
+        return None
+    return np.minimum(w, [op.weights_read for op in ops]) * forced
+
+
+def _forced_stream_cycles(hw: Hardware, first: int, g: int, reads: np.ndarray) -> np.ndarray:
+    """Cumulative (length n + 1) cycles per inference that the busiest stream resource of the group
+    first..first+g-1 spends on the pieces that must stream (`_forced_reads`): each member reads its piece from the
+    stack `hw.stack_feed` names, over the NoC route from the stack's chiplet, and a link or stack on m members'
+    routes carries m pieces. The staged DP's estimate (so it places such a stage next to the stacks); the simulator
+    routes the real reads."""
+    links: dict[int, int] = {}
+    stacks: dict[int, int] = {}
+    for m in range(first, first + g):
+        k, src = hw.stack_feed[m]
+        stacks[k] = stacks.get(k, 0) + 1
+        for link in hw.route(src, m):
+            links[link] = links.get(link, 0) + 1
+    stack_bw = min(st.bytes_per_cycle for st in hw.memory_stacks)
+    cyc = max(stacks.values()) * -(-reads // stack_bw)
+    if links:
+        cyc = np.maximum(cyc, max(links.values()) * serialization_cycles(reads, hw))
+    return np.concatenate([[0], np.cumsum(cyc)]).astype(float)
+
+
+def staged_partition(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_MAX_SHARD,
+                     relaxed: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(assignment, shard): the topological order cut into pipeline stages, stage s on a group of g_s consecutive
     chiplets (g_s <= max_shard, groups in pipeline order, at most n_chiplets chiplets in all) with every op of
     the stage split g_s ways, minimising the slowest stage (`group_stage_cost_matrix`). A DP over (ops placed,
     chiplets used) x group size, as Alpa's stage construction over layers x submeshes. max_shard = 1 is
-    `dp_partition`. Falls back to `dp_partition` (shard 1) if no staged plan fits SRAM."""
+    `dp_partition`. Piece weights count as `sram_weights` counts them; with a memory tier, if no staged plan fits,
+    once more with `relaxed` (every weight may stream: the caller chooses residency, solver/residency.py). Falls
+    back to `dp_partition` (shard 1) if no staged plan fits SRAM."""
     n, n_chip = graph.n_ops, hw.n_chiplets
     max_shard = max(1, min(int(max_shard), n_chip))
     tables = _tables(graph)
@@ -295,8 +332,15 @@ def staged_partition(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_
             return None     # groups of one chiplet kind only
         key = (kind, g)
         if key not in costs:
-            costs[key] = group_stage_cost_matrix(graph, hw, c, g, tables)
+            costs[key] = group_stage_cost_matrix(graph, hw, c, g, tables, relaxed)
         return costs[key]
+
+    reads_by_g: dict = {}
+
+    def forced_reads(g: int) -> np.ndarray | None:
+        if g not in reads_by_g:
+            reads_by_g[g] = _forced_reads(graph, hw, g, tables[2])
+        return reads_by_g[g]
 
     # best[c, j]: the smallest bottleneck placing ops 0..j-1 on chiplets 0..c-1 (some maybe unused).
     best = np.full((n_chip + 1, n + 1), np.inf)
@@ -308,8 +352,12 @@ def staged_partition(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_
             if m is None:
                 continue
             prev = best[c - g]
+            reads = None if relaxed else forced_reads(g)
+            streams = None if reads is None else _forced_stream_cycles(hw, c - g, g, reads)
             for j in range(1, n + 1):
                 cand = np.maximum(prev[:j], m[:j, j])
+                if streams is not None:
+                    cand = np.maximum(cand, streams[j] - streams[:j])
                 i = int(np.argmin(cand))
                 if cand[i] < best[c, j]:
                     best[c, j] = cand[i]
@@ -318,6 +366,8 @@ def staged_partition(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_
         best[c, unused] = best[c - 1, unused]
         choice[c, unused] = 0
     if not np.isfinite(best[n_chip, n]):
+        if hw.memory_stacks and not relaxed:
+            return staged_partition(graph, hw, max_shard, relaxed=True)
         return dp_partition(graph, hw), np.ones(n, dtype=np.int64)
     assignment = np.zeros(n, dtype=np.int64)
     shard = np.ones(n, dtype=np.int64)

@@ -212,18 +212,22 @@ def _wall_cap(run_budget: RunBudget, wanted_s: float) -> float:
     return max(min(DETERMINISTIC_WALL_FACTOR * wanted_s + 10.0, run_budget.search_left()), 0.1)
 
 
-def best_staged(graph: TensorGraph, hw: Hardware, max_shard: int) -> Evaluation | None:
+def best_staged(graph: TensorGraph, hw: Hardware, max_shard: int, batch: int = 1) -> Evaluation | None:
     """The best simulated of the staged DP plans (splits.staged_partition) for each largest group 2..max_shard:
-    the DP's link model is an estimate, so the simulator picks among them. Plans that check() rejects (the DP
-    knows neither op types a chiplet cannot run nor the exact working set at a stage's first ops) are dropped;
-    None when none is valid."""
+    the DP's link model is an estimate, so the simulator picks among them. With a memory tier, the weights of a
+    plan's overflowing chiplets stream (solver.residency.choose_streamed, the rule repair uses). Plans that
+    check() rejects (the DP knows neither op types a chiplet cannot run nor the exact working set at a stage's
+    first ops) are dropped; None when none is valid."""
+    from solver.residency import choose_streamed
+
     best = None
     for k in range(2, max_shard + 1):
         a, shard = staged_partition(graph, hw, k)
-        part = Partition(a, None, 0, "staged-dp", shard=shard)
+        streamed = choose_streamed(graph, hw, a, batch, shard)
+        part = Partition(a, None, 0, "staged-dp", shard=shard, streamed=streamed)
         if check(graph, hw, part):
             continue
-        ev = Evaluation(part, simulate(graph, hw, part))
+        ev = Evaluation(part, simulate(graph, hw, part, batch=batch))
         if best is None or ev.throughput > best.throughput:
             best = ev
     return best
@@ -315,7 +319,7 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
                                         run_budget=run_budget, batch=cfg.batch)
         chosen, found_by = found.best, None
         if max_shard > 1 and run_budget.stop_reason() is None and graph.n_ops <= STAGED_MAX_OPS:
-            staged = best_staged(graph, hw, max_shard)
+            staged = best_staged(graph, hw, max_shard, batch=cfg.batch)
             if staged is not None and staged.throughput > chosen.throughput:
                 chosen, found_by = staged, f"the staged DP with ops split up to {max_shard} ways (splits.py)"
         best = Evaluation(chosen.partition, simulate(graph, hw, chosen.partition, trace=True, batch=cfg.batch))
@@ -418,7 +422,8 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
                    "history": [list(h) for h in outcome.history]},
         "config": config or {},
         "interrupted": outcome.interrupted,
-        "memory_tier": memory_tier_document(graph, hw, a, outcome.best.partition.streamed, rep, outcome.batch),
+        "memory_tier": memory_tier_document(graph, hw, a, outcome.best.partition.streamed, rep, outcome.batch,
+                                              outcome.best.partition.shard),
     }
 
 
@@ -449,8 +454,8 @@ def write_outputs(out_dir: Path, outcome: Outcome, *, config: dict | None, hardw
                                           + report_markdown(rep, graph, hw, a, outcome.method)
                                           + _phase_markdown(graph, rep) + _provenance_markdown(outcome)
                                           + memory_tier_markdown(memory_tier_document(
-                                              graph, hw, a, outcome.best.partition.streamed, rep, outcome.batch),
-                                              graph, rep)
+                                              graph, hw, a, outcome.best.partition.streamed, rep, outcome.batch,
+                                              outcome.best.partition.shard), graph, rep)
                                           + _groups_markdown(outcome) + _certificate_markdown(outcome)),
         "trace.json": lambda p: write_chrome_trace(p, rep, graph, hw),
         "partition.png": lambda p: plot_partition(
