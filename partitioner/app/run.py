@@ -454,8 +454,9 @@ def write_outputs(out_dir: Path, outcome: Outcome, *, config: dict | None, hardw
                                           + report_markdown(rep, graph, hw, a, outcome.method)
                                           + _phase_markdown(graph, rep) + _provenance_markdown(outcome)
                                           + memory_tier_markdown(memory_tier_document(
-                                              graph, hw, a, outcome.best.partition.streamed, rep, outcome.batch,
-                                              outcome.best.partition.shard), graph, rep)
+                                              outcome.graph, hw, outcome.best.assignment,
+                                              outcome.best.partition.streamed, rep, outcome.batch,
+                                              outcome.best.partition.shard), outcome.graph, rep)
                                           + _groups_markdown(outcome) + _certificate_markdown(outcome)),
         "trace.json": lambda p: write_chrome_trace(p, rep, graph, hw),
         "partition.png": lambda p: plot_partition(
