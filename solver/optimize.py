@@ -126,8 +126,8 @@ def stack_cycles(graph: TensorGraph, hw: Hardware, assignment: np.ndarray, strea
 
 def stack_lower_bound(graph: TensorGraph, hw: Hardware, batch: int = 1) -> int:
     """A bound on max_k T_k valid for every partition, without a solver. Resident weights fit in SRAM, so at least
-    D = total weights (a shared tensor once) - total SRAM bytes must stream; the fewest read bytes that stream that much is a fractional
-    knapsack (ops by read bytes per weight byte, cheapest first): R. The stacks together read at most
+    D = total weights (a shared tensor once) - total SRAM bytes must stream; the fewest read bytes that stream
+    that much is a fractional knapsack (ops by read bytes per weight byte, cheapest first): R. The stacks together read at most
     sum_k bytes_per_cycle per cycle, and each op's floor(ceil(b / bw) / batch) loses less than one cycle, so
     max_k T_k >= floor(R / (batch x sum_k bw)) - (ops with weights). 0 when everything fits or without a tier."""
     if not hw.memory_stacks:
