@@ -18,7 +18,7 @@ from partitioner.onnx_import import load_onnx
 from partitioner.partition import Partition, check, memory_use, stack_use
 from partitioner.sharding import check_groups
 from partitioner.simulator import simulate
-from partitioner.splits import staged_partition
+from partitioner.splits import staged_partition, staged_plans
 from partitioner.synthetic import random_dag
 from solver.optimize import stack_lower_bound
 from solver.residency import choose_streamed
@@ -226,3 +226,25 @@ def test_simulated_split_streamed_plans_never_beat_the_certificate(plan):
     assert r.cycles_per_inference >= max(r.chiplet_busy_cycles)
     assert max(r.stack_utilisation.values(), default=0.0) <= 1.0 + 1e-12
     assert check_groups(g, hw.n_chiplets, part.assignment, part.shard) == []
+
+
+def test_the_relaxed_dp_charges_what_each_stage_streams_beyond_its_sram():
+    # 3 x 48 KiB MatMuls on two 64 KiB chiplets (stack on chiplet 0): no split fits, so the DP runs relaxed.
+    # a|bc: 1,000 | 1,900 cycles, and chiplet 1 streams its 32 KiB excess over link 0->1: 32,768 / 64 = 512.
+    # ab|c: 2,000 + 1 (shipping b's 64 B), and chiplet 0 streams 32 KiB from its own stack: ceil(32,768 / 100) =
+    # 328. Overlapped (max): a|bc 1,900 < ab|c 2,001. Serial (sum): ab|c 2,329 < a|bc 2,412. The simulator hides
+    # bc's one read behind the 1,900-cycle segment before it (the previous inference's), so a|bc wins there.
+    chip = Chiplet(sram_bytes=64 * 1024)
+    hw = Hardware("c2", (chip,) * 2, "chain", 1, 2, memory_stacks=(STACK,))
+    ops = [matmul("a", 1000, 48 * 1024), matmul("b", 1000, 48 * 1024), matmul("c", 900, 48 * 1024)]
+    g = TensorGraph.build("g", ops, [(0, 1, 64), (1, 2, 64)])
+    assert staged_partition(g, hw, 1)[0].tolist() == [0, 1, 1]
+    assert staged_partition(g, hw, 1, serial_streams=True)[0].tolist() == [0, 0, 1]
+    assert [p[0].tolist() for p in staged_plans(g, hw, 1)] == [[0, 1, 1], [0, 0, 1]]
+    cycles = {}
+    for plan in ([0, 0, 1], [0, 1, 1]):
+        plan = np.array(plan)
+        streamed = choose_streamed(g, hw, plan)
+        assert check(g, hw, plan, streamed=streamed) == []
+        cycles[tuple(plan)] = simulate(g, hw, plan, streamed=streamed).cycles_per_inference
+    assert cycles == {(0, 0, 1): 2000, (0, 1, 1): 1900}

@@ -29,7 +29,7 @@ from partitioner.report import (Evaluation, plot_partition, report_markdown, wri
                                 write_text)
 from partitioner.simulator import simulate
 from partitioner.sharding import expand, groups, split_axis
-from partitioner.splits import DEFAULT_MAX_SHARD, dp_partition, greedy_partition, staged_partition
+from partitioner.splits import DEFAULT_MAX_SHARD, dp_partition, greedy_partition, staged_plans
 from policies.baselines import SearchResult, anneal, random_search
 
 METHODS = ("rl", "random", "greedy", "dp", "anneal", "exact", "learned")
@@ -213,16 +213,15 @@ def _wall_cap(run_budget: RunBudget, wanted_s: float) -> float:
 
 
 def best_staged(graph: TensorGraph, hw: Hardware, max_shard: int, batch: int = 1) -> Evaluation | None:
-    """The best simulated of the staged DP plans (splits.staged_partition) for each largest group 2..max_shard:
-    the DP's link model is an estimate, so the simulator picks among them. With a memory tier, the weights of a
+    """The best simulated of the staged DP plans (splits.staged_plans) for each largest group 2..max_shard:
+    the DP's link and stream models are estimates, so the simulator picks among them. With a memory tier, the weights of a
     plan's overflowing chiplets stream (solver.residency.choose_streamed, the rule repair uses). Plans that
     check() rejects (the DP knows neither op types a chiplet cannot run nor the exact working set at a stage's
     first ops) are dropped; None when none is valid."""
     from solver.residency import choose_streamed
 
     best = None
-    for k in range(2, max_shard + 1):
-        a, shard = staged_partition(graph, hw, k)
+    for a, shard in (plan for k in range(2, max_shard + 1) for plan in staged_plans(graph, hw, k)):
         streamed = choose_streamed(graph, hw, a, batch, shard)
         part = Partition(a, None, 0, "staged-dp", shard=shard, streamed=streamed)
         if check(graph, hw, part):
