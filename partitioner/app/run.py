@@ -29,7 +29,7 @@ from partitioner.report import (Evaluation, plot_partition, report_markdown, wri
                                 write_text)
 from partitioner.cost import keep_column, ring_links
 from partitioner.simulator import simulate
-from partitioner.sharding import expand, groups, split_axis
+from partitioner.sharding import expand, groups, layout
 from partitioner.splits import auto_max_shard, dp_partition, greedy_partition, staged_degrees, staged_plans
 from policies.baselines import SearchResult, anneal, random_search
 
@@ -359,6 +359,12 @@ def prepare_out_dir(out: str) -> Path:
     return path
 
 
+SHARD_AXES_SIMULATED = "simulated"
+"""partition.json's "shard_axes" when each group's "axis" is the one the simulated plan ran (sharding.layout with
+rule S8). Files without it record each op's base axis (sharding.split_axis); `partition split` then re-derives
+the layout without S8, as it did when they were written."""
+
+
 # --- outputs ------------------------------------------------------------------------------------------------------------
 def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict | None = None) -> dict:
     """The partition.json payload: the assignment by original ONNX node name, metrics and per-chiplet loads."""
@@ -377,11 +383,13 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
             "memory_fraction": float(rep.chiplet_memory_fraction[c]),
         })
     shard = outcome.best.partition.shard
+    keep = keep_column(hw)
     if shard is None:
         assignment = {node: int(a[i]) for node, i in graph.onnx_node_owner().items()}
-    else:   # a split op's nodes map to its group of chiplets and the axis it splits along
+    else:   # a split op's nodes map to its group of chiplets and the axis the simulated plan split it along
+        axes, _ = layout(graph, a, shard, keep)     # as simulate/expand lay it out (rule S8 included)
         assignment = {node: int(a[i]) if shard[i] == 1 else
-                      {"chiplets": list(range(int(a[i]), int(a[i] + shard[i]))), "axis": split_axis(graph.ops[i])}
+                      {"chiplets": list(range(int(a[i]), int(a[i] + shard[i]))), "axis": axes[i]}
                       for node, i in graph.onnx_node_owner().items()}
     metrics = {
         "throughput_per_s": rep.throughput_per_s,
@@ -404,7 +412,7 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
         if whole is not None:
             metrics["whole_op_bound_throughput_per_s"] = whole
             metrics["whole_op_bound_status"] = outcome.certificate.info["whole_op_status"]
-    return {
+    doc = {
         "model": str(outcome.model),
         "hardware": _resolvable(hardware_spec),
         "hardware_name": hw.name,
@@ -419,7 +427,7 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
         "assignment": assignment,
         "metrics": metrics,
         "per_chiplet": per_chiplet,
-        "groups": groups(graph, a, shard, links=ring_links(hw), keep_column=keep_column(hw)),
+        "groups": groups(graph, a, shard, links=ring_links(hw), keep_column=keep),
         "search": {"evaluations": outcome.evaluations, "wall_s": outcome.wall_s,
                    "ops_moved_by_repair": outcome.best.partition.ops_moved,
                    "history": [list(h) for h in outcome.history]},
@@ -428,6 +436,9 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
         "memory_tier": memory_tier_document(graph, hw, a, outcome.best.partition.streamed, rep, outcome.batch,
                                               outcome.best.partition.shard),
     }
+    if shard is not None and (np.asarray(shard) > 1).any():
+        doc["shard_axes"] = SHARD_AXES_SIMULATED   # `partition split` cuts along these axes (older files: base ones)
+    return doc
 
 
 def _pieces(outcome: Outcome) -> tuple[TensorGraph, np.ndarray]:
