@@ -13,6 +13,11 @@ class UserError(Exception):
         self.problem = problem
         self.fix = fix
 
+    def __reduce__(self):
+        # Exception pickles as cls(*args) = cls(message), which this __init__ cannot take; a UserError raised in a
+        # worker process or Ray task has to cross back to the driver intact.
+        return (self.__class__, (self.problem, self.fix))
+
     def one_line(self) -> str:
         text = f"error: {self.problem}. Fix: {self.fix}."
         return " ".join(text.split())

@@ -29,6 +29,8 @@ class Op:
         flops they do not cover) keeps the plain roofline of `matrix_flops`.
     kv_cache_bytes: the part of `weight_bytes` (and of the weights read) that is a decoder's KV cache: state
         stored with the op and read whole every token, counted like a weight; reports show it apart.
+    shared_weights: (initializer name, bytes) of each initializer in `weight_bytes` that other ops read too (a
+        tied embedding and LM head). Ops on one chiplet hold such a tensor once (partition.shared_overcount).
     """
 
     name: str
@@ -42,6 +44,7 @@ class Op:
     weight_read_bytes: int | None = None
     gemms: tuple[tuple[int, int, int, int], ...] | None = None
     kv_cache_bytes: int = 0
+    shared_weights: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         for attr in ("flops", "matrix_flops", "weight_bytes", "in_bytes", "out_bytes"):
@@ -185,7 +188,28 @@ class TensorGraph:
 
     @property
     def total_weight_bytes(self) -> int:
+        """Weight bytes summed per op: a tensor several ops read counts once per reader (unique_weight_bytes
+        counts it once)."""
         return int(self.weight_bytes.sum())
+
+    @cached_property
+    def shared_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every op's shared weights flattened: (op id, tensor id, bytes) arrays, one entry per (op, tensor)."""
+        ids: dict[str, int] = {}
+        rows = [(i, ids.setdefault(name, len(ids)), b)
+                for i, op in enumerate(self.ops) for name, b in op.shared_weights]
+        arr = np.asarray(rows, dtype=np.int64).reshape(-1, 3)
+        cols = tuple(np.ascontiguousarray(arr[:, j]) for j in range(3))
+        for c in cols:
+            c.setflags(write=False)
+        return cols
+
+    @property
+    def unique_weight_bytes(self) -> int:
+        """Weight bytes with every shared tensor counted once: what the model really stores."""
+        _, tensor, nbytes = self.shared_table
+        first = np.unique(tensor, return_index=True)[1]
+        return self.total_weight_bytes - int(nbytes.sum()) + int(nbytes[first].sum())
 
     # --- structure -----------------------------------------------------------------------------------------------
     @cached_property

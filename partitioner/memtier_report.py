@@ -14,11 +14,12 @@ from partitioner.report import Report
 
 
 def memory_tier_document(graph: TensorGraph, hw: Hardware, assignment: np.ndarray, streamed: np.ndarray | None,
-                         report: Report, batch: int) -> dict:
+                         report: Report, batch: int, shard: np.ndarray | None = None) -> dict:
     """{"batch", "stacks": [...], "streamed": [...]}: each stack's wiring, capacity, what it stores and reads per
-    inference; each streamed op with its ONNX nodes, bytes stored off-chip and bytes read per batch."""
+    inference; each streamed op with its ONNX nodes, bytes stored off-chip and bytes read per batch (a split op:
+    its group's first chiplet and the stack feeding it, the whole op's bytes)."""
     a = np.asarray(assignment, dtype=np.int64)
-    stored = stack_use(graph, hw, a, streamed)
+    stored = stack_use(graph, hw, a, streamed, shard)
     stacks = [{"name": st.name, "attached": list(st.attached), "capacity_bytes": st.capacity_bytes,
                "bytes_per_cycle": st.bytes_per_cycle, "pj_per_byte": st.pj_per_byte,
                "latency_cycles": st.latency_cycles, "stored_bytes": int(stored[k]),

@@ -14,7 +14,8 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
+from dataclasses import replace
 
 import onnx
 import onnx.inliner
@@ -254,12 +255,14 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
     graph_outputs = {real(o.name) for o in graph.output}
 
     ops: list[Op] = []
+    op_weights: list[frozenset[str]] = []
     edges: dict[tuple[int, int], int] = defaultdict(int)
     for k, root in enumerate(roots):
         group = members[root]
         produced = {o for i in group for o in nodes[i].output if o}
         read = {real(t) for i in group for t in nodes[i].input if t}
         weights = frozenset().union(*(sources[t] for t in read if t in sources))
+        op_weights.append(weights)
         read_bytes = _weights_read(group, nodes, real, sources, nbytes)
         in_tensors = {t for t in read if t not in sources and t not in produced}
         out_tensors = {t for t in produced
@@ -277,6 +280,7 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
             in_bytes=sum(nbytes(t) for t in in_tensors), out_bytes=sum(nbytes(t) for t in out_tensors),
             gemms=tuple(gemm[i] for i in group if i in gemm) or None, kv_cache_bytes=cache))
 
+    ops = _mark_shared_weights(ops, op_weights, nbytes)
     input_bytes = sum(nbytes(vi.name) for vi in model_inputs)
     name = os.path.splitext(os.path.basename(os.fspath(path)))[0]
     metadata = {
@@ -294,6 +298,16 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
     }
     return TensorGraph.build(name, ops, [(s, d, b) for (s, d), b in sorted(edges.items())], input_bytes,
                              metadata)
+
+
+def _mark_shared_weights(ops: list[Op], op_weights: list[frozenset[str]], nbytes) -> list[Op]:
+    """Each op's initializers that another op reads too (a tied embedding and LM head), as Op.shared_weights."""
+    readers = Counter(w for ws in op_weights for w in ws)
+    out = []
+    for op, ws in zip(ops, op_weights):
+        shared = tuple(sorted((w, nbytes(w)) for w in ws if readers[w] > 1 and nbytes(w) > 0))
+        out.append(replace(op, shared_weights=shared) if shared else op)
+    return out
 
 
 _VIEWS = {"Reshape", "Transpose", "Expand", "Unsqueeze", "Squeeze", "Flatten", "Tile"}

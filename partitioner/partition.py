@@ -3,8 +3,11 @@
 A chiplet's memory holds the weights of all its ops plus the activation working set of its largest op (ops run
 one at a time, so the peak live activations are the largest `work_bytes` among its ops). An op split k ways
 (`Partition.shard`) counts as its piece (partitioner/sharding.py) on each chiplet of its group: 1/k of its split
-weights, its full inputs and 1/k of its output; groups must respect pipeline order (sharding.check_groups).
-Pipeline order: every
+weights, its full inputs and 1/k of its output; groups must respect pipeline order (sharding.check_groups). A
+streamed split op keeps none of its pieces' weights in SRAM; each piece's share lives in the stack feeding its
+chiplet. A tensor several ops read (Op.shared_weights: a tied embedding and LM head) is held once per chiplet by
+the resident ops there, and once per stack by the streamed ops it feeds (a split op's slice of it never counts as
+shared: conservative). Pipeline order: every
 edge u->v has chiplet(u) <= chiplet(v). Pinned ops sit where the user put them; an op type a chiplet lists as
 unsupported never lands there. The CP-SAT models in solver/ encode exactly these rules.
 """
@@ -76,16 +79,39 @@ def resident_weight_bytes(graph: TensorGraph, streamed: np.ndarray | None) -> np
     return np.where(np.asarray(streamed, dtype=bool), 0, graph.weight_bytes)
 
 
-def stack_use(graph: TensorGraph, hw: Hardware, assignment: np.ndarray, streamed: np.ndarray | None) -> np.ndarray:
-    """Bytes each memory stack stores: the weights of the streamed ops whose chiplets it feeds."""
+def shared_overcount(graph: TensorGraph, place: np.ndarray, counted: np.ndarray | None, n_places: int) -> np.ndarray:
+    """Bytes per place (chiplet or stack) that a per-op sum of weight_bytes counts more than once: a shared tensor
+    (Op.shared_weights) that several counted ops in one place read is held there once. `place` is per op;
+    `counted` flags the ops whose weights the sum includes (None: all)."""
+    op, tensor, nbytes = graph.shared_table
+    out = np.zeros(n_places, dtype=np.int64)
+    if op.size == 0:
+        return out
+    keep = np.ones(op.size, dtype=bool) if counted is None else np.asarray(counted, dtype=bool)[op]
+    where = np.asarray(place, dtype=np.int64)[op[keep]]
+    key = tensor[keep] * n_places + where
+    first = np.unique(key, return_index=True)[1]
+    np.add.at(out, where, nbytes[keep])
+    np.subtract.at(out, where[first], nbytes[keep][first])
+    return out
+
+
+def stack_use(graph: TensorGraph, hw: Hardware, assignment: np.ndarray, streamed: np.ndarray | None,
+              shard: np.ndarray | None = None) -> np.ndarray:
+    """Bytes each memory stack stores: the weights of the streamed ops whose chiplets it feeds, a shared tensor
+    once per stack. With `shard`, each piece of a streamed split op stores its own share (1/k of the split weights,
+    its copy of replicated ones) in the stack feeding its chiplet."""
     use = np.zeros(len(hw.memory_stacks), dtype=np.int64)
     if streamed is None or not hw.memory_stacks:
         return use
+    if shard is not None and (np.asarray(shard) != 1).any():
+        ex = expand(graph, assignment, shard)
+        return stack_use(ex.graph, hw, ex.assignment, np.asarray(streamed, dtype=bool)[ex.owner])
     feed = np.array([s for s, _ in hw.stack_feed], dtype=np.int64)
     s = np.asarray(streamed, dtype=bool)
     a = np.asarray(assignment, dtype=np.int64)
     np.add.at(use, feed[a[s]], graph.weight_bytes[s])
-    return use
+    return use - shared_overcount(graph, feed[a], s, len(hw.memory_stacks))
 
 
 def _always(*_) -> bool:
@@ -109,7 +135,8 @@ def memory_use(graph: TensorGraph, hw: Hardware, assignment: np.ndarray,
     weights = np.bincount(a, weights=resident_weight_bytes(graph, streamed), minlength=hw.n_chiplets)
     peak = np.zeros(hw.n_chiplets)
     np.maximum.at(peak, a, graph.work_bytes.astype(float))
-    return (weights + peak).astype(np.int64)
+    resident = None if streamed is None else ~np.asarray(streamed, dtype=bool)
+    return (weights + peak).astype(np.int64) - shared_overcount(graph, a, resident, hw.n_chiplets)
 
 
 def check(graph: TensorGraph, hw: Hardware, assignment: np.ndarray,
@@ -120,7 +147,7 @@ def check(graph: TensorGraph, hw: Hardware, assignment: np.ndarray,
     streamed: bool per op (True = weights stream from the memory tier); None = all resident. Streamed ops need a
     memory tier and weights to stream, and each stack must hold the streamed weights it feeds.
     shard: shard degree per op (None: all whole). A Partition passed as `assignment` brings its own of both.
-    Split ops and streamed weights are not combined: a plan with both is reported invalid."""
+    A streamed split op streams every piece's share from the stack feeding that piece's chiplet.""" 
     if isinstance(assignment, Partition):
         shard = assignment.shard if shard is None else shard
         streamed = assignment.streamed if streamed is None else streamed
@@ -133,14 +160,12 @@ def check(graph: TensorGraph, hw: Hardware, assignment: np.ndarray,
     if a.size and (a.min() < 0 or a.max() >= hw.n_chiplets):
         bad = int(np.flatnonzero((a < 0) | (a >= hw.n_chiplets))[0])
         return [f"op {graph.ops[bad].name} is on chiplet {int(a[bad])}, outside 0..{hw.n_chiplets - 1}"]
-    if shard is not None and (np.asarray(shard) != 1).any():
-        if streamed is not None and np.asarray(streamed).any():
-            return ["split ops and weights streamed from the memory tier are not combined: a plan with split "
-                    "ops keeps every weight resident"]
+    sharded = shard is not None and (np.asarray(shard) != 1).any()
+    if sharded:
         group_problems = check_groups(graph, hw.n_chiplets, a, shard)
         if group_problems:
             return group_problems
-        return _check_sharded(graph, hw, a, np.asarray(shard, dtype=np.int64), pinned)
+        shard = np.asarray(shard, dtype=np.int64)
     problems: list[str] = []
     if streamed is not None:
         s = np.asarray(streamed)
@@ -152,12 +177,14 @@ def check(graph: TensorGraph, hw: Hardware, assignment: np.ndarray,
             s = np.zeros_like(s)
         for i in np.flatnonzero(s & (graph.weight_bytes == 0)).tolist():
             problems.append(f"op {graph.ops[i].name} is marked streamed but has no weights")
-        for k, used in enumerate(stack_use(graph, hw, a, s)):
+        for k, used in enumerate(stack_use(graph, hw, a, s, shard if sharded else None)):
             cap = hw.memory_stacks[k].capacity_bytes
             if used > cap:
                 problems.append(f"memory stack {hw.memory_stacks[k].name} holds {used} bytes of streamed weights "
                                 f"but has {cap}")
-        streamed = s
+        streamed = s if s.any() else None
+    if sharded:
+        return problems + _check_sharded(graph, hw, a, shard, pinned, streamed)
     for c, used in enumerate(memory_use(graph, hw, a, streamed)):
         cap = hw.chiplets[c].sram_bytes
         if used > cap:
@@ -177,11 +204,12 @@ def check(graph: TensorGraph, hw: Hardware, assignment: np.ndarray,
 
 
 def _check_sharded(graph: TensorGraph, hw: Hardware, a: np.ndarray, k: np.ndarray,
-                   pinned: Mapping[int, int] | None) -> list[str]:
-    """Memory per chiplet on the pieces (1/k of split weights), pins on the group's first chiplet, op types on
-    every chiplet of the group; pipeline order between groups was checked by check_groups."""
+                   pinned: Mapping[int, int] | None, streamed: np.ndarray | None = None) -> list[str]:
+    """Memory per chiplet on the pieces (1/k of split weights; a streamed op's pieces hold none), pins on the
+    group's first chiplet, op types on every chiplet of the group; pipeline order between groups was checked by
+    check_groups."""
     problems: list[str] = []
-    for c, used in enumerate(memory_use(graph, hw, a, shard=k)):
+    for c, used in enumerate(memory_use(graph, hw, a, streamed, shard=k)):
         cap = hw.chiplets[c].sram_bytes
         if used > cap:
             problems.append(f"chiplet {c} needs {used} bytes (weights + peak activations) but has {cap}")

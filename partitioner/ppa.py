@@ -106,6 +106,12 @@ UBUMP_USD_PER_MM2, INTERPOSER_BOND_YIELD = 0.01, 0.95
 # Known-good-die test: assumption, 5% of the raw die cost plus $0.50 of tester time per die (probe-card test of
 # a few seconds on a tester billed at a few cents per second); catches the defects yield predicts.
 KGD_TEST_FRACTION, KGD_TEST_USD = 0.05, 0.5
+# HBM (the memory tier): an assumption, $15 per GiB of HBM3, bought as known-good stacks. No list price is
+# published; analyst estimates for 2023-24 put HBM at about 5x DDR5 per GB, roughly $10-20 per GB (e.g. about
+# $1,500 for an 80 GB H100's stacks). HBM's wide interface needs a silicon interposer (or bridge), which
+# `partition explore` enforces on its designs (ppa prices what it is given). Not modelled: the stacks' footprint on the interposer, their bonding yield, the
+# HBM PHY's die area and the stacks' standby and refresh power (read energy is the simulator's, pj_per_byte).
+HBM_USD_PER_GIB = 15.0
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,9 @@ class Ppa:
     leakage_w: float
     die_yield: tuple[float, ...]
     cost_usd: float
+    """dies, package and assembly, plus the HBM stacks (memory_usd)."""
+    memory_usd: float = 0.0
+    """the memory tier's HBM stacks (HBM_USD_PER_GIB)."""
 
 
 def node(nm: int) -> Node:
@@ -246,8 +255,9 @@ def at_node(hw: Hardware, nm: int, *, precision: str = "fp16", package: str = "o
 
 
 def ppa(hw: Hardware, nm: int, *, precision: str = "fp16", package: str = "organic") -> Ppa:
-    """Area, leakage, yield and cost of the package built at node nm."""
+    """Area, leakage, yield and cost of the package built at node nm, its HBM stacks included."""
     n = node(nm)
+    memory = memory_cost_usd(hw)
     areas = [die_area(c, nm, precision=precision, phy_gbps=g, package=package).total
              for c, g in zip(hw.chiplets, phy_gbps(hw))]
     costs = [known_good_die_cost(a, nm) for a in areas]
@@ -258,7 +268,12 @@ def ppa(hw: Hardware, nm: int, *, precision: str = "fp16", package: str = "organ
     cost = sum(package_cost(areas[p * m:(p + 1) * m], costs[p * m:(p + 1) * m], package)
                for p in range(hw.n_packages))
     return Ppa(nm, package, tuple(areas), silicon, sum(areas) * n.leakage_w_per_mm2,
-               tuple(die_yield(a, n.defect_density_per_cm2) for a in areas), cost)
+               tuple(die_yield(a, n.defect_density_per_cm2) for a in areas), cost + memory, memory)
+
+
+def memory_cost_usd(hw: Hardware) -> float:
+    """The HBM stacks of the memory tier at HBM_USD_PER_GIB."""
+    return sum(st.capacity_bytes for st in hw.memory_stacks) / (1 << 30) * HBM_USD_PER_GIB
 
 
 def power_w(energy_j_per_inference: float, throughput_per_s: float, leakage_w: float) -> float:

@@ -132,8 +132,10 @@ def piece(op: Op, k: int, axis: str | None = None) -> Op:
     gemms = None if op.gemms is None else tuple(_piece_gemm(g, k, axis) for g in op.gemms)
     # An uneven split's largest piece may do a little more than 1/k of the matrix work (its GEMM dims round up).
     matrix = max(_part(op.matrix_flops, k), sum(2 * b * m * kk * n for b, m, kk, n in gemms or ()))
+    # a split op's piece holds a slice of a shared tensor: never counted as the same tensor as another op's
+    shared = () if split_weights else op.shared_weights
     return replace(op, name=op.name, flops=max(_part(op.flops, k), matrix), matrix_flops=matrix,
-                   weight_bytes=w, weight_read_bytes=wr, gemms=gemms, kv_cache_bytes=kv,
+                   weight_bytes=w, weight_read_bytes=wr, gemms=gemms, kv_cache_bytes=kv, shared_weights=shared,
                    in_bytes=_part(op.in_bytes, k) if axis in ("head", "row_parallel") else op.in_bytes,
                    out_bytes=op.out_bytes if axis in PARTIAL_AXES else _part(op.out_bytes, k))
 

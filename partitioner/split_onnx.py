@@ -101,11 +101,13 @@ def _producer(stages: tuple[Stage, ...], tensor: str) -> int | str:
 
 
 def split_model(graph: TensorGraph, assignment: np.ndarray, model: onnx.ModelProto,
-                shard: np.ndarray | None = None, n_chiplets: int | None = None) -> Split:
+                shard: np.ndarray | None = None, n_chiplets: int | None = None,
+                axes: tuple[str, ...] | None = None) -> Split:
     """Per-chiplet ONNX models for `model` cut as `assignment` (one chiplet id per op of `graph`, which must be
     `load_onnx` of this model). Raises UserError naming the node when the graph is of another model or a stage
     would need a tensor from a later stage. With `shard` (degree per op, partition.Partition.shard) ops split k > 1
-    ways run as pieces on their group (split_pieces, split_staged; `n_chiplets` bounds the groups)."""
+    ways run as pieces on their group (split_pieces, split_staged; `n_chiplets` bounds the groups) along `axes`
+    (one per op: the axes partition.json records; None: sharding.layout without rule S8)."""
     a = np.asarray(assignment)
     if a.shape != (graph.n_ops,) or not np.issubdtype(a.dtype, np.integer):
         raise UserError(f"the assignment has shape {a.shape} and type {a.dtype}, expected {graph.n_ops} integer "
@@ -121,7 +123,7 @@ def split_model(graph: TensorGraph, assignment: np.ndarray, model: onnx.ModelPro
         _check_nodes(g, names, owner)
         from partitioner.split_staged import split_sharded  # it builds on this module's stage writer
 
-        return split_sharded(graph, a, np.asarray(shard), model, n_chiplets)
+        return split_sharded(graph, a, np.asarray(shard), model, n_chiplets, axes)
     # --- a chiplet for every compute node; None for the folded ones ----------------------------------------
     node_chip: list[int | None] = []
     seen: set[str] = set()

@@ -4,8 +4,8 @@ A pure function: (TensorGraph, assignment, shard, ModelProto) -> Pieces, the mod
 each with a chiplet (compute) or None (copied into every stage that needs it: folded nodes, joins and Slices). The
 rewritten nodes compute exactly what the model computes; docs/split.md "Sharded ops" gives the rules:
 
-- An op split k ways on chiplets c..c+k-1 takes its axis from `sharding.layout` (so aligned consumers work on their
-  producer's slices as the simulator assumes). Its *anchor* node becomes k pieces, piece j on chiplet c+j writing
+- An op split k ways on chiplets c..c+k-1 takes the axis its plan ran (partition.json's, else `sharding.layout`),
+  so aligned consumers work on their producer's slices as the simulator assumes. Its *anchor* node becomes k pieces, piece j on chiplet c+j writing
   slice j of one output axis: column = the last axis of a MatMul/Gemm with a weight (1/k of the weight's columns
   and bias), out_channel = a Conv's filters, vocab = the embedding table's columns (each piece holds 1/k of the
   table and looks up every token: the same split of weight bytes as the row-range form, joined by a Concat
@@ -155,12 +155,17 @@ class _Unknown(Exception):
 
 
 def rewrite(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray, model: onnx.ModelProto,
-            types: dict[str, onnx.TypeProto], read: set[str]) -> Pieces:
+            types: dict[str, onnx.TypeProto], read: set[str], axes: tuple[str, ...] | None = None) -> Pieces:
     """The model's nodes with every op of shard degree k > 1 cut into pieces and joins (module docstring).
-    `types` are the model's tensor types, `read` every tensor some node or the caller reads."""
+    `types` are the model's tensor types, `read` every tensor some node or the caller reads. `axes` (one per op,
+    read for the split ops only): the axis each op's plan ran, as partition.json records it (rule S8 may keep a
+    GEMM a column split); None: `sharding.layout` without S8."""
     a = np.asarray(assignment, dtype=np.int64)
     k = np.asarray(shard, dtype=np.int64)
-    axes, _ = layout(graph, a, k)
+    if axes is None:
+        axes, _ = layout(graph, a, k)
+    elif len(axes) != graph.n_ops:
+        raise ValueError(f"{len(axes)} axes for {graph.n_ops} ops")
     g = model.graph
     names = graph.metadata["onnx_node_names"]
     owner = graph.onnx_node_owner()

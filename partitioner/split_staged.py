@@ -24,8 +24,9 @@ _FIX_GROUP = "re-run `partition` for this model, or give the op a group inside t
 
 
 def split_sharded(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray, model: onnx.ModelProto,
-                  n_chiplets: int | None = None) -> Split:
-    """Stages for a partition with split ops (module docstring). `model` has its local functions inlined."""
+                  n_chiplets: int | None = None, axes: tuple[str, ...] | None = None) -> Split:
+    """Stages for a partition with split ops (module docstring). `model` has its local functions inlined; `axes`
+    as for split_pieces.rewrite."""
     a = np.asarray(assignment, dtype=np.int64)
     k = np.asarray(shard, dtype=np.int64)
     if k.shape != a.shape or not np.issubdtype(k.dtype, np.integer):
@@ -37,7 +38,7 @@ def split_sharded(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray,
     g = model.graph
     types = _value_types(model)
     read = {t for n in g.node for t in _node_inputs(n)} | {vi.name for vi in g.output}
-    pieces = rewrite(graph, a, k, model, types, read)
+    pieces = rewrite(graph, a, k, model, types, read, axes)
     nodes, chip = pieces.nodes, pieces.chip
     inits = pieces.initializers
     producer = {o: n for n, node in enumerate(nodes) for o in node.output if o}

@@ -264,13 +264,14 @@ def _tables_for(graph: TensorGraph, hw: Hardware, chiplet: int, k: int, cache: d
 
 
 def group_stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, k: int,
-                            tables: tuple | None = None) -> np.ndarray:
+                            tables: tuple | None = None, relaxed: bool = False) -> np.ndarray:
     """cost[i, j]: cycles per inference of ops i..j-1 run as a stage on the k chiplets from `chiplet`, every op
     split k ways: the largest of the pieces' cycles, the collectives (cost.collective_cycles: direct or ring, as
     the simulator runs them) of the ops with a consumer inside the stage plus shipping each member's share of the
     cut outputs, and the entry (k copies of the inputs, or an entry ring): under the simulator's rounds (R4b) a
     stage's compute overlaps its links. inf if the pieces do not fit SRAM. tables: `_tables_for` (default: computed
-    here for this group)."""
+    here for this group). Piece weights count as `sram_weights` counts them: with a memory tier a piece
+    too big for any SRAM streams anyway, and `relaxed` counts none."""
     n = graph.n_ops
     chip = hw.chiplets[chiplet]
     out_bw = next_stage_bytes_per_cycle(hw, chiplet + k - 1)
@@ -279,7 +280,7 @@ def group_stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, k: i
     send, inner, axes, recv, recv_partial = tables
     pieces = TensorGraph.build(graph.name, [piece(op, k, axes[i]) for i, op in enumerate(graph.ops)], [])
     cyc = np.concatenate([[0], np.cumsum(sharded_op_cycles(graph, chip, k, axes))]).astype(float)
-    wts = np.concatenate([[0], np.cumsum(pieces.weight_bytes)])
+    wts = np.concatenate([[0], np.cumsum(sram_weights(pieces, hw, relaxed))])
     cross = np.flip(np.cumsum(np.flip(send, axis=0), axis=0), axis=0)
     if k > 1:
         # slices of an all-gather; full partials (row_parallel, vocab) of an all-reduce
@@ -319,15 +320,109 @@ def group_stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, k: i
     return cost
 
 
-def staged_partition(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_MAX_SHARD
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def _forced_reads(graph: TensorGraph, hw: Hardware, g: int, axes: tuple[str, ...] | None) -> np.ndarray | None:
+    """Per op, the bytes each of its g pieces reads per inference if the piece must stream (its weights and
+    working set exceed the largest SRAM), else 0; None when no piece must stream or there is no memory tier."""
+    if not hw.memory_stacks:
+        return None
+    ops = graph.ops if g == 1 else [piece(op, g, axes[i]) for i, op in enumerate(graph.ops)]
+    w = np.array([op.weight_bytes for op in ops], dtype=np.int64)
+    work = np.array([op.work_bytes for op in ops], dtype=np.int64)
+    forced = (w > 0) & (w + work > max(c.sram_bytes for c in hw.chiplets))
+    if not forced.any():
+        return None
+    return np.minimum(w, [op.weights_read for op in ops]) * forced
+
+
+def _fan_in(hw: Hardware, first: int, g: int) -> tuple[int, int]:
+    """(m_link, m_stack): the most members of the group first..first+g-1 whose stream routes (hw.stack_feed, then
+    the NoC route from the stack's chiplet) share one link (0 when every member sits on its stack's chiplet), and
+    one stack."""
+    links: dict[int, int] = {}
+    stacks: dict[int, int] = {}
+    for m in range(first, first + g):
+        k, src = hw.stack_feed[m]
+        stacks[k] = stacks.get(k, 0) + 1
+        for link in hw.route(src, m):
+            links[link] = links.get(link, 0) + 1
+    return max(links.values(), default=0), max(stacks.values())
+
+
+def _stream_time(hw: Hardware, fan_in: tuple[int, int], nbytes: np.ndarray) -> np.ndarray:
+    """Cycles per inference the busiest stream resource of a group with `fan_in` (`_fan_in`) spends when each
+    member streams `nbytes`: a link or stack on m members' routes carries m reads."""
+    m_link, m_stack = fan_in
+    stack_bw = min(st.bytes_per_cycle for st in hw.memory_stacks)
+    cyc = m_stack * -(-np.asarray(nbytes, dtype=np.int64) // stack_bw)
+    if m_link:
+        cyc = np.maximum(cyc, m_link * serialization_cycles(nbytes, hw))
+    return cyc.astype(float)
+
+
+def _forced_stream_cycles(hw: Hardware, first: int, g: int, reads: np.ndarray) -> np.ndarray:
+    """Cumulative (length n + 1) cycles per inference that the busiest stream resource of the group
+    first..first+g-1 spends on the pieces that must stream (`_forced_reads`), by `_stream_time`. The staged DP's
+    estimate (so it places such a stage next to the stacks); the simulator routes the real reads."""
+    return np.concatenate([[0], np.cumsum(_stream_time(hw, _fan_in(hw, first, g), reads))])
+
+
+def _excess_bytes(graph: TensorGraph, chip, g: int, axes: tuple[str, ...] | None) -> np.ndarray:
+    """excess[i, j]: bytes each member of a g-group running ops i..j-1 streams per inference when the pieces'
+    weights that are read whole (weight matrices; an embedding table costs only its looked-up rows, so it streams
+    first at almost no cost) plus the largest working set exceed the chiplet's SRAM: the relaxed DP's estimate of
+    what residency (solver/residency.py) will stream there."""
+    ops = graph.ops if g == 1 else [piece(op, g, axes[i]) for i, op in enumerate(graph.ops)]
+    whole = np.array([op.weight_bytes if op.weights_read >= op.weight_bytes else 0 for op in ops], dtype=np.int64)
+    work = np.array([op.work_bytes for op in ops], dtype=np.int64)
+    wts = np.concatenate([[0], np.cumsum(whole)])
+    n = graph.n_ops
+    excess = np.zeros((n + 1, n + 1), dtype=np.int64)
+    for i in range(n):
+        peak = np.maximum.accumulate(work[i:])
+        excess[i, i + 1:] = np.maximum(wts[i + 1:] - wts[i] + peak - chip.sram_bytes, 0)
+    return excess
+
+
+def staged_plans(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_MAX_SHARD
+                 ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`staged_partition`'s plan, or, when it has to run relaxed (weights beyond SRAM stream), the plans of both
+    stream estimates (overlapped and serial), distinct ones only: the simulator picks between them."""
+    plan = _staged_dp(graph, hw, max_shard, relaxed=False)
+    if plan is not None or not hw.memory_stacks:
+        return [plan if plan is not None else (dp_partition(graph, hw), np.ones(graph.n_ops, dtype=np.int64))]
+    plans = []
+    for serial in (False, True):
+        plan = _staged_dp(graph, hw, max_shard, relaxed=True, serial_streams=serial)
+        if plan is None:
+            plan = (dp_partition(graph, hw), np.ones(graph.n_ops, dtype=np.int64))
+        if not any(all(np.array_equal(x, y) for x, y in zip(plan, p)) for p in plans):
+            plans.append(plan)
+    return plans
+
+
+def staged_partition(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_MAX_SHARD,
+                     relaxed: bool = False, serial_streams: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(assignment, shard): the topological order cut into pipeline stages, stage s on a group of g_s consecutive
     chiplets (g_s <= max_shard, groups in pipeline order, at most n_chiplets chiplets in all) with every op of
     the stage split g_s ways, minimising the slowest stage (`group_stage_cost_matrix`). A DP over (ops placed,
     chiplets used) x group size, as Alpa's stage construction over layers x submeshes. max_shard = 1 is
-    `dp_partition`. Falls back to `dp_partition` (shard 1) if no staged plan fits SRAM. With packages
+    `dp_partition`. Piece weights count as `sram_weights` counts them, and a piece too big for any SRAM costs its
+    stage its stream reads where the stage sits (`_forced_stream_cycles`). With a memory tier, if no staged plan
+    fits, once more `relaxed`: every weight may stream, and what a stage holds beyond its SRAM (`_excess_bytes`)
+    costs its stream time, overlapped with the stage's compute (max), or with `serial_streams` after it (sum: a
+    chiplet prefetches one segment ahead, so reads a short segment cannot hide add up). The caller chooses
+    residency (solver/residency.py). Falls back to `dp_partition` (shard 1) if no staged plan fits SRAM. With packages
     (hw.package_level) a group never straddles two packages, and a stage ships its cut outputs at the slowest link
     to the next chiplet (cost.next_stage_bytes_per_cycle)."""
+    plan = _staged_dp(graph, hw, max_shard, relaxed, serial_streams)
+    if plan is None and hw.memory_stacks and not relaxed:
+        plan = _staged_dp(graph, hw, max_shard, True, serial_streams)
+    return plan if plan is not None else (dp_partition(graph, hw), np.ones(graph.n_ops, dtype=np.int64))
+
+
+def _staged_dp(graph: TensorGraph, hw: Hardware, max_shard: int, relaxed: bool, serial_streams: bool = False
+               ) -> tuple[np.ndarray, np.ndarray] | None:
+    """staged_partition's DP for one setting; None when no plan fits."""
     n, n_chip = graph.n_ops, hw.n_chiplets
     max_shard = max(1, min(int(max_shard), n_chip))
     tables: dict = {}
@@ -341,8 +436,23 @@ def staged_partition(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_
             return None     # and inside one package: collectives never cross a package link
         key = (kind, g, next_stage_bytes_per_cycle(hw, c + g - 1))
         if key not in costs:
-            costs[key] = group_stage_cost_matrix(graph, hw, c, g, _tables_for(graph, hw, c, g, tables))
+            costs[key] = group_stage_cost_matrix(graph, hw, c, g, _tables_for(graph, hw, c, g, tables), relaxed)
         return costs[key]
+
+    reads_by_g: dict = {}
+    excess_by: dict = {}
+
+    def excess(c: int, g: int) -> np.ndarray:
+        key = (hw.chiplets[c], g)
+        if key not in excess_by:
+            excess_by[key] = _excess_bytes(graph, hw.chiplets[c], g, _tables_for(graph, hw, c, g, tables)[2])
+        return excess_by[key]
+
+    def forced_reads(c: int, g: int) -> np.ndarray | None:
+        key = (hw.chiplets[c], g)
+        if key not in reads_by_g:
+            reads_by_g[key] = _forced_reads(graph, hw, g, _tables_for(graph, hw, c, g, tables)[2])
+        return reads_by_g[key]
 
     # best[c, j]: the smallest bottleneck placing ops 0..j-1 on chiplets 0..c-1 (some maybe unused).
     best = np.full((n_chip + 1, n + 1), np.inf)
@@ -354,8 +464,18 @@ def staged_partition(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_
             if m is None:
                 continue
             prev = best[c - g]
+            reads = None if relaxed else forced_reads(c - g, g)
+            streams = None if reads is None else _forced_stream_cycles(hw, c - g, g, reads)
+            over = excess(c - g, g) if relaxed else None
+            fan = _fan_in(hw, c - g, g) if relaxed else None
             for j in range(1, n + 1):
-                cand = np.maximum(prev[:j], m[:j, j])
+                stage = m[:j, j]
+                if over is not None:
+                    extra = _stream_time(hw, fan, over[:j, j])
+                    stage = stage + extra if serial_streams else np.maximum(stage, extra)
+                cand = np.maximum(prev[:j], stage)
+                if streams is not None:
+                    cand = np.maximum(cand, streams[j] - streams[:j])
                 i = int(np.argmin(cand))
                 if cand[i] < best[c, j]:
                     best[c, j] = cand[i]
@@ -364,7 +484,7 @@ def staged_partition(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_
         best[c, unused] = best[c - 1, unused]
         choice[c, unused] = 0
     if not np.isfinite(best[n_chip, n]):
-        return dp_partition(graph, hw), np.ones(n, dtype=np.int64)
+        return None
     assignment = np.zeros(n, dtype=np.int64)
     shard = np.ones(n, dtype=np.int64)
     c, j = n_chip, n

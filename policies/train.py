@@ -41,6 +41,7 @@ from partitioner.report import atomic_write, write_text
 from partitioner.splits import dp_partition, greedy_partition
 from policies.features import FEATURES_VERSION, graph_features, with_anchor
 from policies.gnn import PolicyConfig, PolicyNet, greedy, sample
+from policies.rollout import MapFn, reward_or_none, serial_map
 
 RewardFn = Callable[[TensorGraph, Hardware, np.ndarray], "tuple[float, np.ndarray]"]
 BaselineFn = Callable[[TensorGraph, Hardware], np.ndarray]
@@ -295,12 +296,14 @@ def _new_optimizer(net: PolicyNet, cfg: PPOConfig) -> torch.optim.Optimizer:
 def pretrain(corpus: Sequence[tuple[TensorGraph, Hardware]], cfg: PPOConfig, out_path: str | Path, *,
              resume: bool = True, log_csv: str | Path | None = None, reward_fn: RewardFn,
              baseline_fn: BaselineFn = default_baseline, anchor_fn: BaselineFn | None = default_anchor,
-             progress: bool = True) -> dict:
+             progress: bool = True, map_fn: MapFn = serial_map) -> dict:
     """Pre-train one policy over (graph, hardware) pairs; returns the final checkpoint dict.
 
     Writes `out_path` (checkpoint, every `save_every` steps and at the end), `log_csv` (default: out_path with
     suffix .csv) and out_path with suffix .config.json. With `resume` and an existing checkpoint, continues from
     its step with its model, optimiser, RNG states and baselines; the corpus must be the same list.
+    `map_fn` (policies.rollout) runs each update's evaluations, all graphs' proposals in one call, so a pool or
+    Ray evaluates them at once; the result does not depend on it.
     """
     if not corpus:
         raise UserError("the training corpus is empty", "pass a directory with .onnx files or add --synthetic N")
@@ -332,25 +335,25 @@ def pretrain(corpus: Sequence[tuple[TensorGraph, Hardware]], cfg: PPOConfig, out
     total = cfg.bc_steps + cfg.total_steps
     t0 = time.perf_counter() - elapsed
 
-    def baseline(i: int) -> tuple[float, list[int]] | None:
+    def rewards_of(jobs: list[tuple[int, np.ndarray]]) -> list:
+        """reward_or_none of each (corpus item, proposal), through map_fn, in order."""
         nonlocal evals
-        if i not in baselines:
-            graph, hw = corpus[i]
-            try:
-                thr, repaired = reward_fn(graph, hw, baseline_fn(graph, hw))
-                baselines[i] = (float(thr), [int(v) for v in repaired]) if thr > 0 else None
-            except UserError:
-                baselines[i] = None              # infeasible instance (e.g. weights exceed the package): skip
-            evals += 1
-            if baselines[i] is not None and anchor_fn is not None:
-                try:
-                    thr2, rep2 = reward_fn(graph, hw, anchor_fn(graph, hw))
-                    if thr2 > baselines[i][0]:
-                        incumbents[i] = (float(thr2), [int(v) for v in rep2])
-                except UserError:
-                    pass
-                evals += 1
-        return baselines[i]
+        evals += len(jobs)
+        return map_fn(reward_or_none, [(reward_fn, *corpus[i], p) for i, p in jobs])
+
+    def baselines_of(picks: list[int]) -> None:
+        """The baseline split of each new corpus item (None: infeasible instance, e.g. weights exceed the package;
+        skipped), then the anchor split of the usable ones, which becomes the incumbent if it beats the baseline."""
+        new = [i for i in dict.fromkeys(picks) if i not in baselines]
+        for i, r in zip(new, rewards_of([(i, baseline_fn(*corpus[i])) for i in new])):
+            ok = not isinstance(r, UserError) and r[0] > 0
+            baselines[i] = (r[0], [int(v) for v in r[1]]) if ok else None
+        if anchor_fn is None:
+            return
+        usable = [i for i in new if baselines[i] is not None]
+        for i, r in zip(usable, rewards_of([(i, anchor_fn(*corpus[i])) for i in usable])):
+            if not isinstance(r, UserError) and r[0] > baselines[i][0]:
+                incumbents[i] = (r[0], [int(v) for v in r[1]])
 
     def save(step: int) -> dict:
         ckpt = _checkpoint(net, opt, cfg, np_rng, sampler, step=step, evals=evals,
@@ -371,8 +374,8 @@ def pretrain(corpus: Sequence[tuple[TensorGraph, Hardware]], cfg: PPOConfig, out
             net.train()
             picks = [int(i) for i in np_rng.choice(len(corpus), size=min(cfg.graphs_per_step, len(corpus)),
                                                    replace=False)]
-            usable = [(i, baseline(i)) for i in picks]
-            usable = [(i, b) for i, b in usable if b is not None]
+            baselines_of(picks)
+            usable = [(i, baselines[i]) for i in picks if baselines[i] is not None]
             rewards_all, best_thr, names = [], 0.0, []
             if step < cfg.bc_steps:
                 phase = "bc"
@@ -382,27 +385,29 @@ def pretrain(corpus: Sequence[tuple[TensorGraph, Hardware]], cfg: PPOConfig, out
                     names = [corpus[i][0].name for i, _ in usable]
             else:
                 phase = "ppo"
-                batches = []
-                for i, (base, _) in usable:
-                    graph, hw = corpus[i]
-                    data = graph_features(graph, hw)
+                # Sample every picked graph's proposals first (the picks are distinct, so graph j's anchor never
+                # depends on graph i's rewards), then evaluate them all in one map: the same draws and rewards as
+                # evaluating graph by graph.
+                rolled = []
+                for i, _ in usable:
+                    data = graph_features(*corpus[i])
                     if i in incumbents and np_rng.random() < cfg.incumbent_prob:
                         data = with_anchor(data, np.asarray(incumbents[i][1]))
-                    props, old = _rollout(net, data, cfg.proposals_per_step, sampler)
+                    rolled.append((data, *_rollout(net, data, cfg.proposals_per_step, sampler)))
+                results = rewards_of([(i, p.astype(np.int64)) for (i, _), (_, props, _) in zip(usable, rolled)
+                                      for p in props.numpy()])
+                batches = []
+                for n, ((i, (base, _)), (data, props, old)) in enumerate(zip(usable, rolled)):
                     rewards = []
-                    for p in props.numpy():
-                        try:
-                            thr, repaired = reward_fn(graph, hw, p.astype(np.int64))
-                        except UserError:
-                            thr, repaired = 0.0, None
-                        evals += 1
+                    for r in results[n * cfg.proposals_per_step:(n + 1) * cfg.proposals_per_step]:
+                        thr, repaired = (0.0, None) if isinstance(r, UserError) else r
                         rewards.append(_reward(thr, base, cfg.reward_clip))
                         best_thr = max(best_thr, thr)
                         if repaired is not None and thr > max(base, incumbents.get(i, (0.0,))[0]):
                             incumbents[i] = (float(thr), [int(v) for v in repaired])
                     rewards = np.asarray(rewards)
                     rewards_all.extend(rewards.tolist())
-                    names.append(graph.name)
+                    names.append(corpus[i][0].name)
                     batches.append(_Batch(data, props, old, _advantages(rewards, cfg)))
                 for _ in range(cfg.update_epochs if batches else 0):
                     _step(net, opt, lambda: sum(_ppo_loss(net, b, cfg) for b in batches), cfg)
@@ -429,8 +434,8 @@ def pretrain(corpus: Sequence[tuple[TensorGraph, Hardware]], cfg: PPOConfig, out
 def finetune(graph: TensorGraph, hw: Hardware, policy_ckpt: str | Path | None, budget_evals: int, cfg: PPOConfig,
              out_dir: str | Path | None, *, resume: bool = True, reward_fn: RewardFn,
              on_eval: Callable[[int, float], None] | None = None, progress: bool = True,
-             baseline_fn: BaselineFn = default_baseline, anchor_fn: BaselineFn | None = default_anchor
-             ) -> tuple[np.ndarray, float]:
+             baseline_fn: BaselineFn = default_baseline, anchor_fn: BaselineFn | None = default_anchor,
+             map_fn: MapFn = serial_map) -> tuple[np.ndarray, float]:
     """Spend `budget_evals` evaluations improving the policy on one graph; return the best repaired
     (assignment, throughput) seen.
 
@@ -440,7 +445,8 @@ def finetune(graph: TensorGraph, hw: Hardware, policy_ckpt: str | Path | None, b
     each update samples min(K, remaining) proposals and, with update_epochs > 0, takes PPO steps on them
     (update_epochs = 0 is zero-shot best-of-K sampling). `policy_ckpt` None trains from scratch (a fresh network
     seeded by cfg.seed). With `out_dir`, writes finetune.pt (checkpoint after every update), curve.csv,
-    config.json and best_assignment.json, and resumes from finetune.pt when `resume`.
+    config.json and best_assignment.json, and resumes from finetune.pt when `resume`. `map_fn` evaluates each
+    update's proposals (policies.rollout), as in `pretrain`.
     """
     if budget_evals < 1:
         raise UserError(f"--budget must be at least 1, got {budget_evals}", "pass a positive number of evaluations")
@@ -478,20 +484,24 @@ def finetune(graph: TensorGraph, hw: Hardware, policy_ckpt: str | Path | None, b
     data = graph_features(graph, hw)
     t0 = time.perf_counter() - elapsed
 
-    def evaluate(p: np.ndarray) -> float:
+    def evaluate(proposals: list[np.ndarray]) -> list[float]:
+        """Throughput of each proposal (0 for one that cannot be repaired), evaluated through map_fn and booked
+        in order. If the budget ends with nothing repairable, the last failure's UserError is raised."""
         nonlocal evals, best_thr, best_a
-        try:
-            thr, repaired = reward_fn(graph, hw, p)
-        except UserError:
-            if best_a is None and evals + 1 >= budget_evals:
-                raise
-            thr, repaired = 0.0, None
-        evals += 1
-        if repaired is not None and thr > best_thr:
-            best_thr, best_a = float(thr), np.asarray(repaired, dtype=np.int64)
-        if on_eval is not None:
-            on_eval(evals, max(best_thr, 0.0))
-        return thr
+        out = []
+        for r in map_fn(reward_or_none, [(reward_fn, graph, hw, p) for p in proposals]):
+            if isinstance(r, UserError):
+                if best_a is None and evals + 1 >= budget_evals:
+                    raise r
+                r = (0.0, None)
+            thr, repaired = r
+            evals += 1
+            if repaired is not None and thr > best_thr:
+                best_thr, best_a = float(thr), np.asarray(repaired, dtype=np.int64)
+            if on_eval is not None:
+                on_eval(evals, max(best_thr, 0.0))
+            out.append(thr)
+        return out
 
     def save() -> None:
         if ckpt_path is None:
@@ -508,18 +518,16 @@ def finetune(graph: TensorGraph, hw: Hardware, policy_ckpt: str | Path | None, b
                disable=None if progress else True)
     try:
         if evals == 0:
-            base = evaluate(np.asarray(baseline_fn(graph, hw), dtype=np.int64))
-            bar.update(1)
-            if anchor_fn is not None and budget_evals >= 2:
-                evaluate(np.asarray(anchor_fn(graph, hw), dtype=np.int64))
-                bar.update(1)
+            starts = [baseline_fn] + ([anchor_fn] if anchor_fn is not None and budget_evals >= 2 else [])
+            base = evaluate([np.asarray(fn(graph, hw), dtype=np.int64) for fn in starts])[0]
+            bar.update(len(starts))
         while evals < budget_evals:
             k = min(cfg.proposals_per_step, budget_evals - evals)
             net.train()
             anchored = with_anchor(data, best_a) if cfg.reanchor and best_a is not None else data
             props, old = _rollout(net, anchored, k, sampler)
-            rewards = np.asarray([_reward(evaluate(p.astype(np.int64)), base, cfg.reward_clip)
-                                  for p in props.numpy()])
+            rewards = np.asarray([_reward(thr, base, cfg.reward_clip)
+                                  for thr in evaluate([p.astype(np.int64) for p in props.numpy()])])
             bar.update(k)
             if k >= 2:
                 batch = _Batch(anchored, props, old, _advantages(rewards, cfg))

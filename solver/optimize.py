@@ -132,14 +132,15 @@ def stack_cycles(graph: TensorGraph, hw: Hardware, assignment: np.ndarray, strea
 
 def stack_lower_bound(graph: TensorGraph, hw: Hardware, batch: int = 1) -> int:
     """A bound on max_k T_k valid for every partition, without a solver. Resident weights fit in SRAM, so at least
-    D = total weights - total SRAM bytes must stream; the fewest read bytes that stream that much is a fractional
-    knapsack (ops by read bytes per weight byte, cheapest first): R. The stacks together read at most
+    D = total weights (a shared tensor once) - total SRAM bytes must stream; the fewest read bytes that stream
+    that much is a fractional knapsack (ops by read bytes per weight byte, cheapest first): R. The stacks together read at most
     sum_k bytes_per_cycle per cycle, and each op's floor(ceil(b / bw) / batch) loses less than one cycle, so
     max_k T_k >= floor(R / (batch x sum_k bw)) - (ops with weights). 0 when everything fits or without a tier."""
     if not hw.memory_stacks:
         return 0
     w = graph.weight_bytes.astype(np.float64)
-    deficit = float(w.sum()) - sum(c.sram_bytes for c in hw.chiplets)
+    # a tensor several ops read may be held once (partition.shared_overcount): count it once here too
+    deficit = float(graph.unique_weight_bytes) - sum(c.sram_bytes for c in hw.chiplets)
     if deficit <= 0:
         return 0
     reads = stream_bytes(graph, batch).astype(np.float64)

@@ -18,6 +18,7 @@ from partitioner.errors import UserError
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
 from partitioner.partition import memory_use
+from partitioner.sharding import expand
 from solver.infeasibility import check_feasible
 
 
@@ -35,25 +36,41 @@ def streaming_needed(graph: TensorGraph, hw: Hardware, pinned: Mapping[int, int]
     return False
 
 
-def choose_streamed(graph: TensorGraph, hw: Hardware, assignment: np.ndarray, batch: int = 1) -> np.ndarray | None:
+def choose_streamed(graph: TensorGraph, hw: Hardware, assignment: np.ndarray, batch: int = 1,
+                    shard: np.ndarray | None = None) -> np.ndarray | None:
     """bool per op (True = stream) making every chiplet fit its SRAM where streaming can; None when nothing needs
-    to stream or the hardware has no memory tier. A chiplet whose activations alone overflow stays over."""
+    to stream or the hardware has no memory tier. A chiplet whose activations alone overflow stays over.
+    With `shard`, a split op streams all its pieces: streaming it frees its piece's weights on every chiplet of its
+    group, and an overflowing chiplet picks among the ops with a piece on it by the same rule."""
     if not hw.memory_stacks or graph.n_ops == 0:
         return None
     a = np.asarray(assignment, dtype=np.int64)
-    over = memory_use(graph, hw, a) - np.array([c.sram_bytes for c in hw.chiplets], dtype=np.int64)
-    if not (over > 0).any():
-        return None
+    if shard is not None and (np.asarray(shard) != 1).any():
+        ex = expand(graph, a, shard)
+        owner, place, held = ex.owner, ex.assignment, ex.graph.weight_bytes
+    else:
+        owner, place, held = np.arange(graph.n_ops), a, graph.weight_bytes
+    cap = np.array([c.sram_bytes for c in hw.chiplets], dtype=np.int64)
     w = graph.weight_bytes
     ratio = stream_bytes(graph, batch) / np.maximum(w, 1)
     streamed = np.zeros(graph.n_ops, dtype=bool)
-    for c in np.flatnonzero(over > 0).tolist():
-        ops = [i for i in np.flatnonzero(a == c).tolist() if w[i] > 0]
-        ops.sort(key=lambda i: (ratio[i], -int(w[i]), i))
-        need = int(over[c])
-        for i in ops:
-            if need <= 0:
-                break
-            streamed[i] = True
-            need -= int(w[i])
-    return streamed if streamed.any() else None
+    while True:     # twice at most in practice: a tensor shared on a chiplet frees nothing until all its readers go
+        over = memory_use(graph, hw, a, streamed if streamed.any() else None, shard) - cap
+        todo = [c for c in np.flatnonzero(over > 0).tolist()
+                if (~streamed[owner[place == c]] & (held[place == c] > 0)).any()]
+        if not todo:
+            return streamed if streamed.any() else None
+        for c in todo:
+            pieces = np.flatnonzero((place == c) & ~streamed[owner] & (held > 0)).tolist()
+            pieces.sort(key=lambda p: (ratio[owner[p]], -int(w[owner[p]]), int(owner[p])))
+            need = int(over[c])
+            for p in pieces:
+                if need <= 0:
+                    break
+                i = int(owner[p])
+                if streamed[i]:
+                    continue
+                streamed[i] = True
+                freed = held[owner == i]
+                np.subtract.at(over, place[owner == i], freed)
+                need = int(over[c])

@@ -23,6 +23,7 @@ sram_mib = [64]
 link_bytes_per_cycle = [64]
 clock_ghz = [1.0]
 package = ["organic", "interposer"]
+hbm_gib = [0]
 """   # 16 designs
 
 
@@ -68,6 +69,43 @@ def test_design_hardware_caps_clock_at_the_node_and_round_trips_through_toml(tmp
     ring = hardware_of(Design(7, 5, "ring", 1024, 8, 16, 1.0, "organic"))
     (tmp_path / "r.toml").write_text(hardware_toml(ring))
     assert hardware_from_toml(tmp_path / "r.toml") == ring
+
+
+def test_hbm_axis_builds_the_memory_tier_prices_it_and_round_trips(tmp_path):
+    from partitioner import ppa
+
+    d = Design(5, 36, "mesh", 4096, 64, 64, 1.4, "interposer", 16)
+    hw = hardware_of(d)
+    assert d.name.endswith("-interposer-h16")
+    # 6x6 mesh: one stack per two rows on the west and east edges = 6 stacks of 16 GiB; HBM3's 819 B per 1 GHz cycle
+    # and 100 ns at 1.4 GHz: round(819 / 1.4) = 585 B/cycle and 140 cycles
+    assert len(hw.memory_stacks) == 6
+    assert {(st.capacity_bytes, st.bytes_per_cycle, st.latency_cycles) for st in hw.memory_stacks} == {(16 << 30, 585,
+                                                                                                          140)}
+    assert hw.memory_stacks[0].attached == (0, 11)   # snake order: rows 0 and 1 of the west column
+    (tmp_path / "h.toml").write_text(hardware_toml(hw))
+    assert hardware_from_toml(tmp_path / "h.toml") == hw
+    cost = ppa.ppa(hw, 5, package="interposer")
+    assert cost.memory_usd == 6 * 16 * 15.0           # 96 GiB at $15/GiB = $1,440
+    no_hbm = ppa.ppa(hardware_of(Design(5, 36, "mesh", 4096, 64, 64, 1.4, "interposer")), 5, package="interposer")
+    assert cost.cost_usd == pytest.approx(no_hbm.cost_usd + 1440.0) and cost.area_mm2 == no_hbm.area_mm2
+    assert not hardware_of(Design(5, 36, "mesh", 4096, 64, 64, 1.4, "interposer", 0)).memory_stacks
+
+
+def test_a_model_too_big_for_sram_fits_a_design_with_hbm():
+    """ResNet-18's ~22 MiB of weights on 2 chiplets of 8 MiB: no fit SRAM-only; with HBM the overflow streams."""
+    params = dict(process_nm=7, chiplets=2, topology="mesh", macs_per_cycle=1024, sram_mib=8,
+                  link_bytes_per_cycle=64, clock_ghz=1.0, package="interposer")
+    assert not evaluate_design(MODEL, (), "fp16", {**params, "hbm_gib": 0}).fits
+    organic = evaluate_design(MODEL, (), "fp16", {**params, "package": "organic", "hbm_gib": 8})
+    assert not organic.fits and "interposer" in organic.why
+    res = evaluate_design(MODEL, (), "fp16", {**params, "hbm_gib": 8})
+    assert res.fits and res.throughput_per_s > 0
+    graph = load_model(MODEL, {}, "fp16")
+    hw = hardware_of(Design(**params, hbm_gib=8))
+    part, how = map_design(graph, hw)
+    assert part.streamed is not None and part.streamed.any() and how == res.partitioner
+    assert simulate(graph, hw, part).throughput_per_s == pytest.approx(res.throughput_per_s, rel=1e-12)
 
 
 def test_pareto_filter_hand_made_points():
@@ -128,7 +166,7 @@ def test_explore_cli_bad_input_is_exit_2_one_line(tmp_path, capsys):
     assert err.startswith("error: design space") or err.startswith("error: space file")
     assert "\n" not in err and "Fix:" in err
     # nothing fits: 2 chiplets x 8 MiB hold less than ResNet-18's ~22 MiB of fp16 weights
-    assert main(["explore", MODEL, "--space", _space(tmp_path, "chiplets = [2]\nsram_mib = [8]\n"),
+    assert main(["explore", MODEL, "--space", _space(tmp_path, "chiplets = [2]\nsram_mib = [8]\nhbm_gib = [0]\n"),
                  "--out", str(tmp_path / "o")]) == 2
     assert "exceed the largest package in the space" in capsys.readouterr().err
     assert main(["explore", MODEL, "--budget", "0", "--out", str(tmp_path / "o")]) == 2
@@ -151,9 +189,13 @@ def test_sram_sizes_below_the_largest_op_are_pruned(tmp_path):
     graph = load_model(MODEL, {}, "fp16")
     largest = int((graph.weight_bytes + graph.work_bytes).max())   # a 3x3x512x512 conv: 4.5 MiB of fp16 weights + activations
     assert 4 * 2**20 < largest < 8 * 2**20
-    assert prune_space(graph, replace(Space(), sram_mib=(0.5, 4, 8, 64))).sram_mib == (8, 64)
+    sram_only = replace(Space(), hbm_gib=(0,))
+    assert prune_space(graph, replace(sram_only, sram_mib=(0.5, 4, 8, 64))).sram_mib == (8, 64)
     with pytest.raises(UserError, match="largest op needs 4.6 MiB"):
-        prune_space(graph, replace(Space(), sram_mib=(0.5, 4)))
+        prune_space(graph, replace(sram_only, sram_mib=(0.5, 4)))
+    # with HBM in the space the weights may stream: only the largest activations (under 4 MiB) must fit SRAM
+    assert 0.5 * 2**20 < int(graph.work_bytes.max()) <= 4 * 2**20
+    assert prune_space(graph, replace(Space(), sram_mib=(0.5, 4, 8, 64), hbm_gib=(0, 8))).sram_mib == (4, 8, 64)
 
 
 @pytest.mark.slow

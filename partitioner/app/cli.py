@@ -115,6 +115,11 @@ def _parser() -> argparse.ArgumentParser:
     fine.add_argument("--seed", type=int, default=0)
     fine.add_argument("--out", default="out", help="output directory (checkpoint, curves, partition)")
     fine.add_argument("--time-limit", type=float, default=None, help="CP-SAT seconds per repair")
+    for sub_parser in (train, fine):
+        sub_parser.add_argument("--workers", type=int, default=1, help="rollout evaluations at once: local "
+                                "processes, or the CPUs of --ray local (default 1)")
+        sub_parser.add_argument("--ray", default=None, metavar="auto|ADDRESS|local", help="evaluate rollouts on "
+                                "Ray: auto (a running cluster), ADDRESS, or local (start one here)")
 
     spl = sub.add_parser("split", help="write one ONNX model per chiplet of a saved partition, and manifest.json")
     spl.add_argument("model", help="the ONNX file the partition was made from (with weights, to run the stages)")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from partitioner import ppa
 from partitioner.errors import UserError
-from partitioner.hardware import MIB, TOPOLOGIES, Chiplet, Hardware, near_square
+from partitioner.hardware import HBM3_STACK, MIB, TOPOLOGIES, Chiplet, Hardware, edge_stacks, near_square
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,10 @@ class Space:
     """capped at each node's ppa maximum: a design asking for more runs at the node's maximum (a space whose
     every clock is above every chosen node's maximum is contradictory and rejected)."""
     package: tuple[str, ...] = ("organic", "interposer")
+    hbm_gib: tuple[float, ...] = (0, 8, 16)
+    """GiB per HBM3 stack of the memory tier, 0 = none (SRAM only). Stacks sit along the package's west and east
+    edges as for `--chiplets N` (hardware.edge_stacks); weights that do not fit SRAM stream from them. HBM needs
+    the silicon interposer: an organic package with HBM is a design that does not fit."""
 
     def axes(self) -> dict[str, tuple]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -39,7 +43,7 @@ class Space:
 
 
 _TYPES = {"process_nm": int, "chiplets": int, "topology": str, "macs_per_cycle": int, "sram_mib": (int, float),
-          "link_bytes_per_cycle": int, "clock_ghz": (int, float), "package": str}
+          "link_bytes_per_cycle": int, "clock_ghz": (int, float), "package": str, "hbm_gib": (int, float)}
 
 
 def load_space(path: str | None) -> Space:
@@ -65,8 +69,9 @@ def load_space(path: str | None) -> Space:
         for v in values:
             if isinstance(v, bool) or not isinstance(v, _TYPES[key]):
                 raise UserError(f"space file {path}: axis '{key}' has value {v!r} of the wrong type", fix)
-            if not isinstance(v, str) and not (0 < v < 1 << 40):
-                raise UserError(f"space file {path}: axis '{key}' has value {v!r}; values must be positive", fix)
+            if not isinstance(v, str) and not (0 < v < 1 << 40 or key == "hbm_gib" and v == 0):
+                what = "values must be positive" + (" or 0 (no HBM)" if key == "hbm_gib" else "")
+                raise UserError(f"space file {path}: axis '{key}' has value {v!r}; {what}", fix)
         kwargs[key] = tuple(dict.fromkeys(values))
     space = Space(**kwargs)
     validate(space, f"space file {path}")
@@ -107,6 +112,8 @@ class Design:
     link_bytes_per_cycle: int
     clock_ghz: float
     package: str
+    hbm_gib: float = 0
+    """GiB per HBM3 stack; 0: no memory tier."""
 
     @property
     def effective_clock_ghz(self) -> float:
@@ -115,7 +122,8 @@ class Design:
     @property
     def name(self) -> str:
         return (f"n{self.process_nm}-c{self.chiplets}-{self.topology}-m{self.macs_per_cycle}-s{self.sram_mib:g}"
-                f"-l{self.link_bytes_per_cycle}-f{self.effective_clock_ghz:g}-{self.package}")
+                f"-l{self.link_bytes_per_cycle}-f{self.effective_clock_ghz:g}-{self.package}"
+                + (f"-h{self.hbm_gib:g}" if self.hbm_gib else ""))
 
 
 def hardware_of(design: Design, precision: str = "fp16") -> Hardware:
@@ -130,8 +138,19 @@ def hardware_of(design: Design, precision: str = "fp16") -> Hardware:
         topology = "mesh"   # a 1xN or 2x1 torus is a ring or a pair; keep the grid semantics honest
     rows, cols = near_square(n) if topology in ("mesh", "torus") else (1, n)
     hw = Hardware(design.name, (chip,) * n, topology, rows, cols, clock_hz=design.effective_clock_ghz * 1e9,
-                  link_bytes_per_cycle=design.link_bytes_per_cycle, hop_latency_cycles=20)
+                  link_bytes_per_cycle=design.link_bytes_per_cycle, hop_latency_cycles=20,
+                  memory_stacks=hbm_stacks(rows, cols, design.hbm_gib, design.effective_clock_ghz))
     return ppa.at_node(hw, design.process_nm, precision=precision, package=design.package)
+
+
+def hbm_stacks(rows: int, cols: int, gib: float, clock_ghz: float) -> tuple:
+    """The memory tier of a design: `edge_stacks` of `gib` GiB each, HBM3's 819 GB/s and 100 ns (HBM3_STACK, given
+    there per 1 GHz cycle) converted to the design's clock. 0 GiB: none."""
+    if not gib:
+        return ()
+    return edge_stacks(rows, cols, capacity_bytes=int(gib * (1 << 30)),
+                       bytes_per_cycle=max(1, round(HBM3_STACK["bytes_per_cycle"] / clock_ghz)),
+                       latency_cycles=round(HBM3_STACK["latency_cycles"] * clock_ghz))
 
 
 def hardware_toml(hw: Hardware, header: str = "") -> str:
@@ -150,11 +169,15 @@ def hardware_toml(hw: Hardware, header: str = "") -> str:
               f"sram_mib = {c.sram_bytes / MIB!r}", f"sram_bytes_per_cycle = {c.sram_bytes_per_cycle}",
               f"mac_pj = {c.mac_pj!r}", f"vector_op_pj = {c.vector_op_pj!r}",
               f"sram_pj_per_byte = {c.sram_pj_per_byte!r}"]
+    for st in hw.memory_stacks:
+        lines += ["", "[[memory_stacks]]", f'name = "{st.name}"', f"attached = {list(st.attached)}",
+                  f"capacity_gib = {st.capacity_bytes / (1 << 30)!r}", f"bytes_per_cycle = {st.bytes_per_cycle}",
+                  f"pj_per_byte = {st.pj_per_byte!r}", f"latency_cycles = {st.latency_cycles}"]
     return "\n".join(lines) + "\n"
 
 
 def design_from_params(params: dict) -> Design:
-    return Design(**{f.name: params[f.name] for f in fields(Design)})
+    return Design(**{f.name: params[f.name] for f in fields(Design) if f.name in params})   # studies before hbm_gib
 
 
 def space_file_text(space: Space) -> str:

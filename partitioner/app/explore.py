@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,9 +22,12 @@ from typing import Callable
 import numpy as np
 
 from partitioner import ppa
+from partitioner.app import backend
+from partitioner.app.backend import LocalPool, RayBackend  # noqa: F401 - the names explore had
 from partitioner.app.dse_space import Space, design_from_params, hardware_of, validate
 from partitioner.errors import UserError
 from partitioner.graph import TensorGraph
+from partitioner.partition import Partition
 
 STUDY_FILE = "study.journal"
 OBJECTIVES = ("throughput_per_s", "power_w", "cost_usd")
@@ -87,26 +89,30 @@ def _graph(model: str, shapes: tuple, precision: str) -> TensorGraph:
     return _GRAPHS[key]
 
 
-def map_design(graph: TensorGraph, hw) -> tuple[np.ndarray | None, str]:
-    """The inner partitioner: best valid of the DP and greedy contiguous splits, else a short CP-SAT repair."""
+def map_design(graph: TensorGraph, hw) -> tuple[Partition | None, str]:
+    """The inner partitioner: best valid of the DP and greedy contiguous splits, else a short CP-SAT repair. With
+    a memory tier, a split streams the weights its chiplets cannot hold (solver.residency.choose_streamed, the rule
+    repair uses)."""
     from partitioner.partition import check
     from partitioner.simulator import simulate
     from partitioner.splits import dp_partition, greedy_partition
+    from solver.residency import choose_streamed
 
     best, best_thr, how = None, -1.0, ""
     for name, split in (("dp", dp_partition), ("greedy", greedy_partition)):
         a = split(graph, hw)
-        if not check(graph, hw, a):
-            thr = simulate(graph, hw, a).throughput_per_s
+        part = Partition(a, a, 0, name, streamed=choose_streamed(graph, hw, a))
+        if not check(graph, hw, part):
+            thr = simulate(graph, hw, part).throughput_per_s
             if thr > best_thr:
-                best, best_thr, how = a, thr, name
+                best, best_thr, how = part, thr, name
     if best is not None:
         return best, how
     from solver.repair import repair
 
     # what `partition MODEL --method dp` does too (repair of the DP split, same limit and seed), so it reproduces
     part = repair(graph, hw, dp_partition(graph, hw), time_limit_s=5.0, seed=0)
-    return (part.assignment, "repair") if not check(graph, hw, part.assignment) else (None, "")
+    return (part, "repair") if not check(graph, hw, part) else (None, "")
 
 
 def evaluate_design(model: str, shapes: tuple, precision: str, params: dict) -> DesignResult:
@@ -118,98 +124,49 @@ def evaluate_design(model: str, shapes: tuple, precision: str, params: dict) -> 
     design = design_from_params(params)
     hw = hardware_of(design, precision)
     mib = 2.0 ** 20
-    need, have = int(graph.weight_bytes.sum()), sum(c.sram_bytes for c in hw.chiplets)
-    largest_op = int((graph.weight_bytes + graph.work_bytes).max()) if graph.n_ops else 0
+    # Necessary conditions: the weights fit SRAM plus HBM, and the largest op fits a chiplet's SRAM (its weights
+    # too unless they can stream from a memory tier).
+    need = int(graph.weight_bytes.sum())
+    have = sum(c.sram_bytes for c in hw.chiplets) + sum(st.capacity_bytes for st in hw.memory_stacks)
+    largest_op = largest_resident(graph, bool(hw.memory_stacks))
     short = max(0, need - have) + max(0, largest_op - hw.chiplets[0].sram_bytes)
 
     def no_fit(why: str, violation: float) -> DesignResult:
         return DesignResult(False, why=why, seconds=time.perf_counter() - start, violation_mib=violation)
 
     if short > 0:
-        return no_fit(f"weights {need / mib:,.1f} MiB vs SRAM {have / mib:,.1f} MiB; largest op "
+        return no_fit(f"weights {need / mib:,.1f} MiB vs SRAM+HBM {have / mib:,.1f} MiB; largest op "
                       f"{largest_op / mib:,.1f} MiB vs a chiplet's {hw.chiplets[0].sram_bytes / mib:,.1f} MiB",
                       short / mib)
+    if hw.memory_stacks and design.package != "interposer":
+        return no_fit(f"{len(hw.memory_stacks)} HBM stacks on an {design.package} package: HBM's interface needs a "
+                      "silicon interposer", 1.0)
     try:
         cost = ppa.ppa(hw, design.process_nm, precision=precision, package=design.package)
     except UserError as exc:   # a die or interposer too large for a wafer
         return no_fit(exc.problem, 1.0)
     try:
-        assignment, how = map_design(graph, hw)
+        part, how = map_design(graph, hw)
     except UserError as exc:   # the repair proves no valid partition exists
         return no_fit(exc.problem, 1.0)
-    if assignment is None:
+    if part is None:
         return no_fit("no valid partition (SRAM too small for the split)", 1.0)
-    rep = simulate(graph, hw, assignment)
+    rep = simulate(graph, hw, part)
     return DesignResult(True, rep.throughput_per_s, ppa.power_w(rep.energy_j, rep.throughput_per_s, cost.leakage_w),
                         cost.cost_usd, cost.area_mm2, rep.energy_j, rep.latency_s, how,
                         seconds=time.perf_counter() - start)
 
 
-# --- backends -----------------------------------------------------------------------------------------------------
+# --- backends (partitioner/app/backend.py; the names stay importable from here) -----------------------------------
 def _install_graph(key: tuple, graph: TensorGraph) -> None:
     _GRAPHS[key] = graph
 
 
-class LocalPool:
-    """A process pool; one worker needs no pool (runs in this process, which keeps tests and profiles simple).
-
-    Workers are spawned, not forked (a fork of a process that has run onnxruntime can crash), and receive the
-    loaded graph once through the initializer instead of importing the model again."""
-
-    def __init__(self, workers: int, graph_key: tuple | None = None, graph: TensorGraph | None = None) -> None:
-        import multiprocessing as mp
-
-        init = (_install_graph, (graph_key, graph)) if graph is not None else (None, ())
-        self.pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init[0],
-                                           initargs=init[1]) if workers > 1 else None
-
-    def submit(self, fn: Callable, *args) -> cf.Future:
-        if self.pool is not None:
-            return self.pool.submit(fn, *args)
-        fut: cf.Future = cf.Future()
-        try:
-            fut.set_result(fn(*args))
-        except BaseException as exc:   # noqa: BLE001 - handed to the caller through the future, as a pool would
-            fut.set_exception(exc)
-        return fut
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
-
-
-class RayBackend:
-    """Ray tasks; ObjectRef.future() gives a concurrent.futures.Future, so the driver loop is the same."""
-
-    def __init__(self, address: str) -> None:
-        try:
-            import ray
-        except ImportError:
-            raise UserError("--ray needs the ray package, which is not installed",
-                            "pip install 'chiplet-partitioner[ray]' (or 'ray>=2.9'), or drop --ray")
-        self.ray = ray
-        self.started = not ray.is_initialized()
-        if self.started:
-            try:
-                ray.init(address=None if address == "local" else address, include_dashboard=False,
-                         log_to_driver=False, configure_logging=False)
-            except (ConnectionError, ValueError, RuntimeError) as exc:
-                raise UserError(f"cannot connect to Ray at {address!r} ({exc})",
-                                "start a cluster (`ray start --head`), pass its address, or use --ray local")
-        self.task = ray.remote(evaluate_design)
-
-    def submit(self, fn: Callable, *args) -> cf.Future:
-        assert fn is evaluate_design
-        return self.task.remote(*args).future()
-
-    def close(self) -> None:
-        if self.started:
-            self.ray.shutdown()
-
-
 def make_backend(workers: int, ray_address: str | None, graph_key: tuple | None = None,
                  graph: TensorGraph | None = None):
-    return LocalPool(workers, graph_key, graph) if ray_address is None else RayBackend(ray_address)
+    """explore's backend: each local worker receives the loaded graph once (Ray workers load it on first use)."""
+    init = (_install_graph, (graph_key, graph)) if graph is not None else (None, ())
+    return backend.make_backend(workers, ray_address, *init)
 
 
 # --- the study ----------------------------------------------------------------------------------------------------
@@ -311,28 +268,45 @@ def _tell(study, trial, res: DesignResult, reused: bool = False) -> None:
     study.tell(trial, [res.throughput_per_s, res.power_w, res.cost_usd])
 
 
+def largest_resident(graph: TensorGraph, memory_tier: bool) -> int:
+    """Bytes the largest op needs in one chiplet's SRAM: weights plus activations, or activations alone when its
+    weights can stream from a memory tier."""
+    if not graph.n_ops:
+        return 0
+    return int((graph.work_bytes if memory_tier else graph.weight_bytes + graph.work_bytes).max())
+
+
 def prune_space(graph: TensorGraph, space: Space) -> Space:
-    """Drop SRAM sizes smaller than the model's largest op (weights plus activations): no design with them can
-    fit, whatever the other axes, and a genetic search over categories wastes its budget learning that."""
+    """Drop SRAM sizes smaller than the model's largest op (weights plus activations; activations alone when the
+    space has HBM): no design with them can fit, whatever the other axes, and a genetic search over categories
+    wastes its budget learning that."""
     from dataclasses import replace
 
-    largest = int((graph.weight_bytes + graph.work_bytes).max()) if graph.n_ops else 0
+    tier = max(space.hbm_gib) > 0
+    largest = largest_resident(graph, tier)
     keep = tuple(v for v in space.sram_mib if v * 2**20 >= largest)
     if not keep:
         raise UserError(f"the model's largest op needs {largest / 2**20:,.1f} MiB but the space's largest SRAM is "
                         f"{max(space.sram_mib):g} MiB per chiplet",
-                        f"allow sram_mib of at least {math.ceil(largest / 2**20)} (--space FILE.toml)")
+                        f"allow sram_mib of at least {math.ceil(largest / 2**20)}"
+                        + ("" if tier else " or HBM (hbm_gib) to stream weights from") + " (--space FILE.toml)")
     return replace(space, sram_mib=keep)
 
 
 def check_fits_somewhere(graph: TensorGraph, space: Space) -> None:
     """A design where nothing fits: the largest package in the space holds less than the model's weights."""
+    from partitioner.hardware import edge_stacks, near_square
+
     need = int(graph.weight_bytes.sum())
-    have = max(space.chiplets) * max(space.sram_mib) * 2**20
+    n = max(space.chiplets)
+    stacks = len(edge_stacks(*near_square(n))) if max(space.hbm_gib) else 0
+    have = (n * max(space.sram_mib) + stacks * max(space.hbm_gib) * 1024) * 2**20
     if need > have:
         raise UserError(f"the model's weights ({need / 2**20:,.0f} MiB) exceed the largest package in the space "
-                        f"({max(space.chiplets)} chiplets x {max(space.sram_mib):g} MiB = {have / 2**20:,.0f} MiB)",
-                        "widen the space: more chiplets or more sram_mib (--space FILE.toml)")
+                        f"({n} chiplets x {max(space.sram_mib):g} MiB"
+                        + (f" + {stacks} HBM stacks x {max(space.hbm_gib):g} GiB" if stacks else "")
+                        + f" = {have / 2**20:,.0f} MiB)",
+                        "widen the space: more chiplets, more sram_mib or hbm_gib (--space FILE.toml)")
 
 
 def check_resumable(out: Path, cfg: ExploreConfig, space: Space) -> None:
@@ -363,11 +337,8 @@ def check_resumable(out: Path, cfg: ExploreConfig, space: Space) -> None:
 def validate_config(cfg: ExploreConfig) -> None:
     if cfg.budget < 1:
         raise UserError(f"--budget must be at least 1, got {cfg.budget}", "pass a number of designs, e.g. 30")
-    if cfg.workers < 1:
-        raise UserError(f"--workers must be at least 1, got {cfg.workers}", "pass 1 or more")
-    if cfg.workers > (os.cpu_count() or 1) * 4:
-        raise UserError(f"--workers {cfg.workers} is far above this machine's {os.cpu_count()} cores",
-                        "pass at most the number of cores")
+    backend.check_workers(cfg.workers)
+    backend.check_ray_address(cfg.ray)
 
 
 def run_explore(cfg: ExploreConfig, on_done: Callable[[int, int], None] | None = None) -> dict:

@@ -10,7 +10,7 @@ from partitioner.report import save_figure, write_json, write_text
 
 COLUMNS = ("throughput_per_s", "power_w", "area_mm2", "cost_usd", "process_nm", "hardware_file", "chiplets",
            "topology", "macs_per_cycle", "sram_mib", "link_bytes_per_cycle", "clock_ghz", "package", "energy_j",
-           "latency_s", "partitioner", "trial")
+           "latency_s", "partitioner", "trial", "hbm_gib")
 
 
 def dominates(a: tuple[float, float, float], b: tuple[float, float, float]) -> bool:
@@ -43,7 +43,7 @@ def fitting_designs(study) -> list[dict]:
         r = t.user_attrs["result"]
         if not r["fits"]:
             continue
-        rows.append({**t.params, **{k: r[k] for k in ("throughput_per_s", "power_w", "cost_usd", "area_mm2",
+        rows.append({"hbm_gib": 0, **t.params, **{k: r[k] for k in ("throughput_per_s", "power_w", "cost_usd", "area_mm2",
                                                        "energy_j", "latency_s", "partitioner")},
                      "trial": t.number})
     return rows

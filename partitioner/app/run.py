@@ -31,9 +31,8 @@ from partitioner.report import (Evaluation, plot_partition, report_markdown, wri
                                 write_text)
 from partitioner.cost import keep_column, ring_links
 from partitioner.simulator import simulate
-from partitioner.sharding import expand, groups, split_axis
-from partitioner.splits import (auto_max_shard, dp_partition, greedy_partition, staged_degrees,
-                               staged_partition)
+from partitioner.sharding import expand, groups, layout
+from partitioner.splits import auto_max_shard, dp_partition, greedy_partition, staged_degrees, staged_plans
 from policies.baselines import SearchResult, anneal, random_search
 
 METHODS = ("rl", "random", "greedy", "dp", "anneal", "exact", "learned")
@@ -216,19 +215,22 @@ def _wall_cap(run_budget: RunBudget, wanted_s: float) -> float:
     return max(min(DETERMINISTIC_WALL_FACTOR * wanted_s + 10.0, run_budget.search_left()), 0.1)
 
 
-def best_staged(graph: TensorGraph, hw: Hardware, max_shard: int) -> Evaluation | None:
-    """The best simulated of the staged DP plans (splits.staged_partition) for each largest group in
-    splits.staged_degrees(max_shard) (2, 4, 8, ... below max_shard, and max_shard):
-    the DP's link model is an estimate, so the simulator picks among them. Plans that check() rejects (the DP
+def best_staged(graph: TensorGraph, hw: Hardware, max_shard: int, batch: int = 1) -> Evaluation | None:
+    """The best simulated of the staged DP plans (splits.staged_plans) for each largest group in
+    splits.staged_degrees(max_shard) (2, 4, 8, ... below max_shard, and max_shard): the DP's link and stream models
+    are estimates, so the simulator picks among them. With a memory tier, the weights of a plan's overflowing
+    chiplets stream (solver.residency.choose_streamed, the rule repair uses). Plans that check() rejects (the DP
     knows neither op types a chiplet cannot run nor the exact working set at a stage's first ops) are dropped;
     None when none is valid."""
+    from solver.residency import choose_streamed
+
     best = None
-    for k in staged_degrees(max_shard):
-        a, shard = staged_partition(graph, hw, k)
-        part = Partition(a, None, 0, "staged-dp", shard=shard)
+    for a, shard in (plan for k in staged_degrees(max_shard) for plan in staged_plans(graph, hw, k)):
+        streamed = choose_streamed(graph, hw, a, batch, shard)
+        part = Partition(a, None, 0, "staged-dp", shard=shard, streamed=streamed)
         if check(graph, hw, part):
             continue
-        ev = Evaluation(part, simulate(graph, hw, part))
+        ev = Evaluation(part, simulate(graph, hw, part, batch=batch))
         if best is None or ev.throughput > best.throughput:
             best = ev
     return best
@@ -320,7 +322,7 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
                                         run_budget=run_budget, batch=cfg.batch)
         chosen, found_by, staged = found.best, None, None
         if max_shard > 1 and run_budget.stop_reason() is None and graph.n_ops <= STAGED_MAX_OPS:
-            staged = best_staged(graph, hw, max_shard)
+            staged = best_staged(graph, hw, max_shard, batch=cfg.batch)
             if staged is not None and staged.throughput > chosen.throughput:
                 chosen, found_by = staged, f"the staged DP with ops split up to {max_shard} ways (splits.py)"
         best = Evaluation(chosen.partition, simulate(graph, hw, chosen.partition, trace=True, batch=cfg.batch))
@@ -366,6 +368,12 @@ def prepare_out_dir(out: str) -> Path:
     return path
 
 
+SHARD_AXES_SIMULATED = "simulated"
+"""partition.json's "shard_axes" when each group's "axis" is the one the simulated plan ran (sharding.layout with
+rule S8). Files without it record each op's base axis (sharding.split_axis); `partition split` then re-derives
+the layout without S8, as it did when they were written."""
+
+
 # --- outputs ------------------------------------------------------------------------------------------------------------
 def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict | None = None) -> dict:
     """The partition.json payload: the assignment by original ONNX node name, metrics and per-chiplet loads."""
@@ -384,11 +392,13 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
             "memory_fraction": float(rep.chiplet_memory_fraction[c]),
         })
     shard = outcome.best.partition.shard
+    keep = keep_column(hw)
     if shard is None:
         assignment = {node: int(a[i]) for node, i in graph.onnx_node_owner().items()}
-    else:   # a split op's nodes map to its group of chiplets and the axis it splits along
+    else:   # a split op's nodes map to its group of chiplets and the axis the simulated plan split it along
+        axes, _ = layout(graph, a, shard, keep)     # as simulate/expand lay it out (rule S8 included)
         assignment = {node: int(a[i]) if shard[i] == 1 else
-                      {"chiplets": list(range(int(a[i]), int(a[i] + shard[i]))), "axis": split_axis(graph.ops[i])}
+                      {"chiplets": list(range(int(a[i]), int(a[i] + shard[i]))), "axis": axes[i]}
                       for node, i in graph.onnx_node_owner().items()}
     metrics = {
         "throughput_per_s": rep.throughput_per_s,
@@ -415,7 +425,7 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
         if whole is not None:
             metrics["whole_op_bound_throughput_per_s"] = whole
             metrics["whole_op_bound_status"] = outcome.certificate.info["whole_op_status"]
-    return {
+    doc = {
         "model": str(outcome.model),
         "hardware": _resolvable(hardware_spec),
         "hardware_name": hw.name,
@@ -430,14 +440,18 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
         "assignment": assignment,
         "metrics": metrics,
         "per_chiplet": per_chiplet,
-        "groups": groups(graph, a, shard, links=ring_links(hw), keep_column=keep_column(hw)),
+        "groups": groups(graph, a, shard, links=ring_links(hw), keep_column=keep),
         "search": {"evaluations": outcome.evaluations, "wall_s": outcome.wall_s,
                    "ops_moved_by_repair": outcome.best.partition.ops_moved,
                    "history": [list(h) for h in outcome.history]},
         "config": config or {},
         "interrupted": outcome.interrupted,
-        "memory_tier": memory_tier_document(graph, hw, a, outcome.best.partition.streamed, rep, outcome.batch),
+        "memory_tier": memory_tier_document(graph, hw, a, outcome.best.partition.streamed, rep, outcome.batch,
+                                              outcome.best.partition.shard),
     }
+    if shard is not None and (np.asarray(shard) > 1).any():
+        doc["shard_axes"] = SHARD_AXES_SIMULATED   # `partition split` cuts along these axes (older files: base ones)
+    return doc
 
 
 def _pieces(outcome: Outcome) -> tuple[TensorGraph, np.ndarray]:
@@ -468,8 +482,9 @@ def write_outputs(out_dir: Path, outcome: Outcome, *, config: dict | None, hardw
                                           + report_markdown(rep, graph, hw, a, outcome.method)
                                           + _phase_markdown(graph, rep) + _provenance_markdown(outcome)
                                           + memory_tier_markdown(memory_tier_document(
-                                              graph, hw, a, outcome.best.partition.streamed, rep, outcome.batch),
-                                              graph, rep)
+                                              outcome.graph, hw, outcome.best.assignment,
+                                              outcome.best.partition.streamed, rep, outcome.batch,
+                                              outcome.best.partition.shard), outcome.graph, rep)
                                           + _groups_markdown(outcome) + _certificate_markdown(outcome)),
         "trace.json": lambda p: write_chrome_trace(p, rep, graph, hw),
         "partition.png": lambda p: plot_partition(

@@ -7,13 +7,17 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from partitioner.app.run import _document_settings, assignment_from_document, load_model, read_partition_file
+from partitioner.app.run import (SHARD_AXES_SIMULATED, _document_settings, assignment_from_document, load_model,
+                                 read_partition_file)
 from partitioner.errors import UserError
 from partitioner.partition import Partition
-from partitioner.sharding import AXES
+from partitioner.sharding import AXES, PARTIAL_AXES, possible_axes
 from partitioner.split_onnx import Split, Verification, random_inputs, split_model, verify_split, write_split
 
 _FIX = "pass the partition.json that `partition` wrote for this model (same --input-shape)"
+CUT_AXES = AXES + tuple(a for a in PARTIAL_AXES if a not in AXES)
+"""Every axis sharding.layout gives a split op: the base axes plus row_parallel (a GEMM reading its producer's
+slices)."""
 
 
 @dataclass(frozen=True)
@@ -38,10 +42,10 @@ def read_assignment(graph, doc: dict, path: str) -> np.ndarray | Partition:
                 raise UserError(f"partition file {path} shards node '{node}' over chiplets {group}, past the "
                                 f"package's last chiplet {chiplets - 1}", f"use a group inside chiplets 0.."
                                 f"{chiplets - 1} (re-run `partition`)")
-            if chip.get("axis") not in AXES:
+            if chip.get("axis") not in CUT_AXES:
                 raise UserError(f"partition file {path} shards node '{node}' over chiplets {group} along axis "
                                 f"{chip.get('axis')!r}, which `partition split` cannot cut",
-                                f"use one of {', '.join(AXES)} as `partition` writes them (re-run `partition`)")
+                                f"use one of {', '.join(CUT_AXES)} as `partition` writes them (re-run `partition`)")
         if type(chip) is int and not 0 <= chip < chiplets:
             raise UserError(f"partition file {path} puts node '{node}' on chiplet {chip}, outside 0..{chiplets - 1}",
                             f"use chiplet ids below {chiplets}, the package size the file records")
@@ -50,6 +54,31 @@ def read_assignment(graph, doc: dict, path: str) -> np.ndarray | Partition:
     if stray is not None:
         raise UserError(f"partition file {path} places node '{stray}', which this model does not have", _FIX)
     return assignment_from_document(graph, doc, path, chiplets)
+
+
+def document_axes(graph, doc: dict, path: str, shard: np.ndarray) -> tuple[str, ...] | None:
+    """The axis per op that the simulated plan ran, when the file records them ("shard_axes": "simulated"; ops
+    not split: "none"); None for older files, whose axes are the ops' base ones (the split re-derives the layout).
+    Refuses an axis the op cannot take and an op whose nodes disagree."""
+    marker = doc.get("shard_axes")
+    if marker is None:
+        return None
+    if marker != SHARD_AXES_SIMULATED:
+        raise UserError(f"partition file {path} has \"shard_axes\": {marker!r}, expected "
+                        f"{SHARD_AXES_SIMULATED!r}", "pass the partition.json `partition` wrote, unedited")
+    axes = []
+    for i, op in enumerate(graph.ops):
+        if shard[i] == 1:
+            axes.append("none")
+            continue
+        found = {doc["assignment"][n]["axis"] for n in op.onnx_nodes if isinstance(doc["assignment"].get(n), dict)}
+        if len(found) != 1 or not found <= set(possible_axes(op)):
+            raise UserError(f"partition file {path} splits op {op.name} ({op.op_type}) along "
+                            f"{', '.join(map(repr, sorted(found)))}, not one axis it can take "
+                            f"({', '.join(possible_axes(op))})", "pass the partition.json `partition` wrote for "
+                            "this model, unedited (re-run `partition`)")
+        axes.append(found.pop())
+    return tuple(axes)
 
 
 def load_with_weights(path: str) -> onnx.ModelProto:
@@ -70,7 +99,8 @@ def split(model: str, partition_path: str, out: str, input_shapes: dict, verify:
     a = read_assignment(graph, doc, partition_path)
     proto = load_with_weights(model)
     if isinstance(a, Partition):
-        result = split_model(graph, a.assignment, proto, shard=a.shard, n_chiplets=doc["chiplets"])
+        result = split_model(graph, a.assignment, proto, shard=a.shard, n_chiplets=doc["chiplets"],
+                             axes=document_axes(graph, doc, partition_path, a.shard))
     else:
         result = split_model(graph, a, proto)
     check = None

@@ -9,6 +9,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
+from partitioner.app.backend import check_ray_address, check_workers, make_backend, require_ray
 from partitioner.app.pipeline import PipelineReward
 from partitioner.errors import UserError
 from policies import train as tr
@@ -41,9 +42,21 @@ def _empty_corpus(directory: str) -> UserError:
                      "--synthetic N")
 
 
+def _backend_args(args: argparse.Namespace) -> tuple[int, str | None]:
+    """--workers and --ray, checked before anything loads: a missing ray package is the first thing to hear about."""
+    workers, ray = getattr(args, "workers", 1), getattr(args, "ray", None)
+    check_workers(workers)
+    check_ray_address(ray)
+    if ray is not None:
+        require_ray()
+    return workers, ray
+
+
 def train(args: argparse.Namespace) -> str:
-    """`partition train --corpus DIR --out policy.pt [--steps N] [--chiplets 2,4,..] [--synthetic N]`."""
+    """`partition train --corpus DIR --out policy.pt [--steps N] [--chiplets 2,4,..] [--synthetic N]
+    [--workers N] [--ray local|auto|ADDRESS]`."""
     counts = _chiplet_counts(args.chiplets)
+    workers, ray = _backend_args(args)
     if args.time_budget is not None and not args.time_budget > 0:
         raise UserError(f"--time-budget must be positive, got {args.time_budget}", "pass seconds, e.g. 1200")
     corpus = onnx_corpus(args.corpus, counts, args.precision)
@@ -55,15 +68,22 @@ def train(args: argparse.Namespace) -> str:
                   total_steps=TRAIN_CONFIG.total_steps if args.steps is None else args.steps)
     if cfg.total_steps < 0:
         raise UserError(f"--steps must be >= 0, got {cfg.total_steps}", "pass a number of PPO updates")
-    ckpt = pretrain(corpus, cfg, args.out, resume=True,
-                    reward_fn=PipelineReward(cfg.repair_time_limit_s, cfg.seed))
+    backend = make_backend(workers, ray)   # rollouts on a local pool or Ray; the update stays here
+    try:
+        ckpt = pretrain(corpus, cfg, args.out, resume=True, map_fn=backend.map,
+                        reward_fn=PipelineReward(cfg.repair_time_limit_s, cfg.seed))
+    finally:
+        backend.close()
     out = Path(args.out)
-    return (f"trained {ckpt['step']} updates ({ckpt['evals']} evaluations, {ckpt['wall_s']:.0f} s) on "
-            f"{len(corpus)} (graph, package) pairs\ncheckpoint: {out}\ncurve: {out.with_suffix('.csv')}")
+    where = f"Ray ({ray})" if ray is not None else f"{workers} local worker{'s' if workers > 1 else ''}"
+    return (f"trained {ckpt['step']} updates ({ckpt['evals']} evaluations, {ckpt['wall_s']:.0f} s, "
+            f"{ckpt['evals'] / max(ckpt['wall_s'], 1e-9):.2f}/s on {where}) on {len(corpus)} (graph, package) "
+            f"pairs\ncheckpoint: {out}\ncurve: {out.with_suffix('.csv')}")
 
 
 def finetune(args: argparse.Namespace) -> str:
-    """`partition finetune MODEL.onnx --chiplets N --policy CKPT --budget N --out DIR`: fine-tune, then write the
+    """`partition finetune MODEL.onnx --chiplets N --policy CKPT --budget N --out DIR [--workers N] [--ray ...]`:
+    fine-tune (the proposals of each update evaluated on the backend, as in `train`), then write the
     best partition's outputs (partition.json, report.md, ...) next to the checkpoint and curve."""
     from partitioner.app import run as runmod
     from partitioner.onnx_import import parse_input_shapes
@@ -75,6 +95,7 @@ def finetune(args: argparse.Namespace) -> str:
 
     if args.budget < 1:
         raise UserError(f"--budget must be at least 1, got {args.budget}", "pass a positive number of evaluations")
+    workers, ray = _backend_args(args)
     out_dir = runmod.prepare_out_dir(args.out)
     graph = runmod.load_model(args.model, parse_input_shapes(args.input_shape or []), args.precision,
                               granularity=args.granularity or "fused", phase=args.phase, context=args.context)
@@ -82,8 +103,12 @@ def finetune(args: argparse.Namespace) -> str:
     limit = runmod.DEFAULT_REPAIR_LIMIT_S if args.time_limit is None else args.time_limit
     cfg = replace(FINETUNE_CONFIG, seed=args.seed, repair_time_limit_s=limit)
     policy = shipped_policy() if args.policy is None else args.policy
-    best_a, _ = tr.finetune(graph, hw, policy, args.budget, cfg, out_dir, resume=True,
-                            reward_fn=PipelineReward(limit, args.seed))
+    backend = make_backend(workers, ray)   # each update's proposals on a local pool or Ray (docs/training.md)
+    try:
+        best_a, _ = tr.finetune(graph, hw, policy, args.budget, cfg, out_dir, resume=True, map_fn=backend.map,
+                                reward_fn=PipelineReward(limit, args.seed))
+    finally:
+        backend.close()
     part = evaluate(graph, hw, best_a, time_limit_s=limit, seed=args.seed).partition
     best = Evaluation(part, simulate(graph, hw, part, trace=True))
     ckpt = tr.read_checkpoint(out_dir / "finetune.pt")
