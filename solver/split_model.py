@@ -19,7 +19,7 @@ E_i = sum (s + d - 1) z (the group's first and last chiplet), the rules of parti
 accepts, so its optimum is a valid lower bound: a piece's working set is the smallest over the axes it may take in
 any context (sharding.possible_axes), and with a memory tier weights count 0 (any of them may stream). "exact"
 (repair) is a restriction, so every plan it returns passes check(): the largest working set over those axes, every
-weight resident (check() does not combine split ops and streamed weights).
+weight resident (a restriction: repaired plans never stream, though check() now accepts split ops that stream).
 """
 from __future__ import annotations
 
