@@ -410,7 +410,8 @@ def staged_partition(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_
     stage its stream reads where the stage sits (`_forced_stream_cycles`). With a memory tier, if no staged plan
     fits, once more `relaxed`: every weight may stream, and what a stage holds beyond its SRAM (`_excess_bytes`)
     costs its stream time, overlapped with the stage's compute (max), or with `serial_streams` after it (sum: a
-    chiplet prefetches one segment ahead, so reads a short segment cannot hide add up). The caller chooses
+    chiplet prefetches one segment ahead, so reads a short segment cannot hide add up; a one-op stage's read hides
+    behind its own previous inference, so max there too). The caller chooses
     residency (solver/residency.py). Falls back to `dp_partition` (shard 1) if no staged plan fits SRAM. With packages
     (hw.package_level) a group never straddles two packages, and a stage ships its cut outputs at the slowest link
     to the next chiplet (cost.next_stage_bytes_per_cycle)."""
@@ -472,7 +473,13 @@ def _staged_dp(graph: TensorGraph, hw: Hardware, max_shard: int, relaxed: bool, 
                 stage = m[:j, j]
                 if over is not None:
                     extra = _stream_time(hw, fan, over[:j, j])
-                    stage = stage + extra if serial_streams else np.maximum(stage, extra)
+                    if serial_streams:
+                        # M4: a read is prefetched during the segment before its op's; a one-op stage's segment
+                        # before is its own, of the previous inference, so its read hides behind its compute
+                        one = np.arange(j) == j - 1
+                        stage = np.where(one, np.maximum(stage, extra), stage + extra)
+                    else:
+                        stage = np.maximum(stage, extra)
                 cand = np.maximum(prev[:j], stage)
                 if streams is not None:
                     cand = np.maximum(cand, streams[j] - streams[:j])

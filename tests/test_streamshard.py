@@ -248,3 +248,25 @@ def test_the_relaxed_dp_charges_what_each_stage_streams_beyond_its_sram():
         assert check(g, hw, plan, streamed=streamed) == []
         cycles[tuple(plan)] = simulate(g, hw, plan, streamed=streamed).cycles_per_inference
     assert cycles == {(0, 0, 1): 2000, (0, 1, 1): 1900}
+
+
+def test_the_serial_stream_estimate_hides_a_one_op_stages_read_behind_its_compute():
+    # 3 x 48 KiB MatMuls (1,000 cycles each) and a 200 KiB head (4,000) on two 64 KiB chiplets, stack on chiplet 0:
+    # nothing fits, so the DP runs relaxed. o0 o1 o2 | h: chiplet 0 streams its 80 KiB excess from its own stack,
+    # ceil(81,920 / 100) = 820 after 3,001 (3,000 + shipping 64 B): 3,821; h streams its 136 KiB excess over link
+    # 0->1, 139,264 / 64 = 2,176. Summed, h's stage would cost 6,176 and the DP would split everything 2 ways
+    # (>= 3,500 of pieces + 2,212 of streams = 5,712, simulated 4,670). But h's read is prefetched during the
+    # segment before it, its own of the previous inference (M4): max(4,000, 2,176) = 4,000, and the simulator
+    # agrees (the head's 4,000 cycles are the period).
+    chip = Chiplet(sram_bytes=64 * 1024)
+    hw = Hardware("c2", (chip,) * 2, "chain", 1, 2, memory_stacks=(STACK,))
+    ops = [matmul(f"o{i}", 1000, 48 * 1024) for i in range(3)] + [matmul("h", 4000, 200 * 1024)]
+    g = TensorGraph.build("g", ops, [(i, i + 1, 64) for i in range(3)])
+    a, k = staged_partition(g, hw, 2, serial_streams=True)
+    assert a.tolist() == [0, 0, 0, 1] and k.tolist() == [1, 1, 1, 1]
+    cycles = []
+    for plan, shard in ((a, k), (np.zeros(4, dtype=np.int64), np.full(4, 2, dtype=np.int64))):
+        part = Partition(plan, None, 0, "dp", shard=shard, streamed=choose_streamed(g, hw, plan, 1, shard))
+        assert check(g, hw, part) == []
+        cycles.append(simulate(g, hw, part).cycles_per_inference)
+    assert cycles == [4000, 4670]
