@@ -85,6 +85,9 @@ class Report:
     package_link_bytes_per_inference: float = 0.0
     """Bytes per inference carried by package-to-package links (each such link a tensor crosses counts; stream
     reads amortised over the batch); 0 on a flat package."""
+    trace_inferences: int = 0
+    """Length of the stream `trace_events` records: inferences_simulated, or a shorter stream of its own when the
+    whole one would exceed simulator.TRACE_MESSAGE_LIMIT message deliveries; 0 without a trace."""
 
     def to_dict(self, *, with_trace: bool = False) -> dict:
         """JSON-ready dict; the trace is left out unless asked for (write_chrome_trace is its proper home)."""
@@ -205,7 +208,8 @@ def chrome_trace(report: Report, graph: TensorGraph, hw: Hardware) -> dict:
                     "args": {"inference": e.inference, "start_cycle": e.start, "end_cycle": e.end}})
     return {"traceEvents": out, "displayTimeUnit": "ns",
             "otherData": {"graph": report.graph_name, "hardware": report.hardware_name,
-                          "clock_hz": hw.clock_hz, "inferences": report.inferences_simulated}}
+                          "clock_hz": hw.clock_hz, "inferences": report.inferences_simulated,
+                          "traced_inferences": report.trace_inferences or report.inferences_simulated}}
 
 
 def write_chrome_trace(path: str | os.PathLike, report: Report, graph: TensorGraph, hw: Hardware) -> None:

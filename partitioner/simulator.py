@@ -47,7 +47,22 @@ from partitioner.sim_loop import flatten, run_compiled
 from partitioner.sharding import check_groups, expand
 
 MIN_INFERENCES = 8
+TRACE_MESSAGE_LIMIT = 2_000_000
+"""A traced stream records at most about this many message deliveries (inferences x messages per inference).
+Beyond it (a 1B-parameter model split 16 ways on 144 chiplets sends ~10^5 messages per inference over a
+~300-inference stream) the Python trace loop would need tens of GB and hours, so the report's figures come from
+the compiled loop over the whole stream and the trace records a shorter stream of its own (`trace_inferences`)."""
 """The stream is max(2 x pipeline stages, MIN_INFERENCES) inferences long unless `inferences` is given."""
+
+
+def trace_inferences(n_inf: int, n_msg: int, batch: int = 1) -> int:
+    """Length of the stream the trace records: the whole stream when it stays under TRACE_MESSAGE_LIMIT message
+    deliveries, else as many whole batches as fit (at least MIN_INFERENCES inferences, at most n_inf)."""
+    if n_inf * max(n_msg, 1) <= TRACE_MESSAGE_LIMIT:
+        return n_inf
+    k = max(MIN_INFERENCES, TRACE_MESSAGE_LIMIT // max(n_msg, 1))
+    k = -(-k // batch) * batch
+    return min(n_inf, k)
 
 
 def default_inferences(n_stages: int, batch: int = 1) -> int:
@@ -396,7 +411,12 @@ def simulate(graph: TensorGraph, hw: Hardware, partition_or_assignment: Partitio
     lag = max((max(lg, default=0) for lg in plan.seg_lag), default=0)
     if inferences is None:
         n_inf += 2 * lag
-    finish, events = _run(plan, hw, n_inf, trace, batch)
+    n_trace = trace_inferences(n_inf, len(plan.msg_route), batch) if trace else n_inf
+    if n_trace < n_inf:     # figures from the whole stream (compiled), events from a shorter traced stream
+        finish = _run(plan, hw, n_inf, False, batch)[0]
+        events = _run(plan, hw, n_trace, True, batch)[1]
+    else:
+        finish, events = _run(plan, hw, n_inf, trace, batch)
     latency = _run(plan, hw, 1, False, batch)[0][0] if n_inf > 1 else finish[0]
 
     # Steady state: mean completion interval over the second half of the stream, never below the busiest
@@ -461,6 +481,7 @@ def simulate(graph: TensorGraph, hw: Hardware, partition_or_assignment: Partitio
         bound_throughput_per_s=clock / bound,
         bound_cycles_per_inference=bound,
         inferences_simulated=n_inf,
+        trace_inferences=n_trace if trace else 0,
         measured_cycles_per_inference=float(measured),
         trace_events=tuple(events),
         stack_utilisation={name: float(plan.stack_busy[k]) / period for k, name in enumerate(stack_names)},

@@ -259,3 +259,24 @@ def test_link_bottleneck_is_named():
     assert r.bottleneck == "link 0->1" and r.bottleneck_chiplet == 0
     assert r.cycles_per_inference == 1000
     assert r.link_utilisation["0->1"] == 1.0
+
+
+def test_a_trace_past_the_message_limit_records_a_shorter_stream_and_keeps_the_numbers(monkeypatch):
+    import partitioner.simulator as sim
+
+    g = random_dag(25, 3)
+    a = np.sort(np.random.default_rng(3).integers(0, 4, g.n_ops))
+    full = simulate(g, mesh_of(4), a, trace=True)
+    assert full.trace_inferences == full.inferences_simulated == 8
+    n_msg = len(sim._plan(g, mesh_of(4), a, None, 1, None, None).msg_route)
+    assert n_msg > 0
+    # room for 8 inferences' messages (the floor) out of a 16-inference stream
+    monkeypatch.setattr(sim, "TRACE_MESSAGE_LIMIT", n_msg * 8)
+    assert sim.trace_inferences(16, n_msg) == 8 and sim.trace_inferences(16, n_msg, batch=3) == 9
+    long_plain = simulate(g, mesh_of(4), a, inferences=16)
+    long_traced = simulate(g, mesh_of(4), a, inferences=16, trace=True)
+    assert long_traced.throughput_per_s == long_plain.throughput_per_s
+    assert long_traced.latency_s == long_plain.latency_s
+    assert long_traced.inferences_simulated == 16 and long_traced.trace_inferences == 8
+    ops = [e for e in long_traced.trace_events if e.kind == "op"]
+    assert len(ops) == g.n_ops * 8 and max(e.inference for e in ops) == 7
