@@ -155,3 +155,24 @@ def test_pretrain_in_the_split_space_updates_the_network(tmp_path):
     assert state["episode"] == 2 and state["evals"] == 40
     net = ss.load_split_policy(out)
     assert any(p.abs().sum() > 0 for p in net.score[-1].parameters())   # moved off the uniform start
+
+
+def test_run_hook_returns_a_valid_plan_no_worse_than_the_staged_dp_and_stops_on_the_budget():
+    from partitioner.app.budget import RunBudget
+    from partitioner.app.run import best_staged, split_refine
+
+    g, hw = random_dag(40, 3), mesh_of(8)
+    got = split_refine(g, hw, "exact", 24, 0, 4)           # a method without a split-space loop uses anneal
+    assert got.partition.status == "split-anneal" and check(g, hw, got.partition) == []
+    assert got.throughput >= best_staged(g, hw, 4).throughput
+    assert split_refine(g, hw, "anneal", 0, 0, 4) is None
+    spent = RunBudget(max_time_s=0.0)                        # out of time: the first evaluation only, kept
+    assert check(g, hw, split_refine(g, hw, "anneal", 24, 0, 4, spent).partition) == []
+
+
+def test_a_negative_split_budget_is_a_user_error():
+    from partitioner.app.run import RunConfig, validate_config
+    from partitioner.errors import UserError
+
+    with pytest.raises(UserError, match="--split-budget"):
+        validate_config(RunConfig(model="examples/resnet18.onnx", split_budget=-1))
