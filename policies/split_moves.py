@@ -216,6 +216,9 @@ class SplitMoveSet:
     def __len__(self) -> int:
         return len(self.moves)
 
+    def subset(self, idx: list[int]) -> "SplitMoveSet":
+        return SplitMoveSet(tuple(self.moves[i] for i in idx), self.ops[idx], self.features[idx])
+
     def without(self, idx: int) -> "SplitMoveSet":
         keep = np.arange(len(self.moves)) != idx
         return SplitMoveSet(tuple(m for i, m in enumerate(self.moves) if i != idx), self.ops[keep],

@@ -6,12 +6,17 @@ policy in one loop, so the only differences between them are how a move is chose
     step     list the offered moves of the current plan; choose one (below); if check() rejects the candidate, drop
              it and choose again (no evaluation spent); evaluate it (simulate: a staged plan needs no repair).
     choose   anneal: uniform, half the time among moves touching the stage that holds the simulator's bottleneck
-             chiplet (as policies.baselines.anneal); random: uniform; learned: softmax of the MoveNet's scores
-             (policies/move_policy.py) over the moves' features.
+             chiplet (as policies.baselines.anneal); random: uniform; learned: the same two pools as anneal, and
+             within the pool drawn the softmax of the MoveNet's scores (policies/move_policy.py) over the moves'
+             features (so the untrained network is exactly annealing's proposer).
     accept   anneal and learned: Metropolis on log throughput, temperature 0.05 -> 0.001 geometric over the budget;
              random: every move (a random walk).
     restart  all three: back to the best plan after max(8, budget // 8) evaluations without a new best.
-    learn    learned only, fine-tuning on the graph: PPO on each tried move's simulated gain (move_policy.Learner).
+    learn    learned only, fine-tuning on the graph: PPO (move_policy.Learner) on each tried move's reward
+             r = clip(log(thr_candidate / thr_current), 0, 1): only gains count. With the whole-op moves' signed
+             reward (-1..1) and batch-normalised advantages, a move that changes nothing (r = 0) beats the usual
+             loss, which pushes the policy towards moves that stop the search; with r >= 0 a batch without a gain
+             has zero advantage everywhere and the only signal points at moves that improved the plan.
 
 Every evaluation goes through `evaluate_fn(partition) -> Evaluation` (default: the simulator), so equal budgets
 compare like with like; revisited plans are served from a cache but still count as evaluations.
@@ -139,7 +144,7 @@ def split_search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, 
         delta = math.log(max(ev.throughput, 1e-30)) - math.log(max(current.throughput, 1e-30))
         if learner is not None and record is not None:
             ops, feats, k, logp = record
-            learner.record(ops, feats, k, logp, float(np.clip(delta, -REWARD_CLIP, REWARD_CLIP)))
+            learner.record(ops, feats, k, logp, float(np.clip(delta, 0.0, REWARD_CLIP)))
             if learner.ready:
                 learner.update(graph, hw)
                 with torch.no_grad():
@@ -171,6 +176,11 @@ def _pick(ctx: SplitContext, plan: Plan, current: Evaluation, method: str, rng: 
             moves = moves[:i] + moves[i + 1:]
         return None
     ms = split_move_set(ctx, plan, current)
+    if len(ms) and rng.random() < 0.5:          # annealing's pools: half the draws among bottleneck-stage moves
+        bott = int(current.report.bottleneck_chiplet)
+        hot = [i for i, mv in enumerate(ms.moves) if any(s.chip <= bott < s.chip + s.k for s in plan[mv.lo:mv.hi])]
+        if hot:
+            ms = ms.subset(hot)
     while len(ms):
         with torch.no_grad():
             logp = F.log_softmax(net.logits(h, ms.ops, ms.features), dim=0).numpy().astype(np.float64)
