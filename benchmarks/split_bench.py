@@ -51,6 +51,23 @@ python benchmarks/split_bench.py --run --budget 1024 --seeds 0 --methods learned
 python benchmarks/split_bench.py --cpsat --exact-time 30 --cases resnet50/64 vit-base/64 resnet50/144
 python benchmarks/split_bench.py --write"""
 
+FINDINGS = """Findings (2 shared cores, 2026-11-25, branch learnshard). Every target is missed:
+- Learned >= 1.05x annealing and random at equal evaluations: met on 0 of 5 cases at 64, 256 and 1024
+  evaluations. The split-plan moves themselves pay off: annealing lifts the staged DP's plan on resnet50/64 from
+  17,337 to 18,689/s (+7.8%, the analytical bound) on 3 of 3 seeds by 1024 evaluations, and on resnet50/144 on 1
+  of 3; the pretrained policy never does on resnet50/64 (0.928x annealing), while the untrained network
+  fine-tuned on the graph (scratch) does. On vit-base and bert-large all methods stay within 1.5% of the start.
+- Pretrained beats the untrained network on 4 of 8 held-out cases (target 6 of 8); it reaches the untrained
+  run's final best within 1/10 of the evaluations on 2 of 8 (target: all).
+- Why: the policy was trained for 628 s (44 episodes, 2,816 evaluations) on synthetic DAGs only (every ONNX
+  model in examples/ is held out), where gains are small (median episode best / start 1.002, 25 of 44 episodes
+  above 1.001), so PPO sees little signal; what it learned there steers it away from resnet50's winning moves.
+- Not measured (time on the shared machine): seeds 1 and 2 on bert-large/64 and vit-base/144, bert-large/144 in
+  the table (it is in the pretrained comparison), llama-1b (no valid staged plan: its weights must stream, and
+  split ops do not stream yet), CP-SAT on bert-large and vit-base/144.
+- Default: `anneal` stays the default method; the split-plan search is opt-in (`--split-budget N`, by the run's
+  method)."""
+
 _graphs: dict = {}
 
 
@@ -253,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
             _cached(cache, f"{model}|{n}|cpsat|0|0", lambda: _run(model, n, "cpsat", 0, 0, args.exact_time))
     if args.write:
         update_section(SECTION, f"```\n{COMMANDS}\n```\n\n" + _write(cache, args.budget, args.seeds, args.exact_time,
-                                                                   args.pretrained_budget))
+                                                                   args.pretrained_budget) + "\n\n" + FINDINGS)
 
 
 if __name__ == "__main__":
