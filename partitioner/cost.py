@@ -4,6 +4,8 @@ All times are integer cycles of the package clock. See docs/simulator.md for the
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from partitioner.graph import TensorGraph
@@ -225,10 +227,13 @@ def keep_column(hw: Hardware):
     return rule
 
 
+@functools.lru_cache(maxsize=16)
 def sharded_bound_cycles(graph: TensorGraph, hw: Hardware, max_shard: int) -> float:
     """Lower bound on cycles per inference of any partition whose ops split at most `max_shard` ways (free
     communication): max(sum over ops of the least chiplet-cycles k x piece over k <= max_shard / n_chiplets, the
-    largest op's smallest piece). Equals bound_cycles_per_inference for max_shard = 1."""
+    largest op's smallest piece). Equals bound_cycles_per_inference for max_shard = 1. Memoised (graph by
+    identity, hardware by value): every simulation of a split plan reports it, and search loops simulate
+    thousands of plans of one (graph, package)."""
     if graph.n_ops == 0:
         return 1.0
     max_shard = max(1, min(int(max_shard), hw.n_chiplets))

@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from partitioner.errors import UserError
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
 from partitioner.report import atomic_write
@@ -34,9 +35,14 @@ CURVE_FIELDS = ("episode", "case", "evals", "best_over_dp", "wall_s")
 
 def pretrain(corpus: Sequence[Case], evaluate_factory: EvaluateFactory, out: str | Path, *, episodes: int = 1000,
              episode_evals: int = 48, time_budget_s: float | None = None, seed: int = 0,
-             cfg: MoveConfig = MoveConfig(), log: Callable[[str], None] | None = None) -> dict:
+             cfg: MoveConfig = MoveConfig(), log: Callable[[str], None] | None = None,
+             space: str = "op") -> dict:
     """Train until `episodes` episodes or `time_budget_s` wall seconds in total; resumes from `out` if it exists.
-    Returns the final checkpoint's bookkeeping (episode, evals, wall_s)."""
+    Returns the final checkpoint's bookkeeping (episode, evals, wall_s).
+
+    space: "op" trains the whole-op moves (learned_search, evaluate_fn repairs an assignment, the curve's base is
+    the DP split); "split" the split-plan moves (policies.split_search, evaluate_fn simulates a Partition, the
+    base is the best staged DP plan; cases with no valid staged plan are skipped)."""
     out = Path(out)
     torch.set_num_threads(1)
     net = MoveNet(cfg)
@@ -54,16 +60,31 @@ def pretrain(corpus: Sequence[Case], evaluate_factory: EvaluateFactory, out: str
     curve = out.with_suffix(".csv")
     _trim_curve(curve, state["episode"])
     base: dict[str, float] = {}
+    skipped: set[str] = set()
     while state["episode"] < episodes and (time_budget_s is None or state["wall_s"] < time_budget_s):
         start = time.perf_counter()
         name, graph, hw = corpus[int(rng.integers(len(corpus)))]
         evaluate_fn = evaluate_factory(graph, hw)
-        if name not in base:
-            from partitioner.splits import dp_partition
+        if space == "split":
+            from policies.split_search import context_for, split_search
 
-            base[name] = evaluate_fn(dp_partition(graph, hw)).throughput
-        res = learned_search(graph, hw, budget=episode_evals, seed=int(rng.integers(2**31)), evaluate_fn=evaluate_fn,
-                             net=net, learner=learner)
+            res = split_search(graph, hw, "learned", budget=episode_evals, seed=int(rng.integers(2**31)),
+                               evaluate_fn=evaluate_fn, net=net, learner=learner)
+            if res is None:             # no valid staged plan on this package: not a case of this space
+                skipped.add(name)
+                if len(skipped) == len({c[0] for c in corpus}):
+                    raise UserError("no corpus case has a valid staged plan to search from",
+                                    "add graphs whose weights fit the package's SRAM when split")
+                state["wall_s"] += time.perf_counter() - start
+                continue
+            base.setdefault(name, max(evaluate_fn(p).throughput for p in context_for(graph, hw)[1]))
+        else:
+            if name not in base:
+                from partitioner.splits import dp_partition
+
+                base[name] = evaluate_fn(dp_partition(graph, hw)).throughput
+            res = learned_search(graph, hw, budget=episode_evals, seed=int(rng.integers(2**31)),
+                                 evaluate_fn=evaluate_fn, net=net, learner=learner)
         if len(learner.batch) >= 4:
             learner.update(graph, hw)
         learner.batch.clear()

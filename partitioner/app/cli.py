@@ -85,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-shard", type=_max_shard, default=None,
                      help="largest group an op may split across (intra-op sharding); 1 keeps ops whole "
                           "(default auto: min(16, max(4, chiplets // 8)), at most the chiplet count)")
+    run.add_argument("--split-budget", type=int, default=0,
+                     help="evaluations of local search over staged (split) plans from the staged DP, by the run's "
+                          "method (anneal, random or learned); default 0: none")
 
     ins = sub.add_parser("inspect", help="show ops, FLOPs and parameters as the importer sees them")
     _add_model_args(ins, precision=None)
@@ -241,7 +244,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                                certificate=not args.no_certificate, granularity=args.granularity or "fused",
                                phase=args.phase, context=args.context,
                                max_time_s=args.max_time, batch=args.batch, memory_tier=not args.no_memory_tier,
-                               max_shard=args.max_shard)
+                               max_shard=args.max_shard, split_budget=args.split_budget)
         runmod.validate_config(cfg)
         with _progress("evaluating", total=None) as on_eval:
             outcome = runmod.run(cfg, on_eval=on_eval)

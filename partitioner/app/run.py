@@ -80,6 +80,9 @@ class RunConfig:
     max_shard: int | None = None
     """Largest shard degree (group size) an op may split into; 1 keeps every op whole (no intra-op sharding);
     None means splits.auto_max_shard(chiplets): min(16, max(4, chiplets // 8))."""
+    split_budget: int = 0
+    """Evaluations of local search over staged plans (policies/split_search.py) from the staged DP plans, by the
+    run's method (anneal, random or learned; other methods use anneal); 0: none (`--split-budget`)."""
 
 
 @dataclass(frozen=True)
@@ -123,8 +126,9 @@ and the 10,000-MatMul fan-out must still plan in bounded time."""
 
 def default_method(n_ops: int | None = None) -> str:
     """anneal: at the default budget it matches or beats rl and learned on every measured case (benchmarks/RESULTS.md,
-    "Method comparison" and "Learned move selection (issue 12)"), its per-evaluation cost stays one repair + one
-    simulation at any graph size, and keep_best adds CP-SAT's solve and the staged plans on top."""
+    "Method comparison" and "Learned move selection (issue 12)"), and in the split-plan space learned is not
+    >= 1.05x annealing on any measured case ("Learned search in the split-plan space"); its per-evaluation cost
+    stays one repair + one simulation at any graph size, and keep_best adds CP-SAT's solve and the staged plans."""
     return "anneal"
 
 
@@ -236,6 +240,27 @@ def best_staged(graph: TensorGraph, hw: Hardware, max_shard: int, batch: int = 1
     return best
 
 
+def split_refine(graph: TensorGraph, hw: Hardware, method: str, budget: int, seed: int, max_shard: int,
+                 run_budget: RunBudget | None = None, batch: int = 1) -> Evaluation | None:
+    """The best plan of `budget` evaluations of local search over staged plans (policies/split_search.py) by
+    `method` (anneal, random or learned; any other method uses anneal), or None (budget 0, no valid staged plan).
+    Stops early, keeping the best so far, when run_budget runs out or on Ctrl-C."""
+    from policies.split_search import SPLIT_METHODS, simulate_fn, split_search
+
+    if budget < 1:
+        return None
+    rec = Recorder(simulate_fn(graph, hw, batch), run_budget or RunBudget())
+    try:
+        res = split_search(graph, hw, method if method in SPLIT_METHODS else "anneal", budget=budget, seed=seed,
+                           evaluate_fn=rec, max_shard=max_shard)
+    except Stopped:
+        return rec.best
+    if res is None:
+        return None
+    return Evaluation(Partition(res.best.assignment, None, 0, f"split-{res.method}", shard=res.best.partition.shard),
+                      res.best.report)
+
+
 def sharded_certificate(graph: TensorGraph, hw: Hardware, max_shard: int, whole: Partition | None = None
                         ) -> Partition:
     """When ops may split up to max_shard ways, CP-SAT's whole-op bound does not hold; the certificate is the
@@ -288,6 +313,9 @@ def validate_config(cfg: RunConfig) -> None:
     limits.check_seconds(cfg.max_time_s, "--max-time")
     if type(cfg.batch) is not int or cfg.batch < 1:
         raise UserError(f"--batch must be a positive integer, got {cfg.batch!r}", "pass --batch 1 or more")
+    if type(cfg.split_budget) is not int or cfg.split_budget < 0:
+        raise UserError(f"--split-budget must be a non-negative integer, got {cfg.split_budget!r}",
+                        "pass 0 (no split-plan search) or a number of evaluations, e.g. 256")
     if cfg.max_shard is not None and (type(cfg.max_shard) is not int or cfg.max_shard < 1):
         raise UserError(f"--max-shard must be a positive integer, got {cfg.max_shard!r}",
                         "pass auto (the default), or 1 (no sharding) up to the chiplet count")
@@ -325,6 +353,10 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
             staged = best_staged(graph, hw, max_shard, batch=cfg.batch)
             if staged is not None and staged.throughput > chosen.throughput:
                 chosen, found_by = staged, f"the staged DP with ops split up to {max_shard} ways (splits.py)"
+            refined = split_refine(graph, hw, method, cfg.split_budget, cfg.seed, max_shard, run_budget, cfg.batch)
+            if refined is not None and refined.throughput > chosen.throughput:
+                chosen, found_by = refined, (f"{refined.partition.status}: split-plan local search from the staged "
+                                             f"DP ({cfg.split_budget} evaluations)")
         best = Evaluation(chosen.partition, simulate(graph, hw, chosen.partition, trace=True, batch=cfg.batch))
         cert = None
         if method == "exact":

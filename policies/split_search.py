@@ -1,0 +1,193 @@
+"""Local search in the split-plan space (policies/split_moves.py): annealing, random search and the learned move
+policy in one loop, so the only differences between them are how a move is chosen and whether it is accepted.
+
+    start    the staged DP plans splits.staged_partition(max_shard=g) for g = 1..max_shard that check() accepts,
+             each evaluated (they count against the budget); the walk starts at the best.
+    step     list the offered moves of the current plan; choose one (below); if check() rejects the candidate, drop
+             it and choose again (no evaluation spent); evaluate it (simulate: a staged plan needs no repair).
+    choose   anneal: uniform, half the time among moves touching the stage that holds the simulator's bottleneck
+             chiplet (as policies.baselines.anneal); random: uniform; learned: the same two pools as anneal, and
+             within the pool drawn the softmax of the MoveNet's scores (policies/move_policy.py) over the moves'
+             features (so the untrained network is exactly annealing's proposer).
+    accept   anneal and learned: Metropolis on log throughput, temperature 0.05 -> 0.001 geometric over the budget;
+             random: every move (a random walk).
+    restart  all three: back to the best plan after max(8, budget // 8) evaluations without a new best.
+    learn    learned only, fine-tuning on the graph: PPO (move_policy.Learner) on each tried move's reward
+             r = clip(log(thr_candidate / thr_current), 0, 1): only gains count. With the whole-op moves' signed
+             reward (-1..1) and batch-normalised advantages, a move that changes nothing (r = 0) beats the usual
+             loss, which pushes the policy towards moves that stop the search; with r >= 0 a batch without a gain
+             has zero advantage everywhere and the only signal points at moves that improved the plan.
+
+Every evaluation goes through `evaluate_fn(partition) -> Evaluation` (default: the simulator), so equal budgets
+compare like with like; revisited plans are served from a cache but still count as evaluations.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from partitioner.graph import TensorGraph
+from partitioner.hardware import Hardware
+from partitioner.partition import Partition, check
+from partitioner.report import Evaluation
+from partitioner.simulator import simulate
+from partitioner.splits import DEFAULT_MAX_SHARD, staged_partition
+from policies.baselines import ProgressFn, SearchResult, _Tracker
+from policies.move_policy import REWARD_CLIP, Learner, MoveNet, read_move_checkpoint
+from policies.split_moves import Plan, SplitContext, enumerate_moves, plan_of, split_move_set, to_partition
+
+SPLIT_METHODS = ("anneal", "random", "learned")
+SHIPPED_SPLIT_POLICY = Path(__file__).resolve().parent / "pretrained" / "split_move_policy.pt"
+PartitionEvaluateFn = Callable[[Partition], Evaluation]
+
+_contexts: list = []        # the last few (graph, hw, max_shard, context, starts): cost matrices are reused
+
+
+def context_for(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_MAX_SHARD
+                ) -> tuple[SplitContext, list[Partition]]:
+    """The move context and the valid staged DP start plans of (graph, hw), cached for the last 16 pairs."""
+    for g, h, k, ctx, starts in _contexts:
+        if g is graph and h is hw and k == max_shard:
+            return ctx, starts
+    ctx = SplitContext(graph, hw, max_shard)
+    starts, seen = [], set()
+    for g in range(1, ctx.max_shard + 1):
+        a, k = staged_partition(graph, hw, g)
+        part = Partition(a, None, 0, f"staged-dp-{g}", shard=k)
+        key = (a.tobytes(), k.tobytes())
+        if key not in seen and plan_of(a, k) is not None and not check(graph, hw, part):
+            seen.add(key)
+            starts.append(part)
+    _contexts.append((graph, hw, max_shard, ctx, starts))
+    del _contexts[:-16]
+    return ctx, starts
+
+
+def simulate_fn(graph: TensorGraph, hw: Hardware, batch: int = 1) -> PartitionEvaluateFn:
+    return lambda part: Evaluation(part, simulate(graph, hw, part, batch=batch))
+
+
+def load_split_policy(path: str | Path | None) -> MoveNet:
+    """The network in `path`; None: the shipped split-space checkpoint, or an untrained network without one."""
+    from policies.move_policy import MoveConfig
+
+    if path is None and not SHIPPED_SPLIT_POLICY.exists():
+        warnings.warn("no shipped split-move policy; the learned split search starts from an untrained network")
+        return MoveNet()
+    ckpt = read_move_checkpoint(SHIPPED_SPLIT_POLICY if path is None else path)
+    net = MoveNet(MoveConfig(**ckpt["config"]))
+    net.load_state_dict(ckpt["model"])
+    return net
+
+
+def _cached(evaluate_fn: PartitionEvaluateFn) -> PartitionEvaluateFn:
+    seen: dict = {}
+
+    def fn(part: Partition) -> Evaluation:
+        key = (part.assignment.tobytes(), b"" if part.shard is None else part.shard.tobytes())
+        if key not in seen:
+            seen[key] = evaluate_fn(part)
+        return seen[key]
+
+    return fn
+
+
+def split_search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, seed: int,
+                 evaluate_fn: PartitionEvaluateFn | None = None, max_shard: int = DEFAULT_MAX_SHARD,
+                 net: MoveNet | None = None, policy_path: str | Path | None = None, finetune: bool = True,
+                 learner: Learner | None = None, t_start: float = 0.05, t_end: float = 0.001,
+                 restart_after: int | None = None, on_eval: ProgressFn | None = None) -> SearchResult | None:
+    """`method` (anneal, random or learned) over staged plans for `budget` evaluations (module docstring). None
+    when no staged plan is valid on this package (e.g. weights that must stream from the memory tier)."""
+    if method not in SPLIT_METHODS:
+        raise ValueError(f"unknown split-space method {method!r}; use one of {SPLIT_METHODS}")
+    rng = np.random.default_rng(seed)
+    ctx, starts = context_for(graph, hw, max_shard)
+    if not starts:
+        return None
+    track = _Tracker(_cached(evaluate_fn or simulate_fn(graph, hw)), on_eval)
+    for part in starts[:budget]:
+        track(part)
+    current = track.best
+    h = None
+    if method == "learned":
+        torch.manual_seed(seed)
+        torch.set_num_threads(1)
+        if net is None:
+            net = load_split_policy(policy_path)
+        net.eval()
+        if finetune and learner is None:
+            learner = Learner(net)
+        with torch.no_grad():
+            h = net.embed(graph, hw)
+    remaining = budget - len(track.history)
+    steps = max(remaining, 1)
+    patience = max(8, budget // 8) if restart_after is None else restart_after
+    since_best = 0
+    for step in range(remaining):
+        if since_best >= patience:
+            current, since_best = track.best, 0
+        plan = plan_of(current.assignment, current.partition.shard)
+        picked = _pick(ctx, plan, current, method, rng, net, h)
+        if picked is None:
+            break                       # no move keeps the plan valid
+        cand, record = picked
+        before = track.best.throughput
+        ev = track(cand)
+        since_best = 0 if track.best.throughput > before else since_best + 1
+        delta = math.log(max(ev.throughput, 1e-30)) - math.log(max(current.throughput, 1e-30))
+        if learner is not None and record is not None:
+            ops, feats, k, logp = record
+            learner.record(ops, feats, k, logp, float(np.clip(delta, 0.0, REWARD_CLIP)))
+            if learner.ready:
+                learner.update(graph, hw)
+                with torch.no_grad():
+                    h = net.embed(graph, hw)
+        temp = t_start * (t_end / t_start) ** (step / steps)
+        if method == "random" or delta >= 0 or rng.random() < math.exp(delta / temp):
+            current = ev
+    return track.result(method)
+
+
+def _pick(ctx: SplitContext, plan: Plan, current: Evaluation, method: str, rng: np.random.Generator,
+          net: MoveNet | None, h: torch.Tensor | None) -> tuple[Partition, tuple | None] | None:
+    """(candidate partition, PPO record or None), drawing again whenever check() rejects the candidate; None when
+    no offered move survives."""
+    n = ctx.graph.n_ops
+    if method != "learned":
+        moves = enumerate_moves(ctx, plan)
+        bott = int(current.report.bottleneck_chiplet)
+        while moves:
+            pool = range(len(moves))
+            if method == "anneal" and rng.random() < 0.5:
+                hot = [i for i, mv in enumerate(moves)
+                       if any(s.chip <= bott < s.chip + s.k for s in plan[mv.lo:mv.hi])]
+                pool = hot or pool
+            i = pool[int(rng.integers(len(pool)))]
+            cand = to_partition(moves[i].apply(plan), n)
+            if not check(ctx.graph, ctx.hw, cand):
+                return cand, None
+            moves = moves[:i] + moves[i + 1:]
+        return None
+    ms = split_move_set(ctx, plan, current)
+    if len(ms) and rng.random() < 0.5:          # annealing's pools: half the draws among bottleneck-stage moves
+        bott = int(current.report.bottleneck_chiplet)
+        hot = [i for i, mv in enumerate(ms.moves) if any(s.chip <= bott < s.chip + s.k for s in plan[mv.lo:mv.hi])]
+        if hot:
+            ms = ms.subset(hot)
+    while len(ms):
+        with torch.no_grad():
+            logp = F.log_softmax(net.logits(h, ms.ops, ms.features), dim=0).numpy().astype(np.float64)
+        p = np.exp(logp)
+        k = int(rng.choice(len(ms), p=p / p.sum()))
+        cand = to_partition(ms.moves[k].apply(plan), n)
+        if not check(ctx.graph, ctx.hw, cand):
+            return cand, (ms.ops, ms.features, k, float(logp[k]))
+        ms = ms.without(k)
+    return None
