@@ -47,7 +47,7 @@ from partitioner.sim_loop import flatten, run_compiled
 from partitioner.sharding import check_groups, expand
 
 MIN_INFERENCES = 8
-TRACE_MESSAGE_LIMIT = 2_000_000
+TRACE_MESSAGE_LIMIT = 500_000
 """A traced stream records at most about this many message deliveries (inferences x messages per inference).
 Beyond it (a 1B-parameter model split 16 ways on 144 chiplets sends ~10^5 messages per inference over a
 ~300-inference stream) the Python trace loop would need tens of GB and hours, so the report's figures come from

@@ -298,7 +298,7 @@ def keep_best(graph: TensorGraph, hw: Hardware, searched: Evaluation, cert: Part
             and np.array_equal(cert.streamed if cert.streamed is not None else False,
                                searched.partition.streamed if searched.partition.streamed is not None else False)):
         return searched, None
-    solved = Evaluation(cert, simulate(graph, hw, cert, trace=True, batch=batch))
+    solved = Evaluation(cert, simulate(graph, hw, cert, batch=batch))
     if solved.throughput > searched.throughput:
         return solved, f"the certificate's CP-SAT solve ({cert.status}), warm-started from the search's best"
     return searched, None
@@ -357,7 +357,7 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
             if refined is not None and refined.throughput > chosen.throughput:
                 chosen, found_by = refined, (f"{refined.partition.status}: split-plan local search from the staged "
                                              f"DP ({cfg.split_budget} evaluations)")
-        best = Evaluation(chosen.partition, simulate(graph, hw, chosen.partition, trace=True, batch=cfg.batch))
+        best = chosen     # candidates are scored untraced; the winner is traced once, below
         cert = None
         if method == "exact":
             cert = found.best.partition
@@ -378,6 +378,8 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
                                             f"({cert.info['staged_status']}), warm-started from the run's best plan")
         elif cfg.certificate and cert is None:
             stopped = stopped or run_budget.stop_reason() or "the --max-time budget left no time for the certificate"
+        if not best.report.trace_events:   # the same figures (tests/test_simulator.py), plus trace.json's events
+            best = Evaluation(best.partition, simulate(graph, hw, best.partition, trace=True, batch=cfg.batch))
         if stopped is None and run_budget.interrupted:   # Ctrl-C during the certificate: its solve ran to its limit
             stopped = "interrupted by Ctrl-C during the certificate, after the search finished"
         outcome = Outcome(cfg.model, graph, hw, method, best, found.evaluations, found.wall_s, found.history, cert,

@@ -44,7 +44,7 @@ def staged_certificate(graph: TensorGraph, hw: Hardware, max_shard: int, analyti
     info = dict(analytical.info) | staged | {"analytical_cycles": analytical.lower_bound_cycles}
     plan = None
     if solved.info["plan_valid"] and not check(graph, hw, solved):
-        plan = Evaluation(solved, simulate(graph, hw, solved, trace=True, batch=batch))
+        plan = Evaluation(solved, simulate(graph, hw, solved, batch=batch))   # traced only if it wins
     if solved.lower_bound_cycles > math.ceil(analytical.lower_bound_cycles):   # more than integer rounding
         cert = Partition(solved.assignment, None, 0, solved.status, solved.solve_time_s,
                          lower_bound_cycles=solved.lower_bound_cycles, objective_cycles=solved.objective_cycles,
