@@ -132,27 +132,31 @@ def _write(cache: dict, budget: int, seeds: list[int], exact_time: float, pretra
     head = "| case | evals | start | learned | anneal | random | scratch | learned / anneal | learned / random |"
     lines += [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     ratios = {c: [] for c in CHECKPOINTS}
+    counts = []
     for model, n in TABLE:
-        base = runs(model, n, "anneal")
+        b = _case_budget(cache, model, n, budget)
+        base = runs(model, n, "anneal", b=b)
         if not base:
             continue
+        counts.append(f"{model} / {n}: " + ", ".join(
+            f"{m} {len(runs(model, n, m, b=b))}" for m in METHODS) + ("" if b == budget else f" (budget {b})"))
         if base[0]["best"] is None:
-            lines.append(f"| {model} / {n} | - | no valid staged plan (weights must stream; split ops and streamed "
-                         "weights are not combined) | | | | | | |")
+            lines.append(f"| {model} / {n} | - | no valid staged plan | | | | | | |")
             continue
         for c in CHECKPOINTS:
-            if c > budget:
+            if c > b:
                 continue
             means, cells = {}, []
             for m in METHODS:
-                vals = [v for r in runs(model, n, m) if (v := _at(r, c)) is not None]
+                vals = [v for r in runs(model, n, m, b=b) if (v := _at(r, c)) is not None]
                 means[m] = statistics.mean(vals) if vals else float("nan")
                 cells.append(_fmt(vals) + (f" ({len(vals)})" if vals and len(vals) != len(seeds) else ""))
-            start = _start(cache, model, n, budget, seeds)
+            start = _start(cache, model, n, b, seeds)
             la, lr = means["learned"] / means["anneal"], means["learned"] / means["random"]
             ratios[c].append((la, lr))
             lines.append(f"| {model} / {n} | {c} | {start:,.0f} | " + " | ".join(cells) + f" | {la:.3f} | {lr:.3f} |")
-    lines.append("")
+    lines += ["", "Seeds per case and method (a cell marked (k) has k seeds, not " + str(len(seeds)) + "): "
+              + "; ".join(counts) + ".", ""]
     for c in CHECKPOINTS:
         if ratios[c]:
             la = [r[0] for r in ratios[c]]
@@ -196,6 +200,13 @@ def _write(cache: dict, budget: int, seeds: list[int], exact_time: float, pretra
     return "\n".join(lines)
 
 
+def _case_budget(cache: dict, model: str, n: int, budget: int) -> int:
+    """`budget`, or for a case not run at it (too slow on the shared machine) the largest budget its annealing
+    runs have (the pretrained comparison's scratch/learned runs do not count)."""
+    have = [int(k.split("|")[3]) for k in cache if k.startswith(f"{model}|{n}|anneal|")]
+    return budget if budget in have or not have else max(have)
+
+
 def _start(cache: dict, model: str, n: int, budget: int, seeds: list[int]) -> float:
     """The best start plan's throughput: the history value before the first move (the same for every run)."""
     from policies.split_search import context_for
@@ -212,16 +223,17 @@ def _plot(cache: dict, budget: int) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cases = [c for c in TABLE if any(cache.get(f"{c[0]}|{c[1]}|learned|{budget}|{s}", {}).get("best")
-                                     for s in (0, 1, 2))]
+    cases = [(m, n, _case_budget(cache, m, n, budget)) for m, n in TABLE]
+    cases = [(m, n, b) for m, n, b in cases if any(cache.get(f"{m}|{n}|learned|{b}|{s}", {}).get("best")
+                                                   for s in (0, 1, 2))]
     if not cases:
         return
     cols = 3
     rows = -(-len(cases) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
-    for ax, (model, n) in zip(axes.flat, cases):
+    for ax, (model, n, b) in zip(axes.flat, cases):
         for m in METHODS:
-            hs = [cache[k]["history"] for k in cache if k.startswith(f"{model}|{n}|{m}|{budget}|")
+            hs = [cache[k]["history"] for k in cache if k.startswith(f"{model}|{n}|{m}|{b}|")
                   and cache[k]["history"]]
             if hs:
                 mean = [statistics.mean(v) for v in zip(*hs)]

@@ -40,7 +40,8 @@ from partitioner.simulator import simulate
 from partitioner.splits import DEFAULT_MAX_SHARD, staged_partition
 from policies.baselines import ProgressFn, SearchResult, _Tracker
 from policies.move_policy import REWARD_CLIP, Learner, MoveNet, read_move_checkpoint
-from policies.split_moves import Plan, SplitContext, enumerate_moves, plan_of, split_move_set, to_partition
+from policies.split_moves import (Plan, SplitContext, enumerate_moves, plan_of, split_move_set, to_partition,
+                                  with_residency)
 
 SPLIT_METHODS = ("anneal", "random", "learned")
 SHIPPED_SPLIT_POLICY = Path(__file__).resolve().parent / "pretrained" / "split_move_policy.pt"
@@ -49,22 +50,28 @@ PartitionEvaluateFn = Callable[[Partition], Evaluation]
 _contexts: list = []        # the last few (graph, hw, max_shard, context, starts): cost matrices are reused
 
 
-def context_for(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_MAX_SHARD
+def context_for(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_MAX_SHARD, batch: int = 1
                 ) -> tuple[SplitContext, list[Partition]]:
-    """The move context and the valid staged DP start plans of (graph, hw), cached for the last 16 pairs."""
-    for g, h, k, ctx, starts in _contexts:
-        if g is graph and h is hw and k == max_shard:
+    """The move context and the valid staged DP start plans of (graph, hw), cached for the last 16 pairs. A start
+    plan streams the weights its overflowing chiplets must (with_residency, as run.best_staged); when a start has
+    a stage that fits SRAM only so (the DP ran relaxed), the context is relaxed (split_moves docstring)."""
+    for g, h, k, b, ctx, starts in _contexts:
+        if g is graph and h is hw and k == max_shard and b == batch:
             return ctx, starts
     ctx = SplitContext(graph, hw, max_shard)
     starts, seen = [], set()
     for g in range(1, ctx.max_shard + 1):
         a, k = staged_partition(graph, hw, g)
-        part = Partition(a, None, 0, f"staged-dp-{g}", shard=k)
+        part = with_residency(graph, hw, Partition(a, None, 0, f"staged-dp-{g}", shard=k), batch)
         key = (a.tobytes(), k.tobytes())
         if key not in seen and plan_of(a, k) is not None and not check(graph, hw, part):
             seen.add(key)
             starts.append(part)
-    _contexts.append((graph, hw, max_shard, ctx, starts))
+    if hw.memory_stacks and any(not np.isfinite(ctx.cost(s)) for p in starts
+                                for s in plan_of(p.assignment, p.shard)):
+        ctx.relaxed = True
+        ctx._costs.clear()
+    _contexts.append((graph, hw, max_shard, batch, ctx, starts))
     del _contexts[:-16]
     return ctx, starts
 
@@ -102,16 +109,18 @@ def split_search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, 
                  evaluate_fn: PartitionEvaluateFn | None = None, max_shard: int = DEFAULT_MAX_SHARD,
                  net: MoveNet | None = None, policy_path: str | Path | None = None, finetune: bool = True,
                  learner: Learner | None = None, t_start: float = 0.05, t_end: float = 0.001,
-                 restart_after: int | None = None, on_eval: ProgressFn | None = None) -> SearchResult | None:
+                 restart_after: int | None = None, on_eval: ProgressFn | None = None, batch: int = 1
+                 ) -> SearchResult | None:
     """`method` (anneal, random or learned) over staged plans for `budget` evaluations (module docstring). None
-    when no staged plan is valid on this package (e.g. weights that must stream from the memory tier)."""
+    when no staged plan is valid on this package. With a memory tier every plan evaluated streams the weights its
+    overflowing chiplets must (split_moves.with_residency at `batch`)."""
     if method not in SPLIT_METHODS:
         raise ValueError(f"unknown split-space method {method!r}; use one of {SPLIT_METHODS}")
     rng = np.random.default_rng(seed)
-    ctx, starts = context_for(graph, hw, max_shard)
+    ctx, starts = context_for(graph, hw, max_shard, batch)
     if not starts:
         return None
-    track = _Tracker(_cached(evaluate_fn or simulate_fn(graph, hw)), on_eval)
+    track = _Tracker(_cached(evaluate_fn or simulate_fn(graph, hw, batch)), on_eval)
     for part in starts[:budget]:
         track(part)
     current = track.best
@@ -134,7 +143,7 @@ def split_search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, 
         if since_best >= patience:
             current, since_best = track.best, 0
         plan = plan_of(current.assignment, current.partition.shard)
-        picked = _pick(ctx, plan, current, method, rng, net, h)
+        picked = _pick(ctx, plan, current, method, rng, net, h, batch)
         if picked is None:
             break                       # no move keeps the plan valid
         cand, record = picked
@@ -156,7 +165,7 @@ def split_search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, 
 
 
 def _pick(ctx: SplitContext, plan: Plan, current: Evaluation, method: str, rng: np.random.Generator,
-          net: MoveNet | None, h: torch.Tensor | None) -> tuple[Partition, tuple | None] | None:
+          net: MoveNet | None, h: torch.Tensor | None, batch: int = 1) -> tuple[Partition, tuple | None] | None:
     """(candidate partition, PPO record or None), drawing again whenever check() rejects the candidate; None when
     no offered move survives."""
     n = ctx.graph.n_ops
@@ -170,7 +179,7 @@ def _pick(ctx: SplitContext, plan: Plan, current: Evaluation, method: str, rng: 
                        if any(s.chip <= bott < s.chip + s.k for s in plan[mv.lo:mv.hi])]
                 pool = hot or pool
             i = pool[int(rng.integers(len(pool)))]
-            cand = to_partition(moves[i].apply(plan), n)
+            cand = with_residency(ctx.graph, ctx.hw, to_partition(moves[i].apply(plan), n), batch)
             if not check(ctx.graph, ctx.hw, cand):
                 return cand, None
             moves = moves[:i] + moves[i + 1:]
@@ -186,7 +195,7 @@ def _pick(ctx: SplitContext, plan: Plan, current: Evaluation, method: str, rng: 
             logp = F.log_softmax(net.logits(h, ms.ops, ms.features), dim=0).numpy().astype(np.float64)
         p = np.exp(logp)
         k = int(rng.choice(len(ms), p=p / p.sum()))
-        cand = to_partition(ms.moves[k].apply(plan), n)
+        cand = with_residency(ctx.graph, ctx.hw, to_partition(ms.moves[k].apply(plan), n), batch)
         if not check(ctx.graph, ctx.hw, cand):
             return cand, (ms.ops, ms.features, k, float(logp[k]))
         ms = ms.without(k)

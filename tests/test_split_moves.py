@@ -176,3 +176,45 @@ def test_a_negative_split_budget_is_a_user_error():
 
     with pytest.raises(UserError, match="--split-budget"):
         validate_config(RunConfig(model="examples/resnet18.onnx", split_budget=-1))
+
+
+def _too_big_for_sram():
+    """Two 12 MiB and two 4 MiB weight MatMuls in a chain, on four 10 MiB chiplets with a memory tier."""
+    from partitioner.hardware import Chiplet
+
+    mib = 1 << 20
+    ops = [Op(n, "MatMul", (n,), 2 * 4096 * 10, 2 * 4096 * 10, w * mib, 0, 0)
+           for n, w in (("a", 12), ("b", 12), ("c", 4), ("d", 4))]
+    g = TensorGraph.build("big4", ops, [(0, 1, 0), (1, 2, 0), (2, 3, 0)])
+    return g, mesh_of(4, Chiplet(sram_bytes=10 * mib), memory_tier=True)
+
+
+def test_a_moved_plan_streams_the_weights_its_overflowing_chiplets_must():
+    from policies.split_moves import with_residency
+
+    g, hw = _too_big_for_sram()
+    # a, b split 2 ways on chiplets 0-1: 6 + 6 MiB each, 2 MiB over; equal weights and read ratios, so the lower
+    # op id (a) streams on both chiplets of its group; c, d (8 MiB) fit chiplet 2
+    part = with_residency(g, hw, to_partition((Stage(0, 2, 0, 2), Stage(2, 4, 2, 1)), 4))
+    assert part.streamed.tolist() == [True, False, False, False]
+    assert check(g, hw, part) == [] and check(g, hw, to_partition((Stage(0, 2, 0, 2), Stage(2, 4, 2, 1)), 4)) != []
+    assert with_residency(g, mesh_of(4), to_partition(PLAN, 4)).streamed is None     # no memory tier: unchanged
+
+
+@pytest.mark.parametrize("method", ["anneal", "random", "learned"])
+def test_search_on_a_model_that_must_stream_evaluates_only_valid_plans(method):
+    from solver.residency import choose_streamed
+
+    g, hw = _too_big_for_sram()
+    _, starts = context_for(g, hw)
+    assert starts and all(check(g, hw, p) == [] for p in starts)
+    assert any(p.streamed is not None for p in starts)
+    seen = []
+    kw = {"net": MoveNet()} if method == "learned" else {}
+    res = split_search(g, hw, method, budget=16, seed=3,
+                       evaluate_fn=lambda p: seen.append(p) or Evaluation(p, simulate(g, hw, p)), **kw)
+    assert res.evaluations == 16 and len(seen) > len(starts)
+    for p in seen:
+        assert check(g, hw, p) == []
+        want = choose_streamed(g, hw, p.assignment, 1, p.shard)
+        assert (p.streamed is None) == (want is None) and (want is None or (p.streamed == want).all())
