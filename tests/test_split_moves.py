@@ -218,3 +218,39 @@ def test_search_on_a_model_that_must_stream_evaluates_only_valid_plans(method):
         assert check(g, hw, p) == []
         want = choose_streamed(g, hw, p.assignment, 1, p.shard)
         assert (p.streamed is None) == (want is None) and (want is None or (p.streamed == want).all())
+
+
+def test_residency_moves_flip_one_op_and_only_valid_ones_are_evaluated():
+    from policies.residency_moves import residency_move_set, residency_moves
+    from policies.split_moves import with_residency
+
+    g, hw = _too_big_for_sram()
+    plan = (Stage(0, 2, 0, 2), Stage(2, 4, 2, 1))
+    part = with_residency(g, hw, to_partition(plan, 4))              # a streams (test above)
+    ctx = SplitContext(g, hw, relaxed=True)        # a, b's stage fits SRAM only with streaming
+    moves = residency_moves(ctx, plan, part)
+    assert [(m.op, m.lo, m.sign) for m in moves] == [(0, 0, -1), (1, 0, 1), (2, 1, 1), (3, 1, 1)]
+    # keeping a resident again puts 12 MiB on chiplets 0 and 1 (10 MiB): check() rejects it
+    assert moves[0].on(part).streamed is None and check(g, hw, moves[0].on(part)) != []
+    assert moves[1].on(part).streamed.tolist() == [True, True, False, False]
+    assert check(g, hw, moves[1].on(part)) == []
+    assert residency_moves(ctx, PLAN, to_partition(PLAN, 4)) != [] and \
+        residency_moves(SplitContext(_chain(), mesh_of(4)), PLAN, to_partition(PLAN, 4)) == []
+    ev = Evaluation(part, simulate(g, hw, part))
+    f = residency_move_set(ctx, plan, ev).features
+    # kind slot 0; sign; the piece weight freed: +-(12 MiB / 2 pieces) / 10 MiB SRAM = +-0.6
+    assert f[:, 0].tolist() == [1.0] * 4 and f[:, KIND_SLOTS].tolist() == [-1, 1, 1, 1]
+    assert f[:2, KIND_SLOTS + 11].tolist() == pytest.approx([-0.6, 0.6])
+    assert f[2:, KIND_SLOTS + 11].tolist() == pytest.approx([0.4, 0.4])   # c, d whole: 4 MiB / 10 MiB
+
+
+@pytest.mark.parametrize("method", ["anneal", "random", "learned"])
+def test_search_with_residency_moves_evaluates_only_valid_plans(method):
+    g, hw = _too_big_for_sram()
+    seen = []
+    kw = {"net": MoveNet()} if method == "learned" else {}
+    res = split_search(g, hw, method, budget=24, seed=2, residency=True,
+                       evaluate_fn=lambda p: seen.append(p) or Evaluation(p, simulate(g, hw, p)), **kw)
+    assert res.evaluations == 24
+    assert all(check(g, hw, p) == [] for p in seen)
+    assert any(p.status == "residency-move" for p in seen)
