@@ -69,7 +69,8 @@ FINDINGS = """Findings (2 shared cores, 2026-11-25, branches learnshard and lear
   bert-large/64 from 4,808/s (2 valid staged plans) to 5,487/s (4): bert-large/64 seed 0 (learnshard) and seeds
   >= 1 (learnfinish) are therefore NOT comparable, and the bert-large/64 cells mix them; read them per seed:
   seed 0 (learnshard, 1024 evaluations, start 4,808): learned 4,813, anneal 4,822, random 4,810, scratch 4,818;
-  BERT_SEED1. The other rows may also start higher on the current code (not re-run).
+  seed 1 (learnfinish, 1024 evaluations, start 5,487): learned, anneal and random all 5,487 (no method improved
+  on the start); seed 2 and scratch not run. The other rows may also start higher on the current code (not re-run).
 - llama-1b/64 (learnfinish only: before, no staged plan was valid): seed 0 only, 256 evaluations (about 1 s per
   evaluation of the 455-op graph on the shared machine; 1024 evaluations x 4 methods did not fit the time),
   scratch not run. Its 4 staged DP starts are valid with 2 ops streamed each; the best gives 459.1/s, and no
