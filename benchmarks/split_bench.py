@@ -47,26 +47,51 @@ SECTION = "Learned search in the split-plan space (issue 12, part 2)"
 COMMANDS = """python benchmarks/split_bench.py --run --budget 1024 --seeds 0 1 2 --cases resnet50/64 vit-base/64 resnet50/144
 python benchmarks/split_bench.py --pretrained --pretrained-budget 256
 python benchmarks/split_bench.py --run --budget 1024 --seeds 0 --methods learned anneal random scratch \\
-    --cases bert-large/64 vit-base/144 llama-1b/64
+    --cases bert-large/64 vit-base/144
 python benchmarks/split_bench.py --cpsat --exact-time 30 --cases resnet50/64 vit-base/64 resnet50/144
+# branch learnfinish (split plans carry streamed weights):
+python benchmarks/split_bench.py --run --budget 256 --seeds 0 --methods learned anneal random --cases llama-1b/64
+python benchmarks/split_bench.py --run --budget 1024 --seeds 1 2 --methods learned anneal random --cases bert-large/64
 python benchmarks/split_bench.py --write"""
 
-FINDINGS = """Findings (2 shared cores, 2026-11-25, branch learnshard). Every target is missed:
-- Learned >= 1.05x annealing and random at equal evaluations: met on 0 of 5 cases at 64, 256 and 1024
-  evaluations. The split-plan moves themselves pay off: annealing lifts the staged DP's plan on resnet50/64 from
+FINDINGS = """Findings (2 shared cores, 2026-11-25, branches learnshard and learnfinish). Every target is missed:
+- Learned >= 1.05x annealing and random at equal evaluations: met on 0 cases at 64, 256 and 1024 evaluations
+  (lines above). The split-plan moves themselves pay off: annealing lifts the staged DP's plan on resnet50/64 from
   17,337 to 18,689/s (+7.8%, the analytical bound) on 3 of 3 seeds by 1024 evaluations, and on resnet50/144 on 1
   of 3; the pretrained policy never does on resnet50/64 (0.928x annealing), while the untrained network
   fine-tuned on the graph (scratch) does. On vit-base and bert-large all methods stay within 1.5% of the start.
+- Seeds: resnet50/64, vit-base/64, resnet50/144 have 3 seeds for learned, anneal and random (scratch: seed 0 of
+  resnet50/64 only); vit-base/144 seed 0 only; bert-large/64 and llama-1b/64 as below; bert-large/144 is only in
+  the pretrained comparison. Cells marked (k) have k seeds.
+- Two code versions. Every row except llama-1b/64 and bert-large/64 seeds >= 1 ran on branch learnshard, before
+  split plans could stream weights. On the current code (learnfinish: starts and moved plans get run.best_staged's
+  residency, solver.residency.choose_streamed) staged plans that stream are valid, which changes the start on
+  bert-large/64 from 4,808/s (2 valid staged plans) to 5,487/s (4): bert-large/64 seed 0 (learnshard) and seeds
+  >= 1 (learnfinish) are therefore NOT comparable, and the bert-large/64 cells mix them; read them per seed:
+  seed 0 (learnshard, 1024 evaluations, start 4,808): learned 4,813, anneal 4,822, random 4,810, scratch 4,818;
+  seed 1 (learnfinish, 1024 evaluations, start 5,487): learned, anneal and random all 5,487 (no method improved
+  on the start); seed 2 and scratch not run. The other rows may also start higher on the current code (not re-run).
+- llama-1b/64 (learnfinish only: before, no staged plan was valid): seed 0 only, 256 evaluations (about 1 s per
+  evaluation of the 455-op graph on the shared machine; 1024 evaluations x 4 methods did not fit the time),
+  scratch not run. Its 4 staged DP starts are valid with 2 ops streamed each; the best gives 459.1/s, and no
+  method improved on it in 256 evaluations (learned, anneal, random all 459.1/s): learned / anneal 1.000.
 - Pretrained beats the untrained network on 4 of 8 held-out cases (target 6 of 8); it reaches the untrained
-  run's final best within 1/10 of the evaluations on 2 of 8 (target: all).
+  run's final best within 1/10 of the evaluations on 2 of 8 (target: all). Run on learnshard.
 - Why: the policy was trained for 628 s (44 episodes, 2,816 evaluations) on synthetic DAGs only (every ONNX
   model in examples/ is held out), where gains are small (median episode best / start 1.002, 25 of 44 episodes
   above 1.001), so PPO sees little signal; what it learned there steers it away from resnet50's winning moves.
-- Not measured (time on the shared machine): seeds 1 and 2 on bert-large/64 and vit-base/144, bert-large/144 in
-  the table (it is in the pretrained comparison), llama-1b (no valid staged plan: its weights must stream, and
-  split ops do not stream yet), CP-SAT on bert-large and vit-base/144.
+- Residency moves (stream / keep resident one op's weights, policies/residency_moves.py) exist but are off by
+  default (split_search(residency=True)) and are in none of these runs: not measured.
+- Not measured (time on the shared machine): seeds 1 and 2 of vit-base/144, bert-large/64 seed 2 and scratch
+  seeds >= 1, llama-1b/64 at 1024 evaluations, seeds 1 2 and scratch, bert-large/144 in the table, CP-SAT on
+  bert-large, llama-1b and vit-base/144, a re-run of the learnshard rows on the current code.
 - Default: `anneal` stays the default method; the split-plan search is opt-in (`--split-budget N`, by the run's
   method)."""
+
+
+# cases whose seeds ran on two code versions with different start plans: shown as separate rows (FINDINGS)
+REBASED = {("bert-large", 64): (("learnshard", [0]), ("learnfinish", [1, 2]))}
+NEW_CODE = {("llama-1b", 64)}                   # run only on learnfinish
 
 _graphs: dict = {}
 
@@ -132,27 +157,35 @@ def _write(cache: dict, budget: int, seeds: list[int], exact_time: float, pretra
     head = "| case | evals | start | learned | anneal | random | scratch | learned / anneal | learned / random |"
     lines += [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     ratios = {c: [] for c in CHECKPOINTS}
-    for model, n in TABLE:
-        base = runs(model, n, "anneal")
+    counts = []
+    rows = [(model, n, "", seeds) for model, n in TABLE if (model, n) not in REBASED] + [
+        (model, n, f" ({label})", ss) for (model, n), parts in REBASED.items() for label, ss in parts]
+    rows.sort(key=lambda r: TABLE.index(r[:2]))
+    for model, n, label, ss in rows:
+        b = _case_budget(cache, model, n, budget)
+        base = runs(model, n, "anneal", ss, b)
         if not base:
             continue
+        counts.append(f"{model} / {n}{label}: " + ", ".join(
+            f"{m} {len(runs(model, n, m, ss, b))}" for m in METHODS) + ("" if b == budget else f" (budget {b})"))
         if base[0]["best"] is None:
-            lines.append(f"| {model} / {n} | - | no valid staged plan (weights must stream; split ops and streamed "
-                         "weights are not combined) | | | | | | |")
+            lines.append(f"| {model} / {n}{label} | - | no valid staged plan | | | | | | |")
             continue
         for c in CHECKPOINTS:
-            if c > budget:
+            if c > b:
                 continue
             means, cells = {}, []
             for m in METHODS:
-                vals = [v for r in runs(model, n, m) if (v := _at(r, c)) is not None]
+                vals = [v for r in runs(model, n, m, ss, b) if (v := _at(r, c)) is not None]
                 means[m] = statistics.mean(vals) if vals else float("nan")
                 cells.append(_fmt(vals) + (f" ({len(vals)})" if vals and len(vals) != len(seeds) else ""))
-            start = _start(cache, model, n, budget, seeds)
+            start = _start(cache, model, n, b, ss, old=label != " (learnfinish)" and (model, n) not in NEW_CODE)
             la, lr = means["learned"] / means["anneal"], means["learned"] / means["random"]
             ratios[c].append((la, lr))
-            lines.append(f"| {model} / {n} | {c} | {start:,.0f} | " + " | ".join(cells) + f" | {la:.3f} | {lr:.3f} |")
-    lines.append("")
+            lines.append(f"| {model} / {n}{label} | {c} | {start:,.0f} | " + " | ".join(cells)
+                         + f" | {la:.3f} | {lr:.3f} |")
+    lines += ["", "Seeds per case and method (a cell marked (k) has k seeds, not " + str(len(seeds)) + "): "
+              + "; ".join(counts) + ".", ""]
     for c in CHECKPOINTS:
         if ratios[c]:
             la = [r[0] for r in ratios[c]]
@@ -196,12 +229,20 @@ def _write(cache: dict, budget: int, seeds: list[int], exact_time: float, pretra
     return "\n".join(lines)
 
 
-def _start(cache: dict, model: str, n: int, budget: int, seeds: list[int]) -> float:
-    """The best start plan's throughput: the history value before the first move (the same for every run)."""
+def _case_budget(cache: dict, model: str, n: int, budget: int) -> int:
+    """`budget`, or for a case not run at it (too slow on the shared machine) the largest budget its annealing
+    runs have (the pretrained comparison's scratch/learned runs do not count)."""
+    have = [int(k.split("|")[3]) for k in cache if k.startswith(f"{model}|{n}|anneal|")]
+    return budget if budget in have or not have else max(have)
+
+
+def _start(cache: dict, model: str, n: int, budget: int, seeds: list[int], old: bool = False) -> float:
+    """The best start plan's throughput: the history value before the first move (the same for every run). `old`:
+    a run of branch learnshard, whose starts were the current ones that stream nothing."""
     from policies.split_search import context_for
 
     graph, hw = _case(model, n)
-    starts = context_for(graph, hw)[1]
+    starts = [p for p in context_for(graph, hw)[1] if not old or p.streamed is None]
     r = next(cache[k] for s in seeds if (k := f"{model}|{n}|anneal|{budget}|{s}") in cache)
     return r["history"][len(starts) - 1]
 
@@ -212,16 +253,17 @@ def _plot(cache: dict, budget: int) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cases = [c for c in TABLE if any(cache.get(f"{c[0]}|{c[1]}|learned|{budget}|{s}", {}).get("best")
-                                     for s in (0, 1, 2))]
+    cases = [(m, n, _case_budget(cache, m, n, budget)) for m, n in TABLE]
+    cases = [(m, n, b) for m, n, b in cases if any(cache.get(f"{m}|{n}|learned|{b}|{s}", {}).get("best")
+                                                   for s in (0, 1, 2))]
     if not cases:
         return
     cols = 3
     rows = -(-len(cases) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
-    for ax, (model, n) in zip(axes.flat, cases):
+    for ax, (model, n, b) in zip(axes.flat, cases):
         for m in METHODS:
-            hs = [cache[k]["history"] for k in cache if k.startswith(f"{model}|{n}|{m}|{budget}|")
+            hs = [cache[k]["history"] for k in cache if k.startswith(f"{model}|{n}|{m}|{b}|")
                   and cache[k]["history"]]
             if hs:
                 mean = [statistics.mean(v) for v in zip(*hs)]

@@ -20,8 +20,10 @@ chiplets between groups may be unused. Moves (each replaces stages[lo:hi] by new
 A move is offered only if every new stage fits SRAM and runs only op types its chiplets support (the DP's
 analytic stage cost `splits.group_stage_cost_matrix` is finite exactly then); the search runs `check()` on the
 move it picks before spending an evaluation (the DP's working-set estimate at a stage's first ops is not exact),
-and drops it if check() disagrees. Residency moves (Partition.streamed) are not offered: check() does not allow
-split ops and streamed weights together.
+and drops it if check() disagrees. With a memory tier whose staged plans must stream weights (the DP ran
+`relaxed`), the context is `relaxed` too: a stage is offered when its activations fit, weights not counted, and
+the search gives every moved plan the residency run.best_staged gives a start plan
+(solver.residency.choose_streamed, `with_residency`), so every evaluated plan is valid.
 
 Features (MOVE_DIM columns, as policies/moves.py so one MoveNet scores both spaces). c = the analytic cost of each
 stage (cycles per inference, group_stage_cost_matrix), M = max c; "a" and "b" are the first and last stage the
@@ -34,7 +36,7 @@ move replaces; B = the simulator's busy fraction (a stage's: the max over its ch
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -45,6 +47,7 @@ from partitioner.report import Evaluation
 from partitioner.sharding import piece
 from partitioner.splits import DEFAULT_MAX_SHARD, _stage_layout, _tables, group_stage_cost_matrix
 from policies.moves import KIND_SLOTS, MOVE_DIM
+from solver.residency import choose_streamed
 
 SPLIT_KINDS = ("shift", "degree", "split")
 SLOTS = {"shift": 1, "degree": 2, "split": 3}          # slot 0 is the whole-op "op" move of policies/moves.py
@@ -76,6 +79,14 @@ def plan_of(assignment: np.ndarray, shard: np.ndarray | None) -> Plan | None:
     return plan
 
 
+def with_residency(graph: TensorGraph, hw: Hardware, part: Partition, batch: int = 1) -> Partition:
+    """`part` with the weights its overflowing chiplets must stream (solver.residency.choose_streamed, as
+    run.best_staged chooses them); unchanged without a memory tier."""
+    if not hw.memory_stacks:
+        return part
+    return replace(part, streamed=choose_streamed(graph, hw, part.assignment, batch, part.shard))
+
+
 def to_partition(plan: Plan, n_ops: int, status: str = "split-move") -> Partition:
     a = np.empty(n_ops, dtype=np.int64)
     k = np.empty(n_ops, dtype=np.int64)
@@ -96,6 +107,7 @@ class SplitContext:
     _costs: dict = field(default_factory=dict)
     _mem: dict = field(default_factory=dict)
     cut: np.ndarray | None = None          # cut[p]: bytes of edges u -> v with u < p <= v (a stage boundary at p)
+    relaxed: bool = False                  # weights stream where they overflow: stage costs count none (module doc)
 
     def __post_init__(self) -> None:
         self.max_shard = max(1, min(int(self.max_shard), self.hw.n_chiplets))
@@ -114,7 +126,8 @@ class SplitContext:
         if key not in self._costs:
             if self._tables is None:
                 self._tables = _tables(self.graph)
-            self._costs[key] = group_stage_cost_matrix(self.graph, self.hw, chip, k, self._tables)
+            self._costs[key] = group_stage_cost_matrix(self.graph, self.hw, chip, k, self._tables,
+                                                         self.relaxed)
         return self._costs[key]
 
     def cost(self, s: Stage) -> float:

@@ -11,6 +11,8 @@ policy in one loop, so the only differences between them are how a move is chose
              features (so the untrained network is exactly annealing's proposer).
     accept   anneal and learned: Metropolis on log throughput, temperature 0.05 -> 0.001 geometric over the budget;
              random: every move (a random walk).
+    residency  with `residency=True` (off by default, not yet measured), all three also offer residency moves
+             (policies/residency_moves.py: stream or keep resident one op's weights), chosen like stage moves.
     restart  all three: back to the best plan after max(8, budget // 8) evaluations without a new best.
     learn    learned only, fine-tuning on the graph: PPO (move_policy.Learner) on each tried move's reward
              r = clip(log(thr_candidate / thr_current), 0, 1): only gains count. With the whole-op moves' signed
@@ -40,7 +42,9 @@ from partitioner.simulator import simulate
 from partitioner.splits import DEFAULT_MAX_SHARD, staged_partition
 from policies.baselines import ProgressFn, SearchResult, _Tracker
 from policies.move_policy import REWARD_CLIP, Learner, MoveNet, read_move_checkpoint
-from policies.split_moves import Plan, SplitContext, enumerate_moves, plan_of, split_move_set, to_partition
+from policies.residency_moves import ResidencyMove, joined, residency_move_set, residency_moves
+from policies.split_moves import (Plan, SplitContext, enumerate_moves, plan_of, split_move_set, to_partition,
+                                  with_residency)
 
 SPLIT_METHODS = ("anneal", "random", "learned")
 SHIPPED_SPLIT_POLICY = Path(__file__).resolve().parent / "pretrained" / "split_move_policy.pt"
@@ -49,22 +53,28 @@ PartitionEvaluateFn = Callable[[Partition], Evaluation]
 _contexts: list = []        # the last few (graph, hw, max_shard, context, starts): cost matrices are reused
 
 
-def context_for(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_MAX_SHARD
+def context_for(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_MAX_SHARD, batch: int = 1
                 ) -> tuple[SplitContext, list[Partition]]:
-    """The move context and the valid staged DP start plans of (graph, hw), cached for the last 16 pairs."""
-    for g, h, k, ctx, starts in _contexts:
-        if g is graph and h is hw and k == max_shard:
+    """The move context and the valid staged DP start plans of (graph, hw), cached for the last 16 pairs. A start
+    plan streams the weights its overflowing chiplets must (with_residency, as run.best_staged); when a start has
+    a stage that fits SRAM only so (the DP ran relaxed), the context is relaxed (split_moves docstring)."""
+    for g, h, k, b, ctx, starts in _contexts:
+        if g is graph and h is hw and k == max_shard and b == batch:
             return ctx, starts
     ctx = SplitContext(graph, hw, max_shard)
     starts, seen = [], set()
     for g in range(1, ctx.max_shard + 1):
         a, k = staged_partition(graph, hw, g)
-        part = Partition(a, None, 0, f"staged-dp-{g}", shard=k)
+        part = with_residency(graph, hw, Partition(a, None, 0, f"staged-dp-{g}", shard=k), batch)
         key = (a.tobytes(), k.tobytes())
         if key not in seen and plan_of(a, k) is not None and not check(graph, hw, part):
             seen.add(key)
             starts.append(part)
-    _contexts.append((graph, hw, max_shard, ctx, starts))
+    if hw.memory_stacks and any(not np.isfinite(ctx.cost(s)) for p in starts
+                                for s in plan_of(p.assignment, p.shard)):
+        ctx.relaxed = True
+        ctx._costs.clear()
+    _contexts.append((graph, hw, max_shard, batch, ctx, starts))
     del _contexts[:-16]
     return ctx, starts
 
@@ -90,7 +100,8 @@ def _cached(evaluate_fn: PartitionEvaluateFn) -> PartitionEvaluateFn:
     seen: dict = {}
 
     def fn(part: Partition) -> Evaluation:
-        key = (part.assignment.tobytes(), b"" if part.shard is None else part.shard.tobytes())
+        key = (part.assignment.tobytes(), b"" if part.shard is None else part.shard.tobytes(),
+               b"" if part.streamed is None else np.asarray(part.streamed, dtype=bool).tobytes())
         if key not in seen:
             seen[key] = evaluate_fn(part)
         return seen[key]
@@ -102,16 +113,19 @@ def split_search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, 
                  evaluate_fn: PartitionEvaluateFn | None = None, max_shard: int = DEFAULT_MAX_SHARD,
                  net: MoveNet | None = None, policy_path: str | Path | None = None, finetune: bool = True,
                  learner: Learner | None = None, t_start: float = 0.05, t_end: float = 0.001,
-                 restart_after: int | None = None, on_eval: ProgressFn | None = None) -> SearchResult | None:
+                 restart_after: int | None = None, on_eval: ProgressFn | None = None, batch: int = 1,
+                 residency: bool = False) -> SearchResult | None:
     """`method` (anneal, random or learned) over staged plans for `budget` evaluations (module docstring). None
-    when no staged plan is valid on this package (e.g. weights that must stream from the memory tier)."""
+    when no staged plan is valid on this package. With a memory tier every plan evaluated streams the weights its
+    overflowing chiplets must (split_moves.with_residency at `batch`). `residency`: residency moves
+    (policies/residency_moves.py) join the offered moves of all three methods (off by default: not yet measured)."""
     if method not in SPLIT_METHODS:
         raise ValueError(f"unknown split-space method {method!r}; use one of {SPLIT_METHODS}")
     rng = np.random.default_rng(seed)
-    ctx, starts = context_for(graph, hw, max_shard)
+    ctx, starts = context_for(graph, hw, max_shard, batch)
     if not starts:
         return None
-    track = _Tracker(_cached(evaluate_fn or simulate_fn(graph, hw)), on_eval)
+    track = _Tracker(_cached(evaluate_fn or simulate_fn(graph, hw, batch)), on_eval)
     for part in starts[:budget]:
         track(part)
     current = track.best
@@ -134,7 +148,7 @@ def split_search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, 
         if since_best >= patience:
             current, since_best = track.best, 0
         plan = plan_of(current.assignment, current.partition.shard)
-        picked = _pick(ctx, plan, current, method, rng, net, h)
+        picked = _pick(ctx, plan, current, method, rng, net, h, batch, residency)
         if picked is None:
             break                       # no move keeps the plan valid
         cand, record = picked
@@ -155,13 +169,21 @@ def split_search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, 
     return track.result(method)
 
 
+def _candidate(ctx: SplitContext, plan: Plan, current: Evaluation, mv, batch: int) -> Partition:
+    """The partition a move leads to: a residency move changes the current plan's residency; a stage move gets
+    choose_streamed's residency for its new stages."""
+    if isinstance(mv, ResidencyMove):
+        return mv.on(current.partition)
+    return with_residency(ctx.graph, ctx.hw, to_partition(mv.apply(plan), ctx.graph.n_ops), batch)
+
+
 def _pick(ctx: SplitContext, plan: Plan, current: Evaluation, method: str, rng: np.random.Generator,
-          net: MoveNet | None, h: torch.Tensor | None) -> tuple[Partition, tuple | None] | None:
+          net: MoveNet | None, h: torch.Tensor | None, batch: int = 1, residency: bool = False
+          ) -> tuple[Partition, tuple | None] | None:
     """(candidate partition, PPO record or None), drawing again whenever check() rejects the candidate; None when
     no offered move survives."""
-    n = ctx.graph.n_ops
     if method != "learned":
-        moves = enumerate_moves(ctx, plan)
+        moves = enumerate_moves(ctx, plan) + (residency_moves(ctx, plan, current.partition) if residency else [])
         bott = int(current.report.bottleneck_chiplet)
         while moves:
             pool = range(len(moves))
@@ -170,12 +192,14 @@ def _pick(ctx: SplitContext, plan: Plan, current: Evaluation, method: str, rng: 
                        if any(s.chip <= bott < s.chip + s.k for s in plan[mv.lo:mv.hi])]
                 pool = hot or pool
             i = pool[int(rng.integers(len(pool)))]
-            cand = to_partition(moves[i].apply(plan), n)
+            cand = _candidate(ctx, plan, current, moves[i], batch)
             if not check(ctx.graph, ctx.hw, cand):
                 return cand, None
             moves = moves[:i] + moves[i + 1:]
         return None
     ms = split_move_set(ctx, plan, current)
+    if residency:
+        ms = joined(ms, residency_move_set(ctx, plan, current))
     if len(ms) and rng.random() < 0.5:          # annealing's pools: half the draws among bottleneck-stage moves
         bott = int(current.report.bottleneck_chiplet)
         hot = [i for i, mv in enumerate(ms.moves) if any(s.chip <= bott < s.chip + s.k for s in plan[mv.lo:mv.hi])]
@@ -186,7 +210,7 @@ def _pick(ctx: SplitContext, plan: Plan, current: Evaluation, method: str, rng: 
             logp = F.log_softmax(net.logits(h, ms.ops, ms.features), dim=0).numpy().astype(np.float64)
         p = np.exp(logp)
         k = int(rng.choice(len(ms), p=p / p.sum()))
-        cand = to_partition(ms.moves[k].apply(plan), n)
+        cand = _candidate(ctx, plan, current, ms.moves[k], batch)
         if not check(ctx.graph, ctx.hw, cand):
             return cand, (ms.ops, ms.features, k, float(logp[k]))
         ms = ms.without(k)

@@ -176,3 +176,81 @@ def test_a_negative_split_budget_is_a_user_error():
 
     with pytest.raises(UserError, match="--split-budget"):
         validate_config(RunConfig(model="examples/resnet18.onnx", split_budget=-1))
+
+
+def _too_big_for_sram():
+    """Two 12 MiB and two 4 MiB weight MatMuls in a chain, on four 10 MiB chiplets with a memory tier."""
+    from partitioner.hardware import Chiplet
+
+    mib = 1 << 20
+    ops = [Op(n, "MatMul", (n,), 2 * 4096 * 10, 2 * 4096 * 10, w * mib, 0, 0)
+           for n, w in (("a", 12), ("b", 12), ("c", 4), ("d", 4))]
+    g = TensorGraph.build("big4", ops, [(0, 1, 0), (1, 2, 0), (2, 3, 0)])
+    return g, mesh_of(4, Chiplet(sram_bytes=10 * mib), memory_tier=True)
+
+
+def test_a_moved_plan_streams_the_weights_its_overflowing_chiplets_must():
+    from policies.split_moves import with_residency
+
+    g, hw = _too_big_for_sram()
+    # a, b split 2 ways on chiplets 0-1: 6 + 6 MiB each, 2 MiB over; equal weights and read ratios, so the lower
+    # op id (a) streams on both chiplets of its group; c, d (8 MiB) fit chiplet 2
+    part = with_residency(g, hw, to_partition((Stage(0, 2, 0, 2), Stage(2, 4, 2, 1)), 4))
+    assert part.streamed.tolist() == [True, False, False, False]
+    assert check(g, hw, part) == [] and check(g, hw, to_partition((Stage(0, 2, 0, 2), Stage(2, 4, 2, 1)), 4)) != []
+    assert with_residency(g, mesh_of(4), to_partition(PLAN, 4)).streamed is None     # no memory tier: unchanged
+
+
+@pytest.mark.parametrize("method", ["anneal", "random", "learned"])
+def test_search_on_a_model_that_must_stream_evaluates_only_valid_plans(method):
+    from solver.residency import choose_streamed
+
+    g, hw = _too_big_for_sram()
+    _, starts = context_for(g, hw)
+    assert starts and all(check(g, hw, p) == [] for p in starts)
+    assert any(p.streamed is not None for p in starts)
+    seen = []
+    kw = {"net": MoveNet()} if method == "learned" else {}
+    res = split_search(g, hw, method, budget=16, seed=3,
+                       evaluate_fn=lambda p: seen.append(p) or Evaluation(p, simulate(g, hw, p)), **kw)
+    assert res.evaluations == 16 and len(seen) > len(starts)
+    for p in seen:
+        assert check(g, hw, p) == []
+        want = choose_streamed(g, hw, p.assignment, 1, p.shard)
+        assert (p.streamed is None) == (want is None) and (want is None or (p.streamed == want).all())
+
+
+def test_residency_moves_flip_one_op_and_only_valid_ones_are_evaluated():
+    from policies.residency_moves import residency_move_set, residency_moves
+    from policies.split_moves import with_residency
+
+    g, hw = _too_big_for_sram()
+    plan = (Stage(0, 2, 0, 2), Stage(2, 4, 2, 1))
+    part = with_residency(g, hw, to_partition(plan, 4))              # a streams (test above)
+    ctx = SplitContext(g, hw, relaxed=True)        # a, b's stage fits SRAM only with streaming
+    moves = residency_moves(ctx, plan, part)
+    assert [(m.op, m.lo, m.sign) for m in moves] == [(0, 0, -1), (1, 0, 1), (2, 1, 1), (3, 1, 1)]
+    # keeping a resident again puts 12 MiB on chiplets 0 and 1 (10 MiB): check() rejects it
+    assert moves[0].on(part).streamed is None and check(g, hw, moves[0].on(part)) != []
+    assert moves[1].on(part).streamed.tolist() == [True, True, False, False]
+    assert check(g, hw, moves[1].on(part)) == []
+    assert residency_moves(ctx, PLAN, to_partition(PLAN, 4)) != [] and \
+        residency_moves(SplitContext(_chain(), mesh_of(4)), PLAN, to_partition(PLAN, 4)) == []
+    ev = Evaluation(part, simulate(g, hw, part))
+    f = residency_move_set(ctx, plan, ev).features
+    # kind slot 0; sign; the piece weight freed: +-(12 MiB / 2 pieces) / 10 MiB SRAM = +-0.6
+    assert f[:, 0].tolist() == [1.0] * 4 and f[:, KIND_SLOTS].tolist() == [-1, 1, 1, 1]
+    assert f[:2, KIND_SLOTS + 11].tolist() == pytest.approx([-0.6, 0.6])
+    assert f[2:, KIND_SLOTS + 11].tolist() == pytest.approx([0.4, 0.4])   # c, d whole: 4 MiB / 10 MiB
+
+
+@pytest.mark.parametrize("method", ["anneal", "random", "learned"])
+def test_search_with_residency_moves_evaluates_only_valid_plans(method):
+    g, hw = _too_big_for_sram()
+    seen = []
+    kw = {"net": MoveNet()} if method == "learned" else {}
+    res = split_search(g, hw, method, budget=24, seed=2, residency=True,
+                       evaluate_fn=lambda p: seen.append(p) or Evaluation(p, simulate(g, hw, p)), **kw)
+    assert res.evaluations == 24
+    assert all(check(g, hw, p) == [] for p in seen)
+    assert any(p.status == "residency-move" for p in seen)

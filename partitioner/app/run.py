@@ -252,12 +252,13 @@ def split_refine(graph: TensorGraph, hw: Hardware, method: str, budget: int, see
     rec = Recorder(simulate_fn(graph, hw, batch), run_budget or RunBudget())
     try:
         res = split_search(graph, hw, method if method in SPLIT_METHODS else "anneal", budget=budget, seed=seed,
-                           evaluate_fn=rec, max_shard=max_shard)
+                           evaluate_fn=rec, max_shard=max_shard, batch=batch)
     except Stopped:
         return rec.best
     if res is None:
         return None
-    return Evaluation(Partition(res.best.assignment, None, 0, f"split-{res.method}", shard=res.best.partition.shard),
+    return Evaluation(Partition(res.best.assignment, None, 0, f"split-{res.method}", shard=res.best.partition.shard,
+                                streamed=res.best.partition.streamed),
                       res.best.report)
 
 
