@@ -54,14 +54,21 @@ def _case(model: str, n: int):
     return _graphs[model], load_hardware(None, n)
 
 
-def _run(model: str, n: int, method: str, budget: int, seed: int, exact_time: float) -> dict:
+def cpsat_row(model: str, n: int, seed: int, exact_time: float) -> dict:
+    """CP-SAT with a time limit from the DP split (whole-op plans), its partition simulated: the solver baseline
+    of move_bench and split_bench."""
     graph, hw = _case(model, n)
     start = time.perf_counter()
+    part = certify(graph, hw, dp_partition(graph, hw), seed=seed, time_limit_s=exact_time)
+    rep = simulate(graph, hw, part)
+    return {"best": rep.throughput_per_s, "history": [], "wall_s": time.perf_counter() - start,
+            "status": part.status, "bound": hw.clock_hz / part.lower_bound_cycles if part.lower_bound_cycles else None}
+
+
+def _run(model: str, n: int, method: str, budget: int, seed: int, exact_time: float) -> dict:
     if method == "cpsat":
-        part = certify(graph, hw, dp_partition(graph, hw), seed=seed, time_limit_s=exact_time)
-        rep = simulate(graph, hw, part)
-        return {"best": rep.throughput_per_s, "history": [], "wall_s": time.perf_counter() - start,
-                "status": part.status, "bound": hw.clock_hz / part.lower_bound_cycles if part.lower_bound_cycles else None}
+        return cpsat_row(model, n, seed, exact_time)
+    graph, hw = _case(model, n)
     if method == "scratch":
         from policies.move_policy import MoveNet, learned_search
 

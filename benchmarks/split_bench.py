@@ -29,12 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.move_bench import _case, cpsat_row  # noqa: E402
 from benchmarks.results_md import update_section  # noqa: E402
-from partitioner.app.run import certify, load_model  # noqa: E402
-from partitioner.hardware import load_hardware  # noqa: E402
 from partitioner.report import write_json  # noqa: E402
-from partitioner.simulator import simulate  # noqa: E402
-from partitioner.splits import dp_partition  # noqa: E402
 
 MODELS = ROOT / "examples"
 TABLE = tuple((m, n) for n in (64, 144) for m in ("resnet50", "vit-base", "bert-large", "llama-1b"))
@@ -93,26 +90,16 @@ FINDINGS = """Findings (2 shared cores, 2026-11-25, branches learnshard and lear
 REBASED = {("bert-large", 64): (("learnshard", [0]), ("learnfinish", [1, 2]))}
 NEW_CODE = {("llama-1b", 64)}                   # run only on learnfinish
 
-_graphs: dict = {}
-
-
-def _case(model: str, n: int):
-    if model not in _graphs:
-        _graphs[model] = load_model(str(MODELS / f"{model}.onnx"), precision="fp16")
-    return _graphs[model], load_hardware(None, n)
 
 
 def _run(model: str, n: int, method: str, budget: int, seed: int, exact_time: float) -> dict:
     from policies.move_policy import MoveNet
     from policies.split_search import split_search
 
+    if method == "cpsat":
+        return cpsat_row(model, n, seed, exact_time)
     graph, hw = _case(model, n)
     start = time.perf_counter()
-    if method == "cpsat":
-        part = certify(graph, hw, dp_partition(graph, hw), seed=seed, time_limit_s=exact_time)
-        rep = simulate(graph, hw, part)
-        return {"best": rep.throughput_per_s, "history": [], "wall_s": time.perf_counter() - start,
-                "status": part.status}
     kw = {"net": MoveNet()} if method == "scratch" else {}
     res = split_search(graph, hw, "learned" if method == "scratch" else method, budget=budget, seed=seed, **kw)
     if res is None:
