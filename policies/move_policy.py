@@ -112,12 +112,15 @@ def read_move_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def load_move_policy(path: str | Path | None) -> MoveNet:
-    """The network in `path`; None: the shipped checkpoint, or an untrained network when none is shipped."""
-    if path is None and not SHIPPED_MOVE_POLICY.exists():
-        warnings.warn("no shipped move policy; --method learned starts from an untrained network")
+def load_move_policy(path: str | Path | None, shipped: Path = SHIPPED_MOVE_POLICY,
+                     missing: str = "no shipped move policy; --method learned starts from an untrained network"
+                     ) -> MoveNet:
+    """The network in `path`; None: the `shipped` checkpoint, or an untrained network (warning `missing`) when
+    none is shipped."""
+    if path is None and not shipped.exists():
+        warnings.warn(missing)
         return MoveNet()
-    ckpt = read_move_checkpoint(SHIPPED_MOVE_POLICY if path is None else path)
+    ckpt = read_move_checkpoint(shipped if path is None else path)
     net = MoveNet(MoveConfig(**ckpt["config"]))
     net.load_state_dict(ckpt["model"])
     return net

@@ -26,7 +26,6 @@ compare like with like; revisited plans are served from a cache but still count 
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -41,7 +40,7 @@ from partitioner.report import Evaluation
 from partitioner.simulator import simulate
 from partitioner.splits import DEFAULT_MAX_SHARD, staged_partition
 from policies.baselines import ProgressFn, SearchResult, _Tracker
-from policies.move_policy import REWARD_CLIP, Learner, MoveNet, read_move_checkpoint
+from policies.move_policy import REWARD_CLIP, Learner, MoveNet, load_move_policy
 from policies.residency_moves import ResidencyMove, joined, residency_move_set, residency_moves
 from policies.split_moves import (Plan, SplitContext, enumerate_moves, plan_of, split_move_set, to_partition,
                                   with_residency)
@@ -85,15 +84,8 @@ def simulate_fn(graph: TensorGraph, hw: Hardware, batch: int = 1) -> PartitionEv
 
 def load_split_policy(path: str | Path | None) -> MoveNet:
     """The network in `path`; None: the shipped split-space checkpoint, or an untrained network without one."""
-    from policies.move_policy import MoveConfig
-
-    if path is None and not SHIPPED_SPLIT_POLICY.exists():
-        warnings.warn("no shipped split-move policy; the learned split search starts from an untrained network")
-        return MoveNet()
-    ckpt = read_move_checkpoint(SHIPPED_SPLIT_POLICY if path is None else path)
-    net = MoveNet(MoveConfig(**ckpt["config"]))
-    net.load_state_dict(ckpt["model"])
-    return net
+    return load_move_policy(path, SHIPPED_SPLIT_POLICY,
+                            "no shipped split-move policy; the learned split search starts from an untrained network")
 
 
 def _cached(evaluate_fn: PartitionEvaluateFn) -> PartitionEvaluateFn:
