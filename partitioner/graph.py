@@ -156,12 +156,7 @@ class TensorGraph:
     @cached_property
     def gemm_table(self) -> tuple[np.ndarray, ...]:
         """Every op's GEMMs flattened: (op id, batch, M, K, N) arrays, one entry per GEMM, for the array model."""
-        rows = [(i, *g) for i, op in enumerate(self.ops) for g in (op.gemms or ())]
-        arr = np.asarray(rows, dtype=np.int64).reshape(-1, 5)
-        cols = tuple(np.ascontiguousarray(arr[:, j]) for j in range(5))
-        for c in cols:
-            c.setflags(write=False)
-        return cols
+        return _frozen_columns([(i, *g) for i, op in enumerate(self.ops) for g in (op.gemms or ())], 5)
 
     @cached_property
     def kv_cache_bytes(self) -> np.ndarray:
@@ -196,13 +191,8 @@ class TensorGraph:
     def shared_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every op's shared weights flattened: (op id, tensor id, bytes) arrays, one entry per (op, tensor)."""
         ids: dict[str, int] = {}
-        rows = [(i, ids.setdefault(name, len(ids)), b)
-                for i, op in enumerate(self.ops) for name, b in op.shared_weights]
-        arr = np.asarray(rows, dtype=np.int64).reshape(-1, 3)
-        cols = tuple(np.ascontiguousarray(arr[:, j]) for j in range(3))
-        for c in cols:
-            c.setflags(write=False)
-        return cols
+        return _frozen_columns([(i, ids.setdefault(name, len(ids)), b)
+                                for i, op in enumerate(self.ops) for name, b in op.shared_weights], 3)
 
     @property
     def unique_weight_bytes(self) -> int:
@@ -243,3 +233,12 @@ class TensorGraph:
     def onnx_node_owner(self) -> dict[str, int]:
         """Original ONNX node name -> id of the op it was fused into (only nodes that do compute)."""
         return {node: i for i, op in enumerate(self.ops) for node in op.onnx_nodes}
+
+
+def _frozen_columns(rows: list[tuple[int, ...]], width: int) -> tuple[np.ndarray, ...]:
+    """`rows` of `width` ints as `width` read-only int64 column arrays (empty columns when there are no rows)."""
+    arr = np.asarray(rows, dtype=np.int64).reshape(-1, width)
+    cols = tuple(np.ascontiguousarray(arr[:, j]) for j in range(width))
+    for c in cols:
+        c.setflags(write=False)
+    return cols
