@@ -107,10 +107,10 @@ def _run(model: str, n: int, method: str, budget: int, seed: int, exact_time: fl
     return {"best": res.best.throughput, "history": [b for _, b in res.history], "wall_s": res.wall_s}
 
 
-def _cached(cache: dict, key: str, make) -> dict:
+def _cached(cache: dict, key: str, make, path: Path = CACHE) -> dict:
     if key not in cache:
         cache[key] = make()
-        write_json(CACHE, cache)
+        write_json(path, cache)
         best = cache[key]["best"]
         print(key, "no valid staged plan" if best is None else f"{best:,.1f}/s", f"{cache[key]['wall_s']:.0f} s",
               flush=True)
@@ -280,23 +280,27 @@ def main(argv: list[str] | None = None) -> None:
                     help="evaluations per run of the pretrained vs untrained comparison (8 cases, seed 0)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--exact-time", type=float, default=30.0)
+    ap.add_argument("--cache", nargs="+", type=Path, default=[CACHE],
+                    help="run cache to write (first) and more to read: two processes on two caches, one --write")
     args = ap.parse_args(argv)
-    cache = json.loads(CACHE.read_text()) if CACHE.exists() else {}
+    cache = {}
+    for path in reversed(args.cache):
+        cache |= json.loads(path.read_text()) if path.exists() else {}
     table = TABLE if args.cases is None else tuple((c.split("/")[0], int(c.split("/")[1])) for c in args.cases)
     if args.run:
         for s in args.seeds:                    # seed-major: every case gets seed 0 before any gets seed 1
             for model, n in table:
                 for m in args.methods:
                     _cached(cache, f"{model}|{n}|{m}|{args.budget}|{s}",
-                            lambda: _run(model, n, m, args.budget, s, args.exact_time))
+                            lambda: _run(model, n, m, args.budget, s, args.exact_time), args.cache[0])
     if args.pretrained:
         pb = args.pretrained_budget
         for model, n in PRETRAINED:
             for m in ("learned", "scratch"):
-                _cached(cache, f"{model}|{n}|{m}|{pb}|0", lambda: _run(model, n, m, pb, 0, 0))
+                _cached(cache, f"{model}|{n}|{m}|{pb}|0", lambda: _run(model, n, m, pb, 0, 0), args.cache[0])
     if args.cpsat:
         for model, n in table:
-            _cached(cache, f"{model}|{n}|cpsat|0|0", lambda: _run(model, n, "cpsat", 0, 0, args.exact_time))
+            _cached(cache, f"{model}|{n}|cpsat|0|0", lambda: _run(model, n, "cpsat", 0, 0, args.exact_time), args.cache[0])
     if args.write:
         update_section(SECTION, f"```\n{COMMANDS}\n```\n\n" + _write(cache, args.budget, args.seeds, args.exact_time,
                                                                    args.pretrained_budget) + "\n\n" + FINDINGS)
