@@ -14,6 +14,7 @@ policies/split_search.py; all start from the valid staged DP plans, which count 
     random   uniform moves, every move accepted (a random walk), restart-from-best
     cpsat    CP-SAT over whole-op plans from the DP split as hint, --exact-time seconds (solver.optimize via
              run.certify), its partition simulated: the solver's view of the problem, without splits or contention
+    M+res    method M with residency moves too (stream or keep resident one op's weights, split_search(residency=True))
 Models come from examples/ (policies.train.HELD_OUT: none is in the policy's training corpus, which is synthetic).
 Runs are cached in benchmarks/.split_cache.json (keyed on case, method, budget, seed), so a killed run resumes.
 """
@@ -86,12 +87,6 @@ FINDINGS = """Findings (2 shared cores, 2026-11-25, branches learnshard and lear
   method)."""
 
 
-# cases whose seeds ran on two code versions with different start plans: shown as separate rows (FINDINGS)
-REBASED = {("bert-large", 64): (("learnshard", [0]), ("learnfinish", [1, 2]))}
-NEW_CODE = {("llama-1b", 64)}                   # run only on learnfinish
-
-
-
 def _run(model: str, n: int, method: str, budget: int, seed: int, exact_time: float) -> dict:
     from policies.move_policy import MoveNet
     from policies.split_search import split_search
@@ -100,8 +95,10 @@ def _run(model: str, n: int, method: str, budget: int, seed: int, exact_time: fl
         return cpsat_row(model, n, seed, exact_time)
     graph, hw = _case(model, n)
     start = time.perf_counter()
-    kw = {"net": MoveNet()} if method == "scratch" else {}
-    res = split_search(graph, hw, "learned" if method == "scratch" else method, budget=budget, seed=seed, **kw)
+    base, residency = method.removesuffix("+res"), method.endswith("+res")
+    kw = {"net": MoveNet()} if base == "scratch" else {}
+    res = split_search(graph, hw, "learned" if base == "scratch" else base, budget=budget, seed=seed,
+                       residency=residency, **kw)
     if res is None:
         return {"best": None, "history": [], "wall_s": time.perf_counter() - start}
     return {"best": res.best.throughput, "history": [b for _, b in res.history], "wall_s": res.wall_s}
@@ -140,37 +137,38 @@ def _write(cache: dict, budget: int, seeds: list[int], exact_time: float, pretra
     lines = [f"Budget {budget} evaluations per run, best-so-far read at {', '.join(map(str, CHECKPOINTS))}; seeds "
              f"{' '.join(map(str, seeds))}; mean ± standard deviation of the best simulated throughput "
              "(inferences/s); ratios are of the means. 'start' is the best valid staged DP plan (the runs' common "
-             f"start). CP-SAT: {exact_time:.0f} s over whole-op plans, its partition simulated.", ""]
-    head = "| case | evals | start | learned | anneal | random | scratch | learned / anneal | learned / random |"
-    lines += [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"start). CP-SAT: {exact_time:.0f} s over whole-op plans, its partition simulated. 'bound / anneal': "
+             "the analytical bound's throughput (cost.sharded_bound_cycles: perfect balance, free links, no stream "
+             "time) over annealing's mean, the most any method could beat annealing by; where it is below 1.05 the "
+             "learned target cannot be met.", ""]
+    head = ("| case | evals | start | learned | anneal | random | scratch | learned / anneal | learned / random | "
+            "bound / anneal |")
+    lines += [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     ratios = {c: [] for c in CHECKPOINTS}
     counts = []
-    rows = [(model, n, "", seeds) for model, n in TABLE if (model, n) not in REBASED] + [
-        (model, n, f" ({label})", ss) for (model, n), parts in REBASED.items() for label, ss in parts]
-    rows.sort(key=lambda r: TABLE.index(r[:2]))
-    for model, n, label, ss in rows:
+    for model, n in TABLE:
         b = _case_budget(cache, model, n, budget)
-        base = runs(model, n, "anneal", ss, b)
+        base = runs(model, n, "anneal", seeds, b)
         if not base:
             continue
-        counts.append(f"{model} / {n}{label}: " + ", ".join(
-            f"{m} {len(runs(model, n, m, ss, b))}" for m in METHODS) + ("" if b == budget else f" (budget {b})"))
+        counts.append(f"{model} / {n}: " + ", ".join(
+            f"{m} {len(runs(model, n, m, seeds, b))}" for m in METHODS) + ("" if b == budget else f" (budget {b})"))
         if base[0]["best"] is None:
-            lines.append(f"| {model} / {n}{label} | - | no valid staged plan | | | | | | |")
+            lines.append(f"| {model} / {n} | - | no valid staged plan | | | | | | |")
             continue
         for c in CHECKPOINTS:
             if c > b:
                 continue
             means, cells = {}, []
             for m in METHODS:
-                vals = [v for r in runs(model, n, m, ss, b) if (v := _at(r, c)) is not None]
+                vals = [v for r in runs(model, n, m, seeds, b) if (v := _at(r, c)) is not None]
                 means[m] = statistics.mean(vals) if vals else float("nan")
                 cells.append(_fmt(vals) + (f" ({len(vals)})" if vals and len(vals) != len(seeds) else ""))
-            start = _start(cache, model, n, b, ss, old=label != " (learnfinish)" and (model, n) not in NEW_CODE)
+            start = _start(cache, model, n, b, seeds)
             la, lr = means["learned"] / means["anneal"], means["learned"] / means["random"]
             ratios[c].append((la, lr))
-            lines.append(f"| {model} / {n}{label} | {c} | {start:,.0f} | " + " | ".join(cells)
-                         + f" | {la:.3f} | {lr:.3f} |")
+            lines.append(f"| {model} / {n} | {c} | {start:,.0f} | " + " | ".join(cells)
+                         + f" | {la:.3f} | {lr:.3f} | {_bound(model, n) / means['anneal']:.3f} |")
     lines += ["", "Seeds per case and method (a cell marked (k) has k seeds, not " + str(len(seeds)) + "): "
               + "; ".join(counts) + ".", ""]
     for c in CHECKPOINTS:
@@ -182,6 +180,7 @@ def _write(cache: dict, budget: int, seeds: list[int], exact_time: float, pretra
                          f"max {max(la):.3f}); learned / random mean {statistics.mean(lr):.3f} (min {min(lr):.3f}, "
                          f"max {max(lr):.3f}) over {len(la)} cases; target (>= 1.05 x both) met on {met} of "
                          f"{len(la)}")
+    lines += _residency_lines(cache, runs, budget, seeds)
     cp = [(m, n, cache.get(f"{m}|{n}|cpsat|0|0")) for m, n in TABLE]
     if any(r for *_, r in cp):
         lines += ["", "CP-SAT with a time limit (whole-op plans, DP split as hint), simulated, against the best "
@@ -189,7 +188,9 @@ def _write(cache: dict, budget: int, seeds: list[int], exact_time: float, pretra
                   "CP-SAT |", "|---|---:|---|---:|---:|"]
         for m, n, r in cp:
             if r:
-                best = max((x["best"] for meth in METHODS for x in runs(m, n, meth) if x["best"]), default=None)
+                b = _case_budget(cache, m, n, budget)
+                best = max((x["best"] for meth in METHODS for x in runs(m, n, meth, seeds, b) if x["best"]),
+                           default=None)
                 ratio = f"{best / r['best']:.3f}" if best else "-"
                 lines.append(f"| {m} / {n} | {r['best']:,.0f} | {r['status']} | {r['wall_s']:.0f} | {ratio} |")
     pb = pretrained_budget
@@ -216,6 +217,35 @@ def _write(cache: dict, budget: int, seeds: list[int], exact_time: float, pretra
     return "\n".join(lines)
 
 
+def _bound(model: str, n: int) -> float:
+    """Throughput of the analytical bound over plans with ops split up to the search's max_shard ways."""
+    from partitioner.cost import sharded_bound_cycles
+    from partitioner.splits import DEFAULT_MAX_SHARD
+
+    graph, hw = _case(model, n)
+    return hw.clock_hz / sharded_bound_cycles(graph, hw, DEFAULT_MAX_SHARD)
+
+
+def _residency_lines(cache: dict, runs, budget: int, seeds: list[int]) -> list[str]:
+    """Each method with and without residency moves (M+res), on the cases that have both."""
+    pairs = [m for m in ("anneal", "learned") if any(f"|{m}+res|" in k for k in cache)]
+    if not pairs:
+        return []
+    lines = ["", "Residency moves (stream or keep resident one op's weights) on or off, same seeds and budget:", "",
+             "| case | evals | " + " | ".join(f"{m} | {m}+res" for m in pairs) + " |",
+             "|---|---:|" + "---:|" * (2 * len(pairs))]
+    for model, n in TABLE:
+        b = _case_budget(cache, model, n, budget)
+        if not runs(model, n, f"{pairs[0]}+res", seeds, b):
+            continue
+        for c in CHECKPOINTS:
+            if c <= b:
+                cells = [_fmt([v for r in runs(model, n, meth, seeds, b) if (v := _at(r, c)) is not None])
+                         + f" ({len(runs(model, n, meth, seeds, b))})" for m in pairs for meth in (m, f"{m}+res")]
+                lines.append(f"| {model} / {n} | {c} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _case_budget(cache: dict, model: str, n: int, budget: int) -> int:
     """`budget`, or for a case not run at it (too slow on the shared machine) the largest budget its annealing
     runs have (the pretrained comparison's scratch/learned runs do not count)."""
@@ -223,13 +253,12 @@ def _case_budget(cache: dict, model: str, n: int, budget: int) -> int:
     return budget if budget in have or not have else max(have)
 
 
-def _start(cache: dict, model: str, n: int, budget: int, seeds: list[int], old: bool = False) -> float:
-    """The best start plan's throughput: the history value before the first move (the same for every run). `old`:
-    a run of branch learnshard, whose starts were the current ones that stream nothing."""
+def _start(cache: dict, model: str, n: int, budget: int, seeds: list[int]) -> float:
+    """The best start plan's throughput: the history value before the first move (the same for every run)."""
     from policies.split_search import context_for
 
     graph, hw = _case(model, n)
-    starts = [p for p in context_for(graph, hw)[1] if not old or p.streamed is None]
+    starts = context_for(graph, hw)[1]
     r = next(cache[k] for s in seeds if (k := f"{model}|{n}|anneal|{budget}|{s}") in cache)
     return r["history"][len(starts) - 1]
 
@@ -300,7 +329,8 @@ def main(argv: list[str] | None = None) -> None:
                 _cached(cache, f"{model}|{n}|{m}|{pb}|0", lambda: _run(model, n, m, pb, 0, 0), args.cache[0])
     if args.cpsat:
         for model, n in table:
-            _cached(cache, f"{model}|{n}|cpsat|0|0", lambda: _run(model, n, "cpsat", 0, 0, args.exact_time), args.cache[0])
+            _cached(cache, f"{model}|{n}|cpsat|0|0", lambda: _run(model, n, "cpsat", 0, 0, args.exact_time),
+                    args.cache[0])
     if args.write:
         update_section(SECTION, f"```\n{COMMANDS}\n```\n\n" + _write(cache, args.budget, args.seeds, args.exact_time,
                                                                    args.pretrained_budget) + "\n\n" + FINDINGS)
