@@ -41,6 +41,7 @@ METHODS = ("learned", "anneal", "random", "scratch")
 CHECKPOINTS = (64, 256, 1024)
 CACHE = Path(__file__).resolve().parent / ".split_cache.json"
 PLOT = Path(__file__).resolve().parent / "split_curves.png"
+FINETUNE_PLOT = Path(__file__).resolve().parent / "split_finetune.png"
 SECTION = "Learned search in the split-plan space (issue 12, part 2)"
 COMMANDS = """python benchmarks/split_bench.py --run --budget 1024 --seeds 0 1 2 --cases resnet50/64 vit-base/64 resnet50/144
 python benchmarks/split_bench.py --pretrained --pretrained-budget 256
@@ -214,6 +215,7 @@ def _write(cache: dict, budget: int, seeds: list[int], exact_time: float, pretra
     lines.append(f"\nPretrained wins {wins} of {cases} (target: at least 6 of 8); it reaches the untrained run's final "
                  f"best within {pb // 10} evaluations on {fast} of {cases} (target: all).")
     _plot(cache, budget)
+    _plot_finetune(cache, pretrained_budget)
     return "\n".join(lines)
 
 
@@ -263,37 +265,60 @@ def _start(cache: dict, model: str, n: int, budget: int, seeds: list[int]) -> fl
     return r["history"][len(starts) - 1]
 
 
-def _plot(cache: dict, budget: int) -> None:
+def _panels(path: Path, panels: list[tuple[str, list[tuple[str, list[float]]]]], ylabel: str, cols: int) -> None:
+    """One log-x panel per (title, [(label, curve)]), written to `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cases = [(m, n, _case_budget(cache, m, n, budget)) for m, n in TABLE]
-    cases = [(m, n, b) for m, n, b in cases if any(cache.get(f"{m}|{n}|learned|{b}|{s}", {}).get("best")
-                                                   for s in (0, 1, 2))]
-    if not cases:
+    if not panels:
         return
-    cols = 3
-    rows = -(-len(cases) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
-    for ax, (model, n, b) in zip(axes.flat, cases):
-        for m in METHODS:
-            hs = [cache[k]["history"] for k in cache if k.startswith(f"{model}|{n}|{m}|{b}|")
-                  and cache[k]["history"]]
-            if hs:
-                mean = [statistics.mean(v) for v in zip(*hs)]
-                ax.plot(range(1, len(mean) + 1), mean, label=f"{m} ({len(hs)})", lw=1.2)
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
+    for ax, (title, curves) in zip(axes.flat, panels):
+        for label, curve in curves:
+            ax.plot(range(1, len(curve) + 1), curve, label=label, lw=1.2)
         ax.set_xscale("log")
-        ax.set_title(f"{model}, {n} chiplets", fontsize=9)
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("evaluations", fontsize=8)
-        ax.set_ylabel("best inferences/s", fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6)
-    for ax in list(axes.flat)[len(cases):]:
+    for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(PLOT, dpi=70)
+    fig.savefig(path, dpi=70)
+
+
+def _plot_finetune(cache: dict, budget: int) -> None:
+    """Best-so-far of the pretrained network fine-tuned on the graph vs the untrained one (from scratch), seed 0,
+    one panel per case of the pretrained comparison, from the best start plan on, as a ratio to it."""
+    from policies.split_search import context_for
+
+    panels = []
+    for m, n in PRETRAINED:
+        hs = {k: cache.get(f"{m}|{n}|{k}|{budget}|0", {}).get("history") for k in ("learned", "scratch")}
+        if all(hs.values()):
+            first = len(context_for(*_case(m, n))[1]) - 1
+            panels.append((f"{m}, {n} chiplets", [(label, [v / hs[k][first] for v in hs[k][first:]]) for k, label in (
+                ("learned", "fine-tuned (pretrained)"), ("scratch", "from scratch (untrained)"))]))
+    _panels(FINETUNE_PLOT, panels, "best / first plan", cols=4)
+
+
+def _plot(cache: dict, budget: int) -> None:
+    """Mean best-so-far per method over its seeds, one panel per table case."""
+    panels = []
+    for m, n in TABLE:
+        b = _case_budget(cache, m, n, budget)
+        curves = []
+        for meth in METHODS:
+            hs = [cache[k]["history"] for k in cache if k.startswith(f"{m}|{n}|{meth}|{b}|") and cache[k]["history"]]
+            if hs:
+                curves.append((f"{meth} ({len(hs)})", [statistics.mean(v) for v in zip(*hs)]))
+        if curves:
+            panels.append((f"{m}, {n} chiplets", curves))
+    _panels(PLOT, panels, "best inferences/s", cols=3)
 
 
 def main(argv: list[str] | None = None) -> None:
