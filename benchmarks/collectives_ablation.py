@@ -1,5 +1,5 @@
 """What ring collectives, round lags and the keep-column rule each contribute on one staged plan: the staged DP's
-plan for a largest group K (splits.staged_partition), simulated as the tool does (rings, R4b rounds, S8), then with
+plan for a largest group K (staged_dp.staged_partition), simulated as the tool does (rings, R4b rounds, S8), then with
 overlap=False (plain (inference, op) order), and the % of the MAC-only ceiling of each. One process, no CLI run.
 
     python -m benchmarks.collectives_ablation --model bert-large --chiplets 144 --max-shard 4 8
@@ -17,7 +17,7 @@ from partitioner.hardware import load_hardware
 from partitioner.onnx_import import load_onnx
 from partitioner.partition import Partition, check
 from partitioner.simulator import simulate
-from partitioner.splits import staged_partition
+from partitioner.staged_dp import staged_partition
 
 
 def main(argv: list[str] | None = None) -> None:

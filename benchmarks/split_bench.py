@@ -222,7 +222,7 @@ def _write(cache: dict, budget: int, seeds: list[int], exact_time: float, pretra
 def _bound(model: str, n: int) -> float:
     """Throughput of the analytical bound over plans with ops split up to the search's max_shard ways."""
     from partitioner.cost import sharded_bound_cycles
-    from partitioner.splits import DEFAULT_MAX_SHARD
+    from partitioner.staged_dp import DEFAULT_MAX_SHARD
 
     graph, hw = _case(model, n)
     return hw.clock_hz / sharded_bound_cycles(graph, hw, DEFAULT_MAX_SHARD)

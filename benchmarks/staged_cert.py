@@ -1,6 +1,6 @@
 """The certificate of runs whose ops may split: the analytical bound against CP-SAT's staged bound
 (solver/staged_opt.py), its status, gap and solve time, and the run's plan as a % of the certificate. Each row is
-the normal `partition` command (default method, default --max-shard auto: splits.auto_max_shard) in its own process.
+the normal `partition` command (default method, default --max-shard auto: staged_dp.auto_max_shard) in its own process.
 
     python -m benchmarks.staged_cert --models examples/bert-base.onnx examples/bert-large.onnx \
         --chiplets 16 64 144 --out /tmp/staged_cert
@@ -19,7 +19,7 @@ from pathlib import Path
 from partitioner.cost import sharded_bound_cycles
 from partitioner.hardware import load_hardware
 from partitioner.onnx_import import load_onnx
-from partitioner.splits import auto_max_shard
+from partitioner.staged_dp import auto_max_shard
 
 
 def run_one(model: str, chiplets: int, out: Path) -> dict:

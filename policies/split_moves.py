@@ -1,5 +1,5 @@
 """Moves in the split-plan space: local search over staged plans (pipeline stages on groups of chiplets, every
-op of a stage split across its group, splits.staged_partition), shared by annealing, random search and the
+op of a stage split across its group, staged_dp.staged_partition), shared by annealing, random search and the
 learned policy (policies/split_search.py).
 
 A plan is a tuple of `Stage`s in pipeline order: ops first..end-1 (a run of the topological order) on the k
@@ -18,7 +18,7 @@ chiplets between groups may be unused. Moves (each replaces stages[lo:hi] by new
           doubling with the chiplet count kept).
 
 A move is offered only if every new stage fits SRAM and runs only op types its chiplets support (the DP's
-analytic stage cost `splits.group_stage_cost_matrix` is finite exactly then); the search runs `check()` on the
+analytic stage cost `staged_dp.group_stage_cost_matrix` is finite exactly then); the search runs `check()` on the
 move it picks before spending an evaluation (the DP's working-set estimate at a stage's first ops is not exact),
 and drops it if check() disagrees. With a memory tier whose staged plans must stream weights (the DP ran
 `relaxed`), the context is `relaxed` too: a stage is offered when its activations fit, weights not counted, and
@@ -45,7 +45,7 @@ from partitioner.hardware import Hardware
 from partitioner.partition import Partition
 from partitioner.report import Evaluation
 from partitioner.sharding import piece
-from partitioner.splits import DEFAULT_MAX_SHARD, _stage_layout, _tables, group_stage_cost_matrix
+from partitioner.staged_dp import DEFAULT_MAX_SHARD, _stage_layout, _tables, group_stage_cost_matrix
 from policies.moves import KIND_SLOTS, MOVE_DIM
 from solver.residency import choose_streamed
 

@@ -1,7 +1,7 @@
 """Local search in the split-plan space (policies/split_moves.py): annealing, random search and the learned move
 policy in one loop, so the only differences between them are how a move is chosen and whether it is accepted.
 
-    start    the staged DP plans splits.staged_partition(max_shard=g) for g = 1..max_shard that check() accepts,
+    start    the staged DP plans staged_dp.staged_partition(max_shard=g) for g = 1..max_shard that check() accepts,
              each evaluated (they count against the budget); the walk starts at the best.
     step     list the offered moves of the current plan; choose one (below); if check() rejects the candidate, drop
              it and choose again (no evaluation spent); evaluate it (simulate: a staged plan needs no repair).
@@ -38,7 +38,7 @@ from partitioner.hardware import Hardware
 from partitioner.partition import Partition, check
 from partitioner.report import Evaluation
 from partitioner.simulator import simulate
-from partitioner.splits import DEFAULT_MAX_SHARD, staged_partition
+from partitioner.staged_dp import DEFAULT_MAX_SHARD, staged_partition
 from policies.baselines import ProgressFn, SearchResult, _Tracker
 from policies.move_policy import REWARD_CLIP, Learner, MoveNet, load_move_policy
 from policies.residency_moves import ResidencyMove, joined, residency_move_set, residency_moves

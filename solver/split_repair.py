@@ -20,7 +20,8 @@ from partitioner.errors import UserError
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
 from partitioner.partition import Partition, check
-from partitioner.splits import DEFAULT_MAX_SHARD, contiguous_split
+from partitioner.splits import contiguous_split
+from partitioner.staged_dp import DEFAULT_MAX_SHARD
 from solver import split_model
 from solver.infeasibility import normalize_pins
 
@@ -32,7 +33,7 @@ def split_repair(graph: TensorGraph, hw: Hardware, assignment: np.ndarray, shard
                  max_shard: int | None = None, time_limit_s: float = 10.0, seed: int = 0,
                  pinned: Mapping[int, int] | None = None) -> Partition:
     """The valid split plan closest to (assignment, shard) (module docstring). max_shard: largest degree the
-    repaired plan may use (default: the larger of splits.DEFAULT_MAX_SHARD and the proposal's largest).
+    repaired plan may use (default: the larger of staged_dp.DEFAULT_MAX_SHARD and the proposal's largest).
     status: "unchanged", "optimal" (most kept decisions proven) or "feasible". Raises UserError when the proposal
     is malformed or no valid plan was found in time."""
     start = time.perf_counter()

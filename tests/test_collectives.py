@@ -13,7 +13,7 @@ from partitioner.hardware import Chiplet, Hardware, mesh_of
 from partitioner.partition import Partition, check
 from partitioner.sharding import expand
 from partitioner.simulator import simulate
-from partitioner.splits import staged_partition
+from partitioner.staged_dp import staged_partition
 
 CHIP = Chiplet()            # 512 vector ops/cycle, 1024 SRAM B/cycle; links 64 B/cycle, 20 cycles per hop
 LINKS = (64, 20)
@@ -154,7 +154,7 @@ def test_ring_all_reduce_on_a_chain_matches_its_formula(k):
 
 
 def test_auto_max_shard_scales_with_the_package():
-    from partitioner.splits import auto_max_shard, staged_degrees
+    from partitioner.staged_dp import auto_max_shard, staged_degrees
 
     # min(16, max(4, chiplets // 8)), at most the chiplet count
     assert [auto_max_shard(n) for n in (2, 4, 16, 36, 64, 100, 144, 1024)] == [2, 4, 4, 4, 8, 12, 16, 16]

@@ -18,7 +18,7 @@ from partitioner.hardware import PRESETS, Chiplet, Hardware, hardware_from_toml,
 from partitioner.levels import PackageLevel
 from partitioner.partition import Partition, check
 from partitioner.simulator import _plan, _run, _run_traced, default_inferences, simulate
-from partitioner.splits import staged_partition
+from partitioner.staged_dp import staged_partition
 from partitioner.synthetic import random_dag
 from solver.optimize import optimize
 from solver.repair import repair

@@ -13,7 +13,8 @@ from partitioner.hardware import Chiplet, Hardware, mesh_of
 from partitioner.partition import Partition, check, memory_use
 from partitioner.sharding import check_groups, collective, expand, groups, layout, piece, split_axis
 from partitioner.simulator import simulate
-from partitioner.splits import dp_partition, staged_partition
+from partitioner.splits import dp_partition
+from partitioner.staged_dp import staged_partition
 
 CHIP = Chiplet()            # 4096 MACs (8192 flops)/cycle, 512 vector ops/cycle, 1024 SRAM B/cycle
 HOP = 20                    # default hop latency; links carry 64 B/cycle

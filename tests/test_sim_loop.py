@@ -61,7 +61,7 @@ def test_compiled_loop_matches_on_sharded_plans_with_rings_and_round_lags(n, chi
     (docs R4b, R4c), with stream reads of the pieces' weights."""
     from partitioner.cost import ring_links
     from partitioner.sharding import expand
-    from partitioner.splits import staged_partition
+    from partitioner.staged_dp import staged_partition
 
     graph = random_dag(n, seed)
     hw = mesh_of(chips, memory_tier=stream, link_bytes_per_cycle=link)

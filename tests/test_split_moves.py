@@ -8,7 +8,7 @@ from partitioner.hardware import mesh_of
 from partitioner.partition import check
 from partitioner.report import Evaluation
 from partitioner.simulator import simulate
-from partitioner.splits import group_stage_cost_matrix
+from partitioner.staged_dp import group_stage_cost_matrix
 from partitioner.synthetic import random_dag
 from policies import split_search as ss
 from policies.move_policy import MoveNet

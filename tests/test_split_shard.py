@@ -14,7 +14,7 @@ from partitioner.app.cli import main
 from partitioner.hardware import load_hardware
 from partitioner.onnx_import import load_onnx
 from partitioner.split_onnx import random_inputs, split_model, verify_split, write_split
-from partitioner.splits import staged_partition
+from partitioner.staged_dp import staged_partition
 
 DATA = Path(__file__).parent / "data"
 

@@ -14,7 +14,7 @@ from partitioner.graph import Op, TensorGraph
 from partitioner.hardware import Chiplet, Hardware, mesh_of
 from partitioner.partition import Partition, check
 from partitioner.simulator import simulate
-from partitioner.splits import staged_partition
+from partitioner.staged_dp import staged_partition
 from partitioner.synthetic import random_dag
 from solver import split_model
 from solver.repair import repair

@@ -18,7 +18,7 @@ from partitioner.onnx_import import load_onnx
 from partitioner.partition import Partition, check, memory_use, stack_use
 from partitioner.sharding import check_groups
 from partitioner.simulator import simulate
-from partitioner.splits import staged_partition, staged_plans
+from partitioner.staged_dp import staged_partition, staged_plans
 from partitioner.synthetic import random_dag
 from solver.optimize import stack_lower_bound
 from solver.residency import choose_streamed

@@ -159,7 +159,7 @@ def _normalise_argv(argv: list[str]) -> list[str]:
 
 
 def _max_shard(text: str) -> int | str | None:
-    """--max-shard: "auto" (None: splits.auto_max_shard), an integer, or the text as given for
+    """--max-shard: "auto" (None: staged_dp.auto_max_shard), an integer, or the text as given for
     run.validate_config to reject in one line."""
     if text == "auto":
         return None

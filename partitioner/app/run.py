@@ -32,7 +32,8 @@ from partitioner.report import (Evaluation, plot_partition, report_markdown, wri
 from partitioner.cost import keep_column, ring_links
 from partitioner.simulator import simulate
 from partitioner.sharding import expand, groups, layout
-from partitioner.splits import auto_max_shard, dp_partition, greedy_partition, staged_degrees, staged_plans
+from partitioner.splits import dp_partition, greedy_partition
+from partitioner.staged_dp import auto_max_shard, staged_degrees, staged_plans
 from policies.baselines import SearchResult, anneal, random_search
 
 METHODS = ("rl", "random", "greedy", "dp", "anneal", "exact", "learned")
@@ -79,7 +80,7 @@ class RunConfig:
     """False (`--no-memory-tier`) drops the package's memory stacks: every weight must fit in SRAM."""
     max_shard: int | None = None
     """Largest shard degree (group size) an op may split into; 1 keeps every op whole (no intra-op sharding);
-    None means splits.auto_max_shard(chiplets): min(16, max(4, chiplets // 8))."""
+    None means staged_dp.auto_max_shard(chiplets): min(16, max(4, chiplets // 8))."""
     split_budget: int = 0
     """Evaluations of local search over staged plans (policies/split_search.py) from the staged DP plans, by the
     run's method (anneal, random or learned; other methods use anneal); 0: none (`--split-budget`)."""
@@ -220,8 +221,8 @@ def _wall_cap(run_budget: RunBudget, wanted_s: float) -> float:
 
 
 def best_staged(graph: TensorGraph, hw: Hardware, max_shard: int, batch: int = 1) -> Evaluation | None:
-    """The best simulated of the staged DP plans (splits.staged_plans) for each largest group in
-    splits.staged_degrees(max_shard) (2, 4, 8, ... below max_shard, and max_shard): the DP's link and stream models
+    """The best simulated of the staged DP plans (staged_dp.staged_plans) for each largest group in
+    staged_dp.staged_degrees(max_shard) (2, 4, 8, ... below max_shard, and max_shard): the DP's link and stream models
     are estimates, so the simulator picks among them. With a memory tier, the weights of a plan's overflowing
     chiplets stream (solver.residency.choose_streamed, the rule repair uses). Plans that check() rejects (the DP
     knows neither op types a chiplet cannot run nor the exact working set at a stage's first ops) are dropped;
@@ -353,7 +354,7 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
         if max_shard > 1 and run_budget.stop_reason() is None and graph.n_ops <= STAGED_MAX_OPS:
             staged = best_staged(graph, hw, max_shard, batch=cfg.batch)
             if staged is not None and staged.throughput > chosen.throughput:
-                chosen, found_by = staged, f"the staged DP with ops split up to {max_shard} ways (splits.py)"
+                chosen, found_by = staged, f"the staged DP with ops split up to {max_shard} ways (staged_dp.py)"
             refined = split_refine(graph, hw, method, cfg.split_budget, cfg.seed, max_shard, run_budget, cfg.batch)
             if refined is not None and refined.throughput > chosen.throughput:
                 chosen, found_by = refined, (f"{refined.partition.status}: split-plan local search from the staged "

@@ -1,0 +1,337 @@
+"""Stages on groups of chiplets with intra-op sharding (Alpa-style stage construction): the staged DP.
+
+The topological order cut into pipeline stages, each on a group of consecutive chiplets with every op of the
+stage split across its group (docs/simulator.md, "The staged plan"). The whole-op splits it falls back to live in
+partitioner/splits.py.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from partitioner.collectives import entry_ring_cycles, ring_is_faster
+from partitioner.cost import (_ceil_div, collective_cycles, keep_column, next_stage_bytes_per_cycle, ring_links,
+                             serialization_cycles, sharded_op_cycles)
+from partitioner.graph import TensorGraph
+from partitioner.hardware import Hardware
+from partitioner.sharding import PARTIAL_AXES, layout, piece
+from partitioner.splits import _send_bytes, dp_partition, sram_weights
+
+DEFAULT_MAX_SHARD = 4
+"""The smallest default largest group (auto_max_shard's floor)."""
+AUTO_MAX_SHARD_CAP = 16
+"""The largest default largest group: the staged DP's time grows with it (about 1 s per unit at 144 chiplets)."""
+
+
+def auto_max_shard(n_chiplets: int) -> int:
+    """The default largest group (`--max-shard auto`): min(16, max(4, chiplets // 8)), at most the chiplet count.
+    4 up to 32 chiplets, 8 at 64, 16 from 128: a bigger package has room for wider groups, which ring
+    collectives (partitioner/collectives.py) keep cheap, and the largest op's smallest piece bounds throughput."""
+    return max(1, min(AUTO_MAX_SHARD_CAP, max(DEFAULT_MAX_SHARD, int(n_chiplets) // 8), int(n_chiplets)))
+
+
+def staged_degrees(max_shard: int) -> list[int]:
+    """The largest groups the `partition` command runs the staged DP for: the powers of two from 2 below
+    max_shard and max_shard itself (each DP run may use any smaller group too; the simulator picks among them)."""
+    out = [d for d in (2 ** e for e in range(1, 8)) if d < max_shard]
+    return out + [max_shard] if max_shard >= 2 else []
+
+
+def _inner_bytes(graph: TensorGraph, skip: np.ndarray | None = None) -> np.ndarray:
+    """inner[v, j]: the largest edge from op v to a consumer w < j (what v all-gathers inside a stage ending at j),
+    leaving out the edges flagged in `skip` (aligned: no collective)."""
+    n = graph.n_ops
+    inner = np.zeros((n, n + 1), dtype=np.int64)
+    for e, (s, d, b) in enumerate(zip(graph.edge_src.tolist(), graph.edge_dst.tolist(), graph.edge_bytes.tolist())):
+        if skip is None or not skip[e]:
+            np.maximum(inner[s, d + 1:], b, out=inner[s, d + 1:])
+    return inner
+
+
+def _recv_bytes(graph: TensorGraph, only: np.ndarray | None = None) -> np.ndarray:
+    """recv[i, j]: bytes a stage of ops i..j-1 takes from ops before i (those flagged in `only`, if given), each
+    producer's largest such edge once (tensors that only pass the stage by, to later stages, are not counted)."""
+    n = graph.n_ops
+    recv = np.zeros((n + 1, n + 1), dtype=np.int64)
+    if only is not None and not only.any():
+        return recv
+    edges = sorted(zip(graph.edge_dst.tolist(), graph.edge_src.tolist(), graph.edge_bytes.tolist()))
+    for i in range(1, n):
+        best: dict[int, int] = {}
+        step = np.zeros(n + 2, dtype=np.int64)
+        for w, s, b in edges:           # by consumer: a producer's running max rises at j = w + 1
+            if w < i or s >= i or b <= best.get(s, 0) or (only is not None and not only[s]):
+                continue
+            step[w + 1] += b - best.get(s, 0)
+            best[s] = b
+        recv[i] = np.cumsum(step[:n + 1])
+    return recv
+
+
+def _tables(graph: TensorGraph, layout_of: tuple | None = None) -> tuple:
+    """What group_stage_cost_matrix needs: send, inner, axes, recv, recv of partials, for the layout `layout_of`
+    = (axes, aligned) (default: _stage_layout)."""
+    axes, aligned = layout_of or _stage_layout(graph)
+    partial = np.array([ax in PARTIAL_AXES for ax in axes], dtype=bool)
+    return (_send_bytes(graph), _inner_bytes(graph, aligned), axes, _recv_bytes(graph),
+            _recv_bytes(graph, partial))
+
+
+def _stage_layout(graph: TensorGraph, k: int = 2, chiplet: int = 0, keep=None) -> tuple[tuple[str, ...],
+                                                                                          np.ndarray]:
+    """The axes and aligned edges when every op shares one group of k from `chiplet` (sharding.layout, with the
+    keep-column rule `keep`), as the DP assumes inside a stage: exact for ops whose producers are in the same
+    stage, an estimate at a stage's first ops."""
+    return layout(graph, np.full(graph.n_ops, chiplet, dtype=np.int64), np.full(graph.n_ops, k, dtype=np.int64),
+                  keep)
+
+
+def _tables_for(graph: TensorGraph, hw: Hardware, chiplet: int, k: int, cache: dict) -> tuple:
+    """The DP's tables for a group of k from `chiplet` under the simulator's layout (cost.keep_column), computed
+    once per distinct layout."""
+    axes, aligned = _stage_layout(graph, max(k, 2), chiplet, keep_column(hw))
+    key = (axes, aligned.tobytes())
+    if key not in cache:
+        cache[key] = _tables(graph, (axes, aligned))
+    return cache[key]
+
+
+def group_stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, k: int,
+                            tables: tuple | None = None, relaxed: bool = False) -> np.ndarray:
+    """cost[i, j]: cycles per inference of ops i..j-1 run as a stage on the k chiplets from `chiplet`, every op
+    split k ways: the largest of the pieces' cycles, the collectives (cost.collective_cycles: direct or ring, as
+    the simulator runs them) of the ops with a consumer inside the stage plus shipping each member's share of the
+    cut outputs, and the entry (k copies of the inputs, or an entry ring): under the simulator's rounds (R4b) a
+    stage's compute overlaps its links. inf if the pieces do not fit SRAM. tables: `_tables_for` (default: computed
+    here for this group). Piece weights count as `sram_weights` counts them: with a memory tier a piece
+    too big for any SRAM streams anyway, and `relaxed` counts none."""
+    n = graph.n_ops
+    chip = hw.chiplets[chiplet]
+    out_bw = next_stage_bytes_per_cycle(hw, chiplet + k - 1)
+    if tables is None:
+        tables = _tables_for(graph, hw, chiplet, k, {})
+    send, inner, axes, recv, recv_partial = tables
+    pieces = TensorGraph.build(graph.name, [piece(op, k, axes[i]) for i, op in enumerate(graph.ops)], [])
+    cyc = np.concatenate([[0], np.cumsum(sharded_op_cycles(graph, chip, k, axes))]).astype(float)
+    wts = np.concatenate([[0], np.cumsum(sram_weights(pieces, hw, relaxed))])
+    cross = np.flip(np.cumsum(np.flip(send, axis=0), axis=0), axis=0)
+    if k > 1:
+        # slices of an all-gather; full partials (row_parallel, vocab) of an all-reduce
+        # the collective the simulator runs (cost.collective_cycles: direct or ring, whichever is faster)
+        partial = np.array([ax in PARTIAL_AXES for ax in axes])
+        ag = np.where(partial[:, None], collective_cycles("all-reduce", inner, k, hw),
+                      collective_cycles("all-gather", inner, k, hw))
+        gather = np.flip(np.cumsum(np.flip(ag, axis=0), axis=0), axis=0)
+        # a split producer's slices add up to its tensor; full partials (row_parallel, vocab) come from each of
+        # its pieces, taken as k of them, unless a ring reduces them first (then k chunks: the tensor once);
+        # every member needs the whole input: k copies over the entry link
+        direct = ~ring_is_faster("all-reduce", recv_partial, k, *ring_links(hw)) if k > 2 else True
+        entry = (k * serialization_cycles(recv + direct * (k - 1) * recv_partial, hw)).astype(float)
+        # or, when an entry ring is faster (collectives.entry_is_ring), the inputs once and a ring all-gather
+        entry = np.minimum(entry, entry_ring_cycles(recv, k, *ring_links(hw)))
+    else:
+        gather = np.zeros_like(cross)
+        entry = np.zeros((n + 1, n + 1))
+    cost = np.full((n + 1, n + 1), np.inf)
+    work = pieces.work_bytes
+    # an op type the chiplet kind cannot run rules out every stage that holds it
+    banned = np.concatenate([[0], np.cumsum([op.op_type in chip.unsupported_ops for op in graph.ops])])
+    for i in range(n + 1):
+        cost[i, i] = 0.0
+        if i == n:
+            break
+        j = np.arange(i + 1, n + 1)
+        peak = np.maximum.accumulate(work[i:])
+        fits = (wts[j] - wts[i] + peak <= chip.sram_bytes) & (banned[j] == banned[i])
+        # gather[i, j] sums ops >= i (edges go forward, so only consumers inside i..j-1 count).
+        inside = gather[i, j]
+        if out_bw < hw.fastest_link_bytes_per_cycle:   # every member's share leaves over one slower link
+            ship = _ceil_div(cross[i, j], out_bw).astype(float)
+        else:
+            ship = serialization_cycles(-(-cross[i, j] // k), hw).astype(float)
+        cost[i, i + 1:] = np.where(fits, np.maximum(np.maximum(cyc[j] - cyc[i], inside + ship), entry[i, j]), np.inf)
+    return cost
+
+
+def _forced_reads(graph: TensorGraph, hw: Hardware, g: int, axes: tuple[str, ...] | None) -> np.ndarray | None:
+    """Per op, the bytes each of its g pieces reads per inference if the piece must stream (its weights and
+    working set exceed the largest SRAM), else 0; None when no piece must stream or there is no memory tier."""
+    if not hw.memory_stacks:
+        return None
+    ops = graph.ops if g == 1 else [piece(op, g, axes[i]) for i, op in enumerate(graph.ops)]
+    w = np.array([op.weight_bytes for op in ops], dtype=np.int64)
+    work = np.array([op.work_bytes for op in ops], dtype=np.int64)
+    forced = (w > 0) & (w + work > max(c.sram_bytes for c in hw.chiplets))
+    if not forced.any():
+        return None
+    return np.minimum(w, [op.weights_read for op in ops]) * forced
+
+
+def _fan_in(hw: Hardware, first: int, g: int) -> tuple[int, int]:
+    """(m_link, m_stack): the most members of the group first..first+g-1 whose stream routes (hw.stack_feed, then
+    the NoC route from the stack's chiplet) share one link (0 when every member sits on its stack's chiplet), and
+    one stack."""
+    links: dict[int, int] = {}
+    stacks: dict[int, int] = {}
+    for m in range(first, first + g):
+        k, src = hw.stack_feed[m]
+        stacks[k] = stacks.get(k, 0) + 1
+        for link in hw.route(src, m):
+            links[link] = links.get(link, 0) + 1
+    return max(links.values(), default=0), max(stacks.values())
+
+
+def _stream_time(hw: Hardware, fan_in: tuple[int, int], nbytes: np.ndarray) -> np.ndarray:
+    """Cycles per inference the busiest stream resource of a group with `fan_in` (`_fan_in`) spends when each
+    member streams `nbytes`: a link or stack on m members' routes carries m reads."""
+    m_link, m_stack = fan_in
+    stack_bw = min(st.bytes_per_cycle for st in hw.memory_stacks)
+    cyc = m_stack * -(-np.asarray(nbytes, dtype=np.int64) // stack_bw)
+    if m_link:
+        cyc = np.maximum(cyc, m_link * serialization_cycles(nbytes, hw))
+    return cyc.astype(float)
+
+
+def _forced_stream_cycles(hw: Hardware, first: int, g: int, reads: np.ndarray) -> np.ndarray:
+    """Cumulative (length n + 1) cycles per inference that the busiest stream resource of the group
+    first..first+g-1 spends on the pieces that must stream (`_forced_reads`), by `_stream_time`. The staged DP's
+    estimate (so it places such a stage next to the stacks); the simulator routes the real reads."""
+    return np.concatenate([[0], np.cumsum(_stream_time(hw, _fan_in(hw, first, g), reads))])
+
+
+def _excess_bytes(graph: TensorGraph, chip, g: int, axes: tuple[str, ...] | None) -> np.ndarray:
+    """excess[i, j]: bytes each member of a g-group running ops i..j-1 streams per inference when the pieces'
+    weights that are read whole (weight matrices; an embedding table costs only its looked-up rows, so it streams
+    first at almost no cost) plus the largest working set exceed the chiplet's SRAM: the relaxed DP's estimate of
+    what residency (solver/residency.py) will stream there."""
+    ops = graph.ops if g == 1 else [piece(op, g, axes[i]) for i, op in enumerate(graph.ops)]
+    whole = np.array([op.weight_bytes if op.weights_read >= op.weight_bytes else 0 for op in ops], dtype=np.int64)
+    work = np.array([op.work_bytes for op in ops], dtype=np.int64)
+    wts = np.concatenate([[0], np.cumsum(whole)])
+    n = graph.n_ops
+    excess = np.zeros((n + 1, n + 1), dtype=np.int64)
+    for i in range(n):
+        peak = np.maximum.accumulate(work[i:])
+        excess[i, i + 1:] = np.maximum(wts[i + 1:] - wts[i] + peak - chip.sram_bytes, 0)
+    return excess
+
+
+def staged_plans(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_MAX_SHARD
+                 ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`staged_partition`'s plan, or, when it has to run relaxed (weights beyond SRAM stream), the plans of both
+    stream estimates (overlapped and serial), distinct ones only: the simulator picks between them."""
+    plan = _staged_dp(graph, hw, max_shard, relaxed=False)
+    if plan is not None or not hw.memory_stacks:
+        return [plan if plan is not None else (dp_partition(graph, hw), np.ones(graph.n_ops, dtype=np.int64))]
+    plans = []
+    for serial in (False, True):
+        plan = _staged_dp(graph, hw, max_shard, relaxed=True, serial_streams=serial)
+        if plan is None:
+            plan = (dp_partition(graph, hw), np.ones(graph.n_ops, dtype=np.int64))
+        if not any(all(np.array_equal(x, y) for x, y in zip(plan, p)) for p in plans):
+            plans.append(plan)
+    return plans
+
+
+def staged_partition(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_MAX_SHARD,
+                     relaxed: bool = False, serial_streams: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(assignment, shard): the topological order cut into pipeline stages, stage s on a group of g_s consecutive
+    chiplets (g_s <= max_shard, groups in pipeline order, at most n_chiplets chiplets in all) with every op of
+    the stage split g_s ways, minimising the slowest stage (`group_stage_cost_matrix`). A DP over (ops placed,
+    chiplets used) x group size, as Alpa's stage construction over layers x submeshes. max_shard = 1 is
+    `dp_partition`. Piece weights count as `sram_weights` counts them, and a piece too big for any SRAM costs its
+    stage its stream reads where the stage sits (`_forced_stream_cycles`). With a memory tier, if no staged plan
+    fits, once more `relaxed`: every weight may stream, and what a stage holds beyond its SRAM (`_excess_bytes`)
+    costs its stream time, overlapped with the stage's compute (max), or with `serial_streams` after it (sum: a
+    chiplet prefetches one segment ahead, so reads a short segment cannot hide add up; a one-op stage's read hides
+    behind its own previous inference, so max there too). The caller chooses
+    residency (solver/residency.py). Falls back to `dp_partition` (shard 1) if no staged plan fits SRAM. With packages
+    (hw.package_level) a group never straddles two packages, and a stage ships its cut outputs at the slowest link
+    to the next chiplet (cost.next_stage_bytes_per_cycle)."""
+    plan = _staged_dp(graph, hw, max_shard, relaxed, serial_streams)
+    if plan is None and hw.memory_stacks and not relaxed:
+        plan = _staged_dp(graph, hw, max_shard, True, serial_streams)
+    return plan if plan is not None else (dp_partition(graph, hw), np.ones(graph.n_ops, dtype=np.int64))
+
+
+def _staged_dp(graph: TensorGraph, hw: Hardware, max_shard: int, relaxed: bool, serial_streams: bool = False
+               ) -> tuple[np.ndarray, np.ndarray] | None:
+    """staged_partition's DP for one setting; None when no plan fits."""
+    n, n_chip = graph.n_ops, hw.n_chiplets
+    max_shard = max(1, min(int(max_shard), n_chip))
+    tables: dict = {}
+    costs: dict = {}
+
+    def cost(c: int, g: int) -> np.ndarray | None:
+        kind = hw.chiplets[c]
+        if any(hw.chiplets[m] != kind for m in range(c, c + g)):
+            return None     # groups of one chiplet kind only
+        if g > 1 and hw.package_of(c) != hw.package_of(c + g - 1):
+            return None     # and inside one package: collectives never cross a package link
+        key = (kind, g, next_stage_bytes_per_cycle(hw, c + g - 1))
+        if key not in costs:
+            costs[key] = group_stage_cost_matrix(graph, hw, c, g, _tables_for(graph, hw, c, g, tables), relaxed)
+        return costs[key]
+
+    reads_by_g: dict = {}
+    excess_by: dict = {}
+
+    def excess(c: int, g: int) -> np.ndarray:
+        key = (hw.chiplets[c], g)
+        if key not in excess_by:
+            excess_by[key] = _excess_bytes(graph, hw.chiplets[c], g, _tables_for(graph, hw, c, g, tables)[2])
+        return excess_by[key]
+
+    def forced_reads(c: int, g: int) -> np.ndarray | None:
+        key = (hw.chiplets[c], g)
+        if key not in reads_by_g:
+            reads_by_g[key] = _forced_reads(graph, hw, g, _tables_for(graph, hw, c, g, tables)[2])
+        return reads_by_g[key]
+
+    # best[c, j]: the smallest bottleneck placing ops 0..j-1 on chiplets 0..c-1 (some maybe unused).
+    best = np.full((n_chip + 1, n + 1), np.inf)
+    best[0, 0] = 0.0
+    choice = np.zeros((n_chip + 1, n + 1, 2), dtype=np.int64)   # (i, g) of the last stage; g = 0: chiplet unused
+    for c in range(1, n_chip + 1):
+        for g in range(1, min(max_shard, c) + 1):
+            m = cost(c - g, g)
+            if m is None:
+                continue
+            prev = best[c - g]
+            reads = None if relaxed else forced_reads(c - g, g)
+            streams = None if reads is None else _forced_stream_cycles(hw, c - g, g, reads)
+            over = excess(c - g, g) if relaxed else None
+            fan = _fan_in(hw, c - g, g) if relaxed else None
+            for j in range(1, n + 1):
+                stage = m[:j, j]
+                if over is not None:
+                    extra = _stream_time(hw, fan, over[:j, j])
+                    if serial_streams:
+                        # M4: a read is prefetched during the segment before its op's; a one-op stage's segment
+                        # before is its own, of the previous inference, so its read hides behind its compute
+                        one = np.arange(j) == j - 1
+                        stage = np.where(one, np.maximum(stage, extra), stage + extra)
+                    else:
+                        stage = np.maximum(stage, extra)
+                cand = np.maximum(prev[:j], stage)
+                if streams is not None:
+                    cand = np.maximum(cand, streams[j] - streams[:j])
+                i = int(np.argmin(cand))
+                if cand[i] < best[c, j]:
+                    best[c, j] = cand[i]
+                    choice[c, j] = (i, g)
+        unused = best[c - 1] < best[c]          # leaving chiplet c-1 empty is strictly better (ties: use it)
+        best[c, unused] = best[c - 1, unused]
+        choice[c, unused] = 0
+    if not np.isfinite(best[n_chip, n]):
+        return None
+    assignment = np.zeros(n, dtype=np.int64)
+    shard = np.ones(n, dtype=np.int64)
+    c, j = n_chip, n
+    while j > 0:
+        i, g = (int(x) for x in choice[c, j])
+        if g == 0:
+            c -= 1
+            continue
+        assignment[i:j], shard[i:j] = c - g, g
+        c, j = c - g, i
+    return assignment, shard
