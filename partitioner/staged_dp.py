@@ -30,10 +30,10 @@ def auto_max_shard(n_chiplets: int) -> int:
 
 
 def staged_degrees(max_shard: int) -> list[int]:
-    """The largest groups the `partition` command runs the staged DP for: the powers of two from 2 below
-    max_shard and max_shard itself (each DP run may use any smaller group too; the simulator picks among them)."""
-    out = [d for d in (2 ** e for e in range(1, 8)) if d < max_shard]
-    return out + [max_shard] if max_shard >= 2 else []
+    """The largest groups (caps) the `partition` command runs the staged DP for: every one from 1 to max_shard. The
+    DP's link and stream models are estimates, so a smaller cap can give the better plan under the simulator (each
+    run may use any group up to its cap); `staged_candidates` runs them all, sharing their cost matrices."""
+    return list(range(1, max_shard + 1))
 
 
 def _inner_bytes(graph: TensorGraph, skip: np.ndarray | None = None) -> np.ndarray:
@@ -215,19 +215,36 @@ def _excess_bytes(graph: TensorGraph, chip, g: int, axes: tuple[str, ...] | None
     return excess
 
 
-def staged_plans(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_MAX_SHARD
+def staged_candidates(graph: TensorGraph, hw: Hardware, max_shard: int, caps: list[int] | None = None
+                      ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The distinct plans of `staged_plans` for every cap in `caps` (default `staged_degrees(max_shard)`), in cap
+    order: what the `partition` command simulates (run.best_staged). The caps share one memo: a group's cost
+    matrices do not depend on the cap."""
+    memo: dict = {}
+    out: list[tuple[np.ndarray, np.ndarray]] = []
+    for k in staged_degrees(max_shard) if caps is None else caps:
+        out.extend(p for p in staged_plans(graph, hw, k, memo) if not any(_same(p, q) for q in out))
+    return out
+
+
+def _same(p: tuple[np.ndarray, np.ndarray], q: tuple[np.ndarray, np.ndarray]) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(p, q))
+
+
+def staged_plans(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_MAX_SHARD, memo: dict | None = None
                  ) -> list[tuple[np.ndarray, np.ndarray]]:
     """`staged_partition`'s plan, or, when it has to run relaxed (weights beyond SRAM stream), the plans of both
-    stream estimates (overlapped and serial), distinct ones only: the simulator picks between them."""
-    plan = _staged_dp(graph, hw, max_shard, relaxed=False)
+    stream estimates (overlapped and serial), distinct ones only: the simulator picks between them. `memo`: as
+    for `_staged_dp`."""
+    plan = _staged_dp(graph, hw, max_shard, relaxed=False, memo=memo)
     if plan is not None or not hw.memory_stacks:
         return [plan if plan is not None else (dp_partition(graph, hw), np.ones(graph.n_ops, dtype=np.int64))]
-    plans = []
+    plans: list[tuple[np.ndarray, np.ndarray]] = []
     for serial in (False, True):
-        plan = _staged_dp(graph, hw, max_shard, relaxed=True, serial_streams=serial)
+        plan = _staged_dp(graph, hw, max_shard, relaxed=True, serial_streams=serial, memo=memo)
         if plan is None:
             plan = (dp_partition(graph, hw), np.ones(graph.n_ops, dtype=np.int64))
-        if not any(all(np.array_equal(x, y) for x, y in zip(plan, p)) for p in plans):
+        if not any(_same(plan, p) for p in plans):
             plans.append(plan)
     return plans
 
@@ -253,72 +270,78 @@ def staged_partition(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_
     return plan if plan is not None else (dp_partition(graph, hw), np.ones(graph.n_ops, dtype=np.int64))
 
 
-def _staged_dp(graph: TensorGraph, hw: Hardware, max_shard: int, relaxed: bool, serial_streams: bool = False
-               ) -> tuple[np.ndarray, np.ndarray] | None:
-    """staged_partition's DP for one setting; None when no plan fits."""
-    n, n_chip = graph.n_ops, hw.n_chiplets
-    max_shard = max(1, min(int(max_shard), n_chip))
-    tables: dict = {}
-    costs: dict = {}
+def _staged_dp(graph: TensorGraph, hw: Hardware, max_shard: int, relaxed: bool, serial_streams: bool = False,
+               memo: dict | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """staged_partition's DP for one setting; None when no plan fits. `memo` (a dict, kept by the caller) shares
+    the groups' matrices between runs on the same graph and hardware."""
+    n_chip = hw.n_chiplets
+    stage = _stage_fn(graph, hw, relaxed, serial_streams, {} if memo is None else memo)
+    return _dp(graph.n_ops, n_chip, max(1, min(int(max_shard), n_chip)), stage)
 
-    def cost(c: int, g: int) -> np.ndarray | None:
+
+def _stage_fn(graph: TensorGraph, hw: Hardware, relaxed: bool, serial_streams: bool, memo: dict):
+    """stage(c, g): cost[i, j] of ops i..j-1 as one stage on the group c..c+g-1 as the DP charges it (the group's
+    cost matrix with its stream estimates; inf for i >= j), or None where no group may stand."""
+    n = graph.n_ops
+    later = np.triu(np.ones((n + 1, n + 1), dtype=bool), 1)     # i < j: a stage holds at least one op
+    one = np.eye(n + 1, k=1, dtype=bool)                        # i == j - 1: a one-op stage
+    tables = memo.setdefault("tables", {})
+
+    def cached(key: tuple, make):
+        if key not in memo:
+            memo[key] = make()
+        return memo[key]
+
+    def _costs_and_axes(c: int, g: int) -> tuple[np.ndarray, tuple[str, ...]]:
+        tabs = _tables_for(graph, hw, c, g, tables)
+        return group_stage_cost_matrix(graph, hw, c, g, tabs, relaxed), tabs[2]
+
+    def stage(c: int, g: int) -> np.ndarray | None:
         kind = hw.chiplets[c]
         if any(hw.chiplets[m] != kind for m in range(c, c + g)):
             return None     # groups of one chiplet kind only
         if g > 1 and hw.package_of(c) != hw.package_of(c + g - 1):
             return None     # and inside one package: collectives never cross a package link
-        key = (kind, g, next_stage_bytes_per_cycle(hw, c + g - 1))
-        if key not in costs:
-            costs[key] = group_stage_cost_matrix(graph, hw, c, g, _tables_for(graph, hw, c, g, tables), relaxed)
-        return costs[key]
+        m, axes = cached(("cost", kind, g, next_stage_bytes_per_cycle(hw, c + g - 1), relaxed),
+                         lambda: _costs_and_axes(c, g))
+        st = np.where(later, m, np.inf)
+        if relaxed:
+            over = cached(("excess", kind, g), lambda: _excess_bytes(graph, kind, g, axes))
+            extra = _stream_time(hw, _fan_in(hw, c, g), over)
+            if serial_streams:
+                # M4: a read is prefetched during the segment before its op's; a one-op stage's segment before is
+                # its own, of the previous inference, so its read hides behind its compute
+                return np.where(one, np.maximum(st, extra), st + extra)
+            return np.maximum(st, extra)
+        reads = cached(("reads", kind, g), lambda: _forced_reads(graph, hw, g, axes))
+        if reads is not None:
+            streams = _forced_stream_cycles(hw, c, g, reads)
+            st = np.maximum(st, streams[None, :] - streams[:, None])
+        return st
 
-    reads_by_g: dict = {}
-    excess_by: dict = {}
+    return stage
 
-    def excess(c: int, g: int) -> np.ndarray:
-        key = (hw.chiplets[c], g)
-        if key not in excess_by:
-            excess_by[key] = _excess_bytes(graph, hw.chiplets[c], g, _tables_for(graph, hw, c, g, tables)[2])
-        return excess_by[key]
 
-    def forced_reads(c: int, g: int) -> np.ndarray | None:
-        key = (hw.chiplets[c], g)
-        if key not in reads_by_g:
-            reads_by_g[key] = _forced_reads(graph, hw, g, _tables_for(graph, hw, c, g, tables)[2])
-        return reads_by_g[key]
-
-    # best[c, j]: the smallest bottleneck placing ops 0..j-1 on chiplets 0..c-1 (some maybe unused).
+def _dp(n: int, n_chip: int, max_shard: int, stage) -> tuple[np.ndarray, np.ndarray] | None:
+    """The staged DP over `stage` (`_stage_fn`): best[c, j], the smallest bottleneck placing ops 0..j-1 on chiplets
+    0..c-1 (some maybe unused), over the last stage's group size g and first op i; each (c, g) takes every (i, j)
+    at once: the first best i per j, as a loop over i would. (assignment, shard), or None when no plan fits."""
     best = np.full((n_chip + 1, n + 1), np.inf)
     best[0, 0] = 0.0
     choice = np.zeros((n_chip + 1, n + 1, 2), dtype=np.int64)   # (i, g) of the last stage; g = 0: chiplet unused
+    cols = np.arange(n + 1)
     for c in range(1, n_chip + 1):
         for g in range(1, min(max_shard, c) + 1):
-            m = cost(c - g, g)
-            if m is None:
+            st = stage(c - g, g)
+            if st is None:
                 continue
-            prev = best[c - g]
-            reads = None if relaxed else forced_reads(c - g, g)
-            streams = None if reads is None else _forced_stream_cycles(hw, c - g, g, reads)
-            over = excess(c - g, g) if relaxed else None
-            fan = _fan_in(hw, c - g, g) if relaxed else None
-            for j in range(1, n + 1):
-                stage = m[:j, j]
-                if over is not None:
-                    extra = _stream_time(hw, fan, over[:j, j])
-                    if serial_streams:
-                        # M4: a read is prefetched during the segment before its op's; a one-op stage's segment
-                        # before is its own, of the previous inference, so its read hides behind its compute
-                        one = np.arange(j) == j - 1
-                        stage = np.where(one, np.maximum(stage, extra), stage + extra)
-                    else:
-                        stage = np.maximum(stage, extra)
-                cand = np.maximum(prev[:j], stage)
-                if streams is not None:
-                    cand = np.maximum(cand, streams[j] - streams[:j])
-                i = int(np.argmin(cand))
-                if cand[i] < best[c, j]:
-                    best[c, j] = cand[i]
-                    choice[c, j] = (i, g)
+            cand = np.maximum(best[c - g][:, None], st)
+            i = np.argmin(cand, axis=0)
+            val = cand[i, cols]
+            better = val < best[c]
+            best[c, better] = val[better]
+            choice[c, better, 0] = i[better]
+            choice[c, better, 1] = g
         unused = best[c - 1] < best[c]          # leaving chiplet c-1 empty is strictly better (ties: use it)
         best[c, unused] = best[c - 1, unused]
         choice[c, unused] = 0

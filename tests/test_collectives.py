@@ -158,8 +158,9 @@ def test_auto_max_shard_scales_with_the_package():
 
     # min(16, max(4, chiplets // 8)), at most the chiplet count
     assert [auto_max_shard(n) for n in (2, 4, 16, 36, 64, 100, 144, 1024)] == [2, 4, 4, 4, 8, 12, 16, 16]
-    assert staged_degrees(16) == [2, 4, 8, 16] and staged_degrees(12) == [2, 4, 8, 12]
-    assert staged_degrees(2) == [2] and staged_degrees(1) == []
+    # the staged DP runs at every cap up to max_shard (staged_dp.staged_candidates)
+    assert staged_degrees(16) == list(range(1, 17)) and staged_degrees(3) == [1, 2, 3]
+    assert staged_degrees(1) == [1] and staged_degrees(0) == []
 
 
 def test_cli_takes_max_shard_auto(tmp_path):

@@ -29,11 +29,11 @@ from partitioner.app.staged_cert import (is_staged, staged_certificate, staged_c
 from partitioner.app.pipeline import evaluate
 from partitioner.report import (Evaluation, plot_partition, report_markdown, write_chrome_trace, write_json,
                                 write_text)
-from partitioner.cost import keep_column, ring_links
+from partitioner.cost import keep_column, op_cycles_matrix, ring_links
 from partitioner.simulator import simulate
 from partitioner.sharding import expand, groups, layout
 from partitioner.splits import dp_partition, greedy_partition
-from partitioner.staged_dp import auto_max_shard, staged_degrees, staged_plans
+from partitioner.staged_dp import auto_max_shard, staged_candidates
 from policies.baselines import SearchResult, anneal, random_search
 
 METHODS = ("rl", "random", "greedy", "dp", "anneal", "exact", "learned")
@@ -220,25 +220,45 @@ def _wall_cap(run_budget: RunBudget, wanted_s: float) -> float:
     return max(min(DETERMINISTIC_WALL_FACTOR * wanted_s + 10.0, run_budget.search_left()), 0.1)
 
 
-def best_staged(graph: TensorGraph, hw: Hardware, max_shard: int, batch: int = 1) -> Evaluation | None:
-    """The best simulated of the staged DP plans (staged_dp.staged_plans) for each largest group in
-    staged_dp.staged_degrees(max_shard) (2, 4, 8, ... below max_shard, and max_shard): the DP's link and stream models
-    are estimates, so the simulator picks among them. With a memory tier, the weights of a plan's overflowing
-    chiplets stream (solver.residency.choose_streamed, the rule repair uses). Plans that check() rejects (the DP
-    knows neither op types a chiplet cannot run nor the exact working set at a stage's first ops) are dropped;
-    None when none is valid."""
+def best_staged(graph: TensorGraph, hw: Hardware, max_shard: int, batch: int = 1, caps: list[int] | None = None,
+                stats: dict | None = None) -> Evaluation | None:
+    """The best simulated of the staged DP plans for every largest group up to max_shard (staged_dp.
+    staged_candidates; `caps` picks other ones): the DP's link and stream models are estimates, so the simulator
+    picks among them. Plans are simulated by decreasing `throughput_ceiling`, stopping once no plan left can beat
+    the best so far. With a memory tier, the weights of a plan's overflowing chiplets stream
+    (solver.residency.choose_streamed, the rule repair uses). Plans that check() rejects (the DP knows neither op
+    types a chiplet cannot run nor the exact working set at a stage's first ops) are dropped; None when none is
+    valid. `stats`, if given, gets the number of candidates and of simulated plans."""
     from solver.residency import choose_streamed
 
-    best = None
-    for a, shard in (plan for k in staged_degrees(max_shard) for plan in staged_plans(graph, hw, k)):
+    plans = staged_candidates(graph, hw, max_shard, caps)
+    ceilings = [throughput_ceiling(graph, hw, a, shard) for a, shard in plans]
+    best, simulated = None, 0
+    for c in sorted(range(len(plans)), key=lambda c: -ceilings[c]):     # stable: ties in cap order
+        if best is not None and ceilings[c] <= best.throughput:
+            break
+        a, shard = plans[c]
         streamed = choose_streamed(graph, hw, a, batch, shard)
         part = Partition(a, None, 0, "staged-dp", shard=shard, streamed=streamed)
         if check(graph, hw, part):
             continue
         ev = Evaluation(part, simulate(graph, hw, part, batch=batch))
+        simulated += 1
         if best is None or ev.throughput > best.throughput:
             best = ev
+    if stats is not None:
+        stats.update(candidates=len(plans), simulated=simulated)
     return best
+
+
+def throughput_ceiling(graph: TensorGraph, hw: Hardware, assignment: np.ndarray, shard: np.ndarray) -> float:
+    """An upper bound on the simulated throughput of a plan, without simulating it: clock / its busiest chiplet's
+    compute (or collective engine's relay) cycles per inference, run as its pieces as `simulate` runs it. The
+    simulator's period is never below a lane's busy cycles (simulate: max_busy); streaming adds no compute."""
+    ex = expand(graph, assignment, shard, links=ring_links(hw), keep_column=keep_column(hw))
+    cycles = op_cycles_matrix(ex.graph, hw)[np.arange(ex.graph.n_ops), ex.assignment]
+    lane = ex.assignment + hw.n_chiplets * (ex.engine if ex.engine is not None else 0)
+    return hw.clock_hz / max(float(np.bincount(lane, weights=cycles).max(initial=0)), 1.0)
 
 
 def split_refine(graph: TensorGraph, hw: Hardware, method: str, budget: int, seed: int, max_shard: int,
