@@ -96,14 +96,25 @@ def _tables_for(graph: TensorGraph, hw: Hardware, chiplet: int, k: int, cache: d
 
 
 def group_stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, k: int,
-                            tables: tuple | None = None, relaxed: bool = False) -> np.ndarray:
+                            tables: tuple | None = None, relaxed: bool = False, entry_ring: bool = True
+                            ) -> np.ndarray:
     """cost[i, j]: cycles per inference of ops i..j-1 run as a stage on the k chiplets from `chiplet`, every op
-    split k ways: the largest of the pieces' cycles, the collectives (cost.collective_cycles: direct or ring, as
-    the simulator runs them) of the ops with a consumer inside the stage plus shipping each member's share of the
-    cut outputs, and the entry (k copies of the inputs, or an entry ring): under the simulator's rounds (R4b) a
-    stage's compute overlaps its links. inf if the pieces do not fit SRAM. tables: `_tables_for` (default: computed
-    here for this group). Piece weights count as `sram_weights` counts them: with a memory tier a piece
-    too big for any SRAM streams anyway, and `relaxed` counts none."""
+    split k ways (`group_stage_costs`), with an entry ring where it is faster (`entry_ring`, the default: the
+    producers are whole or a group of k) or with k copies of the inputs (False: a group of another size)."""
+    return group_stage_costs(graph, hw, chiplet, k, tables, relaxed)[1 if entry_ring else 0]
+
+
+def group_stage_costs(graph: TensorGraph, hw: Hardware, chiplet: int, k: int, tables: tuple | None = None,
+                      relaxed: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(copies, ring), each cost[i, j]: cycles per inference of ops i..j-1 run as a stage on the k chiplets from
+    `chiplet`, every op split k ways: the largest of the pieces' cycles, the collectives (cost.collective_cycles:
+    direct or ring, as the simulator runs them) of the ops with a consumer inside the stage plus shipping each
+    member's share of the cut outputs, and the entry: k copies of the inputs (`copies`), or the cheaper of that and
+    an entry ring (`ring`), which the simulator runs only from a whole producer or a group of the same size
+    (collectives.plan_rings). Under the simulator's rounds (R4b) a stage's compute overlaps its links. inf if the
+    pieces do not fit SRAM. tables: `_tables_for` (default: computed here for this group). Piece weights count as
+    `sram_weights` counts them: with a memory tier a piece too big for any SRAM streams anyway, and `relaxed`
+    counts none."""
     n = graph.n_ops
     chip = hw.chiplets[chiplet]
     out_bw = next_stage_bytes_per_cycle(hw, chiplet + k - 1)
@@ -125,31 +136,34 @@ def group_stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, k: i
         # its pieces, taken as k of them, unless a ring reduces them first (then k chunks: the tensor once);
         # every member needs the whole input: k copies over the entry link
         direct = ~ring_is_faster("all-reduce", recv_partial, k, *ring_links(hw)) if k > 2 else True
-        entry = (k * serialization_cycles(recv + direct * (k - 1) * recv_partial, hw)).astype(float)
+        copies = (k * serialization_cycles(recv + direct * (k - 1) * recv_partial, hw)).astype(float)
         # or, when an entry ring is faster (collectives.entry_is_ring), the inputs once and a ring all-gather
-        entry = np.minimum(entry, entry_ring_cycles(recv, k, *ring_links(hw)))
+        ring = np.minimum(copies, entry_ring_cycles(recv, k, *ring_links(hw)))
     else:
         gather = np.zeros_like(cross)
-        entry = np.zeros((n + 1, n + 1))
-    cost = np.full((n + 1, n + 1), np.inf)
+        copies = ring = np.zeros((n + 1, n + 1))
+    links = np.zeros((n + 1, n + 1))
+    fits = np.zeros((n + 1, n + 1), dtype=bool)
     work = pieces.work_bytes
     # an op type the chiplet kind cannot run rules out every stage that holds it
     banned = np.concatenate([[0], np.cumsum([op.op_type in chip.unsupported_ops for op in graph.ops])])
-    for i in range(n + 1):
-        cost[i, i] = 0.0
-        if i == n:
-            break
+    for i in range(n):
         j = np.arange(i + 1, n + 1)
         peak = np.maximum.accumulate(work[i:])
-        fits = (wts[j] - wts[i] + peak <= chip.sram_bytes) & (banned[j] == banned[i])
+        fits[i, i + 1:] = (wts[j] - wts[i] + peak <= chip.sram_bytes) & (banned[j] == banned[i])
         # gather[i, j] sums ops >= i (edges go forward, so only consumers inside i..j-1 count).
-        inside = gather[i, j]
         if out_bw < hw.fastest_link_bytes_per_cycle:   # every member's share leaves over one slower link
             ship = _ceil_div(cross[i, j], out_bw).astype(float)
         else:
             ship = serialization_cycles(-(-cross[i, j] // k), hw).astype(float)
-        cost[i, i + 1:] = np.where(fits, np.maximum(np.maximum(cyc[j] - cyc[i], inside + ship), entry[i, j]), np.inf)
-    return cost
+        links[i, i + 1:] = gather[i, j] + ship
+    compute = np.maximum(cyc[None, :] - cyc[:, None], links)
+    out = []
+    for entry in (copies, ring):
+        cost = np.where(fits, np.maximum(compute, entry), np.inf)
+        np.fill_diagonal(cost, 0.0)
+        out.append(cost)
+    return out[0], out[1]
 
 
 def _forced_reads(graph: TensorGraph, hw: Hardware, g: int, axes: tuple[str, ...] | None) -> np.ndarray | None:
@@ -280,8 +294,8 @@ def _staged_dp(graph: TensorGraph, hw: Hardware, max_shard: int, relaxed: bool, 
 
 
 def _stage_fn(graph: TensorGraph, hw: Hardware, relaxed: bool, serial_streams: bool, memo: dict):
-    """stage(c, g): cost[i, j] of ops i..j-1 as one stage on the group c..c+g-1 as the DP charges it (the group's
-    cost matrix with its stream estimates; inf for i >= j), or None where no group may stand."""
+    """stage(c, g): (copies, ring) as `group_stage_costs` for the group c..c+g-1, each cost[i, j] of ops i..j-1 as
+    the DP charges it (with the stage's stream estimates; inf for i >= j), or None where no group may stand."""
     n = graph.n_ops
     later = np.triu(np.ones((n + 1, n + 1), dtype=bool), 1)     # i < j: a stage holds at least one op
     one = np.eye(n + 1, k=1, dtype=bool)                        # i == j - 1: a one-op stage
@@ -292,69 +306,80 @@ def _stage_fn(graph: TensorGraph, hw: Hardware, relaxed: bool, serial_streams: b
             memo[key] = make()
         return memo[key]
 
-    def _costs_and_axes(c: int, g: int) -> tuple[np.ndarray, tuple[str, ...]]:
+    def _costs_and_axes(c: int, g: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[str, ...]]:
         tabs = _tables_for(graph, hw, c, g, tables)
-        return group_stage_cost_matrix(graph, hw, c, g, tabs, relaxed), tabs[2]
+        return group_stage_costs(graph, hw, c, g, tabs, relaxed), tabs[2]
 
-    def stage(c: int, g: int) -> np.ndarray | None:
+    def stage(c: int, g: int) -> tuple[np.ndarray, np.ndarray] | None:
         kind = hw.chiplets[c]
         if any(hw.chiplets[m] != kind for m in range(c, c + g)):
             return None     # groups of one chiplet kind only
         if g > 1 and hw.package_of(c) != hw.package_of(c + g - 1):
             return None     # and inside one package: collectives never cross a package link
-        m, axes = cached(("cost", kind, g, next_stage_bytes_per_cycle(hw, c + g - 1), relaxed),
-                         lambda: _costs_and_axes(c, g))
-        st = np.where(later, m, np.inf)
+        ms, axes = cached(("cost", kind, g, next_stage_bytes_per_cycle(hw, c + g - 1), relaxed),
+                          lambda: _costs_and_axes(c, g))
         if relaxed:
-            over = cached(("excess", kind, g), lambda: _excess_bytes(graph, kind, g, axes))
-            extra = _stream_time(hw, _fan_in(hw, c, g), over)
+            extra = _stream_time(hw, _fan_in(hw, c, g), cached(("excess", kind, g),
+                                                              lambda: _excess_bytes(graph, kind, g, axes)))
             if serial_streams:
                 # M4: a read is prefetched during the segment before its op's; a one-op stage's segment before is
                 # its own, of the previous inference, so its read hides behind its compute
-                return np.where(one, np.maximum(st, extra), st + extra)
-            return np.maximum(st, extra)
-        reads = cached(("reads", kind, g), lambda: _forced_reads(graph, hw, g, axes))
-        if reads is not None:
-            streams = _forced_stream_cycles(hw, c, g, reads)
-            st = np.maximum(st, streams[None, :] - streams[:, None])
-        return st
+                add = lambda m: np.where(one, np.maximum(m, extra), m + extra)  # noqa: E731
+            else:
+                add = lambda m: np.maximum(m, extra)  # noqa: E731
+        else:
+            reads = cached(("reads", kind, g), lambda: _forced_reads(graph, hw, g, axes))
+            if reads is None:
+                add = lambda m: m  # noqa: E731
+            else:
+                streams = _forced_stream_cycles(hw, c, g, reads)
+                add = lambda m: np.maximum(m, streams[None, :] - streams[:, None])  # noqa: E731
+        copies, ring = (np.where(later, add(m), np.inf) for m in ms)
+        return copies, (copies if g == 1 else ring)
 
     return stage
 
 
 def _dp(n: int, n_chip: int, max_shard: int, stage) -> tuple[np.ndarray, np.ndarray] | None:
-    """The staged DP over `stage` (`_stage_fn`): best[c, j], the smallest bottleneck placing ops 0..j-1 on chiplets
-    0..c-1 (some maybe unused), over the last stage's group size g and first op i; each (c, g) takes every (i, j)
-    at once: the first best i per j, as a loop over i would. (assignment, shard), or None when no plan fits."""
-    best = np.full((n_chip + 1, n + 1), np.inf)
-    best[0, 0] = 0.0
-    choice = np.zeros((n_chip + 1, n + 1, 2), dtype=np.int64)   # (i, g) of the last stage; g = 0: chiplet unused
+    """The staged DP over `stage` (`_stage_fn`). best[c, s, j]: the smallest bottleneck placing ops 0..j-1 on
+    chiplets 0..c-1 (some maybe unused) with a last stage of s chiplets (s = 0: none yet, j = 0). A stage of g
+    chiplets pays its entry ring only after a stage of 1 or g (or none), where the simulator runs entry rings
+    (collectives.plan_rings), else k copies; inputs from stages further back are taken as from the last one (the
+    state holds one size). Each (c, g) takes every (first op i, end j) at once: the first best i per j, as a loop
+    over i would. (assignment, shard), or None when no plan fits."""
+    best = np.full((n_chip + 1, max_shard + 1, n + 1), np.inf)
+    best[0, 0, 0] = 0.0
+    choice = np.zeros((n_chip + 1, max_shard + 1, n + 1, 2), dtype=np.int32)   # (i, entry ring?) of the stage
+    unused = np.zeros((n_chip + 1, max_shard + 1, n + 1), dtype=bool)          # chiplet c-1 left empty
     cols = np.arange(n + 1)
     for c in range(1, n_chip + 1):
         for g in range(1, min(max_shard, c) + 1):
-            st = stage(c - g, g)
-            if st is None:
+            pair = stage(c - g, g)
+            if pair is None:
                 continue
-            cand = np.maximum(best[c - g][:, None], st)
+            prev = best[c - g]
+            cand = np.maximum(prev.min(axis=0)[:, None], pair[0])
+            ring = np.zeros_like(cand, dtype=bool)
+            if g > 1:
+                ring = np.maximum(prev[[0, 1, g]].min(axis=0)[:, None], pair[1])
+                ring, cand = ring < cand, np.minimum(cand, ring)
             i = np.argmin(cand, axis=0)
-            val = cand[i, cols]
-            better = val < best[c]
-            best[c, better] = val[better]
-            choice[c, better, 0] = i[better]
-            choice[c, better, 1] = g
-        unused = best[c - 1] < best[c]          # leaving chiplet c-1 empty is strictly better (ties: use it)
-        best[c, unused] = best[c - 1, unused]
-        choice[c, unused] = 0
-    if not np.isfinite(best[n_chip, n]):
+            best[c, g] = cand[i, cols]
+            choice[c, g, :, 0], choice[c, g, :, 1] = i, ring[i, cols]
+        unused[c] = best[c - 1] < best[c]          # leaving chiplet c-1 empty is strictly better (ties: use it)
+        best[c][unused[c]] = best[c - 1][unused[c]]
+    if not np.isfinite(best[n_chip, :, n].min()):
         return None
     assignment = np.zeros(n, dtype=np.int64)
     shard = np.ones(n, dtype=np.int64)
-    c, j = n_chip, n
+    c, s, j = n_chip, int(np.argmin(best[n_chip, :, n])), n
     while j > 0:
-        i, g = (int(x) for x in choice[c, j])
-        if g == 0:
+        if unused[c, s, j]:
             c -= 1
             continue
-        assignment[i:j], shard[i:j] = c - g, g
-        c, j = c - g, i
+        i, ring = (int(x) for x in choice[c, s, j])
+        assignment[i:j], shard[i:j] = c - s, s
+        c, j = c - s, i
+        allowed = [0, 1, s] if ring else list(range(max_shard + 1))     # the state the stage's value came from
+        s = allowed[int(np.argmin(best[c, allowed, j]))]
     return assignment, shard

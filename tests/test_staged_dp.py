@@ -13,34 +13,41 @@ from partitioner.synthetic import random_dag
 
 
 def reference_dp(n: int, n_chip: int, max_shard: int, stage) -> tuple[np.ndarray, np.ndarray] | None:
-    """The recurrence of staged_dp._dp as plain loops over the last stage's end j and first op i."""
-    best = np.full((n_chip + 1, n + 1), np.inf)
-    best[0, 0] = 0.0
-    choice = np.zeros((n_chip + 1, n + 1, 2), dtype=np.int64)
+    """The recurrence of staged_dp._dp as plain loops over the last stage's end j, first op i and the size s of
+    the stage before it: the entry ring's cost only after a stage of 1 or g chiplets (or none)."""
+    best = np.full((n_chip + 1, max_shard + 1, n + 1), np.inf)
+    best[0, 0, 0] = 0.0
+    choice = {}
     for c in range(1, n_chip + 1):
         for g in range(1, min(max_shard, c) + 1):
-            st = stage(c - g, g)
-            if st is None:
+            pair = stage(c - g, g)
+            if pair is None:
                 continue
             for j in range(1, n + 1):
                 for i in range(j):
-                    v = max(best[c - g, i], st[i, j])
-                    if v < best[c, j]:
-                        best[c, j], choice[c, j] = v, (i, g)
-        for j in range(n + 1):
-            if best[c - 1, j] < best[c, j]:
-                best[c, j], choice[c, j] = best[c - 1, j], (0, 0)
-    if not np.isfinite(best[n_chip, n]):
+                    v, ring = max(min(best[c - g, s, i] for s in range(max_shard + 1)), pair[0][i, j]), False
+                    if g > 1:
+                        r = max(min(best[c - g, s, i] for s in (0, 1, g)), pair[1][i, j])
+                        v, ring = (r, True) if r < v else (v, False)
+                    if v < best[c, g, j]:
+                        best[c, g, j], choice[c, g, j] = v, (i, ring)
+        for s in range(max_shard + 1):
+            for j in range(n + 1):
+                if best[c - 1, s, j] < best[c, s, j]:
+                    best[c, s, j], choice[c, s, j] = best[c - 1, s, j], None
+    if not np.isfinite(best[n_chip, :, n].min()):
         return None
     a, k = np.zeros(n, dtype=np.int64), np.ones(n, dtype=np.int64)
     c, j = n_chip, n
+    s = min(range(max_shard + 1), key=lambda s: (best[c, s, j], s))
     while j > 0:
-        i, g = (int(x) for x in choice[c, j])
-        if g == 0:
+        if choice[c, s, j] is None:
             c -= 1
             continue
-        a[i:j], k[i:j] = c - g, g
-        c, j = c - g, i
+        i, ring = choice[c, s, j]
+        a[i:j], k[i:j] = c - s, s
+        c, j = c - s, i
+        s = min((0, 1, s) if ring else range(max_shard + 1), key=lambda x: (best[c, x, j], x))
     return a, k
 
 
@@ -63,13 +70,19 @@ def test_the_vectorised_dp_equals_the_loop_on_random_stage_costs_with_ties():
     # small integer costs: many ties, so the first best start and group must match too
     rng = np.random.default_rng(0)
     n, n_chip = 7, 5
-    mats = {(c, g): np.where(rng.random((n + 1, n + 1)) < 0.2, np.inf, rng.integers(0, 4, (n + 1, n + 1)))
-            for c in range(n_chip) for g in range(1, 4)}
+    later = np.triu(np.ones((n + 1, n + 1), dtype=bool), 1)
+
+    def draw():
+        return np.where(later & (rng.random((n + 1, n + 1)) >= 0.2), rng.integers(0, 4, (n + 1, n + 1)), np.inf)
+
+    pairs = {}
+    for c in range(n_chip):
+        for g in range(1, 4):
+            copies = draw()
+            pairs[c, g] = (copies, copies if g == 1 else np.minimum(copies, draw()))
 
     def stage(c, g):
-        if (c, g) == (1, 2):
-            return None
-        return np.where(np.triu(np.ones((n + 1, n + 1), dtype=bool), 1), mats[c, g], np.inf)
+        return None if (c, g) == (1, 2) else pairs[c, g]
 
     for cap in (1, 2, 3):
         assert same(_dp(n, n_chip, cap, stage), reference_dp(n, n_chip, cap, stage))
@@ -101,3 +114,44 @@ def test_best_staged_stops_early_with_the_best_of_all_candidates(seed):
     ev = best_staged(g, hw, 4, stats=stats)
     assert ev.throughput == max(every)
     assert stats["candidates"] == len(every) and 1 <= stats["simulated"] <= len(every)
+
+
+# --- the entry rule: an entry ring only after a whole producer or a group of the same size ----------------------------
+def test_a_stage_after_a_group_of_another_size_is_charged_k_copies():
+    """A LayerNorm feeds a 4-way MatMul 32,768 B on a chain of 6 (64 B/cycle, 20-cycle hops). The MatMul's stage
+    on 4 chiplets: k copies = 4 x 512 = 2,048 cycles of entry; an entry ring 512 + 20 + 1 + 3 x 129 + 5 x 20 = 1,020
+    (collectives.entry_ring_cycles), the pieces' compute (128) below both. The simulator runs the ring after the
+    LayerNorm whole (768 cycles per inference) and 4 copies after it split 2 ways (2,048: what the DP charges)."""
+    from partitioner.graph import Op, TensorGraph
+    from partitioner.hardware import Hardware
+    from partitioner.staged_dp import group_stage_costs
+
+    norm = Op("ln", "LayerNormalization", ("ln",), 5120, 0, 0, 1024, 32768)
+    fc = Op("fc", "MatMul", ("fc",), 8192 * 1000, 8192 * 1000, 65536, 16384, 32768)
+    g = TensorGraph.build("g", [norm, fc], [(0, 1, 32768)])
+    hw = Hardware("chain-6", (Chiplet(),) * 6, "chain", 1, 6)
+    copies, ring = group_stage_costs(g, hw, 2, 4)
+    assert (copies[1, 2], ring[1, 2]) == (2048.0, 1020.0)
+    after_whole = Partition(np.array([0, 1]), shard=np.array([1, 4]))
+    after_two = Partition(np.array([0, 2]), shard=np.array([2, 4]))
+    assert simulate(g, hw, after_whole).cycles_per_inference == 768.0
+    assert simulate(g, hw, after_two).cycles_per_inference == 2048.0
+
+
+def test_the_dp_takes_the_entry_ring_only_after_a_stage_of_1_or_g():
+    """Two ops, five chiplets, groups up to 3 (hand-set costs). op 0 costs 50 whole, 10 on 2 or 3 chiplets; op 1
+    costs 90 whole, 60 on 2, and on 3 100 with k copies or 20 with an entry ring. Taking the ring everywhere would
+    give op 0 on 2 + op 1 on 3 at max(10, 20) = 20, but after a stage of 2 the simulator sends copies: 100. So the
+    best is op 0 whole + op 1 on 3 with its ring: max(50, 20) = 50."""
+    n, inf = 2, np.inf
+    op0, op1 = {1: 50, 2: 10, 3: 10}, {1: (90, 90), 2: (60, 60), 3: (100, 20)}
+
+    def stage(c, g):
+        m = [np.full((n + 1, n + 1), inf) for _ in range(2)]
+        for v in range(2):
+            m[v][0, 1], m[v][1, 2], m[v][0, 2] = op0[g], op1[g][v], 1000
+        return m[0], m[1]
+
+    a, k = _dp(n, 5, 3, stage)
+    assert k.tolist() == [1, 3] and a[1] == a[0] + 1        # (a chiplet before it may stay empty: a tie)
+    assert same((a, k), reference_dp(n, 5, 3, stage))
