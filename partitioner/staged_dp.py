@@ -107,11 +107,12 @@ def group_stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, k: i
 def group_stage_costs(graph: TensorGraph, hw: Hardware, chiplet: int, k: int, tables: tuple | None = None,
                       relaxed: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(copies, ring), each cost[i, j]: cycles per inference of ops i..j-1 run as a stage on the k chiplets from
-    `chiplet`, every op split k ways: the largest of the pieces' cycles, the collectives (cost.collective_cycles:
-    direct or ring, as the simulator runs them) of the ops with a consumer inside the stage plus shipping each
-    member's share of the cut outputs, and the entry: k copies of the inputs (`copies`), or the cheaper of that and
-    an entry ring (`ring`), which the simulator runs only from a whole producer or a group of the same size
-    (collectives.plan_rings). Under the simulator's rounds (R4b) a stage's compute overlaps its links. inf if the
+    `chiplet`, every op split k ways: the larger of the pieces' cycles and the group's link work, the sum of the
+    collectives (cost.collective_cycles: direct or ring, as the simulator runs them) of the ops with a consumer
+    inside the stage, shipping each member's share of the cut outputs and the entry: k copies of the inputs
+    (`copies`), or the cheaper of that and an entry ring (`ring`), which the simulator runs only from a whole
+    producer or a group of the same size (collectives.plan_rings). Under the simulator's rounds (R4b) a stage's
+    compute overlaps its links; the links' own work does not overlap (one group's links carry it all). inf if the
     pieces do not fit SRAM. tables: `_tables_for` (default: computed here for this group). Piece weights count as
     `sram_weights` counts them: with a memory tier a piece too big for any SRAM streams anyway, and `relaxed`
     counts none."""
@@ -157,10 +158,11 @@ def group_stage_costs(graph: TensorGraph, hw: Hardware, chiplet: int, k: int, ta
         else:
             ship = serialization_cycles(-(-cross[i, j] // k), hw).astype(float)
         links[i, i + 1:] = gather[i, j] + ship
-    compute = np.maximum(cyc[None, :] - cyc[:, None], links)
+    compute = cyc[None, :] - cyc[:, None]
     out = []
     for entry in (copies, ring):
-        cost = np.where(fits, np.maximum(compute, entry), np.inf)
+        # the collectives, the shipping and the entry all cross the group's own links: their times add up
+        cost = np.where(fits, np.maximum(compute, links + entry), np.inf)
         np.fill_diagonal(cost, 0.0)
         out.append(cost)
     return out[0], out[1]
