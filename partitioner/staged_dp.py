@@ -296,11 +296,12 @@ def _staged_dp(graph: TensorGraph, hw: Hardware, max_shard: int, relaxed: bool, 
 
 
 def _stage_fn(graph: TensorGraph, hw: Hardware, relaxed: bool, serial_streams: bool, memo: dict):
-    """stage(c, g): (copies, ring) as `group_stage_costs` for the group c..c+g-1, each cost[i, j] of ops i..j-1 as
-    the DP charges it (with the stage's stream estimates; inf for i >= j), or None where no group may stand."""
+    """stage(c, g): (copies, ring) as `group_stage_costs` for the group c..c+g-1, each cost[j, i] of ops i..j-1 as
+    the DP charges it (with the stage's stream estimates; inf for i >= j), or None where no group may stand.
+    Transposed (a row per last op), so the DP's search over the first op runs along memory."""
     n = graph.n_ops
-    later = np.triu(np.ones((n + 1, n + 1), dtype=bool), 1)     # i < j: a stage holds at least one op
-    one = np.eye(n + 1, k=1, dtype=bool)                        # i == j - 1: a one-op stage
+    later = np.tril(np.ones((n + 1, n + 1), dtype=bool), -1)    # i < j: a stage holds at least one op
+    one = np.eye(n + 1, k=-1, dtype=bool)                       # i == j - 1: a one-op stage
     tables = memo.setdefault("tables", {})
 
     def cached(key: tuple, make):
@@ -310,7 +311,8 @@ def _stage_fn(graph: TensorGraph, hw: Hardware, relaxed: bool, serial_streams: b
 
     def _costs_and_axes(c: int, g: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[str, ...]]:
         tabs = _tables_for(graph, hw, c, g, tables)
-        return group_stage_costs(graph, hw, c, g, tabs, relaxed), tabs[2]
+        copies, ring = (np.where(later, m.T, np.inf) for m in group_stage_costs(graph, hw, c, g, tabs, relaxed))
+        return (copies, copies if g == 1 else ring), tabs[2]
 
     def stage(c: int, g: int) -> tuple[np.ndarray, np.ndarray] | None:
         kind = hw.chiplets[c]
@@ -321,8 +323,8 @@ def _stage_fn(graph: TensorGraph, hw: Hardware, relaxed: bool, serial_streams: b
         ms, axes = cached(("cost", kind, g, next_stage_bytes_per_cycle(hw, c + g - 1), relaxed),
                           lambda: _costs_and_axes(c, g))
         if relaxed:
-            extra = _stream_time(hw, _fan_in(hw, c, g), cached(("excess", kind, g),
-                                                              lambda: _excess_bytes(graph, kind, g, axes)))
+            over = cached(("excess", kind, g), lambda: np.ascontiguousarray(_excess_bytes(graph, kind, g, axes).T))
+            extra = _stream_time(hw, _fan_in(hw, c, g), over)
             if serial_streams:
                 # M4: a read is prefetched during the segment before its op's; a one-op stage's segment before is
                 # its own, of the previous inference, so its read hides behind its compute
@@ -332,12 +334,11 @@ def _stage_fn(graph: TensorGraph, hw: Hardware, relaxed: bool, serial_streams: b
         else:
             reads = cached(("reads", kind, g), lambda: _forced_reads(graph, hw, g, axes))
             if reads is None:
-                add = lambda m: m  # noqa: E731
-            else:
-                streams = _forced_stream_cycles(hw, c, g, reads)
-                add = lambda m: np.maximum(m, streams[None, :] - streams[:, None])  # noqa: E731
-        copies, ring = (np.where(later, add(m), np.inf) for m in ms)
-        return copies, (copies if g == 1 else ring)
+                return ms
+            streams = _forced_stream_cycles(hw, c, g, reads)
+            add = lambda m: np.maximum(m, streams[:, None] - streams[None, :])  # noqa: E731
+        copies = add(ms[0])
+        return copies, (copies if g == 1 else add(ms[1]))
 
     return stage
 
@@ -354,20 +355,21 @@ def _dp(n: int, n_chip: int, max_shard: int, stage) -> tuple[np.ndarray, np.ndar
     choice = np.zeros((n_chip + 1, max_shard + 1, n + 1, 2), dtype=np.int32)   # (i, entry ring?) of the stage
     unused = np.zeros((n_chip + 1, max_shard + 1, n + 1), dtype=bool)          # chiplet c-1 left empty
     cols = np.arange(n + 1)
+    copies, ring, either = (np.empty((n + 1, n + 1)) for _ in range(3))     # buffers, reused
     for c in range(1, n_chip + 1):
         for g in range(1, min(max_shard, c) + 1):
             pair = stage(c - g, g)
             if pair is None:
                 continue
             prev = best[c - g]
-            cand = np.maximum(prev.min(axis=0)[:, None], pair[0])
-            ring = np.zeros_like(cand, dtype=bool)
+            np.maximum(prev.min(axis=0), pair[0], out=copies)
             if g > 1:
-                ring = np.maximum(prev[[0, 1, g]].min(axis=0)[:, None], pair[1])
-                ring, cand = ring < cand, np.minimum(cand, ring)
-            i = np.argmin(cand, axis=0)
-            best[c, g] = cand[i, cols]
-            choice[c, g, :, 0], choice[c, g, :, 1] = i, ring[i, cols]
+                np.maximum(prev[[0, 1, g]].min(axis=0), pair[1], out=ring)
+                np.minimum(copies, ring, out=either)
+            i = np.argmin(either if g > 1 else copies, axis=1)
+            best[c, g] = (either if g > 1 else copies)[cols, i]
+            choice[c, g, :, 0] = i
+            choice[c, g, :, 1] = ring[cols, i] < copies[cols, i] if g > 1 else False
         unused[c] = best[c - 1] < best[c]          # leaving chiplet c-1 empty is strictly better (ties: use it)
         best[c][unused[c]] = best[c - 1][unused[c]]
     if not np.isfinite(best[n_chip, :, n].min()):

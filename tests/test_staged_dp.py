@@ -25,9 +25,9 @@ def reference_dp(n: int, n_chip: int, max_shard: int, stage) -> tuple[np.ndarray
                 continue
             for j in range(1, n + 1):
                 for i in range(j):
-                    v, ring = max(min(best[c - g, s, i] for s in range(max_shard + 1)), pair[0][i, j]), False
+                    v, ring = max(min(best[c - g, s, i] for s in range(max_shard + 1)), pair[0][j, i]), False
                     if g > 1:
-                        r = max(min(best[c - g, s, i] for s in (0, 1, g)), pair[1][i, j])
+                        r = max(min(best[c - g, s, i] for s in (0, 1, g)), pair[1][j, i])
                         v, ring = (r, True) if r < v else (v, False)
                     if v < best[c, g, j]:
                         best[c, g, j], choice[c, g, j] = v, (i, ring)
@@ -70,7 +70,7 @@ def test_the_vectorised_dp_equals_the_loop_on_random_stage_costs_with_ties():
     # small integer costs: many ties, so the first best start and group must match too
     rng = np.random.default_rng(0)
     n, n_chip = 7, 5
-    later = np.triu(np.ones((n + 1, n + 1), dtype=bool), 1)
+    later = np.tril(np.ones((n + 1, n + 1), dtype=bool), -1)     # stage matrices are cost[j, i]
 
     def draw():
         return np.where(later & (rng.random((n + 1, n + 1)) >= 0.2), rng.integers(0, 4, (n + 1, n + 1)), np.inf)
@@ -149,7 +149,7 @@ def test_the_dp_takes_the_entry_ring_only_after_a_stage_of_1_or_g():
     def stage(c, g):
         m = [np.full((n + 1, n + 1), inf) for _ in range(2)]
         for v in range(2):
-            m[v][0, 1], m[v][1, 2], m[v][0, 2] = op0[g], op1[g][v], 1000
+            m[v][1, 0], m[v][2, 1], m[v][2, 0] = op0[g], op1[g][v], 1000     # cost[j, i]
         return m[0], m[1]
 
     a, k = _dp(n, 5, 3, stage)
