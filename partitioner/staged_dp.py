@@ -297,12 +297,9 @@ def _staged_dp(graph: TensorGraph, hw: Hardware, max_shard: int, relaxed: bool, 
 
 
 def _stage_fn(graph: TensorGraph, hw: Hardware, relaxed: bool, serial_streams: bool, memo: dict):
-    """stage(c, g): (copies, ring) as `group_stage_costs` for the group c..c+g-1, each cost[j, i] of ops i..j-1 as
-    the DP charges it (with the stage's stream estimates; inf for i >= j), or None where no group may stand.
-    Transposed (a row per last op), so the DP's search over the first op runs along memory."""
-    n = graph.n_ops
-    later = np.tril(np.ones((n + 1, n + 1), dtype=bool), -1)    # i < j: a stage holds at least one op
-    one = np.eye(n + 1, k=-1, dtype=bool)                       # i == j - 1: a one-op stage
+    """stage(c, g): (copies, ring) as `group_stage_costs` for the group c..c+g-1, as the DP charges them (with the
+    stage's stream estimates), each as a band (`_band`): band[j, d] the cost of ops j-w+d..j-1, w the longest
+    stage that fits; or None where no group may stand."""
     tables = memo.setdefault("tables", {})
 
     def cached(key: tuple, make):
@@ -312,8 +309,9 @@ def _stage_fn(graph: TensorGraph, hw: Hardware, relaxed: bool, serial_streams: b
 
     def _costs_and_axes(c: int, g: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[str, ...]]:
         tabs = _tables_for(graph, hw, c, g, tables)
-        copies, ring = (np.where(later, m.T, np.inf) for m in group_stage_costs(graph, hw, c, g, tabs, relaxed))
-        return (copies, copies if g == 1 else ring), tabs[2]
+        copies, ring = group_stage_costs(graph, hw, c, g, tabs, relaxed)
+        w = _width(copies)
+        return (_band(copies, w), _band(copies if g == 1 else ring, w)), tabs[2]
 
     def stage(c: int, g: int) -> tuple[np.ndarray, np.ndarray] | None:
         kind = hw.chiplets[c]
@@ -323,13 +321,18 @@ def _stage_fn(graph: TensorGraph, hw: Hardware, relaxed: bool, serial_streams: b
             return None     # and inside one package: collectives never cross a package link
         ms, axes = cached(("cost", kind, g, next_stage_bytes_per_cycle(hw, c + g - 1), relaxed),
                           lambda: _costs_and_axes(c, g))
+        w = ms[0].shape[1]
         if relaxed:
-            over = cached(("excess", kind, g), lambda: np.ascontiguousarray(_excess_bytes(graph, kind, g, axes).T))
+            over = cached(("excess", kind, g, w), lambda: _band(_excess_bytes(graph, kind, g, axes), w, 0))
             extra = _stream_time(hw, _fan_in(hw, c, g), over)
             if serial_streams:
-                # M4: a read is prefetched during the segment before its op's; a one-op stage's segment before is
-                # its own, of the previous inference, so its read hides behind its compute
-                add = lambda m: np.where(one, np.maximum(m, extra), m + extra)  # noqa: E731
+                def add(m):
+                    # M4: a read is prefetched during the segment before its op's; a one-op stage's (the band's
+                    # last column) segment before is its own, of the previous inference, so its read hides
+                    # behind its compute
+                    out = m + extra
+                    out[:, -1] = np.maximum(m[:, -1], extra[:, -1])
+                    return out
             else:
                 add = lambda m: np.maximum(m, extra)  # noqa: E731
         else:
@@ -337,11 +340,34 @@ def _stage_fn(graph: TensorGraph, hw: Hardware, relaxed: bool, serial_streams: b
             if reads is None:
                 return ms
             streams = _forced_stream_cycles(hw, c, g, reads)
-            add = lambda m: np.maximum(m, streams[:, None] - streams[None, :])  # noqa: E731
+            since = _windows(np.concatenate([np.zeros(w), streams]), w, len(streams))    # streams[i] per (j, d)
+            add = lambda m: np.maximum(m, streams[:, None] - since)  # noqa: E731
         copies = add(ms[0])
         return copies, (copies if g == 1 else add(ms[1]))
 
     return stage
+
+
+def _width(m: np.ndarray) -> int:
+    """The longest stage (j - i) with a finite cost in m[i, j], at least 1."""
+    i, j = np.nonzero(np.isfinite(m) & np.triu(np.ones(m.shape, dtype=bool), 1))
+    return max(int((j - i).max(initial=1)), 1)
+
+
+def _band(m: np.ndarray, w: int, fill: float = np.inf) -> np.ndarray:
+    """m[i, j] (ops i..j-1) as band[j, d] = m[j - w + d, j] for d < w (`fill` where j - w + d < 0): a row per end
+    op, its possible first ops ascending, so the DP's search over them runs along memory and skips every stage
+    longer than w (which cannot fit)."""
+    n1 = m.shape[0]
+    j = np.arange(n1)[:, None]
+    i = j - w + np.arange(w)[None, :]
+    return np.where(i >= 0, m[np.maximum(i, 0), j], fill)
+
+
+def _windows(padded: np.ndarray, w: int, rows: int) -> np.ndarray:
+    """windows[j, d] = padded[j + d] for j < rows, d < w (a view): with w leading pads, the value at first op
+    j - w + d of a band."""
+    return np.lib.stride_tricks.sliding_window_view(padded, w)[:rows]
 
 
 def _dp(n: int, n_chip: int, max_shard: int, stage) -> tuple[np.ndarray, np.ndarray] | None:
@@ -349,28 +375,30 @@ def _dp(n: int, n_chip: int, max_shard: int, stage) -> tuple[np.ndarray, np.ndar
     chiplets 0..c-1 (some maybe unused) with a last stage of s chiplets (s = 0: none yet, j = 0). A stage of g
     chiplets pays its entry ring only after a stage of 1 or g (or none), where the simulator runs entry rings
     (collectives.plan_rings), else k copies; inputs from stages further back are taken as from the last one (the
-    state holds one size). Each (c, g) takes every (first op i, end j) at once: the first best i per j, as a loop
-    over i would. (assignment, shard), or None when no plan fits."""
+    state holds one size). Each (c, g) takes every (first op i, end j) of its band at once: the first best i per
+    j, as a loop over i would. (assignment, shard), or None when no plan fits."""
     best = np.full((n_chip + 1, max_shard + 1, n + 1), np.inf)
     best[0, 0, 0] = 0.0
     choice = np.zeros((n_chip + 1, max_shard + 1, n + 1, 2), dtype=np.int32)   # (i, entry ring?) of the stage
     unused = np.zeros((n_chip + 1, max_shard + 1, n + 1), dtype=bool)          # chiplet c-1 left empty
     cols = np.arange(n + 1)
-    copies, ring, either = (np.empty((n + 1, n + 1)) for _ in range(3))     # buffers, reused
+    bufs = [np.empty((n + 1) * (n + 1)) for _ in range(3)]                      # reused
     for c in range(1, n_chip + 1):
         for g in range(1, min(max_shard, c) + 1):
             pair = stage(c - g, g)
             if pair is None:
                 continue
-            prev = best[c - g]
-            np.maximum(prev.min(axis=0), pair[0], out=copies)
+            w = pair[0].shape[1]
+            copies, ring, either = (b[:(n + 1) * w].reshape(n + 1, w) for b in bufs)
+            prev = np.concatenate([np.full((max_shard + 1, w), np.inf), best[c - g]], axis=1)
+            np.maximum(_windows(prev.min(axis=0), w, n + 1), pair[0], out=copies)
             if g > 1:
-                np.maximum(prev[[0, 1, g]].min(axis=0), pair[1], out=ring)
+                np.maximum(_windows(prev[[0, 1, g]].min(axis=0), w, n + 1), pair[1], out=ring)
                 np.minimum(copies, ring, out=either)
-            i = np.argmin(either if g > 1 else copies, axis=1)
-            best[c, g] = (either if g > 1 else copies)[cols, i]
-            choice[c, g, :, 0] = i
-            choice[c, g, :, 1] = ring[cols, i] < copies[cols, i] if g > 1 else False
+            d = np.argmin(either if g > 1 else copies, axis=1)
+            best[c, g] = (either if g > 1 else copies)[cols, d]
+            choice[c, g, :, 0] = cols - w + d
+            choice[c, g, :, 1] = ring[cols, d] < copies[cols, d] if g > 1 else False
         unused[c] = best[c - 1] < best[c]          # leaving chiplet c-1 empty is strictly better (ties: use it)
         best[c][unused[c]] = best[c - 1][unused[c]]
     if not np.isfinite(best[n_chip, :, n].min()):

@@ -8,7 +8,7 @@ import pytest
 from partitioner.hardware import Chiplet, mesh_of
 from partitioner.partition import Partition, check
 from partitioner.simulator import simulate
-from partitioner.staged_dp import _dp, _stage_fn, staged_candidates, staged_plans
+from partitioner.staged_dp import _band, _dp, _stage_fn, _width, staged_candidates, staged_plans
 from partitioner.synthetic import random_dag
 
 
@@ -23,11 +23,13 @@ def reference_dp(n: int, n_chip: int, max_shard: int, stage) -> tuple[np.ndarray
             pair = stage(c - g, g)
             if pair is None:
                 continue
+            w = pair[0].shape[1]        # band[j, d]: ops j - w + d..j-1
             for j in range(1, n + 1):
                 for i in range(j):
-                    v, ring = max(min(best[c - g, s, i] for s in range(max_shard + 1)), pair[0][j, i]), False
+                    cost = [np.inf if i < j - w else m[j, i - j + w] for m in pair]
+                    v, ring = max(min(best[c - g, s, i] for s in range(max_shard + 1)), cost[0]), False
                     if g > 1:
-                        r = max(min(best[c - g, s, i] for s in (0, 1, g)), pair[1][j, i])
+                        r = max(min(best[c - g, s, i] for s in (0, 1, g)), cost[1])
                         v, ring = (r, True) if r < v else (v, False)
                     if v < best[c, g, j]:
                         best[c, g, j], choice[c, g, j] = v, (i, ring)
@@ -70,7 +72,7 @@ def test_the_vectorised_dp_equals_the_loop_on_random_stage_costs_with_ties():
     # small integer costs: many ties, so the first best start and group must match too
     rng = np.random.default_rng(0)
     n, n_chip = 7, 5
-    later = np.tril(np.ones((n + 1, n + 1), dtype=bool), -1)     # stage matrices are cost[j, i]
+    later = np.triu(np.ones((n + 1, n + 1), dtype=bool), 1)
 
     def draw():
         return np.where(later & (rng.random((n + 1, n + 1)) >= 0.2), rng.integers(0, 4, (n + 1, n + 1)), np.inf)
@@ -79,7 +81,8 @@ def test_the_vectorised_dp_equals_the_loop_on_random_stage_costs_with_ties():
     for c in range(n_chip):
         for g in range(1, 4):
             copies = draw()
-            pairs[c, g] = (copies, copies if g == 1 else np.minimum(copies, draw()))
+            ring = copies if g == 1 else np.where(np.isfinite(copies), np.minimum(copies, draw()), np.inf)
+            pairs[c, g] = (_band(copies, _width(copies)), _band(ring, _width(copies)))
 
     def stage(c, g):
         return None if (c, g) == (1, 2) else pairs[c, g]
@@ -149,8 +152,8 @@ def test_the_dp_takes_the_entry_ring_only_after_a_stage_of_1_or_g():
     def stage(c, g):
         m = [np.full((n + 1, n + 1), inf) for _ in range(2)]
         for v in range(2):
-            m[v][1, 0], m[v][2, 1], m[v][2, 0] = op0[g], op1[g][v], 1000     # cost[j, i]
-        return m[0], m[1]
+            m[v][0, 1], m[v][1, 2], m[v][0, 2] = op0[g], op1[g][v], 1000
+        return _band(m[0], 2), _band(m[1], 2)
 
     a, k = _dp(n, 5, 3, stage)
     assert k.tolist() == [1, 3] and a[1] == a[0] + 1        # (a chiplet before it may stay empty: a tie)
