@@ -43,15 +43,22 @@ CACHE = Path(__file__).resolve().parent / ".split_cache.json"
 PLOT = Path(__file__).resolve().parent / "split_curves.png"
 FINETUNE_PLOT = Path(__file__).resolve().parent / "split_finetune.png"
 SECTION = "Learned search in the split-plan space (issue 12, part 2)"
-COMMANDS = """python benchmarks/split_bench.py --run --budget 1024 --seeds 0 1 2 --cases resnet50/64 vit-base/64 resnet50/144
-python benchmarks/split_bench.py --pretrained --pretrained-budget 256
-python benchmarks/split_bench.py --run --budget 1024 --seeds 0 --methods learned anneal random scratch \\
-    --cases bert-large/64 vit-base/144
-python benchmarks/split_bench.py --cpsat --exact-time 30 --cases resnet50/64 vit-base/64 resnet50/144
-# branch learnfinish (split plans carry streamed weights):
-python benchmarks/split_bench.py --run --budget 256 --seeds 0 --methods learned anneal random --cases llama-1b/64
-python benchmarks/split_bench.py --run --budget 1024 --seeds 1 2 --methods learned anneal random --cases bert-large/64
-python benchmarks/split_bench.py --write"""
+COMMANDS = """# on commit 591aebf (before the staged-DP changes of branch stageddeg), 2 shared cores, 2026-12-06;
+# several processes into separate caches, then one --write reading them all
+python benchmarks/split_bench.py --run --budget 1024 --seeds 0 1 2 \\
+    --cases resnet50/64 vit-base/64 resnet50/144 vit-base/144 bert-large/64 bert-large/144 \\
+    --cache benchmarks/.cache_a.json       # seeds 1 2 of the first four cases into .cache_e.json, of bert-large/144 into .cache_g.json
+python benchmarks/split_bench.py --pretrained --pretrained-budget 256 --cache benchmarks/.cache_b.json
+python benchmarks/split_bench.py --run --budget 256 --seeds 0 1 2 --cases llama-1b/64 --cache benchmarks/.cache_b.json
+python benchmarks/split_bench.py --run --budget 1024 --seeds 0 --methods anneal+res learned+res \\
+    --cases vit-base/144 bert-large/64 vit-base/64 resnet50/64 resnet50/144 bert-large/144 --cache benchmarks/.cache_c.json
+python benchmarks/split_bench.py --cpsat --exact-time 30 --cache benchmarks/.cache_d.json
+python benchmarks/split_bench.py --run --budget 256 --seeds 0 --methods anneal+res learned+res --cases llama-1b/64 \\
+    --cache benchmarks/.cache_d.json
+python benchmarks/split_bench.py --run --budget 256 --seeds 0 --cases llama-1b/144 --cache benchmarks/.cache_d.json
+python benchmarks/split_bench.py --write --cache benchmarks/.cache_{a,b,c,d,e,g}.json
+# on commit 735d479 (branch stageddeg merged): vit-base/144 again, findings below
+python benchmarks/split_bench.py --run --budget 1024 --seeds 0 --cases vit-base/144 --cache benchmarks/.cache_h.json"""
 
 FINDINGS = """Findings (2 shared cores, 2026-11-25, branches learnshard and learnfinish). Every target is missed:
 - Learned >= 1.05x annealing and random at equal evaluations: met on 0 cases at 64, 256 and 1024 evaluations

@@ -21,7 +21,6 @@ Fine-tuning per graph is the same loop with learning on (`finetune=True`, the de
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

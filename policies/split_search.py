@@ -11,7 +11,7 @@ policy in one loop, so the only differences between them are how a move is chose
              features (so the untrained network is exactly annealing's proposer).
     accept   anneal and learned: Metropolis on log throughput, temperature 0.05 -> 0.001 geometric over the budget;
              random: every move (a random walk).
-    residency  with `residency=True` (off by default, not yet measured), all three also offer residency moves
+    residency  with `residency=True` (off by default: no gain measured), all three also offer residency moves
              (policies/residency_moves.py: stream or keep resident one op's weights), chosen like stage moves.
     restart  all three: back to the best plan after max(8, budget // 8) evaluations without a new best.
     learn    learned only, fine-tuning on the graph: PPO (move_policy.Learner) on each tried move's reward
@@ -110,7 +110,7 @@ def split_search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, 
     """`method` (anneal, random or learned) over staged plans for `budget` evaluations (module docstring). None
     when no staged plan is valid on this package. With a memory tier every plan evaluated streams the weights its
     overflowing chiplets must (split_moves.with_residency at `batch`). `residency`: residency moves
-    (policies/residency_moves.py) join the offered moves of all three methods (off by default: not yet measured)."""
+    (policies/residency_moves.py) join the offered moves of all three methods (off by default: no gain measured)."""
     if method not in SPLIT_METHODS:
         raise ValueError(f"unknown split-space method {method!r}; use one of {SPLIT_METHODS}")
     rng = np.random.default_rng(seed)
