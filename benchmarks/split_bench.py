@@ -48,7 +48,7 @@ COMMANDS = """# on commit 591aebf (before the staged-DP changes of branch staged
 python benchmarks/split_bench.py --run --budget 1024 --seeds 0 1 2 \\
     --cases resnet50/64 vit-base/64 resnet50/144 vit-base/144 bert-large/64 bert-large/144 \\
     --cache benchmarks/.cache_a.json       # seeds 1 2 of the first four cases ran into .cache_e.json;
-    # bert-large/144's seed 1 into .cache_g.json, seed 2 into .cache_g2.json
+    # bert-large/144: seed 1 into .cache_g.json, seed 2 into .cache_g2.json (random: .cache_g3.json)
 python benchmarks/split_bench.py --pretrained --pretrained-budget 256 --cache benchmarks/.cache_b.json
 python benchmarks/split_bench.py --run --budget 256 --seeds 0 1 2 --cases llama-1b/64 --cache benchmarks/.cache_b.json
 python benchmarks/split_bench.py --run --budget 1024 --seeds 0 --methods anneal+res learned+res \\
@@ -57,7 +57,7 @@ python benchmarks/split_bench.py --cpsat --exact-time 30 --cache benchmarks/.cac
 python benchmarks/split_bench.py --run --budget 256 --seeds 0 --methods anneal+res learned+res --cases llama-1b/64 \\
     --cache benchmarks/.cache_d.json
 python benchmarks/split_bench.py --run --budget 256 --seeds 0 --cases llama-1b/144 --cache benchmarks/.cache_d.json
-python benchmarks/split_bench.py --write --cache benchmarks/.cache_{a,b,c,d,e,g,g2}.json
+python benchmarks/split_bench.py --write --cache benchmarks/.cache_{a,b,c,d,e,g,g2,g3}.json
 # on commit 735d479 (branch stageddeg merged): vit-base/144 again, findings below
 python benchmarks/split_bench.py --run --budget 1024 --seeds 0 --cases vit-base/144 --cache benchmarks/.cache_h.json"""
 
@@ -81,12 +81,15 @@ FINDINGS = """Findings (2 shared cores, 2026-12-06; the table ran on commit 591a
   figures).
 - CP-SAT (30 s over whole-op plans, simulated) is below the split-plan search on every case (last column of its
   table): the split space is where the throughput is, and CP-SAT's whole-op relaxation does not see it.
-- Residency moves (M+res, seed 0): no change to any method's best on the 7 cases run; they stay off by default.
+- Residency moves (M+res, seed 0): no change to any method's final best on the 7 cases run. On vit-base/144 they
+  change only how soon the +0.3% plan is found (annealing: evaluation 5 instead of 324; learned: 133 instead of 5,
+  its pretrained scores diluted by moves it never trained on). They stay off by default.
 - Pretrained vs untrained network: tie on 8 of 8 held-out cases (target: pretrained wins 6); fine-tuning reaches
   the untrained run's final best within 1/10 of the evaluations on 8 of 8, on 7 of them because the best is a
   start plan; on vit-base/144 at evaluation 5, the untrained network at 72 (split_finetune.png).
 - Budgets: llama-1b at 256 evaluations (about 1 s per evaluation of its 455 ops on the shared machine), seeds 0-2
-  at 64 chiplets, seed 0 at 144. Cells marked (k) have k seeds (the per-case counts line).
+  at 64 chiplets, seed 0 at 144; every other case 1024 evaluations, seeds 0-2. The untrained network (scratch)
+  ran only in the pretrained comparison (256 evaluations, seed 0), not in the main table.
 - Default: `anneal` stays the default method (README, "Why anneal is the default"); the split-plan search stays
   opt-in (`--split-budget N`, by the run's method)."""
 
