@@ -267,7 +267,8 @@ def staged_plans(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_MAX_
 
 
 def staged_partition(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_MAX_SHARD,
-                     relaxed: bool = False, serial_streams: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                     relaxed: bool = False, serial_streams: bool = False, memo: dict | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """(assignment, shard): the topological order cut into pipeline stages, stage s on a group of g_s consecutive
     chiplets (g_s <= max_shard, groups in pipeline order, at most n_chiplets chiplets in all) with every op of the
     stage split g_s ways, minimising the slowest stage (`group_stage_costs`). A DP over (ops placed, chiplets used,
@@ -280,10 +281,10 @@ def staged_partition(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_
     behind its own previous inference, so max there too). The caller chooses residency (solver/residency.py). Falls
     back to `dp_partition` (shard 1) if no staged plan fits SRAM. With packages (hw.package_level) a group never
     straddles two packages, and a stage ships its cut outputs at the slowest link to the next chiplet
-    (cost.next_stage_bytes_per_cycle)."""
-    plan = _staged_dp(graph, hw, max_shard, relaxed, serial_streams)
+    (cost.next_stage_bytes_per_cycle). `memo`: as for `_staged_dp` (callers running several caps share it)."""
+    plan = _staged_dp(graph, hw, max_shard, relaxed, serial_streams, memo)
     if plan is None and hw.memory_stacks and not relaxed:
-        plan = _staged_dp(graph, hw, max_shard, True, serial_streams)
+        plan = _staged_dp(graph, hw, max_shard, True, serial_streams, memo)
     return plan if plan is not None else (dp_partition(graph, hw), np.ones(graph.n_ops, dtype=np.int64))
 
 

@@ -61,9 +61,9 @@ def context_for(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_MAX_S
         if g is graph and h is hw and k == max_shard and b == batch:
             return ctx, starts
     ctx = SplitContext(graph, hw, max_shard)
-    starts, seen = [], set()
+    starts, seen, memo = [], set(), {}
     for g in range(1, ctx.max_shard + 1):
-        a, k = staged_partition(graph, hw, g)
+        a, k = staged_partition(graph, hw, g, memo=memo)    # one memo: a group's cost matrices do not depend on g
         part = with_residency(graph, hw, Partition(a, None, 0, f"staged-dp-{g}", shard=k), batch)
         key = (a.tobytes(), k.tobytes())
         if key not in seen and plan_of(a, k) is not None and not check(graph, hw, part):
