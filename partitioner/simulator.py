@@ -112,14 +112,30 @@ def _as_assignment(graph: TensorGraph, hw: Hardware, part: Partition | np.ndarra
     return a
 
 
+def _lanes(graph: TensorGraph, hw: Hardware, a: np.ndarray, engine: np.ndarray | None
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(cycle matrix, each op's cycles where it runs, its lane, the lane count). Lanes (docs R4b, R4c): lane c is
+    chiplet c's compute; lane n_chip + c its collective engine (ring relays)."""
+    n_chip = hw.n_chiplets
+    cm = op_cycles_matrix(graph, hw)
+    cycles = cm[np.arange(graph.n_ops), a]
+    lane = a if engine is None or not np.any(engine) else a + n_chip * np.asarray(engine, dtype=np.int64)
+    return cm, cycles, lane, n_chip if lane is a else 2 * n_chip
+
+
+def throughput_ceiling(graph: TensorGraph, hw: Hardware, assignment: np.ndarray, shard: np.ndarray) -> float:
+    """An upper bound on the simulated throughput of a plan, without simulating it: clock / its busiest lane's
+    cycles per inference (a chiplet's compute or its collective engine's relays), the plan run as its pieces as
+    `simulate` runs it. The period is never below a lane's busy cycles (max_busy); streaming adds no compute."""
+    ex = expand(graph, assignment, shard, links=ring_links(hw), keep_column=keep_column(hw))
+    _, cycles, lane, _ = _lanes(ex.graph, hw, ex.assignment, ex.engine)
+    return hw.clock_hz / max(float(np.bincount(lane, weights=cycles).max(initial=0)), 1.0)
+
+
 def _plan(graph: TensorGraph, hw: Hardware, a: np.ndarray, streamed: np.ndarray | None = None,
           batch: int = 1, engine: np.ndarray | None = None, group: np.ndarray | None = None) -> _Plan:
     n, n_chip = graph.n_ops, hw.n_chiplets
-    cm = op_cycles_matrix(graph, hw)
-    cycles = cm[np.arange(n), a]
-    # Lanes (docs R4b, R4c): lane c is chiplet c's compute; lane n_chip + c its collective engine (ring relays).
-    lane = a if engine is None or not np.any(engine) else a + n_chip * np.asarray(engine, dtype=np.int64)
-    n_lane = n_chip if lane is a else 2 * n_chip
+    cm, cycles, lane, n_lane = _lanes(graph, hw, a, engine)
 
     # Messages: one per (producer op, destination lane) over the edges that cross lanes.
     src, dst, eb = graph.edge_src, graph.edge_dst, graph.edge_bytes

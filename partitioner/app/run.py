@@ -29,8 +29,8 @@ from partitioner.app.staged_cert import (is_staged, staged_certificate, staged_c
 from partitioner.app.pipeline import evaluate
 from partitioner.report import (Evaluation, plot_partition, report_markdown, write_chrome_trace, write_json,
                                 write_text)
-from partitioner.cost import keep_column, op_cycles_matrix, ring_links
-from partitioner.simulator import simulate
+from partitioner.cost import keep_column, ring_links
+from partitioner.simulator import simulate, throughput_ceiling
 from partitioner.sharding import expand, groups, layout
 from partitioner.splits import dp_partition, greedy_partition
 from partitioner.staged_dp import auto_max_shard, staged_candidates
@@ -249,16 +249,6 @@ def best_staged(graph: TensorGraph, hw: Hardware, max_shard: int, batch: int = 1
     if stats is not None:
         stats.update(candidates=len(plans), simulated=simulated)
     return best
-
-
-def throughput_ceiling(graph: TensorGraph, hw: Hardware, assignment: np.ndarray, shard: np.ndarray) -> float:
-    """An upper bound on the simulated throughput of a plan, without simulating it: clock / its busiest chiplet's
-    compute (or collective engine's relay) cycles per inference, run as its pieces as `simulate` runs it. The
-    simulator's period is never below a lane's busy cycles (simulate: max_busy); streaming adds no compute."""
-    ex = expand(graph, assignment, shard, links=ring_links(hw), keep_column=keep_column(hw))
-    cycles = op_cycles_matrix(ex.graph, hw)[np.arange(ex.graph.n_ops), ex.assignment]
-    lane = ex.assignment + hw.n_chiplets * (ex.engine if ex.engine is not None else 0)
-    return hw.clock_hz / max(float(np.bincount(lane, weights=cycles).max(initial=0)), 1.0)
 
 
 def split_refine(graph: TensorGraph, hw: Hardware, method: str, budget: int, seed: int, max_shard: int,
