@@ -361,6 +361,11 @@ def optimize(graph: TensorGraph, hw: Hardware, *, time_limit_s: float = 30.0, se
     if problems:
         raise AssertionError(f"optimize produced an invalid partition: {problems[:3]}")
     objective = bottleneck_cycles(graph, hw, assignment, streamed, batch)
+    start_cycles = bottleneck_cycles(graph, hw, best_start, best_streamed, batch) if valid else None
+    if start_cycles is not None and start_cycles < objective:
+        # A wall-capped search can end on a solution worse than its hint (CP-SAT need not keep a hint it could
+        # not complete in time); the valid start is still an answer, and never returning less is the contract.
+        assignment, streamed, objective = best_start, best_streamed, start_cycles
     bound = lower
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         bound = max(lower, int(math.ceil(solver.best_objective_bound - 1e-6)))
@@ -374,6 +379,5 @@ def optimize(graph: TensorGraph, hw: Hardware, *, time_limit_s: float = 30.0, se
                      lower_bound_cycles=float(bound), objective_cycles=float(objective), gap=gap,
                      info={"deterministic_time": solver.deterministic_time, "workers": workers, "batch": batch,
                            "wall_capped": bool(wall_capped),
-                           "start_cycles": bottleneck_cycles(graph, hw, best_start, best_streamed, batch)
-                           if valid else None},
+                           "start_cycles": start_cycles},
                      streamed=streamed)
