@@ -183,8 +183,13 @@ def staged_optimize(graph: TensorGraph, hw: Hardware, max_shard: int, *,
     bound = min(bound, objective)
     plan, source = _valid_plan(graph, hw, a, k, pins, max_shard, seed, time_limit_s, best_hint)
     if plan is not None:
-        info["plan_source"] = source
         objective = float(load_cycles(tables, plan[0], plan[1], n_chip).max(initial=0))
+        if best_hint is not None and plan is not best_hint:
+            # A repaired plan can cost more than the hint the model started from: keep the better (never less).
+            hint_cost = float(load_cycles(tables, best_hint[0], best_hint[1], n_chip).max(initial=0))
+            if hint_cost < objective:
+                plan, source, objective = best_hint, "hint", hint_cost
+        info["plan_source"] = source
         bound = min(bound, objective)
     status_name = "optimal" if bound >= objective else "feasible"
     return _result(graph, plan, status_name, bound, objective, start, info)
