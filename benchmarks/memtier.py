@@ -56,7 +56,8 @@ def run_one(model: str, chiplets: int, batch: int) -> dict:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
-        stdout, stderr = proc.stdout.read().decode(), proc.stderr.read().decode()
+        proc.stdout.read()
+        stderr = proc.stderr.read().decode()
         proc.returncode = os.waitstatus_to_exitcode(status)
         row = {"model": Path(model).stem, "chiplets": chiplets, "exit": proc.returncode, "wall_s": wall,
                "rss_mib": usage.ru_maxrss / 1024}

@@ -18,7 +18,7 @@ def flatten(segments: tuple, routes: tuple, msg_ser: tuple, msg_lat: tuple, msg_
     """The plan as flat int64 arrays: segments per lane (CSR) with their remote inputs, stream reads and
     outputs (each CSR per segment), each message's route with its per-resource hold and latency (CSR), and each
     segment's round lag (docs R4b; zeros when `seg_lag` is empty)."""
-    seg_ptr, length, rem, out_rel, out_m, st = [0], [], [[]], [[]], [[]], [[]]
+    seg_ptr, length = [0], []
     rem_ptr, out_ptr, st_ptr = [0], [0], [0]
     rem_idx, outr, outm, st_idx = [], [], [], []
     lag_flat = [x for lags in seg_lag for x in lags] if seg_lag else [0] * sum(len(segs) for segs in segments)

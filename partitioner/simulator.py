@@ -264,7 +264,7 @@ def _run_traced(plan: _Plan, hw: Hardware, n_inf: int, trace: bool, batch: int =
                 ) -> tuple[list[int], list[TraceEvent]]:
     """The event loop in plain Python, recording op, link and stack events when `trace` is set."""
     segments, routes, msg_ser, msg_lat, mdst = plan.segments, plan.msg_route, plan.msg_ser, plan.msg_lat, plan.msg_dst
-    n_links, first_stream = len(hw.links), plan.first_stream
+    n_links = len(hw.links)
     n_msg = len(routes)
     arrival = [-1] * (n_inf * n_msg)
     n_chip = plan.n_chiplets

@@ -1,7 +1,6 @@
 """The MAC-array model (cost.gemm_cycles): tile quantisation and fill/drain, by hand and against SCALE-Sim 3.0."""
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import onnx

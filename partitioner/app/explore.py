@@ -19,8 +19,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from partitioner import ppa
 from partitioner.app import backend
 from partitioner.app.backend import LocalPool, RayBackend  # noqa: F401 - the names explore had
