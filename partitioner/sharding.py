@@ -6,7 +6,11 @@ pipeline order (its *group*). Which axis it splits along depends on its type (do
   column       MatMul/Gemm with a weight matrix (Megatron ColumnParallelLinear): each piece holds 1/k of the
                weight's output columns, does 1/k of the MACs and writes 1/k of the output.
   head         MatMul between two activations (attention scores, context): each piece takes 1/k of the heads.
-  out_channel  Conv: each piece holds 1/k of the filters and writes 1/k of the output channels.
+  out_channel  Conv with more output channels than output pixels (late CNN layers): each piece holds 1/k of the
+               filters and writes 1/k of the output channels.
+  spatial      Conv with at least as many output pixels as output channels (early CNN layers, whose 64-128
+               channels leave most of a wide array idle once cut k ways): each piece holds all the filters and
+               writes 1/k of the output rows (image height), reading its rows of the input plus a halo.
   vocab        Gather from an embedding table (vocabulary-parallel): each piece holds 1/k of the rows, looks up
                the tokens that fall in its range and writes a full-size partial result (zeros elsewhere).
   row          every other op (elementwise, normalisation, softmax, reshapes): each piece computes 1/k of the
@@ -35,7 +39,7 @@ import numpy as np
 from partitioner.collectives import Ring, plan_rings, relay, ring_edges
 from partitioner.graph import Op, TensorGraph
 
-AXES = ("column", "head", "out_channel", "vocab", "row")
+AXES = ("column", "head", "out_channel", "spatial", "vocab", "row")
 WEIGHT_GEMM_MIN_BYTES = 4096
 """A MatMul/Gemm whose initializers are smaller than this (shape constants, a scalar scale) multiplies two
 activations: attention, split by heads. At or above it, it has a weight matrix and splits by columns."""
@@ -46,6 +50,10 @@ def split_axis(op: Op) -> str:
     if op.op_type in ("MatMul", "Gemm"):
         return "column" if op.weight_bytes >= WEIGHT_GEMM_MIN_BYTES else "head"
     if op.op_type in ("Conv", "ConvTranspose") and op.weight_bytes > 0:
+        # im2col view (batch, M output pixels, K, N output channels): cut the larger of M and N.
+        gemm = op.gemms[0] if op.gemms else None
+        if op.op_type == "Conv" and gemm is not None and gemm[1] >= gemm[3]:
+            return "spatial"
         return "out_channel"
     if op.op_type == "Gather" and op.weight_bytes >= WEIGHT_GEMM_MIN_BYTES:
         return "vocab"
@@ -118,11 +126,12 @@ def _part(x: int, k: int) -> int:
 def piece(op: Op, k: int, axis: str | None = None) -> Op:
     """The op each of the k pieces runs along `axis` (default: its own, split_axis): 1/k (rounded up) of the work,
     of the split weights and of the output (full-size partials for vocab and row_parallel); full inputs, except
-    1/k for head and row_parallel pieces, which read only their slice."""
+    1/k for head and row_parallel pieces, which read only their slice (a spatial piece is charged the full input
+    too, an upper bound on its rows plus halo)."""
     if k <= 1:
         return op
     axis = axis or split_axis(op)
-    split_weights = split_axis(op) != "row"
+    split_weights = split_axis(op) not in ("row", "spatial")
     w = _part(op.weight_bytes, k) if split_weights else op.weight_bytes
     wr = op.weight_read_bytes
     if wr is not None and split_weights:
@@ -143,7 +152,8 @@ def piece(op: Op, k: int, axis: str | None = None) -> Op:
 def _piece_gemm(gemm: tuple[int, int, int, int], k: int, axis: str) -> tuple[int, int, int, int]:
     """The (batch, M, K, N) product one of k pieces runs: a column, out-channel or vocab split takes 1/k of N (the
     weight's output columns; a Conv's im2col N is its output channels), head 1/k of the batch (heads), row_parallel
-    1/k of K (partial sums), row 1/k of M (its rows). Dims round up: the largest piece sets the time."""
+    1/k of K (partial sums), row and spatial 1/k of M (its rows; a Conv's output pixels). Dims round up: the
+    largest piece sets the time."""
     b, m, kk, n = gemm
     if axis in ("column", "out_channel", "vocab"):
         return b, m, kk, _part(n, k)

@@ -11,7 +11,8 @@ rewritten nodes compute exactly what the model computes; docs/split.md "Sharded 
   table and looks up every token: the same split of weight bytes as the row-range form, joined by a Concat
   instead of an Add of masked partials), head/row = the outermost axis the node computes independently along.
   row_parallel (a weight GEMM reading a slice) splits the contraction: 1/k of the weight's rows, full-size partial
-  sums joined by Sum (a Gemm's C only in piece 0).
+  sums joined by Sum (a Gemm's C only in piece 0). spatial = a Conv's output rows (axis 2): every piece holds all
+  the filters and reads its input rows plus the halo its kernel needs, with the padding only at the image's edges.
 - The op's later nodes that read a slice follow it piece by piece when they compute independently along the
   sliced axis (elementwise, Softmax/LayerNorm off their axis, Transpose, pooling, MatMul, Gemm, Conv, Gather);
   the others run whole on the group's first chiplet (reported as `whole_nodes` with the reason).
@@ -244,6 +245,9 @@ def rewrite(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray, model
         if axis == "head" and node.op_type in ("MatMul", "Gemm") and len(node.input) > 1 \
                 and len(inits[node.input[1]].dims if node.input[1] in inits else ()) == 2:
             axis = "column"  # a small weight matrix (S1 costs it as head) is still a weight: cut its columns
+        if axis == "spatial" and i not in anchored and node.op_type == "Conv":
+            anchored.add(i)
+            return spatial_plan(node, shape, ki)
         if i not in anchored and node.op_type in ANCHOR.get(axis, ()):
             w = 0 if node.op_type == "Gather" else 1
             if node.input[w] in inits or node.input[w] in folded_made:
@@ -301,9 +305,29 @@ def rewrite(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray, model
             chip.append(first)
             note["whole"].append({"node": name, "why": p[1]})
             continue
-        mode, o, ins, ranges = p
+        mode, o, ins, ranges = p[:4]
         pieces = []
         for j, c in enumerate(chips):
+            if mode == "spatial":
+                (lo, hi), pads = p[4][j]
+                x = node.input[0]
+                sliced_x = x if (lo, hi) == (0, shape(x)[2]) else resolve(x, 2, (lo, hi), j, c)
+                piece = onnx.NodeProto()
+                piece.CopyFrom(node)
+                piece.name = f"{name}.p{j}of{ki}"
+                del piece.input[:], piece.output[:]
+                piece.input.extend([sliced_x] + list(node.input[1:]))
+                piece.output.append(f"{node.output[0]}.p{j}of{ki}")
+                kept = [a for a in piece.attribute if a.name not in ("pads", "auto_pad")]
+                del piece.attribute[:]
+                piece.attribute.extend(kept + [helper.make_attribute("pads", pads)])
+                out = shape(node.output[0])
+                new_tensor(piece.output[0], node.output[0],
+                           tuple(ranges[j][1] - ranges[j][0] if d == 2 else n for d, n in enumerate(out)))
+                nodes.append(piece)
+                chip.append(c)
+                pieces.append(piece.output[0])
+                continue
             if mode == "partial" and node.op_type == "Gemm" and j > 0:
                 src = list(node.input[:2])  # C is added once, by piece 0
             else:
@@ -342,6 +366,45 @@ def rewrite(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray, model
             n["whole_on"] = int(a[i])
         sharded.append(n)
     return Pieces(tuple(nodes), tuple(chip), new_inits, new_types, tuple(sharded))
+
+
+def spatial_plan(node: onnx.NodeProto, shape, ki: int):
+    """("spatial", 2, None, output row ranges, per piece ((input rows lo, hi), explicit pads)) for a Conv cut along
+    its output's first spatial axis, or (None, why). Piece j's output rows [h0, h1) read input rows
+    [h0*s - pad_top, (h1-1)*s - pad_top + (kernel-1)*dilation + 1), clipped to the image; what falls outside is the
+    piece's own padding, so only the first and last pieces keep the model's top and bottom padding."""
+    out, x = shape(node.output[0]), shape(node.input[0])
+    nsp = len(x) - 2
+    if nsp < 1:
+        return None, "it has no spatial axis"
+    if out[2] < ki:
+        return None, f"its output axis 2 has {out[2]} < {ki} rows"
+    kernel = list(_attr(node, "kernel_shape", list(shape(node.input[1])[2:])))
+    strides = list(_attr(node, "strides", [1] * nsp))
+    dil = list(_attr(node, "dilations", [1] * nsp))
+    pads = list(_attr(node, "pads", [0] * (2 * nsp)))
+    auto = _attr(node, "auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else str(auto)
+    if auto in ("SAME_UPPER", "SAME_LOWER"):   # ONNX's rule, made explicit so each piece can carry its own
+        pads = [0] * (2 * nsp)
+        for d in range(nsp):
+            total = max(0, (out[2 + d] - 1) * strides[d] + (kernel[d] - 1) * dil[d] + 1 - x[2 + d])
+            first = total // 2 if auto == "SAME_UPPER" else total - total // 2
+            pads[d], pads[nsp + d] = first, total - first
+    elif auto == "VALID":
+        pads = [0] * (2 * nsp)
+    ranges = bounds(out[2], ki)
+    per_piece = []
+    for h0, h1 in ranges:
+        lo = h0 * strides[0] - pads[0]
+        hi = (h1 - 1) * strides[0] - pads[0] + (kernel[0] - 1) * dil[0] + 1
+        rows = (max(lo, 0), min(hi, x[2]))
+        if rows[1] <= rows[0]:
+            return None, f"its output rows {h0}..{h1 - 1} read only padding"
+        own = list(pads)
+        own[0], own[nsp] = rows[0] - lo, hi - rows[1]
+        per_piece.append((rows, own))
+    return "spatial", 2, None, ranges, tuple(per_piece)
 
 
 def _first_out(node: onnx.NodeProto) -> str:
