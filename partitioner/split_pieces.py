@@ -210,7 +210,7 @@ def rewrite(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray, model
     def resolve(t: str, ax: int, rng: tuple[int, int], j: int, c: int) -> str:
         """Slice `rng` of tensor t along axis ax, for piece j on chiplet c (module docstring, third rule)."""
         s = slices.get(t)
-        if s is not None and s.axis == ax and s.ranges[j] == rng and s.chips[j] == c:
+        if s is not None and s.axis == ax and j < len(s.ranges) and s.ranges[j] == rng and s.chips[j] == c:
             return s.pieces[j]
         key = (t, ax, rng)
         if key in made:

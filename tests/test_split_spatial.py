@@ -95,3 +95,24 @@ def test_a_conv_with_more_channels_than_pixels_still_cuts_its_filters(tmp_path):
     assert held == {f"W.ax0.{8 * j}_{8 * j + 8}": [8, 8, 3, 3] for j in range(4)}
     v = verify_split(model, split, random_inputs(model, graph.metadata["input_shapes"]))
     assert v.max_abs_diff <= 1e-5
+
+
+def test_a_row_split_conv_feeding_one_split_more_ways(tmp_path):
+    """conv1 cut 2 ways by rows on chiplets 0..1 feeds conv2 cut 3 ways on 2..4: conv2's pieces read Slices of the
+    joined tensor (piece 2 has no counterpart among conv1's two; this raised IndexError in ResNet-18 x64's split)."""
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array((0.1 * rng.standard_normal((8, 8, 3, 3))).astype(np.float32), n)
+             for n in ("W1", "W2")]
+    nodes = [helper.make_node("Conv", ["x", "W1"], ["h"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["h", "W2"], ["y"], name="conv2", pads=[1, 1, 1, 1])]
+    model = helper.make_model(helper.make_graph(
+        nodes, "two", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 12, 12])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits),
+        opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "two.onnx")
+    graph = load_onnx(tmp_path / "two.onnx")
+    split = split_model(graph, np.array([0, 2]), model, shard=np.array([2, 3]), n_chiplets=5)
+    assert [op["axis"] for op in split.sharded] == ["spatial", "spatial"]
+    v = verify_split(model, split, random_inputs(model, graph.metadata["input_shapes"]))
+    assert v.max_abs_diff <= 1e-5 and v.stages_run == 5
