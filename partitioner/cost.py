@@ -209,20 +209,28 @@ def collective_cycles(kind: str, nbytes, k: int, hw: Hardware) -> np.ndarray:
 
 
 def keep_column(hw: Hardware):
-    """The rule S8 (docs/simulator.md): keep_column(op, k, chiplet) is True when a k-way column piece of a weight
-    GEMM is strictly faster on that chiplet than its row_parallel piece, so the GEMM stays a column split (its
-    input slices all-gathered) instead of Megatron's row-parallel one. On a systolic array a row_parallel piece
-    keeps every output tile and only shortens the streamed K, paying the fill and drain once per tile; a column
-    piece has 1/k of the tiles. Memoised per (op, k, chiplet kind)."""
+    """The rules S8 and S9 (docs/simulator.md): whether an op keeps its own split axis over its alternative on a
+    chiplet. S8, a weight GEMM: keep_column(op, k, chiplet) is True when its k-way column piece is strictly faster
+    on that chiplet than its row_parallel piece, so the GEMM stays a column split (its input slices all-gathered)
+    instead of Megatron's row-parallel one. On a systolic array a row_parallel piece keeps every output tile and
+    only shortens the streamed K, paying the fill and drain once per tile; a column piece has 1/k of the tiles.
+    S9, a Conv: True when its out_channel piece is no slower than its spatial one (1/k of the output pixels, all
+    the filters); 64 channels cut 4 ways fill a quarter of a 64-wide array, 3,136 pixels cut 4 ways fill it.
+    Memoised per (op, k, chiplet kind)."""
     seen: dict = {}
 
     def rule(op, k: int, chiplet: int) -> bool:
         chip = hw.chiplets[chiplet]
         key = (op, k, chip)
         if key not in seen:
-            g = TensorGraph.build(op.name, [piece(op, k, "row_parallel"), piece(op, k, "column")], [])
-            row, col = op_cycles(g, chip).tolist()
-            seen[key] = col < row
+            if op.op_type == "Conv":
+                g = TensorGraph.build(op.name, [piece(op, k, "spatial"), piece(op, k, "out_channel")], [])
+                spatial, own = op_cycles(g, chip).tolist()
+                seen[key] = own <= spatial
+            else:
+                g = TensorGraph.build(op.name, [piece(op, k, "row_parallel"), piece(op, k, "column")], [])
+                row, col = op_cycles(g, chip).tolist()
+                seen[key] = col < row
         return seen[key]
     return rule
 

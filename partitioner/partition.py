@@ -18,6 +18,7 @@ from typing import Mapping
 
 import numpy as np
 
+from partitioner.cost import keep_column
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
 from partitioner.sharding import check_groups, expand
@@ -123,10 +124,16 @@ def memory_use(graph: TensorGraph, hw: Hardware, assignment: np.ndarray,
     """Bytes each chiplet needs: its ops' (or pieces') resident weights plus the largest activation working set
     among them. Streamed weights pass through the op's tile buffers (part of its working set) and take no SRAM of
     their own. With `shard`, split ops count per piece (1/k of their split weights on each chiplet of the group);
-    a GEMM that may run row_parallel or column (docs S8) counts the larger of the two working sets."""
+    a GEMM that may run row_parallel or column (docs S8) counts the larger of the two working sets; a split Conv
+    counts the larger of out_channel's (as `partition split` cuts a file without recorded axes) and the axis
+    the simulator gives it on its chiplet (S9: spatial holds all the filters)."""
     if shard is not None and (np.asarray(shard) != 1).any():
         use = None
-        for keep in (None, _always):
+        k = np.asarray(shard)
+        layouts = [None, _always]
+        if any(op.op_type == "Conv" and k[i] > 1 for i, op in enumerate(graph.ops)):
+            layouts.append(keep_column(hw))
+        for keep in layouts:
             ex = expand(graph, assignment, shard, keep_column=keep)
             got = memory_use(ex.graph, hw, ex.assignment, None if streamed is None else np.asarray(streamed)[ex.owner])
             use = got if use is None else np.maximum(use, got)

@@ -6,11 +6,10 @@ pipeline order (its *group*). Which axis it splits along depends on its type (do
   column       MatMul/Gemm with a weight matrix (Megatron ColumnParallelLinear): each piece holds 1/k of the
                weight's output columns, does 1/k of the MACs and writes 1/k of the output.
   head         MatMul between two activations (attention scores, context): each piece takes 1/k of the heads.
-  out_channel  Conv with more output channels than output pixels (late CNN layers): each piece holds 1/k of the
-               filters and writes 1/k of the output channels.
-  spatial      Conv with at least as many output pixels as output channels (early CNN layers, whose 64-128
-               channels leave most of a wide array idle once cut k ways): each piece holds all the filters and
-               writes 1/k of the output rows (image height), reading its rows of the input plus a halo.
+  out_channel  Conv: each piece holds 1/k of the filters and writes 1/k of the output channels.
+  spatial      Conv, where its out_channel piece is slower on the chiplet (rule S9, cost.keep_column: early CNN
+               layers, whose 64 channels cut k ways leave most of a wide array idle): each piece holds all the
+               filters and writes 1/k of the output rows (image height), reading its input rows plus a halo.
   vocab        Gather from an embedding table (vocabulary-parallel): each piece holds 1/k of the rows, looks up
                the tokens that fall in its range and writes a full-size partial result (zeros elsewhere).
   row          every other op (elementwise, normalisation, softmax, reshapes): each piece computes 1/k of the
@@ -50,10 +49,6 @@ def split_axis(op: Op) -> str:
     if op.op_type in ("MatMul", "Gemm"):
         return "column" if op.weight_bytes >= WEIGHT_GEMM_MIN_BYTES else "head"
     if op.op_type in ("Conv", "ConvTranspose") and op.weight_bytes > 0:
-        # im2col view (batch, M output pixels, K, N output channels): cut the larger of M and N.
-        gemm = op.gemms[0] if op.gemms else None
-        if op.op_type == "Conv" and gemm is not None and gemm[1] >= gemm[3]:
-            return "spatial"
         return "out_channel"
     if op.op_type == "Gather" and op.weight_bytes >= WEIGHT_GEMM_MIN_BYTES:
         return "vocab"
@@ -70,12 +65,14 @@ PARTIAL_AXES = ("vocab", "row_parallel")
 
 def possible_axes(op: Op) -> tuple[str, ...]:
     """Every axis `op` may take in some context (`layout`): its own, row_parallel for a column GEMM, head for an
-    aligned row op. The bound takes the cheapest."""
+    aligned row op, spatial for a Conv (rule S9). The bound takes the cheapest."""
     base = split_axis(op)
     if base == "column":
         return (base, "row_parallel")
     if base == "row" and op.op_type in ALIGNED_TYPES:
         return (base, "head")
+    if base == "out_channel" and op.op_type == "Conv":
+        return (base, "spatial")
     return (base,)
 
 
@@ -92,10 +89,16 @@ def layout(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
     k > 1 and u writes column or head slices; then v takes head (attention MatMul, ALIGNED_TYPES: its other
     inputs, e.g. an attention mask, still reach every piece in full) or row_parallel (a column GEMM, whose one
     activation input must be such a slice), and u_i feeds only v_i. `keep_column(op, k, chiplet)` (docs S8,
-    cost.keep_column) may keep such a GEMM a column split instead: its input slices are then all-gathered."""
+    cost.keep_column) may keep such a GEMM a column split instead: its input slices are then all-gathered. The same
+    rule decides a split Conv (docs S9): out_channel where it keeps it, else spatial; without a rule Convs take
+    out_channel."""
     a = np.asarray(assignment, dtype=np.int64)
     k = shard_degrees(graph, shard)
     axes = [split_axis(op) if k[i] > 1 else "none" for i, op in enumerate(graph.ops)]
+    if keep_column is not None:
+        for i, op in enumerate(graph.ops):
+            if axes[i] == "out_channel" and op.op_type == "Conv" and not keep_column(op, int(k[i]), int(a[i])):
+                axes[i] = "spatial"
     src, dst = graph.edge_src, graph.edge_dst
     same = (a[src] == a[dst]) & (k[src] == k[dst]) & (k[src] > 1)
     aligned = np.zeros(graph.n_edges, dtype=bool)
@@ -131,7 +134,7 @@ def piece(op: Op, k: int, axis: str | None = None) -> Op:
     if k <= 1:
         return op
     axis = axis or split_axis(op)
-    split_weights = split_axis(op) not in ("row", "spatial")
+    split_weights = split_axis(op) != "row" and axis != "spatial"
     w = _part(op.weight_bytes, k) if split_weights else op.weight_bytes
     wr = op.weight_read_bytes
     if wr is not None and split_weights:

@@ -69,6 +69,7 @@ def piece_tables(graph: TensorGraph, hw: Hardware, max_shard: int, mode: str) ->
             for i, op in enumerate(graph.ops):
                 for axis in possible_axes(op)[1:]:
                     wk[i] = pick(wk[i], piece(op, d, axis).work_bytes)
+                    w[i] = pick(w[i], piece(op, d, axis).weight_bytes)   # a spatial Conv holds all its filters
         weight.append(np.zeros_like(w) if stream_free else np.asarray(w, dtype=np.int64))
         work.append(np.asarray(wk, dtype=np.int64))
     return PieceTables(tuple(cycles), tuple(weight), tuple(work), kind_of)

@@ -120,10 +120,10 @@ def _models():
     return [_transformer, _cnn]
 
 
-def _check_split(graph, model, a, k, out, weights_cut=True):
+def _check_split(graph, model, a, k, out, weights_cut=True, axes=None):
     """Split, write (every stage through onnx.checker), verify; the sliced weights put back together are the
     model's weights (with `weights_cut` True, at least one is cut; False, none; None, either). Returns the split."""
-    split = split_model(graph, a, model, shard=k, n_chiplets=4)
+    split = split_model(graph, a, model, shard=k, n_chiplets=4, axes=axes)
     files = write_split(split, out)
     for f in files[:-1]:
         onnx.checker.check_model(f)
@@ -161,14 +161,24 @@ def test_sharded_partitions_of_real_exports_reproduce_the_model(which, tmp_path)
 
 def test_small_cnn_default_partition_is_sharded_and_splits(tmp_path, capsys):
     """tests/data/small_cnn_weights.onnx (/work/models/small-cnn.onnx): the staged DP, which `partition --chiplets 4`
-    picks by default, splits the first Conv (32x32 output pixels, 16 channels) by output rows: every piece holds all
-    its filters, so no weight is cut."""
+    picks by default, splits the first Conv. Cut as the simulator lays it out (rule S9: its 32x32 output pixels fill
+    the 64 x 64 array's rows where its 16 channels cut k ways fill a sliver of its columns) it splits by output rows,
+    every piece holding all the filters; cut without recorded axes it splits by output channels. Both run."""
+    from partitioner.cost import keep_column
+    from partitioner.sharding import layout
+
     path = DATA / "small_cnn_weights.onnx"
     graph, model = load_onnx(path), onnx.load(path)
-    a, k = staged_partition(graph, load_hardware(None, 4), 4)
+    hw = load_hardware(None, 4)
+    a, k = staged_partition(graph, hw, 4)
     assert k.max() > 1
-    split = _check_split(graph, model, a, k, tmp_path / "out", weights_cut=False)
+    axes, _ = layout(graph, a, k, keep_column(hw))
+    assert axes[0] == "spatial"
+    split = _check_split(graph, model, a, k, tmp_path / "spatial", weights_cut=None, axes=axes)
     conv = next(op for op in split.sharded if op["axis"] == "spatial")
+    assert conv["whole"] == [] and len(conv["chiplets"]) == k.max()
+    split = _check_split(graph, model, a, k, tmp_path / "out")
+    conv = next(op for op in split.sharded if op["axis"] == "out_channel")
     assert conv["whole"] == [] and len(conv["chiplets"]) == k.max()
 
 

@@ -8,9 +8,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from partitioner.graph import Op
+from partitioner.cost import keep_column, sharded_op_cycles
+from partitioner.graph import Op, TensorGraph
+from partitioner.hardware import mesh_of
 from partitioner.onnx_import import load_onnx
-from partitioner.sharding import piece, split_axis
+from partitioner.partition import memory_use
+from partitioner.sharding import layout, piece, possible_axes, split_axis
 from partitioner.split_onnx import random_inputs, split_model, verify_split
 from partitioner.split_pieces import spatial_plan
 
@@ -36,17 +39,32 @@ def _conv_model(path, h, c_in, c_out, conv_attrs, *, group=1, relu=True, size=No
     return path
 
 
-def test_a_conv_with_more_pixels_than_channels_splits_spatially():
-    """im2col (batch, M pixels, K, N channels): ResNet's 56x56x64 layer cuts its 3,136 pixels, the 7x7x512 one its
-    512 channels; a Conv without a known GEMM keeps out_channel."""
-    early = Op("c1", "Conv", ("c1",), 2 * 3136 * 576 * 64, 2 * 3136 * 576 * 64, 73728, 10, 10, gemms=((1, 3136, 576, 64),))
-    late = Op("c2", "Conv", ("c2",), 2 * 49 * 4608 * 512, 2 * 49 * 4608 * 512, 9437184, 10, 10, gemms=((1, 49, 4608, 512),))
-    assert split_axis(early) == "spatial" and split_axis(late) == "out_channel"
-    assert split_axis(Op("c", "Conv", ("c",), 100, 100, 512, 10, 10)) == "out_channel"
-    p = piece(early, 4)
-    # every piece holds all the filters and does a quarter of the pixels; its output is a quarter
-    assert p.weight_bytes == 73728 and p.gemms == ((1, 784, 576, 64),) and p.matrix_flops == 2 * 784 * 576 * 64
-    assert p.out_bytes == 3 and p.in_bytes == early.in_bytes
+def test_rule_s9_splits_a_conv_by_rows_where_its_channels_would_leave_the_array_idle():
+    """Default chiplet: a 64 x 64 output-stationary array. ResNet's 56x56x64 3x3 layer (im2col 3,136 x 576 x 64)
+    cut 4 ways: out_channel keeps 49 x 1 tiles of 64 x 16 outputs, spatial 13 x 1 full tiles (784 rows); the 7x7x512
+    layer (49 x 4,608 x 512) cut 4 ways: out_channel 1 x 2 tiles, spatial 1 x 8. A Conv without a rule stays
+    out_channel; every piece of a spatial split holds all the filters."""
+    hw = mesh_of(4)
+    early = Op("c1", "Conv", ("c1",), 2 * 3136 * 576 * 64, 2 * 3136 * 576 * 64, 73728, 10, 10,
+               gemms=((1, 3136, 576, 64),))
+    late = Op("c2", "Conv", ("c2",), 2 * 49 * 4608 * 512, 2 * 49 * 4608 * 512, 9437184, 10, 10,
+              gemms=((1, 49, 4608, 512),))
+    rule = keep_column(hw)
+    assert not rule(early, 4, 0) and rule(late, 4, 0)
+    assert split_axis(early) == "out_channel" and possible_axes(early) == ("out_channel", "spatial")
+    g = TensorGraph.build("two", [early, late], [(0, 1, 10)])
+    a, k = np.zeros(2, np.int64), np.full(2, 4)
+    assert layout(g, a, k, rule)[0] == ("spatial", "out_channel")
+    assert layout(g, a, k)[0] == ("out_channel", "out_channel")
+    # 49 folds x (576 + 126) = 34,398 cycles for out_channel, 13 x 702 = 9,126 for spatial
+    assert sharded_op_cycles(g, hw.chiplets[0], 4, ("out_channel", "out_channel"))[0] == 49 * (576 + 126)
+    assert sharded_op_cycles(g, hw.chiplets[0], 4, ("spatial", "spatial"))[0] == 13 * (576 + 126)
+    p = piece(early, 4, "spatial")
+    assert p.weight_bytes == 73728 and p.gemms == ((1, 784, 576, 64),) and p.in_bytes == early.in_bytes
+    assert piece(early, 4).weight_bytes == 73728 // 4
+    # memory: a spatial piece holds all the filters, so check() counts them on every chiplet of the group
+    use = memory_use(g, hw, a, shard=k)
+    assert use[1] >= 73728
 
 
 @pytest.mark.parametrize("name,h,attrs,group,ki", [
@@ -62,8 +80,8 @@ def test_a_conv_with_more_pixels_than_channels_splits_spatially():
 def test_spatial_pieces_reproduce_the_conv(tmp_path, name, h, attrs, group, ki):
     path = _conv_model(tmp_path / "c.onnx", h, 8, 8, dict(attrs), group=group)
     graph, model = load_onnx(path), onnx.load(path)
-    assert split_axis(graph.ops[0]) == "spatial"
-    split = split_model(graph, np.zeros(graph.n_ops, np.int64), model, shard=np.full(graph.n_ops, ki))
+    split = split_model(graph, np.zeros(graph.n_ops, np.int64), model, shard=np.full(graph.n_ops, ki),
+                        axes=("spatial",) * graph.n_ops)
     assert split.sharded[0]["pieced"] == ["conv", "relu"] and split.sharded[0]["whole"] == []
     v = verify_split(model, split, random_inputs(model, graph.metadata["input_shapes"]))
     assert v.max_abs_diff <= 1e-5, name
@@ -86,10 +104,11 @@ def test_halo_rows_and_edge_padding_by_hand():
 
 
 def test_a_conv_with_more_channels_than_pixels_still_cuts_its_filters(tmp_path):
-    """4x4 output pixels, 32 channels: out_channel, each of 4 pieces holds 8 filters (W sliced on axis 0)."""
+    """4x4 output pixels, 32 channels cut 4 ways: out_channel (S9 keeps it: one output tile either way), each of 4
+    pieces holds 8 filters (W sliced on axis 0)."""
     path = _conv_model(tmp_path / "c.onnx", 4, 8, 32, {"pads": [1, 1, 1, 1]})
     graph, model = load_onnx(path), onnx.load(path)
-    assert split_axis(graph.ops[0]) == "out_channel"
+    assert keep_column(mesh_of(4))(graph.ops[0], 4, 0)
     split = split_model(graph, np.zeros(graph.n_ops, np.int64), model, shard=np.full(graph.n_ops, 4))
     held = {t.name: list(t.dims) for s in split.stages for t in s.model.graph.initializer if t.name.startswith("W")}
     assert held == {f"W.ax0.{8 * j}_{8 * j + 8}": [8, 8, 3, 3] for j in range(4)}
@@ -112,7 +131,8 @@ def test_a_row_split_conv_feeding_one_split_more_ways(tmp_path):
     model.ir_version = 8
     onnx.save(model, tmp_path / "two.onnx")
     graph = load_onnx(tmp_path / "two.onnx")
-    split = split_model(graph, np.array([0, 2]), model, shard=np.array([2, 3]), n_chiplets=5)
+    split = split_model(graph, np.array([0, 2]), model, shard=np.array([2, 3]), n_chiplets=5,
+                        axes=("spatial", "spatial"))
     assert [op["axis"] for op in split.sharded] == ["spatial", "spatial"]
     v = verify_split(model, split, random_inputs(model, graph.metadata["input_shapes"]))
     assert v.max_abs_diff <= 1e-5 and v.stages_run == 5
