@@ -40,6 +40,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from partitioner.cost import keep_column
 from partitioner.graph import TensorGraph
 from partitioner.hardware import Hardware
 from partitioner.partition import Partition
@@ -135,13 +136,19 @@ class SplitContext:
         return float("inf") if m is None else float(m[s.first, s.end])
 
     def memory(self, s: Stage) -> float:
-        """SRAM bytes of one piece-holding chiplet of the stage: its pieces' weights plus their largest working set."""
-        if s.k not in self._mem:
-            axes = _stage_layout(self.graph)[0]
-            pieces = [piece(op, s.k, axes[i]) for i, op in enumerate(self.graph.ops)]
-            w = np.concatenate([[0], np.cumsum([p.weight_bytes for p in pieces])]).astype(float)
-            self._mem[s.k] = (w, np.array([p.in_bytes + p.out_bytes for p in pieces], dtype=float))
-        w, work = self._mem[s.k]
+        """SRAM bytes of one piece-holding chiplet of the stage: its pieces' weights plus their largest working set,
+        the larger of Megatron's layout and the simulator's (S8/S9: a spatial Conv holds all its filters), as
+        partition.memory_use counts them."""
+        key = (s.k, self.hw.chiplets[s.chip])
+        if key not in self._mem:
+            layouts = (_stage_layout(self.graph)[0],
+                       _stage_layout(self.graph, max(s.k, 2), s.chip, keep_column(self.hw))[0])
+            pieces = [[piece(op, s.k, axes[i]) for i, op in enumerate(self.graph.ops)] for axes in layouts]
+            weights = np.max([[p.weight_bytes for p in ps] for ps in pieces], axis=0)
+            w = np.concatenate([[0], np.cumsum(weights)]).astype(float)
+            self._mem[key] = (w, np.max([[p.in_bytes + p.out_bytes for p in ps] for ps in pieces], axis=0)
+                              .astype(float))
+        w, work = self._mem[key]
         return float(w[s.end] - w[s.first] + work[s.first:s.end].max())
 
 
