@@ -223,14 +223,12 @@ def keep_column(hw: Hardware):
         chip = hw.chiplets[chiplet]
         key = (op, k, chip)
         if key not in seen:
-            if op.op_type == "Conv":
-                g = TensorGraph.build(op.name, [piece(op, k, "spatial"), piece(op, k, "out_channel")], [])
-                spatial, own = op_cycles(g, chip).tolist()
-                seen[key] = own <= spatial
-            else:
-                g = TensorGraph.build(op.name, [piece(op, k, "row_parallel"), piece(op, k, "column")], [])
-                row, col = op_cycles(g, chip).tolist()
-                seen[key] = col < row
+            conv = op.op_type == "Conv"
+            own, alt = ("out_channel", "spatial") if conv else ("column", "row_parallel")
+            mine, other = op_cycles(TensorGraph.build(op.name, [piece(op, k, own), piece(op, k, alt)], []),
+                                    chip).tolist()
+            # ties: a Conv keeps out_channel (1/k of the filters), a GEMM takes Megatron's row_parallel
+            seen[key] = mine <= other if conv else mine < other
         return seen[key]
     return rule
 

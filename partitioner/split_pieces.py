@@ -308,38 +308,27 @@ def rewrite(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray, model
         mode, o, ins, ranges = p[:4]
         pieces = []
         for j, c in enumerate(chips):
-            if mode == "spatial":
-                (lo, hi), pads = p[4][j]
+            if mode == "spatial":   # input rows plus halo (spatial_plan); filters and bias whole
+                rows, pads = p[4][j]
                 x = node.input[0]
-                sliced_x = x if (lo, hi) == (0, shape(x)[2]) else resolve(x, 2, (lo, hi), j, c)
-                piece = onnx.NodeProto()
-                piece.CopyFrom(node)
-                piece.name = f"{name}.p{j}of{ki}"
-                del piece.input[:], piece.output[:]
-                piece.input.extend([sliced_x] + list(node.input[1:]))
-                piece.output.append(f"{node.output[0]}.p{j}of{ki}")
-                kept = [a for a in piece.attribute if a.name not in ("pads", "auto_pad")]
-                del piece.attribute[:]
-                piece.attribute.extend(kept + [helper.make_attribute("pads", pads)])
-                out = shape(node.output[0])
-                new_tensor(piece.output[0], node.output[0],
-                           tuple(ranges[j][1] - ranges[j][0] if d == 2 else n for d, n in enumerate(out)))
-                nodes.append(piece)
-                chip.append(c)
-                pieces.append(piece.output[0])
-                continue
-            if mode == "partial" and node.op_type == "Gemm" and j > 0:
-                src = list(node.input[:2])  # C is added once, by piece 0
+                new_in = [x if rows == (0, shape(x)[2]) else resolve(x, 2, rows, j, c)] + list(node.input[1:])
             else:
-                src = list(node.input)
-            new_in = [t if x is None or not t else resolve(t, x, ranges[j], j, c)
-                      for t, x in zip(src, ins + [None] * len(src))]
+                if mode == "partial" and node.op_type == "Gemm" and j > 0:
+                    src = list(node.input[:2])  # C is added once, by piece 0
+                else:
+                    src = list(node.input)
+                new_in = [t if x is None or not t else resolve(t, x, ranges[j], j, c)
+                          for t, x in zip(src, ins + [None] * len(src))]
             piece = onnx.NodeProto()
             piece.CopyFrom(node)
             piece.name = f"{name}.p{j}of{ki}"
             del piece.input[:], piece.output[:]
             piece.input.extend(new_in)
             piece.output.append(f"{node.output[0]}.p{j}of{ki}")
+            if mode == "spatial":   # the piece's own padding: only the image's edges keep the model's
+                kept = [a for a in piece.attribute if a.name not in ("pads", "auto_pad")]
+                del piece.attribute[:]
+                piece.attribute.extend(kept + [helper.make_attribute("pads", pads)])
             out = shape(node.output[0])
             dims = out if mode == "partial" else tuple(ranges[j][1] - ranges[j][0] if d == o else n
                                                        for d, n in enumerate(out))

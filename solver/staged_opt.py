@@ -127,17 +127,17 @@ def staged_optimize(graph: TensorGraph, hw: Hardware, max_shard: int, *,
     lower = int(math.ceil(analytical - 1e-9))
 
     # The best valid hint bounds the optimum from above (module docstring, "Scale").
-    best_hint, upper = None, None
+    best_hint, hint_cost, upper = None, None, None
     for h in hints:
         a, k, streamed = (h.assignment, h.shard, h.streamed) if isinstance(h, Partition) else (h[0], h[1], None)
         k = np.ones(n, dtype=np.int64) if k is None else np.asarray(k, dtype=np.int64)
         if k.max(initial=1) > max_shard or check(graph, hw, a, pins, streamed, k):
             continue
         cost = int(load_cycles(tables, a, k, n_chip).max(initial=0))
-        if upper is None or cost < upper:
-            best_hint, upper = (np.asarray(a, dtype=np.int64), k, streamed), cost
-    if upper is not None:
-        upper = max(upper, lower)
+        if hint_cost is None or cost < hint_cost:
+            best_hint, hint_cost = (np.asarray(a, dtype=np.int64), k, streamed), cost
+    if hint_cost is not None:
+        upper = max(hint_cost, lower)
         lower = window_bound(graph, tables, n_chip, lower, upper)
         end_min, start_max = windows(graph, tables, n_chip, upper)
         cands = split_model.candidates(graph, hw, tables, max_shard, pins, end_min, start_max, upper)
@@ -184,11 +184,9 @@ def staged_optimize(graph: TensorGraph, hw: Hardware, max_shard: int, *,
     plan, source = _valid_plan(graph, hw, a, k, pins, max_shard, seed, time_limit_s, best_hint)
     if plan is not None:
         objective = float(load_cycles(tables, plan[0], plan[1], n_chip).max(initial=0))
-        if best_hint is not None and plan is not best_hint:
+        if best_hint is not None and plan is not best_hint and hint_cost < objective:
             # A repaired plan can cost more than the hint the model started from: keep the better (never less).
-            hint_cost = float(load_cycles(tables, best_hint[0], best_hint[1], n_chip).max(initial=0))
-            if hint_cost < objective:
-                plan, source, objective = best_hint, "hint", hint_cost
+            plan, source, objective = best_hint, "hint", float(hint_cost)
         info["plan_source"] = source
         bound = min(bound, objective)
     status_name = "optimal" if bound >= objective else "feasible"
