@@ -13,11 +13,11 @@ import time
 
 import numpy as np
 
-from partitioner.hardware import load_hardware
-from partitioner.onnx_import import load_onnx
-from partitioner.partition import Partition, check
-from partitioner.simulator import simulate
-from partitioner.staged_dp import staged_partition
+from partitioner.hw.toml import load_hardware
+from partitioner.frontend.load import load_onnx
+from partitioner.model.partition import Partition, check
+from partitioner.sim.simulator import simulate
+from partitioner.plan.staged_dp import staged_partition
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,12 +25,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.results_md import update_section  # noqa: E402
-from partitioner.errors import UserError  # noqa: E402
-from partitioner.hardware import load_hardware  # noqa: E402
+from partitioner.core.errors import UserError  # noqa: E402
+from partitioner.hw.toml import load_hardware  # noqa: E402
 from partitioner.app.run import certify, load_model, search  # noqa: E402
-from partitioner.report import atomic_write, write_json  # noqa: E402
-from partitioner.simulator import simulate  # noqa: E402
-from partitioner.splits import dp_partition  # noqa: E402
+from partitioner.core.files import atomic_write, write_json  # noqa: E402
+from partitioner.sim.simulator import simulate  # noqa: E402
+from partitioner.plan.splits import dp_partition  # noqa: E402
 
 MODELS = {"bert-base": "examples/bert-base.onnx", "gpt-decoder": "examples/gpt-decoder.onnx",
           "resnet18": "examples/resnet18.onnx"}

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from partitioner.app.explore import ExploreConfig, run_explore
-from partitioner.report import write_json
+from partitioner.core.files import write_json
 
 
 def hypervolume(points: list[tuple[float, ...]], ref: tuple[float, ...]) -> float:

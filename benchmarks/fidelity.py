@@ -20,12 +20,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from partitioner.cost import compute_cycles, op_cycles
-from partitioner.hardware import PRESETS, Chiplet
-from partitioner.onnx_import import load_onnx
-from partitioner.partition import check
-from partitioner.simulator import simulate
-from partitioner.splits import dp_partition
+from partitioner.model.cost import compute_cycles, op_cycles
+from partitioner.hw.hardware import PRESETS, Chiplet
+from partitioner.frontend.load import load_onnx
+from partitioner.model.partition import check
+from partitioner.sim.simulator import simulate
+from partitioner.plan.splits import dp_partition
 
 ROOT = Path(__file__).resolve().parent.parent
 

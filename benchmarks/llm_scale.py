@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from partitioner.cost import gemm_cycles  # noqa: E402
-from partitioner.onnx_import import load_onnx  # noqa: E402
+from partitioner.model.cost import gemm_cycles  # noqa: E402
+from partitioner.frontend.load import load_onnx  # noqa: E402
 
 ZOO = Path(__file__).resolve().parents[1] / "examples"
 MODELS = {"bert-base": ZOO / "bert-base.onnx", "gpt2": ZOO / "gpt2.onnx", "llama-1b": ZOO / "llama-1b.onnx"}
@@ -61,8 +61,8 @@ def gemms() -> str:
 
 def decode(context: int, precision: str, method: str) -> str:
     from partitioner.app.run import search, token_metrics
-    from partitioner.hardware import load_hardware
-    from partitioner.simulator import simulate
+    from partitioner.hw.toml import load_hardware
+    from partitioner.sim.simulator import simulate
 
     hw = load_hardware(str(BIG_SRAM))
     rows = ["| model | phase | ops | weights read / token | KV cache read / token | tokens/s | time per token | "

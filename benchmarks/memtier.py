@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.results_md import update_section  # noqa: E402
 from benchmarks.shard_scale import onnx_order_violations  # noqa: E402
 from partitioner.app.run import assignment_from_document, load_model  # noqa: E402
-from partitioner.hardware import load_hardware  # noqa: E402
-from partitioner.memtier_report import streamed_from_document  # noqa: E402
-from partitioner.partition import check  # noqa: E402
+from partitioner.hw.toml import load_hardware  # noqa: E402
+from partitioner.app.memtier import streamed_from_document  # noqa: E402
+from partitioner.model.partition import check  # noqa: E402
 
 EXPLAIN = (
     "The models in examples/ that do not fit the SRAM-only package (GPT-2: its 75 MiB token embedding, tied "

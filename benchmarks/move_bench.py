@@ -30,10 +30,10 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.results_md import update_section  # noqa: E402
 from partitioner.app.pipeline import evaluate  # noqa: E402
 from partitioner.app.run import DEFAULT_REPAIR_LIMIT_S, certify, load_model, search  # noqa: E402
-from partitioner.hardware import load_hardware  # noqa: E402
-from partitioner.report import write_json  # noqa: E402
-from partitioner.simulator import simulate  # noqa: E402
-from partitioner.splits import dp_partition, greedy_partition  # noqa: E402
+from partitioner.hw.toml import load_hardware  # noqa: E402
+from partitioner.core.files import write_json  # noqa: E402
+from partitioner.sim.simulator import simulate  # noqa: E402
+from partitioner.plan.splits import dp_partition, greedy_partition  # noqa: E402
 
 MODELS = Path(__file__).resolve().parents[1] / "examples"
 LARGE = (("bert-large", 64), ("resnet50", 64), ("resnet50", 144))

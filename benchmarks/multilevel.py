@@ -25,9 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.results_md import update_section  # noqa: E402
 from partitioner.app.run import assignment_from_document, load_model  # noqa: E402
-from partitioner.hardware import load_hardware  # noqa: E402
-from partitioner.memtier_report import streamed_from_document  # noqa: E402
-from partitioner.partition import Partition, check  # noqa: E402
+from partitioner.hw.toml import load_hardware  # noqa: E402
+from partitioner.app.memtier import streamed_from_document  # noqa: E402
+from partitioner.model.partition import Partition, check  # noqa: E402
 
 DEFAULT_MODELS = ["examples/bert-large.onnx", "examples/llama-1b.onnx"]
 EXPLAIN = """Each row is the command a user types (`partition MODEL --hardware H`, or `--chiplets N` for "flat N"),

@@ -21,12 +21,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from partitioner.graph import TensorGraph  # noqa: E402
-from partitioner.hardware import mesh_of  # noqa: E402
-from partitioner.partition import check  # noqa: E402
-from partitioner.simulator import simulate  # noqa: E402
-from partitioner.synthetic import random_dag  # noqa: E402
-from partitioner.splits import contiguous_split
+from partitioner.core.graph import TensorGraph  # noqa: E402
+from partitioner.hw.hardware import mesh_of  # noqa: E402
+from partitioner.model.partition import check  # noqa: E402
+from partitioner.sim.simulator import simulate  # noqa: E402
+from partitioner.frontend.synthetic import random_dag  # noqa: E402
+from partitioner.plan.splits import contiguous_split
 from solver.optimize import optimize  # noqa: E402
 from solver.repair import repair  # noqa: E402
 
@@ -56,7 +56,7 @@ class RepairSpeedConfig:
 def load_graph(cfg: RepairSpeedConfig) -> TensorGraph:
     if cfg.model == "random":
         return random_dag(cfg.ops, 0, scale=20.0)
-    from partitioner.onnx_import import load_onnx
+    from partitioner.frontend.load import load_onnx
     return load_onnx(cfg.model, precision=cfg.precision)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from partitioner.report import write_text
+from partitioner.core.files import write_text
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 HEADER = "# Benchmark results\n\nEvery figure below comes with the command that produced it.\n"

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from partitioner.onnx_import import load_onnx
+from partitioner.frontend.load import load_onnx
 
 
 def run_one(model: str, chiplets: int, method: str, out: Path, extra: list[str]) -> dict:

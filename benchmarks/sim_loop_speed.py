@@ -2,7 +2,7 @@
 
     python benchmarks/sim_loop_speed.py [--seconds 10] [--write]
 
-Each case simulates the DP split (partitioner.splits.dp_partition) of a shipped model on the default package, fp16,
+Each case simulates the DP split (partitioner.plan.splits.dp_partition) of a shipped model on the default package, fp16,
 repeatedly for about --seconds per loop, after one warm-up call (the compiled loop's first call loads or compiles
 it). Both loops must give the same report; the ratio is the speed-up. Target (issue 16): >= 50 evaluations/s on
 BERT-large at 64 chiplets. Writes the "Simulator speed: compiled event loop" section of RESULTS.md.
@@ -19,10 +19,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.results_md import update_section  # noqa: E402
-from partitioner import simulator  # noqa: E402
-from partitioner.hardware import load_hardware  # noqa: E402
-from partitioner.onnx_import import load_onnx  # noqa: E402
-from partitioner.splits import dp_partition  # noqa: E402
+from partitioner.sim import simulator  # noqa: E402
+from partitioner.hw.toml import load_hardware  # noqa: E402
+from partitioner.frontend.load import load_onnx  # noqa: E402
+from partitioner.plan.splits import dp_partition  # noqa: E402
 
 CASES = (("bert-base", 16), ("bert-large", 64), ("gpt2", 16), ("llama-1b", 16))
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
                       "2-core machine shared with other work, 2026-11-25; DP split, default package, fp16).", "",
                       *rows, "",
                       "Target (issue 16): >= 50 evaluations/s on BERT-large at 64 chiplets. The compiled loop "
-                      "(partitioner/sim_loop.py, numba) runs the same events as the Python loop "
+                      "(partitioner/sim/sim_loop.py, numba) runs the same events as the Python loop "
                       "(tests/test_sim_loop.py checks identical completion times on random plans); traced runs "
                       "(one per written report) keep the Python loop."])
     if args.write:

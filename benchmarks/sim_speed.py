@@ -20,11 +20,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from partitioner.cost import op_cycles_matrix  # noqa: E402
-from partitioner.graph import TensorGraph  # noqa: E402
-from partitioner.hardware import Hardware, load_hardware  # noqa: E402
-from partitioner.simulator import simulate  # noqa: E402
-from partitioner.synthetic import random_dag  # noqa: E402
+from partitioner.model.cost import op_cycles_matrix  # noqa: E402
+from partitioner.core.graph import TensorGraph  # noqa: E402
+from partitioner.hw.hardware import Hardware  # noqa: E402
+from partitioner.hw.toml import load_hardware
+from partitioner.sim.simulator import simulate  # noqa: E402
+from partitioner.frontend.synthetic import random_dag  # noqa: E402
 
 BERT = Path(__file__).resolve().parents[1] / "examples" / "bert-base.onnx"
 
@@ -58,7 +59,7 @@ def balanced_split(graph: TensorGraph, hw: Hardware) -> np.ndarray:
 def load_graph(cfg: SpeedConfig) -> TensorGraph:
     if cfg.model == "random":
         return random_dag(cfg.ops, cfg.seed)
-    from partitioner.onnx_import import load_onnx
+    from partitioner.frontend.load import load_onnx
     return load_onnx(cfg.model, precision=cfg.precision, granularity=cfg.granularity)
 
 

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.move_bench import _case, cpsat_row  # noqa: E402
 from benchmarks.results_md import update_section  # noqa: E402
-from partitioner.report import write_json  # noqa: E402
+from partitioner.core.files import write_json  # noqa: E402
 
 MODELS = ROOT / "examples"
 TABLE = tuple((m, n) for n in (64, 144) for m in ("resnet50", "vit-base", "bert-large", "llama-1b"))
@@ -227,8 +227,8 @@ def _write(cache: dict, budget: int, seeds: list[int], exact_time: float, pretra
 
 def _bound(model: str, n: int) -> float:
     """Throughput of the analytical bound over plans with ops split up to the search's max_shard ways."""
-    from partitioner.cost import sharded_bound_cycles
-    from partitioner.staged_dp import DEFAULT_MAX_SHARD
+    from partitioner.model.cost import sharded_bound_cycles
+    from partitioner.plan.staged_dp import DEFAULT_MAX_SHARD
 
     graph, hw = _case(model, n)
     return hw.clock_hz / sharded_bound_cycles(graph, hw, DEFAULT_MAX_SHARD)

@@ -2,7 +2,7 @@
 
     python benchmarks/split_sharded.py [MODEL.onnx ...]   (default: /work/models/mha-legacy.onnx, small-cnn.onnx)
 
-Plans per model on the default package: the staged DP (partitioner.staged_dp.staged_partition, ops split up to 4
+Plans per model on the default package: the staged DP (partitioner.plan.staged_dp.staged_partition, ops split up to 4
 ways; the plan `partition MODEL --chiplets N` picks when it simulates best) at 4 and 16 chiplets, and two explicit
 4-chiplet plans: every op split 4 ways on chiplets 0..3, and the first half of the ops split 2 ways on 0..1, the rest
 on 2..3. Prints one markdown row per plan: split ops, nodes cut into pieces, nodes run whole on their group's first
@@ -21,10 +21,10 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 
-from partitioner.hardware import load_hardware  # noqa: E402
-from partitioner.onnx_import import load_onnx  # noqa: E402
-from partitioner.split_onnx import random_inputs, split_model, verify_split  # noqa: E402
-from partitioner.staged_dp import staged_partition  # noqa: E402
+from partitioner.hw.toml import load_hardware  # noqa: E402
+from partitioner.frontend.load import load_onnx  # noqa: E402
+from partitioner.export.split_onnx import random_inputs, split_model, verify_split  # noqa: E402
+from partitioner.plan.staged_dp import staged_partition  # noqa: E402
 
 DEFAULT = ("/work/models/mha-legacy.onnx", "/work/models/small-cnn.onnx")
 

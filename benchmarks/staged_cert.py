@@ -16,10 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-from partitioner.cost import sharded_bound_cycles
-from partitioner.hardware import load_hardware
-from partitioner.onnx_import import load_onnx
-from partitioner.staged_dp import auto_max_shard
+from partitioner.model.cost import sharded_bound_cycles
+from partitioner.hw.toml import load_hardware
+from partitioner.frontend.load import load_onnx
+from partitioner.plan.staged_dp import auto_max_shard
 
 
 def run_one(model: str, chiplets: int, out: Path) -> dict:

@@ -15,7 +15,7 @@ import time
 
 from benchmarks.move_bench import _case
 from partitioner.app.run import best_staged
-from partitioner.staged_dp import auto_max_shard
+from partitioner.plan.staged_dp import auto_max_shard
 
 
 def pow2_caps(max_shard: int) -> list[int]:

@@ -13,10 +13,10 @@ from typing import Callable
 
 import numpy as np
 
-from partitioner.graph import TensorGraph
-from partitioner.hardware import Hardware
-from partitioner.report import Evaluation
-from partitioner.splits import dp_partition, greedy_partition, sram_weights
+from partitioner.core.graph import TensorGraph
+from partitioner.hw.hardware import Hardware
+from partitioner.sim.report import Evaluation
+from partitioner.plan.splits import dp_partition, greedy_partition, sram_weights
 from solver.repair import RepairTimeout
 
 EvaluateFn = Callable[[np.ndarray], Evaluation]

@@ -20,7 +20,7 @@ graph and package (`u`, shape [1, GLOBAL_DIM])
 chiplets (`chip_x`, shape [n_chiplets, CHIP_DIM]; constant rows on a homogeneous package)
     SRAM / mean SRAM, MACs / mean MACs, vector ops / mean, the chiplet's total op cycles / mean of that.
 
-`prior` ([n_ops]) is the centre of the op's stage in the DP baseline (partitioner.splits.dp_partition, the optimal
+`prior` ([n_ops]) is the centre of the op's stage in the DP baseline (partitioner.plan.splits.dp_partition, the optimal
 contiguous split of the topological order under SRAM limits): (stage + 0.5) / n_chiplets. `with_anchor` swaps
 in another assignment (fine-tuning re-centres on the best partition found so far). The decoder predicts
 positions relative to it, so the untrained policy's greedy proposal is the DP split and learning spends its effort
@@ -44,10 +44,10 @@ with warnings.catch_warnings():                  # PyG's import trips torch.jit.
     warnings.simplefilter("ignore", DeprecationWarning)
     from torch_geometric.data import Data
 
-from partitioner.cost import op_cycles_matrix
-from partitioner.graph import TensorGraph
-from partitioner.hardware import Hardware
-from partitioner.splits import dp_partition
+from partitioner.model.cost import op_cycles_matrix
+from partitioner.core.graph import TensorGraph
+from partitioner.hw.hardware import Hardware
+from partitioner.plan.splits import dp_partition
 
 FEATURES_VERSION = 5
 OP_VOCAB = ("MatMul", "Gemm", "Conv", "ConvTranspose", "Add", "Sub", "Mul", "Div", "Softmax", "LayerNormalization",

@@ -30,10 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from partitioner.errors import UserError
-from partitioner.graph import TensorGraph
-from partitioner.hardware import Hardware
-from partitioner.splits import dp_partition, greedy_partition
+from partitioner.core.errors import UserError
+from partitioner.core.graph import TensorGraph
+from partitioner.hw.hardware import Hardware
+from partitioner.plan.splits import dp_partition, greedy_partition
 from policies.baselines import EvaluateFn, ProgressFn, SearchResult, _Tracker
 from policies.features import FEATURES_VERSION, graph_features
 from policies.gnn import PolicyConfig, PolicyNet

@@ -21,10 +21,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from partitioner.errors import UserError
-from partitioner.graph import TensorGraph
-from partitioner.hardware import Hardware
-from partitioner.report import atomic_write
+from partitioner.core.errors import UserError
+from partitioner.core.graph import TensorGraph
+from partitioner.hw.hardware import Hardware
+from partitioner.core.files import atomic_write
 from policies.baselines import EvaluateFn
 from policies.move_policy import Learner, MoveConfig, MoveNet, learned_search, read_move_checkpoint, save_move_policy
 
@@ -80,7 +80,7 @@ def pretrain(corpus: Sequence[Case], evaluate_factory: EvaluateFactory, out: str
             base.setdefault(name, max(evaluate_fn(p).throughput for p in context_for(graph, hw)[1]))
         else:
             if name not in base:
-                from partitioner.splits import dp_partition
+                from partitioner.plan.splits import dp_partition
 
                 base[name] = evaluate_fn(dp_partition(graph, hw)).throughput
             res = learned_search(graph, hw, budget=episode_evals, seed=int(rng.integers(2**31)),

@@ -25,10 +25,10 @@ from typing import Callable
 
 import numpy as np
 
-from partitioner.cost import op_cycles_matrix
-from partitioner.graph import TensorGraph
-from partitioner.hardware import Hardware
-from partitioner.report import Evaluation
+from partitioner.model.cost import op_cycles_matrix
+from partitioner.core.graph import TensorGraph
+from partitioner.hw.hardware import Hardware
+from partitioner.sim.report import Evaluation
 from policies.baselines import _valid_moves
 
 KIND_SLOTS = 4                     # one-hot room for op, shard, residency and one more kind without a new network

@@ -17,8 +17,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from partitioner.partition import Partition
-from partitioner.report import Evaluation
+from partitioner.model.partition import Partition
+from partitioner.sim.report import Evaluation
 from policies.moves import KIND_SLOTS, MOVE_DIM
 from policies.split_moves import Plan, SplitContext, SplitMoveSet
 

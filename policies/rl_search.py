@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from partitioner.errors import UserError
-from partitioner.graph import TensorGraph
-from partitioner.hardware import Hardware
+from partitioner.core.errors import UserError
+from partitioner.core.graph import TensorGraph
+from partitioner.hw.hardware import Hardware
 from policies.baselines import EvaluateFn, ProgressFn, SearchResult
 from policies.train import FINETUNE_CONFIG, finetune
 

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from partitioner.errors import UserError
+from partitioner.core.errors import UserError
 
 MapFn = Callable[[Callable, Sequence[tuple]], list]
 

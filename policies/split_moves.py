@@ -40,13 +40,13 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from partitioner.cost import keep_column
-from partitioner.graph import TensorGraph
-from partitioner.hardware import Hardware
-from partitioner.partition import Partition
-from partitioner.report import Evaluation
-from partitioner.sharding import piece
-from partitioner.staged_dp import DEFAULT_MAX_SHARD, _stage_layout, _tables, group_stage_cost_matrix
+from partitioner.model.cost import keep_column
+from partitioner.core.graph import TensorGraph
+from partitioner.hw.hardware import Hardware
+from partitioner.model.partition import Partition
+from partitioner.sim.report import Evaluation
+from partitioner.model.sharding import piece
+from partitioner.plan.staged_dp import DEFAULT_MAX_SHARD, _stage_layout, _tables, group_stage_cost_matrix
 from policies.moves import KIND_SLOTS, MOVE_DIM
 from solver.residency import choose_streamed
 

@@ -33,12 +33,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from partitioner.graph import TensorGraph
-from partitioner.hardware import Hardware
-from partitioner.partition import Partition, check
-from partitioner.report import Evaluation
-from partitioner.simulator import simulate
-from partitioner.staged_dp import DEFAULT_MAX_SHARD, staged_partition
+from partitioner.core.graph import TensorGraph
+from partitioner.hw.hardware import Hardware
+from partitioner.model.partition import Partition, check
+from partitioner.sim.report import Evaluation
+from partitioner.sim.simulator import simulate
+from partitioner.plan.staged_dp import DEFAULT_MAX_SHARD, staged_partition
 from policies.baselines import ProgressFn, SearchResult, _Tracker
 from policies.move_policy import REWARD_CLIP, Learner, MoveNet, load_move_policy
 from policies.residency_moves import ResidencyMove, joined, residency_move_set, residency_moves

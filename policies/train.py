@@ -34,11 +34,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from partitioner.errors import UserError
-from partitioner.graph import TensorGraph
-from partitioner.hardware import Hardware
-from partitioner.report import atomic_write, write_text
-from partitioner.splits import dp_partition, greedy_partition
+from partitioner.core.errors import UserError
+from partitioner.core.graph import TensorGraph
+from partitioner.hw.hardware import Hardware
+from partitioner.core.files import atomic_write, write_text
+from partitioner.plan.splits import dp_partition, greedy_partition
 from policies.features import FEATURES_VERSION, graph_features, with_anchor
 from policies.gnn import PolicyConfig, PolicyNet, greedy, sample
 from policies.rollout import MapFn, reward_or_none, serial_map
@@ -107,7 +107,7 @@ def bottleneck_reward(graph: TensorGraph, hw: Hardware, assignment: np.ndarray) 
     """A cheap analytic stand-in for tests: repair by moving each op up to its latest producer's chiplet (pipeline
     order), then throughput = clock / slowest chiplet, whose time is its op cycles plus the link serialisation of
     every tensor it sends or receives. Ignores memory and contention."""
-    from partitioner.cost import op_cycles_matrix
+    from partitioner.model.cost import op_cycles_matrix
 
     a = np.asarray(assignment, dtype=np.int64).copy()
     order = np.argsort(graph.edge_dst, kind="stable")
@@ -124,12 +124,12 @@ def bottleneck_reward(graph: TensorGraph, hw: Hardware, assignment: np.ndarray) 
 
 
 def default_baseline(graph: TensorGraph, hw: Hardware) -> np.ndarray:
-    """partitioner.splits.dp_partition: the optimal contiguous split of the topological order."""
+    """partitioner.plan.splits.dp_partition: the optimal contiguous split of the topological order."""
     return dp_partition(graph, hw)
 
 
 def default_anchor(graph: TensorGraph, hw: Hardware) -> np.ndarray:
-    """partitioner.splits.greedy_partition: a second heuristic split the policy may start from."""
+    """partitioner.plan.splits.greedy_partition: a second heuristic split the policy may start from."""
     return greedy_partition(graph, hw)
 
 
@@ -563,8 +563,8 @@ def onnx_corpus(directory: str | Path, chiplets: Sequence[int] = DEFAULT_CHIPLET
                 extra_hardware: Sequence[Hardware] = ()) -> list[tuple[TensorGraph, Hardware]]:
     """Every .onnx file in `directory` (sorted, except HELD_OUT names) on a default mesh of each chiplet count
     and on each of `extra_hardware`."""
-    from partitioner.hardware import mesh_of
-    from partitioner.onnx_import import load_onnx
+    from partitioner.hw.hardware import mesh_of
+    from partitioner.frontend.load import load_onnx
 
     if not Path(directory).is_dir():
         raise UserError(f"corpus directory {directory} does not exist",
@@ -580,11 +580,11 @@ def onnx_corpus(directory: str | Path, chiplets: Sequence[int] = DEFAULT_CHIPLET
 
 def synthetic_corpus(n_graphs: int, seed: int, chiplets: Sequence[int] = DEFAULT_CHIPLETS
                      ) -> list[tuple[TensorGraph, Hardware]]:
-    """Random DAGs (partitioner.synthetic.random_dag, 30-250 ops, size scale 0.5-20) each on one package drawn
+    """Random DAGs (partitioner.frontend.synthetic.random_dag, 30-250 ops, size scale 0.5-20) each on one package drawn
     at random: a mesh of a chiplet count from `chiplets`, link bandwidth 16-128 B/cycle, and per-chiplet SRAM
     sized so the weights fill 10-70% of the package."""
-    from partitioner.hardware import Chiplet, mesh_of
-    from partitioner.synthetic import random_dag
+    from partitioner.hw.hardware import Chiplet, mesh_of
+    from partitioner.frontend.synthetic import random_dag
 
     rng = np.random.default_rng(seed)
     out = []

@@ -9,7 +9,7 @@ Nothing is downloaded: every model is built from a config written here (transfor
 modules) with random weights, exported with torch.onnx.export (TorchScript exporter, opset 17, dynamic batch
 and sequence axes), then stripped: every initializer over 1 KiB is rewritten as an external reference to
 `<name>.onnx.data` and that data file is deleted, so the .onnx file holds the graph and the weights' shapes and
-types but not their values (a few hundred KB). `partitioner.onnx_import.load_onnx` reads such files.
+types but not their values (a few hundred KB). `partitioner.frontend.load.load_onnx` reads such files.
 
 Needs the optional extra `export` (transformers). The shipped examples are held out of the corpus: the corpus
 never uses their exact configs.

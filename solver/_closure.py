@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 from ortools.graph.python import max_flow
 
-from partitioner.graph import TensorGraph
-from partitioner.hardware import Hardware
-from partitioner.partition import memory_use
+from partitioner.core.graph import TensorGraph
+from partitioner.hw.hardware import Hardware
+from partitioner.model.partition import memory_use
 from solver.infeasibility import StageDomains
 
 

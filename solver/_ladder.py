@@ -7,7 +7,7 @@ the stage domains fix are Python ints 0/1, not variables, and a chiplet the op c
 ladder rungs the same variable, so the model only holds the choices that are really open.
 
 Memory on chiplet c: sum_i weight_i * x[i][c] + peak_c <= sram_c, exactly the rule of
-partitioner.partition.memory_use, with peak_c = the largest work_bytes among its ops written as a ladder over the
+partitioner.model.partition.memory_use, with peak_c = the largest work_bytes among its ops written as a ladder over the
 distinct work sizes (level k on = "peak_c >= size_k", x[i][c] => level of op i's size, each step's bytes counted
 once); about 3x faster in CP-SAT than peak_c >= work_i * x[i][c] per op. The constraint is left out where even
 every candidate op fits.
@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from ortools.sat.python import cp_model
 
-from partitioner.graph import TensorGraph
-from partitioner.hardware import Hardware
+from partitioner.core.graph import TensorGraph
+from partitioner.hw.hardware import Hardware
 from solver.infeasibility import StageDomains
 
 Lit = cp_model.IntVar | int

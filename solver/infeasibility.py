@@ -12,9 +12,9 @@ from typing import Mapping
 
 import numpy as np
 
-from partitioner.errors import UserError
-from partitioner.graph import TensorGraph
-from partitioner.hardware import Hardware
+from partitioner.core.errors import UserError
+from partitioner.core.graph import TensorGraph
+from partitioner.hw.hardware import Hardware
 
 _MORE_MEMORY = "use more chiplets (--chiplets), chiplets with more SRAM, or a lower --precision"
 

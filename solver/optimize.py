@@ -42,12 +42,12 @@ from typing import Mapping
 import numpy as np
 from ortools.sat.python import cp_model
 
-from partitioner.cost import op_cycles_matrix, serialization_cycles, stream_bytes
-from partitioner.errors import UserError
-from partitioner.graph import TensorGraph
-from partitioner.hardware import Hardware
-from partitioner.partition import Partition, check
-from partitioner.splits import contiguous_split, trivial_lower_bound
+from partitioner.model.cost import op_cycles_matrix, serialization_cycles, stream_bytes
+from partitioner.core.errors import UserError
+from partitioner.core.graph import TensorGraph
+from partitioner.hw.hardware import Hardware
+from partitioner.model.partition import Partition, check
+from partitioner.plan.splits import contiguous_split, trivial_lower_bound
 from solver._ladder import build_ladder, ladder_hint, read_assignment, read_streamed
 from solver.infeasibility import check_feasible, explain_infeasible, normalize_pins
 from solver.residency import choose_streamed, streaming_needed

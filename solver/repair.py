@@ -33,11 +33,11 @@ from typing import Mapping
 import numpy as np
 from ortools.sat.python import cp_model
 
-from partitioner.cost import op_cycles_matrix
-from partitioner.errors import UserError
-from partitioner.graph import TensorGraph
-from partitioner.hardware import Hardware
-from partitioner.partition import Partition, check
+from partitioner.model.cost import op_cycles_matrix
+from partitioner.core.errors import UserError
+from partitioner.core.graph import TensorGraph
+from partitioner.hw.hardware import Hardware
+from partitioner.model.partition import Partition, check
 from solver._closure import closure_repair, lagrangian_repair
 from solver._ladder import build_ladder, greedy_monotone, ladder_hint, read_assignment
 from solver.infeasibility import StageDomains, check_feasible, explain_infeasible, normalize_pins

@@ -13,12 +13,12 @@ import numpy as np
 
 from typing import Mapping
 
-from partitioner.cost import stream_bytes
-from partitioner.errors import UserError
-from partitioner.graph import TensorGraph
-from partitioner.hardware import Hardware
-from partitioner.partition import memory_use
-from partitioner.sharding import expand
+from partitioner.model.cost import stream_bytes
+from partitioner.core.errors import UserError
+from partitioner.core.graph import TensorGraph
+from partitioner.hw.hardware import Hardware
+from partitioner.model.partition import memory_use
+from partitioner.model.sharding import expand
 from solver.infeasibility import check_feasible
 
 

@@ -29,10 +29,10 @@ from typing import Mapping
 import numpy as np
 from ortools.sat.python import cp_model
 
-from partitioner.cost import cheapest_piece_cycles
-from partitioner.graph import TensorGraph
-from partitioner.hardware import Hardware
-from partitioner.sharding import piece, possible_axes
+from partitioner.model.cost import cheapest_piece_cycles
+from partitioner.core.graph import TensorGraph
+from partitioner.hw.hardware import Hardware
+from partitioner.model.sharding import piece, possible_axes
 
 
 @dataclass(frozen=True)

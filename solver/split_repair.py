@@ -16,12 +16,12 @@ from typing import Mapping
 import numpy as np
 from ortools.sat.python import cp_model
 
-from partitioner.errors import UserError
-from partitioner.graph import TensorGraph
-from partitioner.hardware import Hardware
-from partitioner.partition import Partition, check
-from partitioner.splits import contiguous_split
-from partitioner.staged_dp import DEFAULT_MAX_SHARD
+from partitioner.core.errors import UserError
+from partitioner.core.graph import TensorGraph
+from partitioner.hw.hardware import Hardware
+from partitioner.model.partition import Partition, check
+from partitioner.plan.splits import contiguous_split
+from partitioner.plan.staged_dp import DEFAULT_MAX_SHARD
 from solver import split_model
 from solver.infeasibility import normalize_pins
 

@@ -31,11 +31,11 @@ from typing import Mapping, Sequence
 import numpy as np
 from ortools.sat.python import cp_model
 
-from partitioner.cost import sharded_bound_cycles
-from partitioner.errors import UserError
-from partitioner.graph import TensorGraph
-from partitioner.hardware import Hardware
-from partitioner.partition import Partition, check
+from partitioner.model.cost import sharded_bound_cycles
+from partitioner.core.errors import UserError
+from partitioner.core.graph import TensorGraph
+from partitioner.hw.hardware import Hardware
+from partitioner.model.partition import Partition, check
 from solver import split_model
 from solver.split_model import PieceTables
 

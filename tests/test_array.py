@@ -7,11 +7,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from partitioner.cost import compute_cycles, gemm_cycles, op_cycles
-from partitioner.graph import Op, TensorGraph
-from partitioner.hardware import Chiplet, hardware_from_toml
-from partitioner.errors import UserError
-from partitioner.onnx_import import load_onnx
+from partitioner.model.cost import compute_cycles, gemm_cycles, op_cycles
+from partitioner.core.graph import Op, TensorGraph
+from partitioner.hw.hardware import Chiplet
+from partitioner.hw.toml import hardware_from_toml
+from partitioner.core.errors import UserError
+from partitioner.frontend.load import load_onnx
 
 F = TensorProto.FLOAT
 

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from partitioner.cost import op_cycles, serialization_cycles
-from partitioner.hardware import Chiplet, mesh_of
-from partitioner.partition import check, memory_use
+from partitioner.model.cost import op_cycles, serialization_cycles
+from partitioner.hw.hardware import Chiplet, mesh_of
+from partitioner.model.partition import check, memory_use
 from partitioner.app.pipeline import evaluate
-from partitioner.synthetic import random_dag
-from partitioner.splits import dp_partition, greedy_partition, stage_cost_matrix
+from partitioner.frontend.synthetic import random_dag
+from partitioner.plan.splits import dp_partition, greedy_partition, stage_cost_matrix
 from policies.baselines import anneal, random_search
 
 
@@ -52,7 +52,7 @@ def test_dp_matches_brute_force(n, k, seed, sram_kib):
 
 
 def test_stage_cost_matrix_by_hand():
-    from partitioner.graph import Op, TensorGraph
+    from partitioner.core.graph import Op, TensorGraph
     ops = [Op(f"o{i}", "Add", (f"o{i}",), 100 * (i + 1), 0, 0, 64, 64) for i in range(3)]
     g = TensorGraph.build("chain", ops, [(0, 1, 640), (1, 2, 640)])
     hw = mesh_of(2, Chiplet(vector_ops_per_cycle=10, sram_bytes_per_cycle=1024), link_bytes_per_cycle=64)
@@ -65,7 +65,7 @@ def test_stage_cost_matrix_by_hand():
 
 
 def test_greedy_balances_a_uniform_chain():
-    from partitioner.graph import Op, TensorGraph
+    from partitioner.core.graph import Op, TensorGraph
     ops = [Op(f"o{i}", "Add", (f"o{i}",), 5120, 0, 0, 4, 4) for i in range(8)]
     g = TensorGraph.build("chain", ops, [(i, i + 1, 4) for i in range(7)])
     assert greedy_partition(g, mesh_of(4)).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
@@ -126,9 +126,9 @@ def test_anneal_restarts_from_its_best_after_the_patience_runs_out():
     drifts away; with restart_after=3 the 4th proposal after the start is again one move from the start."""
     from dataclasses import replace
 
-    from partitioner.partition import Partition
-    from partitioner.report import Evaluation
-    from partitioner.simulator import simulate
+    from partitioner.model.partition import Partition
+    from partitioner.sim.report import Evaluation
+    from partitioner.sim.simulator import simulate
 
     graph, hw = random_dag(40, 1), mesh_of(4)
     start = dp_partition(graph, hw)

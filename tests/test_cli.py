@@ -7,9 +7,9 @@ import pytest
 from onnx import TensorProto, helper
 
 from partitioner.app.cli import main
-from partitioner.hardware import load_hardware
-from partitioner.onnx_import import load_onnx
-from partitioner.partition import check
+from partitioner.hw.toml import load_hardware
+from partitioner.frontend.load import load_onnx
+from partitioner.model.partition import check
 from partitioner.app.run import assignment_from_document
 
 

@@ -1,4 +1,4 @@
-"""Ring and direct collectives (partitioner/collectives.py) against hand-computed answers (docs/simulator.md, S6)."""
+"""Ring and direct collectives (partitioner/model/collectives.py) against hand-computed answers (docs/simulator.md, S6)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,14 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from partitioner.collectives import algorithm, direct_cycles, ring_cycles
-from partitioner.cost import collective_cycles, sharded_bound_cycles
-from partitioner.graph import Op, TensorGraph
-from partitioner.hardware import Chiplet, Hardware, mesh_of
-from partitioner.partition import Partition, check
-from partitioner.sharding import expand
-from partitioner.simulator import simulate
-from partitioner.staged_dp import staged_partition
+from partitioner.model.collectives import algorithm, direct_cycles, ring_cycles
+from partitioner.model.cost import collective_cycles, sharded_bound_cycles
+from partitioner.core.graph import Op, TensorGraph
+from partitioner.hw.hardware import Chiplet, Hardware, mesh_of
+from partitioner.model.partition import Partition, check
+from partitioner.model.sharding import expand
+from partitioner.sim.simulator import simulate
+from partitioner.plan.staged_dp import staged_partition
 
 CHIP = Chiplet()            # 512 vector ops/cycle, 1024 SRAM B/cycle; links 64 B/cycle, 20 cycles per hop
 LINKS = (64, 20)
@@ -117,7 +117,7 @@ def test_relays_wait_until_the_first_consumer_so_independent_work_runs_first():
 @settings(max_examples=12, deadline=None)
 @given(n=st.integers(6, 30), seed=st.integers(0, 1000), k_max=st.integers(3, 6), link=st.sampled_from([8, 64]))
 def test_the_certificate_holds_for_staged_plans_with_ring_collectives(n, seed, k_max, link):
-    from partitioner.synthetic import random_dag
+    from partitioner.frontend.synthetic import random_dag
 
     g = random_dag(n, seed=seed)
     hw = mesh_of(12, link_bytes_per_cycle=link)
@@ -130,7 +130,7 @@ def test_the_certificate_holds_for_staged_plans_with_ring_collectives(n, seed, k
 
 def test_a_random_plan_uses_rings_and_keeps_the_certificate():
     """A fixed case that surely has rings: every op of a random graph split 6 ways on one group."""
-    from partitioner.synthetic import random_dag
+    from partitioner.frontend.synthetic import random_dag
 
     g = random_dag(20, seed=3)
     hw = mesh_of(12, link_bytes_per_cycle=8)
@@ -154,7 +154,7 @@ def test_ring_all_reduce_on_a_chain_matches_its_formula(k):
 
 
 def test_auto_max_shard_scales_with_the_package():
-    from partitioner.staged_dp import auto_max_shard, staged_degrees
+    from partitioner.plan.staged_dp import auto_max_shard, staged_degrees
 
     # min(16, max(4, chiplets // 8)), at most the chiplet count
     assert [auto_max_shard(n) for n in (2, 4, 16, 36, 64, 100, 144, 1024)] == [2, 4, 4, 4, 8, 12, 16, 16]
@@ -177,7 +177,7 @@ def test_cli_takes_max_shard_auto(tmp_path):
 def test_entry_ring_sends_a_whole_input_into_a_group_once():
     """A 32 KiB LayerNorm output on chiplet 0 feeds a GEMM split 4 ways on 1..4 (chain of 5), which needs it whole
     on every member (docs S7). Chunks of 8,192 B = 128 link cycles."""
-    from partitioner.collectives import entry_direct_cycles, entry_ring_cycles
+    from partitioner.model.collectives import entry_direct_cycles, entry_ring_cycles
 
     ln = Op("ln", "LayerNormalization", ("ln",), 5120, 0, 0, 1024, 32768)
     fc = Op("fc", "MatMul", ("fc",), 8192 * 1000, 8192 * 1000, 65536, 32768, 32768)
@@ -199,7 +199,7 @@ def test_entry_ring_sends_a_whole_input_into_a_group_once():
 
 
 def test_groups_summary_counts_ring_messages():
-    from partitioner.sharding import groups
+    from partitioner.model.sharding import groups
 
     g = TensorGraph.build("e", [embedding(), norm()], [(0, 1, 4096)])
     a, k = np.array([0, 0]), np.array([4, 4])
@@ -213,8 +213,8 @@ def test_keep_column_when_the_column_piece_tiles_better():
     """S8 on the default 64 x 64 output-stationary array: FFN2 of BERT-large, 128 x 4096 x 1024, fed by FFN1's
     column slices on a group of 4. Row-parallel piece (K = 1024): 2 x 16 = 32 tiles x (1024 + 126) = 36,800
     cycles; column piece (N = 256): 2 x 4 = 8 tiles x (4096 + 126) = 33,776: the GEMM stays a column split."""
-    from partitioner.cost import keep_column, op_cycles
-    from partitioner.sharding import layout, piece
+    from partitioner.model.cost import keep_column, op_cycles
+    from partitioner.model.sharding import layout, piece
 
     def ffn(name: str, m: int, k: int, n: int) -> Op:
         return Op(name, "MatMul", (name,), 2 * m * k * n, 2 * m * k * n, 2 * k * n, 2 * m * k, 2 * m * n,

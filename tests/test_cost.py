@@ -4,10 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from partitioner.cost import (bound_cycles_per_inference, compute_cycles, compute_energy_pj, link_energy_pj,
-                              memory_cycles, op_cycles, op_cycles_matrix, serialization_cycles, transfer_cycles)
-from partitioner.graph import Op, TensorGraph
-from partitioner.hardware import Chiplet, Hardware, mesh_of
+from partitioner.model.cost import (
+    bound_cycles_per_inference, compute_cycles, compute_energy_pj, link_energy_pj, memory_cycles, op_cycles,
+    op_cycles_matrix, serialization_cycles, transfer_cycles)
+from partitioner.core.graph import Op, TensorGraph
+from partitioner.hw.hardware import Chiplet, Hardware, mesh_of
 
 CHIP = Chiplet(macs_per_cycle=100, vector_ops_per_cycle=10, sram_bytes_per_cycle=50)
 

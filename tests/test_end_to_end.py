@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from partitioner.app.cli import main
-from partitioner.hardware import load_hardware
-from partitioner.partition import check
+from partitioner.hw.toml import load_hardware
+from partitioner.model.partition import check
 from partitioner.app.run import assignment_from_document, load_model
 
 BERT = str(Path(__file__).resolve().parent.parent / "examples" / "bert-base.onnx")

@@ -10,9 +10,9 @@ from partitioner.app.dse_space import Design, Space, hardware_of, hardware_toml,
 from partitioner.app.explore import ExploreConfig, evaluate_design, map_design, run_explore
 from partitioner.app.pareto import dominates, non_dominated
 from partitioner.app.run import load_model
-from partitioner.errors import UserError
-from partitioner.hardware import hardware_from_toml
-from partitioner.simulator import simulate
+from partitioner.core.errors import UserError
+from partitioner.hw.toml import hardware_from_toml
+from partitioner.sim.simulator import simulate
 
 MODEL = str(Path(__file__).resolve().parents[1] / "examples" / "resnet18.onnx")
 SMALL = """process_nm = [16, 7]
@@ -72,7 +72,7 @@ def test_design_hardware_caps_clock_at_the_node_and_round_trips_through_toml(tmp
 
 
 def test_hbm_axis_builds_the_memory_tier_prices_it_and_round_trips(tmp_path):
-    from partitioner import ppa
+    from partitioner.hw import ppa
 
     d = Design(5, 36, "mesh", 4096, 64, 64, 1.4, "interposer", 16)
     hw = hardware_of(d)

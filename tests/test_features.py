@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from partitioner.hardware import Chiplet, Hardware, mesh_of
-from partitioner.synthetic import random_dag
+from partitioner.hw.hardware import Chiplet, Hardware, mesh_of
+from partitioner.frontend.synthetic import random_dag
 from policies.features import (CHIP_DIM, EDGE_DIM, GLOBAL_DIM, N_TYPES, NODE_DIM, clear_cache, graph_features,
                                op_type_index)
 

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from partitioner.app.run import resimulate
-from partitioner.errors import UserError
-from partitioner.hardware import hardware_from_toml
-from partitioner.onnx_import import load_onnx
+from partitioner.core.errors import UserError
+from partitioner.hw.toml import hardware_from_toml
+from partitioner.frontend.load import load_onnx
 
 DATA = Path(__file__).parent / "data"
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))

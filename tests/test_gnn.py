@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from partitioner.hardware import Chiplet, Hardware, mesh_of
-from partitioner.synthetic import random_dag
+from partitioner.hw.hardware import Chiplet, Hardware, mesh_of
+from partitioner.frontend.synthetic import random_dag
 from policies.features import graph_features
 from policies.gnn import PolicyNet, entropy, greedy, log_prob, n_params, sample
 from policies.train import propose

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from partitioner.graph import Op, TensorGraph
-from partitioner.synthetic import random_dag
+from partitioner.core.graph import Op, TensorGraph
+from partitioner.frontend.synthetic import random_dag
 
 
 def _op(i, flops=10, mflops=0, w=0, inb=0, outb=4):

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from partitioner.errors import UserError
-from partitioner.hardware import (MIB, PRESETS, Chiplet, Hardware, hardware_from_toml, load_hardware, mesh_of,
-                                  near_square)
+from partitioner.core.errors import UserError
+from partitioner.hw.hardware import MIB, PRESETS, Chiplet, Hardware, mesh_of, near_square
+from partitioner.hw.toml import hardware_from_toml, load_hardware
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "hardware"
 
@@ -212,8 +212,9 @@ def test_example_files_load(name):
 
 def test_default_link_energy_is_the_ucie_standard_package_figure():
     """docs/hardware.md, "Link energy": 196,608 B over 2 hops at 0.5 pJ/bit = 1,572,864 pJ."""
-    from partitioner.cost import link_energy_pj
-    from partitioner.hardware import load_hardware, mesh_of
+    from partitioner.model.cost import link_energy_pj
+    from partitioner.hw.hardware import mesh_of
+    from partitioner.hw.toml import load_hardware
 
     assert mesh_of(4).link_pj_per_bit == 0.5 == load_hardware(None, 16).link_pj_per_bit
     assert link_energy_pj(196_608, 2, mesh_of(4)) == 1_572_864.0

@@ -1,4 +1,4 @@
-"""Multi-level hardware (partitioner/levels.py): numbering, gateways, hierarchical routes, per-link timing and
+"""Multi-level hardware (partitioner/hw/levels.py): numbering, gateways, hierarchical routes, per-link timing and
 energy, the [[level]] TOML format and its errors, and the certificate and check() on random two-level packages."""
 from __future__ import annotations
 
@@ -11,15 +11,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from partitioner.app.cli import main
-from partitioner.cost import route_transfer_cycles, transfer_cycles
-from partitioner.errors import UserError
-from partitioner.graph import Op, TensorGraph
-from partitioner.hardware import PRESETS, Chiplet, Hardware, hardware_from_toml, mesh_of, packages_of
-from partitioner.levels import PackageLevel
-from partitioner.partition import Partition, check
-from partitioner.simulator import _plan, _run, _run_traced, default_inferences, simulate
-from partitioner.staged_dp import staged_partition
-from partitioner.synthetic import random_dag
+from partitioner.model.cost import route_transfer_cycles, transfer_cycles
+from partitioner.core.errors import UserError
+from partitioner.core.graph import Op, TensorGraph
+from partitioner.hw.hardware import PRESETS, Chiplet, Hardware, mesh_of, packages_of
+from partitioner.hw.toml import hardware_from_toml
+from partitioner.hw.levels import PackageLevel
+from partitioner.model.partition import Partition, check
+from partitioner.sim.simulator import _plan, _run, _run_traced, default_inferences, simulate
+from partitioner.plan.staged_dp import staged_partition
+from partitioner.frontend.synthetic import random_dag
 from solver.optimize import optimize
 from solver.repair import repair
 
@@ -246,7 +247,7 @@ def test_whole_op_runs_get_the_cp_sat_certificate_and_are_not_marked_interrupted
 
 
 def test_ppa_sums_the_packages():
-    from partitioner import ppa
+    from partitioner.hw import ppa
     two, one = ppa.ppa(PRESETS["two-package-2x16"], 7), ppa.ppa(PRESETS["default-16"], 7)
     assert two.cost_usd == pytest.approx(2 * one.cost_usd)
     assert two.area_mm2 == pytest.approx(2 * one.area_mm2)

@@ -10,13 +10,13 @@ import pytest
 from onnx import TensorProto, helper
 
 from partitioner.app.cli import main
-from partitioner.cost import stream_bytes, stream_cycles, stream_energy_pj
-from partitioner.errors import UserError
-from partitioner.graph import Op, TensorGraph
-from partitioner.hardware import (HBM3_STACK, PRESETS, Chiplet, Hardware, MemoryStack, hardware_from_toml,
-                                  load_hardware, mesh_of)
-from partitioner.partition import Partition, check, memory_use
-from partitioner.simulator import default_inferences, simulate
+from partitioner.model.cost import stream_bytes, stream_cycles, stream_energy_pj
+from partitioner.core.errors import UserError
+from partitioner.core.graph import Op, TensorGraph
+from partitioner.hw.hardware import HBM3_STACK, PRESETS, Chiplet, Hardware, MemoryStack, mesh_of
+from partitioner.hw.toml import hardware_from_toml, load_hardware
+from partitioner.model.partition import Partition, check, memory_use
+from partitioner.sim.simulator import default_inferences, simulate
 from solver.infeasibility import check_feasible
 from solver.optimize import optimize, stack_cycles
 from solver.repair import repair
@@ -267,7 +267,7 @@ def test_cli_streams_lists_weights_and_rescoring_reads_them_back(tmp_path, capsy
 
 
 def test_splits_balance_compute_when_weights_can_stream():
-    from partitioner.splits import contiguous_split, dp_partition, greedy_partition, sram_weights
+    from partitioner.plan.splits import contiguous_split, dp_partition, greedy_partition, sram_weights
 
     g, hw = llm_like(), mesh_of(4, memory_tier=True)   # 12 x 40 MiB: no split fits 4 x 64 MiB all resident
     even = [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3
@@ -305,7 +305,7 @@ GPT2 = "examples/gpt2.onnx"
 @pytest.mark.skipif(not __import__("os").path.exists(GPT2), reason="exported GPT-2 not present")
 def test_gpt2_runs_on_the_default_package_by_streaming_its_embedding(tmp_path):
     from partitioner.app.run import assignment_from_document, load_model
-    from partitioner.memtier_report import streamed_from_document
+    from partitioner.app.memtier import streamed_from_document
 
     out = tmp_path / "gpt2"
     # whole ops (--max-shard 1): with splits allowed the embedding fits SRAM in two halves and nothing streams

@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from partitioner.app.pipeline import evaluate
-from partitioner.cost import op_cycles
-from partitioner.errors import UserError
-from partitioner.graph import Op, TensorGraph
-from partitioner.hardware import mesh_of
-from partitioner.partition import check
-from partitioner.synthetic import random_dag
+from partitioner.model.cost import op_cycles
+from partitioner.core.errors import UserError
+from partitioner.core.graph import Op, TensorGraph
+from partitioner.hw.hardware import mesh_of
+from partitioner.model.partition import check
+from partitioner.frontend.synthetic import random_dag
 from policies.move_policy import (Learner, MoveNet, learned_search, load_move_policy, read_move_checkpoint,
                                   save_move_policy)
 from policies.move_train import pretrain

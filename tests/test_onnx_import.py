@@ -9,8 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from partitioner.errors import UserError
-from partitioner.onnx_import import load_onnx, parse_input_shapes
+from partitioner.core.errors import UserError
+from partitioner.frontend.load import load_onnx, parse_input_shapes
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples")

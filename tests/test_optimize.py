@@ -6,12 +6,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from partitioner.errors import UserError
-from partitioner.graph import Op, TensorGraph
-from partitioner.hardware import Chiplet, Hardware, mesh_of
-from partitioner.partition import check
-from partitioner.synthetic import random_dag
-from partitioner.splits import contiguous_split, trivial_lower_bound
+from partitioner.core.errors import UserError
+from partitioner.core.graph import Op, TensorGraph
+from partitioner.hw.hardware import Chiplet, Hardware, mesh_of
+from partitioner.model.partition import check
+from partitioner.frontend.synthetic import random_dag
+from partitioner.plan.splits import contiguous_split, trivial_lower_bound
 from solver.optimize import bottleneck_cycles, optimize, resource_cycles
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -123,7 +123,7 @@ def test_sends_load_the_senders_out_links():
 
 
 def test_bound_never_exceeds_the_simulated_bottleneck():
-    from partitioner.simulator import simulate
+    from partitioner.sim.simulator import simulate
     graph = random_dag(40, 8, scale=4.0)
     for hw in (mesh_of(4), Hardware("c", (Chiplet(),) * 3, "chain", 1, 3, link_bytes_per_cycle=8)):
         part = optimize(graph, hw, time_limit_s=2.0)

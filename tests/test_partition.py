@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from partitioner.graph import Op, TensorGraph
-from partitioner.hardware import Chiplet, Hardware
-from partitioner.partition import Partition, check, memory_use
+from partitioner.core.graph import Op, TensorGraph
+from partitioner.hw.hardware import Chiplet, Hardware
+from partitioner.model.partition import Partition, check, memory_use
 
 KIB = 1024
 
@@ -93,6 +93,6 @@ def test_partition_freezes_its_assignment():
 
 @pytest.mark.parametrize("bad", [np.array([0.5, 0.5, 1.2, 1.9]), np.array([False, False, True, True])])
 def test_check_rejects_non_integer_assignments(bad):
-    from partitioner.hardware import mesh_of
-    from partitioner.synthetic import random_dag
+    from partitioner.hw.hardware import mesh_of
+    from partitioner.frontend.synthetic import random_dag
     assert "dtype" in check(random_dag(4, 0), mesh_of(2), bad)[0]

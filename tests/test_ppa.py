@@ -3,9 +3,9 @@ import math
 
 import pytest
 
-from partitioner import ppa
-from partitioner.errors import UserError
-from partitioner.hardware import MIB, Chiplet, Hardware, mesh_of
+from partitioner.hw import ppa
+from partitioner.core.errors import UserError
+from partitioner.hw.hardware import MIB, Chiplet, Hardware, mesh_of
 
 # Simba (Shao et al., MICRO 2019; Zimmer et al., VLSI 2019): a 6 mm2 chiplet in TSMC 16 nm with 16 PEs of
 # 8 lanes x 8-wide int8 MACs (1024 MACs/cycle), per PE a 32 KB weight, 8 KB input and 3 KB accumulation buffer plus a

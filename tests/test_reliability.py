@@ -15,11 +15,12 @@ from partitioner.app.budget import Recorder, RunBudget, Stopped
 from partitioner.app.cli import _progress, main
 from partitioner.app.outset import MARKER, check_replaceable, output_set
 from partitioner.app.run import RunConfig, bounded_search, run
-from partitioner.errors import UserError
-from partitioner.hardware import hardware_from_toml, mesh_of
-from partitioner.onnx_import import load_onnx
-from partitioner.partition import check
-from partitioner.synthetic import random_dag
+from partitioner.core.errors import UserError
+from partitioner.hw.hardware import mesh_of
+from partitioner.hw.toml import hardware_from_toml
+from partitioner.frontend.load import load_onnx
+from partitioner.model.partition import check
+from partitioner.frontend.synthetic import random_dag
 from solver.infeasibility import explain_infeasible
 from solver.optimize import optimize
 

@@ -6,11 +6,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from partitioner.errors import UserError
-from partitioner.graph import Op, TensorGraph
-from partitioner.hardware import Chiplet, Hardware, mesh_of
-from partitioner.partition import check
-from partitioner.synthetic import random_dag
+from partitioner.core.errors import UserError
+from partitioner.core.graph import Op, TensorGraph
+from partitioner.hw.hardware import Chiplet, Hardware, mesh_of
+from partitioner.model.partition import check
+from partitioner.frontend.synthetic import random_dag
 from solver.infeasibility import check_feasible, stage_domains
 from solver.repair import move_weights, repair
 

@@ -7,13 +7,16 @@ import os
 import numpy as np
 import pytest
 
-from partitioner.errors import UserError
-from partitioner.hardware import Chiplet, Hardware, mesh_of
-from partitioner.partition import Partition
-from partitioner.report import (Report, chrome_trace, plot_partition, report_markdown, write_chrome_trace,
-                                write_json, write_text)
-from partitioner.simulator import simulate
-from partitioner.synthetic import random_dag
+from partitioner.core.errors import UserError
+from partitioner.hw.hardware import Chiplet, Hardware, mesh_of
+from partitioner.model.partition import Partition
+from partitioner.app.markdown import report_markdown
+from partitioner.app.plot import plot_partition
+from partitioner.core.files import write_json, write_text
+from partitioner.sim.report import Report
+from partitioner.sim.trace import chrome_trace, write_chrome_trace
+from partitioner.sim.simulator import simulate
+from partitioner.frontend.synthetic import random_dag
 
 
 @pytest.fixture(scope="module")

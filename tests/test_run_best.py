@@ -2,12 +2,12 @@
 import json
 
 from partitioner.app.run import RunConfig, keep_best, run
-from partitioner.hardware import mesh_of
-from partitioner.partition import Partition, check
-from partitioner.report import Evaluation
-from partitioner.simulator import simulate
-from partitioner.splits import greedy_partition
-from partitioner.synthetic import random_dag
+from partitioner.hw.hardware import mesh_of
+from partitioner.model.partition import Partition, check
+from partitioner.sim.report import Evaluation
+from partitioner.sim.simulator import simulate
+from partitioner.plan.splits import greedy_partition
+from partitioner.frontend.synthetic import random_dag
 from solver.optimize import optimize
 
 

@@ -8,10 +8,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import partitioner.shape_resolve as sr
+import partitioner.frontend.shape_resolve as sr
 from partitioner.app.cli import main
-from partitioner.errors import UserError
-from partitioner.onnx_import import load_onnx
+from partitioner.core.errors import UserError
+from partitioner.frontend.load import load_onnx
 
 torch = pytest.importorskip("torch")
 RESHAPE = "/layers.0/att/Reshape_2_output_0"
@@ -64,7 +64,7 @@ def cnn_model(tmp_path_factory):
 
 
 def test_standard_inference_alone_misses_the_mha_reshape(mha_model, monkeypatch):
-    monkeypatch.setattr("partitioner.onnx_import.resolve_missing", lambda *a: {})
+    monkeypatch.setattr("partitioner.frontend.load.resolve_missing", lambda *a: {})
     with pytest.raises(UserError, match="Reshape_2_output_0"):
         load_onnx(mha_model)
 

@@ -1,4 +1,4 @@
-"""Intra-op sharding (partitioner/sharding.py) against hand-computed answers (docs/simulator.md, S1-S5)."""
+"""Intra-op sharding (partitioner/model/sharding.py) against hand-computed answers (docs/simulator.md, S1-S5)."""
 from __future__ import annotations
 
 import json
@@ -6,15 +6,15 @@ import json
 import numpy as np
 import pytest
 
-from partitioner.cost import all_gather_cycles, op_cycles, sharded_bound_cycles, sharded_op_cycles
-from partitioner.errors import UserError
-from partitioner.graph import Op, TensorGraph
-from partitioner.hardware import Chiplet, Hardware, mesh_of
-from partitioner.partition import Partition, check, memory_use
-from partitioner.sharding import check_groups, collective, expand, groups, layout, piece, split_axis
-from partitioner.simulator import simulate
-from partitioner.splits import dp_partition
-from partitioner.staged_dp import staged_partition
+from partitioner.model.cost import all_gather_cycles, op_cycles, sharded_bound_cycles, sharded_op_cycles
+from partitioner.core.errors import UserError
+from partitioner.core.graph import Op, TensorGraph
+from partitioner.hw.hardware import Chiplet, Hardware, mesh_of
+from partitioner.model.partition import Partition, check, memory_use
+from partitioner.model.sharding import check_groups, collective, expand, groups, layout, piece, split_axis
+from partitioner.sim.simulator import simulate
+from partitioner.plan.splits import dp_partition
+from partitioner.plan.staged_dp import staged_partition
 
 CHIP = Chiplet()            # 4096 MACs (8192 flops)/cycle, 512 vector ops/cycle, 1024 SRAM B/cycle
 HOP = 20                    # default hop latency; links carry 64 B/cycle
@@ -230,7 +230,7 @@ def test_simulate_rejects_bad_groups_in_a_partition_file(tmp_path, capsys, group
 
 @pytest.mark.parametrize("seed", range(4))
 def test_the_sharded_bound_holds_for_staged_plans_of_random_graphs(seed):
-    from partitioner.synthetic import random_dag
+    from partitioner.frontend.synthetic import random_dag
 
     g = random_dag(40, seed=seed)
     hw = mesh_of(9)
@@ -257,10 +257,10 @@ def test_a_column_split_gemm_piece_is_costed_on_its_own_tiles():
     """2-way column split of a 128x768x768 GEMM on the default 64x64 output-stationary array (docs/simulator.md
     R2a): the whole GEMM is 2 x 12 tiles x (768 + 64 + 64 - 2) = 21,456 cycles; each piece (N = 384) is
     2 x 6 tiles x 894 = 10,728 cycles, not the whole GEMM again."""
-    from partitioner.cost import compute_cycles
-    from partitioner.graph import Op, TensorGraph
-    from partitioner.hardware import Chiplet
-    from partitioner.sharding import piece, split_axis
+    from partitioner.model.cost import compute_cycles
+    from partitioner.core.graph import Op, TensorGraph
+    from partitioner.hw.hardware import Chiplet
+    from partitioner.model.sharding import piece, split_axis
 
     mf = 2 * 128 * 768 * 768
     op = Op("fc", "MatMul", ("fc",), flops=mf, matrix_flops=mf, weight_bytes=768 * 768 * 2, in_bytes=128 * 768 * 2,
@@ -281,10 +281,10 @@ def test_a_column_split_gemm_piece_is_costed_on_its_own_tiles():
 
 
 def test_a_decode_attention_piece_keeps_its_share_of_the_kv_cache():
-    """In decode the KV cache is state inside weight_bytes (partitioner/decoder.py): a head split gives each piece
+    """In decode the KV cache is state inside weight_bytes (partitioner/frontend/decoder.py): a head split gives each piece
     its heads' share of both, so the piece stays a valid op (kv <= weights)."""
-    from partitioner.graph import Op
-    from partitioner.sharding import piece
+    from partitioner.core.graph import Op
+    from partitioner.model.sharding import piece
 
     kv = 2 * 12 * 1025 * 64 * 2            # K and V, 12 heads, 1,025 tokens, head dim 64, fp16
     op = Op("qk", "MatMul", ("qk",), flops=2 * 12 * 64 * 1025, matrix_flops=2 * 12 * 64 * 1025, weight_bytes=kv,

@@ -1,4 +1,4 @@
-"""The compiled event loop (partitioner/sim_loop.py) against the plain-Python one it replaces in searches: the
+"""The compiled event loop (partitioner/sim/sim_loop.py) against the plain-Python one it replaces in searches: the
 same completion time for every inference, on random plans with contention, stream reads, batches and zero-byte
 edges, and assignments that break pipeline order."""
 from __future__ import annotations
@@ -7,10 +7,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from partitioner.graph import TensorGraph
-from partitioner.hardware import mesh_of
-from partitioner.simulator import _plan, _run, _run_traced, default_inferences
-from partitioner.synthetic import random_dag
+from partitioner.core.graph import TensorGraph
+from partitioner.hw.hardware import mesh_of
+from partitioner.sim.simulator import _plan, _run, _run_traced, default_inferences
+from partitioner.frontend.synthetic import random_dag
 
 
 def _with_zero_edges(graph: TensorGraph, rng: np.random.Generator) -> TensorGraph:
@@ -59,9 +59,9 @@ def test_compiled_loop_matches_on_sharded_plans_with_rings_and_round_lags(n, chi
                                                                           batch):
     """Staged plans run as pieces (sharding.expand): ring relays on the collective-engine lanes and round lags
     (docs R4b, R4c), with stream reads of the pieces' weights."""
-    from partitioner.cost import ring_links
-    from partitioner.sharding import expand
-    from partitioner.staged_dp import staged_partition
+    from partitioner.model.cost import ring_links
+    from partitioner.model.sharding import expand
+    from partitioner.plan.staged_dp import staged_partition
 
     graph = random_dag(n, seed)
     hw = mesh_of(chips, memory_tier=stream, link_bytes_per_cycle=link)
@@ -78,7 +78,7 @@ def test_compiled_loop_matches_on_sharded_plans_with_rings_and_round_lags(n, chi
 
 def test_the_sharded_comparison_covers_rings_and_lags():
     """A fixed case that surely has both: every op of a random graph split 6 ways on one group, slow links."""
-    from partitioner.sharding import expand
+    from partitioner.model.sharding import expand
 
     graph = random_dag(20, 3)
     hw = mesh_of(12, link_bytes_per_cycle=8)

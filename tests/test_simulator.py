@@ -6,13 +6,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from partitioner.cost import op_cycles_matrix, transfer_cycles
-from partitioner.errors import UserError
-from partitioner.graph import Op, TensorGraph
-from partitioner.hardware import Chiplet, Hardware, mesh_of
-from partitioner.partition import Partition
-from partitioner.simulator import default_inferences, simulate
-from partitioner.synthetic import random_dag
+from partitioner.model.cost import op_cycles_matrix, transfer_cycles
+from partitioner.core.errors import UserError
+from partitioner.core.graph import Op, TensorGraph
+from partitioner.hw.hardware import Chiplet, Hardware, mesh_of
+from partitioner.model.partition import Partition
+from partitioner.sim.simulator import default_inferences, simulate
+from partitioner.frontend.synthetic import random_dag
 
 VEC = Chiplet().vector_ops_per_cycle   # a vector op of VEC * c flops takes c cycles on a default chiplet
 
@@ -262,7 +262,7 @@ def test_link_bottleneck_is_named():
 
 
 def test_a_trace_past_the_message_limit_records_a_shorter_stream_and_keeps_the_numbers(monkeypatch):
-    import partitioner.simulator as sim
+    import partitioner.sim.simulator as sim
 
     g = random_dag(25, 3)
     a = np.sort(np.random.default_rng(3).integers(0, 4, g.n_ops))

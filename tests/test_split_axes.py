@@ -9,10 +9,10 @@ import pytest
 
 from partitioner.app.cli import main
 from partitioner.app.split_cmd import split
-from partitioner.cost import keep_column
-from partitioner.hardware import load_hardware
-from partitioner.onnx_import import load_onnx
-from partitioner.sharding import layout
+from partitioner.model.cost import keep_column
+from partitioner.hw.toml import load_hardware
+from partitioner.frontend.load import load_onnx
+from partitioner.model.sharding import layout
 from test_split_shard import _chain, _doc, _group
 
 

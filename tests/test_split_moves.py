@@ -3,13 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from partitioner.graph import Op, TensorGraph
-from partitioner.hardware import mesh_of
-from partitioner.partition import check
-from partitioner.report import Evaluation
-from partitioner.simulator import simulate
-from partitioner.staged_dp import group_stage_cost_matrix
-from partitioner.synthetic import random_dag
+from partitioner.core.graph import Op, TensorGraph
+from partitioner.hw.hardware import mesh_of
+from partitioner.model.partition import check
+from partitioner.sim.report import Evaluation
+from partitioner.sim.simulator import simulate
+from partitioner.plan.staged_dp import group_stage_cost_matrix
+from partitioner.frontend.synthetic import random_dag
 from policies import split_search as ss
 from policies.move_policy import MoveNet
 from policies.move_train import pretrain
@@ -61,7 +61,7 @@ def test_moves_are_not_offered_past_max_shard_or_when_a_stage_does_not_fit_sram(
     assert ("split", (Stage(0, 4, 0, 3),)) not in kinds               # 3 > max_shard
     assert ("degree", (Stage(0, 2, 0, 2), Stage(2, 4, 2, 2))) in kinds
     # SRAM for one MatMul's weights and working set but not two: no move may put A..C or B..D together whole.
-    from partitioner.hardware import Chiplet
+    from partitioner.hw.hardware import Chiplet
 
     tight = mesh_of(4, Chiplet(sram_bytes=8192 + 7000))
     for mv in enumerate_moves(SplitContext(g, tight), PLAN):
@@ -142,7 +142,7 @@ def test_a_move_check_rejects_is_drawn_again_without_spending_an_evaluation(monk
 
 
 def test_no_valid_staged_plan_returns_none():
-    from partitioner.hardware import Chiplet
+    from partitioner.hw.hardware import Chiplet
 
     g = _chain()
     assert split_search(g, mesh_of(2, Chiplet(sram_bytes=4096)), "anneal", budget=8, seed=0) is None
@@ -172,7 +172,7 @@ def test_run_hook_returns_a_valid_plan_no_worse_than_the_staged_dp_and_stops_on_
 
 def test_a_negative_split_budget_is_a_user_error():
     from partitioner.app.run import RunConfig, validate_config
-    from partitioner.errors import UserError
+    from partitioner.core.errors import UserError
 
     with pytest.raises(UserError, match="--split-budget"):
         validate_config(RunConfig(model="examples/resnet18.onnx", split_budget=-1))
@@ -180,7 +180,7 @@ def test_a_negative_split_budget_is_a_user_error():
 
 def _too_big_for_sram():
     """Two 12 MiB and two 4 MiB weight MatMuls in a chain, on four 10 MiB chiplets with a memory tier."""
-    from partitioner.hardware import Chiplet
+    from partitioner.hw.hardware import Chiplet
 
     mib = 1 << 20
     ops = [Op(n, "MatMul", (n,), 2 * 4096 * 10, 2 * 4096 * 10, w * mib, 0, 0)

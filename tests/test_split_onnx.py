@@ -10,12 +10,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from partitioner.app.cli import main
-from partitioner.errors import UserError
-from partitioner.hardware import load_hardware
-from partitioner.onnx_import import load_onnx
-from partitioner.partition import check
-from partitioner.split_onnx import random_inputs, split_model, verify_split, write_split
-from partitioner.splits import dp_partition
+from partitioner.core.errors import UserError
+from partitioner.hw.toml import load_hardware
+from partitioner.frontend.load import load_onnx
+from partitioner.model.partition import check
+from partitioner.export.split_onnx import random_inputs, split_model, verify_split, write_split
+from partitioner.plan.splits import dp_partition
 
 
 def _save(path, nodes, inputs, outputs, inits):

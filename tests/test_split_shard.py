@@ -11,10 +11,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from partitioner.app.cli import main
-from partitioner.hardware import load_hardware
-from partitioner.onnx_import import load_onnx
-from partitioner.split_onnx import random_inputs, split_model, verify_split, write_split
-from partitioner.staged_dp import staged_partition
+from partitioner.hw.toml import load_hardware
+from partitioner.frontend.load import load_onnx
+from partitioner.export.split_onnx import random_inputs, split_model, verify_split, write_split
+from partitioner.plan.staged_dp import staged_partition
 
 DATA = Path(__file__).parent / "data"
 
@@ -164,8 +164,8 @@ def test_small_cnn_default_partition_is_sharded_and_splits(tmp_path, capsys):
     picks by default, splits the first Conv. Cut as the simulator lays it out (rule S9: its 32x32 output pixels fill
     the 64 x 64 array's rows where its 16 channels cut k ways fill a sliver of its columns) it splits by output rows,
     every piece holding all the filters; cut without recorded axes it splits by output channels. Both run."""
-    from partitioner.cost import keep_column
-    from partitioner.sharding import layout
+    from partitioner.model.cost import keep_column
+    from partitioner.model.sharding import layout
 
     path = DATA / "small_cnn_weights.onnx"
     graph, model = load_onnx(path), onnx.load(path)

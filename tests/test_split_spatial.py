@@ -8,14 +8,14 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from partitioner.cost import keep_column, sharded_op_cycles
-from partitioner.graph import Op, TensorGraph
-from partitioner.hardware import mesh_of
-from partitioner.onnx_import import load_onnx
-from partitioner.partition import memory_use
-from partitioner.sharding import layout, piece, possible_axes, split_axis
-from partitioner.split_onnx import random_inputs, split_model, verify_split
-from partitioner.split_pieces import spatial_plan
+from partitioner.model.cost import keep_column, sharded_op_cycles
+from partitioner.core.graph import Op, TensorGraph
+from partitioner.hw.hardware import mesh_of
+from partitioner.frontend.load import load_onnx
+from partitioner.model.partition import memory_use
+from partitioner.model.sharding import layout, piece, possible_axes, split_axis
+from partitioner.export.split_onnx import random_inputs, split_model, verify_split
+from partitioner.export.split_pieces import spatial_plan
 
 
 def _conv_model(path, h, c_in, c_out, conv_attrs, *, group=1, relu=True, size=None):

@@ -1,15 +1,15 @@
-"""The staged DP (partitioner/staged_dp.py): its vectorised recurrence against a plain loop, the candidate plans
+"""The staged DP (partitioner/plan/staged_dp.py): its vectorised recurrence against a plain loop, the candidate plans
 of every cap, and best_staged's early stop against simulating every candidate."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from partitioner.hardware import Chiplet, mesh_of
-from partitioner.partition import Partition, check
-from partitioner.simulator import simulate
-from partitioner.staged_dp import _band, _dp, _stage_fn, _width, staged_candidates, staged_plans
-from partitioner.synthetic import random_dag
+from partitioner.hw.hardware import Chiplet, mesh_of
+from partitioner.model.partition import Partition, check
+from partitioner.sim.simulator import simulate
+from partitioner.plan.staged_dp import _band, _dp, _stage_fn, _width, staged_candidates, staged_plans
+from partitioner.frontend.synthetic import random_dag
 
 
 def reference_dp(n: int, n_chip: int, max_shard: int, stage) -> tuple[np.ndarray, np.ndarray] | None:
@@ -104,7 +104,7 @@ def test_the_candidates_are_distinct_and_include_the_cap_1_plan():
 @pytest.mark.parametrize("seed", range(3))
 def test_best_staged_stops_early_with_the_best_of_all_candidates(seed):
     from partitioner.app.run import best_staged
-    from partitioner.simulator import throughput_ceiling
+    from partitioner.sim.simulator import throughput_ceiling
 
     g, hw = random_dag(30, seed=seed), mesh_of(9, link_bytes_per_cycle=8)
     every = []
@@ -126,9 +126,9 @@ def test_a_stage_after_a_group_of_another_size_is_charged_k_copies():
     on 4 chiplets: k copies = 4 x 512 = 2,048 cycles of entry; an entry ring 512 + 20 + 1 + 3 x 129 + 5 x 20 = 1,020
     (collectives.entry_ring_cycles), the pieces' compute (128) below both. The simulator runs the ring after the
     LayerNorm whole (768 cycles per inference) and 4 copies after it split 2 ways (2,048: what the DP charges)."""
-    from partitioner.graph import Op, TensorGraph
-    from partitioner.hardware import Hardware
-    from partitioner.staged_dp import group_stage_costs
+    from partitioner.core.graph import Op, TensorGraph
+    from partitioner.hw.hardware import Hardware
+    from partitioner.plan.staged_dp import group_stage_costs
 
     norm = Op("ln", "LayerNormalization", ("ln",), 5120, 0, 0, 1024, 32768)
     fc = Op("fc", "MatMul", ("fc",), 8192 * 1000, 8192 * 1000, 65536, 16384, 32768)

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from partitioner.cost import sharded_bound_cycles
-from partitioner.errors import UserError
-from partitioner.graph import Op, TensorGraph
-from partitioner.hardware import Chiplet, Hardware, mesh_of
-from partitioner.partition import Partition, check
-from partitioner.simulator import simulate
-from partitioner.staged_dp import staged_partition
-from partitioner.synthetic import random_dag
+from partitioner.model.cost import sharded_bound_cycles
+from partitioner.core.errors import UserError
+from partitioner.core.graph import Op, TensorGraph
+from partitioner.hw.hardware import Chiplet, Hardware, mesh_of
+from partitioner.model.partition import Partition, check
+from partitioner.sim.simulator import simulate
+from partitioner.plan.staged_dp import staged_partition
+from partitioner.frontend.synthetic import random_dag
 from solver import split_model
 from solver.repair import repair
 from solver.split_repair import split_repair
@@ -209,7 +209,7 @@ def test_the_staged_bound_replaces_the_analytical_one_when_tighter_and_its_plan_
 def test_with_a_memory_tier_the_bound_also_covers_plans_that_stream_weights():
     """Weights that do not fit stream from HBM; the bound model counts no weight (any may stream), so a whole-op plan
     with streamed weights is one of its solutions and simulates no faster than the certificate."""
-    from partitioner.splits import greedy_partition
+    from partitioner.plan.splits import greedy_partition
 
     g = random_dag(12, seed=3, scale=60.0)     # 53.9 MB of weights on 4 x 8 MiB of SRAM: 4 ops stream
     hw = mesh_of(4, Chiplet(sram_bytes=8 << 20), memory_tier=True)

@@ -11,15 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
-from partitioner.cost import sharded_bound_cycles
-from partitioner.graph import Op, TensorGraph
-from partitioner.hardware import Chiplet, Hardware, MemoryStack, mesh_of
-from partitioner.onnx_import import load_onnx
-from partitioner.partition import Partition, check, memory_use, stack_use
-from partitioner.sharding import check_groups
-from partitioner.simulator import simulate
-from partitioner.staged_dp import staged_partition, staged_plans
-from partitioner.synthetic import random_dag
+from partitioner.model.cost import sharded_bound_cycles
+from partitioner.core.graph import Op, TensorGraph
+from partitioner.hw.hardware import Chiplet, Hardware, MemoryStack, mesh_of
+from partitioner.frontend.load import load_onnx
+from partitioner.model.partition import Partition, check, memory_use, stack_use
+from partitioner.model.sharding import check_groups
+from partitioner.sim.simulator import simulate
+from partitioner.plan.staged_dp import staged_partition, staged_plans
+from partitioner.frontend.synthetic import random_dag
 from solver.optimize import stack_lower_bound
 from solver.residency import choose_streamed
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import os
 
-from partitioner.graph import Op, TensorGraph
-from partitioner.onnx_import import load_onnx
+from partitioner.core.graph import Op, TensorGraph
+from partitioner.frontend.load import load_onnx
 from partitioner.app.summary import format_summary, summarize
 
 DATA = os.path.join(os.path.dirname(__file__), "data")

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from partitioner.errors import UserError
-from partitioner.hardware import mesh_of
-from partitioner.synthetic import random_dag
+from partitioner.core.errors import UserError
+from partitioner.hw.hardware import mesh_of
+from partitioner.frontend.synthetic import random_dag
 from policies import train as train_mod
 from policies.features import graph_features
 from policies.gnn import PolicyNet, sample
@@ -125,7 +125,7 @@ def test_bad_checkpoint_is_a_user_error(tmp_path):
 
 
 def test_rl_search_spends_the_budget_through_evaluate_fn(tmp_path):
-    from partitioner.partition import check
+    from partitioner.model.partition import check
     from partitioner.app.pipeline import evaluate
     from policies.rl_search import rl_search
 

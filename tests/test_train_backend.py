@@ -11,9 +11,9 @@ import torch
 from partitioner.app.backend import LocalPool, RayBackend, check_ray_address, make_backend
 from partitioner.app.cli import main
 from partitioner.app.pipeline import PipelineReward
-from partitioner.errors import UserError
-from partitioner.hardware import Chiplet, mesh_of
-from partitioner.synthetic import random_dag
+from partitioner.core.errors import UserError
+from partitioner.hw.hardware import Chiplet, mesh_of
+from partitioner.frontend.synthetic import random_dag
 from policies.rollout import reward_or_none, serial_map
 from policies.train import PPOConfig, finetune, load_policy, pretrain
 

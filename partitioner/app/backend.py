@@ -17,7 +17,7 @@ import concurrent.futures as cf
 import os
 from typing import Any, Callable, Sequence
 
-from partitioner.errors import UserError
+from partitioner.core.errors import UserError
 
 RAY_MISSING_FIX = "pip install 'chiplet-partitioner[ray]' (or 'ray>=2.9'), or drop --ray"
 

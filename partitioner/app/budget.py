@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from partitioner.report import Evaluation
+from partitioner.sim.report import Evaluation
 
 CERTIFICATE_MIN_S = 1.0
 """Below this much time left the certificate is skipped (and the report says so) rather than cut short."""

@@ -17,8 +17,8 @@ import sys
 import warnings
 from contextlib import contextmanager
 
-from partitioner.errors import UserError
-from partitioner.onnx_import import parse_input_shapes
+from partitioner.core.errors import UserError
+from partitioner.frontend.load import parse_input_shapes
 
 SUBCOMMANDS = ("inspect", "simulate", "train", "finetune", "run", "split", "explore")
 

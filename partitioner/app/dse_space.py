@@ -10,9 +10,9 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from partitioner import ppa
-from partitioner.errors import UserError
-from partitioner.hardware import HBM3_STACK, MIB, TOPOLOGIES, Chiplet, Hardware, edge_stacks, near_square
+from partitioner.hw import ppa
+from partitioner.core.errors import UserError
+from partitioner.hw.hardware import HBM3_STACK, MIB, TOPOLOGIES, Chiplet, Hardware, edge_stacks, near_square
 
 
 @dataclass(frozen=True)
@@ -188,6 +188,6 @@ def space_file_text(space: Space) -> str:
 
 
 def save_space(path: Path, space: Space) -> None:
-    from partitioner.report import write_text
+    from partitioner.core.files import write_text
 
     write_text(path, space_file_text(space))

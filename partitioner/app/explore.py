@@ -19,13 +19,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from partitioner import ppa
+from partitioner.hw import ppa
 from partitioner.app import backend
 from partitioner.app.backend import LocalPool, RayBackend  # noqa: F401 - the names explore had
 from partitioner.app.dse_space import Space, design_from_params, hardware_of, validate
-from partitioner.errors import UserError
-from partitioner.graph import TensorGraph
-from partitioner.partition import Partition
+from partitioner.core.errors import UserError
+from partitioner.core.graph import TensorGraph
+from partitioner.model.partition import Partition
 
 STUDY_FILE = "study.journal"
 OBJECTIVES = ("throughput_per_s", "power_w", "cost_usd")
@@ -91,9 +91,9 @@ def map_design(graph: TensorGraph, hw) -> tuple[Partition | None, str]:
     """The inner partitioner: best valid of the DP and greedy contiguous splits, else a short CP-SAT repair. With
     a memory tier, a split streams the weights its chiplets cannot hold (solver.residency.choose_streamed, the rule
     repair uses)."""
-    from partitioner.partition import check
-    from partitioner.simulator import simulate
-    from partitioner.splits import dp_partition, greedy_partition
+    from partitioner.model.partition import check
+    from partitioner.sim.simulator import simulate
+    from partitioner.plan.splits import dp_partition, greedy_partition
     from solver.residency import choose_streamed
 
     best, best_thr, how = None, -1.0, ""
@@ -115,7 +115,7 @@ def map_design(graph: TensorGraph, hw) -> tuple[Partition | None, str]:
 
 def evaluate_design(model: str, shapes: tuple, precision: str, params: dict) -> DesignResult:
     """Score one design: map, simulate, then power, area and cost from ppa."""
-    from partitioner.simulator import simulate
+    from partitioner.sim.simulator import simulate
 
     start = time.perf_counter()
     graph = _graph(model, shapes, precision)
@@ -293,7 +293,7 @@ def prune_space(graph: TensorGraph, space: Space) -> Space:
 
 def check_fits_somewhere(graph: TensorGraph, space: Space) -> None:
     """A design where nothing fits: the largest package in the space holds less than the model's weights."""
-    from partitioner.hardware import edge_stacks, near_square
+    from partitioner.hw.hardware import edge_stacks, near_square
 
     need = int(graph.weight_bytes.sum())
     n = max(space.chiplets)
@@ -344,7 +344,7 @@ def run_explore(cfg: ExploreConfig, on_done: Callable[[int, int], None] | None =
     from partitioner.app.dse_space import load_space, save_space
     from partitioner.app.pareto import write_results
     from partitioner.app.run import load_model, prepare_out_dir
-    from partitioner.report import write_json
+    from partitioner.core.files import write_json
 
     validate_config(cfg)
     space = load_space(cfg.space)

@@ -9,7 +9,7 @@ import math
 import os
 from pathlib import Path
 
-from partitioner.errors import UserError
+from partitioner.core.errors import UserError
 
 MAX_SEED = 2**31 - 1
 """CP-SAT's random_seed is an int32, so seeds are 0..2**31-1; larger ones are refused rather than folded."""

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from partitioner.errors import UserError
+from partitioner.core.errors import UserError
 
 MARKER = ".partition-run.json"
 """Written last into every output set: the run id, the command and the files of the set."""

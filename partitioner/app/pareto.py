@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 
 from partitioner.app.dse_space import design_from_params, hardware_of, hardware_toml
-from partitioner.report import save_figure, write_json, write_text
+from partitioner.core.files import save_figure, write_json, write_text
 
 COLUMNS = ("throughput_per_s", "power_w", "area_mm2", "cost_usd", "process_nm", "hardware_file", "chiplets",
            "topology", "macs_per_cycle", "sram_mib", "link_bytes_per_cycle", "clock_ghz", "package", "energy_j",

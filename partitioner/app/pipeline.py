@@ -9,10 +9,10 @@ from typing import Mapping
 
 import numpy as np
 
-from partitioner.graph import TensorGraph
-from partitioner.hardware import Hardware
-from partitioner.report import Evaluation
-from partitioner.simulator import simulate
+from partitioner.core.graph import TensorGraph
+from partitioner.hw.hardware import Hardware
+from partitioner.sim.report import Evaluation
+from partitioner.sim.simulator import simulate
 from solver.repair import repair
 
 

@@ -14,26 +14,31 @@ from typing import Callable
 
 import numpy as np
 
-from partitioner.errors import UserError
-from partitioner.graph import TensorGraph
-from partitioner.hardware import PRESETS, Hardware, load_hardware
-from partitioner.memtier_report import (batch_from_document, memory_tier_document, memory_tier_markdown,
-                                        streamed_from_document)
-from partitioner.onnx_import import load_onnx
-from partitioner.partition import Partition, check
+from partitioner.core.errors import UserError
+from partitioner.core.graph import TensorGraph
+from partitioner.hw.hardware import PRESETS, Hardware
+from partitioner.hw.toml import load_hardware
+from partitioner.app.memtier import (
+    batch_from_document, memory_tier_document, memory_tier_markdown, streamed_from_document)
+from partitioner.frontend.load import load_onnx
+from partitioner.model.partition import Partition, check
 from partitioner.app import limits
+from partitioner.core.units import si
 from partitioner.app.budget import CERTIFICATE_MIN_S, Recorder, RunBudget, Stopped
 from partitioner.app.outset import output_set
 from partitioner.app.staged_cert import (is_staged, staged_certificate, staged_certificate_markdown,
                                           staged_solve_line)
 from partitioner.app.pipeline import evaluate
-from partitioner.report import (Evaluation, plot_partition, report_markdown, write_chrome_trace, write_json,
-                                write_text)
-from partitioner.cost import keep_column, ring_links
-from partitioner.simulator import simulate, throughput_ceiling
-from partitioner.sharding import expand, groups, layout
-from partitioner.splits import dp_partition, greedy_partition
-from partitioner.staged_dp import auto_max_shard, staged_candidates
+from partitioner.app.markdown import report_markdown
+from partitioner.app.plot import plot_partition
+from partitioner.core.files import write_json, write_text
+from partitioner.sim.report import Evaluation
+from partitioner.sim.trace import write_chrome_trace
+from partitioner.model.cost import keep_column, ring_links
+from partitioner.sim.simulator import simulate, throughput_ceiling
+from partitioner.model.sharding import expand, groups, layout
+from partitioner.plan.splits import dp_partition, greedy_partition
+from partitioner.plan.staged_dp import auto_max_shard, staged_candidates
 from policies.baselines import SearchResult, anneal, random_search
 
 METHODS = ("rl", "random", "greedy", "dp", "anneal", "exact", "learned")
@@ -67,7 +72,7 @@ class RunConfig:
     certificate: bool = True
     """Also ask CP-SAT for a proven lower bound on the bottleneck (the optimality certificate)."""
     granularity: str = "fused"
-    """The unit of partitioning: fused ops, ONNX nodes or layers (partitioner/granularity.py)."""
+    """The unit of partitioning: fused ops, ONNX nodes or layers (partitioner/frontend/granularity.py)."""
     phase: str | None = None
     """Decoders: prefill or decode (one token with a KV cache of `context` tokens); None: a whole-sequence pass."""
     context: int | None = None
@@ -278,7 +283,7 @@ def sharded_certificate(graph: TensorGraph, hw: Hardware, max_shard: int, whole:
     """When ops may split up to max_shard ways, CP-SAT's whole-op bound does not hold; the certificate is the
     analytical bound cost.sharded_bound_cycles (perfect balance of the least chiplet-cycles, free links, no op
     faster than its smallest piece), valid for every plan the tool can output, and not proven tight."""
-    from partitioner.cost import sharded_bound_cycles
+    from partitioner.model.cost import sharded_bound_cycles
 
     bound = sharded_bound_cycles(graph, hw, max_shard)
     info = {"max_shard": max_shard}
@@ -574,7 +579,7 @@ def _phase_markdown(graph: TensorGraph, rep) -> str:
             if meta.get("phase") == "decode" else f"prefill of {m['tokens_per_inference']} tokens")
     return (f"\n## Tokens ({what})\n\n| metric | value |\n|---|---|\n"
             f"| inferences/s | {rep.throughput_per_s:,.1f} |\n| tokens/s | {m['tokens_per_s']:,.1f} |\n"
-            f"| time per token | {_si(m['time_per_token_s'], 's')} |\n"
+            f"| time per token | {si(m['time_per_token_s'], 's')} |\n"
             f"| weight bytes read per inference | {m['weight_read_bytes']:,} |\n"
             f"| KV-cache bytes read per inference | {m['kv_cache_read_bytes']:,} |\n")
 
@@ -801,19 +806,12 @@ def resimulate(model: str, partition_path: str, input_shapes: dict, precision: s
 
 
 # --- terminal summary ---------------------------------------------------------------------------------------------------
-def _si(x: float, unit: str) -> str:
-    for scale, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k"), (1, ""), (1e-3, "m"), (1e-6, "u"), (1e-9, "n")):
-        if abs(x) >= scale:
-            return f"{x / scale:.3g} {prefix}{unit}"
-    return f"{x:.3g} {unit}"
-
-
 def _token_rows(graph: TensorGraph, rep) -> list[tuple[str, str]]:
     m = token_metrics(graph, rep)
     if not m:
         return []
     return [("tokens", f"{m['tokens_per_s']:,.1f} tokens/s ({graph.metadata.get('phase')}, "
-                       f"{m['tokens_per_inference']} per inference), {_si(m['time_per_token_s'], 's')} per token"),
+                       f"{m['tokens_per_inference']} per inference), {si(m['time_per_token_s'], 's')} per token"),
             ("traffic", f"{m['weight_read_bytes'] / 1e6:,.1f} MB weights + {m['kv_cache_read_bytes'] / 1e6:,.1f} MB "
                         "KV cache read per inference")]
 
@@ -838,8 +836,8 @@ def format_outcome(outcome: Outcome) -> str:
                       else f"best found by {outcome.found_by.split(',')[0]}")),
         ("throughput", f"{rep.throughput_per_s:,.1f} inferences/s"),
         *_token_rows(outcome.graph, rep),
-        ("latency", _si(rep.latency_s, "s")),
-        ("energy", f"{_si(rep.energy_j, 'J')} per inference"),
+        ("latency", si(rep.latency_s, "s")),
+        ("energy", f"{si(rep.energy_j, 'J')} per inference"),
         ("utilisation", f"mean {100 * float(np.mean(rep.chiplet_busy_fraction)):.1f}%, "
                         f"max {100 * float(np.max(rep.chiplet_busy_fraction)):.1f}%"),
         ("bottleneck", rep.bottleneck),

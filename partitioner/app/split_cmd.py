@@ -9,10 +9,10 @@ import onnx
 
 from partitioner.app.run import (SHARD_AXES_SIMULATED, _document_settings, assignment_from_document, load_model,
                                  read_partition_file)
-from partitioner.errors import UserError
-from partitioner.partition import Partition
-from partitioner.sharding import AXES, PARTIAL_AXES, possible_axes
-from partitioner.split_onnx import Split, Verification, random_inputs, split_model, verify_split, write_split
+from partitioner.core.errors import UserError
+from partitioner.model.partition import Partition
+from partitioner.model.sharding import AXES, PARTIAL_AXES, possible_axes
+from partitioner.export.split_onnx import Split, Verification, random_inputs, split_model, verify_split, write_split
 
 _FIX = "pass the partition.json that `partition` wrote for this model (same --input-shape)"
 CUT_AXES = AXES + tuple(a for a in PARTIAL_AXES if a not in AXES)

@@ -10,11 +10,11 @@ import math
 
 import numpy as np
 
-from partitioner.graph import TensorGraph
-from partitioner.hardware import Hardware
-from partitioner.partition import Partition, check
-from partitioner.report import Evaluation
-from partitioner.simulator import simulate
+from partitioner.core.graph import TensorGraph
+from partitioner.hw.hardware import Hardware
+from partitioner.model.partition import Partition, check
+from partitioner.sim.report import Evaluation
+from partitioner.sim.simulator import simulate
 from partitioner.app.budget import RunBudget
 
 STAGED_CERT_MAX_OPS = 2000

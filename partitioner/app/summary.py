@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from partitioner.graph import TensorGraph
+from partitioner.core.graph import TensorGraph
+from partitioner.core.units import si
 
 
 def summarize(graph: TensorGraph, top: int = 8) -> dict:
@@ -42,13 +43,6 @@ def summarize(graph: TensorGraph, top: int = 8) -> dict:
     }
 
 
-def _si(x: float, unit: str = "") -> str:
-    for div, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(x) >= div:
-            return f"{x / div:.2f} {prefix}{unit}"
-    return f"{x:.0f} {unit}".rstrip()
-
-
 def format_summary(summary: dict) -> str:
     """A short human-readable table of `summarize`'s output (the CLI prints it)."""
     s = summary
@@ -58,9 +52,9 @@ def format_summary(summary: dict) -> str:
         f"model          {s['name']}" + (f"  ({shapes})" if shapes else ""),
         f"ops            {s['ops']} after coarsening, {s['ops_before_coarsening']} before "
         f"({s['onnx_nodes']} of {s['onnx_nodes_total']} ONNX nodes do compute)",
-        f"flops          {_si(s['flops'], 'FLOP')} ({matrix_share:.1%} matrix: {_si(s['matrix_flops'], 'FLOP')})",
-        f"parameters     {_si(s['param_bytes'], 'B')} at {s['precision']}"
-        + (f" (of which KV cache {_si(s['kv_cache_bytes'], 'B')})" if s.get("kv_cache_bytes") else ""),
+        f"flops          {si(s['flops'], 'FLOP', 4)} ({matrix_share:.1%} matrix: {si(s['matrix_flops'], 'FLOP', 4)})",
+        f"parameters     {si(s['param_bytes'], 'B', 4)} at {s['precision']}"
+        + (f" (of which KV cache {si(s['kv_cache_bytes'], 'B', 4)})" if s.get("kv_cache_bytes") else ""),
         *([f"phase          {s['phase']}" + (f", context {s['context']} tokens" if s.get("context") is not None else "")]
           if s.get("phase") else []),
         *([f"granularity    {s['granularity']}"] if s.get("granularity", "fused") != "fused" else []),
@@ -68,5 +62,5 @@ def format_summary(summary: dict) -> str:
         f"{'op type':<22}{'count':>7}{'flops':>14}{'share':>8}",
     ]
     for row in s["top_op_types"]:
-        lines.append(f"{row['op_type']:<22}{row['count']:>7}{_si(row['flops'], 'FLOP'):>14}{row['share']:>8.1%}")
+        lines.append(f"{row['op_type']:<22}{row['count']:>7}{si(row['flops'], 'FLOP', 4):>14}{row['share']:>8.1%}")
     return "\n".join(lines)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from partitioner.app.backend import check_ray_address, check_workers, make_backend, require_ray
 from partitioner.app.pipeline import PipelineReward
-from partitioner.errors import UserError
+from partitioner.core.errors import UserError
 from policies import train as tr
 from policies.train import FINETUNE_CONFIG, PPOConfig, onnx_corpus, pretrain, synthetic_corpus
 
@@ -86,11 +86,11 @@ def finetune(args: argparse.Namespace) -> str:
     fine-tune (the proposals of each update evaluated on the backend, as in `train`), then write the
     best partition's outputs (partition.json, report.md, ...) next to the checkpoint and curve."""
     from partitioner.app import run as runmod
-    from partitioner.onnx_import import parse_input_shapes
-    from partitioner.hardware import load_hardware
+    from partitioner.frontend.load import parse_input_shapes
+    from partitioner.hw.toml import load_hardware
     from partitioner.app.pipeline import evaluate
-    from partitioner.report import Evaluation
-    from partitioner.simulator import simulate
+    from partitioner.sim.report import Evaluation
+    from partitioner.sim.simulator import simulate
     from policies.rl_search import shipped_policy
 
     if args.budget < 1:

@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from partitioner.app.pipeline import evaluate
-from partitioner.errors import UserError
+from partitioner.core.errors import UserError
 from policies.move_train import pretrain
 from policies.train import synthetic_corpus
 
@@ -25,8 +25,8 @@ def _onnx_cases(directory: str, counts: tuple[int, ...], skip_held_out: bool = F
     leaves out policies.train.HELD_OUT)."""
     from pathlib import Path
 
-    from partitioner.hardware import mesh_of
-    from partitioner.onnx_import import load_onnx
+    from partitioner.hw.hardware import mesh_of
+    from partitioner.frontend.load import load_onnx
 
     if not Path(directory).is_dir():
         raise UserError(f"corpus directory {directory} does not exist", "pass a directory of .onnx files")

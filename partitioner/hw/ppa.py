@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from partitioner.errors import UserError
-from partitioner.hardware import LINK_PJ_PER_BIT, Chiplet, Hardware
+from partitioner.core.errors import UserError
+from partitioner.hw.hardware import LINK_PJ_PER_BIT, Chiplet, Hardware
 
 MIB_BITS = 8 * (1 << 20)
 PACKAGES = ("organic", "interposer")

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from partitioner.cost import stream_bytes
-from partitioner.errors import UserError
-from partitioner.graph import TensorGraph
-from partitioner.hardware import Hardware
-from partitioner.partition import stack_use
-from partitioner.report import Report
+from partitioner.model.cost import stream_bytes
+from partitioner.core.errors import UserError
+from partitioner.core.graph import TensorGraph
+from partitioner.hw.hardware import Hardware
+from partitioner.model.partition import stack_use
+from partitioner.sim.report import Report
 
 
 def memory_tier_document(graph: TensorGraph, hw: Hardware, assignment: np.ndarray, streamed: np.ndarray | None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import onnx
 
-from partitioner.errors import UserError
+from partitioner.core.errors import UserError
 
 PHASES = ("prefill", "decode")
 _COMPARE = {"Less", "LessOrEqual", "Greater", "GreaterOrEqual"}

@@ -1,6 +1,6 @@
 """Hardware TOML files and `--hardware` / `--chiplets` resolution: every key checked, one line per mistake.
 
-The data types, presets and routing live in partitioner/hardware.py; this module only reads and validates.
+The data types, presets and routing live in partitioner/hw/hardware.py; this module only reads and validates.
 """
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import tomllib
 from dataclasses import fields, replace
 from pathlib import Path
 
-from partitioner.errors import UserError
-from partitioner.hardware import (HBM3_STACK, LINK_PJ_PER_BIT, MIB, PACKAGE_LINK, PRESETS, TOPOLOGIES, Chiplet,
-                                  Hardware, MemoryStack, mesh_of, near_square)
-from partitioner.levels import PackageLevel
+from partitioner.core.errors import UserError
+from partitioner.hw.hardware import (
+    HBM3_STACK, LINK_PJ_PER_BIT, MIB, PACKAGE_LINK, PRESETS, TOPOLOGIES, Chiplet, Hardware, MemoryStack, mesh_of,
+    near_square)
+from partitioner.hw.levels import PackageLevel
 
 _CHIPLET_KEYS = {f.name for f in fields(Chiplet)} - {"sram_bytes"} | {"sram_mib"}
 _PACKAGE_KEYS = {"name", "clock_ghz", "topology", "rows", "cols", "link_bytes_per_cycle", "hop_latency_cycles",

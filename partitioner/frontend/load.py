@@ -21,11 +21,11 @@ import onnx
 import onnx.inliner
 from google.protobuf.message import DecodeError
 
-from partitioner.errors import UserError
-from partitioner.decoder import check_phase, decode_product, token_count
-from partitioner.granularity import GRANULARITIES, layer_key, layer_runs
-from partitioner.graph import Op, TensorGraph
-from partitioner.shape_resolve import carries_weights, data_dependent, input_ancestors, resolve_missing
+from partitioner.core.errors import UserError
+from partitioner.frontend.decoder import check_phase, decode_product, token_count
+from partitioner.frontend.granularity import GRANULARITIES, layer_key, layer_runs
+from partitioner.core.graph import Op, TensorGraph
+from partitioner.frontend.shape_resolve import carries_weights, data_dependent, input_ancestors, resolve_missing
 
 PRECISION_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 DEFAULT_BATCH = 1
@@ -85,10 +85,10 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
     precision: fp32|fp16|bf16|int8, the bytes per element (4/2/2/1) of every floating-point tensor, weights
         and activations; integer tensors keep the size of their own type.
     granularity: fused (cheap nodes fused into their producer), node (one op per ONNX compute node) or layer
-        (repeated blocks found from the exporter's name scopes, partitioner/granularity.py).
+        (repeated blocks found from the exporter's name scopes, partitioner/frontend/granularity.py).
     phase, context: for decoders, prefill (the whole sequence) or decode (one token per inference: symbolic
         sequence dims default to 1, and each attention product reads a KV cache of `context` tokens,
-        partitioner/decoder.py). None: the plain whole-sequence pass.
+        partitioner/frontend/decoder.py). None: the plain whole-sequence pass.
     """
     if precision not in PRECISION_BYTES:
         raise UserError(f"unknown precision '{precision}'", f"use one of {', '.join(PRECISION_BYTES)}")

@@ -35,16 +35,16 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from partitioner.cost import (bound_cycles_per_inference, compute_energy_pj, keep_column, op_cycles_matrix,
-                              ring_links, route_energy_pj, route_holds, sharded_bound_cycles, stream_bytes,
-                              stream_energy_pj)
-from partitioner.errors import UserError
-from partitioner.graph import TensorGraph
-from partitioner.hardware import Hardware
-from partitioner.partition import Partition, memory_use
-from partitioner.report import Report, TraceEvent
-from partitioner.sim_loop import flatten, run_compiled
-from partitioner.sharding import check_groups, expand
+from partitioner.model.cost import (
+    bound_cycles_per_inference, compute_energy_pj, keep_column, op_cycles_matrix, ring_links, route_energy_pj,
+    route_holds, sharded_bound_cycles, stream_bytes, stream_energy_pj)
+from partitioner.core.errors import UserError
+from partitioner.core.graph import TensorGraph
+from partitioner.hw.hardware import Hardware
+from partitioner.model.partition import Partition, memory_use
+from partitioner.sim.report import Report, TraceEvent
+from partitioner.sim.sim_loop import flatten, run_compiled
+from partitioner.model.sharding import check_groups, expand
 
 MIN_INFERENCES = 8
 TRACE_MESSAGE_LIMIT = 500_000
@@ -250,7 +250,7 @@ def _lags(graph: TensorGraph, lane: np.ndarray, n_lane: int, engine: np.ndarray 
 def _run(plan: _Plan, hw: Hardware, n_inf: int, trace: bool, batch: int = 1
          ) -> tuple[list[int], list[TraceEvent]]:
     """Simulate `n_inf` inferences; return each inference's completion time (and trace events). Without a trace
-    the compiled loop (partitioner/sim_loop.py) runs the same events; with one, _run_traced records them."""
+    the compiled loop (partitioner/sim/sim_loop.py) runs the same events; with one, _run_traced records them."""
     if trace:
         return _run_traced(plan, hw, n_inf, trace, batch)
     flat = flatten(plan.segments, plan.msg_route, plan.msg_ser, plan.msg_lat, plan.msg_dst, plan.seg_lag)

@@ -14,11 +14,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from partitioner.errors import UserError
-from partitioner.graph import TensorGraph
-from partitioner.sharding import check_groups
-from partitioner.split_onnx import Split, Stage, _node_inputs, _stage_model, _value_types
-from partitioner.split_pieces import rewrite
+from partitioner.core.errors import UserError
+from partitioner.core.graph import TensorGraph
+from partitioner.model.sharding import check_groups
+from partitioner.export.split_onnx import Split, Stage, _node_inputs, _stage_model, _value_types
+from partitioner.export.split_pieces import rewrite
 
 _FIX_GROUP = "re-run `partition` for this model, or give the op a group inside the package"
 

@@ -1,6 +1,6 @@
 """How a split op's collective travels: direct sends or a ring, and the one link-time formula of each.
 
-A k-way split op (partitioner/sharding.py) delivers its output to its consumers by a collective (docs/simulator.md,
+A k-way split op (partitioner/model/sharding.py) delivers its output to its consumers by a collective (docs/simulator.md,
 "Sharding", S3 and S6):
 
   direct  every piece sends its slice (all-gather) or its full-size partial (all-reduce) straight to every
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from partitioner.graph import Op, TensorGraph
+from partitioner.core.graph import Op, TensorGraph
 
 KINDS = ("all-gather", "all-reduce")
 

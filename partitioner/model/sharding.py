@@ -26,7 +26,7 @@ the 1/k slices of a split output are all-gathered (each piece sends its slice to
 between two ops on the same group this is a direct all-gather, k(k-1) neighbour-routed messages), and the full-
 size partials of a vocab split are all-reduced (each piece sends its partial to every consumer chiplet). The
 simulator runs these as real messages: `expand` rewrites the graph into pieces with exactly those edges, or, where
-partitioner/collectives.py picks a ring (docs S6-S7), into ring relay ops and chunk messages.
+partitioner/model/collectives.py picks a ring (docs S6-S7), into ring relay ops and chunk messages.
 """
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ from typing import Callable
 
 import numpy as np
 
-from partitioner.collectives import Ring, plan_rings, relay, ring_edges
-from partitioner.graph import Op, TensorGraph
+from partitioner.model.collectives import Ring, plan_rings, relay, ring_edges
+from partitioner.core.graph import Op, TensorGraph
 
 AXES = ("column", "head", "out_channel", "spatial", "vocab", "row")
 WEIGHT_GEMM_MIN_BYTES = 4096

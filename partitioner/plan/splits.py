@@ -1,6 +1,6 @@
 """Contiguous splits of the topological order onto chiplets in pipeline order: the one home of the greedy, DP and
 binary-search splits that the solver (as its first hint) and the baselines and policies (as anchors) all use.
-The staged splits (stages on groups of chiplets, ops split across each group) are in partitioner/staged_dp.py.
+The staged splits (stages on groups of chiplets, ops split across each group) are in partitioner/plan/staged_dp.py.
 
 Each returns an assignment (chiplet id per op) whose stages follow pipeline order by construction.
 """
@@ -10,9 +10,9 @@ import math
 
 import numpy as np
 
-from partitioner.cost import _ceil_div, next_stage_bytes_per_cycle, op_cycles, op_cycles_matrix
-from partitioner.graph import TensorGraph
-from partitioner.hardware import Hardware
+from partitioner.model.cost import _ceil_div, next_stage_bytes_per_cycle, op_cycles, op_cycles_matrix
+from partitioner.core.graph import TensorGraph
+from partitioner.hw.hardware import Hardware
 
 
 def sram_weights(graph: TensorGraph, hw: Hardware, relaxed: bool = False) -> np.ndarray:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from partitioner.graph import Op, TensorGraph
+from partitioner.core.graph import Op, TensorGraph
 
 _KINDS = (("MatMul", True), ("Conv", True), ("Add", False), ("Softmax", False), ("LayerNormalization", False))
 

@@ -9,8 +9,8 @@ import math
 from dataclasses import dataclass, replace
 from functools import cached_property
 
-from partitioner.errors import UserError
-from partitioner.levels import LinkClass, PackageLevel, hierarchical_path, package_links
+from partitioner.core.errors import UserError
+from partitioner.hw.levels import LinkClass, PackageLevel, hierarchical_path, package_links
 
 MIB = 1 << 20
 # On-package die-to-die link energy: UCIe 1.0's target for the standard (organic) package, 0.5 pJ/bit (0.25 pJ/bit
@@ -112,7 +112,7 @@ class Hardware:
     link_pj_per_bit: float = LINK_PJ_PER_BIT
     memory_stacks: tuple[MemoryStack, ...] = ()
     package_level: PackageLevel | None = None
-    """None: one flat package. Else the board level (partitioner/levels.py): `package_level.count` packages, each of
+    """None: one flat package. Else the board level (partitioner/hw/levels.py): `package_level.count` packages, each of
     n_chiplets / count chiplets laid out as topology/rows/cols with the link fields above (the on-package class)."""
 
     def __post_init__(self) -> None:
@@ -169,7 +169,7 @@ class Hardware:
     def homogeneous(self) -> bool:
         return len(set(self.chiplets)) == 1
 
-    # --- levels (partitioner/levels.py) -------------------------------------------------------------------------------
+    # --- levels (partitioner/hw/levels.py) -------------------------------------------------------------------------------
     @property
     def n_packages(self) -> int:
         return 1 if self.package_level is None else self.package_level.count
@@ -468,7 +468,3 @@ PRESETS: dict[str, Hardware] = {
                          link_pj_per_bit=0.82),
     "two-package-2x16": packages_of(mesh_of(16, memory_tier=True), 2, "chain", name="two-package-2x16"),
 }
-
-
-# The TOML reader lives in its own module; re-exported here for callers of partitioner.hardware.
-from partitioner.hardware_toml import hardware_from_toml, load_hardware  # noqa: E402,F401

@@ -8,10 +8,10 @@ import functools
 
 import numpy as np
 
-from partitioner.graph import TensorGraph
-from partitioner.hardware import Chiplet, Hardware, MemoryStack
-from partitioner import collectives
-from partitioner.sharding import piece, possible_axes
+from partitioner.core.graph import TensorGraph
+from partitioner.hw.hardware import Chiplet, Hardware, MemoryStack
+from partitioner.model import collectives
+from partitioner.model.sharding import piece, possible_axes
 
 
 def _ceil_div(a: np.ndarray, b: int) -> np.ndarray:
@@ -167,7 +167,7 @@ def stream_energy_pj(nbytes: int, stack: MemoryStack, hops: int, hw: Hardware,
     given, charges each link its own class's energy)."""
     links = link_energy_pj(nbytes, hops, hw) if route is None else route_energy_pj(nbytes, route, hw)
     return float(nbytes) * stack.pj_per_byte + links
-# --- sharded ops (partitioner/sharding.py) ---------------------------------------------------------------------------
+# --- sharded ops (partitioner/model/sharding.py) ---------------------------------------------------------------------------
 def sharded_op_cycles(graph: TensorGraph, chiplet: Chiplet, k: int, axes: tuple[str, ...] | None = None
                       ) -> np.ndarray:
     """Cycles of one piece of each op split k ways (sharding.piece, along `axes` per op or each op's own), on

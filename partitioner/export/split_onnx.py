@@ -23,8 +23,8 @@ import numpy as np
 import onnx
 import onnx.inliner
 
-from partitioner.errors import UserError
-from partitioner.graph import TensorGraph
+from partitioner.core.errors import UserError
+from partitioner.core.graph import TensorGraph
 
 MANIFEST_FORMAT = 1
 _FIX_OTHER_MODEL = "pass the model and the partition.json made from it (same --input-shape and precision)"
@@ -121,7 +121,7 @@ def split_model(graph: TensorGraph, assignment: np.ndarray, model: onnx.ModelPro
     owner = graph.onnx_node_owner()
     if shard is not None and (np.asarray(shard) != 1).any():
         _check_nodes(g, names, owner)
-        from partitioner.split_staged import split_sharded  # it builds on this module's stage writer
+        from partitioner.export.split_staged import split_sharded  # it builds on this module's stage writer
 
         return split_sharded(graph, a, np.asarray(shard), model, n_chiplets, axes)
     # --- a chiplet for every compute node; None for the folded ones ----------------------------------------

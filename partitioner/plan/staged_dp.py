@@ -2,19 +2,20 @@
 
 The topological order cut into pipeline stages, each on a group of consecutive chiplets with every op of the
 stage split across its group (docs/simulator.md, "The staged plan"). The whole-op splits it falls back to live in
-partitioner/splits.py.
+partitioner/plan/splits.py.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from partitioner.collectives import entry_ring_cycles, ring_is_faster
-from partitioner.cost import (_ceil_div, collective_cycles, keep_column, next_stage_bytes_per_cycle, ring_links,
-                             serialization_cycles, sharded_op_cycles)
-from partitioner.graph import TensorGraph
-from partitioner.hardware import Hardware
-from partitioner.sharding import PARTIAL_AXES, layout, piece
-from partitioner.splits import _send_bytes, dp_partition, sram_weights
+from partitioner.model.collectives import entry_ring_cycles, ring_is_faster
+from partitioner.model.cost import (
+    _ceil_div, collective_cycles, keep_column, next_stage_bytes_per_cycle, ring_links, serialization_cycles,
+    sharded_op_cycles)
+from partitioner.core.graph import TensorGraph
+from partitioner.hw.hardware import Hardware
+from partitioner.model.sharding import PARTIAL_AXES, layout, piece
+from partitioner.plan.splits import _send_bytes, dp_partition, sram_weights
 
 DEFAULT_MAX_SHARD = 4
 """The smallest default largest group (auto_max_shard's floor)."""
@@ -26,7 +27,7 @@ AUTO_MAX_SHARD_CAP = 16
 def auto_max_shard(n_chiplets: int) -> int:
     """The default largest group (`--max-shard auto`): min(16, max(4, chiplets // 8)), at most the chiplet count.
     4 up to 32 chiplets, 8 at 64, 16 from 128: a bigger package has room for wider groups, which ring
-    collectives (partitioner/collectives.py) keep cheap, and the largest op's smallest piece bounds throughput."""
+    collectives (partitioner/model/collectives.py) keep cheap, and the largest op's smallest piece bounds throughput."""
     return max(1, min(AUTO_MAX_SHARD_CAP, max(DEFAULT_MAX_SHARD, int(n_chiplets) // 8), int(n_chiplets)))
 
 

@@ -29,8 +29,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from partitioner.graph import TensorGraph
-from partitioner.sharding import layout
+from partitioner.core.graph import TensorGraph
+from partitioner.model.sharding import layout
 
 ELEMENTWISE = frozenset({
     "Add", "Sub", "Mul", "Div", "Pow", "Relu", "LeakyRelu", "PRelu", "Erf", "Sigmoid", "Tanh", "Gelu", "Cast",

@@ -2,7 +2,7 @@
 
 A chiplet's memory holds the weights of all its ops plus the activation working set of its largest op (ops run
 one at a time, so the peak live activations are the largest `work_bytes` among its ops). An op split k ways
-(`Partition.shard`) counts as its piece (partitioner/sharding.py) on each chiplet of its group: 1/k of its split
+(`Partition.shard`) counts as its piece (partitioner/model/sharding.py) on each chiplet of its group: 1/k of its split
 weights, its full inputs and 1/k of its output; groups must respect pipeline order (sharding.check_groups). A
 streamed split op keeps none of its pieces' weights in SRAM; each piece's share lives in the stack feeding its
 chiplet. A tensor several ops read (Op.shared_weights: a tied embedding and LM head) is held once per chiplet by
@@ -18,10 +18,10 @@ from typing import Mapping
 
 import numpy as np
 
-from partitioner.cost import keep_column
-from partitioner.graph import TensorGraph
-from partitioner.hardware import Hardware
-from partitioner.sharding import check_groups, expand
+from partitioner.model.cost import keep_column
+from partitioner.core.graph import TensorGraph
+from partitioner.hw.hardware import Hardware
+from partitioner.model.sharding import check_groups, expand
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,7 +51,7 @@ class Partition:
     streamed: np.ndarray | None = None
     shard: np.ndarray | None = None
     """Shard degree per op (int64, >= 1): op i runs as shard[i] pieces on chiplets assignment[i].. assignment[i] +
-    shard[i] - 1 (partitioner/sharding.py). None means every op runs whole."""
+    shard[i] - 1 (partitioner/model/sharding.py). None means every op runs whole."""
 
     def __post_init__(self) -> None:
         arr = np.asarray(self.assignment, dtype=np.int64).copy()

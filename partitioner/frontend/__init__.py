@@ -1,0 +1,1 @@
+"""ONNX in: read, fold constants, resolve shapes, cost each op, coarsen, decoder phases; synthetic graphs."""

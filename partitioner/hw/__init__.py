@@ -1,0 +1,1 @@
+"""Hardware: chiplets, packages and their levels, memory stacks, presets, the TOML reader, power/area/cost."""

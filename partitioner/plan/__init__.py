@@ -1,0 +1,1 @@
+"""Constructive plans: contiguous splits of the topological order and the staged DP over chiplet groups."""
