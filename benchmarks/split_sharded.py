@@ -23,7 +23,8 @@ import onnx  # noqa: E402
 
 from partitioner.hw.toml import load_hardware  # noqa: E402
 from partitioner.frontend.load import load_onnx  # noqa: E402
-from partitioner.export.split_onnx import random_inputs, split_model, verify_split  # noqa: E402
+from partitioner.export.split_onnx import split_model
+from partitioner.export.verify import random_inputs, verify_split  # noqa: E402
 from partitioner.plan.staged_dp import staged_partition  # noqa: E402
 
 DEFAULT = ("/work/models/mha-legacy.onnx", "/work/models/small-cnn.onnx")

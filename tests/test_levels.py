@@ -18,7 +18,8 @@ from partitioner.hw.hardware import PRESETS, Chiplet, Hardware, mesh_of, package
 from partitioner.hw.toml import hardware_from_toml
 from partitioner.hw.levels import PackageLevel
 from partitioner.model.partition import Partition, check
-from partitioner.sim.simulator import _plan, _run, _run_traced, default_inferences, simulate
+from partitioner.sim.traced_loop import run_traced
+from partitioner.sim.simulator import _plan, _run, default_inferences, simulate
 from partitioner.plan.staged_dp import staged_partition
 from partitioner.frontend.synthetic import random_dag
 from solver.optimize import optimize
@@ -129,7 +130,7 @@ def test_compiled_loop_matches_the_python_loop_on_two_levels(n, count, m, seed, 
     streamed = (rng.random(n) < 0.5) & (graph.weight_bytes > 0) if stream else None
     plan = _plan(graph, hw, a, streamed if streamed is not None and streamed.any() else None, 1)
     n_inf = default_inferences(int(np.unique(a).size))
-    assert _run(plan, hw, n_inf, False)[0] == _run_traced(plan, hw, n_inf, False)[0]
+    assert _run(plan, hw, n_inf, False)[0] == run_traced(plan, hw, n_inf, False)[0]
 
 
 # --- certificate and check() on random two-level packages ------------------------------------------------------------

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from partitioner.core.graph import TensorGraph
 from partitioner.hw.hardware import mesh_of
-from partitioner.sim.simulator import _plan, _run, _run_traced, default_inferences
+from partitioner.sim.traced_loop import run_traced
+from partitioner.sim.simulator import _plan, _run, default_inferences
 from partitioner.frontend.synthetic import random_dag
 
 
@@ -35,7 +36,7 @@ def test_compiled_loop_matches_the_python_loop(n, k, seed, ordered, stream, batc
     plan = _plan(graph, hw, a, streamed, batch)
     n_inf = default_inferences(int(np.unique(a).size), batch)
     fast, _ = _run(plan, hw, n_inf, False, batch)
-    slow, _ = _run_traced(plan, hw, n_inf, False, batch)
+    slow, _ = run_traced(plan, hw, n_inf, False, batch)
     assert fast == slow
 
 
@@ -49,7 +50,7 @@ def test_the_comparison_covers_stream_reads_and_zero_byte_edges():
     assert plan.first_stream < len(plan.msg_route)                     # stream reads
     assert any(s[0] == 0 for s in plan.msg_ser[:plan.first_stream])    # zero-byte messages
     n_inf = default_inferences(9, 2)
-    assert _run(plan, hw, n_inf, False, 2)[0] == _run_traced(plan, hw, n_inf, False, 2)[0]
+    assert _run(plan, hw, n_inf, False, 2)[0] == run_traced(plan, hw, n_inf, False, 2)[0]
 
 
 @settings(max_examples=25, deadline=None)
@@ -72,7 +73,7 @@ def test_compiled_loop_matches_on_sharded_plans_with_rings_and_round_lags(n, chi
     plan = _plan(ex.graph, hw, ex.assignment, streamed, batch, ex.engine, ex.group)
     n_inf = default_inferences(chips, batch) + 4
     fast, _ = _run(plan, hw, n_inf, False, batch)
-    slow, _ = _run_traced(plan, hw, n_inf, False, batch)
+    slow, _ = run_traced(plan, hw, n_inf, False, batch)
     assert fast == slow
 
 
@@ -85,4 +86,4 @@ def test_the_sharded_comparison_covers_rings_and_lags():
     ex = expand(graph, np.zeros(20, dtype=np.int64), np.full(20, 6), links=(8, hw.hop_latency_cycles))
     plan = _plan(ex.graph, hw, ex.assignment, None, 1, ex.engine, ex.group)
     assert ex.engine.any() and plan.n_chiplets == 24 and any(any(lg) for lg in plan.seg_lag)
-    assert _run(plan, hw, 12, False)[0] == _run_traced(plan, hw, 12, False)[0]
+    assert _run(plan, hw, 12, False)[0] == run_traced(plan, hw, 12, False)[0]

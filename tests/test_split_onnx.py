@@ -14,7 +14,8 @@ from partitioner.core.errors import UserError
 from partitioner.hw.toml import load_hardware
 from partitioner.frontend.load import load_onnx
 from partitioner.model.partition import check
-from partitioner.export.split_onnx import random_inputs, split_model, verify_split, write_split
+from partitioner.export.split_onnx import split_model, write_split
+from partitioner.export.verify import random_inputs, verify_split
 from partitioner.plan.splits import dp_partition
 
 

@@ -13,7 +13,8 @@ from onnx import TensorProto, helper, numpy_helper
 from partitioner.app.cli import main
 from partitioner.hw.toml import load_hardware
 from partitioner.frontend.load import load_onnx
-from partitioner.export.split_onnx import random_inputs, split_model, verify_split, write_split
+from partitioner.export.split_onnx import split_model, write_split
+from partitioner.export.verify import random_inputs, verify_split
 from partitioner.plan.staged_dp import staged_partition
 
 DATA = Path(__file__).parent / "data"

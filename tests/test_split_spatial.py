@@ -14,7 +14,8 @@ from partitioner.hw.hardware import mesh_of
 from partitioner.frontend.load import load_onnx
 from partitioner.model.partition import memory_use
 from partitioner.model.sharding import layout, piece, possible_axes, split_axis
-from partitioner.export.split_onnx import random_inputs, split_model, verify_split
+from partitioner.export.split_onnx import split_model
+from partitioner.export.verify import random_inputs, verify_split
 from partitioner.export.split_pieces import spatial_plan
 
 

@@ -12,7 +12,9 @@ from partitioner.app.run import (SHARD_AXES_SIMULATED, _document_settings, assig
 from partitioner.core.errors import UserError
 from partitioner.model.partition import Partition
 from partitioner.model.sharding import AXES, PARTIAL_AXES, possible_axes
-from partitioner.export.split_onnx import Split, Verification, random_inputs, split_model, verify_split, write_split
+from partitioner.export.stages import Split
+from partitioner.export.split_onnx import split_model, write_split
+from partitioner.export.verify import Verification, random_inputs, verify_split
 
 _FIX = "pass the partition.json that `partition` wrote for this model (same --input-shape)"
 CUT_AXES = AXES + tuple(a for a in PARTIAL_AXES if a not in AXES)

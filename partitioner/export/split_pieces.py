@@ -30,6 +30,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from partitioner.core.graph import TensorGraph
+from partitioner.export.stages import first_out
 from partitioner.model.sharding import layout
 
 ELEMENTWISE = frozenset({
@@ -172,7 +173,7 @@ def rewrite(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray, model
     owner = graph.onnx_node_owner()
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
     inits = {t.name: t for t in g.initializer}
-    folded_made = {o for n in g.node if names.get(_first_out(n)) not in owner for o in n.output if o}
+    folded_made = {o for n in g.node if names.get(first_out(n)) not in owner for o in n.output if o}
     resolved = graph.metadata.get("tensor_shapes", {})
     new_inits = dict(inits)
     new_shapes: dict[str, tuple[int, ...]] = {}
@@ -286,7 +287,7 @@ def rewrite(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray, model
         return "slice", best[1], best[2], best[3]
 
     for node in g.node:
-        name = names[_first_out(node)]
+        name = names[first_out(node)]
         i = owner.get(name)
         if i is None or k[i] == 1:
             nodes.append(node)
@@ -394,7 +395,3 @@ def spatial_plan(node: onnx.NodeProto, shape, ki: int):
         own[0], own[nsp] = rows[0] - lo, hi - rows[1]
         per_piece.append((rows, own))
     return "spatial", 2, None, ranges, tuple(per_piece)
-
-
-def _first_out(node: onnx.NodeProto) -> str:
-    return next((o for o in node.output if o), "")

@@ -17,7 +17,7 @@ import onnx
 from partitioner.core.errors import UserError
 from partitioner.core.graph import TensorGraph
 from partitioner.model.sharding import check_groups
-from partitioner.export.split_onnx import Split, Stage, _node_inputs, _stage_model, _value_types
+from partitioner.export.stages import Split, Stage, node_inputs, stage_model, value_types
 from partitioner.export.split_pieces import rewrite
 
 _FIX_GROUP = "re-run `partition` for this model, or give the op a group inside the package"
@@ -36,8 +36,8 @@ def split_sharded(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray,
     if problems:
         raise UserError(f"cannot split: {problems[0]}", _FIX_GROUP)
     g = model.graph
-    types = _value_types(model)
-    read = {t for n in g.node for t in _node_inputs(n)} | {vi.name for vi in g.output}
+    types = value_types(model)
+    read = {t for n in g.node for t in node_inputs(n)} | {vi.name for vi in g.output}
     pieces = rewrite(graph, a, k, model, types, read, axes)
     nodes, chip = pieces.nodes, pieces.chip
     inits = pieces.initializers
@@ -61,7 +61,7 @@ def split_sharded(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray,
             if chip[p] is not None:
                 found.add(p)
             else:
-                stack.extend(_node_inputs(nodes[p]))
+                stack.extend(node_inputs(nodes[p]))
         sources[t] = frozenset(found)
         return sources[t]
 
@@ -94,7 +94,7 @@ def split_sharded(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray,
 
     for n, node in enumerate(nodes):
         if chip[n] is not None:
-            stage_of[n] = place(chip[n], _node_inputs(node))
+            stage_of[n] = place(chip[n], node_inputs(node))
     chips = sorted(set(stage_chip))
     # Model outputs a copied node makes (a join, a folded constant) come out of the last chiplet that feeds them.
     copied_out: dict[str, int] = {}
@@ -119,10 +119,10 @@ def split_sharded(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray,
         while todo:
             n = todo.pop()
             members[s].add(n)
-            todo += [producer[t] for t in _node_inputs(nodes[n]) if t in producer and chip[producer[t]] is None
+            todo += [producer[t] for t in node_inputs(nodes[n]) if t in producer and chip[producer[t]] is None
                      and producer[t] not in members[s]]
         for n in sorted(members[s]):  # inputs in the order the stage's nodes first read them
-            for t in _node_inputs(nodes[n]):
+            for t in node_inputs(nodes[n]):
                 if t in inits:
                     continue
                 if t not in producer:
@@ -163,7 +163,7 @@ def split_sharded(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray,
         c = stage_chip[s]
         inputs = {t: src if src == "input" else stage_chip[src] for t, src in ins[s].items()}
         sent = {t: tuple(d if d == "output" else stage_chip[d] for d in dst) for t, dst in sends[s].items()}
-        m = _stage_model(rewritten, c, sorted(members[s]), inputs, list(sent), inits, types, resolved)
+        m = stage_model(rewritten, c, sorted(members[s]), inputs, list(sent), inits, types, resolved)
         m.ir_version = model.ir_version
         stages.append(Stage(c, m, inputs, sent, step=depth[s],
                             sources={t: "input" if src == "input" else file[src] for t, src in ins[s].items()},

@@ -1,4 +1,4 @@
-"""The simulator's event loop compiled with numba: the same events in the same order as simulator._run_traced.
+"""The simulator's event loop compiled with numba: the same events in the same order as traced_loop.run_traced.
 
 simulator._run hands a plan here when no trace is asked for (every search evaluation); the traced run (one per
 written report) stays in plain Python, where it builds TraceEvent objects. Both follow docs/simulator.md rule for
@@ -88,7 +88,7 @@ def _latest(arrival, base, idx, lo, hi, ready):
 @njit(cache=True)
 def run_compiled(n_inf, batch, n_chip, n_res, seg_ptr, length, rem_ptr, rem_idx, out_ptr, out_rel, out_m, st_ptr,
                  st_idx, route_ptr, route_res, ser_flat, lat_flat, msg_dst, lag):
-    """Completion time of each of `n_inf` inferences; simulator._run_traced without the trace."""
+    """Completion time of each of `n_inf` inferences; traced_loop.run_traced without the trace."""
     n_msg = route_ptr.size - 1
     arrival = np.full(n_inf * n_msg, -1, dtype=np.int64)
     cur_r = np.zeros(n_chip, dtype=np.int64)

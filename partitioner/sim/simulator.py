@@ -30,21 +30,22 @@ nothing from other chiplets is timed with prefix sums (its end times are fixed o
 """
 from __future__ import annotations
 
-import heapq
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
-from partitioner.model.cost import (
-    bound_cycles_per_inference, compute_energy_pj, keep_column, op_cycles_matrix, ring_links, route_energy_pj,
-    route_holds, sharded_bound_cycles, stream_bytes, stream_energy_pj)
 from partitioner.core.errors import UserError
 from partitioner.core.graph import TensorGraph
 from partitioner.hw.hardware import Hardware
+from partitioner.model.cost import (
+    bound_cycles_per_inference, compute_energy_pj, op_cycles_matrix, route_energy_pj, route_holds,
+    sharded_bound_cycles, stream_bytes, stream_energy_pj)
+from partitioner.model.layout import simulated_pieces
 from partitioner.model.partition import Partition, memory_use
+from partitioner.model.sharding import check_groups
 from partitioner.sim.report import Report, TraceEvent
 from partitioner.sim.sim_loop import flatten, run_compiled
-from partitioner.model.sharding import check_groups, expand
+from partitioner.sim.traced_loop import SimPlan, run_traced
 
 MIN_INFERENCES = 8
 TRACE_MESSAGE_LIMIT = 500_000
@@ -75,31 +76,6 @@ def default_inferences(n_stages: int, batch: int = 1) -> int:
     return (batches + batches % 2) * batch
 
 
-@dataclass(frozen=True)
-class _Plan:
-    """Everything about one (graph, hardware, assignment) that does not depend on time."""
-
-    n_chiplets: int
-    cycles: np.ndarray               # cycles of each op on its chiplet
-    cycles_matrix: np.ndarray        # cycles[op, chiplet]
-    segments: tuple                  # per chiplet: tuple of (remote message ids, length, outs, ops)
-    msg_src: tuple                   # producer op of each message
-    msg_dst: tuple                   # destination chiplet of each message
-    msg_bytes: tuple
-    msg_route: tuple                 # link indices
-    msg_ser: tuple                   # per message, cycles it holds each resource of its route
-    msg_lat: tuple                   # per message, head latency of each resource of its route
-    chiplet_busy: np.ndarray         # op cycles per inference on each chiplet
-    link_busy: np.ndarray            # link cycles per inference on each link (stream reads amortised over a batch)
-    first_stream: int = 0            # messages from here on are stream reads
-    stack_busy: np.ndarray | None = None   # cycles per inference each memory stack is busy (amortised)
-    stream_hops: tuple = ()          # NoC hops of each stream read
-    stream_stack: tuple = ()         # stack index of each stream read
-    seg_lag: tuple = ()              # per lane, each segment's round lag (docs R4b); () when no lane lags
-    n_phys: int = 0                  # physical chiplets; n_chiplets counts lanes (collective engines after them)
-    engine_busy: np.ndarray | None = None   # relay cycles per inference on each chiplet's collective engine
-
-
 def _as_assignment(graph: TensorGraph, hw: Hardware, part: Partition | np.ndarray) -> np.ndarray:
     a = np.asarray(part.assignment if isinstance(part, Partition) else part)
     if a.shape != (graph.n_ops,) or (a.size and not np.issubdtype(a.dtype, np.integer)):
@@ -127,13 +103,13 @@ def throughput_ceiling(graph: TensorGraph, hw: Hardware, assignment: np.ndarray,
     """An upper bound on the simulated throughput of a plan, without simulating it: clock / its busiest lane's
     cycles per inference (a chiplet's compute or its collective engine's relays), the plan run as its pieces as
     `simulate` runs it. The period is never below a lane's busy cycles (max_busy); streaming adds no compute."""
-    ex = expand(graph, assignment, shard, links=ring_links(hw), keep_column=keep_column(hw))
+    ex = simulated_pieces(graph, hw, assignment, shard)
     _, cycles, lane, _ = _lanes(ex.graph, hw, ex.assignment, ex.engine)
     return hw.clock_hz / max(float(np.bincount(lane, weights=cycles).max(initial=0)), 1.0)
 
 
 def _plan(graph: TensorGraph, hw: Hardware, a: np.ndarray, streamed: np.ndarray | None = None,
-          batch: int = 1, engine: np.ndarray | None = None, group: np.ndarray | None = None) -> _Plan:
+          batch: int = 1, engine: np.ndarray | None = None, group: np.ndarray | None = None) -> SimPlan:
     n, n_chip = graph.n_ops, hw.n_chiplets
     cm, cycles, lane, n_lane = _lanes(graph, hw, a, engine)
 
@@ -215,7 +191,7 @@ def _plan(graph: TensorGraph, hw: Hardware, a: np.ndarray, streamed: np.ndarray 
     chiplet_busy = np.bincount(a[compute], weights=cycles[compute], minlength=n_chip).astype(np.int64)
     engine_busy = np.bincount(a[~compute], weights=cycles[~compute], minlength=n_chip).astype(np.int64)
     has_lag = any(any(x) for x in seg_lag)
-    return _Plan(n_lane, cycles, cm, tuple(segments), tuple(msrc), tuple(mdst),
+    return SimPlan(n_lane, cycles, cm, tuple(segments), tuple(msrc), tuple(mdst),
                  tuple(mbytes.tolist()) + tuple(s_bytes), tuple(routes), tuple(ser), tuple(lat), chiplet_busy,
                  link_busy, first_stream, stack_busy, tuple(s_hops), tuple(s_stack),
                  tuple(seg_lag) if has_lag else (), n_chip, engine_busy)
@@ -247,127 +223,17 @@ def _lags(graph: TensorGraph, lane: np.ndarray, n_lane: int, engine: np.ndarray 
     return lag
 
 
-def _run(plan: _Plan, hw: Hardware, n_inf: int, trace: bool, batch: int = 1
+def _run(plan: SimPlan, hw: Hardware, n_inf: int, trace: bool, batch: int = 1
          ) -> tuple[list[int], list[TraceEvent]]:
     """Simulate `n_inf` inferences; return each inference's completion time (and trace events). Without a trace
-    the compiled loop (partitioner/sim/sim_loop.py) runs the same events; with one, _run_traced records them."""
+    the compiled loop (partitioner/sim/sim_loop.py) runs the same events; with one, traced_loop.run_traced records them."""
     if trace:
-        return _run_traced(plan, hw, n_inf, trace, batch)
+        return run_traced(plan, hw, n_inf, trace, batch)
     flat = flatten(plan.segments, plan.msg_route, plan.msg_ser, plan.msg_lat, plan.msg_dst, plan.seg_lag)
     finish, done = run_compiled(n_inf, batch, plan.n_chiplets, len(hw.links) + len(hw.memory_stacks), *flat)
     if not done:
         raise RuntimeError("simulation stalled; this is a bug in the simulator")
     return finish.tolist(), []
-
-
-def _run_traced(plan: _Plan, hw: Hardware, n_inf: int, trace: bool, batch: int = 1
-                ) -> tuple[list[int], list[TraceEvent]]:
-    """The event loop in plain Python, recording op, link and stack events when `trace` is set."""
-    segments, routes, msg_ser, msg_lat, mdst = plan.segments, plan.msg_route, plan.msg_ser, plan.msg_lat, plan.msg_dst
-    n_links = len(hw.links)
-    n_msg = len(routes)
-    arrival = [-1] * (n_inf * n_msg)
-    n_chip = plan.n_chiplets
-    lags = plan.seg_lag or tuple((0,) * len(segs) for segs in segments)
-    ends = [n_inf + max(lg, default=0) for lg in lags]
-    cur_r = [0] * n_chip
-    cur_s = [0] * n_chip
-    free = [0] * n_chip
-    finish = [0] * n_inf
-    link_free = [0] * (n_links + len(hw.memory_stacks))
-    heap: list[tuple] = []
-    push, pop = heapq.heappush, heapq.heappop
-    counter = 0
-    events: list[TraceEvent] = []
-    phys = plan.n_phys or n_chip
-
-    def following(c: int, r: int, s: int) -> tuple[int, int]:
-        """Lane c's next (round, segment) after (r, s) whose inference r - lag exists (docs R4b); (end, 0) if none."""
-        n_seg, end, lag = len(segments[c]), ends[c], lags[c]
-        while True:
-            s += 1
-            if s == n_seg:
-                s, r = 0, r + 1
-            if r >= end:
-                return end, 0
-            if 0 <= r - lag[s] < n_inf:
-                return r, s
-
-    def prefetch(c: int, k: int, s: int, t: int) -> None:
-        """Request the stream reads of chiplet c's segment s of inference k at time t (first of a batch only)."""
-        nonlocal counter
-        if k < n_inf and k % batch == 0:
-            for m in segments[c][s][4]:
-                push(heap, (t, k, counter, m, 0, 0))
-                counter += 1
-
-    def advance(c: int) -> None:
-        """Run lane c as far as its inputs allow, pushing the link requests of what it sends."""
-        nonlocal counter
-        r, s, t_free = cur_r[c], cur_s[c], free[c]
-        segs, lag, end = segments[c], lags[c], ends[c]
-        n_seg = len(segs)
-        while r < end:
-            k = r - lag[s]
-            remote, length, out, ops, streams = segs[s]
-            ready = t_free
-            base = k * n_msg
-            for m in (remote + streams if streams and k % batch == 0 else remote):
-                t = arrival[base + m]
-                if t < 0:
-                    cur_r[c], cur_s[c], free[c] = r, s, t_free
-                    return
-                if t > ready:
-                    ready = t
-            r2, s2 = following(c, r, s)
-            if r2 < end:
-                prefetch(c, r2 - lag[s2], s2, ready)
-            for rel, m in out:
-                if msg_ser[m] and msg_ser[m][0]:
-                    push(heap, (ready + rel, k, counter, m, 0, 0))
-                    counter += 1
-                else:           # a zero-byte edge, or between two lanes of one chiplet: delivered at once
-                    arrival[base + m] = ready + rel
-                    waiting.append(mdst[m])
-            if trace:
-                events.extend(TraceEvent("op", c % phys, k, v, ready + s0, ready + s1) for v, s0, s1 in ops)
-            t_free = ready + length
-            if s == n_seg - 1 and t_free > finish[k]:
-                finish[k] = t_free
-            r, s = r2, s2
-        cur_r[c], cur_s[c], free[c] = r, s, t_free
-
-    waiting: list[int] = list(range(n_chip))
-    for c in range(n_chip):
-        cur_r[c], cur_s[c] = following(c, 0, -1) if segments[c] else (ends[c], 0)
-        if cur_r[c] < ends[c]:
-            prefetch(c, cur_r[c] - lags[c][cur_s[c]], cur_s[c], 0)
-    while True:
-        while waiting:
-            advance(waiting.pop())
-        if not heap:
-            break
-        t, k, _, m, j, tail_in = pop(heap)
-        route = routes[m]
-        res = route[j]
-        ser, lat = msg_ser[m][j], msg_lat[m][j]
-        start = t if t > link_free[res] else link_free[res]
-        release = start + ser if start + ser > tail_in else tail_in
-        link_free[res] = release
-        if trace:
-            if res >= n_links:
-                events.append(TraceEvent("stack", res - n_links, k, plan.msg_src[m], start, release))
-            else:
-                events.append(TraceEvent("link", res, k, plan.msg_src[m], start, release))
-        if j + 1 < len(route):
-            push(heap, (start + lat, k, counter, m, j + 1, release + lat))
-            counter += 1
-        else:
-            arrival[k * n_msg + m] = release + lat
-            waiting.append(mdst[m])
-    if any(r < end for r, end in zip(cur_r, ends)):
-        raise RuntimeError("simulation stalled; this is a bug in the simulator")
-    return finish, events
 
 
 def _as_streamed(graph: TensorGraph, hw: Hardware, part: Partition | np.ndarray,
@@ -405,12 +271,12 @@ def simulate(graph: TensorGraph, hw: Hardware, partition_or_assignment: Partitio
         raise UserError(f"--batch must be a positive integer, got {batch!r}", "pass --batch 1 or more")
     shard = getattr(partition_or_assignment, "shard", None)
     if shard is not None:
-        # A sharded partition runs as its pieces (sharding.expand): collectives are the pieces' real messages.
+        # A sharded partition runs as its pieces (model/layout.py): collectives are the pieces' real messages.
         problems = check_groups(graph, hw.n_chiplets, a, shard)
         if problems:
             raise UserError(f"invalid sharding: {problems[0]}", "give each split op a group inside the package, "
                             "in pipeline order")
-        ex = expand(graph, a, shard, links=ring_links(hw), keep_column=keep_column(hw))
+        ex = simulated_pieces(graph, hw, a, shard)
         rep = simulate(ex.graph, hw, ex.assignment, trace=trace, inferences=inferences,
                        streamed=None if streamed is None else streamed[ex.owner], batch=batch, engine=ex.engine,
                        group=ex.group if overlap else None)
