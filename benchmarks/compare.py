@@ -27,7 +27,9 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.results_md import update_section  # noqa: E402
 from partitioner.core.errors import UserError  # noqa: E402
 from partitioner.hw.toml import load_hardware  # noqa: E402
-from partitioner.app.run import certify, load_model, search  # noqa: E402
+from partitioner.app.certify import certify  # noqa: E402
+from partitioner.app.methods import search
+from partitioner.app.run import load_model
 from partitioner.core.files import atomic_write, write_json  # noqa: E402
 from partitioner.sim.simulator import simulate  # noqa: E402
 from partitioner.plan.splits import dp_partition  # noqa: E402

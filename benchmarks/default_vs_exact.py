@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.results_md import update_section  # noqa: E402
-from partitioner.app.run import RunConfig, default_method, run  # noqa: E402
+from partitioner.app.config import RunConfig  # noqa: E402
+from partitioner.app.methods import default_method
+from partitioner.app.run import run
 
 
 def one(model: str, chiplets: int, seed: int, method: str | None) -> tuple[float, str, str, float]:

@@ -120,7 +120,8 @@ def fanout_model(path: Path, n: int = 10_000, width: int = 64) -> None:
 
 
 def make_fixtures(tmp: Path, slow: bool = True) -> None:
-    from partitioner.app.run import RunConfig, run
+    from partitioner.app.config import RunConfig
+    from partitioner.app.run import run
 
     tiny = tmp / "tiny.onnx"
     write_mlp(tiny)

@@ -60,7 +60,8 @@ def gemms() -> str:
 
 
 def decode(context: int, precision: str, method: str) -> str:
-    from partitioner.app.run import search, token_metrics
+    from partitioner.app.document import token_metrics
+    from partitioner.app.methods import search
     from partitioner.hw.toml import load_hardware
     from partitioner.sim.simulator import simulate
 

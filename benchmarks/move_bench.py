@@ -7,7 +7,7 @@
 
 Models come from examples/ (exported by scripts/export_models.py; none is in the move policy's training corpus,
 see policies/pretrained/MOVE_MODEL_CARD.md). Methods, each through the same repair + simulate evaluation
-(partitioner.app.run.search):
+(partitioner.app.methods.search):
     learned  the shipped move policy, fine-tuned on the graph during the search (`--method learned`)
     scratch  the same loop from an untrained network (uniform over valid moves at first), fine-tuned likewise
     anneal   simulated annealing with restart-from-best (`--method anneal`)
@@ -29,7 +29,9 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.results_md import update_section  # noqa: E402
 from partitioner.app.pipeline import evaluate  # noqa: E402
-from partitioner.app.run import DEFAULT_REPAIR_LIMIT_S, certify, load_model, search  # noqa: E402
+from partitioner.app.certify import certify  # noqa: E402
+from partitioner.app.methods import DEFAULT_REPAIR_LIMIT_S, search
+from partitioner.app.run import load_model
 from partitioner.hw.toml import load_hardware  # noqa: E402
 from partitioner.core.files import write_json  # noqa: E402
 from partitioner.sim.simulator import simulate  # noqa: E402

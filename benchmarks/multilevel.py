@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.results_md import update_section  # noqa: E402
-from partitioner.app.run import assignment_from_document, load_model  # noqa: E402
+from partitioner.app.document import assignment_from_document  # noqa: E402
+from partitioner.app.run import load_model
 from partitioner.hw.toml import load_hardware  # noqa: E402
 from partitioner.app.memtier import streamed_from_document  # noqa: E402
 from partitioner.model.partition import Partition, check  # noqa: E402

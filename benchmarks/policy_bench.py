@@ -41,7 +41,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.results_md import RESULTS, update_section  # noqa: E402
 from partitioner.hw.toml import load_hardware  # noqa: E402
 from partitioner.app.pipeline import PipelineReward, evaluate  # noqa: E402
-from partitioner.app.run import DEFAULT_REPAIR_LIMIT_S, load_model  # noqa: E402
+from partitioner.app.methods import DEFAULT_REPAIR_LIMIT_S  # noqa: E402
+from partitioner.app.run import load_model
 from partitioner.plan.splits import dp_partition
 from policies.baselines import anneal  # noqa: E402
 from policies.train import FINETUNE_CONFIG, finetune  # noqa: E402

@@ -14,7 +14,7 @@ import json
 import time
 
 from benchmarks.move_bench import _case
-from partitioner.app.run import best_staged
+from partitioner.app.candidates import best_staged
 from partitioner.plan.staged_dp import auto_max_shard
 
 

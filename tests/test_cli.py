@@ -10,7 +10,7 @@ from partitioner.app.cli import main
 from partitioner.hw.toml import load_hardware
 from partitioner.frontend.load import load_onnx
 from partitioner.model.partition import check
-from partitioner.app.run import assignment_from_document
+from partitioner.app.document import assignment_from_document
 
 
 def _mlp(path, layers=6, width=64):

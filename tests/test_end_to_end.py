@@ -7,7 +7,8 @@ import pytest
 from partitioner.app.cli import main
 from partitioner.hw.toml import load_hardware
 from partitioner.model.partition import check
-from partitioner.app.run import assignment_from_document, load_model
+from partitioner.app.document import assignment_from_document
+from partitioner.app.run import load_model
 
 BERT = str(Path(__file__).resolve().parent.parent / "examples" / "bert-base.onnx")
 

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
-from partitioner.app.run import resimulate
+from partitioner.app.simulate_cmd import resimulate
 from partitioner.core.errors import UserError
 from partitioner.hw.toml import hardware_from_toml
 from partitioner.frontend.load import load_onnx
@@ -129,7 +129,8 @@ def test_any_hardware_toml_loads_or_raises_a_user_error(tmp_path_factory, text):
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """A partition.json a real run wrote for tests/data/tiny_mlp.onnx on 3 chiplets."""
-    from partitioner.app.run import RunConfig, run
+    from partitioner.app.config import RunConfig
+    from partitioner.app.run import run
 
     out = tmp_path_factory.mktemp("run") / "o"
     run(RunConfig(model=str(DATA / "tiny_mlp.onnx"), chiplets=3, method="greedy", out=str(out), certificate=False))

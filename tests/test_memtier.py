@@ -304,7 +304,8 @@ GPT2 = "examples/gpt2.onnx"
 @pytest.mark.slow
 @pytest.mark.skipif(not __import__("os").path.exists(GPT2), reason="exported GPT-2 not present")
 def test_gpt2_runs_on_the_default_package_by_streaming_its_embedding(tmp_path):
-    from partitioner.app.run import assignment_from_document, load_model
+    from partitioner.app.document import assignment_from_document
+    from partitioner.app.run import load_model
     from partitioner.app.memtier import streamed_from_document
 
     out = tmp_path / "gpt2"

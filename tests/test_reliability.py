@@ -14,7 +14,9 @@ from partitioner.app import limits
 from partitioner.app.budget import Recorder, RunBudget, Stopped
 from partitioner.app.cli import _progress, main
 from partitioner.app.outset import MARKER, check_replaceable, output_set
-from partitioner.app.run import RunConfig, bounded_search, run
+from partitioner.app.config import RunConfig
+from partitioner.app.methods import bounded_search
+from partitioner.app.run import run
 from partitioner.core.errors import UserError
 from partitioner.hw.hardware import mesh_of
 from partitioner.hw.toml import hardware_from_toml

@@ -1,7 +1,9 @@
 """A run returns the best partition it evaluated: the search's best or the certificate solve's, by the simulator."""
 import json
 
-from partitioner.app.run import RunConfig, keep_best, run
+from partitioner.app.certify import keep_best
+from partitioner.app.config import RunConfig
+from partitioner.app.run import run
 from partitioner.hw.hardware import mesh_of
 from partitioner.model.partition import Partition, check
 from partitioner.sim.report import Evaluation

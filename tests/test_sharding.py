@@ -242,7 +242,7 @@ def test_the_sharded_bound_holds_for_staged_plans_of_random_graphs(seed):
 
 
 def test_staged_plans_avoid_chiplets_that_cannot_run_an_op():
-    from partitioner.app.run import best_staged
+    from partitioner.app.candidates import best_staged
 
     ops = [gemm("a"), gemm("b"), gemm("c")]
     g = TensorGraph.build("three", ops, [(0, 1, 4096), (1, 2, 4096)])

@@ -159,7 +159,7 @@ def test_pretrain_in_the_split_space_updates_the_network(tmp_path):
 
 def test_run_hook_returns_a_valid_plan_no_worse_than_the_staged_dp_and_stops_on_the_budget():
     from partitioner.app.budget import RunBudget
-    from partitioner.app.run import best_staged, split_refine
+    from partitioner.app.candidates import best_staged, split_refine
 
     g, hw = random_dag(40, 3), mesh_of(8)
     got = split_refine(g, hw, "exact", 24, 0, 4)           # a method without a split-space loop uses anneal
@@ -171,7 +171,7 @@ def test_run_hook_returns_a_valid_plan_no_worse_than_the_staged_dp_and_stops_on_
 
 
 def test_a_negative_split_budget_is_a_user_error():
-    from partitioner.app.run import RunConfig, validate_config
+    from partitioner.app.config import RunConfig, validate_config
     from partitioner.core.errors import UserError
 
     with pytest.raises(UserError, match="--split-budget"):

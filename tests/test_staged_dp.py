@@ -103,7 +103,7 @@ def test_the_candidates_are_distinct_and_include_the_cap_1_plan():
 
 @pytest.mark.parametrize("seed", range(3))
 def test_best_staged_stops_early_with_the_best_of_all_candidates(seed):
-    from partitioner.app.run import best_staged
+    from partitioner.app.candidates import best_staged
     from partitioner.sim.simulator import throughput_ceiling
 
     g, hw = random_dag(30, seed=seed), mesh_of(9, link_bytes_per_cycle=8)

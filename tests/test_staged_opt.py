@@ -177,7 +177,8 @@ def test_a_malformed_split_proposal_is_a_user_error():
 def test_a_run_with_splits_reports_the_staged_solve_and_stays_below_its_certificate(tmp_path):
     import json
 
-    from partitioner.app.run import RunConfig, run
+    from partitioner.app.config import RunConfig
+    from partitioner.app.run import run
 
     out = tmp_path / "o"
     outcome = run(RunConfig(model="tests/data/tiny_mlp.onnx", chiplets=4, method="greedy", out=str(out)))
@@ -194,7 +195,7 @@ def test_a_run_with_splits_reports_the_staged_solve_and_stays_below_its_certific
 
 
 def test_the_staged_bound_replaces_the_analytical_one_when_tighter_and_its_plan_is_simulated():
-    from partitioner.app.run import sharded_certificate
+    from partitioner.app.certify import sharded_certificate
     from partitioner.app.staged_cert import staged_certificate
 
     g, hw = gemm_chain(2), chain_hw(3)

@@ -95,7 +95,7 @@ def test_residency_streams_split_ops_by_the_whole_op_rule():
 
 
 def test_staged_plans_of_a_model_too_big_for_sram_split_and_stream():
-    from partitioner.app.run import best_staged
+    from partitioner.app.candidates import best_staged
 
     # 8 x 24 MiB MatMuls (192 MiB) on 4 x 64 MiB: fits only split; the tail MatMul of 200 MiB must stream.
     ops = [Op(f"m{i}", "MatMul", (f"m{i}",), 2 * 4096 * 1000, 2 * 4096 * 1000, 24 * MIB, 4096, 4096)
@@ -216,7 +216,7 @@ def split_streamed_plans(draw):
 @settings(max_examples=40, deadline=None)
 @given(split_streamed_plans())
 def test_simulated_split_streamed_plans_never_beat_the_certificate(plan):
-    from partitioner.app.run import sharded_certificate
+    from partitioner.app.certify import sharded_certificate
 
     g, hw, part, batch = plan
     r = simulate(g, hw, part, batch=batch)

@@ -95,3 +95,11 @@ class Recorder:
             self.best = ev
         self.history.append((len(self.history) + 1, self.best.throughput))
         return ev
+
+
+def wall_cap(run_budget: RunBudget, wanted_s: float) -> float:
+    """The wall-clock cap of a deterministic CP-SAT solve: its usual one (solver.optimize), or what the budget
+    leaves."""
+    from solver.optimize import DETERMINISTIC_WALL_FACTOR
+
+    return max(min(DETERMINISTIC_WALL_FACTOR * wanted_s + 10.0, run_budget.search_left()), 0.1)

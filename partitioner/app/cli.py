@@ -18,7 +18,7 @@ import warnings
 from contextlib import contextmanager
 
 from partitioner.core.errors import UserError
-from partitioner.frontend.load import parse_input_shapes
+from partitioner.frontend.read import parse_input_shapes
 
 SUBCOMMANDS = ("inspect", "simulate", "train", "finetune", "run", "split", "explore")
 
@@ -57,7 +57,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from partitioner.app.run import METHODS
+    from partitioner.app.methods import METHODS, REGISTRY
 
     top = _OneLineParser(prog="partition", description=__doc__.split("\n\n", 1)[1],
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -67,8 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_model_args(run)
     _add_hw_args(run)
     run.add_argument("--method", choices=METHODS, default=None,
-                     help="anneal (default), rl, random, greedy, dp, exact or learned "
-                          "(policy-picked moves in local search, docs/learned_moves.md)")
+                     help="; ".join(f"{m.name}: {m.help}" for m in REGISTRY.values()))
     run.add_argument("--budget", type=int, default=None, help="evaluated partitions for search methods")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--out", default="out", help="output directory (default ./out)")
@@ -226,18 +225,21 @@ def _progress(desc: str, total: int | None, stream=None, every_s: float = PROGRE
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from partitioner.app import run as runmod
+    from partitioner.app.config import RunConfig, validate_config
+    from partitioner.app.run import load_model, run
+    from partitioner.app.simulate_cmd import resimulate
+    from partitioner.app.summary import format_outcome
 
     if args.command == "inspect":
         from partitioner.app.summary import format_summary, summarize
 
-        graph = runmod.load_model(args.model, parse_input_shapes(args.input_shape or []), args.precision or "fp32",
+        graph = load_model(args.model, parse_input_shapes(args.input_shape or []), args.precision or "fp32",
                                   granularity=args.granularity or "fused", phase=args.phase, context=args.context)
         summary = summarize(graph)
         print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
         return 0
     if args.command == "run":
-        cfg = runmod.RunConfig(model=args.model, chiplets=args.chiplets, hardware=args.hardware,
+        cfg = RunConfig(model=args.model, chiplets=args.chiplets, hardware=args.hardware,
                                method=args.method, budget=args.budget, seed=args.seed, out=args.out,
                                input_shapes=parse_input_shapes(args.input_shape or []), precision=args.precision,
                                time_limit_s=args.time_limit, policy=args.policy,
@@ -245,21 +247,21 @@ def _dispatch(args: argparse.Namespace) -> int:
                                phase=args.phase, context=args.context,
                                max_time_s=args.max_time, batch=args.batch, memory_tier=not args.no_memory_tier,
                                max_shard=args.max_shard, split_budget=args.split_budget)
-        runmod.validate_config(cfg)
+        validate_config(cfg)
         with _progress("evaluating", total=None) as on_eval:
-            outcome = runmod.run(cfg, on_eval=on_eval)
-        print(runmod.format_outcome(outcome))
+            outcome = run(cfg, on_eval=on_eval)
+        print(format_outcome(outcome))
         if outcome.interrupted is None:
             return 0
         print(f"warning: run stopped early ({outcome.interrupted}); wrote the best partition of "
               f"{outcome.evaluations} evaluations, marked interrupted", file=sys.stderr)
         return 130 if outcome.interrupted.startswith("interrupted by Ctrl-C") else 0
     if args.command == "simulate":
-        outcome = runmod.resimulate(args.model, args.partition, parse_input_shapes(args.input_shape or []),
-                                    args.precision, args.hardware, args.chiplets, args.out,
-                                    granularity=args.granularity, phase=args.phase, context=args.context,
-                                    memory_tier=not args.no_memory_tier)
-        print(runmod.format_outcome(outcome))
+        outcome = resimulate(args.model, args.partition, parse_input_shapes(args.input_shape or []),
+                             args.precision, args.hardware, args.chiplets, args.out,
+                             granularity=args.granularity, phase=args.phase, context=args.context,
+                             memory_tier=not args.no_memory_tier)
+        print(format_outcome(outcome))
         return 0
     if args.command in ("train", "finetune", "split", "explore"):
         from partitioner.app import limits

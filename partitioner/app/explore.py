@@ -343,7 +343,8 @@ def run_explore(cfg: ExploreConfig, on_done: Callable[[int, int], None] | None =
     """Validate, search, and write pareto.json, pareto.csv, designs/*.toml, pareto.png and config.json."""
     from partitioner.app.dse_space import load_space, save_space
     from partitioner.app.pareto import write_results
-    from partitioner.app.run import load_model, prepare_out_dir
+    from partitioner.app.outputs import prepare_out_dir
+    from partitioner.app.run import load_model
     from partitioner.core.files import write_json
 
     validate_config(cfg)

@@ -1,12 +1,18 @@
-"""report.md's body: the summary table, per-chiplet table and busiest links of a simulated partition."""
+"""report.md: the summary table, per-chiplet table and busiest links of a simulated partition, then the run's own
+sections (interruption, tokens, provenance, groups and collectives, the optimality certificate)."""
 from __future__ import annotations
 
 import numpy as np
 
+from partitioner.app.config import Outcome
+from partitioner.app.document import token_metrics, whole_op_bound
+from partitioner.app.memtier import memory_tier_markdown
 from partitioner.app.plot import chiplet_stages
+from partitioner.app.staged_cert import is_staged, staged_certificate_markdown, staged_solve_line
 from partitioner.core.graph import TensorGraph
 from partitioner.core.units import si
 from partitioner.hw.hardware import Hardware
+from partitioner.model.layout import simulated_groups
 from partitioner.model.partition import Partition
 from partitioner.sim.report import Report
 
@@ -57,3 +63,103 @@ def report_markdown(report: Report, graph: TensorGraph, hw: Hardware, assignment
     else:
         lines.append("No tensor crosses a link.")
     return "\n".join(lines) + "\n"
+
+
+def run_markdown(outcome: Outcome, graph: TensorGraph, a: np.ndarray, tier: dict) -> str:
+    """report.md: the simulated partition (`graph`, `a`: as the simulator ran it), then the run's own sections;
+    `tier` is app.memtier.memory_tier_document of the outcome."""
+    rep = outcome.best.report
+    return (_interrupted_markdown(outcome) + report_markdown(rep, graph, outcome.hw, a, outcome.method)
+            + _phase_markdown(graph, rep) + _provenance_markdown(outcome)
+            + memory_tier_markdown(tier, outcome.graph, rep) + _groups_markdown(outcome)
+            + _certificate_markdown(outcome))
+
+
+def _interrupted_markdown(outcome: Outcome) -> str:
+    if outcome.interrupted is None:
+        return ""
+    return (f"> **Interrupted**: {outcome.interrupted}. This is the best valid partition of the "
+            f"{outcome.evaluations} evaluations finished when the run stopped.\n\n")
+
+
+def _phase_markdown(graph: TensorGraph, rep) -> str:
+    m = token_metrics(graph, rep)
+    if not m:
+        return ""
+    meta = graph.metadata
+    what = (f"decode, one token per sequence reading a KV cache of {meta.get('context')} tokens"
+            if meta.get("phase") == "decode" else f"prefill of {m['tokens_per_inference']} tokens")
+    return (f"\n## Tokens ({what})\n\n| metric | value |\n|---|---|\n"
+            f"| inferences/s | {rep.throughput_per_s:,.1f} |\n| tokens/s | {m['tokens_per_s']:,.1f} |\n"
+            f"| time per token | {si(m['time_per_token_s'], 's')} |\n"
+            f"| weight bytes read per inference | {m['weight_read_bytes']:,} |\n"
+            f"| KV-cache bytes read per inference | {m['kv_cache_read_bytes']:,} |\n")
+
+
+def _provenance_markdown(outcome: Outcome) -> str:
+    if outcome.found_by is None:
+        return f"\n## Found by\n\n{outcome.method}: its own search found this partition.\n"
+    return (f"\n## Found by\n\n{outcome.found_by}: it scored above the best of the {outcome.method} search's "
+            f"{outcome.evaluations} evaluations, so the run returns it.\n")
+
+
+def _groups_markdown(outcome: Outcome) -> str:
+    part = outcome.best.partition
+    found = simulated_groups(outcome.graph, outcome.hw, part.assignment, part.shard)
+    if not found:
+        return ""
+    lines = ["", "## Groups and collectives", "",
+             "Ops split k ways run as k pieces on the group's chiplets (docs/simulator.md, S1-S7); the collective "
+             "bytes are what the pieces and ring relays send per inference (all-gather of slices, all-reduce of "
+             "partials, direct or as rings).", "",
+             "| chiplets | shard | ops | axes | collectives | rings | collective bytes |",
+             "|---|---|---|---|---|---|---|"]
+    for g in found:
+        axes = ", ".join(f"{k} {v}" for k, v in g["axes"].items())
+        colls = ", ".join(f"{k} {v}" for k, v in g["collectives"].items())
+        lines.append(f"| {g['chiplets'][0]}..{g['chiplets'][-1]} | {g['shard']} | {g['ops']} | {axes} | {colls} | "
+                     f"{g.get('rings', 0)} | {g['collective_bytes']:,} |")
+    return "\n".join(lines) + "\n"
+
+
+def _whole_op_line(outcome: Outcome) -> str:
+    whole = whole_op_bound(outcome)
+    if whole is None:
+        return ""
+    return (f"\nPlans that split no op: CP-SAT ({outcome.certificate.info['whole_op_status']}) proves none exceeds "
+            f"{whole:,.1f} inferences/s (its relaxation of R5-R8 with every op whole).\n")
+
+
+def _certificate_markdown(outcome: Outcome) -> str:
+    bound = outcome.solver_bound_throughput_per_s
+    if bound is None:
+        return ""
+    thr = outcome.best.report.throughput_per_s
+    cert = outcome.certificate
+    if is_staged(cert):
+        return staged_certificate_markdown(cert, bound, thr) + _whole_op_line(outcome)
+    if cert.status == "analytical":
+        return (f"\n## Optimality certificate\n\nOps may split across groups, so CP-SAT's whole-op bound does not "
+                f"apply and this certificate is analytical, not proven tight by CP-SAT: no partition the tool can "
+                f"output (any stages, groups and shard degrees up to {cert.info['max_shard']}) has its busiest "
+                f"chiplet below {cert.lower_bound_cycles:,.0f} cycles per "
+                f"inference (perfect balance of the least chiplet-cycles of every op, free links, no op faster than "
+                f"its smallest piece), so none exceeds {bound:,.1f} inferences/s in the simulator. This partition "
+                f"reaches {thr:,.1f}/s: at least {100 * thr / bound:.1f}% of the best possible; the gap is at most "
+                f"{100 * (1 - thr / bound):.1f}%." + (" " + staged_solve_line(cert) if staged_solve_line(cert) else "")
+                + "\n" + _whole_op_line(outcome))
+    tier = ""
+    if outcome.hw.memory_stacks:
+        tier = (f", a memory stack's reads (streamed weights, amortised over batch {outcome.batch}); any choice of "
+                "which weights stream is covered")
+    proven = ("CP-SAT proved this bound tight (optimal)." if cert.status == "optimal" else
+              f"CP-SAT did not prove optimality within its time limit: its best partition in the cost model is "
+              f"{cert.objective_cycles:,.0f} cycles, a gap of {100 * (cert.gap or 0.0):.1f}% to the bound.")
+    return (f"\n## Optimality certificate\n\nWhat it bounds: the simulated steady-state throughput of every "
+            f"partition this tool can output on {outcome.hw.name} (pipeline order, memory and pins valid). The "
+            f"simulator's cycles per inference are never below the busiest resource's busy cycles per inference "
+            f"(a chiplet's op cycles, the average over a chiplet's out-links of what it sends{tier}); CP-SAT "
+            f"({cert.status}, {cert.solve_time_s:.1f} s) proves that in every valid partition that busiest "
+            f"resource has at least {cert.lower_bound_cycles:,.0f} cycles per inference, so none exceeds "
+            f"{bound:,.1f} inferences/s. {proven} This partition reaches {thr:,.1f}/s: at least "
+            f"{100 * thr / bound:.1f}% of the best possible.\n")

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from partitioner.app.run import (SHARD_AXES_SIMULATED, _document_settings, assignment_from_document, load_model,
-                                 read_partition_file)
+from partitioner.app.document import SHARD_AXES_SIMULATED, document_settings, assignment_from_document, read_partition_file
+from partitioner.app.run import load_model
 from partitioner.core.errors import UserError
 from partitioner.model.partition import Partition
 from partitioner.model.sharding import AXES, PARTIAL_AXES, possible_axes
@@ -96,7 +96,7 @@ def split(model: str, partition_path: str, out: str, input_shapes: dict, verify:
     """Cut `model` as `partition_path` says and write the stages to `out`; with `verify`, first check in
     onnxruntime that they compute the model (max abs difference <= tolerance) and write nothing if not."""
     doc = read_partition_file(partition_path)
-    _, _, saved_shapes, saved_precision = _document_settings(doc, partition_path)
+    _, _, saved_shapes, saved_precision = document_settings(doc, partition_path)
     graph = load_model(model, input_shapes or saved_shapes, saved_precision)
     a = read_assignment(graph, doc, partition_path)
     proto = load_with_weights(model)

@@ -3,7 +3,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import numpy as np
+
+from partitioner.app.config import Outcome
+from partitioner.app.document import token_metrics, whole_op_bound
+from partitioner.app.staged_cert import is_staged
 from partitioner.core.graph import TensorGraph
+from partitioner.model.layout import simulated_groups
 from partitioner.core.units import si
 
 
@@ -64,3 +70,63 @@ def format_summary(summary: dict) -> str:
     for row in s["top_op_types"]:
         lines.append(f"{row['op_type']:<22}{row['count']:>7}{si(row['flops'], 'FLOP', 4):>14}{row['share']:>8.1%}")
     return "\n".join(lines)
+
+
+# --- a run's outcome ------------------------------------------------------------------------------------------
+def _token_rows(graph: TensorGraph, rep) -> list[tuple[str, str]]:
+    m = token_metrics(graph, rep)
+    if not m:
+        return []
+    return [("tokens", f"{m['tokens_per_s']:,.1f} tokens/s ({graph.metadata.get('phase')}, "
+                       f"{m['tokens_per_inference']} per inference), {si(m['time_per_token_s'], 's')} per token"),
+            ("traffic", f"{m['weight_read_bytes'] / 1e6:,.1f} MB weights + {m['kv_cache_read_bytes'] / 1e6:,.1f} MB "
+                        "KV cache read per inference")]
+
+
+def _groups_line(outcome: Outcome) -> str:
+    part = outcome.best.partition
+    if part.shard is None:
+        return "none (every op whole)"
+    found = simulated_groups(outcome.graph, outcome.hw, part.assignment, part.shard)
+    sizes = sorted({g["shard"] for g in found})
+    return (f"{len(found)} group{'s' * (len(found) != 1)} of {'/'.join(map(str, sizes))} chiplets, {int((part.shard > 1).sum())} ops split "
+            f"(report.md, 'Groups and collectives')")
+
+
+def format_outcome(outcome: Outcome) -> str:
+    rep, hw = outcome.best.report, outcome.hw
+    rows = [
+        ("model", f"{outcome.model} ({outcome.graph.n_ops} ops, {outcome.graph.total_flops / 1e9:.2f} GFLOP)"),
+        ("hardware", f"{hw.name}: {hw.n_chiplets} chiplets, {hw.layout}"),
+        ("method", f"{outcome.method}: {outcome.evaluations} evaluation{'s' * (outcome.evaluations != 1)} in {outcome.wall_s:.1f} s, "
+                   + (f"repair moved {outcome.best.partition.ops_moved} ops" if outcome.found_by is None
+                      else f"best found by {outcome.found_by.split(',')[0]}")),
+        ("throughput", f"{rep.throughput_per_s:,.1f} inferences/s"),
+        *_token_rows(outcome.graph, rep),
+        ("latency", si(rep.latency_s, "s")),
+        ("energy", f"{si(rep.energy_j, 'J')} per inference"),
+        ("utilisation", f"mean {100 * float(np.mean(rep.chiplet_busy_fraction)):.1f}%, "
+                        f"max {100 * float(np.max(rep.chiplet_busy_fraction)):.1f}%"),
+        ("bottleneck", rep.bottleneck),
+        ("groups", _groups_line(outcome)),
+        ("bound", f"{rep.bound_throughput_per_s:,.1f}/s analytical (perfect balance)"),
+    ]
+    solver_bound = outcome.solver_bound_throughput_per_s
+    if solver_bound is not None:
+        cert = outcome.certificate
+        prover = "CP-SAT" if cert.info.get("staged_bound_source") == "cp-sat" else "pipeline order (window bound)"
+        how = ("analytical (ops may split; not proven tight by CP-SAT)" if cert.status == "analytical"
+               else f"proven over split plans by {prover} ({cert.status}, gap {100 * (cert.gap or 0.0):.1f}%)"
+               if is_staged(cert) else f"proven by CP-SAT ({cert.status})")
+        if cert.status == "analytical" and cert.info.get("staged_status") in ("optimal", "feasible"):
+            how += (f"; CP-SAT over split plans ({cert.info['staged_status']}) proves no more, gap "
+                    f"{100 * (cert.info['staged_gap'] or 0.0):.1f}%")
+        whole = whole_op_bound(outcome)
+        if whole is not None:
+            how += f"; without splits <= {whole:,.1f}/s ({outcome.certificate.info['whole_op_status']})"
+        rows.append(("certificate", f"{solver_bound:,.1f}/s {how}; "
+                                    f"this is {100 * rep.throughput_per_s / solver_bound:.1f}% of it"))
+    if outcome.files:
+        rows.append(("written", ", ".join(outcome.files)))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)

@@ -85,8 +85,12 @@ def finetune(args: argparse.Namespace) -> str:
     """`partition finetune MODEL.onnx --chiplets N --policy CKPT --budget N --out DIR [--workers N] [--ray ...]`:
     fine-tune (the proposals of each update evaluated on the backend, as in `train`), then write the
     best partition's outputs (partition.json, report.md, ...) next to the checkpoint and curve."""
-    from partitioner.app import run as runmod
-    from partitioner.frontend.load import parse_input_shapes
+    from partitioner.app.config import Outcome
+    from partitioner.app.methods import DEFAULT_REPAIR_LIMIT_S
+    from partitioner.app.outputs import prepare_out_dir, write_outputs
+    from partitioner.app.run import load_model
+    from partitioner.app.summary import format_outcome
+    from partitioner.frontend.read import parse_input_shapes
     from partitioner.hw.toml import load_hardware
     from partitioner.app.pipeline import evaluate
     from partitioner.sim.report import Evaluation
@@ -96,11 +100,11 @@ def finetune(args: argparse.Namespace) -> str:
     if args.budget < 1:
         raise UserError(f"--budget must be at least 1, got {args.budget}", "pass a positive number of evaluations")
     workers, ray = _backend_args(args)
-    out_dir = runmod.prepare_out_dir(args.out)
-    graph = runmod.load_model(args.model, parse_input_shapes(args.input_shape or []), args.precision,
+    out_dir = prepare_out_dir(args.out)
+    graph = load_model(args.model, parse_input_shapes(args.input_shape or []), args.precision,
                               granularity=args.granularity or "fused", phase=args.phase, context=args.context)
     hw = load_hardware(args.hardware, args.chiplets, memory_tier=not getattr(args, "no_memory_tier", False))
-    limit = runmod.DEFAULT_REPAIR_LIMIT_S if args.time_limit is None else args.time_limit
+    limit = DEFAULT_REPAIR_LIMIT_S if args.time_limit is None else args.time_limit
     cfg = replace(FINETUNE_CONFIG, seed=args.seed, repair_time_limit_s=limit)
     policy = shipped_policy() if args.policy is None else args.policy
     backend = make_backend(workers, ray)   # each update's proposals on a local pool or Ray (docs/training.md)
@@ -112,7 +116,7 @@ def finetune(args: argparse.Namespace) -> str:
     part = evaluate(graph, hw, best_a, time_limit_s=limit, seed=args.seed).partition
     best = Evaluation(part, simulate(graph, hw, part, trace=True))
     ckpt = tr.read_checkpoint(out_dir / "finetune.pt")
-    outcome = runmod.Outcome(args.model, graph, hw, "rl", best, int(ckpt["evals"]), float(ckpt["wall_s"]))
-    files = runmod.write_outputs(out_dir, outcome, config=None, hardware_spec=args.hardware)
-    return runmod.format_outcome(runmod.Outcome(**{**outcome.__dict__, "files": files}))
+    outcome = Outcome(args.model, graph, hw, "rl", best, int(ckpt["evals"]), float(ckpt["wall_s"]))
+    files = write_outputs(out_dir, outcome, config=None, hardware_spec=args.hardware)
+    return format_outcome(Outcome(**{**outcome.__dict__, "files": files}))
 

@@ -1,0 +1,68 @@
+"""Plans a run scores beside its method's own search: the staged DP's split plans (one per largest group size),
+and the optional local search over staged plans (`--split-budget`)."""
+from __future__ import annotations
+
+from partitioner.app.budget import Recorder, RunBudget, Stopped
+from partitioner.core.graph import TensorGraph
+from partitioner.hw.hardware import Hardware
+from partitioner.model.partition import Partition, check
+from partitioner.plan.staged_dp import staged_candidates
+from partitioner.sim.report import Evaluation
+from partitioner.sim.simulator import simulate, throughput_ceiling
+
+STAGED_MAX_OPS = 2000
+"""Above this many ops a run skips the staged (sharded) DP plans: their DP grows with ops x chiplets x group sizes,
+and the 10,000-MatMul fan-out must still plan in bounded time."""
+
+
+def best_staged(graph: TensorGraph, hw: Hardware, max_shard: int, batch: int = 1, caps: list[int] | None = None,
+                stats: dict | None = None) -> Evaluation | None:
+    """The best simulated of the staged DP plans for every largest group up to max_shard (staged_dp.
+    staged_candidates; `caps` picks other ones): the DP's link and stream models are estimates, so the simulator
+    picks among them. Plans are simulated by decreasing `throughput_ceiling`, stopping once no plan left can beat
+    the best so far. With a memory tier, the weights of a plan's overflowing chiplets stream
+    (solver.residency.choose_streamed, the rule repair uses). Plans that check() rejects (the DP knows neither op
+    types a chiplet cannot run nor the exact working set at a stage's first ops) are dropped; None when none is
+    valid. `stats`, if given, gets the number of candidates and of simulated plans."""
+    from solver.residency import choose_streamed
+
+    plans = staged_candidates(graph, hw, max_shard, caps)
+    ceilings = [throughput_ceiling(graph, hw, a, shard) for a, shard in plans]
+    best, simulated = None, 0
+    for c in sorted(range(len(plans)), key=lambda c: -ceilings[c]):     # stable: ties in cap order
+        if best is not None and ceilings[c] <= best.throughput:
+            break
+        a, shard = plans[c]
+        streamed = choose_streamed(graph, hw, a, batch, shard)
+        part = Partition(a, None, 0, "staged-dp", shard=shard, streamed=streamed)
+        if check(graph, hw, part):
+            continue
+        ev = Evaluation(part, simulate(graph, hw, part, batch=batch))
+        simulated += 1
+        if best is None or ev.throughput > best.throughput:
+            best = ev
+    if stats is not None:
+        stats.update(candidates=len(plans), simulated=simulated)
+    return best
+
+
+def split_refine(graph: TensorGraph, hw: Hardware, method: str, budget: int, seed: int, max_shard: int,
+                 run_budget: RunBudget | None = None, batch: int = 1) -> Evaluation | None:
+    """The best plan of `budget` evaluations of local search over staged plans (policies/split_search.py) by
+    `method` (anneal, random or learned; any other method uses anneal), or None (budget 0, no valid staged plan).
+    Stops early, keeping the best so far, when run_budget runs out or on Ctrl-C."""
+    from policies.split_search import SPLIT_METHODS, simulate_fn, split_search
+
+    if budget < 1:
+        return None
+    rec = Recorder(simulate_fn(graph, hw, batch), run_budget or RunBudget())
+    try:
+        res = split_search(graph, hw, method if method in SPLIT_METHODS else "anneal", budget=budget, seed=seed,
+                           evaluate_fn=rec, max_shard=max_shard, batch=batch)
+    except Stopped:
+        return rec.best
+    if res is None:
+        return None
+    return Evaluation(Partition(res.best.assignment, None, 0, f"split-{res.method}", shard=res.best.partition.shard,
+                                streamed=res.best.partition.streamed),
+                      res.best.report)
