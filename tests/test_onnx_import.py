@@ -10,7 +10,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from partitioner.core.errors import UserError
-from partitioner.frontend.load import load_onnx, parse_input_shapes
+from partitioner.frontend.load import load_onnx
+from partitioner.frontend.read import parse_input_shapes
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples")

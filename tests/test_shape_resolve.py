@@ -64,7 +64,7 @@ def cnn_model(tmp_path_factory):
 
 
 def test_standard_inference_alone_misses_the_mha_reshape(mha_model, monkeypatch):
-    monkeypatch.setattr("partitioner.frontend.load.resolve_missing", lambda *a: {})
+    monkeypatch.setattr("partitioner.frontend.fold.resolve_missing", lambda *a: {})
     with pytest.raises(UserError, match="Reshape_2_output_0"):
         load_onnx(mha_model)
 
