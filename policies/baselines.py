@@ -6,66 +6,13 @@ budgets compare like with like.
 """
 from __future__ import annotations
 
-import math
-import time
-from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
 
 from partitioner.core.graph import TensorGraph
 from partitioner.hw.hardware import Hardware
 from partitioner.sim.report import Evaluation
 from partitioner.plan.splits import dp_partition, greedy_partition, sram_weights
-from solver.repair import RepairTimeout
-
-EvaluateFn = Callable[[np.ndarray], Evaluation]
-ProgressFn = Callable[[int, float], None]
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    """Best partition a method found, with its convergence history.
-
-    history[k] = (evaluations spent, best throughput so far) after the k-th evaluation.
-    """
-
-    method: str
-    best: Evaluation
-    evaluations: int
-    history: tuple[tuple[int, float], ...]
-    wall_s: float
-
-
-class _Tracker:
-    """Counts evaluations and keeps the best one; the loops below share it."""
-
-    def __init__(self, evaluate_fn: EvaluateFn, on_eval: ProgressFn | None) -> None:
-        self.evaluate_fn, self.on_eval = evaluate_fn, on_eval
-        self.best: Evaluation | None = None
-        self.failure: RepairTimeout | None = None
-        self.history: list[tuple[int, float]] = []
-        self.start = time.perf_counter()
-
-    def __call__(self, proposal: np.ndarray) -> Evaluation | None:
-        """The evaluation, or None when repair ran out of time on this proposal (the evaluation is spent)."""
-        try:
-            ev = self.evaluate_fn(proposal)
-        except RepairTimeout as exc:
-            self.failure, ev = exc, None
-        if ev is not None and (self.best is None or ev.throughput > self.best.throughput):
-            self.best = ev
-        best = self.best.throughput if self.best is not None else 0.0
-        self.history.append((len(self.history) + 1, best))
-        if self.on_eval is not None:
-            self.on_eval(len(self.history), best)
-        return ev
-
-    def result(self, method: str) -> SearchResult:
-        if self.best is None:      # every proposal timed out in repair: say so, with its fix
-            raise self.failure
-        return SearchResult(method, self.best, len(self.history), tuple(self.history),
-                            time.perf_counter() - self.start)
+from policies.anneal import EvaluateFn, ProgressFn, SearchResult, Tracker, anneal_loop
 
 
 # --- search loops ---------------------------------------------------------------------------------------------------------
@@ -73,7 +20,7 @@ def random_search(graph: TensorGraph, hw: Hardware, *, budget: int, seed: int, e
                   on_eval: ProgressFn | None = None) -> SearchResult:
     """Uniformly random chiplet per op, repaired by CP-SAT, `budget` times; keep the best."""
     rng = np.random.default_rng(seed)
-    track = _Tracker(evaluate_fn, on_eval)
+    track = Tracker(evaluate_fn, on_eval)
     for _ in range(budget):
         track(rng.integers(0, hw.n_chiplets, size=graph.n_ops))
     return track.result("random")
@@ -117,33 +64,14 @@ def anneal(graph: TensorGraph, hw: Hardware, *, budget: int, seed: int, evaluate
     Starts from the better of the repaired greedy and DP splits (two evaluations, the anchors the learned policy
     starts from too), or from `start` (one evaluation); each step draws among all valid moves (see
     _valid_moves), half the time among those leaving the bottleneck chiplet, so no evaluation is spent on an
-    invalid partition. Acceptance is Metropolis on
-    log throughput with a geometric temperature schedule from t_start to t_end.
-
-    Restart from best: after `restart_after` evaluations without a new best (default max(8, budget // 8)), the walk
-    returns to the best partition found so far, so a long schedule cannot end in a worse basin than a short one.
+    invalid partition. Restarts, temperature and acceptance are policies.anneal.anneal_loop's.
     """
-    rng = np.random.default_rng(seed)
-    track = _Tracker(evaluate_fn, on_eval)
-    if start is None:
-        starts = [track(greedy_partition(graph, hw))] + ([track(dp_partition(graph, hw))] if budget > 1 else [])
-        current = max((ev for ev in starts if ev is not None), key=lambda ev: ev.throughput, default=None)
-    else:
-        current = track(start)
-    if current is None:                 # no start survived repair
-        return track.result("anneal")
     allowed = np.array([[op.op_type not in c.unsupported_ops for c in hw.chiplets] for op in graph.ops])
-    remaining = budget - len(track.history)
-    steps = max(remaining, 1)
-    patience = max(8, budget // 8) if restart_after is None else restart_after
-    since_best = 0
-    for step in range(remaining):
-        if since_best >= patience:
-            current, since_best = track.best, 0
-        temp = t_start * (t_end / t_start) ** (step / steps)
+
+    def propose(current: Evaluation, rng: np.random.Generator) -> np.ndarray | None:
         ops, targets = _valid_moves(graph, hw, current.assignment, allowed)
         if not len(ops):
-            break  # nothing can move without breaking validity
+            return None
         # Half the moves take an op off the bottleneck chiplet, the only kind that can raise throughput at once;
         # the rest explore anywhere.
         off_bottleneck = np.flatnonzero(current.assignment[ops] == current.report.bottleneck_chiplet)
@@ -151,12 +79,9 @@ def anneal(graph: TensorGraph, hw: Hardware, *, budget: int, seed: int, evaluate
         k = int(pool[rng.integers(len(pool))])
         candidate = current.assignment.copy()
         candidate[ops[k]] = targets[k]
-        before = track.best.throughput
-        ev = track(candidate)
-        since_best = 0 if track.best.throughput > before else since_best + 1
-        if ev is None:                  # repair timed out on this move: a rejected move
-            continue
-        delta = math.log(max(ev.throughput, 1e-30)) - math.log(max(current.throughput, 1e-30))
-        if delta >= 0 or rng.random() < math.exp(delta / temp):
-            current = ev
-    return track.result("anneal")
+        return candidate
+
+    starts = ([greedy_partition(graph, hw)] + ([dp_partition(graph, hw)] if budget > 1 else []) if start is None
+              else [start])
+    return anneal_loop("anneal", evaluate_fn, starts, propose, budget=budget, seed=seed, on_eval=on_eval,
+                       t_start=t_start, t_end=t_end, restart_after=restart_after)

@@ -6,11 +6,12 @@ from the static features of policies.features (computed once per graph); a move 
 and the policy is softmax(z) over the valid moves of the current partition. The last layer starts at zero, so
 the untrained network draws uniformly among valid moves.
 
-Search (`learned_search`, one loop for pre-training and per-graph use). Exactly annealing's bookkeeping
-(policies.baselines.anneal): start from the better of the repaired greedy and DP splits (two evaluations), one
-evaluation per move, restart from the best after max(8, budget // 8) evaluations without a new best, and
-Metropolis acceptance on log throughput with the same geometric temperature (0.05 -> 0.001). We keep Metropolis
-rather than greedy acceptance so that the only difference from annealing is which move is tried.
+Search (`learned_search`, one loop for pre-training and per-graph use). Annealing's own loop
+(policies.anneal.anneal_loop, as policies.baselines.anneal): start from the better of the repaired greedy and DP
+splits (two evaluations), one evaluation per move, restart from the best after max(8, budget // 8) evaluations
+without a new best, and Metropolis acceptance on log throughput with the same geometric temperature
+(0.05 -> 0.001). We keep Metropolis rather than greedy acceptance so that the only difference from annealing is
+which move is tried.
 
 Learning (PPO, a one-step bandit per move). The reward of a tried move is r = clip(log(thr_candidate /
 thr_current), -1, 1), the simulated gain of the move. Every `update_every` moves the batch's advantages are
@@ -20,7 +21,6 @@ Fine-tuning per graph is the same loop with learning on (`finetune=True`, the de
 """
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +34,8 @@ from partitioner.core.errors import UserError
 from partitioner.core.graph import TensorGraph
 from partitioner.hw.hardware import Hardware
 from partitioner.plan.splits import dp_partition, greedy_partition
-from policies.baselines import EvaluateFn, ProgressFn, SearchResult, _Tracker
+from partitioner.sim.report import Evaluation
+from policies.anneal import EvaluateFn, ProgressFn, SearchResult, anneal_loop
 from policies.features import FEATURES_VERSION, graph_features
 from policies.gnn import PolicyConfig, PolicyNet
 from policies.moves import MOVE_DIM, context, move_set
@@ -181,48 +182,36 @@ def learned_search(graph: TensorGraph, hw: Hardware, *, budget: int, seed: int, 
     optimiser across graphs."""
     torch.manual_seed(seed)
     torch.set_num_threads(1)            # tiny matrices: extra threads only contend with the evaluator
-    rng = np.random.default_rng(seed)
     if net is None:
         net = load_move_policy(policy_path)
     net.eval()
     if finetune and learner is None:
         learner = Learner(net)
-    track = _Tracker(evaluate_fn, on_eval)
-    starts = [track(greedy_partition(graph, hw))] + ([track(dp_partition(graph, hw))] if budget > 1 else [])
-    current = max((ev for ev in starts if ev is not None), key=lambda ev: ev.throughput, default=None)
-    if current is None:                 # no start survived repair
-        return track.result("learned")
     ctx = context(graph, hw)
-    remaining = budget - len(track.history)
-    steps = max(remaining, 1)
-    patience = max(8, budget // 8) if restart_after is None else restart_after
-    since_best = 0
     with torch.no_grad():
         h = net.embed(graph, hw)
-    for step in range(remaining):
-        if since_best >= patience:
-            current, since_best = track.best, 0
-        temp = t_start * (t_end / t_start) ** (step / steps)
+    tried: list = []                    # the PPO record of the move just proposed
+
+    def propose(current: Evaluation, rng: np.random.Generator) -> np.ndarray | None:
         moves = move_set(ctx, current)
         if not len(moves):
-            break  # nothing can move without breaking validity
+            return None
         with torch.no_grad():
             logp = F.log_softmax(net.logits(h, moves.ops, moves.features), dim=0).numpy().astype(np.float64)
         p = np.exp(logp)
         k = int(rng.choice(len(moves), p=p / p.sum()))
-        before = track.best.throughput
-        ev = track(moves.candidate(current.assignment, k))
-        since_best = 0 if track.best.throughput > before else since_best + 1
-        if ev is None:                  # repair timed out on this move: a rejected move, nothing to learn from
-            continue
-        delta = math.log(max(ev.throughput, 1e-30)) - math.log(max(current.throughput, 1e-30))
-        if learner is not None:
-            learner.record(moves.ops, moves.features, k, float(logp[k]), float(np.clip(delta, -REWARD_CLIP,
-                                                                                       REWARD_CLIP)))
-            if learner.ready:
-                learner.update(graph, hw)
-                with torch.no_grad():
-                    h = net.embed(graph, hw)
-        if delta >= 0 or rng.random() < math.exp(delta / temp):
-            current = ev
-    return track.result("learned")
+        tried[:] = [(moves.ops, moves.features, k, float(logp[k]))]
+        return moves.candidate(current.assignment, k)
+
+    def observe(delta: float) -> None:
+        nonlocal h
+        learner.record(*tried[0], float(np.clip(delta, -REWARD_CLIP, REWARD_CLIP)))
+        if learner.ready:
+            learner.update(graph, hw)
+            with torch.no_grad():
+                h = net.embed(graph, hw)
+
+    starts = [greedy_partition(graph, hw)] + ([dp_partition(graph, hw)] if budget > 1 else [])
+    return anneal_loop("learned", evaluate_fn, starts, propose, budget=budget, seed=seed, on_eval=on_eval,
+                       t_start=t_start, t_end=t_end, restart_after=restart_after,
+                       observe=None if learner is None else observe)

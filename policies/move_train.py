@@ -25,7 +25,7 @@ from partitioner.core.errors import UserError
 from partitioner.core.graph import TensorGraph
 from partitioner.hw.hardware import Hardware
 from partitioner.core.files import atomic_write
-from policies.baselines import EvaluateFn
+from policies.anneal import EvaluateFn
 from policies.move_policy import Learner, MoveConfig, MoveNet, learned_search, read_move_checkpoint, save_move_policy
 
 Case = tuple[str, TensorGraph, Hardware]

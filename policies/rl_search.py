@@ -14,7 +14,7 @@ import numpy as np
 from partitioner.core.errors import UserError
 from partitioner.core.graph import TensorGraph
 from partitioner.hw.hardware import Hardware
-from policies.baselines import EvaluateFn, ProgressFn, SearchResult
+from policies.anneal import EvaluateFn, ProgressFn, SearchResult
 from policies.train import FINETUNE_CONFIG, finetune
 
 SHIPPED_POLICY = Path(__file__).resolve().parent / "pretrained" / "policy.pt"

@@ -1,5 +1,6 @@
 """Local search in the split-plan space (policies/split_moves.py): annealing, random search and the learned move
-policy in one loop, so the only differences between them are how a move is chosen and whether it is accepted.
+policy in one loop (policies.anneal.anneal_loop, as every annealing search), so the only differences between them
+are how a move is chosen and whether it is accepted.
 
     start    the staged DP plans staged_dp.staged_partition(max_shard=g) for g = 1..max_shard that check() accepts,
              each evaluated (they count against the budget); the walk starts at the best.
@@ -25,7 +26,6 @@ compare like with like; revisited plans are served from a cache but still count 
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Callable
 
@@ -39,7 +39,7 @@ from partitioner.model.partition import Partition, check
 from partitioner.sim.report import Evaluation
 from partitioner.sim.simulator import simulate
 from partitioner.plan.staged_dp import DEFAULT_MAX_SHARD, staged_partition
-from policies.baselines import ProgressFn, SearchResult, _Tracker
+from policies.anneal import ProgressFn, SearchResult, anneal_loop
 from policies.move_policy import REWARD_CLIP, Learner, MoveNet, load_move_policy
 from policies.residency_moves import ResidencyMove, joined, residency_move_set, residency_moves
 from policies.split_moves import (Plan, SplitContext, enumerate_moves, plan_of, split_move_set, to_partition,
@@ -113,14 +113,9 @@ def split_search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, 
     (policies/residency_moves.py) join the offered moves of all three methods (off by default: no gain measured)."""
     if method not in SPLIT_METHODS:
         raise ValueError(f"unknown split-space method {method!r}; use one of {SPLIT_METHODS}")
-    rng = np.random.default_rng(seed)
     ctx, starts = context_for(graph, hw, max_shard, batch)
     if not starts:
         return None
-    track = _Tracker(_cached(evaluate_fn or simulate_fn(graph, hw, batch)), on_eval)
-    for part in starts[:budget]:
-        track(part)
-    current = track.best
     h = None
     if method == "learned":
         torch.manual_seed(seed)
@@ -132,33 +127,30 @@ def split_search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, 
             learner = Learner(net)
         with torch.no_grad():
             h = net.embed(graph, hw)
-    remaining = budget - len(track.history)
-    steps = max(remaining, 1)
-    patience = max(8, budget // 8) if restart_after is None else restart_after
-    since_best = 0
-    for step in range(remaining):
-        if since_best >= patience:
-            current, since_best = track.best, 0
-        plan = plan_of(current.assignment, current.partition.shard)
-        picked = _pick(ctx, plan, current, method, rng, net, h, batch, residency)
+    tried: list = [None]                # the PPO record of the move just proposed (learned only)
+
+    def propose(current: Evaluation, rng: np.random.Generator) -> Partition | None:
+        picked = _pick(ctx, plan_of(current.assignment, current.partition.shard), current, method, rng, net, h,
+                       batch, residency)
         if picked is None:
-            break                       # no move keeps the plan valid
-        cand, record = picked
-        before = track.best.throughput
-        ev = track(cand)
-        since_best = 0 if track.best.throughput > before else since_best + 1
-        delta = math.log(max(ev.throughput, 1e-30)) - math.log(max(current.throughput, 1e-30))
-        if learner is not None and record is not None:
-            ops, feats, k, logp = record
-            learner.record(ops, feats, k, logp, float(np.clip(delta, 0.0, REWARD_CLIP)))
-            if learner.ready:
-                learner.update(graph, hw)
-                with torch.no_grad():
-                    h = net.embed(graph, hw)
-        temp = t_start * (t_end / t_start) ** (step / steps)
-        if method == "random" or delta >= 0 or rng.random() < math.exp(delta / temp):
-            current = ev
-    return track.result(method)
+            return None                 # no move keeps the plan valid
+        cand, tried[0] = picked
+        return cand
+
+    def observe(delta: float) -> None:
+        nonlocal h
+        if tried[0] is None:
+            return
+        learner.record(*tried[0], float(np.clip(delta, 0.0, REWARD_CLIP)))
+        if learner.ready:
+            learner.update(graph, hw)
+            with torch.no_grad():
+                h = net.embed(graph, hw)
+
+    return anneal_loop(method, _cached(evaluate_fn or simulate_fn(graph, hw, batch)), starts[:budget], propose,
+                       budget=budget, seed=seed, on_eval=on_eval, t_start=t_start, t_end=t_end,
+                       restart_after=restart_after, metropolis=method != "random",
+                       observe=None if learner is None else observe)
 
 
 def _candidate(ctx: SplitContext, plan: Plan, current: Evaluation, mv, batch: int) -> Partition:
