@@ -218,3 +218,10 @@ def test_default_link_energy_is_the_ucie_standard_package_figure():
 
     assert mesh_of(4).link_pj_per_bit == 0.5 == load_hardware(None, 16).link_pj_per_bit
     assert link_energy_pj(196_608, 2, mesh_of(4)) == 1_572_864.0
+
+
+@pytest.mark.parametrize("field", ["mac_pj", "vector_op_pj", "sram_pj_per_byte"])
+@pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf")])
+def test_chiplet_energies_must_be_finite_and_non_negative(field, value):
+    with pytest.raises(ValueError, match=f"chiplet {field} must be finite"):
+        Chiplet(**{field: value})

@@ -1,4 +1,4 @@
-"""The multi-chip-module package: chiplets, the network between them, routing and presets (TOML files: hardware_toml.py).
+"""The multi-chip-module package: chiplets, the network between them, routing and presets (TOML files: hw/toml.py).
 
 Chiplet ids are the pipeline order. On a mesh or torus they snake through the rows (row 0 left to right, row 1
 right to left, ...), so consecutive pipeline stages sit on neighbouring chiplets.
@@ -52,6 +52,9 @@ class Chiplet:
                              f"macs_per_cycle ({self.macs_per_cycle})")
         if self.dataflow not in DATAFLOWS:
             raise ValueError(f"chiplet dataflow must be one of {', '.join(DATAFLOWS)}, got {self.dataflow!r}")
+        for name in ("mac_pj", "vector_op_pj", "sram_pj_per_byte"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"chiplet {name} must be finite and >= 0")
 
     @property
     def array_shape(self) -> tuple[int, int]:
@@ -65,9 +68,6 @@ class Chiplet:
         if cols is None:
             return rows, max(self.macs_per_cycle // rows, 1)
         return rows, cols
-        for name in ("mac_pj", "vector_op_pj", "sram_pj_per_byte"):
-            if not 0 <= getattr(self, name) < math.inf:
-                raise ValueError(f"chiplet {name} must be finite and >= 0")
 
 
 @dataclass(frozen=True)
