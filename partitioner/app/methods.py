@@ -20,7 +20,8 @@ from partitioner.hw.hardware import Hardware
 from partitioner.plan.splits import dp_partition, greedy_partition
 from partitioner.sim.report import Evaluation
 from partitioner.sim.simulator import simulate
-from policies.baselines import SearchResult, anneal, random_search
+from policies.anneal import SearchResult
+from policies.baselines import anneal, random_search
 
 DEFAULT_REPAIR_LIMIT_S = 5.0
 DEFAULT_EXACT_LIMIT_S = 30.0
