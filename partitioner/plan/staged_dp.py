@@ -236,7 +236,7 @@ def _excess_bytes(graph: TensorGraph, chip, g: int, axes: tuple[str, ...] | None
 def staged_candidates(graph: TensorGraph, hw: Hardware, max_shard: int, caps: list[int] | None = None
                       ) -> list[tuple[np.ndarray, np.ndarray]]:
     """The distinct plans of `staged_plans` for every cap in `caps` (default `staged_degrees(max_shard)`), in cap
-    order: what the `partition` command simulates (run.best_staged). The caps share one memo: a group's cost
+    order: what the `partition` command simulates (app/candidates.best_staged). The caps share one memo: a group's cost
     matrices do not depend on the cap."""
     memo: dict = {}
     out: list[tuple[np.ndarray, np.ndarray]] = []
