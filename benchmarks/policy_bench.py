@@ -45,7 +45,8 @@ from partitioner.app.methods import DEFAULT_REPAIR_LIMIT_S  # noqa: E402
 from partitioner.app.run import load_model
 from partitioner.plan.splits import dp_partition
 from policies.baselines import anneal  # noqa: E402
-from policies.train import FINETUNE_CONFIG, finetune  # noqa: E402
+from policies.ppo import FINETUNE_CONFIG  # noqa: E402
+from policies.train import finetune  # noqa: E402
 
 METHODS = ("zero-shot", "fine-tuned", "scratch", "untrained", "anneal")
 

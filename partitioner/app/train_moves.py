@@ -16,7 +16,7 @@ import sys
 from partitioner.app.pipeline import evaluate
 from partitioner.core.errors import UserError
 from policies.move_train import pretrain
-from policies.train import synthetic_corpus
+from policies.corpus import synthetic_corpus
 
 
 def _onnx_cases(directory: str, counts: tuple[int, ...], skip_held_out: bool = False) -> list:
@@ -30,7 +30,7 @@ def _onnx_cases(directory: str, counts: tuple[int, ...], skip_held_out: bool = F
 
     if not Path(directory).is_dir():
         raise UserError(f"corpus directory {directory} does not exist", "pass a directory of .onnx files")
-    from policies.train import HELD_OUT
+    from policies.corpus import HELD_OUT
 
     return [(load_onnx(p, precision="fp16"), mesh_of(n)) for p in sorted(Path(directory).glob("*.onnx"))
             if not (skip_held_out and p.stem in HELD_OUT) for n in counts]
