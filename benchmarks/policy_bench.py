@@ -8,7 +8,7 @@
 Every policy run spends its first two evaluations on the DP and greedy splits (its anchors), then samples
 proposals centred on the best partition so far (policies.train.finetune).
 zero-shot:  the pre-trained policy, frozen: best of the anchors and the samples.
-fine-tuned: the pre-trained policy fine-tuned with PPO on the graph (policies.train.FINETUNE_CONFIG).
+fine-tuned: the pre-trained policy fine-tuned with PPO on the graph (policies.ppo.FINETUNE_CONFIG).
 scratch:    the same fine-tuning from an untrained network (which, like every policy here, is centred on the DP
             split; see policies/gnn.py).
 untrained:  the untrained network frozen, sampled like zero-shot: what pre-training adds over the DP/greedy

@@ -15,7 +15,7 @@ policies/split_search.py; all start from the valid staged DP plans, which count 
     cpsat    CP-SAT over whole-op plans from the DP split as hint, --exact-time seconds (solver.optimize via
              run.certify), its partition simulated: the solver's view of the problem, without splits or contention
     M+res    method M with residency moves too (stream or keep resident one op's weights, split_search(residency=True))
-Models come from examples/ (policies.train.HELD_OUT: none is in the policy's training corpus, which is synthetic).
+Models come from examples/ (policies.corpus.HELD_OUT: none is in the policy's training corpus, which is synthetic).
 Runs are cached in benchmarks/.split_cache.json (keyed on case, method, budget, seed), so a killed run resumes.
 """
 from __future__ import annotations

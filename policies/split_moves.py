@@ -14,7 +14,7 @@ chiplets between groups may be unused. Moves (each replaces stages[lo:hi] by new
           (k -> k +- 1, within 1..max_shard).
   split   (slot 3) a stage of k >= 2 chiplets and >= 2 ops becomes two (k // 2 and k - k // 2 chiplets, cut where
           the larger of the two analytic stage costs is least), or two neighbouring stages whose groups touch
-          merge into one of k_s + k_{s+1} <= max_shard chiplets (k -> k/2 and back, the task's halving and
+          merge into one of k_s + k_{s+1} <= max_shard chiplets (k -> k/2 and back: halving and
           doubling with the chiplet count kept).
 
 A move is offered only if every new stage fits SRAM and runs only op types its chiplets support (the DP's

@@ -22,7 +22,7 @@ from policies.corpus import synthetic_corpus
 def _onnx_cases(directory: str, counts: tuple[int, ...], skip_held_out: bool = False) -> list:
     """Every .onnx in `directory` on a default mesh of each chiplet count (no held-out filter by default: the
     whole-op move policy's held-out graphs are the benchmark's, see benchmarks/move_bench.py; `skip_held_out`
-    leaves out policies.train.HELD_OUT)."""
+    leaves out policies.corpus.HELD_OUT)."""
     from pathlib import Path
 
     from partitioner.hw.hardware import mesh_of
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--space", choices=("op", "split"), default="op",
                     help="op: whole-op moves (--method learned); split: staged-plan moves (policies/split_moves.py), "
-                         "evaluated by simulation alone, held-out models (policies.train.HELD_OUT) left out")
+                         "evaluated by simulation alone, held-out models (policies.corpus.HELD_OUT) left out")
     args = ap.parse_args(argv)
     try:
         counts = tuple(int(t) for t in args.chiplets.split(",") if t.strip())
