@@ -32,6 +32,17 @@ from policies.rollout import MapFn, reward_or_none, serial_map
 
 
 # --- pre-training -----------------------------------------------------------------------------------------------------
+def _resume(ckpt: dict, cfg: PPOConfig, np_rng: np.random.Generator, sampler: torch.Generator
+            ) -> tuple[PolicyNet, torch.optim.Optimizer]:
+    """The network, optimizer and random streams of a checkpoint, so a killed run continues where it stopped."""
+    net = PolicyNet(PolicyConfig(**ckpt["policy_config"]))
+    net.load_state_dict(ckpt["model"])
+    opt = new_optimizer(net, cfg)
+    opt.load_state_dict(ckpt["optimizer"])
+    restore_rng(ckpt["rng"], np_rng, sampler)
+    return net, opt
+
+
 def pretrain(corpus: Sequence[tuple[TensorGraph, Hardware]], cfg: PPOConfig, out_path: str | Path, *,
              resume: bool = True, log_csv: str | Path | None = None, reward_fn: RewardFn,
              baseline_fn: BaselineFn = default_baseline, anchor_fn: BaselineFn | None = default_anchor,
@@ -62,11 +73,7 @@ def pretrain(corpus: Sequence[tuple[TensorGraph, Hardware]], cfg: PPOConfig, out
     incumbents: dict[int, tuple[float, list[int]]] = {}          # best (throughput, repaired) per corpus item
     if resume and out_path.exists():
         ckpt = read_checkpoint(out_path)
-        net = PolicyNet(PolicyConfig(**ckpt["policy_config"]))
-        net.load_state_dict(ckpt["model"])
-        opt = new_optimizer(net, cfg)
-        opt.load_state_dict(ckpt["optimizer"])
-        restore_rng(ckpt["rng"], np_rng, sampler)
+        net, opt = _resume(ckpt, cfg, np_rng, sampler)
         start_step, evals, elapsed = int(ckpt["step"]), int(ckpt["evals"]), float(ckpt["wall_s"])
         baselines = {int(k): (None if v is None else (float(v[0]), list(v[1]))) for k, v in ckpt["baselines"].items()}
         incumbents = {int(k): (float(v[0]), list(v[1])) for k, v in ckpt.get("incumbents", {}).items()}
@@ -208,11 +215,7 @@ def finetune(graph: TensorGraph, hw: Hardware, policy_ckpt: str | Path | None, b
     base, best_thr, best_a = 0.0, -1.0, None
     if resume and ckpt_path is not None and ckpt_path.exists():
         ck = read_checkpoint(ckpt_path)
-        net = PolicyNet(PolicyConfig(**ck["policy_config"]))
-        net.load_state_dict(ck["model"])
-        opt = new_optimizer(net, cfg)
-        opt.load_state_dict(ck["optimizer"])
-        restore_rng(ck["rng"], np_rng, sampler)
+        net, opt = _resume(ck, cfg, np_rng, sampler)
         step, evals, elapsed = int(ck["step"]), int(ck["evals"]), float(ck["wall_s"])
         base, best_thr = float(ck["best"]["baseline"]), float(ck["best"]["throughput"])
         best_a = np.asarray(ck["best"]["assignment"], dtype=np.int64)
