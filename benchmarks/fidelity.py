@@ -21,7 +21,8 @@ import onnx
 from onnx import TensorProto, helper
 
 from partitioner.model.cost import compute_cycles, op_cycles
-from partitioner.hw.hardware import PRESETS, Chiplet
+from partitioner.hw.hardware import Chiplet
+from partitioner.hw.presets import PRESETS
 from partitioner.frontend.load import load_onnx
 from partitioner.model.partition import check
 from partitioner.sim.simulator import simulate
