@@ -72,6 +72,13 @@ def gemm_table() -> list[str]:
 def simba_table(resnet50: str) -> list[str]:
     hw = PRESETS["simba-36"]
     graph = load_onnx(resnet50, input_shapes=None, precision="int8")
+    sram = max(c.sram_bytes for c in hw.chiplets)
+    over = [i for i in range(graph.n_ops) if graph.work_bytes[i] > sram]
+    if over:   # the model holds an op's whole inputs and outputs in one chiplet's SRAM (no activation tiling)
+        big = max(over, key=lambda i: graph.work_bytes[i])
+        return [f"not placeable: {len(over)} of {graph.n_ops} ops need more activation bytes (inputs + outputs) than "
+                f"a chiplet's {sram:,} B of SRAM; the largest, {graph.ops[big].name}, needs "
+                f"{int(graph.work_bytes[big]):,} B"]
     a = dp_partition(graph, hw)
     streamed = choose_streamed(graph, hw, a)   # Simba streams weights from DRAM: what overflows SRAM streams
     problems = check(graph, hw, a, streamed=streamed)

@@ -86,7 +86,7 @@ SIMBA = Hardware("simba-36", (SIMBA_CHIPLET,) * 36, "mesh", 6, 6, clock_hz=SIMBA
 
 # default-16 carries the default HBM3 tier (hardware.HBM3_STACK, edge_stacks: 4 stacks); sram-only-16 is the same
 # package without it; two-package-2x16 is two default-16 packages on a board joined by one package-to-package link
-# pair (hardware.PACKAGE_LINK) from chiplet 15 to chiplet 16. The default chiplet is described in hardware.py.
+# pair (hardware.PACKAGE_LINK) from chiplet 15 to chiplet 16. docs/hardware.md describes the default chiplet.
 PRESETS: dict[str, Hardware] = {
     "default-16": mesh_of(16, name="default-16", memory_tier=True),
     "sram-only-16": mesh_of(16, name="sram-only-16"),
