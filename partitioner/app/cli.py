@@ -103,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="checkpoint path (resumes if it exists)")
     train.add_argument("--steps", type=int, default=None, help="PPO updates")
     train.add_argument("--chiplets", default="2,4,8,16,36", help="chiplet counts to train on, comma separated")
-    train.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "bf16", "fp8", "int8"])
+    train.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "bf16", "int8"])
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--synthetic", type=int, default=0, help="also train on this many random DAGs")
     train.add_argument("--time-budget", type=float, default=None,

@@ -25,7 +25,8 @@ DATAFLOWS = ("os", "ws", "is")
 
 @dataclass(frozen=True)
 class Chiplet:
-    """One compute die. Rates are per cycle of the package clock; energies in picojoules."""
+    """One compute die. Rates are per cycle of the package clock; energies in picojoules. The defaults are the
+    default chiplet (docs/hardware.md, "Presets"): a 64x64 fp16 array, 64 MiB of SRAM, 16 nm-class energies."""
 
     kind: str = "default"
     macs_per_cycle: int = 4096
