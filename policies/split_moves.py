@@ -142,7 +142,8 @@ class SplitContext:
         key = (s.k, self.hw.chiplets[s.chip])
         if key not in self._mem:
             layouts = (_stage_layout(self.graph)[0],
-                       _stage_layout(self.graph, max(s.k, 2), s.chip, keep_column(self.hw))[0])
+                       _stage_layout(self.graph, max(s.k, 2), s.chip,
+                                     keep_column(self.hw, self.graph.metadata.get("precision")))[0])
             pieces = [[piece(op, s.k, axes[i]) for i, op in enumerate(self.graph.ops)] for axes in layouts]
             weights = np.max([[p.weight_bytes for p in ps] for ps in pieces], axis=0)
             w = np.concatenate([[0], np.cumsum(weights)]).astype(float)

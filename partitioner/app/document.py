@@ -11,7 +11,7 @@ from partitioner.app import limits
 from partitioner.app.config import Outcome
 from partitioner.core.errors import UserError
 from partitioner.core.graph import TensorGraph
-from partitioner.hw.hardware import PRESETS
+from partitioner.hw.presets import PRESETS
 from partitioner.model.layout import simulated_axes, simulated_groups, simulated_pieces
 from partitioner.model.partition import Partition
 

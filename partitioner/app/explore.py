@@ -347,6 +347,9 @@ def validate_config(cfg: ExploreConfig) -> None:
         raise UserError(f"--budget must be at least 1, got {cfg.budget}", "pass a number of designs, e.g. 30")
     backend.check_workers(cfg.workers)
     backend.check_ray_address(cfg.ray)
+    if cfg.precision == "fp8":   # dse_space.hardware_of designs chiplets with the legacy rates only
+        raise UserError("partition explore designs chiplets without fp8 MAC rates",
+                        "pass --precision bf16 (or fp16, int8), or run fp8 on a preset such as h100")
 
 
 def run_explore(cfg: ExploreConfig, on_done: Callable[[int, int], None] | None = None) -> dict:

@@ -90,7 +90,7 @@ def _stage_layout(graph: TensorGraph, k: int = 2, chiplet: int = 0, keep=None) -
 def _tables_for(graph: TensorGraph, hw: Hardware, chiplet: int, k: int, cache: dict) -> tuple:
     """The DP's tables for a group of k from `chiplet` under the simulator's layout (cost.keep_column), computed
     once per distinct layout."""
-    axes, aligned = _stage_layout(graph, max(k, 2), chiplet, keep_column(hw))
+    axes, aligned = _stage_layout(graph, max(k, 2), chiplet, keep_column(hw, graph.metadata.get("precision")))
     key = (axes, aligned.tobytes())
     if key not in cache:
         cache[key] = _tables(graph, (axes, aligned))
@@ -202,7 +202,7 @@ def _stream_time(hw: Hardware, fan_in: tuple[int, int], nbytes: np.ndarray) -> n
     """Cycles per inference the busiest stream resource of a group with `fan_in` (`_fan_in`) spends when each
     member streams `nbytes`: a link or stack on m members' routes carries m reads."""
     m_link, m_stack = fan_in
-    stack_bw = min(st.bytes_per_cycle for st in hw.memory_stacks)
+    stack_bw = min(st.sustained_bytes_per_cycle for st in hw.memory_stacks)
     cyc = m_stack * -(-np.asarray(nbytes, dtype=np.int64) // stack_bw)
     if m_link:
         cyc = np.maximum(cyc, m_link * serialization_cycles(nbytes, hw))
