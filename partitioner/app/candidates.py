@@ -10,7 +10,7 @@ from partitioner.core.graph import TensorGraph
 from partitioner.hw.hardware import Hardware
 from partitioner.model.partition import Partition, check
 from partitioner.plan.latency_dp import latency_candidates, latency_floor_cycles
-from partitioner.plan.staged_dp import staged_candidates
+from partitioner.plan.staged_dp import auto_max_shard, staged_candidates
 from partitioner.sim.objective import beats, plain, ranked_fn
 from partitioner.sim.report import Evaluation
 from partitioner.sim.simulator import simulate, throughput_ceiling
@@ -47,13 +47,17 @@ def best_staged(graph: TensorGraph, hw: Hardware, max_shard: int, batch: int = 1
     return best
 
 
-def best_latency(graph: TensorGraph, hw: Hardware, max_shard: int, batch: int = 1, stats: dict | None = None
-                 ) -> Evaluation | None:
-    """The plan of least simulated latency among latency_dp.latency_candidates (ops split up to max_shard ways,
-    streamed and checked as in `best_staged`). Each is simulated one inference alone (all its latency needs), by
-    increasing `latency_floor_cycles`, stopping once no plan left can beat the best so far; the winner is simulated
-    once more over a whole stream, so its report has every figure. None when no plan is valid."""
+def best_latency(graph: TensorGraph, hw: Hardware, max_shard: int, batch: int = 1, stats: dict | None = None,
+                 full_report: bool = True) -> Evaluation | None:
+    """The plan of least simulated latency among latency_dp.latency_candidates (ops split up to max_shard ways) and
+    the staged DP plans a throughput run weighs (caps up to min(max_shard, auto_max_shard)), so a latency run never
+    returns a plan slower than those; streamed and checked as in `best_staged`. Each is simulated one inference
+    alone (all its latency needs), by increasing `latency_floor_cycles`, stopping once no plan left can beat the
+    best so far; with `full_report` the winner is simulated once more over a whole stream, so its report has every
+    figure (a run leaves that to its traced simulation of the winner). None when no plan is valid."""
     plans = latency_candidates(graph, hw, max_shard)
+    cap = min(max_shard, auto_max_shard(hw.n_chiplets))
+    plans += [p for p in staged_candidates(graph, hw, cap) if not any(_same(p, q) for q in plans)]
     floors = [latency_floor_cycles(graph, hw, a, shard) for a, shard in plans]
     best, simulated = None, 0
     for c in sorted(range(len(plans)), key=lambda c: floors[c]):      # stable: ties in candidate order
@@ -68,7 +72,13 @@ def best_latency(graph: TensorGraph, hw: Hardware, max_shard: int, batch: int = 
             best = ev
     if stats is not None:
         stats.update(candidates=len(plans), simulated=simulated)
-    return None if best is None else Evaluation(best.partition, simulate(graph, hw, best.partition, batch=batch))
+    if best is None or not full_report:
+        return best
+    return Evaluation(best.partition, simulate(graph, hw, best.partition, batch=batch))
+
+
+def _same(p: tuple[np.ndarray, np.ndarray], q: tuple[np.ndarray, np.ndarray]) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(p, q))
 
 
 def _valid(graph: TensorGraph, hw: Hardware, a: np.ndarray, shard: np.ndarray, batch: int, status: str

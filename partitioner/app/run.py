@@ -94,7 +94,8 @@ def _staged_plans(graph: TensorGraph, hw: Hardware, cfg: RunConfig, method: str,
     latency = cfg.objective == "latency"
     if (max_shard > 1 or latency) and run_budget.stop_reason() is None and graph.n_ops <= STAGED_MAX_OPS:
         if latency:
-            staged = best_latency(graph, hw, max_shard, batch=cfg.batch)
+            # scored one inference alone: if it wins, _traced simulates it over a whole stream
+            staged = best_latency(graph, hw, max_shard, batch=cfg.batch, full_report=False)
             what = f"the latency plans with ops split up to {max_shard} ways (latency_dp.py)"
         else:
             staged = best_staged(graph, hw, max_shard, batch=cfg.batch)
