@@ -20,7 +20,8 @@ from partitioner.frontend.synthetic import random_dag
 from partitioner.hw.hardware import Chiplet, Hardware, mesh_of
 from partitioner.model.latency_bound import latency_bound
 from partitioner.model.partition import Partition
-from partitioner.plan.latency_dp import latency_candidates, latency_floor_cycles, uniform_sizes
+from partitioner.plan.latency_dp import (latency_auto_max_shard, latency_candidates, latency_floor_cycles,
+                                          uniform_sizes)
 from partitioner.sim.objective import LatencyRanked, beats, plain, ranked, score
 from partitioner.sim.report import Evaluation
 from partitioner.sim.simulator import simulate
@@ -103,6 +104,7 @@ def test_the_latency_bound_hand_example_on_four_chiplets():
 def test_the_latency_plans_of_the_tiny_chain_and_their_floors():
     g, hw = chain(), chain_hw(4)
     assert uniform_sizes(4) == [1, 2, 4] and uniform_sizes(36) == [1, 2, 4, 8, 16, 32, 36]
+    assert [latency_auto_max_shard(n) for n in (1, 16, 36, 144)] == [1, 16, 36, 36]
     plans = latency_candidates(g, hw, 4)
     assert [int(k[0]) for _, k in plans[:3]] == [1, 2, 4]
     for a, k in plans:

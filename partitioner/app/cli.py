@@ -83,7 +83,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="inferences per read of a weight streamed from the memory tier (default 1)")
     run.add_argument("--max-shard", type=_max_shard, default=None,
                      help="largest group an op may split across (intra-op sharding); 1 keeps ops whole "
-                          "(default auto: min(16, max(4, chiplets // 8)), at most the chiplet count)")
+                          "(default auto: min(16, max(4, chiplets // 8)), at most the chiplet count; with "
+                          "--objective latency every chiplet, up to 36)")
     run.add_argument("--objective", default="throughput", metavar="throughput|latency",
                      help="what to optimise: throughput (inferences/s of a stream, the default) or latency (the time "
                           "of one inference alone, batch-1 serving: layers spread over many chiplets)")

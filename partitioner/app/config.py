@@ -54,8 +54,8 @@ class RunConfig:
     """False (`--no-memory-tier`) drops the package's memory stacks: every weight must fit in SRAM."""
     max_shard: int | None = None
     """Largest shard degree (group size) an op may split into; 1 keeps every op whole (no intra-op sharding);
-    None means staged_dp.auto_max_shard(chiplets): min(16, max(4, chiplets // 8)), or every chiplet under
-    --objective latency (a layer spread over the whole package)."""
+    None means staged_dp.auto_max_shard(chiplets): min(16, max(4, chiplets // 8)), or under --objective latency
+    latency_dp.latency_auto_max_shard(chiplets): every chiplet up to 36 (a layer spread over the whole package)."""
     split_budget: int = 0
     """Evaluations of local search over staged plans (policies/split_search.py) from the staged DP plans, by the
     run's method (anneal, random or learned; other methods use anneal); 0: none (`--split-budget`)."""

@@ -26,6 +26,7 @@ from partitioner.frontend.load import load_onnx
 from partitioner.hw.hardware import Hardware
 from partitioner.hw.toml import load_hardware
 from partitioner.model.partition import Partition
+from partitioner.plan.latency_dp import latency_auto_max_shard
 from partitioner.plan.staged_dp import auto_max_shard
 from partitioner.sim.objective import beats
 from partitioner.sim.report import Evaluation
@@ -81,7 +82,7 @@ def _max_shard(cfg: RunConfig, hw: Hardware) -> int:
     if cfg.max_shard is not None:
         return cfg.max_shard
     # one inference at a time leaves every chiplet free for every layer
-    return hw.n_chiplets if cfg.objective == "latency" else auto_max_shard(hw.n_chiplets)
+    return latency_auto_max_shard(hw.n_chiplets) if cfg.objective == "latency" else auto_max_shard(hw.n_chiplets)
 
 
 def _staged_plans(graph: TensorGraph, hw: Hardware, cfg: RunConfig, method: str, max_shard: int,

@@ -28,6 +28,16 @@ from partitioner.plan.staged_dp import staged_plans
 
 Plan = tuple[np.ndarray, np.ndarray]
 
+LATENCY_AUTO_MAX_SHARD = 36
+"""The largest default group under --objective latency: the whole of a Simba-sized package. A k-way group's
+collectives run as k(k - 1) ring relays per op, so simulating a plan grows with ops x k^2: BERT-base split 64 ways
+takes 20 s and 1.3 GB for one inference (and ran slower than 32 ways); ResNet-50 split 36 ways 3 s."""
+
+
+def latency_auto_max_shard(n_chiplets: int) -> int:
+    """`--max-shard auto` under --objective latency: every chiplet, up to LATENCY_AUTO_MAX_SHARD."""
+    return max(1, min(int(n_chiplets), LATENCY_AUTO_MAX_SHARD))
+
 
 def uniform_sizes(max_group: int) -> list[int]:
     """The group sizes of the uniform plans: 1, 2, 4, ... below max_group, and max_group."""
