@@ -31,11 +31,14 @@ def check_objective(objective: object, where: str = "--objective") -> str:
 
 
 def score(evaluation: Evaluation | Report, objective: str) -> float:
-    """Higher is better: inferences/s of the stream, or 1 / the latency of one inference alone."""
+    """Higher is better: inferences/s of the stream, or 1 / the latency of one inference alone. Under throughput
+    anything with a `throughput` (an Evaluation, a test's stand-in) scores that."""
     report = evaluation.report if isinstance(evaluation, Evaluation) else evaluation
     if objective == "latency":
         return 1.0 / max(report.latency_s, 1e-30)
-    return report.throughput_per_s
+    if isinstance(report, Report):
+        return report.throughput_per_s
+    return evaluation.throughput
 
 
 def beats(a: Evaluation, b: Evaluation | None, objective: str) -> bool:
