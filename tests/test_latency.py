@@ -10,9 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from partitioner.app import run as run_module
+from partitioner.app.budget import Recorder, RunBudget
 from partitioner.app.candidates import best_latency
 from partitioner.app.cli import main
 from partitioner.app.config import RunConfig
+from partitioner.app.methods import search
 from partitioner.app.summary import format_outcome
 from partitioner.core.errors import UserError
 from partitioner.core.graph import Op, TensorGraph
@@ -134,6 +136,22 @@ def test_one_score_ranks_by_the_objective():
     assert isinstance(r, LatencyRanked) and r.throughput == score(alone, "latency")     # what the searches see
     assert type(plain(r)) is Evaluation and plain(r).throughput == alone.report.throughput_per_s
     assert ranked(alone, "throughput") is alone
+    for objective, winner in (("throughput", pipe), ("latency", alone)):      # the run's record of the best
+        evaluations = iter([pipe, alone])
+        rec = Recorder(lambda _: next(evaluations), RunBudget(), objective)
+        rec(0), rec(1)
+        assert rec.best is winner and rec.history[-1] == (2, score(winner, objective))
+
+
+def test_a_search_under_latency_returns_its_least_latency_evaluation_as_a_plain_one():
+    g, hw = chain(), chain_hw(2)
+    seen: list[float] = []
+    found = search(g, hw, "random", budget=6, seed=0, time_limit_s=5, objective="latency",
+                   on_eval=lambda n, best: seen.append(best))
+    assert type(found.best) is Evaluation
+    assert score(found.best, "latency") == max(seen) == found.history[-1][1]
+    with pytest.raises(UserError, match="exact optimises throughput only"):
+        search(g, hw, "exact", budget=1, seed=0, time_limit_s=5, objective="latency")
 
 
 @settings(max_examples=30, deadline=None)
