@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from partitioner.sim.objective import beats, score
 from partitioner.sim.report import Evaluation
 
 CERTIFICATE_MIN_S = 1.0
@@ -76,11 +77,13 @@ class RunBudget:
 
 
 class Recorder:
-    """Wraps an evaluate_fn: records every evaluation's best, and raises Stopped before starting one once the
-    budget says stop. The first evaluation always runs, so a stopped search still has a partition to return."""
+    """Wraps an evaluate_fn: records every evaluation's best under the objective (sim/objective.py), and raises
+    Stopped before starting one once the budget says stop. The first evaluation always runs, so a stopped search
+    still has a partition to return."""
 
-    def __init__(self, evaluate_fn: Callable[[np.ndarray], Evaluation], budget: RunBudget) -> None:
-        self.evaluate_fn, self.budget = evaluate_fn, budget
+    def __init__(self, evaluate_fn: Callable[[np.ndarray], Evaluation], budget: RunBudget,
+                 objective: str = "throughput") -> None:
+        self.evaluate_fn, self.budget, self.objective = evaluate_fn, budget, objective
         self.best: Evaluation | None = None
         self.history: list[tuple[int, float]] = []
         self.stopped: str | None = None
@@ -91,9 +94,9 @@ class Recorder:
             self.stopped = reason
             raise Stopped(reason)
         ev = self.evaluate_fn(proposal)
-        if self.best is None or ev.throughput > self.best.throughput:
+        if beats(ev, self.best, self.objective):
             self.best = ev
-        self.history.append((len(self.history) + 1, self.best.throughput))
+        self.history.append((len(self.history) + 1, score(self.best, self.objective)))
         return ev
 
 

@@ -1,12 +1,17 @@
-"""Plans a run scores beside its method's own search: the staged DP's split plans (one per largest group size),
-and the optional local search over staged plans (`--split-budget`)."""
+"""Plans a run scores beside its method's own search: the staged DP's split plans (one per largest group size), the
+latency plans under `--objective latency` (partitioner/plan/latency_dp.py), and the optional local search over
+staged plans (`--split-budget`)."""
 from __future__ import annotations
+
+import numpy as np
 
 from partitioner.app.budget import Recorder, RunBudget, Stopped
 from partitioner.core.graph import TensorGraph
 from partitioner.hw.hardware import Hardware
 from partitioner.model.partition import Partition, check
-from partitioner.plan.staged_dp import staged_candidates
+from partitioner.plan.latency_dp import latency_candidates, latency_floor_cycles
+from partitioner.plan.staged_dp import auto_max_shard, staged_candidates
+from partitioner.sim.objective import beats, plain, ranked_fn
 from partitioner.sim.report import Evaluation
 from partitioner.sim.simulator import simulate, throughput_ceiling
 
@@ -24,18 +29,14 @@ def best_staged(graph: TensorGraph, hw: Hardware, max_shard: int, batch: int = 1
     (solver.residency.choose_streamed, the rule repair uses). Plans that check() rejects (the DP knows neither op
     types a chiplet cannot run nor the exact working set at a stage's first ops) are dropped; None when none is
     valid. `stats`, if given, gets the number of candidates and of simulated plans."""
-    from solver.residency import choose_streamed
-
     plans = staged_candidates(graph, hw, max_shard, caps)
     ceilings = [throughput_ceiling(graph, hw, a, shard) for a, shard in plans]
     best, simulated = None, 0
     for c in sorted(range(len(plans)), key=lambda c: -ceilings[c]):     # stable: ties in cap order
         if best is not None and ceilings[c] <= best.throughput:
             break
-        a, shard = plans[c]
-        streamed = choose_streamed(graph, hw, a, batch, shard)
-        part = Partition(a, None, 0, "staged-dp", shard=shard, streamed=streamed)
-        if check(graph, hw, part):
+        part = _valid(graph, hw, *plans[c], batch, "staged-dp")
+        if part is None:
             continue
         ev = Evaluation(part, simulate(graph, hw, part, batch=batch))
         simulated += 1
@@ -46,21 +47,68 @@ def best_staged(graph: TensorGraph, hw: Hardware, max_shard: int, batch: int = 1
     return best
 
 
+def best_latency(graph: TensorGraph, hw: Hardware, max_shard: int, batch: int = 1, stats: dict | None = None,
+                 full_report: bool = True) -> Evaluation | None:
+    """The plan of least simulated latency among latency_dp.latency_candidates (ops split up to max_shard ways) and
+    the staged DP plans a throughput run weighs (caps up to min(max_shard, auto_max_shard)), so a latency run never
+    returns a plan slower than those; streamed and checked as in `best_staged`. Each is simulated one inference
+    alone (all its latency needs), by increasing `latency_floor_cycles`, stopping once no plan left can beat the
+    best so far; with `full_report` the winner is simulated once more over a whole stream, so its report has every
+    figure (a run leaves that to its traced simulation of the winner). None when no plan is valid."""
+    plans = latency_candidates(graph, hw, max_shard)
+    cap = min(max_shard, auto_max_shard(hw.n_chiplets))
+    plans += [p for p in staged_candidates(graph, hw, cap) if not any(_same(p, q) for q in plans)]
+    floors = [latency_floor_cycles(graph, hw, a, shard) for a, shard in plans]
+    best, simulated = None, 0
+    for c in sorted(range(len(plans)), key=lambda c: floors[c]):      # stable: ties in candidate order
+        if best is not None and floors[c] >= best.report.latency_cycles:
+            break
+        part = _valid(graph, hw, *plans[c], batch, "latency-plan")
+        if part is None:
+            continue
+        ev = Evaluation(part, simulate(graph, hw, part, batch=batch, inferences=1))
+        simulated += 1
+        if beats(ev, best, "latency"):
+            best = ev
+    if stats is not None:
+        stats.update(candidates=len(plans), simulated=simulated)
+    if best is None or not full_report:
+        return best
+    return Evaluation(best.partition, simulate(graph, hw, best.partition, batch=batch))
+
+
+def _same(p: tuple[np.ndarray, np.ndarray], q: tuple[np.ndarray, np.ndarray]) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(p, q))
+
+
+def _valid(graph: TensorGraph, hw: Hardware, a: np.ndarray, shard: np.ndarray, batch: int, status: str
+           ) -> Partition | None:
+    """The plan with the weights its overflowing chiplets must stream (solver.residency.choose_streamed), or None
+    when check() rejects it."""
+    from solver.residency import choose_streamed
+
+    streamed = choose_streamed(graph, hw, a, batch, shard)
+    part = Partition(a, None, 0, status, shard=shard, streamed=streamed)
+    return None if check(graph, hw, part) else part
+
+
 def split_refine(graph: TensorGraph, hw: Hardware, method: str, budget: int, seed: int, max_shard: int,
-                 run_budget: RunBudget | None = None, batch: int = 1) -> Evaluation | None:
+                 run_budget: RunBudget | None = None, batch: int = 1, objective: str = "throughput"
+                 ) -> Evaluation | None:
     """The best plan of `budget` evaluations of local search over staged plans (policies/split_search.py) by
     `method` (anneal, random or learned; any other method uses anneal), or None (budget 0, no valid staged plan).
-    Stops early, keeping the best so far, when run_budget runs out or on Ctrl-C."""
+    The search maximises the objective's score (sim/objective.py). Stops early, keeping the best so far, when
+    run_budget runs out or on Ctrl-C."""
     from policies.split_search import SPLIT_METHODS, simulate_fn, split_search
 
     if budget < 1:
         return None
-    rec = Recorder(simulate_fn(graph, hw, batch), run_budget or RunBudget())
+    rec = Recorder(ranked_fn(simulate_fn(graph, hw, batch), objective), run_budget or RunBudget(), objective)
     try:
         res = split_search(graph, hw, method if method in SPLIT_METHODS else "anneal", budget=budget, seed=seed,
                            evaluate_fn=rec, max_shard=max_shard, batch=batch)
     except Stopped:
-        return rec.best
+        return plain(rec.best)
     if res is None:
         return None
     return Evaluation(Partition(res.best.assignment, None, 0, f"split-{res.method}", shard=res.best.partition.shard,

@@ -1,5 +1,6 @@
 """The optimality certificate: CP-SAT's proven lower bound on the busiest resource (whole ops), the analytical
-bound when ops may split, and keeping whichever of the search's plan and the solve's plan simulates faster."""
+bound when ops may split, the latency bound under --objective latency, and keeping whichever of the search's plan
+and the solve's plan scores better."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,6 +10,7 @@ from partitioner.app.config import CERTIFICATE_LIMIT_S
 from partitioner.core.graph import TensorGraph
 from partitioner.hw.hardware import Hardware
 from partitioner.model.partition import Partition, check
+from partitioner.sim.objective import beats
 from partitioner.sim.report import Evaluation
 from partitioner.sim.simulator import simulate
 
@@ -40,17 +42,30 @@ def certify(graph: TensorGraph, hw: Hardware, hint: np.ndarray, seed: int = 0,
                     deterministic=True, wall_limit_s=wall_cap(run_budget, time_limit_s), batch=batch)
 
 
-def keep_best(graph: TensorGraph, hw: Hardware, searched: Evaluation, cert: Partition, batch: int = 1
-              ) -> tuple[Evaluation, str | None]:
+def keep_best(graph: TensorGraph, hw: Hardware, searched: Evaluation, cert: Partition, batch: int = 1,
+              objective: str = "throughput") -> tuple[Evaluation, str | None]:
     """The better of the search's best and the partition CP-SAT found while proving the certificate (warm-started
-    from the search's best), both scored by the simulator: a run never returns less than the best it evaluated.
-    Returns (best, None) when the search's own partition wins, else (certificate's, its provenance)."""
+    from the search's best), both scored by the simulator under the objective: a run never returns less than the
+    best it evaluated. Returns (best, None) when the search's own partition wins, else (certificate's, its
+    provenance)."""
     if check(graph, hw, cert.assignment, streamed=cert.streamed) or (
             np.array_equal(cert.assignment, searched.assignment)
             and np.array_equal(cert.streamed if cert.streamed is not None else False,
                                searched.partition.streamed if searched.partition.streamed is not None else False)):
         return searched, None
     solved = Evaluation(cert, simulate(graph, hw, cert, batch=batch))
-    if solved.throughput > searched.throughput:
+    if beats(solved, searched, objective):
         return solved, f"the certificate's CP-SAT solve ({cert.status}), warm-started from the search's best"
     return searched, None
+
+
+def latency_certificate(graph: TensorGraph, hw: Hardware, max_shard: int) -> Partition:
+    """Under --objective latency: model.latency_bound's lower bound on one inference's latency over every plan
+    with ops split up to max_shard ways, max(work at the package's rate, the critical path at the fastest
+    pieces). Analytical, not proven tight; lower_bound_cycles holds the latency bound in cycles."""
+    from partitioner.model.latency_bound import latency_bound
+
+    b = latency_bound(graph, hw, max_shard)
+    return Partition(np.zeros(graph.n_ops, dtype=np.int64), None, 0, "analytical", lower_bound_cycles=b.cycles,
+                     info={"bound_kind": "latency", "max_shard": b.max_shard, "work_cycles": b.work_cycles,
+                           "path_cycles": b.path_cycles})

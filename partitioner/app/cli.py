@@ -83,7 +83,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="inferences per read of a weight streamed from the memory tier (default 1)")
     run.add_argument("--max-shard", type=_max_shard, default=None,
                      help="largest group an op may split across (intra-op sharding); 1 keeps ops whole "
-                          "(default auto: min(16, max(4, chiplets // 8)), at most the chiplet count)")
+                          "(default auto: min(16, max(4, chiplets // 8)), at most the chiplet count; with "
+                          "--objective latency every chiplet, up to 36)")
+    run.add_argument("--objective", default="throughput", metavar="throughput|latency",
+                     help="what to optimise: throughput (inferences/s of a stream, the default) or latency (the time "
+                          "of one inference alone, batch-1 serving: layers spread over many chiplets)")
     run.add_argument("--split-budget", type=int, default=0,
                      help="evaluations of local search over staged (split) plans from the staged DP, by the run's "
                           "method (anneal, random or learned); default 0: none")
@@ -97,6 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_hw_args(sim)
     sim.add_argument("--partition", required=True, help="partition.json written by `partition`")
     sim.add_argument("--out", default=None, help="also write report.md, trace.json and partition.png here")
+    sim.add_argument("--objective", default=None, metavar="throughput|latency",
+                     help="what the report leads with and certifies (default: the one the file was made for)")
 
     train = sub.add_parser("train", help="pre-train the GNN policy over a corpus of ONNX models")
     train.add_argument("--corpus", required=True, help="directory of .onnx files")
@@ -196,12 +202,19 @@ PROGRESS_EVERY_S = 5.0
 
 
 @contextmanager
-def _progress(desc: str, total: int | None, stream=None, every_s: float = PROGRESS_EVERY_S):
-    """A tqdm bar fed by the search loops' on_eval(evaluations, best_throughput) callback on a terminal; on a file
-    or pipe, a plain line every `every_s` seconds instead (so a logged run shows it is alive)."""
+def _progress(desc: str, total: int | None, stream=None, every_s: float = PROGRESS_EVERY_S,
+              objective: str = "throughput"):
+    """A tqdm bar fed by the search loops' on_eval(evaluations, best score) callback on a terminal; on a file
+    or pipe, a plain line every `every_s` seconds instead (so a logged run shows it is alive). The score is
+    inferences/s, or 1 / latency under --objective latency (shown as the latency)."""
     import time
 
     from tqdm import tqdm
+
+    from partitioner.core.units import si
+
+    def shown(best: float, unit: str) -> str:
+        return f"{si(1.0 / best, 's')} latency" if objective == "latency" and best > 0 else f"{best:,.1f}{unit}"
 
     stream = sys.stderr if stream is None else stream
     tty = hasattr(stream, "isatty") and stream.isatty()
@@ -211,11 +224,11 @@ def _progress(desc: str, total: int | None, stream=None, every_s: float = PROGRE
     def on_eval(evaluations: int, best: float) -> None:
         nonlocal last
         bar.update(evaluations - bar.n)
-        bar.set_postfix_str(f"best {best:,.1f}/s", refresh=False)
+        bar.set_postfix_str(f"best {shown(best, '/s')}", refresh=False)
         now = time.monotonic()
         if not tty and now - last >= every_s:
             last = now
-            print(f"{desc}: {evaluations} evaluations in {now - start:.0f} s, best {best:,.1f} inferences/s",
+            print(f"{desc}: {evaluations} evaluations in {now - start:.0f} s, best {shown(best, ' inferences/s')}",
                   file=stream, flush=True)
 
     try:
@@ -246,9 +259,10 @@ def _dispatch(args: argparse.Namespace) -> int:
                                certificate=not args.no_certificate, granularity=args.granularity or "fused",
                                phase=args.phase, context=args.context,
                                max_time_s=args.max_time, batch=args.batch, memory_tier=not args.no_memory_tier,
-                               max_shard=args.max_shard, split_budget=args.split_budget)
+                               max_shard=args.max_shard, split_budget=args.split_budget,
+                               objective=args.objective)
         validate_config(cfg)
-        with _progress("evaluating", total=None) as on_eval:
+        with _progress("evaluating", total=None, objective=cfg.objective) as on_eval:
             outcome = run(cfg, on_eval=on_eval)
         print(format_outcome(outcome))
         if outcome.interrupted is None:
@@ -260,7 +274,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         outcome = resimulate(args.model, args.partition, parse_input_shapes(args.input_shape or []),
                              args.precision, args.hardware, args.chiplets, args.out,
                              granularity=args.granularity, phase=args.phase, context=args.context,
-                             memory_tier=not args.no_memory_tier)
+                             memory_tier=not args.no_memory_tier, objective=args.objective)
         print(format_outcome(outcome))
         return 0
     if args.command in ("train", "finetune", "split", "explore"):

@@ -6,11 +6,12 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from partitioner.app import limits
-from partitioner.app.methods import METHODS
+from partitioner.app.methods import METHODS, check_method
 from partitioner.core.errors import UserError
 from partitioner.core.graph import TensorGraph
 from partitioner.hw.hardware import Hardware
 from partitioner.model.partition import Partition
+from partitioner.sim.objective import DEFAULT_OBJECTIVE, check_objective
 from partitioner.sim.report import Evaluation
 
 DEFAULT_BUDGET = 64
@@ -53,10 +54,14 @@ class RunConfig:
     """False (`--no-memory-tier`) drops the package's memory stacks: every weight must fit in SRAM."""
     max_shard: int | None = None
     """Largest shard degree (group size) an op may split into; 1 keeps every op whole (no intra-op sharding);
-    None means staged_dp.auto_max_shard(chiplets): min(16, max(4, chiplets // 8))."""
+    None means staged_dp.auto_max_shard(chiplets): min(16, max(4, chiplets // 8)), or under --objective latency
+    latency_dp.latency_auto_max_shard(chiplets): every chiplet up to 36 (a layer spread over the whole package)."""
     split_budget: int = 0
     """Evaluations of local search over staged plans (policies/split_search.py) from the staged DP plans, by the
     run's method (anneal, random or learned; other methods use anneal); 0: none (`--split-budget`)."""
+    objective: str = DEFAULT_OBJECTIVE
+    """What the run optimises (`--objective`, partitioner/sim/objective.py): throughput (inferences/s of a stream)
+    or latency (the time of one inference alone, batch-1 serving)."""
 
 
 @dataclass(frozen=True)
@@ -78,13 +83,23 @@ class Outcome:
     interrupted: str | None = None
     """Why the search stopped before its budget of evaluations (Ctrl-C, --max-time), or None when it finished."""
     batch: int = 1
+    objective: str = DEFAULT_OBJECTIVE
+    """What the run optimised; under latency the certificate bounds one inference's latency (latency_bound_s)."""
 
     @property
     def solver_bound_throughput_per_s(self) -> float | None:
         c = self.certificate
-        if c is None or not c.lower_bound_cycles:
+        if c is None or not c.lower_bound_cycles or self.objective == "latency":
             return None
         return self.hw.clock_hz / c.lower_bound_cycles
+
+    @property
+    def latency_bound_s(self) -> float | None:
+        """Under --objective latency, the certificate's lower bound on one inference's latency (seconds)."""
+        c = self.certificate
+        if c is None or not c.lower_bound_cycles or self.objective != "latency":
+            return None
+        return c.lower_bound_cycles / self.hw.clock_hz
 
 
 def validate_config(cfg: RunConfig) -> None:
@@ -104,6 +119,9 @@ def validate_config(cfg: RunConfig) -> None:
                         "pass auto (the default), or 1 (no sharding) up to the chiplet count")
     if cfg.method is not None and cfg.method not in METHODS:
         raise UserError(f"unknown method {cfg.method!r}", f"use one of {', '.join(METHODS)}")
+    check_objective(cfg.objective)
+    if cfg.method is not None:
+        check_method(cfg.method, cfg.objective)
     limits.check_model_path(cfg.model)
     limits.check_out_target(cfg.out)
     from partitioner.app.outset import check_replaceable

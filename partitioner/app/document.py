@@ -72,12 +72,18 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
         if whole is not None:
             metrics["whole_op_bound_throughput_per_s"] = whole
             metrics["whole_op_bound_status"] = outcome.certificate.info["whole_op_status"]
+    if outcome.latency_bound_s is not None:     # --objective latency (app/certify.latency_certificate)
+        info = outcome.certificate.info
+        metrics |= {"latency_bound_s": outcome.latency_bound_s, "certificate_kind": "latency",
+                    "latency_bound": {"work_s": info["work_cycles"] / hw.clock_hz,
+                                      "path_s": info["path_cycles"] / hw.clock_hz, "max_shard": info["max_shard"]}}
     doc = {
         "model": str(outcome.model),
         "hardware": _resolvable(hardware_spec),
         "hardware_name": hw.name,
         "chiplets": hw.n_chiplets,
         "method": outcome.method,
+        "objective": outcome.objective,
         "found_by": outcome.found_by or outcome.method,
         "precision": graph.metadata.get("precision", "fp32"),
         "input_shapes": {k: list(v) for k, v in graph.metadata.get("input_shapes", {}).items()},
@@ -90,7 +96,8 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
         "groups": simulated_groups(graph, hw, a, shard),
         "search": {"evaluations": outcome.evaluations, "wall_s": outcome.wall_s,
                    "ops_moved_by_repair": outcome.best.partition.ops_moved,
-                   "history": [list(h) for h in outcome.history]},
+                   "history": [list(h) for h in outcome.history],
+                   "history_score": "1/latency_s" if outcome.objective == "latency" else "throughput_per_s"},
         "config": config or {},
         "interrupted": outcome.interrupted,
         "memory_tier": memory_tier,

@@ -18,24 +18,34 @@ from partitioner.sim.report import Report
 
 
 def report_markdown(report: Report, graph: TensorGraph, hw: Hardware, assignment: np.ndarray | Partition,
-                    method: str) -> str:
-    """A human-readable report: summary, per-chiplet table and the busiest links."""
+                    method: str, objective: str = "throughput") -> str:
+    """A human-readable report: summary, per-chiplet table and the busiest links. Under --objective latency it
+    says so and leads with the latency."""
     a = np.asarray(assignment.assignment if isinstance(assignment, Partition) else assignment, dtype=np.int64)
     counts, stage = chiplet_stages(hw, a)
     r = report
+    throughput = [
+        f"| throughput | {r.throughput_per_s:,.1f} inferences/s ({r.cycles_per_inference:,.0f} cycles/inference) |",
+        f"| analytical bound | {r.bound_throughput_per_s:,.1f} inferences/s "
+        f"({r.bound_cycles_per_inference:,.0f} cycles/inference); "
+        f"{100 * r.throughput_per_s / r.bound_throughput_per_s:.1f}% of it |"]
+    latency = [f"| latency | {si(r.latency_s, 's')} ({r.latency_cycles:,} cycles) |"]
+    headline = throughput + latency
+    if objective == "latency":
+        latency[0] = latency[0][:-2] + f"; {1.0 / r.latency_s:,.1f} inferences/s one at a time |"
+        headline = latency + throughput
     lines = [
         f"# Partition of {graph.name} on {hw.name}",
         "",
         f"Method: {method}. {graph.n_ops} ops on {int((counts > 0).sum())} of {hw.n_chiplets} chiplets "
         f"({hw.layout}, {hw.clock_hz / 1e9:g} GHz).",
+        *(["", "Objective: latency, the time of one inference simulated alone in an empty package (docs/simulator.md, "
+           "R9 and \"The latency objective\"); the throughput is that of the same plan with the pipeline full."]
+          if objective == "latency" else []),
         "",
         "| metric | value |",
         "|---|---|",
-        f"| throughput | {r.throughput_per_s:,.1f} inferences/s ({r.cycles_per_inference:,.0f} cycles/inference) |",
-        f"| analytical bound | {r.bound_throughput_per_s:,.1f} inferences/s "
-        f"({r.bound_cycles_per_inference:,.0f} cycles/inference); "
-        f"{100 * r.throughput_per_s / r.bound_throughput_per_s:.1f}% of it |",
-        f"| latency | {si(r.latency_s, 's')} ({r.latency_cycles:,} cycles) |",
+        *headline,
         f"| energy per inference | {si(r.energy_j, 'J')} (compute {si(r.energy_breakdown_j['compute'], 'J')}, "
         f"SRAM {si(r.energy_breakdown_j['sram'], 'J')}, links {si(r.energy_breakdown_j['link'], 'J')}) |",
         f"| bottleneck | {r.bottleneck} |",
@@ -69,7 +79,8 @@ def run_markdown(outcome: Outcome, graph: TensorGraph, a: np.ndarray, tier: dict
     """report.md: the simulated partition (`graph`, `a`: as the simulator ran it), then the run's own sections;
     `tier` is app.memtier.memory_tier_document of the outcome."""
     rep = outcome.best.report
-    return (_interrupted_markdown(outcome) + report_markdown(rep, graph, outcome.hw, a, outcome.method)
+    return (_interrupted_markdown(outcome)
+            + report_markdown(rep, graph, outcome.hw, a, outcome.method, outcome.objective)
             + _phase_markdown(graph, rep) + _provenance_markdown(outcome)
             + memory_tier_markdown(tier, outcome.graph, rep) + _groups_markdown(outcome)
             + _certificate_markdown(outcome))
@@ -130,7 +141,29 @@ def _whole_op_line(outcome: Outcome) -> str:
             f"{whole:,.1f} inferences/s (its relaxation of R5-R8 with every op whole).\n")
 
 
+def _latency_certificate_markdown(outcome: Outcome) -> str:
+    bound = outcome.latency_bound_s
+    if bound is None:
+        return ""
+    info, clock = outcome.certificate.info, outcome.hw.clock_hz
+    lat = outcome.best.report.latency_s
+    return (f"\n## Latency certificate\n\nWhat it bounds: the simulated latency of one inference (alone in an empty "
+            f"package) under every plan this tool can output with ops split up to {info['max_shard']} ways (any "
+            f"groups, whole ops, streamed weights). Every op keeps its chiplets busy for at least its least "
+            f"chiplet-cycles (its k-way piece x k, at the best k and axis), and {outcome.hw.n_chiplets} chiplets "
+            f"need at least {info['work_cycles']:,.0f} cycles for all of it ({si(info['work_cycles'] / clock, 's')}); "
+            f"and each op's pieces start after a piece of each of its producers ends, so the heaviest path with "
+            f"every op at its fastest piece, {info['path_cycles']:,.0f} cycles "
+            f"({si(info['path_cycles'] / clock, 's')}), is a floor too (links, collectives and stream reads not charged). So no plan finishes an inference in "
+            f"less than {outcome.certificate.lower_bound_cycles:,.0f} cycles, **{si(bound, 's')}** "
+            f"(analytical, not proven tight; docs/simulator.md, \"The latency objective\"). This plan takes "
+            f"{si(lat, 's')}: the bound is {100 * bound / lat:.1f}% of it, a gap of at most "
+            f"{100 * (1 - bound / lat):.1f}%.\n")
+
+
 def _certificate_markdown(outcome: Outcome) -> str:
+    if outcome.objective == "latency":
+        return _latency_certificate_markdown(outcome)
     bound = outcome.solver_bound_throughput_per_s
     if bound is None:
         return ""

@@ -7,7 +7,7 @@ evaluate_fn the method calls, so a method only decides what to propose."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -18,6 +18,7 @@ from partitioner.core.errors import UserError
 from partitioner.core.graph import TensorGraph
 from partitioner.hw.hardware import Hardware
 from partitioner.plan.splits import dp_partition, greedy_partition
+from partitioner.sim.objective import DEFAULT_OBJECTIVE, OBJECTIVES, check_objective, plain, ranked_fn
 from partitioner.sim.report import Evaluation
 from partitioner.sim.simulator import simulate
 from policies.anneal import SearchResult
@@ -56,13 +57,16 @@ class SearchContext:
 @dataclass(frozen=True)
 class MethodOption:
     """One --method: its name, what it does (the CLI's help), whether it spends --budget evaluations (a search) or
-    builds one plan, whether it reads a --policy checkpoint, and how it runs."""
+    builds one plan, whether it reads a --policy checkpoint, how it runs and which objectives it serves."""
 
     name: str
     help: str
     searches: bool
     uses_policy: bool
     run: Callable[[SearchContext], SearchResult]
+    objectives: tuple[str, ...] = OBJECTIVES
+    """The --objective values it can optimise: every search maximises what its evaluate_fn ranks by; exact's CP-SAT
+    model minimises the busiest resource, a throughput objective only."""
 
 
 def _greedy(ctx: SearchContext) -> SearchResult:
@@ -117,7 +121,7 @@ REGISTRY: dict[str, MethodOption] = {m.name: m for m in (
     MethodOption("anneal", "simulated annealing over op moves (the default)", searches=True, uses_policy=False,
                  run=_anneal),
     MethodOption("exact", "CP-SAT over whole-op assignments, with its bound", searches=False, uses_policy=False,
-                 run=_exact),
+                 run=_exact, objectives=("throughput",)),
     MethodOption("learned", "policy-picked moves in local search (docs/learned_moves.md)", searches=True,
                  uses_policy=True, run=_learned),
 )}
@@ -133,47 +137,57 @@ def default_method(n_ops: int | None = None) -> str:
     return "anneal"
 
 
-def check_method(method: str) -> None:
+def check_method(method: str, objective: str = DEFAULT_OBJECTIVE) -> None:
     if method not in REGISTRY:
         raise UserError(f"unknown method {method!r}", f"use one of {', '.join(METHODS)}")
+    check_objective(objective)
+    if objective not in REGISTRY[method].objectives:
+        able = [m for m, opt in REGISTRY.items() if objective in opt.objectives]
+        raise UserError(f"--method {method} optimises {' or '.join(REGISTRY[method].objectives)} only, not "
+                        f"--objective {objective}", f"use --method {' or '.join(able[:3])} with --objective "
+                        f"{objective}, or drop --objective")
 
 
 def search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, seed: int, time_limit_s: float | None,
            policy: str | None = None, on_eval: OnEval | None = None, run_budget: RunBudget | None = None,
-           batch: int = 1) -> SearchResult:
+           batch: int = 1, objective: str = DEFAULT_OBJECTIVE) -> SearchResult:
     """Run one method; every method's partitions go through the same repair + simulate. With `run_budget`, the
-    search stops when it runs out or on Ctrl-C and returns the best evaluated so far (see `bounded_search`)."""
+    search stops when it runs out or on Ctrl-C and returns the best evaluated so far (see `bounded_search`).
+    The method maximises the objective's score (sim/objective.py); the result is a plain Evaluation."""
     if run_budget is not None:
         return bounded_search(graph, hw, method, budget=budget, seed=seed, time_limit_s=time_limit_s,
-                              policy=policy, on_eval=on_eval, run_budget=run_budget, batch=batch)[0]
+                              policy=policy, on_eval=on_eval, run_budget=run_budget, batch=batch,
+                              objective=objective)[0]
     return _search(graph, hw, method, budget=budget, seed=seed, time_limit_s=time_limit_s, policy=policy,
-                   on_eval=on_eval, run_budget=RunBudget(), wrap=lambda fn: fn, batch=batch)
+                   on_eval=on_eval, run_budget=RunBudget(), wrap=lambda fn: fn, batch=batch, objective=objective)
 
 
 def bounded_search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, seed: int,
                    time_limit_s: float | None, policy: str | None = None, on_eval: OnEval | None = None,
-                   run_budget: RunBudget, batch: int = 1) -> tuple[SearchResult, str | None]:
+                   run_budget: RunBudget, batch: int = 1, objective: str = DEFAULT_OBJECTIVE
+                   ) -> tuple[SearchResult, str | None]:
     """`search` within a RunBudget: (result, why it stopped early or None). Every evaluation passes a Recorder,
     so when the budget runs out or Ctrl-C is pressed the best partition evaluated so far is the result."""
     recorders: list[Recorder] = []
 
     def wrap(fn):
-        recorders.append(Recorder(fn, run_budget))
+        recorders.append(Recorder(fn, run_budget, objective))
         return recorders[-1]
 
     start = time.perf_counter()
     try:
         return _search(graph, hw, method, budget=budget, seed=seed, time_limit_s=time_limit_s, policy=policy,
-                       on_eval=on_eval, run_budget=run_budget, wrap=wrap, batch=batch), None
+                       on_eval=on_eval, run_budget=run_budget, wrap=wrap, batch=batch, objective=objective), None
     except Stopped as stop:
         rec = recorders[0]
-        return SearchResult(method, rec.best, len(rec.history), tuple(rec.history),
+        return SearchResult(method, plain(rec.best), len(rec.history), tuple(rec.history),
                             time.perf_counter() - start), str(stop)
 
 
 def _search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, seed: int, time_limit_s: float | None,
-            policy: str | None, on_eval: OnEval | None, run_budget: RunBudget, wrap, batch: int = 1) -> SearchResult:
-    check_method(method)
+            policy: str | None, on_eval: OnEval | None, run_budget: RunBudget, wrap, batch: int = 1,
+            objective: str = DEFAULT_OBJECTIVE) -> SearchResult:
+    check_method(method, objective)
     if budget < 1:
         raise UserError(f"--budget must be at least 1, got {budget}", "pass a positive number of evaluations")
     limit = DEFAULT_REPAIR_LIMIT_S if time_limit_s is None else time_limit_s
@@ -181,6 +195,8 @@ def _search(graph: TensorGraph, hw: Hardware, method: str, *, budget: int, seed:
     def evaluate_fn(proposal: np.ndarray) -> Evaluation:
         return evaluate(graph, hw, proposal, time_limit_s=run_budget.limit(limit), seed=seed, batch=batch)
 
-    ctx = SearchContext(graph, hw, budget, seed, time_limit_s, policy, on_eval, run_budget, wrap(evaluate_fn), batch,
-                        time.perf_counter())
-    return REGISTRY[method].run(ctx)
+    # the policies maximise `Evaluation.throughput`: under --objective latency they see 1 / latency there
+    ctx = SearchContext(graph, hw, budget, seed, time_limit_s, policy, on_eval, run_budget,
+                        wrap(ranked_fn(evaluate_fn, objective)), batch, time.perf_counter())
+    found = REGISTRY[method].run(ctx)
+    return found if type(found.best) is Evaluation else replace(found, best=plain(found.best))

@@ -1,5 +1,7 @@
 """What `partition MODEL.onnx` does, as a list of named steps: check the options, load the hardware and the model,
-search with the chosen method, score the staged split plans beside it, certify, trace the winner, write the files.
+search with the chosen method, score the staged split plans beside it (the latency plans under --objective
+latency), certify, trace the winner, write the files. Every step picks the better plan by the objective's score
+(partitioner/sim/objective.py).
 
 The CLI calls `run`; benchmarks and the other commands (simulate, split, explore, finetune) reuse `load_model`.
 Each step lives in its own module: methods.py (the method registry), candidates.py (staged plans), certify.py,
@@ -11,8 +13,8 @@ from pathlib import Path
 
 from partitioner.app import limits
 from partitioner.app.budget import CERTIFICATE_MIN_S, RunBudget
-from partitioner.app.candidates import STAGED_MAX_OPS, best_staged, split_refine
-from partitioner.app.certify import certify, keep_best, sharded_certificate
+from partitioner.app.candidates import STAGED_MAX_OPS, best_latency, best_staged, split_refine
+from partitioner.app.certify import certify, keep_best, latency_certificate, sharded_certificate
 from partitioner.app.config import DEFAULT_BUDGET, OnEval, Outcome, RunConfig, validate_config
 from partitioner.app.methods import bounded_search, default_method
 from partitioner.app.outputs import write_outputs
@@ -25,7 +27,9 @@ from partitioner.hw.hardware import Hardware
 from partitioner.hw.presets import require_precision
 from partitioner.hw.toml import load_hardware
 from partitioner.model.partition import Partition
+from partitioner.plan.latency_dp import latency_auto_max_shard
 from partitioner.plan.staged_dp import auto_max_shard
+from partitioner.sim.objective import beats
 from partitioner.sim.report import Evaluation
 from partitioner.sim.simulator import simulate
 
@@ -49,7 +53,7 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
     with run_budget.catch_sigint():
         found, stopped = bounded_search(graph, hw, method, budget=budget, seed=cfg.seed,
                                         time_limit_s=cfg.time_limit_s, policy=cfg.policy, on_eval=on_eval,
-                                        run_budget=run_budget, batch=cfg.batch)
+                                        run_budget=run_budget, batch=cfg.batch, objective=cfg.objective)
         best, found_by, staged = _staged_plans(graph, hw, cfg, method, max_shard, found.best, run_budget)
         best, found_by, cert, stopped = _certificate(graph, hw, cfg, method, max_shard, found.best, best, found_by,
                                                      staged, stopped, run_budget)
@@ -57,7 +61,7 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
         if stopped is None and run_budget.interrupted:   # Ctrl-C during the certificate: its solve ran to its limit
             stopped = "interrupted by Ctrl-C during the certificate, after the search finished"
         outcome = Outcome(cfg.model, graph, hw, method, best, found.evaluations, found.wall_s, found.history, cert,
-                          found_by=found_by, interrupted=stopped, batch=cfg.batch)
+                          found_by=found_by, interrupted=stopped, batch=cfg.batch, objective=cfg.objective)
         config = asdict(cfg) | {"method": method, "budget": budget, "max_shard": max_shard}
         with output_set(cfg.out, "run") as staging:
             names = write_outputs(staging, outcome, config=config, hardware_spec=cfg.hardware)
@@ -77,21 +81,33 @@ def _max_shard(cfg: RunConfig, hw: Hardware) -> int:
     if cfg.max_shard is not None and cfg.max_shard > hw.n_chiplets:
         raise UserError(f"--max-shard {cfg.max_shard} is larger than the package's {hw.n_chiplets} chiplets",
                         f"pass --max-shard between 1 and {hw.n_chiplets}")
-    return auto_max_shard(hw.n_chiplets) if cfg.max_shard is None else cfg.max_shard
+    if cfg.max_shard is not None:
+        return cfg.max_shard
+    # one inference at a time leaves every chiplet free for every layer
+    return latency_auto_max_shard(hw.n_chiplets) if cfg.objective == "latency" else auto_max_shard(hw.n_chiplets)
 
 
 def _staged_plans(graph: TensorGraph, hw: Hardware, cfg: RunConfig, method: str, max_shard: int,
                   searched: Evaluation, run_budget: RunBudget
                   ) -> tuple[Evaluation, str | None, Evaluation | None]:
-    """The best of the search's plan, the staged DP's split plans and the split-plan local search:
-    (best, what found it when not the search, the best staged plan)."""
+    """The best of the search's plan, the staged DP's split plans (the latency plans under --objective latency, which
+    include whole-op ones) and the split-plan local search: (best, what found it when not the search, the best
+    staged plan)."""
     chosen, found_by, staged = searched, None, None
-    if max_shard > 1 and run_budget.stop_reason() is None and graph.n_ops <= STAGED_MAX_OPS:
-        staged = best_staged(graph, hw, max_shard, batch=cfg.batch)
-        if staged is not None and staged.throughput > chosen.throughput:
-            chosen, found_by = staged, f"the staged DP with ops split up to {max_shard} ways (staged_dp.py)"
-        refined = split_refine(graph, hw, method, cfg.split_budget, cfg.seed, max_shard, run_budget, cfg.batch)
-        if refined is not None and refined.throughput > chosen.throughput:
+    latency = cfg.objective == "latency"
+    if (max_shard > 1 or latency) and run_budget.stop_reason() is None and graph.n_ops <= STAGED_MAX_OPS:
+        if latency:
+            # scored one inference alone: if it wins, _traced simulates it over a whole stream
+            staged = best_latency(graph, hw, max_shard, batch=cfg.batch, full_report=False)
+            what = f"the latency plans with ops split up to {max_shard} ways (latency_dp.py)"
+        else:
+            staged = best_staged(graph, hw, max_shard, batch=cfg.batch)
+            what = f"the staged DP with ops split up to {max_shard} ways (staged_dp.py)"
+        if staged is not None and beats(staged, chosen, cfg.objective):
+            chosen, found_by = staged, what
+        refined = split_refine(graph, hw, method, cfg.split_budget, cfg.seed, max_shard, run_budget, cfg.batch,
+                               cfg.objective)
+        if refined is not None and beats(refined, chosen, cfg.objective):
             chosen, found_by = refined, (f"{refined.partition.status}: split-plan local search from the staged "
                                          f"DP ({cfg.split_budget} evaluations)")
     return chosen, found_by, staged
@@ -101,14 +117,18 @@ def _certificate(graph: TensorGraph, hw: Hardware, cfg: RunConfig, method: str, 
                  searched: Evaluation, best: Evaluation, found_by: str | None, staged: Evaluation | None,
                  stopped: str | None, run_budget: RunBudget
                  ) -> tuple[Evaluation, str | None, Partition | None, str | None]:
-    """Certify the run's best and keep any faster plan a certificate's solve finds:
-    (best, found_by, certificate, why the run stopped early)."""
+    """Certify the run's best and keep any better plan a certificate's solve finds:
+    (best, found_by, certificate, why the run stopped early). Under --objective latency the certificate is the
+    analytical latency bound (certify.latency_certificate) and no CP-SAT model runs: they bound the busiest
+    resource, a throughput."""
     cert = None
+    if cfg.objective == "latency":
+        return best, found_by, latency_certificate(graph, hw, max_shard) if cfg.certificate else None, stopped
     if method == "exact":
         cert = searched.partition
     elif cfg.certificate and run_budget.stop_reason() is None and run_budget.search_left() >= CERTIFICATE_MIN_S:
         cert = certify(graph, hw, searched.assignment, seed=cfg.seed, run_budget=run_budget, batch=cfg.batch)
-        best, solved_by = keep_best(graph, hw, best, cert, batch=cfg.batch)
+        best, solved_by = keep_best(graph, hw, best, cert, batch=cfg.batch, objective=cfg.objective)
         found_by = solved_by or found_by
     if cert is not None and max_shard > 1:
         # CP-SAT's whole-op bound still says how far plans without splits can go; shown beside the certificate
@@ -117,7 +137,7 @@ def _certificate(graph: TensorGraph, hw: Hardware, cfg: RunConfig, method: str, 
             cert, plan = staged_certificate(graph, hw, max_shard, cert,
                                             [best.partition] + ([staged.partition] if staged else []), seed=cfg.seed,
                                             run_budget=run_budget, batch=cfg.batch)
-            if plan is not None and plan.throughput > best.throughput:
+            if plan is not None and beats(plan, best, cfg.objective):
                 best, found_by = plan, (f"the certificate's staged CP-SAT solve over split plans "
                                         f"({cert.info['staged_status']}), warm-started from the run's best plan")
     elif cfg.certificate and cert is None:

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from partitioner.app import limits
+from partitioner.app.certify import latency_certificate
 from partitioner.app.config import Outcome
 from partitioner.app.document import assignment_from_document, document_settings, read_partition_file
 from partitioner.app.memtier import batch_from_document, streamed_from_document
@@ -16,16 +17,21 @@ from partitioner.core.errors import UserError
 from partitioner.hw.presets import PRESETS, require_precision
 from partitioner.hw.toml import load_hardware
 from partitioner.model.partition import Partition, check
+from partitioner.sim.objective import DEFAULT_OBJECTIVE, check_objective
 from partitioner.sim.report import Evaluation
 from partitioner.sim.simulator import simulate
 
 
 def resimulate(model: str, partition_path: str, input_shapes: dict, precision: str | None, hardware: str | None,
                chiplets: int | None, out: str | None, *, granularity: str | None = None, phase: str | None = None,
-               context: int | None = None, memory_tier: bool = True) -> Outcome:
+               context: int | None = None, memory_tier: bool = True, objective: str | None = None) -> Outcome:
     """Re-score a saved partition on the settings it was made with (or the ones given explicitly).
-    memory_tier=False drops the memory stacks; a file written without a memory tier is scored without one."""
+    memory_tier=False drops the memory stacks; a file written without a memory tier is scored without one.
+    objective: what the outcome leads with (default: the file's, throughput for files without one); under latency it
+    carries the latency certificate (app/certify.latency_certificate)."""
     limits.check_chiplets(chiplets)
+    if objective is not None:
+        check_objective(objective)
     limits.check_model_path(model)
     if out:
         limits.check_out_target(out)
@@ -33,6 +39,8 @@ def resimulate(model: str, partition_path: str, input_shapes: dict, precision: s
 
         check_replaceable(out)
     doc = read_partition_file(partition_path)
+    if objective is None:
+        objective = check_objective(doc.get("objective", DEFAULT_OBJECTIVE), f"partition file {partition_path}")
     spec, saved_chiplets, saved_shapes, saved_precision = document_settings(doc, partition_path)
     if hardware is None:
         limits.check_chiplets(saved_chiplets, f"partition file {partition_path}: 'chiplets'")
@@ -67,14 +75,27 @@ def resimulate(model: str, partition_path: str, input_shapes: dict, precision: s
     else:
         part = Partition(a, a, 0, "loaded", streamed=streamed)
     best = Evaluation(part, simulate(graph, hw, part, trace=True, batch=batch))
+    cert = None
+    if objective == "latency":
+        cert = latency_certificate(graph, hw, _max_shard(doc, part, hw.n_chiplets))
     outcome = Outcome(model, graph, hw, str(doc.get("method", "loaded")), best, 1, time.perf_counter() - start,
-                      batch=batch)
+                      certificate=cert, batch=batch, objective=objective)
     if out:
         config = {"command": "simulate", "model": model, "partition": partition_path, "hardware": hardware or spec,
                   "chiplets": hw.n_chiplets, "precision": graph.metadata.get("precision"),
                   "input_shapes": {k: list(v) for k, v in graph.metadata.get("input_shapes", {}).items()},
-                  "granularity": granularity, "phase": phase, "context": graph.metadata.get("context")}
+                  "granularity": granularity, "phase": phase, "context": graph.metadata.get("context"),
+                  "objective": objective}
         with output_set(out, "simulate") as staging:
             names = write_outputs(staging, outcome, config=config, hardware_spec=hardware or spec)
         outcome = Outcome(**{**outcome.__dict__, "files": tuple(str(Path(out) / Path(n).name) for n in names)})
     return outcome
+
+
+def _max_shard(doc: dict, part: Partition, n_chiplets: int) -> int:
+    """The largest group the latency certificate covers: the run's --max-shard as its config.json recorded it (every
+    chiplet when absent), and never below the plan's own widest group."""
+    saved = (doc.get("config") or {}).get("max_shard") if isinstance(doc.get("config"), dict) else None
+    widest = 1 if part.shard is None else int(part.shard.max())
+    cap = saved if type(saved) is int and 1 <= saved <= n_chiplets else n_chiplets
+    return max(cap, widest)

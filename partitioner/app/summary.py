@@ -94,6 +94,31 @@ def _groups_line(outcome: Outcome) -> str:
             f"(report.md, 'Groups and collectives')")
 
 
+def _headline(outcome: Outcome) -> list[tuple[str, str]]:
+    """Throughput then latency; under --objective latency, latency (and 1 / latency) first."""
+    rep = outcome.best.report
+    if outcome.objective != "latency":
+        return [("throughput", f"{rep.throughput_per_s:,.1f} inferences/s"), *_token_rows(outcome.graph, rep),
+                ("latency", si(rep.latency_s, "s"))]
+    return [("objective", "latency: one inference at a time (--objective latency)"),
+            ("latency", f"{si(rep.latency_s, 's')} per inference ({1.0 / rep.latency_s:,.1f} inferences/s one at a "
+                        f"time)"),
+            ("throughput", f"{rep.throughput_per_s:,.1f} inferences/s streamed (pipeline full)"),
+            *_token_rows(outcome.graph, rep)]
+
+
+def _latency_certificate_row(outcome: Outcome) -> tuple[str, str] | None:
+    bound = outcome.latency_bound_s
+    if bound is None:
+        return None
+    info, clock, lat = outcome.certificate.info, outcome.hw.clock_hz, outcome.best.report.latency_s
+    return ("certificate", f">= {si(bound, 's')} per inference analytical (max of the work at the package's rate, "
+                           f"{si(info['work_cycles'] / clock, 's')}, and the critical path at the fastest pieces, "
+                           f"{si(info['path_cycles'] / clock, 's')}; ops split up to {info['max_shard']} ways); "
+                           f"the bound is {100 * bound / lat:.1f}% of this latency (gap at most "
+                           f"{100 * (1 - bound / lat):.1f}%)")
+
+
 def format_outcome(outcome: Outcome) -> str:
     rep, hw = outcome.best.report, outcome.hw
     rows = [
@@ -102,16 +127,18 @@ def format_outcome(outcome: Outcome) -> str:
         ("method", f"{outcome.method}: {outcome.evaluations} evaluation{'s' * (outcome.evaluations != 1)} in {outcome.wall_s:.1f} s, "
                    + (f"repair moved {outcome.best.partition.ops_moved} ops" if outcome.found_by is None
                       else f"best found by {outcome.found_by.split(',')[0]}")),
-        ("throughput", f"{rep.throughput_per_s:,.1f} inferences/s"),
-        *_token_rows(outcome.graph, rep),
-        ("latency", si(rep.latency_s, "s")),
+        *_headline(outcome),
         ("energy", f"{si(rep.energy_j, 'J')} per inference"),
         ("utilisation", f"mean {100 * float(np.mean(rep.chiplet_busy_fraction)):.1f}%, "
                         f"max {100 * float(np.max(rep.chiplet_busy_fraction)):.1f}%"),
         ("bottleneck", rep.bottleneck),
         ("groups", _groups_line(outcome)),
-        ("bound", f"{rep.bound_throughput_per_s:,.1f}/s analytical (perfect balance)"),
+        ("bound" if outcome.objective != "latency" else "throughput bound",
+         f"{rep.bound_throughput_per_s:,.1f}/s analytical (perfect balance)"),
     ]
+    latency_row = _latency_certificate_row(outcome)
+    if latency_row is not None:
+        rows.append(latency_row)
     solver_bound = outcome.solver_bound_throughput_per_s
     if solver_bound is not None:
         cert = outcome.certificate

@@ -107,7 +107,7 @@ def group_stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, k: i
 
 
 def group_stage_costs(graph: TensorGraph, hw: Hardware, chiplet: int, k: int, tables: tuple | None = None,
-                      relaxed: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                      relaxed: bool = False, latency: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(copies, ring), each cost[i, j]: cycles per inference of ops i..j-1 run as a stage on the k chiplets from
     `chiplet`, every op split k ways: the larger of the pieces' cycles and the group's link work, the sum of the
     collectives (cost.collective_cycles: direct or ring, as the simulator runs them) of the ops with a consumer
@@ -117,7 +117,9 @@ def group_stage_costs(graph: TensorGraph, hw: Hardware, chiplet: int, k: int, ta
     compute overlaps its links; the links' own work does not overlap (one group's links carry it all). inf if the
     pieces do not fit SRAM. tables: `_tables_for` (default: computed here for this group). Piece weights count as
     `sram_weights` counts them: with a memory tier a piece too big for any SRAM streams anyway, and `relaxed`
-    counts none."""
+    counts none. `latency`: the stage's time for one inference alone instead (the latency DP,
+    partitioner/plan/latency_dp.py): nothing overlaps, each op's collective waits for its pieces and its consumers for
+    the collective, so compute, collectives, shipping and entry add up."""
     n = graph.n_ops
     chip = hw.chiplets[chiplet]
     out_bw = next_stage_bytes_per_cycle(hw, chiplet + k - 1)
@@ -164,7 +166,7 @@ def group_stage_costs(graph: TensorGraph, hw: Hardware, chiplet: int, k: int, ta
     out = []
     for entry in (copies, ring):
         # the collectives, the shipping and the entry all cross the group's own links: their times add up
-        cost = np.where(fits, np.maximum(compute, links + entry), np.inf)
+        cost = np.where(fits, compute + links + entry if latency else np.maximum(compute, links + entry), np.inf)
         np.fill_diagonal(cost, 0.0)
         out.append(cost)
     return out[0], out[1]
@@ -249,17 +251,18 @@ def _same(p: tuple[np.ndarray, np.ndarray], q: tuple[np.ndarray, np.ndarray]) ->
     return all(np.array_equal(x, y) for x, y in zip(p, q))
 
 
-def staged_plans(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_MAX_SHARD, memo: dict | None = None
-                 ) -> list[tuple[np.ndarray, np.ndarray]]:
+def staged_plans(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_MAX_SHARD, memo: dict | None = None,
+                 latency: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
     """`staged_partition`'s plan, or, when it has to run relaxed (weights beyond SRAM stream), the plans of both
     stream estimates (overlapped and serial), distinct ones only: the simulator picks between them. `memo`: as
-    for `_staged_dp`."""
-    plan = _staged_dp(graph, hw, max_shard, relaxed=False, memo=memo)
+    for `_staged_dp`. `latency`: minimise the sum of the stages' one-inference times instead of the slowest stage
+    (partitioner/plan/latency_dp.py)."""
+    plan = _staged_dp(graph, hw, max_shard, relaxed=False, memo=memo, latency=latency)
     if plan is not None or not hw.memory_stacks:
         return [plan if plan is not None else (dp_partition(graph, hw), np.ones(graph.n_ops, dtype=np.int64))]
     plans: list[tuple[np.ndarray, np.ndarray]] = []
     for serial in (False, True):
-        plan = _staged_dp(graph, hw, max_shard, relaxed=True, serial_streams=serial, memo=memo)
+        plan = _staged_dp(graph, hw, max_shard, relaxed=True, serial_streams=serial, memo=memo, latency=latency)
         if plan is None:
             plan = (dp_partition(graph, hw), np.ones(graph.n_ops, dtype=np.int64))
         if not any(_same(plan, p) for p in plans):
@@ -290,15 +293,17 @@ def staged_partition(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_
 
 
 def _staged_dp(graph: TensorGraph, hw: Hardware, max_shard: int, relaxed: bool, serial_streams: bool = False,
-               memo: dict | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+               memo: dict | None = None, latency: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
     """staged_partition's DP for one setting; None when no plan fits. `memo` (a dict, kept by the caller) shares
-    the groups' matrices between runs on the same graph and hardware."""
+    the groups' matrices between runs on the same graph and hardware. `latency`: stages cost their one-inference
+    time and add up (`staged_plans`)."""
     n_chip = hw.n_chiplets
-    stage = _stage_fn(graph, hw, relaxed, serial_streams, {} if memo is None else memo)
-    return _dp(graph.n_ops, n_chip, max(1, min(int(max_shard), n_chip)), stage)
+    stage = _stage_fn(graph, hw, relaxed, serial_streams, {} if memo is None else memo, latency)
+    return _dp(graph.n_ops, n_chip, max(1, min(int(max_shard), n_chip)), stage, np.add if latency else np.maximum)
 
 
-def _stage_fn(graph: TensorGraph, hw: Hardware, relaxed: bool, serial_streams: bool, memo: dict):
+def _stage_fn(graph: TensorGraph, hw: Hardware, relaxed: bool, serial_streams: bool, memo: dict,
+              latency: bool = False):
     """stage(c, g): (copies, ring) as `group_stage_costs` for the group c..c+g-1, as the DP charges them (with the
     stage's stream estimates), each as a band (`_band`): band[j, d] the cost of ops j-w+d..j-1, w the longest
     stage that fits; or None where no group may stand."""
@@ -311,7 +316,7 @@ def _stage_fn(graph: TensorGraph, hw: Hardware, relaxed: bool, serial_streams: b
 
     def _costs_and_axes(c: int, g: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[str, ...]]:
         tabs = _tables_for(graph, hw, c, g, tables)
-        copies, ring = group_stage_costs(graph, hw, c, g, tabs, relaxed)
+        copies, ring = group_stage_costs(graph, hw, c, g, tabs, relaxed, latency)
         w = _width(copies)
         return (_band(copies, w), _band(copies if g == 1 else ring, w)), tabs[2]
 
@@ -321,7 +326,7 @@ def _stage_fn(graph: TensorGraph, hw: Hardware, relaxed: bool, serial_streams: b
             return None     # groups of one chiplet kind only
         if g > 1 and hw.package_of(c) != hw.package_of(c + g - 1):
             return None     # and inside one package: collectives never cross a package link
-        ms, axes = cached(("cost", kind, g, next_stage_bytes_per_cycle(hw, c + g - 1), relaxed),
+        ms, axes = cached(("cost", kind, g, next_stage_bytes_per_cycle(hw, c + g - 1), relaxed, latency),
                           lambda: _costs_and_axes(c, g))
         w = ms[0].shape[1]
         if relaxed:
@@ -372,13 +377,15 @@ def _windows(padded: np.ndarray, w: int, rows: int) -> np.ndarray:
     return np.lib.stride_tricks.sliding_window_view(padded, w)[:rows]
 
 
-def _dp(n: int, n_chip: int, max_shard: int, stage) -> tuple[np.ndarray, np.ndarray] | None:
+def _dp(n: int, n_chip: int, max_shard: int, stage, combine=np.maximum) -> tuple[np.ndarray, np.ndarray] | None:
     """The staged DP over `stage` (`_stage_fn`). best[c, s, j]: the smallest bottleneck placing ops 0..j-1 on
     chiplets 0..c-1 (some maybe unused) with a last stage of s chiplets (s = 0: none yet, j = 0). A stage of g
     chiplets pays its entry ring only after a stage of 1 or g (or none), where the simulator runs entry rings
     (collectives.plan_rings), else k copies; inputs from stages further back are taken as from the last one (the
     state holds one size). Each (c, g) takes every (first op i, end j) of its band at once: the first best i per
-    j, as a loop over i would. (assignment, shard), or None when no plan fits."""
+    j, as a loop over i would. (assignment, shard), or None when no plan fits. `combine` joins the stages placed
+    so far with the next: np.maximum (the bottleneck, for throughput) or np.add (the latency DP's sum of one
+    inference's stage times)."""
     best = np.full((n_chip + 1, max_shard + 1, n + 1), np.inf)
     best[0, 0, 0] = 0.0
     choice = np.zeros((n_chip + 1, max_shard + 1, n + 1, 2), dtype=np.int32)   # (i, entry ring?) of the stage
@@ -393,9 +400,9 @@ def _dp(n: int, n_chip: int, max_shard: int, stage) -> tuple[np.ndarray, np.ndar
             w = pair[0].shape[1]
             copies, ring, either = (b[:(n + 1) * w].reshape(n + 1, w) for b in bufs)
             prev = np.concatenate([np.full((max_shard + 1, w), np.inf), best[c - g]], axis=1)
-            np.maximum(_windows(prev.min(axis=0), w, n + 1), pair[0], out=copies)
+            combine(_windows(prev.min(axis=0), w, n + 1), pair[0], out=copies)
             if g > 1:
-                np.maximum(_windows(prev[[0, 1, g]].min(axis=0), w, n + 1), pair[1], out=ring)
+                combine(_windows(prev[[0, 1, g]].min(axis=0), w, n + 1), pair[1], out=ring)
                 np.minimum(copies, ring, out=either)
             d = np.argmin(either if g > 1 else copies, axis=1)
             best[c, g] = (either if g > 1 else copies)[cols, d]

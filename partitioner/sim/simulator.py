@@ -186,7 +186,8 @@ def _plan(graph: TensorGraph, hw: Hardware, a: np.ndarray, streamed: np.ndarray 
             seg[2].extend((seg[1], m) for m in outs[v])
             seg[3].append((v, start, seg[1]))
         segments.append(tuple((r, length, tuple(o), tuple(ops), st) for r, length, o, ops, st in segs))
-        seg_lag.append(tuple(x - min(lags) for x in lags) if lags else ())
+        low = min(lags, default=0)     # once per lane: inside the generator it made _plan quadratic in segments
+        seg_lag.append(tuple(x - low for x in lags) if lags else ())
     compute = lane < n_chip
     chiplet_busy = np.bincount(a[compute], weights=cycles[compute], minlength=n_chip).astype(np.int64)
     engine_busy = np.bincount(a[~compute], weights=cycles[~compute], minlength=n_chip).astype(np.int64)
