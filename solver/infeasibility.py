@@ -12,7 +12,7 @@ from typing import Mapping
 
 import numpy as np
 
-from partitioner.core.errors import UserError
+from partitioner.core.errors import DoesNotFit, UserError
 from partitioner.core.graph import TensorGraph
 from partitioner.hw.hardware import Hardware
 
@@ -147,14 +147,14 @@ def check_feasible(graph: TensorGraph, hw: Hardware, pinned: Mapping[int, int] |
     for i in np.flatnonzero(need > best).tolist():
         op = graph.ops[i]
         if tier:
-            raise UserError(f"op {op.name} needs {need[i]} bytes ({_mib(need[i])}) of activations (inputs + "
-                            f"outputs) but the largest chiplet it can use has {best[i]} bytes ({_mib(best[i])}) "
-                            f"of SRAM, short by {need[i] - best[i]} bytes; streaming weights cannot help",
-                            "use chiplets with more SRAM, a lower --precision or a shorter sequence")
-        raise UserError(f"op {op.name} needs {need[i]} bytes ({_mib(need[i])}: {graph.weight_bytes[i]} of weights "
-                        f"+ {graph.work_bytes[i]} of activations) but the largest chiplet it can use has "
-                        f"{best[i]} bytes ({_mib(best[i])}) of SRAM",
-                        "use chiplets with more SRAM or a lower --precision")
+            raise DoesNotFit(f"op {op.name} needs {need[i]} bytes ({_mib(need[i])}) of activations (inputs + "
+                             f"outputs) but the largest chiplet it can use has {best[i]} bytes ({_mib(best[i])}) "
+                             f"of SRAM, short by {need[i] - best[i]} bytes; streaming weights cannot help",
+                             "use chiplets with more SRAM, a lower --precision or a shorter sequence")
+        raise DoesNotFit(f"op {op.name} needs {need[i]} bytes ({_mib(need[i])}: {graph.weight_bytes[i]} of weights "
+                         f"+ {graph.work_bytes[i]} of activations) but the largest chiplet it can use has "
+                         f"{best[i]} bytes ({_mib(best[i])}) of SRAM",
+                         "use chiplets with more SRAM or a lower --precision")
     _check_runnable_capacity(graph, hw, dom, sram)
     # Everything together: all weights plus at least the largest working set.
     total_w = int(graph.weight_bytes.sum())
@@ -164,15 +164,15 @@ def check_feasible(graph: TensorGraph, hw: Hardware, pinned: Mapping[int, int] |
         stacks = sum(st.capacity_bytes for st in hw.memory_stacks)
         if total_w + min_act > total_sram + stacks:
             short = total_w + min_act - total_sram - stacks
-            raise UserError(f"the model does not fit even with the memory tier: it needs at least {total_w + min_act} "
-                            f"bytes ({_mib(total_w + min_act)}: {total_w} of weights + {min_act} of activations) but "
-                            f"the package has {total_sram} bytes of SRAM and {stacks} bytes in "
-                            f"{len(hw.memory_stacks)} memory stacks, short by {short} bytes ({_mib(short)})",
-                            "use more or larger memory stacks (capacity_gib), more chiplets or a lower --precision")
+            raise DoesNotFit(f"the model does not fit even with the memory tier: it needs at least {total_w + min_act} "
+                             f"bytes ({_mib(total_w + min_act)}: {total_w} of weights + {min_act} of activations) but "
+                             f"the package has {total_sram} bytes of SRAM and {stacks} bytes in "
+                             f"{len(hw.memory_stacks)} memory stacks, short by {short} bytes ({_mib(short)})",
+                             "use more or larger memory stacks (capacity_gib), more chiplets or a lower --precision")
     elif total_w + min_act > total_sram:
-        raise UserError(f"the model needs at least {total_w + min_act} bytes ({_mib(total_w + min_act)}: "
-                        f"{total_w} of weights + {min_act} of activations) but the {hw.n_chiplets} chiplets "
-                        f"have {total_sram} bytes ({_mib(total_sram)}) of SRAM in all", _MORE_MEMORY)
+        raise DoesNotFit(f"the model needs at least {total_w + min_act} bytes ({_mib(total_w + min_act)}: "
+                         f"{total_w} of weights + {min_act} of activations) but the {hw.n_chiplets} chiplets "
+                         f"have {total_sram} bytes ({_mib(total_sram)}) of SRAM in all", _MORE_MEMORY)
     # Ops with a single possible chiplet (pinned, or boxed in by pins) overflowing it.
     fixed = dom.lo == dom.hi
     for c in range(hw.n_chiplets):
@@ -245,14 +245,14 @@ def explain_infeasible(graph: TensorGraph, hw: Hardware, pinned: Mapping[int, in
     biggest = int(np.argmax(graph.weight_bytes + graph.work_bytes))
     why = _unsupported_summary(graph, hw)
     if why:
-        return UserError(f"no partition fits memory, pipeline order and op types together: {why}, in pipeline "
-                         f"order ({total_w} bytes ({_mib(total_w)}) of weights on {hw.n_chiplets} chiplets with "
-                         f"{total_sram} bytes ({_mib(total_sram)}) of SRAM in all)",
-                         "drop op types from the chiplets' unsupported_ops (docs/hardware.md) or use chiplets "
-                         "with more SRAM")
-    return UserError(f"no partition fits memory and pipeline order together: {total_w} bytes ({_mib(total_w)}) "
-                     f"of weights plus each chiplet's peak activations must fit {total_sram} bytes "
-                     f"({_mib(total_sram)}) of SRAM on {hw.n_chiplets} chiplets in pipeline order (largest op: "
-                     f"{graph.ops[biggest].name}, {graph.weight_bytes[biggest] + graph.work_bytes[biggest]} bytes)"
-                     + (f", with {len(normalize_pins(graph, hw, pinned))} pinned ops" if pinned else ""),
-                     _MORE_MEMORY + (", or fewer pins" if pinned else ""))
+        return DoesNotFit(f"no partition fits memory, pipeline order and op types together: {why}, in pipeline "
+                          f"order ({total_w} bytes ({_mib(total_w)}) of weights on {hw.n_chiplets} chiplets with "
+                          f"{total_sram} bytes ({_mib(total_sram)}) of SRAM in all)",
+                          "drop op types from the chiplets' unsupported_ops (docs/hardware.md) or use chiplets "
+                          "with more SRAM")
+    return DoesNotFit(f"no partition fits memory and pipeline order together: {total_w} bytes ({_mib(total_w)}) "
+                      f"of weights plus each chiplet's peak activations must fit {total_sram} bytes "
+                      f"({_mib(total_sram)}) of SRAM on {hw.n_chiplets} chiplets in pipeline order (largest op: "
+                      f"{graph.ops[biggest].name}, {graph.weight_bytes[biggest] + graph.work_bytes[biggest]} bytes)"
+                      + (f", with {len(normalize_pins(graph, hw, pinned))} pinned ops" if pinned else ""),
+                      _MORE_MEMORY + (", or fewer pins" if pinned else ""))

@@ -44,3 +44,30 @@ def test_a_greedy_run_returns_the_certificate_solve_when_it_is_better(tmp_path):
     assert doc["metrics"]["throughput_per_s"] == outcome.best.throughput
     assert doc["found_by"].startswith("the certificate's CP-SAT solve")
     assert "## Found by" in (out / "report.md").read_text()
+
+
+def test_a_package_only_split_plans_fit_gets_a_split_plan(tmp_path):
+    """ResNet-18's largest Conv holds 4.5 MiB of fp16 weights: no whole-op plan fits 4 MiB chiplets without a
+    memory tier (the repair proves it), but the staged DP's split plans do; the run returns one, and with
+    --max-shard 1 the repair's one-line error stands."""
+    from pathlib import Path
+
+    import pytest
+
+    from partitioner.core.errors import UserError
+    from partitioner.hw.toml import load_hardware
+    from partitioner.model.partition import check
+
+    hw_file = tmp_path / "hw.toml"
+    hw_file.write_text('name = "small-sram-8"\nchiplets = 8\nrows = 2\ncols = 4\n[chiplet]\nsram_mib = 4\n')
+    model = str(Path(__file__).resolve().parents[1] / "examples" / "resnet18.onnx")
+    cfg = RunConfig(model, hardware=str(hw_file), method="greedy", memory_tier=False, certificate=False,
+                    out=str(tmp_path / "out"))
+    outcome = run(cfg)
+    part = outcome.best.partition
+    assert outcome.evaluations == 0 and "no plan with every op whole fits" in outcome.found_by
+    assert part.shard is not None and (part.shard > 1).any()
+    assert not check(outcome.graph, load_hardware(str(hw_file), memory_tier=False), part)
+    with pytest.raises(UserError, match="needs .* bytes .* but the largest chiplet it can use has"):
+        run(RunConfig(model, hardware=str(hw_file), method="greedy", memory_tier=False, certificate=False,
+                      max_shard=1, out=str(tmp_path / "out1")))

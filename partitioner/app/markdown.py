@@ -110,6 +110,9 @@ def _phase_markdown(graph: TensorGraph, rep) -> str:
 def _provenance_markdown(outcome: Outcome) -> str:
     if outcome.found_by is None:
         return f"\n## Found by\n\n{outcome.method}: its own search found this partition.\n"
+    if outcome.evaluations == 0:
+        return (f"\n## Found by\n\n{outcome.found_by}: the {outcome.method} search over whole-op plans found none "
+                "that fits, so the run returns this split plan.\n")
     return (f"\n## Found by\n\n{outcome.found_by}: it scored above the best of the {outcome.method} search's "
             f"{outcome.evaluations} evaluations, so the run returns it.\n")
 

@@ -20,7 +20,7 @@ from partitioner.app.methods import bounded_search, default_method
 from partitioner.app.outputs import write_outputs
 from partitioner.app.outset import output_set
 from partitioner.app.staged_cert import staged_certificate
-from partitioner.core.errors import UserError
+from partitioner.core.errors import DoesNotFit, UserError
 from partitioner.core.graph import TensorGraph
 from partitioner.frontend.load import load_onnx
 from partitioner.hw.hardware import Hardware
@@ -32,6 +32,7 @@ from partitioner.plan.staged_dp import auto_max_shard
 from partitioner.sim.objective import beats
 from partitioner.sim.report import Evaluation
 from partitioner.sim.simulator import simulate
+from policies.anneal import SearchResult
 
 
 def load_model(path: str, input_shapes: dict | None = None, precision: str = "fp32", *, granularity: str = "fused",
@@ -51,10 +52,10 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
     budget = DEFAULT_BUDGET if cfg.budget is None else cfg.budget
     max_shard = _max_shard(cfg, hw)
     with run_budget.catch_sigint():
-        found, stopped = bounded_search(graph, hw, method, budget=budget, seed=cfg.seed,
-                                        time_limit_s=cfg.time_limit_s, policy=cfg.policy, on_eval=on_eval,
-                                        run_budget=run_budget, batch=cfg.batch, objective=cfg.objective)
+        found, stopped, whole_op_error = _search(graph, hw, cfg, method, budget, max_shard, on_eval, run_budget)
         best, found_by, staged = _staged_plans(graph, hw, cfg, method, max_shard, found.best, run_budget)
+        if best is None:
+            raise whole_op_error
         best, found_by, cert, stopped = _certificate(graph, hw, cfg, method, max_shard, found.best, best, found_by,
                                                      staged, stopped, run_budget)
         best = _traced(graph, hw, best, cfg.batch)
@@ -87,12 +88,28 @@ def _max_shard(cfg: RunConfig, hw: Hardware) -> int:
     return latency_auto_max_shard(hw.n_chiplets) if cfg.objective == "latency" else auto_max_shard(hw.n_chiplets)
 
 
+def _search(graph: TensorGraph, hw: Hardware, cfg: RunConfig, method: str, budget: int, max_shard: int,
+            on_eval: OnEval | None, run_budget: RunBudget) -> tuple[SearchResult, str | None, DoesNotFit | None]:
+    """The method's search over whole-op plans: (result, why it stopped early, None). When no plan with every op
+    whole fits the package (the repair proves it) but split plans may, the result holds no plan and the error is
+    kept: the staged plans run, and the error is raised only if none of them fits either."""
+    try:
+        found, stopped = bounded_search(graph, hw, method, budget=budget, seed=cfg.seed,
+                                        time_limit_s=cfg.time_limit_s, policy=cfg.policy, on_eval=on_eval,
+                                        run_budget=run_budget, batch=cfg.batch, objective=cfg.objective)
+        return found, stopped, None
+    except DoesNotFit as exc:
+        if not (max_shard > 1 or cfg.objective == "latency") or graph.n_ops > STAGED_MAX_OPS or method == "exact":
+            raise
+        return SearchResult(method, None, 0, (), 0.0), None, exc
+
+
 def _staged_plans(graph: TensorGraph, hw: Hardware, cfg: RunConfig, method: str, max_shard: int,
-                  searched: Evaluation, run_budget: RunBudget
-                  ) -> tuple[Evaluation, str | None, Evaluation | None]:
+                  searched: Evaluation | None, run_budget: RunBudget
+                  ) -> tuple[Evaluation | None, str | None, Evaluation | None]:
     """The best of the search's plan, the staged DP's split plans (the latency plans under --objective latency, which
     include whole-op ones) and the split-plan local search: (best, what found it when not the search, the best
-    staged plan)."""
+    staged plan). `searched` is None when no whole-op plan fits; then the best is None if no split plan fits."""
     chosen, found_by, staged = searched, None, None
     latency = cfg.objective == "latency"
     if (max_shard > 1 or latency) and run_budget.stop_reason() is None and graph.n_ops <= STAGED_MAX_OPS:
@@ -103,18 +120,18 @@ def _staged_plans(graph: TensorGraph, hw: Hardware, cfg: RunConfig, method: str,
         else:
             staged = best_staged(graph, hw, max_shard, batch=cfg.batch)
             what = f"the staged DP with ops split up to {max_shard} ways (staged_dp.py)"
-        if staged is not None and beats(staged, chosen, cfg.objective):
-            chosen, found_by = staged, what
+        if staged is not None and (chosen is None or beats(staged, chosen, cfg.objective)):
+            chosen, found_by = staged, what + ("; no plan with every op whole fits" if searched is None else "")
         refined = split_refine(graph, hw, method, cfg.split_budget, cfg.seed, max_shard, run_budget, cfg.batch,
                                cfg.objective)
-        if refined is not None and beats(refined, chosen, cfg.objective):
+        if refined is not None and chosen is not None and beats(refined, chosen, cfg.objective):
             chosen, found_by = refined, (f"{refined.partition.status}: split-plan local search from the staged "
                                          f"DP ({cfg.split_budget} evaluations)")
     return chosen, found_by, staged
 
 
 def _certificate(graph: TensorGraph, hw: Hardware, cfg: RunConfig, method: str, max_shard: int,
-                 searched: Evaluation, best: Evaluation, found_by: str | None, staged: Evaluation | None,
+                 searched: Evaluation | None, best: Evaluation, found_by: str | None, staged: Evaluation | None,
                  stopped: str | None, run_budget: RunBudget
                  ) -> tuple[Evaluation, str | None, Partition | None, str | None]:
     """Certify the run's best and keep any better plan a certificate's solve finds:
@@ -124,7 +141,9 @@ def _certificate(graph: TensorGraph, hw: Hardware, cfg: RunConfig, method: str, 
     cert = None
     if cfg.objective == "latency":
         return best, found_by, latency_certificate(graph, hw, max_shard) if cfg.certificate else None, stopped
-    if method == "exact":
+    if searched is None:   # no whole-op plan fits: the certificate covers the split plans alone
+        cert = sharded_certificate(graph, hw, max_shard) if cfg.certificate else None
+    elif method == "exact":
         cert = searched.partition
     elif cfg.certificate and run_budget.stop_reason() is None and run_budget.search_left() >= CERTIFICATE_MIN_S:
         cert = certify(graph, hw, searched.assignment, seed=cfg.seed, run_budget=run_budget, batch=cfg.batch)
@@ -132,7 +151,8 @@ def _certificate(graph: TensorGraph, hw: Hardware, cfg: RunConfig, method: str, 
         found_by = solved_by or found_by
     if cert is not None and max_shard > 1:
         # CP-SAT's whole-op bound still says how far plans without splits can go; shown beside the certificate
-        cert = sharded_certificate(graph, hw, max_shard, cert)
+        if searched is not None:
+            cert = sharded_certificate(graph, hw, max_shard, cert)
         if cfg.certificate:   # CP-SAT over split plans: a tighter proven bound, and its plan competes
             cert, plan = staged_certificate(graph, hw, max_shard, cert,
                                             [best.partition] + ([staged.partition] if staged else []), seed=cfg.seed,

@@ -21,3 +21,8 @@ class UserError(Exception):
     def one_line(self) -> str:
         text = f"error: {self.problem}. Fix: {self.fix}."
         return " ".join(text.split())
+
+
+class DoesNotFit(UserError):
+    """No partition with every op whole fits the hardware's memory (the repair proves it). A run whose ops may split
+    tries its split plans before reporting it."""
