@@ -13,6 +13,7 @@ from partitioner.core.errors import UserError
 from partitioner.frontend.causal import causal_evidence
 
 PHASES = ("prefill", "decode")
+ASSERTED = "asserted by --decoder"
 
 
 def check_phase(graph: onnx.GraphProto, phase: str | None, context: int | None, path: str, *,
@@ -35,7 +36,7 @@ def check_phase(graph: onnx.GraphProto, phase: str | None, context: int | None, 
     if phase is None and context is None:
         return None
     if decoder:
-        return "asserted by --decoder"
+        return ASSERTED
     evidence = causal_evidence(graph)
     if evidence is None:
         raise UserError(f"{path} looks encoder-only (no causal mask, KV cache or causal attention found), so it has "

@@ -118,13 +118,14 @@ def decode_step(costs: NodeCosts, nodes: list, folded: Folded, shapes: dict, inp
 
 
 def _token_sizes(inputs: ModelInputs) -> tuple[int, int]:
-    """(positions T, sequences B0) of the import: the first integer model input that is not a KV cache,
-    [batch, sequence]; (1, 1) without one."""
-    for vi in inputs.value_infos:
-        shape = inputs.shapes.get(vi.name, ())
-        if vi.type.tensor_type.elem_type in _INT_TYPES and not is_cache_name(vi.name) and shape:
-            return (int(shape[-1]), int(math.prod(shape[:-1]))) if len(shape) > 1 else (int(shape[0]), 1)
-    return 1, 1
+    """(positions T, sequences B0) of the import, from its token ids [batch, sequence] (the first integer model
+    input that is not a KV cache), else its first other input [batch, sequence, ...]; (1, 1) without either."""
+    live = [vi for vi in inputs.value_infos if not is_cache_name(vi.name) and inputs.shapes.get(vi.name)]
+    ids = [vi for vi in live if vi.type.tensor_type.elem_type in _INT_TYPES] + live
+    if not ids:
+        return 1, 1
+    shape = inputs.shapes[ids[0].name]
+    return (int(shape[1]), int(shape[0])) if len(shape) > 1 else (int(shape[0]), 1)
 
 
 def _upstream(tensor: str, products: set[int], producer: dict, nodes: list, folded: Folded) -> tuple[bool, set[int]]:
