@@ -12,12 +12,13 @@ Tiny: 2 layers, hidden 64, 4 heads (Llama: 2 KV heads), vocabulary 256, random w
 - kv-legacy / kv-dynamo: one new token, a past cache of 8 tokens in, the cache of 9 out.
 Stripped to graph-only (initializers over 1 KiB external, their data file deleted), as export_models.py does.
 
-Large: built on the meta device, so no weight is ever allocated. Dynamo: exported at sequence 128 without the
-optimiser (its constant folding reads weight values), saved with include_initializers=False. Legacy: the meta
+Large: built on the meta device, so no weight is ever allocated. Dynamo: exported at sequence 128 (fixed), the
+weights turned into graph inputs and the exporter's optimiser run then (its constant folding would read the meta
+weights; this way it folds the causal mask into a constant as it does for a real export). Legacy: the meta
 modules get stride-0 stand-in weights (one scalar each, expanded to its shape), exported with
-export_params=False at dynamic axes, so weights are graph inputs. Either way every weight is then written as an
-external-data TensorProto of its shape whose data file does not exist. Beside each NAME.onnx, NAME.json holds
-the counts a FLOP reference needs (benchmarks/decode_flops.py).
+export_params=False at dynamic axes, so weights are graph inputs. Either way every weight input then becomes an
+external-data TensorProto of its shape whose data file does not exist (as include_initializers=False leaves it).
+Beside each NAME.onnx, NAME.json holds the counts a FLOP reference needs (benchmarks/decode_flops.py).
 
 Needs the optional extra `export` (transformers, onnxscript).
 """
@@ -207,11 +208,15 @@ def export_large(arch: Arch, dynamo: bool, out_dir: str) -> str:
             warnings.simplefilter("ignore")
             program = torch.onnx.export(_Logits(model), (ids, torch.ones_like(ids)), input_names=names,
                                         output_names=["logits"], dynamo=True, optimize=False, verbose=False)
-        with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-            program.save(os.path.join(tmp, "g.onnx"), include_initializers=False)
-            m = onnx.load(os.path.join(tmp, "g.onnx"), load_external_data=False)
-        weights = [(v.name, int(v.dtype), [int(d) for d in v.shape])
-                   for v in program.model.graph.initializers.values()]
+            # The optimiser folds constants, and would read the meta weights: it sees them as graph inputs.
+            graph = program.model.graph
+            for name in list(graph.initializers):
+                value = graph.initializers.pop(name)
+                value.const_value = None
+                graph.inputs.append(value)
+            program.optimize()
+        import onnx_ir
+        m = onnx_ir.serde.serialize_model(program.model)
     else:
         _stand_in_weights(model)
         ids = torch.zeros(1, 8, dtype=torch.long)
@@ -222,11 +227,12 @@ def export_large(arch: Arch, dynamo: bool, out_dir: str) -> str:
                               input_names=names, output_names=["logits"], opset_version=OPSET, dynamo=False,
                               export_params=False, dynamic_axes={n: tokens for n in [*names, "logits"]})
             m = onnx.load(os.path.join(tmp, "g.onnx"), load_external_data=False)
-        weights = [(vi.name, vi.type.tensor_type.elem_type, [d.dim_value for d in vi.type.tensor_type.shape.dim])
-                   for vi in m.graph.input if vi.name not in names]
-        keep = [vi for vi in m.graph.input if vi.name in names]
-        del m.graph.input[:]
-        m.graph.input.extend(keep)
+    # weights are graph inputs now: make each an external initializer of its shape, with no data file
+    weights = [(vi.name, vi.type.tensor_type.elem_type, [d.dim_value for d in vi.type.tensor_type.shape.dim])
+               for vi in m.graph.input if vi.name not in names]
+    keep = [vi for vi in m.graph.input if vi.name in names]
+    del m.graph.input[:]
+    m.graph.input.extend(keep)
     m.graph.initializer.extend(_external(n, t, d, location) for n, t, d in weights)
     onnx.save_model(m, dest)
     return dest
