@@ -3,7 +3,7 @@
     python benchmarks/compare.py                          # full table (all models, 4/16/36 chiplets, 3 seeds)
     python benchmarks/compare.py --models bert-base --chiplets 16 --budget 32 --seeds 0 1 2
 
-Writes the "Method comparison" section of benchmarks/RESULTS.md and benchmarks/convergence.png (best
+Writes the "Whole-op search at equal budgets" section of benchmarks/RESULTS.md and benchmarks/convergence.png (best
 throughput against evaluations, per method, on the first model at the middle chiplet count). Results of each
 (model, chiplets, method, seed) are cached in benchmarks/.compare_cache.json so a killed run resumes; the cache
 is dropped when the code changes (it records a hash of the .py files in partitioner/, solver/, policies/), and rl
@@ -161,7 +161,7 @@ def _write(rows: list[dict], curves: dict, args) -> None:
         lines += ["", "Convergence (best throughput vs evaluations, mean over seeds): "
                       "![convergence](convergence.png)"]
         _plot(curves, args.models[0], args.chiplets[len(args.chiplets) // 2])
-    update_section("Method comparison", "\n".join(lines))
+    update_section("Whole-op search at equal budgets", "\n".join(lines))
 
 
 def _plot(curves: dict, model: str, n: int) -> None:

@@ -3,7 +3,7 @@
     python benchmarks/e2e_time.py [--model examples/bert-base.onnx] [--chiplets 16] [--repeats 3]
 
 Runs the real CLI in fresh subprocesses (so import time counts, as it does for a user), once per method, and writes
-the "End-to-end run" section of benchmarks/RESULTS.md. Target: the default (rl) under 60 s on 2 cores.
+the "End-to-end run time" section of benchmarks/RESULTS.md. Target: the default method under 60 s on 2 cores.
 """
 from __future__ import annotations
 
@@ -45,11 +45,11 @@ def main(argv: list[str] | None = None) -> None:
              "",
              f"`partition {args.model} --chiplets {args.chiplets} --method M` in a fresh process (import, search with "
              f"the default budget of 64 evaluations, CP-SAT certificate, all outputs), {args.repeats} runs each, "
-             "on the 2-core machine. Target: the default method (rl) under 60 s.",
+             "on the 2-core machine. Target: the default method under 60 s.",
              "",
              f"| method | median s | min s | max s | vs {rows[0][0]} |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {m} | {med:.1f} | {lo:.1f} | {hi:.1f} | {med / base:.2f} |" for m, med, lo, hi in rows]
-    update_section("End-to-end run", "\n".join(lines))
+    update_section("End-to-end run time", "\n".join(lines))
     print("\n".join(lines))
 
 

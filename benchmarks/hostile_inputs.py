@@ -1,4 +1,4 @@
-"""The hostile-input table (issue 15): every case run as a subprocess with a timeout, its outcome recorded.
+"""The hostile-input table: every case run as a subprocess with a timeout, its outcome recorded.
 
     python benchmarks/hostile_inputs.py [--only 'NAME;NAME'] [--timeout 300] [--write benchmarks/RESULTS.md]
 
@@ -23,7 +23,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 BERT = "examples/bert-base.onnx"
-SECTION = "## Hostile inputs (issue 15)"
+SECTION = "Hostile inputs"
 
 
 @dataclass(frozen=True)
@@ -191,15 +191,10 @@ def table(outcomes: list[Outcome]) -> str:
 
 
 def write_section(path: Path, body: str) -> None:
-    """Replace (or append) this script's own section at the end of RESULTS.md."""
-    text = path.read_text() if path.exists() else ""
-    if SECTION in text:
-        head, rest = text.split(SECTION, 1)
-        nxt = rest.find("\n## ")
-        text = head + SECTION + "\n\n" + body + ("\n" + rest[nxt:] if nxt >= 0 else "\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + SECTION + "\n\n" + body + "\n"
-    path.write_text(text)
+    """Replace (or append) this script's own section of RESULTS.md (benchmarks/results_md.py, atomically)."""
+    from benchmarks.results_md import update_section
+
+    update_section(SECTION, body, path)
 
 
 def main(argv: list[str] | None = None) -> int:

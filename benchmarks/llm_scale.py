@@ -1,4 +1,4 @@
-"""Any ONNX at LLM scale (issue 16): import time and op counts per granularity, per-GEMM cycles against
+"""Any ONNX at LLM scale: import time and op counts per granularity, per-GEMM cycles against
 SCALE-Sim 3.0, and decode tokens/s with a KV cache.
 
     python benchmarks/llm_scale.py imports            # BERT-base, GPT-2, Llama-1B x fused/node/layer

@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
     ap.add_argument("--chiplets", nargs="+", type=int, default=[16, 64])
     ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--write", action="store_true", help="replace the Memory tier section of RESULTS.md")
+    ap.add_argument("--write", action="store_true", help='replace the "Models larger than SRAM: the memory tier" section of RESULTS.md')
     args = ap.parse_args(argv)
     rows = []
     for model in args.models:
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.write:
         cmd = "python benchmarks/memtier.py " + " ".join(["--models", *args.models, "--chiplets",
                                                           *map(str, args.chiplets), "--batch", str(args.batch)])
-        update_section("Memory tier", f"Command: `{cmd} --write`\n\n{EXPLAIN}\n\n{text}\n")
+        update_section("Models larger than SRAM: the memory tier", f"Command: `{cmd} --write`\n\n{EXPLAIN}\n\n{text}\n")
 
 
 if __name__ == "__main__":

@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
         print(start)
     if args.write:
         cmd = "python benchmarks/move_bench.py --table --pretrained --start --write"
-        update_section("Learned move selection (issue 12)",
+        update_section("Learned move selection",
                        f"```\n{cmd}\n```\n\n" + _write(cache, args.budget, args.seeds, args.exact_time, start))
 
 

@@ -6,7 +6,7 @@
 Each (model, hardware) runs the real CLI (`partition MODEL --hardware H`, or `--chiplets N` for a number: the flat
 near-square mesh with the default HBM tier; default method, fp16) in a fresh process. The result is checked from
 its files: exit 0, partition.json valid under `partition.check` (streamed weights and split groups included) and
-throughput <= the certificate. --write replaces the "Multi-level hardware" section of benchmarks/RESULTS.md.
+throughput <= the certificate. --write replaces the "Two packages on a board" section of benchmarks/RESULTS.md.
 """
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
     ap.add_argument("--hardware", nargs="+", default=DEFAULT_HARDWARE,
                     help="presets or .toml files, or a number N for the flat --chiplets N package")
-    ap.add_argument("--write", action="store_true", help="replace the Multi-level hardware section of RESULTS.md")
+    ap.add_argument("--write", action="store_true", help='replace the "Two packages on a board" section of RESULTS.md')
     args = ap.parse_args(argv)
     rows = []
     for model in args.models:
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     if args.write:
         cmd = "python -m benchmarks.multilevel " + " ".join(["--models", *args.models, "--hardware", *args.hardware])
-        update_section("Multi-level hardware (issue 13 part 2)", f"Command: `{cmd} --write`\n\n{EXPLAIN}\n\n{text}\n")
+        update_section("Two packages on a board", f"Command: `{cmd} --write`\n\n{EXPLAIN}\n\n{text}\n")
 
 
 if __name__ == "__main__":

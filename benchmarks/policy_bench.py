@@ -8,7 +8,7 @@
 Every policy run spends its first two evaluations on the DP and greedy splits (its anchors), then samples
 proposals centred on the best partition so far (policies.train.finetune).
 zero-shot:  the pre-trained policy, frozen: best of the anchors and the samples.
-fine-tuned: the pre-trained policy fine-tuned with PPO on the graph (policies.train.FINETUNE_CONFIG).
+fine-tuned: the pre-trained policy fine-tuned with PPO on the graph (policies.ppo.FINETUNE_CONFIG).
 scratch:    the same fine-tuning from an untrained network (which, like every policy here, is centred on the DP
             split; see policies/gnn.py).
 untrained:  the untrained network frozen, sampled like zero-shot: what pre-training adds over the DP/greedy
@@ -45,7 +45,8 @@ from partitioner.app.methods import DEFAULT_REPAIR_LIMIT_S  # noqa: E402
 from partitioner.app.run import load_model
 from partitioner.plan.splits import dp_partition
 from policies.baselines import anneal  # noqa: E402
-from policies.train import FINETUNE_CONFIG, finetune  # noqa: E402
+from policies.ppo import FINETUNE_CONFIG  # noqa: E402
+from policies.train import finetune  # noqa: E402
 
 METHODS = ("zero-shot", "fine-tuned", "scratch", "untrained", "anneal")
 

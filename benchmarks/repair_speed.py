@@ -6,7 +6,7 @@
 Proposals: (a) uniform, a random chiplet per op (the worst case: most edges point backwards); (b) perturbed, the
 greedy contiguous split with 10% of ops sent to a random chiplet (closer to what a trained policy proposes). One
 repair per seed, on one core. Then optimize() with its time limit: objective, proven bound and gap in the solver's
-cost model. Figures go to benchmarks/RESULTS.md, "Repair and exact solver".
+cost model. Figures go to benchmarks/RESULTS.md, "CP-SAT: repair and exact solver".
 """
 from __future__ import annotations
 
@@ -115,7 +115,7 @@ def main() -> None:
     p.add_argument("--repair-time-limit-s", type=float, default=d.repair_time_limit_s)
     p.add_argument("--optimize-chiplets", type=int, nargs="*", default=list(d.optimize_chiplets))
     p.add_argument("--optimize-time-limit-s", type=float, default=d.optimize_time_limit_s)
-    p.add_argument("--write", action="store_true", help='replace the "Repair and exact solver" section of RESULTS.md')
+    p.add_argument("--write", action="store_true", help='replace the "CP-SAT: repair and exact solver" section of RESULTS.md')
     args = vars(p.parse_args())
     write = args.pop("write")
     args["optimize_chiplets"] = tuple(args["optimize_chiplets"])
@@ -159,7 +159,7 @@ simulated = `simulate()` of the returned partition:
     print(body)
     if write:
         from benchmarks.results_md import update_section
-        update_section("Repair and exact solver", body)
+        update_section("CP-SAT: repair and exact solver", body)
 
 
 if __name__ == "__main__":

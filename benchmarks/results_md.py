@@ -1,4 +1,6 @@
-"""Replace one `## Section` of benchmarks/RESULTS.md, leaving the others alone; written atomically."""
+"""Replace one section of benchmarks/RESULTS.md (a `##`, `###` or `####` heading and what follows it up to the
+next heading of the same or a higher level), leaving the others alone; written atomically. A title the file does
+not have yet is appended as a `###` section at the end."""
 from __future__ import annotations
 
 import re
@@ -12,8 +14,12 @@ HEADER = "# Benchmark results\n\nEvery figure below comes with the command that 
 
 def update_section(title: str, body: str, path: Path = RESULTS) -> None:
     text = path.read_text(encoding="utf-8") if path.exists() else HEADER
-    block = f"## {title}\n\n{body.strip()}\n"
-    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: block + "\n", text, count=1) if pattern.search(text) else \
-        text.rstrip("\n") + "\n\n" + block
-    write_text(path, text)
+    found = re.search(rf"^(#{{2,4}}) {re.escape(title)}\n", text, re.M)
+    if found is None:
+        write_text(path, text.rstrip("\n") + f"\n\n### {title}\n\n{body.strip()}\n")
+        return
+    level = len(found.group(1))
+    end = re.compile(rf"^#{{2,{level}}} ", re.M).search(text, found.end())
+    stop = end.start() if end else len(text)
+    block = f"{found.group(1)} {title}\n\n{body.strip()}\n"
+    write_text(path, text[:found.start()] + block + ("\n" if end else "") + text[stop:])

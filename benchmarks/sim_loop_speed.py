@@ -4,8 +4,8 @@
 
 Each case simulates the DP split (partitioner.plan.splits.dp_partition) of a shipped model on the default package, fp16,
 repeatedly for about --seconds per loop, after one warm-up call (the compiled loop's first call loads or compiles
-it). Both loops must give the same report; the ratio is the speed-up. Target (issue 16): >= 50 evaluations/s on
-BERT-large at 64 chiplets. Writes the "Simulator speed: compiled event loop" section of RESULTS.md.
+it). Both loops must give the same report; the ratio is the speed-up. Target: >= 50 evaluations/s on
+BERT-large at 64 chiplets. Writes the "Simulator speed" section of RESULTS.md.
 """
 from __future__ import annotations
 
@@ -58,12 +58,12 @@ def main(argv: list[str] | None = None) -> None:
     body = "\n".join([f"Command: `python benchmarks/sim_loop_speed.py --seconds {args.seconds:g} --write` (one process, "
                       "2-core machine shared with other work, 2026-11-25; DP split, default package, fp16).", "",
                       *rows, "",
-                      "Target (issue 16): >= 50 evaluations/s on BERT-large at 64 chiplets. The compiled loop "
+                      "Target: >= 50 evaluations/s on BERT-large at 64 chiplets. The compiled loop "
                       "(partitioner/sim/sim_loop.py, numba) runs the same events as the Python loop "
                       "(tests/test_sim_loop.py checks identical completion times on random plans); traced runs "
                       "(one per written report) keep the Python loop."])
     if args.write:
-        update_section("Simulator speed: compiled event loop (issue 16)", body)
+        update_section("Simulator speed", body)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 
 The assignment is the balanced contiguous split: ops in topological order cut into `chiplets` stages of equal
 cycles (on the first chiplet's cost), the shape most partitions found by search have. The figure is recorded in
-benchmarks/RESULTS.md, "Simulator speed".
+benchmarks/RESULTS.md, "Simulator speed: one process, the balanced contiguous split".
 """
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def main() -> None:
     p.add_argument("--chiplets", type=int, default=d.chiplets)
     p.add_argument("--seconds", type=float, default=d.seconds)
     p.add_argument("--granularity", default=d.granularity, choices=["fused", "node", "layer"])
-    p.add_argument("--write", action="store_true", help='replace the "Simulator speed" section of RESULTS.md')
+    p.add_argument("--write", action="store_true", help='replace the "Simulator speed: one process, the balanced contiguous split" section of RESULTS.md')
     args = vars(p.parse_args())
     write = args.pop("write")
     cfg = SpeedConfig(**args)
@@ -104,7 +104,7 @@ def main() -> None:
         from benchmarks.results_md import update_section
         command = "python benchmarks/sim_speed.py " + " ".join(sys.argv[1:])
         model = "examples/bert-base.onnx" if Path(cfg.model) == BERT else cfg.model
-        update_section("Simulator speed", f"""
+        update_section("Simulator speed: one process, the balanced contiguous split", f"""
 Command: `{command.strip()}`
 
 | graph | ops | edges | chiplets | inferences per evaluation | evaluations/s | ms per evaluation |

@@ -15,7 +15,7 @@ policies/split_search.py; all start from the valid staged DP plans, which count 
     cpsat    CP-SAT over whole-op plans from the DP split as hint, --exact-time seconds (solver.optimize via
              run.certify), its partition simulated: the solver's view of the problem, without splits or contention
     M+res    method M with residency moves too (stream or keep resident one op's weights, split_search(residency=True))
-Models come from examples/ (policies.train.HELD_OUT: none is in the policy's training corpus, which is synthetic).
+Models come from examples/ (policies.corpus.HELD_OUT: none is in the policy's training corpus, which is synthetic).
 Runs are cached in benchmarks/.split_cache.json (keyed on case, method, budget, seed), so a killed run resumes.
 """
 from __future__ import annotations
@@ -42,8 +42,8 @@ CHECKPOINTS = (64, 256, 1024)
 CACHE = Path(__file__).resolve().parent / ".split_cache.json"
 PLOT = Path(__file__).resolve().parent / "split_curves.png"
 FINETUNE_PLOT = Path(__file__).resolve().parent / "split_finetune.png"
-SECTION = "Learned search in the split-plan space (issue 12, part 2)"
-COMMANDS = """# on commit 591aebf (before the staged-DP changes of branch stageddeg), 2 shared cores, 2026-12-06;
+SECTION = "Split-plan search"
+COMMANDS = """# on commit 591aebf (before the staged-DP changes of 05b4b52-3cab6ac), 2 shared cores, 2026-12-06;
 # several processes into separate caches, then one --write reading them all
 python benchmarks/split_bench.py --run --budget 1024 --seeds 0 1 2 \\
     --cases resnet50/64 vit-base/64 resnet50/144 vit-base/144 bert-large/64 bert-large/144 \\
@@ -58,7 +58,7 @@ python benchmarks/split_bench.py --run --budget 256 --seeds 0 --methods anneal+r
     --cache benchmarks/.cache_d.json
 python benchmarks/split_bench.py --run --budget 256 --seeds 0 --cases llama-1b/144 --cache benchmarks/.cache_d.json
 python benchmarks/split_bench.py --write --cache benchmarks/.cache_{a,b,c,d,e,g,g2,g3}.json
-# on commit 735d479 (branch stageddeg merged): vit-base/144 again, findings below
+# on commit 735d479 (with 3cab6ac's staged DP): vit-base/144 again, findings below
 python benchmarks/split_bench.py --run --budget 1024 --seeds 0 --cases vit-base/144 --cache benchmarks/.cache_h.json"""
 
 FINDINGS = """Findings (2 shared cores, 2026-12-06; the table ran on commit 591aebf). The learned targets are missed:
@@ -73,7 +73,7 @@ FINDINGS = """Findings (2 shared cores, 2026-12-06; the table ran on commit 591a
   bert-large/144 1.061, vit-base/144 1.247) the moves (stage-boundary shift, degree +-1, split/merge, and with
   M+res residency) find nothing better in 1024 evaluations, for any method. The bound is perfect balance with
   free links, so part of that room may not exist.
-- The staged DP moved after the table ran (branch stageddeg, merged at 735d479: every cap, entry rule, link work
+- The staged DP moved after the table ran (05b4b52-3cab6ac, in 735d479: every cap, entry rule, link work
   summed). On the current code vit-base/144's best start is 17,696/s, above the 16,784/s every method reached on
   591aebf in 1024 evaluations; from it (seed 0, 1024 evaluations, .cache_h) learned and annealing reach 17,762/s
   (+0.4%) and random search stays at 17,696/s: learned / anneal 1.000, learned / random 1.004. The other cases'

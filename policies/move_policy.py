@@ -36,6 +36,7 @@ from partitioner.hw.hardware import Hardware
 from partitioner.plan.splits import dp_partition, greedy_partition
 from partitioner.sim.report import Evaluation
 from policies.anneal import EvaluateFn, ProgressFn, SearchResult, anneal_loop
+from policies.checkpoints import atomic_torch_save
 from policies.features import FEATURES_VERSION, graph_features
 from policies.gnn import PolicyConfig, PolicyNet
 from policies.moves import MOVE_DIM, context, move_set
@@ -88,8 +89,6 @@ class MoveNet(nn.Module):
 
 # --- checkpoints --------------------------------------------------------------------------------------------------------
 def save_move_policy(path: str | Path, net: MoveNet, extra: dict | None = None) -> None:
-    from policies.train import atomic_torch_save
-
     atomic_torch_save({"kind": CHECKPOINT_KIND, "features_version": FEATURES_VERSION, "config": asdict(net.cfg),
                        "model": net.state_dict(), **(extra or {})}, path)
 

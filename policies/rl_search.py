@@ -15,7 +15,8 @@ from partitioner.core.errors import UserError
 from partitioner.core.graph import TensorGraph
 from partitioner.hw.hardware import Hardware
 from policies.anneal import EvaluateFn, ProgressFn, SearchResult
-from policies.train import FINETUNE_CONFIG, finetune
+from policies.ppo import FINETUNE_CONFIG
+from policies.train import finetune
 
 SHIPPED_POLICY = Path(__file__).resolve().parent / "pretrained" / "policy.pt"
 

@@ -14,7 +14,7 @@ chiplets between groups may be unused. Moves (each replaces stages[lo:hi] by new
           (k -> k +- 1, within 1..max_shard).
   split   (slot 3) a stage of k >= 2 chiplets and >= 2 ops becomes two (k // 2 and k - k // 2 chiplets, cut where
           the larger of the two analytic stage costs is least), or two neighbouring stages whose groups touch
-          merge into one of k_s + k_{s+1} <= max_shard chiplets (k -> k/2 and back, the task's halving and
+          merge into one of k_s + k_{s+1} <= max_shard chiplets (k -> k/2 and back: halving and
           doubling with the chiplet count kept).
 
 A move is offered only if every new stage fits SRAM and runs only op types its chiplets support (the DP's
@@ -142,7 +142,8 @@ class SplitContext:
         key = (s.k, self.hw.chiplets[s.chip])
         if key not in self._mem:
             layouts = (_stage_layout(self.graph)[0],
-                       _stage_layout(self.graph, max(s.k, 2), s.chip, keep_column(self.hw))[0])
+                       _stage_layout(self.graph, max(s.k, 2), s.chip,
+                                     keep_column(self.hw, self.graph.metadata.get("precision")))[0])
             pieces = [[piece(op, s.k, axes[i]) for i, op in enumerate(self.graph.ops)] for axes in layouts]
             weights = np.max([[p.weight_bytes for p in ps] for ps in pieces], axis=0)
             w = np.concatenate([[0], np.cumsum(weights)]).astype(float)

@@ -11,7 +11,7 @@ true certificate: the simulator's cycles per inference are at least the busiest 
     (packages, docs/hardware.md "Levels") ser divides by the fastest class's bandwidth, so this stays a lower bound.
 
   * with a memory tier, stack k is busy for at least T_k = sum over the streamed ops on the chiplets it feeds
-    (hw.stack_feed) of floor(ceil(stream bytes per batch / its bytes_per_cycle) / batch): the simulator holds
+    (hw.stack_feed) of floor(ceil(stream bytes per batch / its sustained_bytes_per_cycle) / batch): the simulator holds
     the stack that long per batch for each read, and a sum of floors is at most the floor of the sum. A read for
     chiplet c from a stack attached elsewhere enters c over one of its in_degree(c) links, holding it
     floor(ceil(bytes / link_bytes_per_cycle) / batch) per inference, so c's busiest in-link carries at least
@@ -113,7 +113,7 @@ def stack_read_cycles(graph: TensorGraph, hw: Hardware, batch: int = 1) -> np.nd
     if not hw.memory_stacks:
         return np.zeros((graph.n_ops, 0), dtype=np.int64)
     sb = stream_bytes(graph, batch)
-    bw = np.array([st.bytes_per_cycle for st in hw.memory_stacks], dtype=np.int64)
+    bw = np.array([st.sustained_bytes_per_cycle for st in hw.memory_stacks], dtype=np.int64)
     return (-(-sb[:, None] // bw[None, :])) // batch
 
 
@@ -134,7 +134,7 @@ def stack_lower_bound(graph: TensorGraph, hw: Hardware, batch: int = 1) -> int:
     """A bound on max_k T_k valid for every partition, without a solver. Resident weights fit in SRAM, so at least
     D = total weights (a shared tensor once) - total SRAM bytes must stream; the fewest read bytes that stream
     that much is a fractional knapsack (ops by read bytes per weight byte, cheapest first): R. The stacks together read at most
-    sum_k bytes_per_cycle per cycle, and each op's floor(ceil(b / bw) / batch) loses less than one cycle, so
+    sum_k sustained_bytes_per_cycle per cycle, and each op's floor(ceil(b / bw) / batch) loses less than one cycle, so
     max_k T_k >= floor(R / (batch x sum_k bw)) - (ops with weights). 0 when everything fits or without a tier."""
     if not hw.memory_stacks:
         return 0
@@ -152,7 +152,7 @@ def stack_lower_bound(graph: TensorGraph, hw: Hardware, batch: int = 1) -> int:
         deficit -= take
         if deficit <= 0:
             break
-    bw = sum(st.bytes_per_cycle for st in hw.memory_stacks)
+    bw = sum(st.sustained_bytes_per_cycle for st in hw.memory_stacks)
     return max(0, int(total // (batch * bw)) - int(has.size))
 
 

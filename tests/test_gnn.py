@@ -6,7 +6,7 @@ from partitioner.hw.hardware import Chiplet, Hardware, mesh_of
 from partitioner.frontend.synthetic import random_dag
 from policies.features import graph_features
 from policies.gnn import PolicyNet, entropy, greedy, log_prob, n_params, sample
-from policies.train import propose
+from policies.ppo import propose
 
 torch.set_num_threads(1)
 

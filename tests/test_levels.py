@@ -14,7 +14,8 @@ from partitioner.app.cli import main
 from partitioner.model.cost import route_transfer_cycles, transfer_cycles
 from partitioner.core.errors import UserError
 from partitioner.core.graph import Op, TensorGraph
-from partitioner.hw.hardware import PRESETS, Chiplet, Hardware, mesh_of, packages_of
+from partitioner.hw.hardware import Chiplet, Hardware, mesh_of, packages_of
+from partitioner.hw.presets import PRESETS
 from partitioner.hw.toml import hardware_from_toml
 from partitioner.hw.levels import PackageLevel
 from partitioner.model.partition import Partition, check

@@ -13,7 +13,8 @@ from partitioner.app.cli import main
 from partitioner.model.cost import stream_bytes, stream_cycles, stream_energy_pj
 from partitioner.core.errors import UserError
 from partitioner.core.graph import Op, TensorGraph
-from partitioner.hw.hardware import HBM3_STACK, PRESETS, Chiplet, Hardware, MemoryStack, mesh_of
+from partitioner.hw.hardware import HBM3_STACK, Chiplet, Hardware, MemoryStack, mesh_of
+from partitioner.hw.presets import PRESETS
 from partitioner.hw.toml import hardware_from_toml, load_hardware
 from partitioner.model.partition import Partition, check, memory_use
 from partitioner.sim.simulator import default_inferences, simulate
@@ -40,14 +41,15 @@ def matmul(name: str, cycles: int, weight_bytes: int, read: int | None = None) -
 
 
 # --- hardware ----------------------------------------------------------------------------------------------------
-def test_default_package_has_hbm3_edge_stacks_and_presets_keep_sram_only():
+def test_default_package_has_hbm3_edge_stacks_and_sram_only_16_has_none():
     hw = load_hardware(None, 16)
     assert [s.attached for s in hw.memory_stacks] == [(0, 7), (8, 15), (3, 4), (11, 12)]
     assert all(s.bytes_per_cycle == 819 and s.capacity_bytes == 16 << 30 and s.pj_per_byte == 31.2
                and s.latency_cycles == 100 for s in hw.memory_stacks)
     assert len(load_hardware(None, 64).memory_stacks) == 8
     assert PRESETS["default-16"].memory_stacks == hw.memory_stacks
-    assert PRESETS["sram-only-16"].memory_stacks == () and PRESETS["simba-36"].memory_stacks == ()
+    assert PRESETS["sram-only-16"].memory_stacks == ()
+    assert [s.name for s in PRESETS["simba-36"].memory_stacks] == ["dram"]   # Simba streams its weights
     assert load_hardware(None, 16, memory_tier=False).memory_stacks == ()
     # Chiplet 5 (row 1, col 2) is 1 hop from 4 (hbm-e0) and from 2 -> 3; nearest attached chiplet wins.
     assert hw.stack_feed[5] == (2, 4) and hw.stack_feed[0] == (0, 0) and hw.stack_feed[9] == (1, 8)

@@ -230,7 +230,7 @@ def test_fp16_model_at_fp32_counts_four_bytes(tmp_path):
 
 def test_bad_precision(tmp_path):
     with pytest.raises(UserError, match="precision"):
-        load_onnx(os.path.join(DATA, "tiny_mlp.onnx"), precision="fp8")
+        load_onnx(os.path.join(DATA, "tiny_mlp.onnx"), precision="fp4")
 
 
 # --- coarsening -----------------------------------------------------------------------------------------------------

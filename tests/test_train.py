@@ -8,11 +8,12 @@ import torch
 from partitioner.core.errors import UserError
 from partitioner.hw.hardware import mesh_of
 from partitioner.frontend.synthetic import random_dag
-from policies import train as train_mod
+from policies import checkpoints
 from policies.features import graph_features
 from policies.gnn import PolicyNet, sample
-from policies.train import (PPOConfig, atomic_torch_save, bottleneck_reward, finetune, load_policy, pretrain,
-                            read_checkpoint)
+from policies.checkpoints import atomic_torch_save, load_policy, read_checkpoint
+from policies.ppo import PPOConfig, bottleneck_reward
+from policies.train import finetune, pretrain
 
 torch.set_num_threads(1)
 GRAPH = random_dag(12, 0)
@@ -84,7 +85,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         fh.write(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(train_mod.torch, "save", broken_save)
+    monkeypatch.setattr(checkpoints.torch, "save", broken_save)
     with pytest.raises(OSError):
         atomic_torch_save({"v": 2}, path)
     assert path.read_bytes() == before

@@ -15,7 +15,9 @@ from partitioner.core.errors import UserError
 from partitioner.hw.hardware import Chiplet, mesh_of
 from partitioner.frontend.synthetic import random_dag
 from policies.rollout import reward_or_none, serial_map
-from policies.train import PPOConfig, finetune, load_policy, pretrain
+from policies.checkpoints import load_policy
+from policies.ppo import PPOConfig
+from policies.train import finetune, pretrain
 
 CORPUS = [(random_dag(14, 0), mesh_of(3)), (random_dag(18, 1), mesh_of(4)), (random_dag(10, 2), mesh_of(2))]
 CFG = PPOConfig(total_steps=3, proposals_per_step=4, graphs_per_step=2, update_epochs=1, save_every=1,

@@ -28,7 +28,7 @@ def _add_model_args(p: argparse.ArgumentParser, precision: str | None = "fp16", 
     p.add_argument("model", help="ONNX file (weights may be absent: only shapes are read)")
     p.add_argument("--input-shape", action="append", metavar="NAME=1x128",
                    help="fix a model input's shape (repeatable); symbolic dims default to batch 1, sequence 128")
-    p.add_argument("--precision", default=precision, choices=["fp32", "fp16", "bf16", "int8"],
+    p.add_argument("--precision", default=precision, choices=["fp32", "fp16", "bf16", "fp8", "int8"],
                    help="element size of weights and activations on the accelerator "
                         f"(default {precision or 'as stored: fp32 for inspect, the saved one for simulate'})")
     saved = " (default: the saved one)" if saved_defaults else ""
@@ -46,8 +46,8 @@ def _add_model_args(p: argparse.ArgumentParser, precision: str | None = "fp16", 
 def _add_hw_args(p: argparse.ArgumentParser, default_chiplets: int | None = None) -> None:
     p.add_argument("--chiplets", type=int, default=default_chiplets,
                    help="number of chiplets: a near-square mesh of the default chiplet unless --hardware says more")
-    p.add_argument("--hardware", help="a preset name (default-16, sram-only-16, simba-36, two-package-2x16) or a "
-                                      ".toml file (see docs/hardware.md)")
+    p.add_argument("--hardware", help="a preset name (default-16, sram-only-16, simba-36, two-package-2x16, a100, "
+                                      "h100, mi300x) or a .toml file (see docs/hardware.md)")
     p.add_argument("--no-memory-tier", action="store_true",
                    help="drop the package's HBM memory stacks: every weight must fit in SRAM")
 

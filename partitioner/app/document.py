@@ -12,7 +12,7 @@ from partitioner.app.config import Outcome
 from partitioner.core.errors import UserError
 from partitioner.core.graph import TensorGraph
 from partitioner.frontend.decoder import ASSERTED
-from partitioner.hw.hardware import PRESETS
+from partitioner.hw.presets import PRESETS
 from partitioner.model.layout import simulated_axes, simulated_groups, simulated_pieces
 from partitioner.model.partition import Partition
 

@@ -88,12 +88,17 @@ def _graph(model: str, shapes: tuple, precision: str) -> TensorGraph:
 
 
 def map_design(graph: TensorGraph, hw) -> tuple[Partition | None, str]:
-    """The inner partitioner: best valid of the DP and greedy contiguous splits, else a short CP-SAT repair. With
-    a memory tier, a split streams the weights its chiplets cannot hold (solver.residency.choose_streamed, the rule
-    repair uses)."""
+    """The inner partitioner, the default run's planner without its search: the best simulated of the DP and
+    greedy contiguous splits and the staged DP's split plans at every group cap up to the run's --max-shard auto
+    (app/candidates.best_staged, as `partition MODEL --hardware design.toml` scores them), else a short CP-SAT
+    repair. With a memory tier, a plan streams the weights its chiplets cannot hold (solver.residency.choose_streamed,
+    the rule repair uses). The run adds annealing and CP-SAT's plans, which rarely beat the staged DP
+    (benchmarks/RESULTS.md, "Exploration": a design's recorded throughput against its re-run)."""
+    from partitioner.app.candidates import STAGED_MAX_OPS, best_staged
     from partitioner.model.partition import check
-    from partitioner.sim.simulator import simulate
     from partitioner.plan.splits import dp_partition, greedy_partition
+    from partitioner.plan.staged_dp import auto_max_shard
+    from partitioner.sim.simulator import simulate
     from solver.residency import choose_streamed
 
     best, best_thr, how = None, -1.0, ""
@@ -104,6 +109,11 @@ def map_design(graph: TensorGraph, hw) -> tuple[Partition | None, str]:
             thr = simulate(graph, hw, part).throughput_per_s
             if thr > best_thr:
                 best, best_thr, how = part, thr, name
+    max_shard = auto_max_shard(hw.n_chiplets)
+    if max_shard > 1 and graph.n_ops <= STAGED_MAX_OPS:
+        staged = best_staged(graph, hw, max_shard)
+        if staged is not None and staged.throughput > best_thr:
+            best, best_thr, how = staged.partition, staged.throughput, "staged-dp"
     if best is not None:
         return best, how
     from solver.repair import repair
@@ -337,6 +347,9 @@ def validate_config(cfg: ExploreConfig) -> None:
         raise UserError(f"--budget must be at least 1, got {cfg.budget}", "pass a number of designs, e.g. 30")
     backend.check_workers(cfg.workers)
     backend.check_ray_address(cfg.ray)
+    if cfg.precision == "fp8":   # dse_space.hardware_of designs chiplets with the legacy rates only
+        raise UserError("partition explore designs chiplets without fp8 MAC rates",
+                        "pass --precision bf16 (or fp16, int8), or run fp8 on a preset such as h100")
 
 
 def run_explore(cfg: ExploreConfig, on_done: Callable[[int, int], None] | None = None) -> dict:

@@ -21,7 +21,7 @@ def memory_tier_document(graph: TensorGraph, hw: Hardware, assignment: np.ndarra
     a = np.asarray(assignment, dtype=np.int64)
     stored = stack_use(graph, hw, a, streamed, shard)
     stacks = [{"name": st.name, "attached": list(st.attached), "capacity_bytes": st.capacity_bytes,
-               "bytes_per_cycle": st.bytes_per_cycle, "pj_per_byte": st.pj_per_byte,
+               "bytes_per_cycle": st.bytes_per_cycle, "efficiency": st.efficiency, "pj_per_byte": st.pj_per_byte,
                "latency_cycles": st.latency_cycles, "stored_bytes": int(stored[k]),
                "read_bytes_per_inference": float(report.stack_bytes_per_inference.get(st.name, 0.0)),
                "utilisation": float(report.stack_utilisation.get(st.name, 0.0))}

@@ -65,8 +65,8 @@ def write_results(study, cfg, out: Path, wall_s: float) -> dict:
         header = (f"partition explore design (trial {r['trial']}) for {cfg.model}, precision {cfg.precision}\n"
                   f"process {design.process_nm} nm, {design.package} package: {r['area_mm2']:.1f} mm2 silicon, "
                   f"${r['cost_usd']:,.0f}, {r['power_w']:.2f} W\n"
-                  f"throughput {r['throughput_per_s']:,.1f}/s with the {r['partitioner']} split; reproduce:\n"
-                  f"partition {cfg.model} --hardware {path} --method {'greedy' if r['partitioner'] == 'greedy' else 'dp'} --precision {cfg.precision}")
+                  f"throughput {r['throughput_per_s']:,.1f}/s with the {r['partitioner']} plan; the default run gives it "
+                  f"or more:\npartition {cfg.model} --hardware {path} --precision {cfg.precision}")
         write_text(path, hardware_toml(hw, header))
         r["hardware_file"] = str(path)
     trials = study.get_trials(deepcopy=False)

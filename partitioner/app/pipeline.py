@@ -26,7 +26,7 @@ def evaluate(graph: TensorGraph, hw: Hardware, proposal: np.ndarray, *, time_lim
 
 
 class PipelineReward:
-    """The real training reward: CP-SAT repair then simulation (`evaluate`), as policies.train's RewardFn."""
+    """The real training reward: CP-SAT repair then simulation (`evaluate`), as policies.ppo.RewardFn."""
 
     def __init__(self, time_limit_s: float = 2.0, seed: int = 0) -> None:
         self.time_limit_s, self.seed = time_limit_s, seed

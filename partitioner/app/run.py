@@ -22,6 +22,7 @@ from partitioner.core.errors import UserError
 from partitioner.core.graph import TensorGraph
 from partitioner.frontend.load import load_onnx
 from partitioner.hw.hardware import Hardware
+from partitioner.hw.presets import require_precision
 from partitioner.hw.toml import load_hardware
 from partitioner.model.partition import Partition
 from partitioner.plan.staged_dp import auto_max_shard
@@ -68,6 +69,7 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
 def _load(cfg: RunConfig) -> tuple[Hardware, TensorGraph]:
     hw = load_hardware(cfg.hardware, cfg.chiplets, memory_tier=cfg.memory_tier)
     limits.check_chiplets(hw.n_chiplets, f"hardware {cfg.hardware}")
+    require_precision(hw, cfg.precision)   # before the model loads and any search starts
     graph = load_model(cfg.model, cfg.input_shapes, cfg.precision, granularity=cfg.granularity, phase=cfg.phase,
                        context=cfg.context, decoder=cfg.decoder,
                        sequences=cfg.batch if cfg.phase == "decode" else 1)

@@ -13,7 +13,7 @@ from partitioner.app.outputs import write_outputs
 from partitioner.app.outset import output_set
 from partitioner.app.run import load_model
 from partitioner.core.errors import UserError
-from partitioner.hw.hardware import PRESETS
+from partitioner.hw.presets import PRESETS, require_precision
 from partitioner.hw.toml import load_hardware
 from partitioner.model.partition import Partition, check
 from partitioner.sim.report import Evaluation
@@ -56,6 +56,7 @@ def resimulate(model: str, partition_path: str, input_shapes: dict, precision: s
     saved_tier = not (isinstance(tier, dict) and tier.get("stacks") == [])   # [] = made without a memory tier
     hw = load_hardware(hardware or spec, chiplets if chiplets is not None else saved_chiplets,
                        memory_tier=memory_tier and (saved_tier or hardware is not None))
+    require_precision(hw, graph.metadata.get("precision"))
     a = assignment_from_document(graph, doc, partition_path, hw.n_chiplets)
     streamed = streamed_from_document(graph, doc, partition_path)
     batch = batch_from_document(doc, partition_path)

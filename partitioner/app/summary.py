@@ -1,4 +1,5 @@
-"""What a loaded model looks like: op counts before and after coarsening, flops, parameters, top op types."""
+"""The terminal summaries: what a loaded model looks like (`partition inspect`: op counts before and after
+coarsening, flops, parameters, top op types) and what a run found (the lines `partition MODEL.onnx` prints)."""
 from __future__ import annotations
 
 from collections import defaultdict

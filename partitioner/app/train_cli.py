@@ -13,7 +13,10 @@ from partitioner.app.backend import check_ray_address, check_workers, make_backe
 from partitioner.app.pipeline import PipelineReward
 from partitioner.core.errors import UserError
 from policies import train as tr
-from policies.train import FINETUNE_CONFIG, PPOConfig, onnx_corpus, pretrain, synthetic_corpus
+from policies.checkpoints import read_checkpoint
+from policies.corpus import HELD_OUT, onnx_corpus, synthetic_corpus
+from policies.ppo import FINETUNE_CONFIG, PPOConfig
+from policies.train import pretrain
 
 TRAIN_CONFIG = PPOConfig(total_steps=2000, proposals_per_step=16, graphs_per_step=2, update_epochs=4,
                          repair_time_limit_s=1.0, save_every=10)
@@ -35,7 +38,7 @@ def _empty_corpus(directory: str) -> UserError:
     found = sorted(p.stem for p in Path(directory).glob("*.onnx"))
     if found:
         return UserError(f"the training corpus is empty: the .onnx files in {directory} ({', '.join(found)}) are "
-                         f"all held out for benchmarks ({', '.join(tr.HELD_OUT)} are never trained on)",
+                         f"all held out for benchmarks ({', '.join(HELD_OUT)} are never trained on)",
                          "export a corpus with `python scripts/export_models.py --corpus DIR`, or add --synthetic N")
     return UserError(f"the training corpus is empty: {directory} has no .onnx files",
                      "pass a directory with .onnx files (`python scripts/export_models.py --corpus DIR`) or add "
@@ -116,7 +119,7 @@ def finetune(args: argparse.Namespace) -> str:
         backend.close()
     part = evaluate(graph, hw, best_a, time_limit_s=limit, seed=args.seed).partition
     best = Evaluation(part, simulate(graph, hw, part, trace=True))
-    ckpt = tr.read_checkpoint(out_dir / "finetune.pt")
+    ckpt = read_checkpoint(out_dir / "finetune.pt")
     outcome = Outcome(args.model, graph, hw, "rl", best, int(ckpt["evals"]), float(ckpt["wall_s"]))
     files = write_outputs(out_dir, outcome, config=None, hardware_spec=args.hardware)
     return format_outcome(Outcome(**{**outcome.__dict__, "files": files}))

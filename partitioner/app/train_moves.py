@@ -16,13 +16,13 @@ import sys
 from partitioner.app.pipeline import evaluate
 from partitioner.core.errors import UserError
 from policies.move_train import pretrain
-from policies.train import synthetic_corpus
+from policies.corpus import synthetic_corpus
 
 
 def _onnx_cases(directory: str, counts: tuple[int, ...], skip_held_out: bool = False) -> list:
     """Every .onnx in `directory` on a default mesh of each chiplet count (no held-out filter by default: the
     whole-op move policy's held-out graphs are the benchmark's, see benchmarks/move_bench.py; `skip_held_out`
-    leaves out policies.train.HELD_OUT)."""
+    leaves out policies.corpus.HELD_OUT)."""
     from pathlib import Path
 
     from partitioner.hw.hardware import mesh_of
@@ -30,7 +30,7 @@ def _onnx_cases(directory: str, counts: tuple[int, ...], skip_held_out: bool = F
 
     if not Path(directory).is_dir():
         raise UserError(f"corpus directory {directory} does not exist", "pass a directory of .onnx files")
-    from policies.train import HELD_OUT
+    from policies.corpus import HELD_OUT
 
     return [(load_onnx(p, precision="fp16"), mesh_of(n)) for p in sorted(Path(directory).glob("*.onnx"))
             if not (skip_held_out and p.stem in HELD_OUT) for n in counts]
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--space", choices=("op", "split"), default="op",
                     help="op: whole-op moves (--method learned); split: staged-plan moves (policies/split_moves.py), "
-                         "evaluated by simulation alone, held-out models (policies.train.HELD_OUT) left out")
+                         "evaluated by simulation alone, held-out models (policies.corpus.HELD_OUT) left out")
     args = ap.parse_args(argv)
     try:
         counts = tuple(int(t) for t in args.chiplets.split(",") if t.strip())

@@ -31,7 +31,7 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
 
     input_shapes: concrete shape per model input name; overrides the defaults for symbolic dims
         (first dim -> 1, other symbolic dims -> 128).
-    precision: fp32|fp16|bf16|int8, the bytes per element (4/2/2/1) of every floating-point tensor, weights
+    precision: fp32|fp16|bf16|fp8|int8, the bytes per element (4/2/2/1/1) of every floating-point tensor, weights
         and activations; integer tensors keep the size of their own type.
     granularity: fused (cheap nodes fused into their producer), node (one op per ONNX compute node) or layer
         (repeated blocks found from the exporter's name scopes, partitioner/frontend/granularity.py).

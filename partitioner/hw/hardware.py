@@ -11,6 +11,7 @@ from functools import cached_property
 
 from partitioner.core.errors import UserError
 from partitioner.hw.levels import LinkClass, PackageLevel, hierarchical_path, package_links
+from partitioner.hw.precision import LEGACY_PRECISIONS, PRECISIONS, suggested_precision
 
 MIB = 1 << 20
 # On-package die-to-die link energy: UCIe 1.0's target for the standard (organic) package, 0.5 pJ/bit (0.25 pJ/bit
@@ -24,7 +25,8 @@ DATAFLOWS = ("os", "ws", "is")
 
 @dataclass(frozen=True)
 class Chiplet:
-    """One compute die. Rates are per cycle of the package clock; energies in picojoules."""
+    """One compute die. Rates are per cycle of the package clock; energies in picojoules. The defaults are the
+    default chiplet (docs/hardware.md, "Presets"): a 64x64 fp16 array, 64 MiB of SRAM, 16 nm-class energies."""
 
     kind: str = "default"
     macs_per_cycle: int = 4096
@@ -40,16 +42,31 @@ class Chiplet:
     array_cols: int | None = None
     dataflow: str = "os"
     """What stays in the array while a GEMM fold runs: os (outputs), ws (weights), is (inputs); docs/simulator.md."""
+    cores: int = 1
+    """Independent MAC arrays (a GPU's SMs or CUs, Simba's PEs), each array_rows x array_cols; a GEMM's folds are
+    dealt out to them (cost.gemm_cycles). cores x rows x cols = macs_per_cycle."""
+    macs_by_precision: tuple[tuple[str, int], ...] = ()
+    """(precision, MACs/cycle) pairs: the precisions the chiplet runs, each at its own rate. Empty: fp32, fp16, bf16
+    and int8 at macs_per_cycle (and no fp8). `macs_for` reads it; docs/hardware.md."""
 
     def __post_init__(self) -> None:
-        for name in ("macs_per_cycle", "vector_ops_per_cycle", "sram_bytes", "sram_bytes_per_cycle"):
+        for name in ("macs_per_cycle", "vector_ops_per_cycle", "sram_bytes", "sram_bytes_per_cycle", "cores"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"chiplet {name} must be > 0")
+        if self.macs_per_cycle % self.cores:
+            raise ValueError(f"chiplet macs_per_cycle ({self.macs_per_cycle}) must split evenly over its "
+                             f"{self.cores} cores")
         rows, cols = self.array_rows, self.array_cols
         if (rows is not None and rows < 1) or (cols is not None and cols < 1) or (
-                self.array_shape[0] * self.array_shape[1] != self.macs_per_cycle):
-            raise ValueError(f"chiplet array_rows x array_cols ({rows} x {cols}) must multiply to "
-                             f"macs_per_cycle ({self.macs_per_cycle})")
+                self.array_shape[0] * self.array_shape[1] * self.cores != self.macs_per_cycle):
+            raise ValueError(f"chiplet cores x array_rows x array_cols ({self.cores} x {rows} x {cols}) must "
+                             f"multiply to macs_per_cycle ({self.macs_per_cycle})")
+        for prec, rate in self.macs_by_precision:
+            if prec not in PRECISIONS or type(rate) is not int or rate <= 0:
+                raise ValueError(f"chiplet macs_by_precision: {prec!r} = {rate!r}; give one of "
+                                 f"{', '.join(PRECISIONS)} a positive integer MACs/cycle")
+        if len({p for p, _ in self.macs_by_precision}) != len(self.macs_by_precision):
+            raise ValueError("chiplet macs_by_precision names a precision twice")
         if self.dataflow not in DATAFLOWS:
             raise ValueError(f"chiplet dataflow must be one of {', '.join(DATAFLOWS)}, got {self.dataflow!r}")
         for name in ("mac_pj", "vector_op_pj", "sram_pj_per_byte"):
@@ -58,26 +75,46 @@ class Chiplet:
 
     @property
     def array_shape(self) -> tuple[int, int]:
-        """(rows, cols) of the MAC array: as given, the other side derived from macs_per_cycle, or the most
-        square factorisation when neither is given (4096 MACs: 64 x 64)."""
-        rows, cols = self.array_rows, self.array_cols
+        """(rows, cols) of one core's MAC array: as given, the other side derived from macs_per_cycle / cores, or
+        the most square factorisation when neither is given (4096 MACs on one core: 64 x 64)."""
+        rows, cols, per_core = self.array_rows, self.array_cols, self.macs_per_cycle // self.cores
         if rows is None and cols is None:
-            return near_square(self.macs_per_cycle)
+            return near_square(per_core)
         if rows is None:
-            return max(self.macs_per_cycle // cols, 1), cols
+            return max(per_core // cols, 1), cols
         if cols is None:
-            return rows, max(self.macs_per_cycle // rows, 1)
+            return rows, max(per_core // rows, 1)
         return rows, cols
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        """The precisions this chiplet runs."""
+        return tuple(p for p, _ in self.macs_by_precision) if self.macs_by_precision else LEGACY_PRECISIONS
+
+    def macs_for(self, precision: str | None) -> int:
+        """MACs per cycle at `precision` (None: macs_per_cycle, the array's own rate). The one rule every cost
+        uses; a precision the chiplet does not run is a UserError (presets.require_precision says it first)."""
+        if precision is None:
+            return self.macs_per_cycle
+        if not self.macs_by_precision and precision in LEGACY_PRECISIONS:
+            return self.macs_per_cycle
+        rate = dict(self.macs_by_precision).get(precision)
+        if rate is None:
+            raise UserError(f"chiplet {self.kind} cannot run {precision} (it runs {', '.join(self.precisions)})",
+                            f"pass --precision {suggested_precision(self.precisions)}, or hardware whose chiplets "
+                            f"run {precision}")
+        return rate
 
 
 @dataclass(frozen=True)
 class MemoryStack:
     """An off-chip memory stack (HBM/DRAM) wired to one or more chiplets' routers (docs/hardware.md).
 
-    capacity_bytes: what it stores. bytes_per_cycle: its read bandwidth, shared by every read (one FIFO resource).
-    pj_per_byte: access energy of a byte read. latency_cycles: from a read starting on the stack to its first byte
-    at an attached chiplet's router. attached: chiplet ids whose routers the stack's PHY feeds; a read for chiplet
-    c enters the network at the attached chiplet nearest to c.
+    capacity_bytes: what it stores. bytes_per_cycle: its peak read bandwidth. efficiency: the fraction of that peak a
+    streaming read sustains (measured, e.g. a STREAM-like read kernel); reads are timed at `sustained_bytes_per_cycle`,
+    shared by every read (one FIFO resource). pj_per_byte: access energy of a byte read. latency_cycles: from a read
+    starting on the stack to its first byte at an attached chiplet's router. attached: chiplet ids whose routers the
+    stack's PHY feeds; a read for chiplet c enters the network at the attached chiplet nearest to c.
     """
 
     name: str
@@ -86,15 +123,23 @@ class MemoryStack:
     pj_per_byte: float
     latency_cycles: int
     attached: tuple[int, ...]
+    efficiency: float = 1.0
 
     def __post_init__(self) -> None:
         if self.capacity_bytes <= 0 or self.bytes_per_cycle <= 0:
             raise ValueError(f"memory stack {self.name}: capacity and bandwidth must be > 0 "
                              f"(got {self.capacity_bytes} bytes, {self.bytes_per_cycle} bytes/cycle)")
+        if not 0 < self.efficiency <= 1:
+            raise ValueError(f"memory stack {self.name}: efficiency must be in (0, 1], got {self.efficiency}")
         if not (0 <= self.pj_per_byte < math.inf) or self.latency_cycles < 0:
             raise ValueError(f"memory stack {self.name}: energy and latency must be finite and >= 0")
         if not self.attached:
             raise ValueError(f"memory stack {self.name} is attached to no chiplet")
+
+    @property
+    def sustained_bytes_per_cycle(self) -> int:
+        """What a streaming read gets: floor(bytes_per_cycle x efficiency), at least 1; bytes_per_cycle at 1.0."""
+        return max(1, int(self.bytes_per_cycle * self.efficiency))
 
 
 @dataclass(frozen=True)
@@ -441,30 +486,3 @@ def packages_of(package: Hardware, count: int, topology: str = "chain", name: st
                    for p in range(count) for st in package.memory_stacks)
     return replace(package, name=name or f"{count}x{package.name}", chiplets=package.chiplets * count,
                    memory_stacks=stacks, package_level=level)
-
-
-# Preset sources, documented here because the numbers are choices:
-# - default: a large-SRAM dataflow chiplet in the style of Groq/Dojo/IPU dies, scaled down: a 64x64 fp16 MAC
-#   array (4096 MACs/cycle) at 1 GHz (8.2 TFLOP/s), 512 vector ops/cycle, 64 MiB SRAM at 1 KiB/cycle. 64 MiB
-#   holds BERT-base's 30522x768 fp16 word embedding (44.7 MiB) on one die, so BERT-base fits 16 chiplets in fp16.
-#   Links: 64 B/cycle (64 GB/s) per direction, 20 cycles per hop, 0.5 pJ/bit (LINK_PJ_PER_BIT above: UCIe
-#   standard package; Simba's ground-referenced signalling on an organic substrate is 0.82-1.75 pJ/bit). Energies: 0.5 pJ/MAC, 0.2 pJ/vector op, 1 pJ/SRAM byte (16 nm-class).
-# - simba-36: Simba (Shao et al., MICRO 2019): 6x6 package, 16 PEs x 8 lanes x 8-wide vector MACs = 1024
-#   int8 MACs/cycle per chiplet at 1.8 GHz (128 TOPS for the package), GRS links of 100 GB/s per chiplet
-#   (~56 B/cycle at 1.8 GHz), 0.82 pJ/bit, 20 ns per hop (36 cycles). Simba streams weights from DRAM; our model
-#   keeps them resident, so SRAM is raised from Simba's ~0.6 MiB to 16 MiB per chiplet (576 MiB in all).
-#   SRAM-only: no memory tier.
-# - two-package-2x16: two default-16 packages (each a 4x4 mesh with its own 4 HBM3 stacks; UCIe-class links inside)
-#   on a board, joined by one package-to-package link pair (PACKAGE_LINK above) from chiplet 15 to chiplet 16.
-# - default-16 carries the default HBM3 tier (HBM3_STACK, edge_stacks: 4 stacks); sram-only-16 is the same
-#   package without it, for Simba-like packages where every weight must stay on chip.
-PRESETS: dict[str, Hardware] = {
-    "default-16": mesh_of(16, name="default-16", memory_tier=True),
-    "sram-only-16": mesh_of(16, name="sram-only-16"),
-    "simba-36": Hardware("simba-36", (Chiplet(kind="simba", macs_per_cycle=1024, vector_ops_per_cycle=256,
-                                               sram_bytes=16 * MIB, sram_bytes_per_cycle=512, mac_pj=0.2,
-                                               vector_op_pj=0.1, sram_pj_per_byte=0.5),) * 36,
-                         "mesh", 6, 6, clock_hz=1.8e9, link_bytes_per_cycle=56, hop_latency_cycles=36,
-                         link_pj_per_bit=0.82),
-    "two-package-2x16": packages_of(mesh_of(16, memory_tier=True), 2, "chain", name="two-package-2x16"),
-}

@@ -11,18 +11,19 @@ from pathlib import Path
 
 from partitioner.core.errors import UserError
 from partitioner.hw.hardware import (
-    HBM3_STACK, LINK_PJ_PER_BIT, MIB, PACKAGE_LINK, PRESETS, TOPOLOGIES, Chiplet, Hardware, MemoryStack, mesh_of,
-    near_square)
+    HBM3_STACK, LINK_PJ_PER_BIT, MIB, PACKAGE_LINK, TOPOLOGIES, Chiplet, Hardware, MemoryStack, mesh_of, near_square)
 from partitioner.hw.levels import PackageLevel
+from partitioner.hw.precision import PRECISIONS
+from partitioner.hw.presets import PRESETS
 
 _CHIPLET_KEYS = {f.name for f in fields(Chiplet)} - {"sram_bytes"} | {"sram_mib"}
 _PACKAGE_KEYS = {"name", "clock_ghz", "topology", "rows", "cols", "link_bytes_per_cycle", "hop_latency_cycles",
                  "link_pj_per_bit", "chiplets", "chiplet", "overrides", "memory_stacks", "level"}
 _LEVEL_KEYS = {"count", "topology", "rows", "cols", "link_bytes_per_cycle", "hop_latency_cycles", "link_pj_per_bit"}
-_STACK_KEYS = {"name", "capacity_gib", "bytes_per_cycle", "pj_per_byte", "latency_cycles", "attached"}
+_STACK_KEYS = {"name", "capacity_gib", "bytes_per_cycle", "pj_per_byte", "latency_cycles", "attached", "efficiency"}
 _MAX_INT = 1 << 40  # keeps every product of sizes and rates inside int64
-_INT_KEYS = {"count", "array_rows", "array_cols", "macs_per_cycle", "vector_ops_per_cycle", "sram_bytes_per_cycle", "rows", "cols", "chiplets",
-             "link_bytes_per_cycle", "hop_latency_cycles"}
+_INT_KEYS = {"count", "array_rows", "array_cols", "macs_per_cycle", "vector_ops_per_cycle", "sram_bytes_per_cycle", "rows",
+             "cols", "chiplets", "link_bytes_per_cycle", "hop_latency_cycles", "cores"}
 
 
 def _bad(path: str, key: str, why: str) -> UserError:
@@ -37,6 +38,14 @@ def _check_value(path: str, key: str, value: object) -> None:
     elif key == "unsupported_ops":
         if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
             raise _bad(path, key, "must be a list of op type strings")
+    elif key == "macs_by_precision":
+        if not isinstance(value, dict) or not value:
+            raise _bad(path, key, "must be a table of precision = MACs per cycle, e.g. { bf16 = 4096, fp8 = 8192 }")
+        for prec, rate in value.items():
+            if prec not in PRECISIONS:
+                raise _bad(path, key, f"names unknown precision '{prec}' (allowed: {', '.join(PRECISIONS)})")
+            if type(rate) is not int or not 0 < rate <= _MAX_INT:
+                raise _bad(path, key, f"gives {prec} = {rate!r}; MACs per cycle must be a positive integer")
     elif key == "ids":
         if not (isinstance(value, list) and all(type(v) is int for v in value)):
             raise _bad(path, key, "must be a list of chiplet ids")
@@ -70,6 +79,9 @@ def _chiplet_from(table: dict, base: Chiplet, path: str, allowed: set[str]) -> C
             raise _bad(path, "sram_mib", f"gives less than one byte ({table['sram_mib']!r} MiB)")
     if "unsupported_ops" in kwargs:
         kwargs["unsupported_ops"] = tuple(kwargs["unsupported_ops"])
+    if "macs_by_precision" in kwargs:   # canonical order, so equal tables give equal (hashable) chiplets
+        rates = kwargs["macs_by_precision"]
+        kwargs["macs_by_precision"] = tuple((p, rates[p]) for p in PRECISIONS if p in rates)
     try:
         return replace(base, **kwargs)
     except ValueError as exc:
@@ -217,7 +229,7 @@ def _stacks_from(tables: object, n: int, path: str) -> tuple[MemoryStack, ...]:
             raise UserError(f"hardware file {path}: memory stack {name} is attached to chiplet {bad[0]}, outside "
                             f"0..{n - 1}", f"attach it to chiplet ids 0..{n - 1}")
         params = dict(HBM3_STACK)
-        for key in ("capacity_gib", "bytes_per_cycle", "pj_per_byte", "latency_cycles"):
+        for key in ("capacity_gib", "bytes_per_cycle", "pj_per_byte", "latency_cycles", "efficiency"):
             if key not in table:
                 continue
             value = table[key]
@@ -230,6 +242,9 @@ def _stacks_from(tables: object, n: int, path: str) -> tuple[MemoryStack, ...]:
                                 f"give {key} a positive value (HBM3: capacity_gib = 16, bytes_per_cycle = 819)")
             if value > _MAX_INT:
                 raise _bad(path, key, f"is implausibly large ({value} > {_MAX_INT})")
+            if key == "efficiency" and not 0 < value <= 1:
+                raise UserError(f"hardware file {path}: memory stack {name} has efficiency = {value}",
+                                "give efficiency in (0, 1]: the fraction of peak bandwidth a streaming read sustains")
             if key == "capacity_gib":
                 params["capacity_bytes"] = int(value * (1 << 30))
             else:

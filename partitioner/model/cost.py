@@ -18,33 +18,37 @@ def _ceil_div(a: np.ndarray, b: int) -> np.ndarray:
     return -(-np.asarray(a, dtype=np.int64) // int(b))
 
 
-def gemm_cycles(batch, m, k, n, rows: int, cols: int, dataflow: str = "os") -> np.ndarray:
-    """Cycles of `batch` M x K by K x N products on a rows x cols systolic array (docs/simulator.md, R2a).
+def gemm_cycles(batch, m, k, n, rows: int, cols: int, dataflow: str = "os", cores: int = 1) -> np.ndarray:
+    """Cycles of `batch` M x K by K x N products on `cores` rows x cols systolic arrays (docs/simulator.md, R2a).
 
     The dataflow maps two GEMM dims onto the array (spatial) and streams the third through it (temporal T):
     os: M x N outputs stay, T = K; ws: K x N weights stay, T = M; is: K x M inputs stay, T = N. The spatial
     dims are cut into ceil(Sr/rows) x ceil(Sc/cols) folds (tile quantisation: a partial fold costs a full one),
     and each fold takes T + rows + cols - 2 cycles (fill and drain of the skewed wavefront), plus `rows` cycles
-    to preload the stationary operand under ws and is. Under os this is SCALE-Sim 3.0's compute-cycle count.
+    to preload the stationary operand under ws and is. The folds are dealt out to the cores, ceil(folds / cores)
+    rounds (a GPU's SMs each take output tiles). With one core, under os, this is SCALE-Sim 3.0's count.
     """
     b, m, k, n = (np.asarray(x, dtype=np.int64) for x in (batch, m, k, n))
     sr, sc, t = {"os": (m, n, k), "ws": (k, n, m), "is": (k, m, n)}[dataflow]
     folds = b * _ceil_div(sr, rows) * _ceil_div(sc, cols)
-    return folds * (t + rows + cols - 2 + (0 if dataflow == "os" else rows))
+    return _ceil_div(folds, cores) * (t + rows + cols - 2 + (0 if dataflow == "os" else rows))
 
 
 def compute_cycles(graph: TensorGraph, chiplet: Chiplet) -> np.ndarray:
-    """Matrix work on the MAC array plus vector work on the vector unit, per op. An op's known GEMMs are tiled
-    on the array (gemm_cycles); matrix flops outside them run at the full array rate (2 flops per MAC)."""
+    """Matrix work on the MAC arrays plus vector work on the vector unit, per op, at the graph's precision
+    (chiplet.macs_for: MACs/cycle). At a rate r x the array's size each PE does r MACs of the reduction a cycle
+    (as tensor cores' fp8 MMA takes twice bf16's K), so a GEMM's K counts as ceil(K / r); its known GEMMs are tiled
+    on the arrays (gemm_cycles) and matrix flops outside them run at the full rate (2 flops per MAC)."""
+    rate = chiplet.macs_for(graph.metadata.get("precision"))
     op_id, b, m, k, n = graph.gemm_table
     tiled = np.zeros(graph.n_ops, dtype=np.int64)
     rest = np.asarray(graph.matrix_flops, dtype=np.int64).copy()
     if op_id.size:
         rows, cols = chiplet.array_shape
-        np.add.at(tiled, op_id, gemm_cycles(b, m, k, n, rows, cols, chiplet.dataflow))
+        k_eff = _ceil_div(np.asarray(k, dtype=np.int64) * chiplet.macs_per_cycle, rate)
+        np.add.at(tiled, op_id, gemm_cycles(b, m, k_eff, n, rows, cols, chiplet.dataflow, chiplet.cores))
         np.subtract.at(rest, op_id, 2 * b * m * k * n)
-    return tiled + _ceil_div(rest, 2 * chiplet.macs_per_cycle) + _ceil_div(graph.vector_flops,
-                                                                          chiplet.vector_ops_per_cycle)
+    return tiled + _ceil_div(rest, 2 * rate) + _ceil_div(graph.vector_flops, chiplet.vector_ops_per_cycle)
 
 
 def memory_cycles(graph: TensorGraph, chiplet: Chiplet) -> np.ndarray:
@@ -151,11 +155,11 @@ def stream_bytes(graph: TensorGraph, batch: int = 1) -> np.ndarray:
 
 def stream_cycles(nbytes: int, stack: MemoryStack, hops: int, hw: Hardware) -> int:
     """Uncontended time of one stream read: the stack's latency, then per-hop latency on each NoC hop from the
-    stack's attached chiplet to the consumer, and the slower of the stack's and (if any hop) a link's
-    serialisation (cut-through: the tail moves at the slowest resource's pace)."""
+    stack's attached chiplet to the consumer, and the slower of the stack's (at its sustained rate) and (if any
+    hop) a link's serialisation (cut-through: the tail moves at the slowest resource's pace)."""
     if nbytes == 0:
         return 0
-    ser = -(-int(nbytes) // stack.bytes_per_cycle)
+    ser = -(-int(nbytes) // stack.sustained_bytes_per_cycle)
     if hops:
         ser = max(ser, int(serialization_cycles(nbytes, hw)))
     return int(stack.latency_cycles + hops * hw.hop_latency_cycles + ser)
@@ -175,7 +179,7 @@ def sharded_op_cycles(graph: TensorGraph, chiplet: Chiplet, k: int, axes: tuple[
     if k <= 1:
         return op_cycles(graph, chiplet)
     ops = [piece(op, k, None if axes is None else axes[i]) for i, op in enumerate(graph.ops)]
-    return op_cycles(TensorGraph.build(graph.name, ops, []), chiplet)
+    return op_cycles(TensorGraph.build(graph.name, ops, [], metadata=graph.metadata), chiplet)
 
 
 def cheapest_piece_cycles(graph: TensorGraph, chiplet: Chiplet, k: int) -> np.ndarray:
@@ -208,7 +212,7 @@ def collective_cycles(kind: str, nbytes, k: int, hw: Hardware) -> np.ndarray:
     return collectives.collective_cycles(kind, nbytes, k, *ring_links(hw))
 
 
-def keep_column(hw: Hardware):
+def keep_column(hw: Hardware, precision: str | None = None):
     """The rules S8 and S9 (docs/simulator.md): whether an op keeps its own split axis over its alternative on a
     chiplet. S8, a weight GEMM: keep_column(op, k, chiplet) is True when its k-way column piece is strictly faster
     on that chiplet than its row_parallel piece, so the GEMM stays a column split (its input slices all-gathered)
@@ -216,7 +220,7 @@ def keep_column(hw: Hardware):
     only shortens the streamed K, paying the fill and drain once per tile; a column piece has 1/k of the tiles.
     S9, a Conv: True when its out_channel piece is no slower than its spatial one (1/k of the output pixels, all
     the filters); 64 channels cut 4 ways fill a quarter of a 64-wide array, 3,136 pixels cut 4 ways fill it.
-    Memoised per (op, k, chiplet kind)."""
+    Memoised per (op, k, chiplet kind); costed at `precision` (the graph's, metadata["precision"])."""
     seen: dict = {}
 
     def rule(op, k: int, chiplet: int) -> bool:
@@ -225,8 +229,9 @@ def keep_column(hw: Hardware):
         if key not in seen:
             conv = op.op_type == "Conv"
             own, alt = ("out_channel", "spatial") if conv else ("column", "row_parallel")
-            mine, other = op_cycles(TensorGraph.build(op.name, [piece(op, k, own), piece(op, k, alt)], []),
-                                    chip).tolist()
+            pair = TensorGraph.build(op.name, [piece(op, k, own), piece(op, k, alt)], [],
+                                     metadata={"precision": precision})
+            mine, other = op_cycles(pair, chip).tolist()
             # ties: a Conv keeps out_channel (1/k of the filters), a GEMM takes Megatron's row_parallel
             seen[key] = mine <= other if conv else mine < other
         return seen[key]

@@ -17,16 +17,21 @@ from partitioner.model.sharding import Expanded, expand, groups, layout
 def simulated_pieces(graph: TensorGraph, hw: Hardware, assignment: np.ndarray, shard: np.ndarray | None
                      ) -> Expanded:
     """The pieces the simulator runs (sharding.expand with the package's ring links and axis rule)."""
-    return expand(graph, assignment, shard, links=ring_links(hw), keep_column=keep_column(hw))
+    return expand(graph, assignment, shard, links=ring_links(hw), keep_column=_rule(graph, hw))
 
 
 def simulated_groups(graph: TensorGraph, hw: Hardware, assignment: np.ndarray, shard: np.ndarray | None
                      ) -> list[dict]:
     """Each group of split ops as the simulator runs it: chiplets, shard degree, axes, collectives, rings, bytes."""
-    return groups(graph, assignment, shard, links=ring_links(hw), keep_column=keep_column(hw))
+    return groups(graph, assignment, shard, links=ring_links(hw), keep_column=_rule(graph, hw))
 
 
 def simulated_axes(graph: TensorGraph, hw: Hardware, assignment: np.ndarray, shard: np.ndarray | None
                    ) -> tuple[str, ...]:
     """The axis each op is split along in the simulated plan ("none" for a whole op)."""
-    return layout(graph, assignment, shard, keep_column(hw))[0]
+    return layout(graph, assignment, shard, _rule(graph, hw))[0]
+
+
+def _rule(graph: TensorGraph, hw: Hardware):
+    """cost.keep_column on `hw` at the graph's precision."""
+    return keep_column(hw, graph.metadata.get("precision"))

@@ -132,7 +132,7 @@ def memory_use(graph: TensorGraph, hw: Hardware, assignment: np.ndarray,
         k = np.asarray(shard)
         layouts = [None, _always]
         if any(op.op_type == "Conv" and k[i] > 1 for i, op in enumerate(graph.ops)):
-            layouts.append(keep_column(hw))
+            layouts.append(keep_column(hw, graph.metadata.get("precision")))
         for keep in layouts:
             ex = expand(graph, assignment, shard, keep_column=keep)
             got = memory_use(ex.graph, hw, ex.assignment, None if streamed is None else np.asarray(streamed)[ex.owner])

@@ -142,7 +142,7 @@ def stage_cost_matrix(graph: TensorGraph, hw: Hardware, chiplet: int, relaxed: b
 
 DP_MAX_OPS = 3000
 """Above this many ops dp_partition is the binary-search split (contiguous_split): the DP's stage-cost and send
-matrices are (n+1)^2 each, 3 x 72 MB at 3,000 ops but 3 x 800 MB and about 100 s at 10,000 (issue 15)."""
+matrices are (n+1)^2 each, 3 x 72 MB at 3,000 ops but 3 x 800 MB and about 100 s at 10,000."""
 
 
 def dp_partition(graph: TensorGraph, hw: Hardware, relaxed: bool = False) -> np.ndarray:

@@ -90,7 +90,7 @@ def _stage_layout(graph: TensorGraph, k: int = 2, chiplet: int = 0, keep=None) -
 def _tables_for(graph: TensorGraph, hw: Hardware, chiplet: int, k: int, cache: dict) -> tuple:
     """The DP's tables for a group of k from `chiplet` under the simulator's layout (cost.keep_column), computed
     once per distinct layout."""
-    axes, aligned = _stage_layout(graph, max(k, 2), chiplet, keep_column(hw))
+    axes, aligned = _stage_layout(graph, max(k, 2), chiplet, keep_column(hw, graph.metadata.get("precision")))
     key = (axes, aligned.tobytes())
     if key not in cache:
         cache[key] = _tables(graph, (axes, aligned))
@@ -202,7 +202,7 @@ def _stream_time(hw: Hardware, fan_in: tuple[int, int], nbytes: np.ndarray) -> n
     """Cycles per inference the busiest stream resource of a group with `fan_in` (`_fan_in`) spends when each
     member streams `nbytes`: a link or stack on m members' routes carries m reads."""
     m_link, m_stack = fan_in
-    stack_bw = min(st.bytes_per_cycle for st in hw.memory_stacks)
+    stack_bw = min(st.sustained_bytes_per_cycle for st in hw.memory_stacks)
     cyc = m_stack * -(-np.asarray(nbytes, dtype=np.int64) // stack_bw)
     if m_link:
         cyc = np.maximum(cyc, m_link * serialization_cycles(nbytes, hw))
@@ -236,7 +236,7 @@ def _excess_bytes(graph: TensorGraph, chip, g: int, axes: tuple[str, ...] | None
 def staged_candidates(graph: TensorGraph, hw: Hardware, max_shard: int, caps: list[int] | None = None
                       ) -> list[tuple[np.ndarray, np.ndarray]]:
     """The distinct plans of `staged_plans` for every cap in `caps` (default `staged_degrees(max_shard)`), in cap
-    order: what the `partition` command simulates (run.best_staged). The caps share one memo: a group's cost
+    order: what the `partition` command simulates (app/candidates.best_staged). The caps share one memo: a group's cost
     matrices do not depend on the cap."""
     memo: dict = {}
     out: list[tuple[np.ndarray, np.ndarray]] = []

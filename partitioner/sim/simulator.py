@@ -14,8 +14,8 @@ The exact timing model, every rule and a worked example are in docs/simulator.md
 - Streamed weights (Partition.streamed, docs/simulator.md "Streamed weights"): a streamed op waits for its
   weights like a remote input. They are read once per batch of `batch` inferences (for the batch's first
   inference) from the stack `hw.stack_feed` names for its chiplet, as a message whose route is the stack (a FIFO
-  resource of `bytes_per_cycle`, head latency `latency_cycles`) and then the NoC links from the stack's attached
-  chiplet. The read is requested when the chiplet starts the segment before the op's (one segment of prefetch,
+  resource of `sustained_bytes_per_cycle`, head latency `latency_cycles`) and then the NoC links from the stack's
+  attached chiplet. The read is requested when the chiplet starts the segment before the op's (one segment of prefetch,
   double-buffered tiles), at time 0 for a chiplet's very first segment. On a route whose resources differ in
   speed the tail moves at the slowest one's pace: a resource is held until max(start + its serialisation, the
   tail's arrival from the previous one), and the tail arrives its latency later.
@@ -160,7 +160,7 @@ def _plan(graph: TensorGraph, hw: Hardware, a: np.ndarray, streamed: np.ndarray 
             mdst.append(c)
             s_bytes.append(b)
             routes.append((n_links + k,) + noc)
-            ser.append((-(-b // stack.bytes_per_cycle),) + route_holds(b, noc, hw))
+            ser.append((-(-b // stack.sustained_bytes_per_cycle),) + route_holds(b, noc, hw))
             lat.append((stack.latency_cycles,) + tuple(hw.link_latency[k] for k in noc))
             stack_busy[k] += ser[-1][0] / batch
             for link, hold in zip(noc, ser[-1][1:]):
