@@ -4,6 +4,8 @@
     python scripts/export_models.py --corpus DIR     # a corpus of varied architectures for RL training
     python scripts/export_models.py --zoo DIR        # full-size real architectures (BERT, GPT-2, Llama-1B, ViT,
                                                      # ResNet-50, T5, ...) plus two small models with weights kept
+    python scripts/export_models.py --decoders DIR   # tiny GPT-2 / Llama by both exporters (export_decoders.py)
+    python scripts/export_models.py --decoders-large DIR   # GPT-2, Llama-3.2-1B, Llama-3-8B, both exporters
 
 Nothing is downloaded: every model is built from a config written here (transformers configs or plain torch
 modules) with random weights, exported with torch.onnx.export (TorchScript exporter, opset 17, dynamic batch
@@ -436,10 +438,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="examples", help="directory for the shipped examples")
     parser.add_argument("--corpus", metavar="DIR", help="export the training corpus to DIR instead")
     parser.add_argument("--zoo", metavar="DIR", help="export the zoo of full-size real architectures to DIR")
+    parser.add_argument("--decoders", metavar="DIR", help="export the tiny decoder test models to DIR")
+    parser.add_argument("--decoders-large", metavar="DIR", help="export full-size decoders, graph only, to DIR")
     parser.add_argument("--only", nargs="*", help="export only these names")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
+    if args.decoders or args.decoders_large:
+        return _export_decoders(args)
     if args.zoo:
         for entry in ZOO:
             if args.only and entry.name not in args.only:
@@ -456,6 +462,19 @@ def main(argv: list[str] | None = None) -> int:
             continue
         path = export_graph_only(spec, out_dir)
         print(f"{path}: {os.path.getsize(path) / 1e3:.0f} kB", file=sys.stderr)
+    return 0
+
+
+def _export_decoders(args: argparse.Namespace) -> int:
+    import export_decoders as dec   # this script's directory is on sys.path
+    jobs = [(f"{a.name}_{v}", lambda a=a, v=v: dec.export_tiny(a, v, args.decoders))
+            for a in dec.TINY for v in dec.TINY_VARIANTS] if args.decoders else [
+            (f"{a.name}-{e}", lambda a=a, e=e: dec.export_large(a, e == "dynamo", args.decoders_large))
+            for a in dec.LARGE for e in ("legacy", "dynamo")]
+    for name, job in jobs:
+        if not args.only or name in args.only:
+            path = job()
+            print(f"{path}: {os.path.getsize(path) / 1e3:.0f} kB", file=sys.stderr)
     return 0
 
 

@@ -141,7 +141,7 @@ def test_decode_run_reports_tokens_and_simulate_reloads_the_same_units(decoder, 
 
 def test_kv_cache_counts_the_stored_heads_not_the_repeated_ones():
     # grouped-query attention: k (2 heads x 4 B) -> Unsqueeze -> Expand to 4 heads -> Reshape -> the product
-    from partitioner.frontend.op_cost import stored_bytes as _stored_bytes
+    from partitioner.frontend.one_token import stored_bytes as _stored_bytes
     mk = lambda op, i, o: helper.make_node(op, [i], [o])  # noqa: E731
     producer = {"k1": mk("Unsqueeze", "k", "k1"), "k2": mk("Expand", "k1", "k2"), "k3": mk("Reshape", "k2", "k3"),
                 "k": mk("Add", "rope", "k")}

@@ -38,6 +38,9 @@ def _add_model_args(p: argparse.ArgumentParser, precision: str | None = "fp16", 
                    help="decoder LLMs: prefill (whole prompt) or decode (one token reading a KV cache)" + saved)
     p.add_argument("--context", type=int, default=None, metavar="L",
                    help="decode: KV-cache length in tokens per layer" + saved)
+    p.add_argument("--decoder", action="store_true",
+                   help="with --phase: the model is a decoder even if no causal mask or KV cache is found in it"
+                        + (" (default: as saved)" if saved_defaults else ""))
 
 
 def _add_hw_args(p: argparse.ArgumentParser, default_chiplets: int | None = None) -> None:
@@ -80,7 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-certificate", action="store_true",
                      help="skip the CP-SAT lower bound on the bottleneck (saves a few seconds)")
     run.add_argument("--batch", type=int, default=1,
-                     help="inferences per read of a weight streamed from the memory tier (default 1)")
+                     help="inferences per read of a weight streamed from the memory tier; with --phase decode, the "
+                          "sequences one step decodes together, sharing each weight read (default 1)")
     run.add_argument("--max-shard", type=_max_shard, default=None,
                      help="largest group an op may split across (intra-op sharding); 1 keeps ops whole "
                           "(default auto: min(16, max(4, chiplets // 8)), at most the chiplet count; with "
@@ -247,7 +251,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from partitioner.app.summary import format_summary, summarize
 
         graph = load_model(args.model, parse_input_shapes(args.input_shape or []), args.precision or "fp32",
-                                  granularity=args.granularity or "fused", phase=args.phase, context=args.context)
+                           granularity=args.granularity or "fused", phase=args.phase, context=args.context,
+                           decoder=args.decoder)
         summary = summarize(graph)
         print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
         return 0
@@ -257,7 +262,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                                input_shapes=parse_input_shapes(args.input_shape or []), precision=args.precision,
                                time_limit_s=args.time_limit, policy=args.policy,
                                certificate=not args.no_certificate, granularity=args.granularity or "fused",
-                               phase=args.phase, context=args.context,
+                               phase=args.phase, context=args.context, decoder=args.decoder,
                                max_time_s=args.max_time, batch=args.batch, memory_tier=not args.no_memory_tier,
                                max_shard=args.max_shard, split_budget=args.split_budget,
                                objective=args.objective)
@@ -274,7 +279,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         outcome = resimulate(args.model, args.partition, parse_input_shapes(args.input_shape or []),
                              args.precision, args.hardware, args.chiplets, args.out,
                              granularity=args.granularity, phase=args.phase, context=args.context,
-                             memory_tier=not args.no_memory_tier, objective=args.objective)
+                             memory_tier=not args.no_memory_tier, objective=args.objective, decoder=args.decoder)
         print(format_outcome(outcome))
         return 0
     if args.command in ("train", "finetune", "split", "explore"):

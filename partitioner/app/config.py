@@ -49,7 +49,11 @@ class RunConfig:
     """Wall-clock bound on the whole run (search, certificate, writing); None: unbounded. When it runs out, or on
     Ctrl-C, the run writes the best valid partition found so far, marked interrupted (partitioner/app/budget.py)."""
     batch: int = 1
-    """Inferences per read of a weight streamed from the memory tier (`--batch`)."""
+    """Inferences per read of a weight streamed from the memory tier (`--batch`). In decode, the sequences one step
+    decodes together: the model is imported at `batch` sequences (one token each, `batch` KV caches) and each
+    streamed weight is read once per step, so tokens/s = batch x steps/s (stream_batch, docs/onnx_import.md)."""
+    decoder: bool = False
+    """`--decoder`: the model is a decoder even where the importer finds no causal mask or KV cache."""
     memory_tier: bool = True
     """False (`--no-memory-tier`) drops the package's memory stacks: every weight must fit in SRAM."""
     max_shard: int | None = None
@@ -62,6 +66,12 @@ class RunConfig:
     objective: str = DEFAULT_OBJECTIVE
     """What the run optimises (`--objective`, partitioner/sim/objective.py): throughput (inferences/s of a stream)
     or latency (the time of one inference alone, batch-1 serving)."""
+
+
+def stream_batch(cfg: RunConfig) -> int:
+    """Inferences per read of a streamed weight in the simulated stream: cfg.batch, except in decode, where the
+    batch's sequences are one inference (a step) and share each read inside it."""
+    return 1 if cfg.phase == "decode" else cfg.batch
 
 
 @dataclass(frozen=True)
@@ -109,8 +119,7 @@ def validate_config(cfg: RunConfig) -> None:
     limits.check_chiplets(cfg.chiplets)
     limits.check_seconds(cfg.time_limit_s, "--time-limit")
     limits.check_seconds(cfg.max_time_s, "--max-time")
-    if type(cfg.batch) is not int or cfg.batch < 1:
-        raise UserError(f"--batch must be a positive integer, got {cfg.batch!r}", "pass --batch 1 or more")
+    limits.check_batch(cfg.batch)
     if type(cfg.split_budget) is not int or cfg.split_budget < 0:
         raise UserError(f"--split-budget must be a non-negative integer, got {cfg.split_budget!r}",
                         "pass 0 (no split-plan search) or a number of evaluations, e.g. 256")

@@ -11,6 +11,7 @@ from partitioner.app import limits
 from partitioner.app.config import Outcome
 from partitioner.core.errors import UserError
 from partitioner.core.graph import TensorGraph
+from partitioner.frontend.decoder import ASSERTED
 from partitioner.hw.presets import PRESETS
 from partitioner.model.layout import simulated_axes, simulated_groups, simulated_pieces
 from partitioner.model.partition import Partition
@@ -90,6 +91,8 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
         "granularity": graph.metadata.get("granularity", "fused"),
         "phase": graph.metadata.get("phase"),
         "context": graph.metadata.get("context"),
+        "sequences": graph.metadata.get("sequences"),
+        "decoder": graph.metadata.get("decoder_evidence") == ASSERTED,
         "assignment": assignment,
         "metrics": metrics,
         "per_chiplet": per_chiplet,

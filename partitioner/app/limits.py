@@ -19,6 +19,11 @@ MAX_CHIPLETS = 4096
 """The CP-SAT repair and certificate models hold one stage variable per op and chiplet, and the simulator a link
 table per chiplet pair on demand; above this the per-evaluation cost is unbounded in practice (docs/reliability.md)."""
 MAX_SECONDS = 7 * 24 * 3600.0
+MAX_BATCH = 1024
+"""--batch: inferences per read of a streamed weight (decode: sequences per step, as serving engines batch at most
+a few hundred). The simulated stream holds at least two batches, so time and memory grow with it: gpt-decoder on
+16 chiplets (greedy, no certificate) takes 19 s and 0.9 GB at batch 1, 131 s and 4.4 GB at 1024, 304 s and
+16 GB at 4096; 10**9 ends in a MemoryError. Above the limit is refused."""
 
 
 def check_seed(seed: object, flag: str = "--seed") -> int:
@@ -38,6 +43,15 @@ def check_budget(budget: object, flag: str = "--budget") -> int | None:
         raise UserError(f"{flag} {budget} is above the supported {MAX_BUDGET:,} evaluations",
                         f"pass at most {MAX_BUDGET:,}, and bound the run's wall time with --max-time")
     return budget
+
+
+def check_batch(batch: object, flag: str = "--batch") -> int:
+    if type(batch) is not int or batch < 1:
+        raise UserError(f"{flag} must be a positive integer, got {batch!r}", f"pass {flag} 1 or more")
+    if batch > MAX_BATCH:
+        raise UserError(f"{flag} {batch} is above the supported {MAX_BATCH} (inferences per weight read; in decode, "
+                        f"sequences per step)", f"pass at most {flag} {MAX_BATCH}")
+    return batch
 
 
 def check_chiplets(chiplets: object, flag: str = "--chiplets") -> int | None:

@@ -15,7 +15,7 @@ from partitioner.app import limits
 from partitioner.app.budget import CERTIFICATE_MIN_S, RunBudget
 from partitioner.app.candidates import STAGED_MAX_OPS, best_latency, best_staged, split_refine
 from partitioner.app.certify import certify, keep_best, latency_certificate, sharded_certificate
-from partitioner.app.config import DEFAULT_BUDGET, OnEval, Outcome, RunConfig, validate_config
+from partitioner.app.config import DEFAULT_BUDGET, OnEval, Outcome, RunConfig, stream_batch, validate_config
 from partitioner.app.methods import bounded_search, default_method
 from partitioner.app.outputs import write_outputs
 from partitioner.app.outset import output_set
@@ -36,9 +36,10 @@ from policies.anneal import SearchResult
 
 
 def load_model(path: str, input_shapes: dict | None = None, precision: str = "fp32", *, granularity: str = "fused",
-               phase: str | None = None, context: int | None = None) -> TensorGraph:
+               phase: str | None = None, context: int | None = None, decoder: bool = False,
+               sequences: int = 1) -> TensorGraph:
     return load_onnx(path, input_shapes=input_shapes or None, precision=precision, granularity=granularity,
-                     phase=phase, context=context)
+                     phase=phase, context=context, decoder=decoder, sequences=sequences)
 
 
 def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
@@ -51,6 +52,7 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
     method = cfg.method or default_method(graph.n_ops)
     budget = DEFAULT_BUDGET if cfg.budget is None else cfg.budget
     max_shard = _max_shard(cfg, hw)
+    batch = stream_batch(cfg)
     with run_budget.catch_sigint():
         found, stopped, whole_op_error = _search(graph, hw, cfg, method, budget, max_shard, on_eval, run_budget)
         best, found_by, staged = _staged_plans(graph, hw, cfg, method, max_shard, found.best, run_budget)
@@ -58,11 +60,11 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
             raise whole_op_error
         best, found_by, cert, stopped = _certificate(graph, hw, cfg, method, max_shard, found.best, best, found_by,
                                                      staged, stopped, run_budget)
-        best = _traced(graph, hw, best, cfg.batch)
+        best = _traced(graph, hw, best, batch)
         if stopped is None and run_budget.interrupted:   # Ctrl-C during the certificate: its solve ran to its limit
             stopped = "interrupted by Ctrl-C during the certificate, after the search finished"
         outcome = Outcome(cfg.model, graph, hw, method, best, found.evaluations, found.wall_s, found.history, cert,
-                          found_by=found_by, interrupted=stopped, batch=cfg.batch, objective=cfg.objective)
+                          found_by=found_by, interrupted=stopped, batch=batch, objective=cfg.objective)
         config = asdict(cfg) | {"method": method, "budget": budget, "max_shard": max_shard}
         with output_set(cfg.out, "run") as staging:
             names = write_outputs(staging, outcome, config=config, hardware_spec=cfg.hardware)
@@ -74,7 +76,8 @@ def _load(cfg: RunConfig) -> tuple[Hardware, TensorGraph]:
     limits.check_chiplets(hw.n_chiplets, f"hardware {cfg.hardware}")
     require_precision(hw, cfg.precision)   # before the model loads and any search starts
     graph = load_model(cfg.model, cfg.input_shapes, cfg.precision, granularity=cfg.granularity, phase=cfg.phase,
-                       context=cfg.context)
+                       context=cfg.context, decoder=cfg.decoder,
+                       sequences=cfg.batch if cfg.phase == "decode" else 1)
     return hw, graph
 
 
@@ -96,7 +99,7 @@ def _search(graph: TensorGraph, hw: Hardware, cfg: RunConfig, method: str, budge
     try:
         found, stopped = bounded_search(graph, hw, method, budget=budget, seed=cfg.seed,
                                         time_limit_s=cfg.time_limit_s, policy=cfg.policy, on_eval=on_eval,
-                                        run_budget=run_budget, batch=cfg.batch, objective=cfg.objective)
+                                        run_budget=run_budget, batch=stream_batch(cfg), objective=cfg.objective)
         return found, stopped, None
     except DoesNotFit as exc:
         if not (max_shard > 1 or cfg.objective == "latency") or graph.n_ops > STAGED_MAX_OPS or method == "exact":
@@ -115,15 +118,15 @@ def _staged_plans(graph: TensorGraph, hw: Hardware, cfg: RunConfig, method: str,
     if (max_shard > 1 or latency) and run_budget.stop_reason() is None and graph.n_ops <= STAGED_MAX_OPS:
         if latency:
             # scored one inference alone: if it wins, _traced simulates it over a whole stream
-            staged = best_latency(graph, hw, max_shard, batch=cfg.batch, full_report=False)
+            staged = best_latency(graph, hw, max_shard, batch=stream_batch(cfg), full_report=False)
             what = f"the latency plans with ops split up to {max_shard} ways (latency_dp.py)"
         else:
-            staged = best_staged(graph, hw, max_shard, batch=cfg.batch)
+            staged = best_staged(graph, hw, max_shard, batch=stream_batch(cfg))
             what = f"the staged DP with ops split up to {max_shard} ways (staged_dp.py)"
         if staged is not None and (chosen is None or beats(staged, chosen, cfg.objective)):
             chosen, found_by = staged, what + ("; no plan with every op whole fits" if searched is None else "")
-        refined = split_refine(graph, hw, method, cfg.split_budget, cfg.seed, max_shard, run_budget, cfg.batch,
-                               cfg.objective)
+        refined = split_refine(graph, hw, method, cfg.split_budget, cfg.seed, max_shard, run_budget,
+                               stream_batch(cfg), cfg.objective)
         if refined is not None and chosen is not None and beats(refined, chosen, cfg.objective):
             chosen, found_by = refined, (f"{refined.partition.status}: split-plan local search from the staged "
                                          f"DP ({cfg.split_budget} evaluations)")
@@ -146,8 +149,8 @@ def _certificate(graph: TensorGraph, hw: Hardware, cfg: RunConfig, method: str, 
     elif method == "exact":
         cert = searched.partition
     elif cfg.certificate and run_budget.stop_reason() is None and run_budget.search_left() >= CERTIFICATE_MIN_S:
-        cert = certify(graph, hw, searched.assignment, seed=cfg.seed, run_budget=run_budget, batch=cfg.batch)
-        best, solved_by = keep_best(graph, hw, best, cert, batch=cfg.batch, objective=cfg.objective)
+        cert = certify(graph, hw, searched.assignment, seed=cfg.seed, run_budget=run_budget, batch=stream_batch(cfg))
+        best, solved_by = keep_best(graph, hw, best, cert, batch=stream_batch(cfg), objective=cfg.objective)
         found_by = solved_by or found_by
     if cert is not None and max_shard > 1:
         # CP-SAT's whole-op bound still says how far plans without splits can go; shown beside the certificate
@@ -156,7 +159,7 @@ def _certificate(graph: TensorGraph, hw: Hardware, cfg: RunConfig, method: str, 
         if cfg.certificate:   # CP-SAT over split plans: a tighter proven bound, and its plan competes
             cert, plan = staged_certificate(graph, hw, max_shard, cert,
                                             [best.partition] + ([staged.partition] if staged else []), seed=cfg.seed,
-                                            run_budget=run_budget, batch=cfg.batch)
+                                            run_budget=run_budget, batch=stream_batch(cfg))
             if plan is not None and beats(plan, best, cfg.objective):
                 best, found_by = plan, (f"the certificate's staged CP-SAT solve over split plans "
                                         f"({cert.info['staged_status']}), warm-started from the run's best plan")

@@ -47,6 +47,9 @@ def summarize(graph: TensorGraph, top: int = 8) -> dict:
         "phase": meta.get("phase"),
         "context": meta.get("context"),
         "kv_cache_bytes": int(graph.kv_cache_bytes.sum()),
+        "decoder_evidence": meta.get("decoder_evidence"),
+        "tokens_per_inference": meta.get("tokens_per_inference"),
+        "decode_import": meta.get("decode_import"),
     }
 
 
@@ -62,8 +65,8 @@ def format_summary(summary: dict) -> str:
         f"flops          {si(s['flops'], 'FLOP', 4)} ({matrix_share:.1%} matrix: {si(s['matrix_flops'], 'FLOP', 4)})",
         f"parameters     {si(s['param_bytes'], 'B', 4)} at {s['precision']}"
         + (f" (of which KV cache {si(s['kv_cache_bytes'], 'B', 4)})" if s.get("kv_cache_bytes") else ""),
-        *([f"phase          {s['phase']}" + (f", context {s['context']} tokens" if s.get("context") is not None else "")]
-          if s.get("phase") else []),
+        *([f"phase          {s['phase']}" + (f", context {s['context']} tokens" if s.get("context") is not None else "")
+           + _step_text(s), f"decoder        {s['decoder_evidence']}"] if s.get("phase") else []),
         *([f"granularity    {s['granularity']}"] if s.get("granularity", "fused") != "fused" else []),
         "",
         f"{'op type':<22}{'count':>7}{'flops':>14}{'share':>8}",
@@ -71,6 +74,18 @@ def format_summary(summary: dict) -> str:
     for row in s["top_op_types"]:
         lines.append(f"{row['op_type']:<22}{row['count']:>7}{si(row['flops'], 'FLOP', 4):>14}{row['share']:>8.1%}")
     return "\n".join(lines)
+
+
+def _step_text(s: dict) -> str:
+    """What a decode step holds and what it was scaled from (an export fixed at a sequence length, a past cache)."""
+    imp = s.get("decode_import")
+    if not imp:
+        return ""
+    n = s.get("tokens_per_inference") or 1
+    text = f", {n} sequence{'s' * (n != 1)} x 1 new token"
+    if imp["positions"] != 1 or imp["keys"] != 1:
+        text += f" (scaled from the export's {imp['positions']} positions, {imp['keys']} keys)"
+    return text
 
 
 # --- a run's outcome ------------------------------------------------------------------------------------------

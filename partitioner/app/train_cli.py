@@ -105,7 +105,8 @@ def finetune(args: argparse.Namespace) -> str:
     workers, ray = _backend_args(args)
     out_dir = prepare_out_dir(args.out)
     graph = load_model(args.model, parse_input_shapes(args.input_shape or []), args.precision,
-                              granularity=args.granularity or "fused", phase=args.phase, context=args.context)
+                              granularity=args.granularity or "fused", phase=args.phase, context=args.context,
+                              decoder=args.decoder)
     hw = load_hardware(args.hardware, args.chiplets, memory_tier=not getattr(args, "no_memory_tier", False))
     limit = DEFAULT_REPAIR_LIMIT_S if args.time_limit is None else args.time_limit
     cfg = replace(FINETUNE_CONFIG, seed=args.seed, repair_time_limit_s=limit)

@@ -7,22 +7,26 @@ What is counted, per op type, is documented in docs/onnx_import.md.
 """
 from __future__ import annotations
 
+import math
 import os
+
+import onnx
 
 from partitioner.core.errors import UserError
 from partitioner.core.graph import TensorGraph
 from partitioner.frontend.coarsen import build_ops, group_nodes
-from partitioner.frontend.decoder import check_phase, token_count
+from partitioner.frontend.decoder import check_phase
 from partitioner.frontend.fold import Folded, Tensors, collect_shapes, fold_constants, infer_shapes, \
     resolve_remaining_shapes
 from partitioner.frontend.granularity import GRANULARITIES
-from partitioner.frontend.op_cost import PRECISION_BYTES, add_kv_cache, cost_nodes, tensor_bytes
+from partitioner.frontend.one_token import decode_step
+from partitioner.frontend.op_cost import PRECISION_BYTES, cost_nodes, tensor_bytes
 from partitioner.frontend.read import ModelInputs, ordered_nodes, read_initializers, read_inputs, read_model
 
 
 def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] | None = None,
               precision: str = "fp32", *, granularity: str = "fused", phase: str | None = None,
-              context: int | None = None) -> TensorGraph:
+              context: int | None = None, decoder: bool = False, sequences: int = 1) -> TensorGraph:
     """Read the ONNX model at `path` into a coarsened TensorGraph with exact per-op costs.
 
     input_shapes: concrete shape per model input name; overrides the defaults for symbolic dims
@@ -31,16 +35,20 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
         and activations; integer tensors keep the size of their own type.
     granularity: fused (cheap nodes fused into their producer), node (one op per ONNX compute node) or layer
         (repeated blocks found from the exporter's name scopes, partitioner/frontend/granularity.py).
-    phase, context: for decoders, prefill (the whole sequence) or decode (one token per inference: symbolic
-        sequence dims default to 1, and each attention product reads a KV cache of `context` tokens,
-        partitioner/frontend/decoder.py). None: the plain whole-sequence pass.
+    phase, context: for decoders, prefill (the whole sequence) or decode (one new token per sequence, each
+        attention product reading a KV cache of `context` tokens, whatever sequence the file was exported at:
+        partitioner/frontend/one_token.py). None: the plain whole-sequence pass.
+    decoder: treat the model as a decoder even where no causal mask or KV cache is found (`--decoder`).
+    sequences: decode only, the sequences one step decodes together (`--batch`): symbolic batch dims default to
+        it, a fixed batch is scaled to it.
     """
     _check_options(precision, granularity)
     model = read_model(path)
-    check_phase(model.graph, phase, context, os.fspath(path))
+    evidence = check_phase(model.graph, phase, context, os.fspath(path), decoder=decoder, sequences=sequences)
     decode_context = (context or 0) if phase == "decode" else None
     inits = read_initializers(model.graph)
-    inputs = read_inputs(model.graph, inits, input_shapes, decode=decode_context is not None)
+    inputs = read_inputs(model.graph, inits, input_shapes, decode=decode_context is not None,
+                         batch=sequences if decode_context is not None else 1)
     inferred = infer_shapes(model, inputs.shapes)
     tensors = collect_shapes(inferred, model, inits)
     nodes, names = ordered_nodes(model.graph)
@@ -49,12 +57,19 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
                              inputs=inputs)
     nbytes = tensor_bytes(tensors.shapes, tensors.dtypes, precision)
     costs = cost_nodes(nodes, names, folded, tensors.shapes)
+    tokens, step = (_prompt_tokens(inputs) if phase is not None else None), None
     if decode_context is not None:
-        add_kv_cache(costs, nodes, folded, nbytes, decode_context)
+        costs, nbytes, step = decode_step(costs, nodes, folded, tensors.shapes, inputs, nbytes, decode_context,
+                                          sequences)
+        tokens = sequences
     groups = group_nodes(nodes, names, folded, granularity)
     ops, edges = build_ops(model.graph, nodes, names, folded, groups, costs, nbytes)
     metadata = _metadata(path, model.graph, inputs, nodes, names, folded, tensors, precision=precision,
-                         granularity=granularity, phase=phase, context=decode_context)
+                         granularity=granularity, phase=phase, context=decode_context) | {
+        "tokens_per_inference": tokens, "decoder_evidence": evidence,
+        "sequences": sequences if step else None,
+        # what a decode step was scaled from: positions and keys per sequence, and sequences, as imported
+        "decode_import": step and {"positions": step.positions, "keys": step.keys, "sequences": step.imported}}
     name = os.path.splitext(os.path.basename(os.fspath(path)))[0]
     return TensorGraph.build(name, ops, edges, sum(nbytes(vi.name) for vi in inputs.value_infos), metadata)
 
@@ -66,6 +81,14 @@ def _check_options(precision: str, granularity: str) -> None:
         raise UserError(f"unknown granularity '{granularity}'", f"use one of {', '.join(GRANULARITIES)}")
 
 
+def _prompt_tokens(inputs: ModelInputs) -> int:
+    """Tokens one prefill inference processes: the elements of the first integer input (the token ids), else 1."""
+    for vi in inputs.value_infos:
+        if vi.type.tensor_type.elem_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
+            return math.prod(inputs.shapes[vi.name])
+    return 1
+
+
 def _metadata(path, graph, inputs: ModelInputs, nodes: list, names: list[str], folded: Folded, tensors: Tensors,
               *, precision: str, granularity: str, phase: str | None, context: int | None) -> dict:
     """What the graph was loaded from and at, plus the ONNX-level detail later stages map ops back with."""
@@ -73,9 +96,6 @@ def _metadata(path, graph, inputs: ModelInputs, nodes: list, names: list[str], f
         "model_path": os.fspath(path), "precision": precision, "input_shapes": inputs.shapes,
         "onnx_nodes_total": len(graph.node), "ops_before_coarsening": len(folded.kept),
         "granularity": granularity, "phase": phase, "context": context,
-        "tokens_per_inference": token_count(inputs.shapes,
-                                            {vi.name: vi.type.tensor_type.elem_type for vi in inputs.value_infos})
-        if phase is not None else None,
         # The name each ONNX node got here, keyed by its first output (unique in a valid model): split_onnx
         # finds the nodes of each op by it without repeating the naming rule.
         "onnx_node_names": {next((o for o in n.output if o), ""): nm for n, nm in zip(nodes, names)},

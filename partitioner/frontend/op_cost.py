@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from partitioner.frontend.decoder import decode_product
 from partitioner.frontend.fold import Folded
 
 PRECISION_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1}
@@ -55,8 +54,6 @@ _PER_INPUT_ELEMENT = {
 # Per output element.
 _PER_OUTPUT_ELEMENT = {"Resize": 1, "Upsample": 1}
 _POOL = {"MaxPool", "AveragePool", "LpPool"}
-# Views a KV cache is reshaped, transposed or broadcast through before its attention product.
-_VIEWS = {"Reshape", "Transpose", "Expand", "Unsqueeze", "Squeeze", "Flatten", "Tile"}
 
 
 def tensor_bytes(shapes: dict, dtypes: dict, precision: str) -> Callable[[str], int]:
@@ -75,7 +72,7 @@ def tensor_bytes(shapes: dict, dtypes: dict, precision: str) -> Callable[[str], 
 @dataclass
 class NodeCosts:
     """Per kept node index: (flops, matrix flops), the (batch, M, K, N) of its matrix product where it has one,
-    and the KV-cache bytes it reads in decode."""
+    and the KV-cache bytes it reads in decode (one_token.py)."""
     flops: dict[int, tuple[int, int]] = field(default_factory=dict)
     gemms: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)
     kv: dict[int, int] = field(default_factory=dict)
@@ -102,31 +99,6 @@ def cost_nodes(nodes: list, names: list[str], folded: Folded, shapes: dict) -> N
                           "element", stacklevel=3)  # load_onnx's caller
             costs.flops[i] = sum(_numel(s) for s in out_shapes if s is not None and None not in s), 0
     return costs
-
-
-def add_kv_cache(costs: NodeCosts, nodes: list, folded: Folded, nbytes: Callable[[str], int], context: int) -> None:
-    """Decode: each attention product (a MatMul of two activations) spans the `context` cached tokens plus the
-    new one, and reads a KV cache of `context` tokens of its right operand as stored."""
-    producer = {o: n for n in nodes for o in n.output if o}
-    for i in folded.kept:
-        node = nodes[i]
-        if node.op_type == "MatMul" and all(folded.real(t) not in folded.sources for t in node.input[:2]) \
-                and i in costs.gemms:
-            costs.gemms[i] = decode_product(costs.gemms[i], context)
-            costs.flops[i] = tuple(c * (context + 1) for c in costs.flops[i])
-            costs.kv[i] = stored_bytes(folded.real(node.input[1]), producer, folded.real, nbytes) * context
-
-
-def stored_bytes(tensor: str, producer: dict, real, nbytes) -> int:
-    """Bytes of the smallest view of a tensor up its chain of reshapes, transposes and broadcasts: what a KV
-    cache stores. Grouped-query attention repeats 8 KV heads to 32 (Unsqueeze -> Expand -> Reshape) before the
-    product; the cache holds the 8."""
-    best, t = nbytes(tensor), tensor
-    while t in producer and producer[t].op_type in _VIEWS and producer[t].input:
-        t = real(producer[t].input[0])
-        if nbytes(t):
-            best = min(best, nbytes(t))
-    return best
 
 
 def weights_read(group: list[int], nodes: list, folded: Folded, nbytes) -> dict[str, int]:

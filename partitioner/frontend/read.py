@@ -17,6 +17,7 @@ import onnx.inliner
 from google.protobuf.message import DecodeError
 
 from partitioner.core.errors import UserError
+from partitioner.frontend.causal import is_cache_name
 
 DEFAULT_BATCH = 1
 DEFAULT_DIM = 128
@@ -85,12 +86,15 @@ def _reject_empty_weights(inits: dict) -> None:
 
 
 def read_inputs(graph: onnx.GraphProto, inits: dict, input_shapes: dict[str, tuple[int, ...]] | None, *,
-                decode: bool) -> ModelInputs:
+                decode: bool, batch: int = DEFAULT_BATCH) -> ModelInputs:
     """Concrete shapes of the model inputs: `input_shapes` where given, else the declared dims with symbolic ones
-    defaulted. decode: one new token per inference, so symbolic sequence dims default to 1."""
+    defaulted. decode: one new token per sequence, so symbolic sequence dims default to 1, symbolic batch dims to
+    `batch` (the sequences decoded together) and the symbolic length of a past KV cache taken as input to 0 (the
+    cache of --context tokens is added to the attention products instead, partitioner/frontend/one_token.py)."""
     model_inputs = [vi for vi in graph.input if vi.name not in inits]
     resolved = _resolve_input_shapes(model_inputs, dict(input_shapes or {}),
-                                     default_dim=1 if decode else DEFAULT_DIM)
+                                     default_dim=1 if decode else DEFAULT_DIM, batch=batch,
+                                     past_dim=0 if decode else None)
     guessed = {vi.name for vi in model_inputs if vi.name not in (input_shapes or {}) and (
         not vi.type.tensor_type.HasField("shape")
         or any(not (d.HasField("dim_value") and d.dim_value > 0) for d in vi.type.tensor_type.shape.dim))}
@@ -104,7 +108,8 @@ def _declared_size_bad(vi, j: int, d) -> None:
                         f"pass --input-shape {vi.name}=... with sizes >= 1, or re-export the model")
 
 
-def _resolve_input_shapes(model_inputs, overrides: dict, default_dim: int = DEFAULT_DIM) -> dict[str, tuple[int, ...]]:
+def _resolve_input_shapes(model_inputs, overrides: dict, default_dim: int = DEFAULT_DIM, batch: int = DEFAULT_BATCH,
+                          past_dim: int | None = None) -> dict[str, tuple[int, ...]]:
     names = [vi.name for vi in model_inputs]
     for name in overrides:
         if name not in names:
@@ -140,9 +145,10 @@ def _resolve_input_shapes(model_inputs, overrides: dict, default_dim: int = DEFA
         else:
             for j, d in enumerate(dims):
                 _declared_size_bad(vi, j, d)
+            other = past_dim if past_dim is not None and is_cache_name(vi.name) else default_dim
             resolved[vi.name] = tuple(
                 d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else
-                named.get(d.dim_param, DEFAULT_BATCH if j == 0 else default_dim) for j, d in enumerate(dims))
+                named.get(d.dim_param, batch if j == 0 else other) for j, d in enumerate(dims))
     return resolved
 
 
