@@ -227,3 +227,20 @@ def test_sigkilled_train_on_ray_resumes_from_its_checkpoint(tmp_path):
     for pid in left:                 # end what this test started, one by one, before failing
         os.kill(pid, signal.SIGKILL)
     assert not left, f"{len(left)} processes of the killed Ray instance were still alive after 4 minutes"
+
+
+def test_finetune_is_never_below_the_default_run(tmp_path):
+    """`partition finetune` keeps the best of its policy's plan, the staged DP's split plans and the certificate's
+    solves (run.keep_the_best), so it returns at least what `partition MODEL` returns on the same package and seed."""
+    import json
+    from pathlib import Path
+
+    from partitioner.app.config import RunConfig
+    from partitioner.app.run import run
+
+    model = str(Path(__file__).parent / "data" / "tiny_attention.onnx")
+    assert main(["finetune", model, "--chiplets", "8", "--budget", "6", "--seed", "2", "--time-limit", "0.5",
+                 "--out", str(tmp_path / "ft")]) == 0
+    tuned = json.loads((tmp_path / "ft" / "partition.json").read_text())["metrics"]["throughput_per_s"]
+    default = run(RunConfig(model, chiplets=8, seed=2, out=str(tmp_path / "run"))).best.throughput
+    assert tuned >= 0.999 * default

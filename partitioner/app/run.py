@@ -55,12 +55,11 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
     batch = stream_batch(cfg)
     with run_budget.catch_sigint():
         found, stopped, whole_op_error = _search(graph, hw, cfg, method, budget, max_shard, on_eval, run_budget)
-        best, found_by, staged = _staged_plans(graph, hw, cfg, method, max_shard, found.best, run_budget)
+        best, found_by, cert, stopped = keep_the_best(graph, hw, cfg, method, max_shard, found.best, stopped,
+                                                      run_budget)
         if best is None:
             raise whole_op_error
-        best, found_by, cert, stopped = _certificate(graph, hw, cfg, method, max_shard, found.best, best, found_by,
-                                                     staged, stopped, run_budget)
-        best = _traced(graph, hw, best, batch)
+        best = traced(graph, hw, best, batch)
         if stopped is None and run_budget.interrupted:   # Ctrl-C during the certificate: its solve ran to its limit
             stopped = "interrupted by Ctrl-C during the certificate, after the search finished"
         outcome = Outcome(cfg.model, graph, hw, method, best, found.evaluations, found.wall_s, found.history, cert,
@@ -69,6 +68,20 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
         with output_set(cfg.out, "run") as staging:
             names = write_outputs(staging, outcome, config=config, hardware_spec=cfg.hardware)
     return replace(outcome, files=tuple(str(Path(cfg.out) / Path(n).name) for n in names))
+
+
+def keep_the_best(graph: TensorGraph, hw: Hardware, cfg: RunConfig, method: str, max_shard: int,
+                  searched: Evaluation | None, stopped: str | None, run_budget: RunBudget
+                  ) -> tuple[Evaluation | None, str | None, Partition | None, str | None]:
+    """What every method and `partition finetune` do after their own search, so none returns less than the
+    default run would: the staged DP's split plans (or the latency plans), the split-plan local search, the
+    certificate and its solves' plans, each kept when it scores better. Returns (best, what found it when not the
+    search, the certificate, why the run stopped early); best is None only when `searched` is None (no whole-op
+    plan fits) and no split plan fits either."""
+    best, found_by, staged = _staged_plans(graph, hw, cfg, method, max_shard, searched, run_budget)
+    if best is None:
+        return None, None, None, stopped
+    return _certificate(graph, hw, cfg, method, max_shard, searched, best, found_by, staged, stopped, run_budget)
 
 
 def _load(cfg: RunConfig) -> tuple[Hardware, TensorGraph]:
@@ -117,7 +130,7 @@ def _staged_plans(graph: TensorGraph, hw: Hardware, cfg: RunConfig, method: str,
     latency = cfg.objective == "latency"
     if (max_shard > 1 or latency) and run_budget.stop_reason() is None and graph.n_ops <= STAGED_MAX_OPS:
         if latency:
-            # scored one inference alone: if it wins, _traced simulates it over a whole stream
+            # scored one inference alone: if it wins, traced() simulates it over a whole stream
             staged = best_latency(graph, hw, max_shard, batch=stream_batch(cfg), full_report=False)
             what = f"the latency plans with ops split up to {max_shard} ways (latency_dp.py)"
         else:
@@ -168,7 +181,7 @@ def _certificate(graph: TensorGraph, hw: Hardware, cfg: RunConfig, method: str, 
     return best, found_by, cert, stopped
 
 
-def _traced(graph: TensorGraph, hw: Hardware, best: Evaluation, batch: int) -> Evaluation:
+def traced(graph: TensorGraph, hw: Hardware, best: Evaluation, batch: int) -> Evaluation:
     """Candidates are scored untraced; the winner is simulated once more with a trace (the same figures,
     tests/test_simulator.py, plus trace.json's events)."""
     if best.report.trace_events:

@@ -88,16 +88,16 @@ def finetune(args: argparse.Namespace) -> str:
     """`partition finetune MODEL.onnx --chiplets N --policy CKPT --budget N --out DIR [--workers N] [--ray ...]`:
     fine-tune (the proposals of each update evaluated on the backend, as in `train`), then write the
     best partition's outputs (partition.json, report.md, ...) next to the checkpoint and curve."""
-    from partitioner.app.config import Outcome
+    from partitioner.app.budget import RunBudget
+    from partitioner.app.config import Outcome, RunConfig
     from partitioner.app.methods import DEFAULT_REPAIR_LIMIT_S
     from partitioner.app.outputs import prepare_out_dir, write_outputs
-    from partitioner.app.run import load_model
+    from partitioner.app.run import keep_the_best, load_model, traced
+    from partitioner.plan.staged_dp import auto_max_shard
     from partitioner.app.summary import format_outcome
     from partitioner.frontend.read import parse_input_shapes
     from partitioner.hw.toml import load_hardware
     from partitioner.app.pipeline import evaluate
-    from partitioner.sim.report import Evaluation
-    from partitioner.sim.simulator import simulate
     from policies.rl_search import shipped_policy
 
     if args.budget < 1:
@@ -117,10 +117,16 @@ def finetune(args: argparse.Namespace) -> str:
                                 reward_fn=PipelineReward(limit, args.seed))
     finally:
         backend.close()
-    part = evaluate(graph, hw, best_a, time_limit_s=limit, seed=args.seed).partition
-    best = Evaluation(part, simulate(graph, hw, part, trace=True))
+    searched = evaluate(graph, hw, best_a, time_limit_s=limit, seed=args.seed)
+    # Never below the default run: the staged DP's split plans and the certificate's solves compete with the
+    # fine-tuned policy's best, exactly as they do after a run's search (run.keep_the_best).
+    run_cfg = RunConfig(args.model, seed=args.seed, precision=args.precision, phase=args.phase, context=args.context)
+    best, found_by, cert, _ = keep_the_best(graph, hw, run_cfg, "rl", auto_max_shard(hw.n_chiplets), searched, None,
+                                            RunBudget())
+    best = traced(graph, hw, best, 1)
     ckpt = read_checkpoint(out_dir / "finetune.pt")
-    outcome = Outcome(args.model, graph, hw, "rl", best, int(ckpt["evals"]), float(ckpt["wall_s"]))
+    outcome = Outcome(args.model, graph, hw, "rl", best, int(ckpt["evals"]), float(ckpt["wall_s"]), certificate=cert,
+                      found_by=found_by)
     files = write_outputs(out_dir, outcome, config=None, hardware_spec=args.hardware)
     return format_outcome(Outcome(**{**outcome.__dict__, "files": files}))
 
