@@ -11,6 +11,7 @@ import numpy as np
 from partitioner.core.graph import TensorGraph
 from partitioner.hw.hardware import Chiplet, Hardware, MemoryStack
 from partitioner.model import collectives
+from partitioner.model.kind_bound import balanced_cycles
 from partitioner.model.sharding import piece, possible_axes
 
 
@@ -72,12 +73,15 @@ def op_cycles_matrix(graph: TensorGraph, hw: Hardware) -> np.ndarray:
 
 
 def bound_cycles_per_inference(graph: TensorGraph, hw: Hardware) -> float:
-    """Analytical lower bound on cycles per inference (perfect balance, free communication):
-    max(sum of each op's cycles on its fastest chiplet / n_chiplets, the largest such op)."""
+    """Analytical lower bound on cycles per inference (perfect balance, free communication): max(the ops' work
+    balanced over the chiplet kinds at each kind's rate (kind_bound.balanced_cycles; sum of op cycles / n_chiplets on
+    a homogeneous package), the largest op on its fastest chiplet)."""
     if graph.n_ops == 0:
         return 1.0
-    fastest = op_cycles_matrix(graph, hw).min(axis=1)
-    return max(float(fastest.sum()) / hw.n_chiplets, float(fastest.max()), 1.0)
+    kinds = list(dict.fromkeys(hw.chiplets))
+    work = np.stack([op_cycles(graph, c) for c in kinds], axis=1).astype(float)
+    counts = np.array([hw.chiplets.count(c) for c in kinds])
+    return max(balanced_cycles(work, counts), float(work.min(axis=1).max()), 1.0)
 
 
 def serialization_cycles(nbytes: int | np.ndarray, hw: Hardware) -> np.ndarray:
@@ -241,17 +245,18 @@ def keep_column(hw: Hardware, precision: str | None = None):
 @functools.lru_cache(maxsize=16)
 def sharded_bound_cycles(graph: TensorGraph, hw: Hardware, max_shard: int) -> float:
     """Lower bound on cycles per inference of any partition whose ops split at most `max_shard` ways (free
-    communication): max(sum over ops of the least chiplet-cycles k x piece over k <= max_shard / n_chiplets, the
-    largest op's smallest piece). Equals bound_cycles_per_inference for max_shard = 1. Memoised (graph by
+    communication): max(the ops' least chiplet-cycles (k x piece over k <= max_shard) balanced over the chiplet kinds
+    (kind_bound.balanced_cycles: sum / n_chiplets on a homogeneous package), the largest op's smallest piece). Equals bound_cycles_per_inference for max_shard = 1. Memoised (graph by
     identity, hardware by value): every simulation of a split plan reports it, and search loops simulate
     thousands of plans of one (graph, package)."""
     if graph.n_ops == 0:
         return 1.0
     max_shard = max(1, min(int(max_shard), hw.n_chiplets))
-    kinds = set(hw.chiplets)
-    work = np.full(graph.n_ops, np.inf)
+    kinds = list(dict.fromkeys(hw.chiplets))
+    work = np.full((graph.n_ops, len(kinds)), np.inf)     # least chiplet-cycles of each op on each kind
     longest = np.full(graph.n_ops, np.inf)
     for k in range(1, max_shard + 1):
-        cyc = np.min([cheapest_piece_cycles(graph, c, k) for c in kinds], axis=0).astype(float)
-        work, longest = np.minimum(work, k * cyc), np.minimum(longest, cyc)
-    return max(float(work.sum()) / hw.n_chiplets, float(longest.max()), 1.0)
+        cyc = np.stack([cheapest_piece_cycles(graph, c, k) for c in kinds], axis=1).astype(float)
+        work, longest = np.minimum(work, k * cyc), np.minimum(longest, cyc.min(axis=1))
+    counts = np.array([hw.chiplets.count(c) for c in kinds])
+    return max(balanced_cycles(work, counts), float(longest.max()), 1.0)
