@@ -215,6 +215,12 @@ def finetune(graph: TensorGraph, hw: Hardware, policy_ckpt: str | Path | None, b
     base, best_thr, best_a = 0.0, -1.0, None
     if resume and ckpt_path is not None and ckpt_path.exists():
         ck = read_checkpoint(ckpt_path)
+        made_for = ck.get("problem", {"ops": len(ck["best"]["assignment"]) or graph.n_ops})
+        if made_for != {"graph": graph.name, "ops": graph.n_ops, "chiplets": hw.n_chiplets} and (
+                "graph" in made_for or made_for["ops"] != graph.n_ops):
+            raise UserError(f"{ckpt_path} is the fine-tuning checkpoint of another problem ({made_for}), not of "
+                            f"{graph.name} ({graph.n_ops} ops) on {hw.n_chiplets} chiplets",
+                            "pass a new --out directory, or the model and --chiplets that checkpoint was made for")
         net, opt = _resume(ck, cfg, np_rng, sampler)
         step, evals, elapsed = int(ck["step"]), int(ck["evals"]), float(ck["wall_s"])
         base, best_thr = float(ck["best"]["baseline"]), float(ck["best"]["throughput"])
@@ -251,6 +257,8 @@ def finetune(graph: TensorGraph, hw: Hardware, policy_ckpt: str | Path | None, b
             return
         atomic_torch_save(checkpoint_dict(net, opt, cfg, np_rng, sampler, step=step, evals=evals,
                                           wall_s=time.perf_counter() - t0,
+                                          problem={"graph": graph.name, "ops": graph.n_ops,
+                                                   "chiplets": hw.n_chiplets},
                                           best={"baseline": base, "throughput": best_thr,
                                                 "assignment": [] if best_a is None else best_a.tolist()}),
                           ckpt_path)

@@ -244,3 +244,11 @@ def test_finetune_is_never_below_the_default_run(tmp_path):
     tuned = json.loads((tmp_path / "ft" / "partition.json").read_text())["metrics"]["throughput_per_s"]
     default = run(RunConfig(model, chiplets=8, seed=2, out=str(tmp_path / "run"))).best.throughput
     assert tuned >= 0.999 * default
+
+
+def test_finetune_refuses_to_resume_another_models_checkpoint(tmp_path):
+    cfg = PPOConfig(proposals_per_step=4, update_epochs=1)
+    (g0, hw0), (g1, hw1) = CORPUS[0], CORPUS[1]
+    finetune(g0, hw0, None, 4, cfg, tmp_path / "ft", reward_fn=REWARD, progress=False)
+    with pytest.raises(UserError, match="fine-tuning checkpoint of another problem"):
+        finetune(g1, hw1, None, 4, cfg, tmp_path / "ft", reward_fn=REWARD, progress=False)
