@@ -26,6 +26,7 @@ import warnings
 from dataclasses import dataclass
 
 import onnx
+import onnx.numpy_helper
 
 from partitioner.frontend.fold import Folded
 from partitioner.frontend.op_cost import NodeCosts
@@ -60,34 +61,54 @@ def is_contrib_moe(node) -> bool:
 
 
 def bound_routed_counts(inferred: onnx.ModelProto) -> None:
-    """A NonZero over a top-k routing mask (its input computed from a TopK) counts the rows routed to one expert,
-    which only the data decides: give its symbolic count its upper bound, the mask's element count, in every shape
-    that carries it (in place). The block's costs are then rescaled to the routing distribution (moe_cost.py);
-    other NonZeros keep their unknown size (an error that says so)."""
+    """Shapes of a routing that shape inference leaves symbolic, fixed in place in every shape that carries them:
+    - a OneHot's depth (the expert count) read from its constant depth input (the legacy exporter's
+      F.one_hot(chosen, E));
+    - a NonZero over a top-k routing mask (its input computed from a TopK) counts the rows routed to one expert,
+      which only the data decides: its count takes its upper bound, the mask's element count. The block's costs
+      are then rescaled to the routing distribution (moe_cost.py); other NonZeros keep their unknown size (an
+      error that says so)."""
     g = inferred.graph
     infos = {vi.name: vi for vi in list(g.input) + list(g.value_info) + list(g.output)}
     producer = {o: n for n in g.node for o in n.output if o}
-    routed: dict[str, int] = {}
-    for n in g.node:
-        if n.op_type != "NonZero" or not n.output or not _from_topk(n.input[0], producer):
-            continue
-        src, out = infos.get(n.input[0]), infos.get(n.output[0])
-        dims = _dims(src)
-        if dims is None or None in dims or out is None:
-            continue
-        count = 1
-        for d in dims:
-            count *= d
-        for d in out.type.tensor_type.shape.dim:
-            if d.dim_param:
-                routed[d.dim_param] = count
-    if not routed:
-        return
-    for vi in infos.values():
-        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
-            for d in vi.type.tensor_type.shape.dim:
-                if d.dim_param in routed:
-                    d.dim_value = routed[d.dim_param]
+    values = _constants(g)
+    for kind in ("OneHot", "NonZero"):
+        fixed: dict[str, int] = {}
+        for n in g.node:
+            if n.op_type != kind or not n.output or n.output[0] not in infos:
+                continue
+            if kind == "OneHot" and len(n.input) > 1 and n.input[1] in values:
+                size = int(values[n.input[1]])
+            elif kind == "NonZero" and _from_topk(n.input[0], producer) and None not in (_dims(infos.get(n.input[0]))
+                                                                                         or [None]):
+                size = 1
+                for d in _dims(infos[n.input[0]]):
+                    size *= d
+            else:
+                continue
+            for d in infos[n.output[0]].type.tensor_type.shape.dim:
+                if d.dim_param:
+                    fixed[d.dim_param] = size
+        for vi in infos.values():
+            if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
+                for d in vi.type.tensor_type.shape.dim:
+                    if d.dim_param in fixed:
+                        d.dim_value = fixed[d.dim_param]
+
+
+def _constants(g: onnx.GraphProto) -> dict[str, float]:
+    """Scalar (or one-element) values of Constant nodes and inline initializers, by tensor name."""
+    out: dict[str, float] = {}
+    tensors = [(t.name, t) for t in g.initializer if t.data_location != onnx.TensorProto.EXTERNAL]
+    tensors += [(n.output[0], a.t) for n in g.node if n.op_type == "Constant" and n.output
+                for a in n.attribute if a.name == "value"]
+    for name, t in tensors:
+        if len(t.dims) <= 1 and (not t.dims or t.dims[0] == 1):
+            try:
+                out[name] = float(onnx.numpy_helper.to_array(t).reshape(-1)[0])
+            except (ValueError, IndexError, TypeError):
+                continue
+    return out
 
 
 def _dims(vi) -> list | None:
