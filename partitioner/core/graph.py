@@ -25,6 +25,8 @@ class Experts:
     row_vector_flops: one expert's vector flops per row (activation, gating, the routing weight).
     weight_bytes: one expert's weights.
     token_bytes: one row's activation, the bytes a token takes to an expert (dispatch) and back (combine).
+    source: the name of the op whose output is the tokens (its edge into this op is the dispatch); None when the
+        tokens are a model input.
     """
 
     rows: tuple[float, ...]
@@ -34,6 +36,7 @@ class Experts:
     row_vector_flops: int
     weight_bytes: int
     token_bytes: int
+    source: str | None = None
 
     def __post_init__(self) -> None:
         if len(self.rows) < 2 or min(self.rows) < 0 or not 1 <= self.top_k <= len(self.rows):

@@ -77,7 +77,7 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
     forced = {i: b.root for b in blocks if b.root in experts for i in b.nodes}
     groups = group_nodes(nodes, names, folded, granularity, forced)
     ops, edges = build_ops(model.graph, nodes, names, folded, groups, costs, nbytes)
-    ops = attach_experts(ops, blocks, experts, names)
+    ops = attach_experts(ops, blocks, experts, nodes, names)
     metadata = _metadata(path, model.graph, inputs, nodes, names, folded, tensors, precision=precision,
                          granularity=granularity, phase=phase, context=decode_context) | {
         "tokens_per_inference": tokens, "decoder_evidence": evidence,

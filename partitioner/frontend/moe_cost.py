@@ -135,11 +135,13 @@ def expert_gemms(ex: Experts) -> tuple[tuple[int, int, int, int], ...]:
     return tuple((1, math.floor(r), k, n) for r in ex.rows if r >= 1 for k, n in ex.gemms)
 
 
-def attach_experts(ops: list[Op], blocks: list[Block], experts: dict[int, Experts], names: list[str]) -> list[Op]:
+def attach_experts(ops: list[Op], blocks: list[Block], experts: dict[int, Experts], nodes: list,
+                   names: list[str]) -> list[Op]:
     """The ops that are exactly one block (fused or node granularity; a layer unit keeps its summed costs) as
-    MoE ops carrying their Experts: GEMMs at the routed rows, and each expert's weights read with the chance it is
-    routed to at all."""
+    MoE ops carrying their Experts: GEMMs at the routed rows, each expert's weights read with the chance it is
+    routed to at all, and the op whose output the tokens are (Experts.source: its edge is the dispatch)."""
     owner = {name: j for j, op in enumerate(ops) for name in op.onnx_nodes}
+    made_by = {o: names[i] for i, n in enumerate(nodes) for o in n.output if o}
     out = list(ops)
     for b in blocks:
         ex = experts.get(b.root)
@@ -147,6 +149,8 @@ def attach_experts(ops: list[Op], blocks: list[Block], experts: dict[int, Expert
         if ex is None or j is None or out[j].op_type == "Layer":
             continue
         op = out[j]
+        src = owner.get(made_by.get(b.x, ""))
+        ex = replace(ex, source=ops[src].name if src is not None and src != j else None)
         whole = min(op.weight_bytes - op.kv_cache_bytes, ex.count * ex.weight_bytes)
         read = round(sum(ex.hit(e) for e in range(ex.count)) * ex.weight_bytes)
         out[j] = replace(op, op_type="MoE", experts=ex, gemms=expert_gemms(ex) or None,
