@@ -10,7 +10,7 @@ from partitioner.app.config import Outcome
 from partitioner.app.document import token_metrics, whole_op_bound
 from partitioner.app.staged_cert import is_staged
 from partitioner.core.graph import TensorGraph
-from partitioner.model.layout import simulated_groups
+from partitioner.model.layout import simulated_experts, simulated_groups
 from partitioner.core.units import si
 
 
@@ -109,6 +109,23 @@ def _groups_line(outcome: Outcome) -> str:
             f"(report.md, 'Groups and collectives')")
 
 
+def _experts_rows(outcome: Outcome) -> list[tuple[str, str]]:
+    """Mixture-of-experts models: how the experts were placed and what their all-to-alls carry."""
+    part = outcome.best.partition
+    found = simulated_experts(outcome.graph, outcome.hw, part.assignment, part.shard)
+    if not found:
+        return []
+    first = found[0]
+    spread = sorted({len(f["chiplets"]) for f in found})
+    per = sorted({len(e) for f in found for e in f["experts_per_chiplet"]})
+    moved = sum(f["dispatch_bytes"] + f["combine_bytes"] for f in found)
+    where = ("each whole on one chiplet" if spread == [1] else
+             f"each on {'/'.join(map(str, spread))} chiplets, {'/'.join(map(str, per))} experts per chiplet")
+    return [("experts", f"{len(found)} MoE layer{'s' * (len(found) != 1)} of {first['experts']} experts "
+                        f"(top-{first['top_k']}), {where}; all-to-all {moved:,} B per inference "
+                        "(report.md, 'Experts')")]
+
+
 def _headline(outcome: Outcome) -> list[tuple[str, str]]:
     """Throughput then latency; under --objective latency, latency (and 1 / latency) first."""
     rep = outcome.best.report
@@ -148,6 +165,7 @@ def format_outcome(outcome: Outcome) -> str:
                         f"max {100 * float(np.max(rep.chiplet_busy_fraction)):.1f}%"),
         ("bottleneck", rep.bottleneck),
         ("groups", _groups_line(outcome)),
+        *_experts_rows(outcome),
         ("bound" if outcome.objective != "latency" else "throughput bound",
          f"{rep.bound_throughput_per_s:,.1f}/s analytical (perfect balance)"),
     ]
