@@ -120,11 +120,12 @@ def dispatch_bytes(graph: TensorGraph, u: int, k_u: int, partial: bool, v: int, 
     return all_to_all_bytes(piece_rows(graph.ops[v], k_v)[j], ex.token_bytes, 1 if partial else k_u)
 
 
-def combine_bytes(graph: TensorGraph, u: int, k_u: int, j: int, k_v: int, rows_axis: bool) -> int:
-    """Bytes expert piece j of u sends one piece of a consumer: the outputs of its rows whose tokens that piece
-    holds (1/k_v of them for a row split; all of them for a whole consumer or one that needs every row)."""
+def combine_bytes(graph: TensorGraph, u: int, k_u: int, j: int, k_v: int, sliced: bool) -> int:
+    """Bytes expert piece j of u sends one piece of a consumer: its share of the outputs of j's rows (1/k_v of
+    them for a consumer whose pieces take slices: rows, heads or a row-parallel GEMM's inputs; all of them for a
+    whole consumer or one whose pieces need every row, a column GEMM)."""
     ex = graph.ops[u].experts
-    return all_to_all_bytes(piece_rows(graph.ops[u], k_u)[j], ex.token_bytes, k_v if rows_axis else 1)
+    return all_to_all_bytes(piece_rows(graph.ops[u], k_u)[j], ex.token_bytes, k_v if sliced else 1)
 
 
 def a2a_cycles_table(graph: TensorGraph, k: int, bw: int, hop: int) -> np.ndarray:

@@ -68,6 +68,9 @@ ALIGNED_TYPES = frozenset({"Add", "Sub", "Mul", "Div", "Softmax", "Relu", "Gelu"
 """Row-axis op types that can work on the head/column slices of their group's producers (module docstring)."""
 PARTIAL_AXES = ("vocab", "row_parallel")
 """Axes whose pieces write full-size partial sums (all-reduced) rather than slices."""
+SLICE_READERS = ("row", "head", "row_parallel")
+"""Axes whose pieces need only a slice of an expert op's output (its rows, or its columns): a combine sends each
+1/k of the rows it routed (experts.combine_bytes)."""
 
 
 def possible_axes(op: Op) -> tuple[str, ...]:
@@ -326,8 +329,8 @@ def _all_to_all(graph: TensorGraph, u: int, v: int, k: np.ndarray, axes: tuple[s
         partial = ku > 1 and axes[u] in PARTIAL_AXES
         return [(int(first[u]) + i, int(first[v]) + j, dispatch_bytes(graph, u, ku, partial, v, kv, j))
                 for i, j in pairs]
-    rows = kv > 1 and axes[v] == "row"
-    return [(int(first[u]) + i, int(first[v]) + j, combine_bytes(graph, u, ku, i, kv, rows)) for i, j in pairs]
+    sliced = kv > 1 and axes[v] in SLICE_READERS
+    return [(int(first[u]) + i, int(first[v]) + j, combine_bytes(graph, u, ku, i, kv, sliced)) for i, j in pairs]
 
 
 def _group_base(k: np.ndarray) -> int:
