@@ -183,3 +183,33 @@ def test_expert_pieces_follow_the_loads_and_bounds_stay_bounds():
     part = Partition(np.zeros(3, dtype=np.int64), shard=np.array([2, 2, 2]))
     r = simulate(g, chain_hw(2), part)
     assert r.cycles_per_inference >= sharded_bound_cycles(g, chain_hw(2), 2)
+
+
+def test_the_staged_plan_splits_the_experts_and_the_simulator_runs_the_all_to_all():
+    from partitioner.hw.hardware import mesh_of
+    from partitioner.model.layout import simulated_experts
+    from partitioner.plan.staged_dp import staged_partition
+    g = load_onnx(DATA / "mixtral_tiny_contrib.onnx", precision="fp16")
+    hw = mesh_of(4)
+    a, k = staged_partition(g, hw, 4)
+    moe = [i for i, op in enumerate(g.ops) if op.experts is not None]
+    assert all(k[i] > 1 for i in moe)
+    r = simulate(g, hw, Partition(a, shard=k))
+    placed = simulated_experts(g, hw, a, k)
+    assert [p["op"] for p in placed] == [g.ops[i].name for i in moe]
+    for p in placed:
+        assert sorted(e for per in p["experts_per_chiplet"] for e in per) == list(range(8))
+        assert sum(p["rows_per_chiplet"]) == pytest.approx(128 * 2) and p["combine_bytes"] > 0
+    assert r.throughput_per_s <= r.bound_throughput_per_s
+
+
+def test_cli_inspect_shows_the_experts_and_refuses_a_bad_routing_file(tmp_path, capsys):
+    from partitioner.app.cli import main
+    assert main(["inspect", str(DATA / "mixtral_tiny_dense_legacy.onnx")]) == 0
+    assert "experts        2 MoE layers of 8 experts, top-2: 128 tokens run 32 rows per expert (uniform routing)" \
+        in capsys.readouterr().out
+    bad = tmp_path / "r.json"
+    bad.write_text("[0.5, 0.5]")
+    assert main(["inspect", str(DATA / "mixtral_tiny_dense_legacy.onnx"), "--routing", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: the routing file gives 2 expert loads")

@@ -50,7 +50,18 @@ def summarize(graph: TensorGraph, top: int = 8) -> dict:
         "decoder_evidence": meta.get("decoder_evidence"),
         "tokens_per_inference": meta.get("tokens_per_inference"),
         "decode_import": meta.get("decode_import"),
+        "moe": _moe_summary(graph),
     }
+
+
+def _moe_summary(graph: TensorGraph) -> dict | None:
+    """Mixture-of-experts layers: how many, experts, top-k, tokens and the rows each expert runs per inference."""
+    moe = [op.experts for op in graph.ops if op.experts is not None]
+    if not moe:
+        return None
+    return {"layers": len(moe), "experts": moe[0].count, "top_k": moe[0].top_k, "tokens": moe[0].tokens,
+            "rows_per_expert": [round(r, 4) for r in moe[0].rows],
+            "routing": graph.metadata.get("routing") or "uniform"}
 
 
 def format_summary(summary: dict) -> str:
@@ -68,12 +79,21 @@ def format_summary(summary: dict) -> str:
         *([f"phase          {s['phase']}" + (f", context {s['context']} tokens" if s.get("context") is not None else "")
            + _step_text(s), f"decoder        {s['decoder_evidence']}"] if s.get("phase") else []),
         *([f"granularity    {s['granularity']}"] if s.get("granularity", "fused") != "fused" else []),
+        *([_moe_line(s["moe"])] if s.get("moe") else []),
         "",
         f"{'op type':<22}{'count':>7}{'flops':>14}{'share':>8}",
     ]
     for row in s["top_op_types"]:
         lines.append(f"{row['op_type']:<22}{row['count']:>7}{si(row['flops'], 'FLOP', 4):>14}{row['share']:>8.1%}")
     return "\n".join(lines)
+
+
+def _moe_line(m: dict) -> str:
+    rows = sorted(set(m["rows_per_expert"]))
+    spread = f"{rows[0]:g}" if len(rows) == 1 else f"{rows[0]:g}-{rows[-1]:g}"
+    return (f"experts        {m['layers']} MoE layers of {m['experts']} experts, top-{m['top_k']}: {m['tokens']} "
+            f"tokens run {spread} rows per expert ({m['routing']} routing); flops count {m['top_k']} of "
+            f"{m['experts']} experts per token")
 
 
 def _step_text(s: dict) -> str:
