@@ -149,6 +149,8 @@ def find_blocks(nodes: list, names: list[str], folded: Folded, shapes: dict, cos
             continue
         e, k = router[1], router[2]
         first = [i for i in weight if i != router[0] and base[i] == base[router[0]]]
+        if len(first) < 2:      # a top-k over a head's scores (sampling), not a router of experts
+            continue
         found = _close(nodes, names, folded, producer, weight, costs, outputs, first, e, router[0])
         if found is not None:
             nodes_s, root, branches = found

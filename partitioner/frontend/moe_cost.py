@@ -130,6 +130,15 @@ def _rescale(b: Block, ex: Experts, costs: NodeCosts, hidden: int) -> None:
         costs.gemms.pop(i, None)
 
 
+def _scope_name(op: Op, taken: set[str]) -> str:
+    """`<scope>/experts` when the op's nodes share an exporter name scope of two levels or more
+    (/model/layers.0/mlp/experts), else its own name."""
+    prefix = os.path.commonprefix(list(op.onnx_nodes))
+    scope = prefix[:prefix.rfind("/") + 1]
+    name = scope + "experts"
+    return name if scope.count("/") >= 2 and name not in taken else op.name
+
+
 def expert_gemms(ex: Experts) -> tuple[tuple[int, int, int, int], ...]:
     """The (batch, M, K, N) products of every expert at its routed rows (none below one row)."""
     return tuple((1, math.floor(r), k, n) for r in ex.rows if r >= 1 for k, n in ex.gemms)
@@ -153,6 +162,7 @@ def attach_experts(ops: list[Op], blocks: list[Block], experts: dict[int, Expert
         ex = replace(ex, source=ops[src].name if src is not None and src != j else None)
         whole = min(op.weight_bytes - op.kv_cache_bytes, ex.count * ex.weight_bytes)
         read = round(sum(ex.hit(e) for e in range(ex.count)) * ex.weight_bytes)
-        out[j] = replace(op, op_type="MoE", experts=ex, gemms=expert_gemms(ex) or None,
+        out[j] = replace(op, name=_scope_name(op, {o.name for o in out}), op_type="MoE", experts=ex,
+                         gemms=expert_gemms(ex) or None,
                          weight_read_bytes=max(0, min(op.weight_bytes, op.weights_read - whole + read)))
     return out
