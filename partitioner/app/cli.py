@@ -43,6 +43,12 @@ def _add_model_args(p: argparse.ArgumentParser, precision: str | None = "fp16", 
                         + (" (default: as saved)" if saved_defaults else ""))
 
 
+def _add_routing_arg(p: argparse.ArgumentParser, saved: bool = False) -> None:
+    p.add_argument("--routing", default=None, metavar="FILE",
+                   help="mixture-of-experts models: a JSON list of E measured expert loads (fractions of the routed "
+                        "tokens) instead of uniform top-k routing" + (" (default: the saved one)" if saved else ""))
+
+
 def _add_hw_args(p: argparse.ArgumentParser, default_chiplets: int | None = None) -> None:
     p.add_argument("--chiplets", type=int, default=default_chiplets,
                    help="number of chiplets: a near-square mesh of the default chiplet unless --hardware says more")
@@ -68,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="partition a model (the default: `partition MODEL.onnx ...`)")
     _add_model_args(run)
+    _add_routing_arg(run)
     _add_hw_args(run)
     run.add_argument("--method", choices=METHODS, default=None,
                      help="; ".join(f"{m.name}: {m.help}" for m in REGISTRY.values()))
@@ -98,10 +105,12 @@ def _parser() -> argparse.ArgumentParser:
 
     ins = sub.add_parser("inspect", help="show ops, FLOPs and parameters as the importer sees them")
     _add_model_args(ins, precision=None)
+    _add_routing_arg(ins)
     ins.add_argument("--json", action="store_true", help="print JSON (keys ops, onnx_nodes, flops, param_bytes, ...)")
 
     sim = sub.add_parser("simulate", help="re-score a saved partition.json")
     _add_model_args(sim, precision=None, saved_defaults=True)
+    _add_routing_arg(sim, saved=True)
     _add_hw_args(sim)
     sim.add_argument("--partition", required=True, help="partition.json written by `partition`")
     sim.add_argument("--out", default=None, help="also write report.md, trace.json and partition.png here")
@@ -252,7 +261,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         graph = load_model(args.model, parse_input_shapes(args.input_shape or []), args.precision or "fp32",
                            granularity=args.granularity or "fused", phase=args.phase, context=args.context,
-                           decoder=args.decoder)
+                           decoder=args.decoder, routing=args.routing)
         summary = summarize(graph)
         print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
         return 0
@@ -265,7 +274,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                                phase=args.phase, context=args.context, decoder=args.decoder,
                                max_time_s=args.max_time, batch=args.batch, memory_tier=not args.no_memory_tier,
                                max_shard=args.max_shard, split_budget=args.split_budget,
-                               objective=args.objective)
+                               objective=args.objective, routing=args.routing)
         validate_config(cfg)
         with _progress("evaluating", total=None, objective=cfg.objective) as on_eval:
             outcome = run(cfg, on_eval=on_eval)
@@ -279,7 +288,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         outcome = resimulate(args.model, args.partition, parse_input_shapes(args.input_shape or []),
                              args.precision, args.hardware, args.chiplets, args.out,
                              granularity=args.granularity, phase=args.phase, context=args.context,
-                             memory_tier=not args.no_memory_tier, objective=args.objective, decoder=args.decoder)
+                             memory_tier=not args.no_memory_tier, objective=args.objective, decoder=args.decoder,
+                             routing=args.routing)
         print(format_outcome(outcome))
         return 0
     if args.command in ("train", "finetune", "split", "explore"):

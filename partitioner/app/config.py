@@ -63,6 +63,9 @@ class RunConfig:
     split_budget: int = 0
     """Evaluations of local search over staged plans (policies/split_search.py) from the staged DP plans, by the
     run's method (anneal, random or learned; other methods use anneal); 0: none (`--split-budget`)."""
+    routing: str | None = None
+    """`--routing FILE`: measured expert loads for mixture-of-experts layers (partitioner/frontend/moe_cost.py);
+    None: uniform top-k routing."""
     objective: str = DEFAULT_OBJECTIVE
     """What the run optimises (`--objective`, partitioner/sim/objective.py): throughput (inferences/s of a stream)
     or latency (the time of one inference alone, batch-1 serving)."""

@@ -13,7 +13,7 @@ from partitioner.core.errors import UserError
 from partitioner.core.graph import TensorGraph
 from partitioner.frontend.decoder import ASSERTED
 from partitioner.hw.presets import PRESETS
-from partitioner.model.layout import simulated_axes, simulated_groups, simulated_pieces
+from partitioner.model.layout import simulated_axes, simulated_experts, simulated_groups, simulated_pieces
 from partitioner.model.partition import Partition
 
 
@@ -93,10 +93,12 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
         "context": graph.metadata.get("context"),
         "sequences": graph.metadata.get("sequences"),
         "decoder": graph.metadata.get("decoder_evidence") == ASSERTED,
+        "routing": graph.metadata.get("routing"),
         "assignment": assignment,
         "metrics": metrics,
         "per_chiplet": per_chiplet,
         "groups": simulated_groups(graph, hw, a, shard),
+        "experts": simulated_experts(graph, hw, a, shard),
         "search": {"evaluations": outcome.evaluations, "wall_s": outcome.wall_s,
                    "ops_moved_by_repair": outcome.best.partition.ops_moved,
                    "history": [list(h) for h in outcome.history],

@@ -12,7 +12,7 @@ from partitioner.app.staged_cert import is_staged, staged_certificate_markdown, 
 from partitioner.core.graph import TensorGraph
 from partitioner.core.units import si
 from partitioner.hw.hardware import Hardware
-from partitioner.model.layout import simulated_groups
+from partitioner.model.layout import simulated_experts, simulated_groups
 from partitioner.model.partition import Partition
 from partitioner.sim.report import Report
 
@@ -82,7 +82,7 @@ def run_markdown(outcome: Outcome, graph: TensorGraph, a: np.ndarray, tier: dict
     return (_interrupted_markdown(outcome)
             + report_markdown(rep, graph, outcome.hw, a, outcome.method, outcome.objective)
             + _phase_markdown(graph, rep) + _provenance_markdown(outcome)
-            + memory_tier_markdown(tier, outcome.graph, rep) + _groups_markdown(outcome)
+            + memory_tier_markdown(tier, outcome.graph, rep) + _groups_markdown(outcome) + _experts_markdown(outcome)
             + _certificate_markdown(outcome))
 
 
@@ -125,7 +125,7 @@ def _groups_markdown(outcome: Outcome) -> str:
     lines = ["", "## Groups and collectives", "",
              "Ops split k ways run as k pieces on the group's chiplets (docs/simulator.md, S1-S7); the collective "
              "bytes are what the pieces and ring relays send per inference (all-gather of slices, all-reduce of "
-             "partials, direct or as rings).", "",
+             "partials, direct or as rings; all-to-all of routed tokens for expert ops).", "",
              "| chiplets | shard | ops | axes | collectives | rings | collective bytes |",
              "|---|---|---|---|---|---|---|"]
     for g in found:
@@ -133,6 +133,26 @@ def _groups_markdown(outcome: Outcome) -> str:
         colls = ", ".join(f"{k} {v}" for k, v in g["collectives"].items())
         lines.append(f"| {g['chiplets'][0]}..{g['chiplets'][-1]} | {g['shard']} | {g['ops']} | {axes} | {colls} | "
                      f"{g.get('rings', 0)} | {g['collective_bytes']:,} |")
+    return "\n".join(lines) + "\n"
+
+
+def _experts_markdown(outcome: Outcome) -> str:
+    part = outcome.best.partition
+    found = simulated_experts(outcome.graph, outcome.hw, part.assignment, part.shard)
+    if not found:
+        return ""
+    lines = ["", "## Experts", "",
+             "Mixture-of-experts ops split by expert (expert parallelism, docs/simulator.md): each chiplet of the "
+             "group runs its experts' routed rows; tokens reach them and return by all-to-all messages sized by "
+             "the routing. Bytes are what those messages put on the links per inference (a message that also "
+             "serves another consumer on its chiplet counts once, at its size).", "",
+             "| op | chiplets | experts per chiplet | rows per chiplet | dispatch bytes | combine bytes |",
+             "|---|---|---|---|---|---|"]
+    for f in found:
+        experts = " / ".join(",".join(map(str, e)) for e in f["experts_per_chiplet"])
+        rows = " / ".join(f"{r:g}" for r in f["rows_per_chiplet"])
+        lines.append(f"| {f['op']} | {f['chiplets'][0]}..{f['chiplets'][-1]} | {experts} | {rows} | "
+                     f"{f['dispatch_bytes']:,} | {f['combine_bytes']:,} |")
     return "\n".join(lines) + "\n"
 
 

@@ -37,9 +37,9 @@ from policies.anneal import SearchResult
 
 def load_model(path: str, input_shapes: dict | None = None, precision: str = "fp32", *, granularity: str = "fused",
                phase: str | None = None, context: int | None = None, decoder: bool = False,
-               sequences: int = 1) -> TensorGraph:
+               sequences: int = 1, routing: str | None = None) -> TensorGraph:
     return load_onnx(path, input_shapes=input_shapes or None, precision=precision, granularity=granularity,
-                     phase=phase, context=context, decoder=decoder, sequences=sequences)
+                     phase=phase, context=context, decoder=decoder, sequences=sequences, routing=routing)
 
 
 def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
@@ -90,7 +90,7 @@ def _load(cfg: RunConfig) -> tuple[Hardware, TensorGraph]:
     require_precision(hw, cfg.precision)   # before the model loads and any search starts
     graph = load_model(cfg.model, cfg.input_shapes, cfg.precision, granularity=cfg.granularity, phase=cfg.phase,
                        context=cfg.context, decoder=cfg.decoder,
-                       sequences=cfg.batch if cfg.phase == "decode" else 1)
+                       sequences=cfg.batch if cfg.phase == "decode" else 1, routing=cfg.routing)
     return hw, graph
 
 

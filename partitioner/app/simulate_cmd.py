@@ -25,7 +25,7 @@ from partitioner.sim.simulator import simulate
 def resimulate(model: str, partition_path: str, input_shapes: dict, precision: str | None, hardware: str | None,
                chiplets: int | None, out: str | None, *, granularity: str | None = None, phase: str | None = None,
                context: int | None = None, memory_tier: bool = True, objective: str | None = None,
-               decoder: bool = False) -> Outcome:
+               decoder: bool = False, routing: str | None = None) -> Outcome:
     """Re-score a saved partition on the settings it was made with (or the ones given explicitly).
     memory_tier=False drops the memory stacks; a file written without a memory tier is scored without one.
     objective: what the outcome leads with (default: the file's, throughput for files without one); under latency it
@@ -51,13 +51,15 @@ def resimulate(model: str, partition_path: str, input_shapes: dict, precision: s
     context = context if context is not None else doc.get("context")
     sequences = (doc.get("sequences") or 1) if phase == "decode" else 1
     decoder = decoder or (phase is not None and doc.get("decoder") is True)
+    routing = routing or doc.get("routing")
     if granularity not in ("fused", "node", "layer") or phase not in (None, "prefill", "decode") or not (
             context is None or (type(context) is int and context >= 0)) or type(sequences) is not int:
         raise UserError(f"partition file {partition_path}: bad 'granularity', 'phase', 'context' or 'sequences'",
                         "pass the partition.json a run wrote, unedited")
     graph = load_model(model, input_shapes or saved_shapes, precision or saved_precision, granularity=granularity,
                        phase=phase, context=context if phase == "decode" else None, decoder=decoder,
-                       sequences=limits.check_batch(sequences, f"partition file {partition_path}: 'sequences'"))
+                       sequences=limits.check_batch(sequences, f"partition file {partition_path}: 'sequences'"),
+                       routing=routing if isinstance(routing, str) else None)
     if hardware is None and spec is not None and spec not in PRESETS and not Path(spec).exists():
         raise UserError(f"partition file {partition_path} was made on hardware file {spec}, which is gone",
                         "pass --hardware with the package description to score it on")
@@ -90,7 +92,7 @@ def resimulate(model: str, partition_path: str, input_shapes: dict, precision: s
                   "chiplets": hw.n_chiplets, "precision": graph.metadata.get("precision"),
                   "input_shapes": {k: list(v) for k, v in graph.metadata.get("input_shapes", {}).items()},
                   "granularity": granularity, "phase": phase, "context": graph.metadata.get("context"),
-                  "objective": objective}
+                  "objective": objective, "routing": graph.metadata.get("routing")}
         with output_set(out, "simulate") as staging:
             names = write_outputs(staging, outcome, config=config, hardware_spec=hardware or spec)
         outcome = Outcome(**{**outcome.__dict__, "files": tuple(str(Path(out) / Path(n).name) for n in names)})

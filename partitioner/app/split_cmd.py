@@ -101,6 +101,12 @@ def split(model: str, partition_path: str, out: str, input_shapes: dict, verify:
     a = read_assignment(graph, doc, partition_path)
     proto = load_with_weights(model)
     if isinstance(a, Partition):
+        moe = [op.name for i, op in enumerate(graph.ops) if op.experts is not None and a.shard is not None
+               and a.shard[i] > 1]
+        if moe:
+            raise UserError(f"partition file {partition_path} splits mixture-of-experts op {moe[0]} by expert, which "
+                            "`partition split` cannot cut into ONNX stages (which rows reach an expert is decided at "
+                            "run time)", "re-run `partition` with --max-shard 1 for stages this command can write")
         result = split_model(graph, a.assignment, proto, shard=a.shard, n_chiplets=doc["chiplets"],
                              axes=document_axes(graph, doc, partition_path, a.shard))
     else:

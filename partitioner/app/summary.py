@@ -10,7 +10,7 @@ from partitioner.app.config import Outcome
 from partitioner.app.document import token_metrics, whole_op_bound
 from partitioner.app.staged_cert import is_staged
 from partitioner.core.graph import TensorGraph
-from partitioner.model.layout import simulated_groups
+from partitioner.model.layout import simulated_experts, simulated_groups
 from partitioner.core.units import si
 
 
@@ -50,7 +50,18 @@ def summarize(graph: TensorGraph, top: int = 8) -> dict:
         "decoder_evidence": meta.get("decoder_evidence"),
         "tokens_per_inference": meta.get("tokens_per_inference"),
         "decode_import": meta.get("decode_import"),
+        "moe": _moe_summary(graph),
     }
+
+
+def _moe_summary(graph: TensorGraph) -> dict | None:
+    """Mixture-of-experts layers: how many, experts, top-k, tokens and the rows each expert runs per inference."""
+    moe = [op.experts for op in graph.ops if op.experts is not None]
+    if not moe:
+        return None
+    return {"layers": len(moe), "experts": moe[0].count, "top_k": moe[0].top_k, "tokens": moe[0].tokens,
+            "rows_per_expert": [round(r, 4) for r in moe[0].rows],
+            "routing": graph.metadata.get("routing") or "uniform"}
 
 
 def format_summary(summary: dict) -> str:
@@ -68,12 +79,21 @@ def format_summary(summary: dict) -> str:
         *([f"phase          {s['phase']}" + (f", context {s['context']} tokens" if s.get("context") is not None else "")
            + _step_text(s), f"decoder        {s['decoder_evidence']}"] if s.get("phase") else []),
         *([f"granularity    {s['granularity']}"] if s.get("granularity", "fused") != "fused" else []),
+        *([_moe_line(s["moe"])] if s.get("moe") else []),
         "",
         f"{'op type':<22}{'count':>7}{'flops':>14}{'share':>8}",
     ]
     for row in s["top_op_types"]:
         lines.append(f"{row['op_type']:<22}{row['count']:>7}{si(row['flops'], 'FLOP', 4):>14}{row['share']:>8.1%}")
     return "\n".join(lines)
+
+
+def _moe_line(m: dict) -> str:
+    rows = sorted(set(m["rows_per_expert"]))
+    spread = f"{rows[0]:g}" if len(rows) == 1 else f"{rows[0]:g}-{rows[-1]:g}"
+    return (f"experts        {m['layers']} MoE layers of {m['experts']} experts, top-{m['top_k']}: {m['tokens']} "
+            f"tokens run {spread} rows per expert ({m['routing']} routing); flops count {m['top_k']} of "
+            f"{m['experts']} experts per token")
 
 
 def _step_text(s: dict) -> str:
@@ -107,6 +127,23 @@ def _groups_line(outcome: Outcome) -> str:
     sizes = sorted({g["shard"] for g in found})
     return (f"{len(found)} group{'s' * (len(found) != 1)} of {'/'.join(map(str, sizes))} chiplets, {int((part.shard > 1).sum())} ops split "
             f"(report.md, 'Groups and collectives')")
+
+
+def _experts_rows(outcome: Outcome) -> list[tuple[str, str]]:
+    """Mixture-of-experts models: how the experts were placed and what their all-to-alls carry."""
+    part = outcome.best.partition
+    found = simulated_experts(outcome.graph, outcome.hw, part.assignment, part.shard)
+    if not found:
+        return []
+    first = found[0]
+    spread = sorted({len(f["chiplets"]) for f in found})
+    per = sorted({len(e) for f in found for e in f["experts_per_chiplet"]})
+    moved = sum(f["dispatch_bytes"] + f["combine_bytes"] for f in found)
+    where = ("each whole on one chiplet" if spread == [1] else
+             f"each on {'/'.join(map(str, spread))} chiplets, {'/'.join(map(str, per))} experts per chiplet")
+    return [("experts", f"{len(found)} MoE layer{'s' * (len(found) != 1)} of {first['experts']} experts "
+                        f"(top-{first['top_k']}), {where}; all-to-all {moved:,} B per inference "
+                        "(report.md, 'Experts')")]
 
 
 def _headline(outcome: Outcome) -> list[tuple[str, str]]:
@@ -148,6 +185,7 @@ def format_outcome(outcome: Outcome) -> str:
                         f"max {100 * float(np.max(rep.chiplet_busy_fraction)):.1f}%"),
         ("bottleneck", rep.bottleneck),
         ("groups", _groups_line(outcome)),
+        *_experts_rows(outcome),
         ("bound" if outcome.objective != "latency" else "throughput bound",
          f"{rep.bound_throughput_per_s:,.1f}/s analytical (perfect balance)"),
     ]

@@ -13,6 +13,52 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class Experts:
+    """The experts of a mixture-of-experts op (partitioner/frontend/moe.py): E isomorphic FFNs, each token running
+    `top_k` of them. Expert parallelism splits the op by expert (partitioner/model/experts.py), so it keeps what
+    each expert costs apart.
+
+    rows: expected (token, expert) rows each expert runs per inference: tokens x top_k x its share of the routing
+        (uniform 1/E by default, `--routing FILE` for measured loads); they sum to tokens x top_k. Fractional in
+        decode, where one token visits top_k of E experts.
+    gemms: one expert's products per row as (K, N): its M is its rows.
+    row_vector_flops: one expert's vector flops per row (activation, gating, the routing weight).
+    weight_bytes: one expert's weights.
+    token_bytes: one row's activation, the bytes a token takes to an expert (dispatch) and back (combine).
+    source: the name of the op whose output is the tokens (its edge into this op is the dispatch); None when the
+        tokens are a model input.
+    """
+
+    rows: tuple[float, ...]
+    top_k: int
+    tokens: int
+    gemms: tuple[tuple[int, int], ...]
+    row_vector_flops: int
+    weight_bytes: int
+    token_bytes: int
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.rows) < 2 or min(self.rows) < 0 or not 1 <= self.top_k <= len(self.rows):
+            raise ValueError("experts: need >= 2 experts with rows >= 0 and 1 <= top_k <= experts")
+        if self.tokens < 1 or min((min(g) for g in self.gemms), default=1) < 1:
+            raise ValueError("experts: tokens and GEMM dims must be >= 1")
+
+    @property
+    def count(self) -> int:
+        return len(self.rows)
+
+    @property
+    def row_matrix_flops(self) -> int:
+        return sum(2 * k * n for k, n in self.gemms)
+
+    def hit(self, e: int) -> float:
+        """Chance that expert e runs at all in one inference (its weights are read): each of the tokens picks it
+        with probability rows / tokens (at most 1), independently."""
+        return 1.0 - (1.0 - min(1.0, self.rows[e] / self.tokens)) ** self.tokens
+
+
+@dataclass(frozen=True)
 class Op:
     """One schedulable unit of work: an ONNX node, or several fused into one.
 
@@ -31,6 +77,8 @@ class Op:
         stored with the op and read whole every token, counted like a weight; reports show it apart.
     shared_weights: (initializer name, bytes) of each initializer in `weight_bytes` that other ops read too (a
         tied embedding and LM head). Ops on one chiplet hold such a tensor once (partition.shared_overcount).
+    experts: for a mixture-of-experts op, its experts (Experts); its flops, GEMMs and weights read count the rows
+        the routing sends each expert, not every token through every expert.
     """
 
     name: str
@@ -45,6 +93,7 @@ class Op:
     gemms: tuple[tuple[int, int, int, int], ...] | None = None
     kv_cache_bytes: int = 0
     shared_weights: tuple[tuple[str, int], ...] = ()
+    experts: Experts | None = None
 
     def __post_init__(self) -> None:
         for attr in ("flops", "matrix_flops", "weight_bytes", "in_bytes", "out_bytes"):

@@ -27,8 +27,10 @@ class Groups:
     producer: dict[str, int]
 
 
-def group_nodes(nodes: list, names: list[str], folded: Folded, granularity: str) -> Groups:
-    """Group the kept nodes into ops at `granularity`."""
+def group_nodes(nodes: list, names: list[str], folded: Folded, granularity: str,
+                forced: dict[int, int] | None = None) -> Groups:
+    """Group the kept nodes into ops at `granularity`. `forced`: node -> the root of the group it must join (a
+    mixture-of-experts layer's nodes all join its last node, at every granularity but layer: moe.py)."""
     real, sources = folded.real, folded.sources
     producer: dict[str, int] = {}
     for i in folded.kept:
@@ -39,6 +41,9 @@ def group_nodes(nodes: list, names: list[str], folded: Folded, granularity: str)
     for i in folded.kept:
         node = nodes[i]
         group_of[i] = i
+        if forced and i in forced:
+            group_of[i] = forced[i]
+            continue
         if granularity == "node" or (node.op_type not in ELEMENTWISE and node.op_type not in FUSED_MOVEMENT):
             continue
         act = [real(t) for t in node.input if t and real(t) not in sources]

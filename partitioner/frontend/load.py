@@ -19,6 +19,8 @@ from partitioner.frontend.decoder import check_phase
 from partitioner.frontend.fold import Folded, Tensors, collect_shapes, fold_constants, infer_shapes, \
     resolve_remaining_shapes
 from partitioner.frontend.granularity import GRANULARITIES
+from partitioner.frontend.moe import bound_routed_counts, find_blocks
+from partitioner.frontend.moe_cost import apply_routing, attach_experts, read_routing
 from partitioner.frontend.one_token import decode_step
 from partitioner.frontend.op_cost import PRECISION_BYTES, cost_nodes, tensor_bytes
 from partitioner.frontend.read import ModelInputs, ordered_nodes, read_initializers, read_inputs, read_model
@@ -26,7 +28,8 @@ from partitioner.frontend.read import ModelInputs, ordered_nodes, read_initializ
 
 def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] | None = None,
               precision: str = "fp32", *, granularity: str = "fused", phase: str | None = None,
-              context: int | None = None, decoder: bool = False, sequences: int = 1) -> TensorGraph:
+              context: int | None = None, decoder: bool = False, sequences: int = 1,
+              routing: str | os.PathLike | None = None) -> TensorGraph:
     """Read the ONNX model at `path` into a coarsened TensorGraph with exact per-op costs.
 
     input_shapes: concrete shape per model input name; overrides the defaults for symbolic dims
@@ -41,8 +44,11 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
     decoder: treat the model as a decoder even where no causal mask or KV cache is found (`--decoder`).
     sequences: decode only, the sequences one step decodes together (`--batch`): symbolic batch dims default to
         it, a fixed batch is scaled to it.
+    routing: a JSON file of measured expert loads for mixture-of-experts layers (`--routing`); None: uniform
+        top-k routing (partitioner/frontend/moe_cost.py).
     """
     _check_options(precision, granularity)
+    loads = read_routing(routing) if routing is not None else None
     model = read_model(path)
     evidence = check_phase(model.graph, phase, context, os.fspath(path), decoder=decoder, sequences=sequences)
     decode_context = (context or 0) if phase == "decode" else None
@@ -50,6 +56,7 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
     inputs = read_inputs(model.graph, inits, input_shapes, decode=decode_context is not None,
                          batch=sequences if decode_context is not None else 1)
     inferred = infer_shapes(model, inputs.shapes)
+    bound_routed_counts(inferred)
     tensors = collect_shapes(inferred, model, inits)
     nodes, names = ordered_nodes(model.graph)
     folded = fold_constants(nodes, tensors, path)
@@ -62,12 +69,20 @@ def load_onnx(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] 
         costs, nbytes, step = decode_step(costs, nodes, folded, tensors.shapes, inputs, nbytes, decode_context,
                                           sequences)
         tokens = sequences
-    groups = group_nodes(nodes, names, folded, granularity)
+    blocks = find_blocks(nodes, names, folded, tensors.shapes, costs, {o.name for o in model.graph.output})
+    if loads is not None and not blocks:
+        raise UserError(f"--routing gives expert loads but {os.fspath(path)} has no mixture-of-experts layer",
+                        "drop --routing for this model")
+    costs, experts = apply_routing(blocks, nodes, folded, tensors.shapes, costs, nbytes, precision, loads)
+    forced = {i: b.root for b in blocks if b.root in experts for i in b.nodes}
+    groups = group_nodes(nodes, names, folded, granularity, forced)
     ops, edges = build_ops(model.graph, nodes, names, folded, groups, costs, nbytes)
+    ops = attach_experts(ops, blocks, experts, nodes, names)
     metadata = _metadata(path, model.graph, inputs, nodes, names, folded, tensors, precision=precision,
                          granularity=granularity, phase=phase, context=decode_context) | {
         "tokens_per_inference": tokens, "decoder_evidence": evidence,
         "sequences": sequences if step else None,
+        "routing": None if loads is None else os.fspath(routing),
         # what a decode step was scaled from: positions and keys per sequence, and sequences, as imported
         "decode_import": step and {"positions": step.positions, "keys": step.keys, "sequences": step.imported}}
     name = os.path.splitext(os.path.basename(os.fspath(path)))[0]

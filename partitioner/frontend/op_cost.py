@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import onnx
 
 from partitioner.frontend.fold import Folded
+from partitioner.frontend.moe_contrib import contrib_cost
 
 PRECISION_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1}
 
@@ -168,6 +169,8 @@ def _node_cost(node, in_shapes: list, out_shapes: list, warned: set[str]) -> tup
                             else _attr(node, "equation"), [s for s in in_shapes if s is not None])
     if t == "Attention" and node.domain == "com.microsoft":
         return _ms_attention_cost(node, in_shapes)
+    if t == "MoE" and node.domain == "com.microsoft":
+        return contrib_cost(node, in_shapes)
     if t in ("Attention", "MultiHeadAttention"):
         return _attention_cost(node, in_shapes)
     if t in ELEMENTWISE:

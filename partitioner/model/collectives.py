@@ -21,12 +21,17 @@ Each step is a *relay* op on each member (zero work, so the cost model's one-cyc
 charged, as in S3) whose inputs are its own previous step and the chunk its ring predecessor sent: so the
 simulator runs a ring as ordinary ops and messages, with real contention and latency, and stays generic.
 
+An *all-to-all* (expert parallelism, partitioner/model/experts.py) carries tokens between a group's token pieces
+and its expert pieces, both ways: member i sends member j the rows of its share of the tokens that the routing
+sends to j's experts (`all_to_all_bytes`), as direct messages; never a ring.
+
 `algorithm` picks per collective the one whose uncontended time on a chain (the formulas below, used by the staged
 DP too) is smaller, ties to direct: for large tensors, the ring for an all-reduce from k = 3 and for an all-gather
 from k = 4; direct for k = 2 and for tensors so small that the ring's 2(k-1) hop latencies dominate.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +87,24 @@ def collective_cycles(kind: str, nbytes, k: int, bw: int, hop: int) -> np.ndarra
     """The time of the collective `algorithm` picks: min(direct, ring). Elementwise. The staged DP's estimate."""
     d = direct_cycles(kind, nbytes, k, bw, hop)
     return np.minimum(d, ring_cycles(kind, nbytes, k, bw, hop)) if k > 2 else d
+
+
+def all_to_all_bytes(rows: float, token_bytes: int, parts: int) -> int:
+    """The one sizing rule of an all-to-all message: `rows` (token, expert) rows of `token_bytes` each, of which the
+    sender (dispatch) or receiver (combine) holds 1/`parts` of the tokens: ceil(rows x token_bytes / parts)."""
+    return int(math.ceil(rows * token_bytes / max(1, parts)))
+
+
+def all_to_all_cycles(rows: float, token_bytes: int, k: int, bw: int, hop: int) -> int:
+    """Uncontended time of the direct all-to-all among k consecutive chiplets of a chain, each member holding 1/k of
+    the tokens and one expert piece running `rows` rows (the busiest's): every member sends each other member a
+    message of all_to_all_bytes(rows, token_bytes, k); the link between members m and m + 1 carries the messages of
+    members 0..m to m+1..k-1, (m + 1)(k - 1 - m) of them, at most floor(k/2) ceil(k/2), and the last is one
+    (k - 1)-hop route behind (the direct all-gather's shape, S3). 0 for k <= 1 or no rows."""
+    msg = all_to_all_bytes(rows, token_bytes, k)
+    if k <= 1 or msg <= 0:
+        return 0
+    return (k // 2) * ((k + 1) // 2) * -(-msg // bw) + (k - 1) * hop
 
 
 def entry_direct_cycles(nbytes, k: int, bw: int, hop: int) -> np.ndarray:

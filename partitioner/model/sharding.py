@@ -14,6 +14,9 @@ pipeline order (its *group*). Which axis it splits along depends on its type (do
                the tokens that fall in its range and writes a full-size partial result (zeros elsewhere).
   row          every other op (elementwise, normalisation, softmax, reshapes): each piece computes 1/k of the
                output rows; its (small) weights, e.g. a LayerNorm's scale, are replicated.
+  expert       a mixture-of-experts op (Op.experts): each piece holds 1/k of the experts (or 1/r of one expert's
+               width when k > E) and runs the rows routed to them; tokens reach it and return by an all-to-all
+               (partitioner/model/experts.py).
 
 Alignment (Megatron): on one group, an op whose pieces write column or head slices feeds a consumer that can
 work on its slice with no collective at all (`layout`): an attention MatMul or an elementwise/reshaping op takes
@@ -36,9 +39,11 @@ from typing import Callable
 import numpy as np
 
 from partitioner.model.collectives import Ring, plan_rings, relay, ring_edges
+from partitioner.model.experts import a2a_edges, combine_bytes, dispatch_bytes, expert_piece, expert_pieces, \
+    is_dispatch
 from partitioner.core.graph import Op, TensorGraph
 
-AXES = ("column", "head", "out_channel", "spatial", "vocab", "row")
+AXES = ("column", "head", "out_channel", "spatial", "vocab", "row", "expert")
 WEIGHT_GEMM_MIN_BYTES = 4096
 """A MatMul/Gemm whose initializers are smaller than this (shape constants, a scalar scale) multiplies two
 activations: attention, split by heads. At or above it, it has a weight matrix and splits by columns."""
@@ -46,6 +51,8 @@ activations: attention, split by heads. At or above it, it has a weight matrix a
 
 def split_axis(op: Op) -> str:
     """The axis along which `op` splits (module docstring)."""
+    if op.experts is not None:
+        return "expert"
     if op.op_type in ("MatMul", "Gemm"):
         return "column" if op.weight_bytes >= WEIGHT_GEMM_MIN_BYTES else "head"
     if op.op_type in ("Conv", "ConvTranspose") and op.weight_bytes > 0:
@@ -61,6 +68,9 @@ ALIGNED_TYPES = frozenset({"Add", "Sub", "Mul", "Div", "Softmax", "Relu", "Gelu"
 """Row-axis op types that can work on the head/column slices of their group's producers (module docstring)."""
 PARTIAL_AXES = ("vocab", "row_parallel")
 """Axes whose pieces write full-size partial sums (all-reduced) rather than slices."""
+SLICE_READERS = ("row", "head", "row_parallel")
+"""Axes whose pieces need only a slice of an expert op's output (its rows, or its columns): a combine sends each
+1/k of the rows it routed (experts.combine_bytes)."""
 
 
 def possible_axes(op: Op) -> tuple[str, ...]:
@@ -80,6 +90,8 @@ def collective(op: Op, k: int, axis: str | None = None) -> str:
     """The collective that delivers a k-way split op's output to its consumers."""
     if k <= 1:
         return "none"
+    if (axis or split_axis(op)) == "expert":
+        return "all-to-all"
     return "all-reduce" if (axis or split_axis(op)) in PARTIAL_AXES else "all-gather"
 
 
@@ -134,6 +146,8 @@ def piece(op: Op, k: int, axis: str | None = None) -> Op:
     if k <= 1:
         return op
     axis = axis or split_axis(op)
+    if axis == "expert":
+        return expert_piece(op, k)
     split_weights = split_axis(op) != "row" and axis != "spatial"
     w = _part(op.weight_bytes, k) if split_weights else op.weight_bytes
     wr = op.weight_read_bytes
@@ -241,7 +255,8 @@ def expand(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
     k = shard_degrees(graph, shard)
     axes, aligned = layout(graph, a, k, keep_column)
     kinds = [collective(op, int(k[i]), axes[i]) for i, op in enumerate(graph.ops)]
-    own, entry = plan_rings(graph, a, k, kinds, aligned, links)
+    a2a = a2a_edges(graph, k)
+    own, entry = plan_rings(graph, a, k, kinds, aligned | a2a, links)
     before: dict[int, list[Ring]] = {}
     for ring in list(own.values()) + list(entry.values()):      # a producer's own ring before its entry rings
         before.setdefault(ring.before, []).append(ring)
@@ -262,8 +277,9 @@ def expand(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
         first[i] = len(ops)
         ki = int(k[i])
         p = piece(op, ki, axes[i] if ki > 1 else None)
+        own_pieces = expert_pieces(op, ki) if ki > 1 and axes[i] == "expert" else None
         for j in range(ki):
-            ops.append(p if ki == 1 else replace(p, name=f"{op.name}#{j}"))
+            ops.append(p if ki == 1 else own_pieces[j] if own_pieces else replace(p, name=f"{op.name}#{j}"))
             chips.append(int(a[i]) + j)
             owner.append(i)
             coll.append(kinds[i])
@@ -276,6 +292,9 @@ def expand(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
         edges.extend(ring_edges(ring, [held + (j if k[u] > 1 else 0) for j in range(ring.k)]))
     for e, (u, v, b) in enumerate(zip(graph.edge_src.tolist(), graph.edge_dst.tolist(), graph.edge_bytes.tolist())):
         pb = piece_bytes(graph.ops[u], int(k[u]), b, axes[u] if k[u] > 1 else None)
+        if a2a[e]:
+            edges.extend(_all_to_all(graph, u, v, k, axes, first))
+            continue
         if aligned[e]:      # u_i feeds only v_i, on the same chiplet
             edges.extend((int(first[u]) + i, int(first[v]) + i, pb) for i in range(int(k[u])))
             continue
@@ -298,6 +317,20 @@ def expand(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
     for ring in entry.values():     # an entry ring's relays belong to the consumer group: its consumers wait on them
         group[ring.base:ring.base + ring.k * len(ring.phases)] = ring.first * n1 + ring.k
     return Expanded(g, np.asarray(chips, dtype=np.int64), own_op, tuple(coll), engine, group)
+
+
+def _all_to_all(graph: TensorGraph, u: int, v: int, k: np.ndarray, axes: tuple[str, ...], first: np.ndarray
+                ) -> list[tuple[int, int, int]]:
+    """The messages of a dispatch (u's tokens into expert op v's pieces) or a combine (expert op u's outputs to v's
+    pieces), one per pair of pieces, sized by the routing (partitioner/model/experts.py)."""
+    ku, kv = int(k[u]), int(k[v])
+    pairs = [(i, j) for i in range(ku) for j in range(kv)]
+    if kv > 1 and is_dispatch(graph, u, v):
+        partial = ku > 1 and axes[u] in PARTIAL_AXES
+        return [(int(first[u]) + i, int(first[v]) + j, dispatch_bytes(graph, u, ku, partial, v, kv, j))
+                for i, j in pairs]
+    sliced = kv > 1 and axes[v] in SLICE_READERS
+    return [(int(first[u]) + i, int(first[v]) + j, combine_bytes(graph, u, ku, i, kv, sliced)) for i, j in pairs]
 
 
 def _group_base(k: np.ndarray) -> int:

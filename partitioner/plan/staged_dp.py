@@ -14,6 +14,7 @@ from partitioner.model.cost import (
     sharded_op_cycles)
 from partitioner.core.graph import TensorGraph
 from partitioner.hw.hardware import Hardware
+from partitioner.model.experts import a2a_cycles_table, a2a_edges
 from partitioner.model.sharding import PARTIAL_AXES, layout, piece
 from partitioner.plan.splits import _send_bytes, dp_partition, sram_weights
 
@@ -74,7 +75,9 @@ def _tables(graph: TensorGraph, layout_of: tuple | None = None) -> tuple:
     = (axes, aligned) (default: _stage_layout)."""
     axes, aligned = layout_of or _stage_layout(graph)
     partial = np.array([ax in PARTIAL_AXES for ax in axes], dtype=bool)
-    return (_send_bytes(graph), _inner_bytes(graph, aligned), axes, _recv_bytes(graph),
+    # an expert op's dispatch and combine are all-to-alls (group_stage_costs), not its neighbours' all-gathers
+    a2a = a2a_edges(graph, np.full(graph.n_ops, 2))
+    return (_send_bytes(graph), _inner_bytes(graph, aligned | a2a), axes, _recv_bytes(graph),
             _recv_bytes(graph, partial))
 
 
@@ -135,7 +138,7 @@ def group_stage_costs(graph: TensorGraph, hw: Hardware, chiplet: int, k: int, ta
         # the collective the simulator runs (cost.collective_cycles: direct or ring, whichever is faster)
         partial = np.array([ax in PARTIAL_AXES for ax in axes])
         ag = np.where(partial[:, None], collective_cycles("all-reduce", inner, k, hw),
-                      collective_cycles("all-gather", inner, k, hw))
+                      collective_cycles("all-gather", inner, k, hw)) + a2a_cycles_table(graph, k, *ring_links(hw))
         gather = np.flip(np.cumsum(np.flip(ag, axis=0), axis=0), axis=0)
         # a split producer's slices add up to its tensor; full partials (row_parallel, vocab) come from each of
         # its pieces, taken as k of them, unless a ring reduces them first (then k chunks: the tensor once);
