@@ -1,11 +1,12 @@
 """Mixtral-8x7B-shaped MoE decoders planned and simulated with expert parallelism: tokens/s, FLOPs per token against
 the hand formula, where the experts went and what their all-to-alls carry.
 
-    python benchmarks/moe.py [--dir /tmp/moe-large] [--chiplets 16 64] [--forms contrib sparse-legacy]
+    python benchmarks/moe.py [--dir /tmp/moe-large] [--chiplets 16 64] [--forms contrib sparse-dynamo]
                              [--phases prefill decode] [--context 1024] [--batch 16]
 
 The graphs come from `python scripts/export_moe.py --large DIR` (graph only: the contrib-op model in a second, the
-plain-torch ones from the meta device in minutes); this script runs that for a form DIR lacks. Each case is the
+plain-torch one, sparse dispatch by the dynamo exporter, from the meta device in minutes; `--large-legacy` adds the
+legacy exporter's, `--forms sparse-legacy` here); this script runs that for a form DIR lacks. Each case is the
 `partition` command's whole run (RunConfig: anneal, the staged plans, no certificate), so a case equals
 
     python -m partitioner.app.cli DIR/mixtral-8x7b-FORM.onnx --chiplets N --precision P --phase PHASE
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dir", default="/tmp/moe-large", type=Path)
     p.add_argument("--chiplets", type=int, nargs="+", default=[16, 64])
-    p.add_argument("--forms", nargs="+", default=["contrib", "sparse-legacy"])
+    p.add_argument("--forms", nargs="+", default=["contrib", "sparse-dynamo"])
     p.add_argument("--phases", nargs="+", default=["prefill", "decode"])
     p.add_argument("--context", type=int, default=1024)
     p.add_argument("--batch", type=int, default=16, help="decode: sequences per step")

@@ -226,6 +226,11 @@ class TensorGraph:
         arr.setflags(write=False)
         return arr
 
+    @cached_property
+    def has_experts(self) -> bool:
+        """Some op is a mixture-of-experts op (Op.experts): the expert split and its all-to-alls apply."""
+        return any(op.experts is not None for op in self.ops)
+
     @property
     def total_flops(self) -> int:
         return int(self.flops.sum())

@@ -108,6 +108,8 @@ def is_dispatch(graph: TensorGraph, u: int, v: int) -> bool:
 def a2a_edges(graph: TensorGraph, k: np.ndarray) -> np.ndarray:
     """Per edge: a dispatch into, or a combine out of, an expert op split k > 1 ways (no ring, no alignment)."""
     out = np.zeros(graph.n_edges, dtype=bool)
+    if not graph.has_experts:
+        return out
     for e, (u, v) in enumerate(zip(graph.edge_src.tolist(), graph.edge_dst.tolist())):
         out[e] = (k[v] > 1 and is_dispatch(graph, u, v)) or (k[u] > 1 and graph.ops[u].experts is not None)
     return out
@@ -128,10 +130,12 @@ def combine_bytes(graph: TensorGraph, u: int, k_u: int, j: int, k_v: int, sliced
     return all_to_all_bytes(piece_rows(graph.ops[u], k_u)[j], ex.token_bytes, k_v if sliced else 1)
 
 
-def a2a_cycles_table(graph: TensorGraph, k: int, bw: int, hop: int) -> np.ndarray:
+def a2a_cycles_table(graph: TensorGraph, k: int, bw: int, hop: int) -> np.ndarray | float:
     """cycles[u, j]: the all-to-all time (collectives.all_to_all_cycles, the busiest piece's rows) a producer u
     charges a k-way stage ending before op j: its dispatch into an expert op v < j, or, for an expert op, its
-    combine to a consumer w < j. The staged DP's estimate, beside the all-gathers."""
+    combine to a consumer w < j. The staged DP's estimate, beside the all-gathers; 0 without expert ops."""
+    if k <= 1 or not graph.has_experts:
+        return 0.0
     n = graph.n_ops
     out = np.zeros((n, n + 1))
     if k <= 1:
