@@ -19,8 +19,9 @@ tokens a sequence holds over its generation (the step's KV reads and attention w
 context gives the mean step). The run's throughput objective streams inferences through the package as an offline
 server streams requests.
 
-`--batch auto` is the largest B whose KV caches fit beside the weights in the package's memory (stacks and SRAM):
-B = (capacity - weights) / (KV bytes of one sequence at L), at most the app's limit (1024 sequences). What the
+`--batch auto` is the largest B the app places with whole ops (fitting_batch): the KV caches of B sequences at L
+fit beside the weights in the package's memory stacks, the largest op's activations for B sequences fit one
+chiplet's SRAM, and B is at most the app's limit (1024 sequences). What the
 model leaves out is said in docs/fidelity.md, section 4.
 """
 from __future__ import annotations
@@ -74,8 +75,9 @@ class Offline:
 
 
 def fitting_batch(model: Path, hardware: str, precision: str, context: int) -> int:
-    """The largest number of sequences whose KV caches (each at `context` tokens) and activations fit beside the
-    weights in the package's memory tier and SRAM, at most limits.MAX_BATCH (both grow linearly with it)."""
+    """The largest number of sequences the app places with whole ops: their KV caches (each at `context` tokens) fit
+    beside the weights in the memory stacks, and the largest op's activations fit one chiplet's SRAM (both grow
+    linearly with the batch); at most limits.MAX_BATCH."""
     from partitioner.app import limits
     from partitioner.frontend.load import load_onnx
     from partitioner.hw.toml import load_hardware
@@ -86,9 +88,14 @@ def fitting_batch(model: Path, hardware: str, precision: str, context: int) -> i
         g = load_onnx(str(model), precision=precision, phase="decode", context=context, sequences=1)
     kv = float(g.kv_cache_bytes.sum())
     weights = float(g.weight_bytes.sum()) - kv
-    act = float(g.work_bytes.max())   # the largest op's activations, which the placement check also reserves
-    capacity = sum(s.capacity_bytes for s in hw.memory_stacks) + sum(c.sram_bytes for c in hw.chiplets)
-    return max(1, min(limits.MAX_BATCH, math.floor((capacity - weights) / (kv + act))))
+    act = float(g.work_bytes.max())   # the largest op's inputs and outputs per sequence
+    # weights and KV caches are held by the stacks (SRAM, tens of MiB against their GiB, is left for activations)
+    capacity = sum(s.capacity_bytes for s in hw.memory_stacks)
+    by_capacity = math.floor((capacity - weights) / kv)
+    # an op's activations stay in the SRAM of the chiplet it runs on (docs/fidelity.md, section 2): at B sequences
+    # the largest whole op needs B x act of one chiplet's SRAM
+    by_sram = math.floor(max(c.sram_bytes for c in hw.chiplets) / act)
+    return max(1, min(limits.MAX_BATCH, by_capacity, by_sram))
 
 
 def offline(model: Path, hardware: str, precision: str, input_tokens: int, output_tokens: float = OUTPUT_TOKENS,
