@@ -193,6 +193,17 @@ def _stand_in_weights(model: nn.Module) -> None:
                     table[name] = nn.Parameter(value, requires_grad=False) if table is mod._parameters else value
 
 
+def weights_to_external(m: onnx.ModelProto, names: list[str], location: str) -> None:
+    """The exported weights are graph inputs (every input not in `names`): make each an external initializer of
+    its shape with no data file, the graph-only form the importer reads."""
+    weights = [(vi.name, vi.type.tensor_type.elem_type, [d.dim_value for d in vi.type.tensor_type.shape.dim])
+               for vi in m.graph.input if vi.name not in names]
+    keep = [vi for vi in m.graph.input if vi.name in names]
+    del m.graph.input[:]
+    m.graph.input.extend(keep)
+    m.graph.initializer.extend(_external(n, t, d, location) for n, t, d in weights)
+
+
 def _external(name: str, dtype: int, dims: list[int], location: str) -> onnx.TensorProto:
     t = onnx.TensorProto(name=name, data_type=dtype, dims=dims, data_location=onnx.TensorProto.EXTERNAL)
     t.external_data.add(key="location", value=location)
@@ -235,13 +246,7 @@ def export_large(arch: Arch, dynamo: bool, out_dir: str) -> str:
                               input_names=names, output_names=["logits"], opset_version=OPSET, dynamo=False,
                               export_params=False, dynamic_axes={n: tokens for n in [*names, "logits"]})
             m = onnx.load(os.path.join(tmp, "g.onnx"), load_external_data=False)
-    # weights are graph inputs now: make each an external initializer of its shape, with no data file
-    weights = [(vi.name, vi.type.tensor_type.elem_type, [d.dim_value for d in vi.type.tensor_type.shape.dim])
-               for vi in m.graph.input if vi.name not in names]
-    keep = [vi for vi in m.graph.input if vi.name in names]
-    del m.graph.input[:]
-    m.graph.input.extend(keep)
-    m.graph.initializer.extend(_external(n, t, d, location) for n, t, d in weights)
+    weights_to_external(m, names, location)
     onnx.save_model(m, dest)
     return dest
 
