@@ -46,6 +46,9 @@ class Arch:
     name: str
     build: object
     embeddings: tuple[str, ...]
+    export_layers: int | None = None
+    """Legacy exporter: export this many layers and repeat the last to the configured count (repeat_layers.py); it
+    takes over an hour on 80 layers, minutes on 2. None: export them all."""
 
 
 def _gpt2(**kw):
@@ -83,7 +86,8 @@ LARGE = [
                                       tie_word_embeddings=False, max_position_embeddings=4096), LLAMA_EMB),
     Arch("llama-2-70b", lambda: _llama(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
                                        num_attention_heads=64, num_key_value_heads=8, vocab_size=32000,
-                                       tie_word_embeddings=False, max_position_embeddings=4096), LLAMA_EMB),
+                                       tie_word_embeddings=False, max_position_embeddings=4096), LLAMA_EMB,
+         export_layers=2),
 ]
 
 
@@ -209,6 +213,11 @@ def export_large(arch: Arch, dynamo: bool, out_dir: str) -> str:
     with torch.device("meta"):
         model = cls(cfg).eval()
     _write_counts(model, cfg, arch, os.path.join(out_dir, f"{name}.json"))
+    layers = cfg.num_hidden_layers
+    if arch.export_layers and not dynamo:   # dynamo exports need not carry layer scopes in their node names
+        cfg.num_hidden_layers = arch.export_layers
+        with torch.device("meta"):
+            model = cls(cfg).eval()
     names = ["input_ids", "attention_mask"]
     if dynamo:
         ids = torch.zeros(1, LARGE_SEQ, dtype=torch.long, device="meta")
@@ -242,6 +251,9 @@ def export_large(arch: Arch, dynamo: bool, out_dir: str) -> str:
     del m.graph.input[:]
     m.graph.input.extend(keep)
     m.graph.initializer.extend(_external(n, t, d, location) for n, t, d in weights)
+    if arch.export_layers and not dynamo:
+        from repeat_layers import repeat_last_layer   # this script's directory is on sys.path
+        repeat_last_layer(m, layers)
     onnx.save_model(m, dest)
     return dest
 
