@@ -8,6 +8,9 @@
 2. The simba-36 preset running ResNet-50 (224x224, batch 1, int8) vs Simba's published result (MICRO 2019).
 3. FLOPs (MACs) of BERT-base and ResNet-50 as our importer counts them vs onnx-tool, an independent ONNX
    profiler (pip install onnx-tool; used here only, not a runtime dependency).
+
+Section 4 of the page (LLM decode and MLPerf-style serving against silicon, and beside GenZ) is
+benchmarks/fidelity_llm.py.
 """
 from __future__ import annotations
 

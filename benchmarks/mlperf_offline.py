@@ -13,11 +13,15 @@ batching keeps the batch full, so a sequence's neighbours are at every point of 
     time per sample = 1 / prefills per s  +  output tokens / (batch x decode steps per s)
     tokens/s        = output tokens / time per sample
 
-Prefill is `partition MODEL --phase prefill --input-shape input_ids=1xI ...` (one prompt an inference); a decode
-step is `partition MODEL --phase decode --context L --batch B ...` with L = I + O / 2, the mean number of cached
-tokens a sequence holds over its generation (the step's KV reads and attention work are linear in L, so the mean
-context gives the mean step). The run's throughput objective streams inferences through the package as an offline
-server streams requests.
+Prefill is `partition MODEL --phase prefill --input-shape input_ids=1xC ... --batch N`: a prompt of I tokens in
+N = ceil(I / C) chunks of C tokens (chunked prefill), C the most tokens whose largest op's activations fit one
+chiplet's SRAM (in whole folds of the MAC array's rows), each chunk an inference, each streamed weight read once per prompt (--batch N); attention across
+chunks (about 1% of a 512-token prompt's FLOPs) is left out. A decode step is `partition MODEL --phase decode
+--context L --batch B ...` with L = I + O / 2, the mean number of cached tokens a sequence holds over its
+generation (the step's KV reads and attention work are linear in L, so the mean context gives the mean step). The
+run's throughput objective streams inferences through the package's chiplets as an offline server streams requests:
+with S pipeline stages about S steps are in flight, so S x B sequences are resident (their KV caches fit: the
+stacks hold far more than B sequences, see below).
 
 `--batch auto` is the largest B the app places with whole ops (fitting_batch): the KV caches of B sequences at L
 fit beside the weights in the package's memory stacks, the largest op's activations for B sequences fit one
@@ -41,7 +45,7 @@ from benchmarks.llm_runs import EXPORTS, RunFigures, export, run_partition  # no
 
 OUTPUT_TOKENS = 294.45       # mlcommons/inference language/llama2-70b/README.md, "Tokens per sample"
 MAX_INPUT_TOKENS = 1024      # the same README: processorca.py --seqlen_limit=1024
-PUBLISHED_TOKENS_PER_S = 3062.7   # MLPerf Inference v4.1 closed, AMD, 1xMI300X, llama2-70b Offline (fp8, vLLM)
+PUBLISHED_TOKENS_PER_S = 3062.7   # MLPerf Inference v4.1 closed, AMD, 1xMI300X, llama2-70b-99.9 Offline (fp8, vLLM)
 
 
 @dataclass(frozen=True)
@@ -52,12 +56,19 @@ class Offline:
     output_tokens: float
     context: int
     batch: int
+    chunk: int
+    """Prompt tokens per prefill inference; a prompt is ceil(input_tokens / chunk) of them (chunked prefill)."""
     prefill: RunFigures
     decode: RunFigures
 
     @property
+    def chunks(self) -> int:
+        return math.ceil(self.input_tokens / self.chunk)
+
+    @property
     def prefill_s(self) -> float:
-        return 1.0 / self.prefill.inferences_per_s
+        """Prefill time per sample: its chunks at the prefill run's inferences per second."""
+        return self.chunks / self.prefill.inferences_per_s
 
     @property
     def decode_s(self) -> float:
@@ -74,10 +85,24 @@ class Offline:
         return self.batch / self.decode.roofline_s
 
 
-def fitting_batch(model: Path, hardware: str, precision: str, context: int) -> int:
-    """The largest number of sequences the app places with whole ops: their KV caches (each at `context` tokens) fit
-    beside the weights in the memory stacks, and the largest op's activations fit one chiplet's SRAM (both grow
-    linearly with the batch); at most limits.MAX_BATCH."""
+@dataclass(frozen=True)
+class Fit:
+    """What the app places with whole ops (fits)."""
+
+    batch: int
+    """Sequences per decode step: their KV caches fit beside the weights in the memory stacks, and the largest op's
+    activations for all of them fit one chiplet's SRAM; at most limits.MAX_BATCH."""
+    chunk: int
+    """Prompt tokens per prefill inference whose largest op's activations fit one chiplet's SRAM, rounded down to
+    whole folds of the MAC array's rows where that leaves any."""
+
+
+def fits(model: Path, hardware: str, precision: str, context: int, granularity: str = "fused") -> Fit:
+    """Fit from one import of the model at one sequence: KV cache bytes per sequence at `context` tokens and the
+    largest op's activations per token (inputs and outputs), which grow linearly with sequences and with prompt
+    tokens alike. An op's activations stay in the SRAM of the chiplet it runs on (docs/fidelity.md, section 2);
+    weights and KV caches are held by the memory stacks (SRAM, tens of MiB against their GiB, is left to
+    activations)."""
     from partitioner.app import limits
     from partitioner.frontend.load import load_onnx
     from partitioner.hw.toml import load_hardware
@@ -85,35 +110,45 @@ def fitting_batch(model: Path, hardware: str, precision: str, context: int) -> i
     hw = load_hardware(hardware, None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        g = load_onnx(str(model), precision=precision, phase="decode", context=context, sequences=1)
+        g = load_onnx(str(model), precision=precision, phase="decode", context=context, sequences=1,
+                      granularity=granularity)
     kv = float(g.kv_cache_bytes.sum())
     weights = float(g.weight_bytes.sum()) - kv
-    act = float(g.work_bytes.max())   # the largest op's inputs and outputs per sequence
-    # weights and KV caches are held by the stacks (SRAM, tens of MiB against their GiB, is left for activations)
-    capacity = sum(s.capacity_bytes for s in hw.memory_stacks)
-    by_capacity = math.floor((capacity - weights) / kv)
-    # an op's activations stay in the SRAM of the chiplet it runs on (docs/fidelity.md, section 2): at B sequences
-    # the largest whole op needs B x act of one chiplet's SRAM
-    by_sram = math.floor(max(c.sram_bytes for c in hw.chiplets) / act)
-    return max(1, min(limits.MAX_BATCH, by_capacity, by_sram))
+    by_sram = math.floor(max(c.sram_bytes for c in hw.chiplets) / float(g.work_bytes.max()))
+    by_capacity = math.floor((sum(s.capacity_bytes for s in hw.memory_stacks) - weights) / kv)
+    # a chunk's tokens are the GEMMs' rows: a whole number of array folds wastes none (docs/simulator.md R2a)
+    rows = min(c.array_shape[0] for c in hw.chiplets)
+    chunk = by_sram // rows * rows if by_sram >= rows else by_sram
+    return Fit(max(1, min(limits.MAX_BATCH, by_capacity, by_sram)), max(1, chunk))
+
+
+def fitting_batch(model: Path, hardware: str, precision: str, context: int, granularity: str = "fused") -> int:
+    return fits(model, hardware, precision, context, granularity).batch
 
 
 def offline(model: Path, hardware: str, precision: str, input_tokens: int, output_tokens: float = OUTPUT_TOKENS,
-            batch: int | None = None, **run_opts) -> Offline:
-    """The Offline estimate (module docstring); batch None: fitting_batch. `run_opts` go to both runs
-    (granularity, max_shard, budget, objective)."""
+            batch: int | None = None, prefill_tokens: int | None = None, **run_opts) -> Offline:
+    """The Offline estimate (module docstring); batch None: the largest that fits. `run_opts` go to both runs
+    (granularity, max_shard, budget). A prompt longer than the largest chunk that fits is prefilled in equal chunks,
+    each an inference; each streamed weight is read once per `prefill_tokens` prompt tokens (None: once per
+    prompt), so --batch is that many tokens' chunks."""
     context = round(input_tokens + output_tokens / 2)
-    batch = batch or fitting_batch(model, hardware, precision, context)
-    pre = run_partition(model, hardware, precision, phase="prefill", prompt=input_tokens, **run_opts)
+    fit = fits(model, hardware, precision, context, run_opts.get("granularity", "fused"))
+    batch = batch or fit.batch
+    n = math.ceil(input_tokens / min(fit.chunk, input_tokens))
+    chunk = math.ceil(input_tokens / n)
+    share = max(n, (prefill_tokens or 0) // chunk)
+    pre = run_partition(model, hardware, precision, phase="prefill", prompt=chunk, batch=share, **run_opts)
     dec = run_partition(model, hardware, precision, phase="decode", context=context, batch=batch, **run_opts)
-    return Offline(input_tokens, output_tokens, context, batch, pre, dec)
+    return Offline(input_tokens, output_tokens, context, batch, chunk, pre, dec)
 
 
 def table(results: list[Offline], published: float = PUBLISHED_TOKENS_PER_S) -> str:
-    rows = ["| prompt I | context L | batch B | prefill per prompt | decode step (B tokens) | HBM roofline step | "
-            "ours tokens/s | published | ratio | run s |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| prompt I | chunks x tokens | context L | batch B | prefill per prompt | decode step (B tokens) | "
+            "HBM roofline step | ours tokens/s | published | ratio | run s |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
-        rows.append(f"| {r.input_tokens} | {r.context} | {r.batch} | {r.prefill_s * 1e3:.1f} ms | "
+        rows.append(f"| {r.input_tokens} | {r.chunks} x {r.chunk} | {r.context} | {r.batch} | {r.prefill_s * 1e3:.1f} ms | "
                     f"{1e3 / r.decode.inferences_per_s:.1f} ms | {r.decode.roofline_s * 1e3:.1f} ms | "
                     f"{r.tokens_per_s:,.0f} | {published:,.1f} | {r.tokens_per_s / published:.2f} | "
                     f"{r.prefill.wall_s + r.decode.wall_s:.0f} |")
@@ -130,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="mean prompt length(s) in tokens; several give a sweep (default 256 512 1024)")
     p.add_argument("--output-tokens", type=float, default=OUTPUT_TOKENS)
     p.add_argument("--batch", default="auto", help="sequences per decode step, or auto (the largest that fits)")
+    p.add_argument("--prefill-tokens", type=int, default=None,
+                   help="prompt tokens per read of a streamed weight in prefill (default: one prompt's)")
     p.add_argument("--granularity", default="fused", choices=("fused", "node", "layer"))
     p.add_argument("--max-shard", type=int, default=None)
     p.add_argument("--budget", type=int, default=None)
@@ -139,12 +176,15 @@ def main(argv: list[str] | None = None) -> int:
     opts = dict(granularity=args.granularity, max_shard=args.max_shard, budget=args.budget)
     results, t0 = [], time.perf_counter()
     for i in args.input_tokens:
-        results.append(offline(model, args.hardware, args.precision, i, args.output_tokens, batch, **opts))
+        results.append(offline(model, args.hardware, args.precision, i, args.output_tokens, batch,
+                               args.prefill_tokens, **opts))
         r = results[-1]
         print(f"I={i}: {r.tokens_per_s:,.0f} tokens/s (B={r.batch}, L={r.context}); prefill: {r.prefill.command}; "
               f"decode: {r.decode.command}", file=sys.stderr, flush=True)
     print(f"\n`python -m benchmarks.mlperf_offline --hardware {args.hardware} --precision {args.precision} "
-          f"--input-tokens {' '.join(map(str, args.input_tokens))} --batch {args.batch}` "
+          f"--input-tokens {' '.join(map(str, args.input_tokens))} --batch {args.batch}"
+          f"{f' --prefill-tokens {args.prefill_tokens}' if args.prefill_tokens else ''}"
+          f"{f' --granularity {args.granularity}' if args.granularity != 'fused' else ''}` "
           f"({time.perf_counter() - t0:.0f} s)\n")
     print(table(results))
     return 0

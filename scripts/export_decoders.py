@@ -46,6 +46,9 @@ class Arch:
     name: str
     build: object
     embeddings: tuple[str, ...]
+    export_layers: int | None = None
+    """Legacy exporter: export this many layers and repeat the last to the configured count (repeat_layers.py); it
+    takes over an hour on 80 layers, minutes on 2. None: export them all."""
 
 
 def _gpt2(**kw):
@@ -83,7 +86,8 @@ LARGE = [
                                       tie_word_embeddings=False, max_position_embeddings=4096), LLAMA_EMB),
     Arch("llama-2-70b", lambda: _llama(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
                                        num_attention_heads=64, num_key_value_heads=8, vocab_size=32000,
-                                       tie_word_embeddings=False, max_position_embeddings=4096), LLAMA_EMB),
+                                       tie_word_embeddings=False, max_position_embeddings=4096), LLAMA_EMB,
+         export_layers=2),
 ]
 
 
@@ -193,17 +197,6 @@ def _stand_in_weights(model: nn.Module) -> None:
                     table[name] = nn.Parameter(value, requires_grad=False) if table is mod._parameters else value
 
 
-def weights_to_external(m: onnx.ModelProto, names: list[str], location: str) -> None:
-    """The exported weights are graph inputs (every input not in `names`): make each an external initializer of
-    its shape with no data file, the graph-only form the importer reads."""
-    weights = [(vi.name, vi.type.tensor_type.elem_type, [d.dim_value for d in vi.type.tensor_type.shape.dim])
-               for vi in m.graph.input if vi.name not in names]
-    keep = [vi for vi in m.graph.input if vi.name in names]
-    del m.graph.input[:]
-    m.graph.input.extend(keep)
-    m.graph.initializer.extend(_external(n, t, d, location) for n, t, d in weights)
-
-
 def _external(name: str, dtype: int, dims: list[int], location: str) -> onnx.TensorProto:
     t = onnx.TensorProto(name=name, data_type=dtype, dims=dims, data_location=onnx.TensorProto.EXTERNAL)
     t.external_data.add(key="location", value=location)
@@ -220,6 +213,11 @@ def export_large(arch: Arch, dynamo: bool, out_dir: str) -> str:
     with torch.device("meta"):
         model = cls(cfg).eval()
     _write_counts(model, cfg, arch, os.path.join(out_dir, f"{name}.json"))
+    layers = cfg.num_hidden_layers
+    if arch.export_layers and not dynamo:   # dynamo exports need not carry layer scopes in their node names
+        cfg.num_hidden_layers = arch.export_layers
+        with torch.device("meta"):
+            model = cls(cfg).eval()
     names = ["input_ids", "attention_mask"]
     if dynamo:
         ids = torch.zeros(1, LARGE_SEQ, dtype=torch.long, device="meta")
@@ -246,7 +244,16 @@ def export_large(arch: Arch, dynamo: bool, out_dir: str) -> str:
                               input_names=names, output_names=["logits"], opset_version=OPSET, dynamo=False,
                               export_params=False, dynamic_axes={n: tokens for n in [*names, "logits"]})
             m = onnx.load(os.path.join(tmp, "g.onnx"), load_external_data=False)
-    weights_to_external(m, names, location)
+    # weights are graph inputs now: make each an external initializer of its shape, with no data file
+    weights = [(vi.name, vi.type.tensor_type.elem_type, [d.dim_value for d in vi.type.tensor_type.shape.dim])
+               for vi in m.graph.input if vi.name not in names]
+    keep = [vi for vi in m.graph.input if vi.name in names]
+    del m.graph.input[:]
+    m.graph.input.extend(keep)
+    m.graph.initializer.extend(_external(n, t, d, location) for n, t, d in weights)
+    if arch.export_layers and not dynamo:
+        from repeat_layers import repeat_last_layer   # this script's directory is on sys.path
+        repeat_last_layer(m, layers)
     onnx.save_model(m, dest)
     return dest
 

@@ -165,7 +165,12 @@ def export_large_torch(cfg: Config, form: str, exporter: str, out_dir: str) -> s
                           export_params=False, keep_initializers_as_inputs=True, do_constant_folding=False,
                           dynamic_axes={n: tokens for n in [*names, "logits"]})
         m = onnx.load(os.path.join(tmp, "g.onnx"), load_external_data=False)
-    dec.weights_to_external(m, names, location)
+    weights = [(vi.name, vi.type.tensor_type.elem_type, [d.dim_value for d in vi.type.tensor_type.shape.dim])
+               for vi in m.graph.input if vi.name not in names]
+    keep = [vi for vi in m.graph.input if vi.name in names]
+    del m.graph.input[:]
+    m.graph.input.extend(keep)
+    m.graph.initializer.extend(dec._external(n, t, d, location) for n, t, d in weights)
     onnx.save_model(m, dest)
     return dest
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.llm_runs import RunFigures, run_partition
-from benchmarks.mlperf_offline import Offline, fitting_batch
+from benchmarks.mlperf_offline import Offline, fits, fitting_batch
 from partitioner.core.errors import DoesNotFit
 
 LLAMA = Path(__file__).parent / "data" / "llama_tiny_legacy.onnx"
@@ -16,9 +16,10 @@ def _figures(per_s: float, tokens: int, read: float = 0.0, stream: float = 1.0) 
 
 
 def test_offline_tokens_per_s_by_hand():
-    # prefill 20 prompts/s (50 ms each); a step of 100 sequences 10 times a second: 1,000 tokens/s.
-    # 300 output tokens: 0.05 s + 300 / 1000 s = 0.35 s a sample, 300 / 0.35 = 857.14 tokens/s
-    r = Offline(512, 300.0, 662, 100, _figures(20.0, 512), _figures(10.0, 100, read=2e9, stream=4e12))
+    # a 512-token prompt in 8 chunks of 64 at 160 chunks/s: 50 ms; a step of 100 sequences 10 times a second: 1,000
+    # tokens/s. 300 output tokens: 0.05 s + 300 / 1000 s = 0.35 s a sample, 300 / 0.35 = 857.14 tokens/s
+    r = Offline(512, 300.0, 662, 100, 64, _figures(160.0, 64), _figures(10.0, 100, read=2e9, stream=4e12))
+    assert r.chunks == 8
     assert r.prefill_s == pytest.approx(0.05)
     assert r.decode_s == pytest.approx(0.3)
     assert r.tokens_per_s == pytest.approx(300 / 0.35)
@@ -37,3 +38,14 @@ def test_auto_batch_is_the_largest_the_app_places(tmp_path):
     assert run_partition(LLAMA, str(hw), "fp16", phase="decode", context=1000, batch=b, budget=4).tokens_per_s > 0
     with pytest.raises(DoesNotFit):
         run_partition(LLAMA, str(hw), "fp16", phase="decode", context=1000, batch=2 * b, budget=4)
+
+
+def test_prompt_chunk_is_the_largest_the_app_places(tmp_path):
+    """With 32 KiB of SRAM the tiny Llama's whole 64-token prompt does not fit; the chunk fits() picks does."""
+    hw = tmp_path / "tiny.toml"
+    hw.write_text('chiplets = 1\n[chiplet]\nsram_mib = 0.03125\n[[memory_stacks]]\nname = "m"\nattached = [0]\n')
+    chunk = fits(LLAMA, str(hw), "fp16", context=64).chunk
+    assert 1 < chunk < 64
+    assert run_partition(LLAMA, str(hw), "fp16", phase="prefill", prompt=chunk, batch=2, budget=4).tokens_per_s > 0
+    with pytest.raises(DoesNotFit):
+        run_partition(LLAMA, str(hw), "fp16", phase="prefill", prompt=64, budget=4)
