@@ -220,10 +220,12 @@ def _close(nodes, names, folded: Folded, producer: dict, weight: dict, costs: No
     real = folded.real
     order = folded.kept
     consumers: dict[int, set[int]] = {i: set() for i in order}
+    readers: dict[str, set[int]] = {}
     for i in order:
         for t in nodes[i].input:
             if t and real(t) in producer:
                 consumers[producer[real(t)]].add(i)
+                readers.setdefault(real(t), set()).add(i)
     bit = {g: 1 << j for j, g in enumerate(first)}
     reach: dict[int, int] = {}
     for i in order:
@@ -276,14 +278,15 @@ def _close(nodes, names, folded: Folded, producer: dict, weight: dict, costs: No
         known = set(block_of) | set(upstream)
         kept = set()
         for i in candidates:
-            if all(producer.get(real(t)) in known | kept for t in nodes[i].input if t and real(t) not in folded.sources):
+            if all(producer.get(real(t)) in known for t in nodes[i].input if t and real(t) not in folded.sources):
                 kept.add(i)
+                known.add(i)
         if kept == merge:
             break
         merge = kept
     members = set(block_of) | set(upstream) | merge
     leaving = {real(o) for i in members for o in nodes[i].output if o and (
-        any(c not in members for c in consumers[i]) or real(o) in outputs)}
+        readers.get(real(o), set()) - members or real(o) in outputs)}
     root = max(members)
     if len(leaving) != 1 or producer.get(next(iter(leaving))) != root:
         warnings.warn(f"the {e} experts after router '{names[router]}' do not merge into one tensor; costing "
