@@ -3,7 +3,7 @@ and the dynamo exporter, with an attention_mask input, and variants that take a 
 return it (present.*).
 
     python scripts/export_models.py --decoders tests/data        # the tiny test exports (kB each)
-    python scripts/export_models.py --decoders-large /tmp/DIR    # GPT-2 124M, Llama-3.2-1B, Llama-3-8B (graph only)
+    python scripts/export_models.py --decoders-large /tmp/DIR    # GPT-2 124M, Llama-3.2-1B, Llama-3-8B, Llama-3-70B (graph only)
 
 Tiny: 2 layers, hidden 64, 4 heads (Llama: 2 KV heads), vocabulary 256, random weights; each architecture as
 - legacy: torch.onnx.export(dynamo=False), dynamic batch and sequence axes;
@@ -76,6 +76,10 @@ LARGE = [
                                       num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
                                       tie_word_embeddings=False, rope_theta=500000.0,
                                       max_position_embeddings=8192), LLAMA_EMB),
+    Arch("llama-3-70b", lambda: _llama(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
+                                       num_attention_heads=64, num_key_value_heads=8, vocab_size=128256,
+                                       tie_word_embeddings=False, rope_theta=500000.0,
+                                       max_position_embeddings=8192), LLAMA_EMB),
 ]
 
 
