@@ -23,7 +23,7 @@ from partitioner.model.cost import (
     _ceil_div, collective_cycles, next_stage_bytes_per_cycle, ring_links, serialization_cycles, sharded_op_cycles)
 from partitioner.model.sharding import PARTIAL_AXES, piece
 from partitioner.plan.splits import sram_weights
-from partitioner.plan.stage_costs import stream_estimate, whole_read_weights
+from partitioner.plan.stage_costs import stream_estimate, stream_parts
 
 
 def band_sources(n: int, blocks: Blocks | None, w: int) -> np.ndarray:
@@ -116,13 +116,16 @@ def _from_end(x: np.ndarray, accumulate) -> np.ndarray:
 @dataclass(frozen=True, eq=False)
 class PieceArrays:
     """Per op, what a k-way stage on one chiplet kind costs under one layout: prefix sums (length n + 1) of the
-    pieces' cycles, of the weights they hold in SRAM (`sram_weights`) and of their weights read whole
-    (`whole_read_weights`), the pieces' working sets, the prefix count of ops the kind cannot run, and the layout."""
+    pieces' cycles, of the weights they hold in SRAM (`sram_weights`), of their weights that could stay and are read
+    whole and of the reads of those that never can (stage_costs.stream_parts); each piece's whole-read weights and
+    working set, the prefix count of ops the kind cannot run, and the layout."""
 
     k: int
     cyc: np.ndarray
     wts: np.ndarray
     whole: np.ndarray
+    forced: np.ndarray
+    piece_whole: np.ndarray
     work: np.ndarray
     banned: np.ndarray
     axes: tuple[str, ...]
@@ -135,14 +138,14 @@ def piece_arrays(graph: TensorGraph, hw: Hardware, chiplet: int, k: int, layout_
     chip = hw.chiplets[chiplet]
     pieces = [piece(op, k, axes[i]) for i, op in enumerate(graph.ops)]
     pg = TensorGraph.build(graph.name, pieces, [])
+    whole, forced = stream_parts(pieces, chip.sram_bytes)
 
     def prefix(x) -> np.ndarray:
         return np.concatenate([[0], np.cumsum(x)])
 
     return PieceArrays(k, prefix(sharded_op_cycles(graph, chip, k, axes)).astype(float),
-                       prefix(sram_weights(pg, hw, relaxed)), prefix(whole_read_weights(pieces)),
-                       pg.work_bytes, prefix([op.op_type in chip.unsupported_ops for op in graph.ops]), axes,
-                       np.asarray(aligned))
+                       prefix(sram_weights(pg, hw, relaxed)), prefix(whole), prefix(forced), whole, pg.work_bytes,
+                       prefix([op.op_type in chip.unsupported_ops for op in graph.ops]), axes, np.asarray(aligned))
 
 
 def fit_width(pa: PieceArrays, sram: int) -> int:
@@ -219,7 +222,10 @@ def stage_bands(graph: TensorGraph, hw: Hardware, chiplet: int, pa: PieceArrays,
         out.append(np.where(fits, cost, np.inf))
     excess = np.zeros(first.shape, dtype=np.int64)
     if relaxed:
-        excess = np.where(valid, stream_estimate(pa.whole[ends][:, None] - pa.whole[f0], peak, chip.sram_bytes), 0)
+        largest = _from_end(np.where(valid, pa.piece_whole[f0], 0), np.maximum.accumulate)
+        excess = np.where(valid, stream_estimate(pa.whole[ends][:, None] - pa.whole[f0],
+                                                 pa.forced[ends][:, None] - pa.forced[f0], largest, peak,
+                                                 chip.sram_bytes), 0)
     return out[0], out[1], excess
 
 

@@ -199,16 +199,27 @@ def _forced_stream_cycles(hw: Hardware, first: int, g: int, reads: np.ndarray) -
     return np.concatenate([[0], np.cumsum(_stream_time(hw, _fan_in(hw, first, g), reads))])
 
 
-def whole_read_weights(pieces: list) -> np.ndarray:
-    """Per piece, its weight bytes if it reads them whole per inference (weight matrices), else 0 (an embedding
-    table costs only its looked-up rows, so residency streams it first, at almost no cost)."""
-    return np.array([op.weight_bytes if op.weights_read >= op.weight_bytes else 0 for op in pieces], dtype=np.int64)
+def stream_parts(pieces: list, sram: int) -> tuple[np.ndarray, np.ndarray]:
+    """(whole, forced) per piece: its weight bytes if it reads them whole per inference and could stay in an SRAM
+    of `sram` bytes, else 0 (an embedding table costs only its looked-up rows, so residency streams it first, at
+    almost no cost); and what a piece that can never stay (its weights and working set exceed the SRAM) reads per
+    inference, else 0."""
+    w = np.array([op.weight_bytes for op in pieces], dtype=np.int64)
+    read = np.array([op.weights_read for op in pieces], dtype=np.int64)
+    work = np.array([op.work_bytes for op in pieces], dtype=np.int64)
+    forced = (w > 0) & (w + work > sram)
+    return np.where((read >= w) & ~forced, w, 0), np.where(forced, np.minimum(w, read), 0)
 
 
-def stream_estimate(whole: np.ndarray, peak: np.ndarray, sram: int) -> np.ndarray:
-    """Bytes each member streams per inference, elementwise, when it holds `whole` bytes of weights read whole and
-    its largest working set is `peak`: what exceeds its SRAM."""
-    return np.maximum(whole + peak - sram, 0)
+def stream_estimate(whole: np.ndarray, forced: np.ndarray, largest: np.ndarray, peak: np.ndarray, sram: int
+                    ) -> np.ndarray:
+    """Bytes each member streams per inference, elementwise, when it holds `whole` bytes of weights read whole
+    (`stream_parts`), the largest of them `largest`, its largest working set is `peak`, and `forced` bytes can
+    never stay: those, and what exceeds its SRAM in whole ops, as residency (solver/residency.py) streams them,
+    largest first (so the excess rounded up to a multiple of the largest)."""
+    over = np.maximum(whole + peak - sram, 0)
+    rounded = np.minimum(-(-over // np.maximum(largest, 1)) * largest, whole)
+    return forced + np.where(over > 0, rounded, 0)
 
 
 def _excess_bytes(graph: TensorGraph, chip, g: int, axes: tuple[str, ...] | None) -> np.ndarray:
@@ -216,10 +227,12 @@ def _excess_bytes(graph: TensorGraph, chip, g: int, axes: tuple[str, ...] | None
     the relaxed DP's estimate of what residency (solver/residency.py) will stream there."""
     ops = graph.ops if g == 1 else [piece(op, g, axes[i]) for i, op in enumerate(graph.ops)]
     work = np.array([op.work_bytes for op in ops], dtype=np.int64)
-    wts = np.concatenate([[0], np.cumsum(whole_read_weights(ops))])
+    whole, forced = stream_parts(ops, chip.sram_bytes)
+    wts, frc = np.concatenate([[0], np.cumsum(whole)]), np.concatenate([[0], np.cumsum(forced)])
     n = graph.n_ops
     excess = np.zeros((n + 1, n + 1), dtype=np.int64)
     for i in range(n):
-        peak = np.maximum.accumulate(work[i:])
-        excess[i, i + 1:] = stream_estimate(wts[i + 1:] - wts[i], peak, chip.sram_bytes)
+        peak, largest = np.maximum.accumulate(work[i:]), np.maximum.accumulate(whole[i:])
+        excess[i, i + 1:] = stream_estimate(wts[i + 1:] - wts[i], frc[i + 1:] - frc[i], largest, peak,
+                                            chip.sram_bytes)
     return excess

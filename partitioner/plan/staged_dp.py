@@ -59,13 +59,17 @@ def _same(p: tuple[np.ndarray, np.ndarray], q: tuple[np.ndarray, np.ndarray]) ->
 def staged_plans(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_MAX_SHARD, memo: dict | None = None,
                  latency: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
     """`staged_partition`'s plan, or, when it has to run relaxed (weights beyond SRAM stream), the plans of both
-    stream estimates (overlapped and serial), distinct ones only: the simulator picks between them. `memo`: as
+    stream estimates (overlapped and serial), distinct ones only: the simulator picks between them. When the
+    weights exceed the package's SRAM (`must_stream`), both: the plan that fits and the relaxed ones. `memo`: as
     for `_staged_dp`. `latency`: minimise the sum of the stages' one-inference times instead of the slowest stage
     (partitioner/plan/latency_dp.py)."""
     plan = _staged_dp(graph, hw, max_shard, relaxed=False, memo=memo, latency=latency)
-    if plan is not None or not hw.memory_stacks:
+    if not hw.memory_stacks or (plan is not None and not must_stream(graph, hw)):
         return [plan if plan is not None else (dp_partition(graph, hw), np.ones(graph.n_ops, dtype=np.int64))]
-    plans: list[tuple[np.ndarray, np.ndarray]] = []
+    # weights beyond the package's SRAM stream whatever the plan: the plan that fits SRAM (streaming only the
+    # pieces too big for any chiplet) keeps ops whole where splitting them would make their pieces count, so the
+    # relaxed plans, which split and stream, compete with it
+    plans: list[tuple[np.ndarray, np.ndarray]] = [] if plan is None else [plan]
     for serial in (False, True):
         plan = _staged_dp(graph, hw, max_shard, relaxed=True, serial_streams=serial, memo=memo, latency=latency)
         if plan is None:
@@ -73,6 +77,11 @@ def staged_plans(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_MAX_
         if not any(_same(plan, p) for p in plans):
             plans.append(plan)
     return plans
+
+
+def must_stream(graph: TensorGraph, hw: Hardware) -> bool:
+    """Whether the model's weights exceed the SRAM of the whole package, so that some stream in every plan."""
+    return graph.unique_weight_bytes > sum(c.sram_bytes for c in hw.chiplets)
 
 
 def staged_partition(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_MAX_SHARD,
