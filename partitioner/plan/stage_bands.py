@@ -54,19 +54,23 @@ def periodic_layout(graph: TensorGraph, blocks: Blocks | None, axes: tuple[str, 
     return periodic_edges(graph, blocks, extra=aligned)
 
 
-def _edge_bands(graph: TensorGraph, w: int, aligned: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(inner, send), each [v, t] for stage ends j = v + 1 + t, t < w: inner, the largest edge from op v to a
-    consumer before j, leaving out aligned edges (what v all-gathers inside a stage ending at j); send, its largest
-    edge to a consumer at or after j (what it ships out of that stage)."""
-    n = graph.n_ops
-    inner = np.zeros((n, w), dtype=np.int64)
-    send = np.zeros((n, w), dtype=np.int64)
+def _edge_bands(graph: TensorGraph, w: int, aligned: np.ndarray, ops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(inner, send), each [r, t] for op v = ops[r] and stage ends j = v + 1 + t, t < w: inner, the largest edge
+    from v to a consumer before j, leaving out aligned edges (what v all-gathers inside a stage ending at j); send,
+    its largest edge to a consumer at or after j (what it ships out of that stage)."""
+    row = np.full(graph.n_ops, -1, dtype=np.int64)
+    row[ops] = np.arange(len(ops))
+    inner = np.zeros((len(ops), w), dtype=np.int64)
+    send = np.zeros((len(ops), w), dtype=np.int64)
     for s, d, b, al in zip(graph.edge_src.tolist(), graph.edge_dst.tolist(), graph.edge_bytes.tolist(),
                            aligned.tolist()):
+        r = row[s]
+        if r < 0:
+            continue
         t = d - s                                   # the edge is inside every stage ending after d: t >= d - s
         if not al and t < w:
-            np.maximum(inner[s, t:], b, out=inner[s, t:])
-        np.maximum(send[s, :min(t, w)], b, out=send[s, :min(t, w)])
+            np.maximum(inner[r, t:], b, out=inner[r, t:])
+        np.maximum(send[r, :min(t, w)], b, out=send[r, :min(t, w)])
     return inner, send
 
 
@@ -189,12 +193,16 @@ def stage_bands(graph: TensorGraph, hw: Hardware, chiplet: int, pa: PieceArrays,
         pa.banned[ends][:, None] == pa.banned[f0])
     compute = pa.cyc[ends][:, None] - pa.cyc[f0]
     cache = {} if cache is None else cache
-    key = ("edges", pa.aligned.tobytes(), w)
+    ops = np.unique(f0)
+    key = ("edges", pa.aligned.tobytes(), w, ops.tobytes())
     if key not in cache:
-        cache[key] = _edge_bands(graph, w, pa.aligned)
+        cache[key] = _edge_bands(graph, w, pa.aligned, ops)
     inner, send = cache[key]
+    row = np.zeros(graph.n_ops, dtype=np.int64)
+    row[ops] = np.arange(len(ops))
+    e0 = row[f0]                                # each cell's first op in _edge_bands' rows
     t = (w - 1 - np.arange(w))[None, :]         # ops first[r, d] .. ends[r] - 1: their edges' column in _edge_bands
-    cross = _from_end(np.where(valid, send[f0, t], 0), np.cumsum)
+    cross = _from_end(np.where(valid, send[e0, t], 0), np.cumsum)
     out_bw = next_stage_bytes_per_cycle(hw, chiplet + k - 1)
     if out_bw < hw.fastest_link_bytes_per_cycle:   # every member's share leaves over one slower link
         ship = _ceil_div(cross, out_bw).astype(float)
@@ -202,9 +210,9 @@ def stage_bands(graph: TensorGraph, hw: Hardware, chiplet: int, pa: PieceArrays,
         ship = serialization_cycles(-(-cross // k), hw).astype(float)
     if k > 1:
         partial = np.array([ax in PARTIAL_AXES for ax in pa.axes])
-        ag = np.where(partial[:, None], collective_cycles("all-reduce", inner, k, hw),
+        ag = np.where(partial[ops][:, None], collective_cycles("all-reduce", inner, k, hw),
                       collective_cycles("all-gather", inner, k, hw))
-        gather = _from_end(np.where(valid, ag[f0, t], 0), np.cumsum)
+        gather = _from_end(np.where(valid, ag[e0, t], 0), np.cumsum)
         starts = np.unique(first[valid])
         recv = _skew(recv_rows(graph, starts, w), starts, first, graph.n_ops)
         recv_partial = _skew(recv_rows(graph, starts, w, partial), starts, first, graph.n_ops)

@@ -8,6 +8,8 @@ next stage, the entry of the inputs, and with a memory tier the stream reads of 
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from partitioner.model.collectives import entry_ring_cycles, ring_is_faster
@@ -181,6 +183,29 @@ def _fan_in(hw: Hardware, first: int, g: int) -> tuple[int, int]:
     return max(links.values(), default=0), max(stacks.values())
 
 
+def shared_fan_in(hw: Hardware, first: int, g: int) -> tuple[int, int]:
+    """(m_link, m_stack) as `_fan_in`, but counting every chiplet of the package whose stream route uses the link
+    (or stack), not only the group's members: the load when every chiplet streams what a member does. A stage's
+    reads share the links from the package's edge with the stages beside it (a row of single-chiplet stages fed
+    from one edge chiplet loads its first link with all of them), which the group's own count cannot see."""
+    links, stacks = _stream_loads(hw)
+    used = {link for m in range(first, first + g) for link in hw.route(hw.stack_feed[m][1], m)}
+    return max((links[link] for link in used), default=0), max(stacks[hw.stack_feed[m][0]]
+                                                               for m in range(first, first + g))
+
+
+@functools.lru_cache(maxsize=8)
+def _stream_loads(hw: Hardware) -> tuple[dict[int, int], dict[int, int]]:
+    """(link -> chiplets whose stream route crosses it, stack -> chiplets it feeds), over the whole package."""
+    links: dict[int, int] = {}
+    stacks: dict[int, int] = {}
+    for m, (k, src) in enumerate(hw.stack_feed):
+        stacks[k] = stacks.get(k, 0) + 1
+        for link in hw.route(src, m):
+            links[link] = links.get(link, 0) + 1
+    return links, stacks
+
+
 def _stream_time(hw: Hardware, fan_in: tuple[int, int], nbytes: np.ndarray) -> np.ndarray:
     """Cycles per inference the busiest stream resource of a group with `fan_in` (`_fan_in`) spends when each
     member streams `nbytes`: a link or stack on m members' routes carries m reads."""
@@ -192,11 +217,12 @@ def _stream_time(hw: Hardware, fan_in: tuple[int, int], nbytes: np.ndarray) -> n
     return cyc.astype(float)
 
 
-def _forced_stream_cycles(hw: Hardware, first: int, g: int, reads: np.ndarray) -> np.ndarray:
+def _forced_stream_cycles(hw: Hardware, first: int, g: int, reads: np.ndarray, fan_in=None) -> np.ndarray:
     """Cumulative (length n + 1) cycles per inference that the busiest stream resource of the group
-    first..first+g-1 spends on the pieces that must stream (`_forced_reads`), by `_stream_time`. The staged DP's
+    first..first+g-1 spends on the pieces that must stream (`_forced_reads`), by `_stream_time` with `fan_in`
+    (default `_fan_in`). The staged DP's
     estimate (so it places such a stage next to the stacks); the simulator routes the real reads."""
-    return np.concatenate([[0], np.cumsum(_stream_time(hw, _fan_in(hw, first, g), reads))])
+    return np.concatenate([[0], np.cumsum(_stream_time(hw, (fan_in or _fan_in)(hw, first, g), reads))])
 
 
 def stream_parts(pieces: list, sram: int) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,7 @@ from partitioner.plan.stage_bands import (
     band_sources, compute_width, fit_width, periodic_layout, piece_arrays, position_cells, stage_bands)
 from partitioner.plan.stage_costs import (  # noqa: F401 (group_stage_cost_matrix, group_stage_costs: re-exported)
     _fan_in, _forced_reads, _forced_stream_cycles, _stage_layout, _stream_time, _tables, group_stage_cost_matrix,
-    group_stage_costs)
+    group_stage_costs, shared_fan_in)
 
 DEFAULT_MAX_SHARD = 4
 """The smallest default largest group (auto_max_shard's floor)."""
@@ -58,9 +58,10 @@ def _same(p: tuple[np.ndarray, np.ndarray], q: tuple[np.ndarray, np.ndarray]) ->
 
 def staged_plans(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_MAX_SHARD, memo: dict | None = None,
                  latency: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
-    """`staged_partition`'s plan, or, when it has to run relaxed (weights beyond SRAM stream), the plans of both
-    stream estimates (overlapped and serial), distinct ones only: the simulator picks between them. When the
-    weights exceed the package's SRAM (`must_stream`), both: the plan that fits and the relaxed ones. `memo`: as
+    """`staged_partition`'s plan, or, when it has to run relaxed (weights beyond SRAM stream), the plans of the
+    stream estimates (overlapped and serial, each with a stage's own links or the package's shared ones:
+    `_staged_dp`), distinct ones only: the simulator picks among them. When the weights exceed the package's SRAM
+    (`must_stream`), both: the plan that fits and the relaxed ones. `memo`: as
     for `_staged_dp`. `latency`: minimise the sum of the stages' one-inference times instead of the slowest stage
     (partitioner/plan/latency_dp.py)."""
     plan = _staged_dp(graph, hw, max_shard, relaxed=False, memo=memo, latency=latency)
@@ -70,8 +71,9 @@ def staged_plans(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_MAX_
     # pieces too big for any chiplet) keeps ops whole where splitting them would make their pieces count, so the
     # relaxed plans, which split and stream, compete with it
     plans: list[tuple[np.ndarray, np.ndarray]] = [] if plan is None else [plan]
-    for serial in (False, True):
-        plan = _staged_dp(graph, hw, max_shard, relaxed=True, serial_streams=serial, memo=memo, latency=latency)
+    for serial, shared in ((False, False), (True, False), (False, True), (True, True)):
+        plan = _staged_dp(graph, hw, max_shard, relaxed=True, serial_streams=serial, memo=memo, latency=latency,
+                          shared_links=shared)
         if plan is None:
             plan = (dp_partition(graph, hw), np.ones(graph.n_ops, dtype=np.int64))
         if not any(_same(plan, p) for p in plans):
@@ -107,10 +109,12 @@ def staged_partition(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_
 
 
 def _staged_dp(graph: TensorGraph, hw: Hardware, max_shard: int, relaxed: bool, serial_streams: bool = False,
-               memo: dict | None = None, latency: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
+               memo: dict | None = None, latency: bool = False, shared_links: bool = False
+               ) -> tuple[np.ndarray, np.ndarray] | None:
     """staged_partition's DP for one setting; None when no plan fits. `memo` (a dict, kept by the caller) shares
     the groups' bands between runs on the same graph and hardware. `latency`: stages cost their one-inference
-    time and add up (`staged_plans`).
+    time and add up (`staged_plans`). `shared_links`: a stage's stream reads load their links as if every chiplet
+    streamed as much (stage_costs.shared_fan_in), else only its own members count.
 
     The DP only looks at stages whose pieces' compute stays within a limit (`_first_limit`, a multiple of the
     package's lower bound): a stage costs at least its compute, so when the best plan found costs no more than the
@@ -123,7 +127,7 @@ def _staged_dp(graph: TensorGraph, hw: Hardware, max_shard: int, relaxed: bool, 
     limit = _first_limit(graph, hw, cap, latency)
     while True:
         capped: list[bool] = []
-        stage = _stage_fn(graph, hw, relaxed, serial_streams, memo, latency, limit, capped)
+        stage = _stage_fn(graph, hw, relaxed, serial_streams, memo, latency, limit, capped, shared_links)
         plan, value = _solve(len(positions) - 1, n_chip, cap, stage, np.add if latency else np.maximum)
         if (plan is not None and value <= limit) or not any(capped):
             return None if plan is None else tuple(np.repeat(x, np.diff(positions)) for x in plan)
@@ -143,35 +147,49 @@ def _first_limit(graph: TensorGraph, hw: Hardware, cap: int, latency: bool) -> f
 
 
 FINE_MAX_OPS = 2000
-"""Up to this many ops a stage may start at any op. Above it, a model of repeated blocks (frontend/blocks.py) cuts
-only at its blocks' candidate cuts (blocks.block_cuts) and anywhere in its prefix and suffix, so the DP's work
-grows with the blocks; a model without blocks keeps every op."""
+"""Up to this many ops a stage may start at any op. Above it the DP's stages start at most at this many positions:
+in a model of repeated blocks (frontend/blocks.py) at its blocks' candidate cuts (blocks.block_cuts), or at their
+first ops alone when those are too many, and anywhere in its prefix and suffix; so the DP's work grows with the
+blocks, not the ops. What is still too many (a model without blocks, or of more blocks than this) is thinned
+evenly."""
 HEAVY_SHARE = 0.01
 """An op with at least this share of its block's flops gets a cut before and after it (blocks.block_cuts)."""
 
 
 def _space(graph: TensorGraph, memo: dict) -> tuple[Blocks | None, np.ndarray]:
     """(blocks, positions): the model's repeated blocks (or None) and the cuts the DP's stages start and end at
-    (sorted op indices, 0 and n among them), memoised."""
+    (sorted op indices, 0 and n among them; FINE_MAX_OPS), memoised."""
     if "space" not in memo:
         n, blocks = graph.n_ops, find_blocks(graph)
         positions = np.arange(n + 1)
         if n > FINE_MAX_OPS and blocks is not None:
+            outside = np.concatenate([np.arange(blocks.start + 1), np.arange(blocks.end, n + 1)])
+            starts = blocks.start + blocks.period * np.arange(blocks.count)
             offsets = np.array(block_cuts(graph, blocks, HEAVY_SHARE))
-            inside = (blocks.start + blocks.period * np.arange(blocks.count)[:, None] + offsets[None, :]).ravel()
-            positions = np.unique(np.concatenate([np.arange(blocks.start + 1), inside, np.arange(blocks.end, n + 1)]))
-        memo["space"] = (blocks, positions)
+            if len(outside) + blocks.count * len(offsets) > FINE_MAX_OPS:
+                offsets = offsets[:1]
+            positions = np.unique(np.concatenate([outside, (starts[:, None] + offsets[None, :]).ravel()]))
+        memo["space"] = (blocks, _thin(positions, FINE_MAX_OPS))
     return memo["space"]
 
 
+def _thin(positions: np.ndarray, most: int) -> np.ndarray:
+    """At most `most` + 1 of the positions, evenly spread, the first and last kept."""
+    if len(positions) <= most + 1:
+        return positions
+    keep = np.unique(np.round(np.linspace(0, len(positions) - 1, most + 1)).astype(np.int64))
+    return positions[keep]
+
+
 def _stage_fn(graph: TensorGraph, hw: Hardware, relaxed: bool, serial_streams: bool, memo: dict,
-              latency: bool = False, limit: float = np.inf, capped: list | None = None):
+              latency: bool = False, limit: float = np.inf, capped: list | None = None, shared_links: bool = False):
     """stage(c, g): (copies, ring) as `group_stage_costs` for the group c..c+g-1, as the DP charges them (with the
     stage's stream estimates), each as a band over the DP's positions (`_space`, stage_bands.position_cells):
     band[jj, dd] the cost of the stage from position jj - wp + dd to position jj, covering every stage that fits
     and whose compute is within `limit`; or None where no group may stand. Appends to `capped` whether `limit`
-    shortened a band."""
+    shortened a band. `shared_links`: as for `_staged_dp`."""
     blocks, positions = _space(graph, memo)
+    fan_in = shared_fan_in if shared_links else _fan_in
     capped = [] if capped is None else capped
     precision = graph.metadata.get("precision")
 
@@ -201,7 +219,7 @@ def _stage_fn(graph: TensorGraph, hw: Hardware, relaxed: bool, serial_streams: b
         if g == 1:
             ring = copies
         if relaxed:
-            extra = _stream_time(hw, _fan_in(hw, c, g), over)
+            extra = _stream_time(hw, fan_in(hw, c, g), over)
             if serial_streams:
                 # M4: a read is prefetched during the segment before its op's; a one-op stage's segment before is
                 # its own, of the previous inference, so its read hides behind its compute
@@ -213,7 +231,7 @@ def _stage_fn(graph: TensorGraph, hw: Hardware, relaxed: bool, serial_streams: b
             reads = cached(("reads", kind, g), lambda: _forced_reads(graph, hw, g, pa.axes))
             if reads is None:
                 return copies, ring
-            streams = _forced_stream_cycles(hw, c, g, reads)
+            streams = _forced_stream_cycles(hw, c, g, reads, fan_in)
             since = streams[positions][:, None] - streams[np.maximum(first, 0)]      # the stage's own reads
             add = lambda m: np.maximum(m, since)  # noqa: E731
         copies = add(copies)
