@@ -19,9 +19,9 @@ import numpy as np
 
 from partitioner.core.graph import TensorGraph
 
-MIN_BLOCKS = 3
-"""Fewest repetitions that count as blocks: with 3, block 1 is a middle block (its neighbours on both sides are
-blocks too), the one the periodic stage costs are taken from."""
+MIN_BLOCKS = 2
+"""Fewest repetitions that count as blocks. Stage costs repeat only from the third block on (the middle blocks,
+1..N-2, have blocks on both sides), so a model of two blocks gains nothing but is still found."""
 
 
 @dataclass(frozen=True)
