@@ -6,6 +6,8 @@ partitioner/plan/splits.py.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
 
 from partitioner.core.graph import TensorGraph
@@ -33,21 +35,26 @@ def auto_max_shard(n_chiplets: int) -> int:
     return max(1, min(AUTO_MAX_SHARD_CAP, max(DEFAULT_MAX_SHARD, int(n_chiplets) // 8), int(n_chiplets)))
 
 
-def staged_degrees(max_shard: int) -> list[int]:
+def staged_degrees(max_shard: int, n_ops: int = 0) -> list[int]:
     """The largest groups (caps) the `partition` command runs the staged DP for: every one from 1 to max_shard. The
     DP's link and stream models are estimates, so a smaller cap can give the better plan under the simulator (each
-    run may use any group up to its cap); `staged_candidates` runs them all, sharing their cost matrices."""
-    return list(range(1, max_shard + 1))
+    run may use any group up to its cap); `staged_candidates` runs them all, sharing their cost matrices. A model of
+    more than FINE_MAX_OPS ops gets 1, 2, 3, 4, 6, 8, 12, ... (powers of two and three times them) and max_shard:
+    its DP runs at many more chiplets, and neighbouring caps mostly give the same plan."""
+    if n_ops <= FINE_MAX_OPS:
+        return list(range(1, max_shard + 1))
+    sparse = {b << e for b in (1, 3) for e in range(max_shard.bit_length() + 1)}
+    return sorted(c for c in sparse | {max_shard} if 1 <= c <= max_shard)
 
 
 def staged_candidates(graph: TensorGraph, hw: Hardware, max_shard: int, caps: list[int] | None = None
                       ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The distinct plans of `staged_plans` for every cap in `caps` (default `staged_degrees(max_shard)`), in cap
+    """The distinct plans of `staged_plans` for every cap in `caps` (default `staged_degrees`), in cap
     order: what the `partition` command simulates (app/candidates.best_staged). The caps share one memo: a group's cost
     matrices do not depend on the cap."""
     memo: dict = {}
     out: list[tuple[np.ndarray, np.ndarray]] = []
-    for k in staged_degrees(max_shard) if caps is None else caps:
+    for k in staged_degrees(max_shard, graph.n_ops) if caps is None else caps:
         out.extend(p for p in staged_plans(graph, hw, k, memo) if not any(_same(p, q) for q in out))
     return out
 
@@ -124,12 +131,20 @@ def _staged_dp(graph: TensorGraph, hw: Hardware, max_shard: int, relaxed: bool, 
     n_chip = hw.n_chiplets
     cap = max(1, min(int(max_shard), n_chip))
     positions = _space(graph, memo)[1]
+    # a plan found under a smaller cap is one this cap may take too: its value bounds this one's, so a limit at it
+    # takes one pass (unless it is far above the first limit, whose bands are narrower)
+    setting = ("value", relaxed, serial_streams, latency, shared_links)
     limit = _first_limit(graph, hw, cap, latency)
+    below = min((v for k, v in memo.get(setting, {}).items() if k <= cap), default=np.inf)
+    if below <= 2 * limit:
+        limit = below
     while True:
         capped: list[bool] = []
         stage = _stage_fn(graph, hw, relaxed, serial_streams, memo, latency, limit, capped, shared_links)
         plan, value = _solve(len(positions) - 1, n_chip, cap, stage, np.add if latency else np.maximum)
         if (plan is not None and value <= limit) or not any(capped):
+            if plan is not None:
+                memo.setdefault(setting, {})[cap] = value
             return None if plan is None else tuple(np.repeat(x, np.diff(positions)) for x in plan)
         limit = value if plan is not None else 4 * limit
 
@@ -152,6 +167,8 @@ in a model of repeated blocks (frontend/blocks.py) at its blocks' candidate cuts
 first ops alone when those are too many, and anywhere in its prefix and suffix; so the DP's work grows with the
 blocks, not the ops. What is still too many (a model without blocks, or of more blocks than this) is thinned
 evenly."""
+RECENT_STAGES = 64
+"""Charged bands (a group's bands with its stream estimates) kept for the groups alike that follow (`_stage_fn`)."""
 HEAVY_SHARE = 0.01
 """An op with at least this share of its block's flops gets a cut before and after it (blocks.block_cuts)."""
 
@@ -207,7 +224,9 @@ def _stage_fn(graph: TensorGraph, hw: Hardware, relaxed: bool, serial_streams: b
         key = ("band", kind, g, next_stage_bytes_per_cycle(hw, c + g - 1), relaxed, latency)
         if key not in memo or memo[key][0] < w:
             memo[key] = (w, *_position_bands(graph, hw, c, pa, w, blocks, positions, latency, relaxed, memo))
-        return pa, memo[key][1:]
+        return pa, key + (memo[key][0],), memo[key][1:]
+
+    recent = memo.setdefault("stages", OrderedDict())
 
     def stage(c: int, g: int) -> tuple[np.ndarray, np.ndarray] | None:
         kind = hw.chiplets[c]
@@ -215,7 +234,24 @@ def _stage_fn(graph: TensorGraph, hw: Hardware, relaxed: bool, serial_streams: b
             return None     # groups of one chiplet kind only
         if g > 1 and hw.package_of(c) != hw.package_of(c + g - 1):
             return None     # and inside one package: collectives never cross a package link
-        pa, (copies, ring, over, first) = bands(c, g, kind)
+        pa, key, arrays = bands(c, g, kind)
+        if relaxed or _forced(pa, g, kind) is not None:
+            # a group's charges differ from another's of its size only by its streams' fan-in: groups alike share
+            key += (fan_in(hw, c, g), serial_streams)
+            if key not in recent:
+                recent[key] = _charged(c, g, kind, pa, *arrays)
+                if len(recent) > RECENT_STAGES:
+                    recent.popitem(last=False)
+            recent.move_to_end(key)
+            return recent[key]
+        copies, ring = arrays[:2]
+        return copies, (copies if g == 1 else ring)
+
+    def _forced(pa, g: int, kind):
+        return cached(("reads", kind, g), lambda: _forced_reads(graph, hw, g, pa.axes))
+
+    def _charged(c: int, g: int, kind, pa, copies, ring, over, first) -> tuple[np.ndarray, np.ndarray]:
+        """The group's bands with its stream estimates charged."""
         if g == 1:
             ring = copies
         if relaxed:
@@ -228,10 +264,7 @@ def _stage_fn(graph: TensorGraph, hw: Hardware, relaxed: bool, serial_streams: b
             else:
                 add = lambda m: np.maximum(m, extra)  # noqa: E731
         else:
-            reads = cached(("reads", kind, g), lambda: _forced_reads(graph, hw, g, pa.axes))
-            if reads is None:
-                return copies, ring
-            streams = _forced_stream_cycles(hw, c, g, reads, fan_in)
+            streams = _forced_stream_cycles(hw, c, g, _forced(pa, g, kind), fan_in)
             since = streams[positions][:, None] - streams[np.maximum(first, 0)]      # the stage's own reads
             add = lambda m: np.maximum(m, since)  # noqa: E731
         copies = add(copies)
