@@ -3,7 +3,7 @@ and the dynamo exporter, with an attention_mask input, and variants that take a 
 return it (present.*).
 
     python scripts/export_models.py --decoders tests/data        # the tiny test exports (kB each)
-    python scripts/export_models.py --decoders-large /tmp/DIR    # GPT-2 124M, Llama-3.2-1B, Llama-3-8B, Llama-2-7B and -70B (graph only)
+    python scripts/export_models.py --decoders-large /tmp/DIR    # GPT-2 124M, Llama-3.2-1B, Llama-3-8B, Llama-3-70B, Llama-2-7B and -70B (graph only)
 
 Tiny: 2 layers, hidden 64, 4 heads (Llama: 2 KV heads), vocabulary 256, random weights; each architecture as
 - legacy: torch.onnx.export(dynamo=False), dynamic batch and sequence axes;
@@ -79,6 +79,10 @@ LARGE = [
                                       num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
                                       tie_word_embeddings=False, rope_theta=500000.0,
                                       max_position_embeddings=8192), LLAMA_EMB),
+    Arch("llama-3-70b", lambda: _llama(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
+                                       num_attention_heads=64, num_key_value_heads=8, vocab_size=128256,
+                                       tie_word_embeddings=False, rope_theta=500000.0,
+                                       max_position_embeddings=8192), LLAMA_EMB),
     # Llama 2 (Touvron et al. 2023, the released config.json of meta-llama/Llama-2-7b-hf and -70b-hf): multi-head
     # attention at 7B, 8 KV heads at 70B; 32,000 tokens, untied head. The fidelity rows of docs/fidelity.md.
     Arch("llama-2-7b", lambda: _llama(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,

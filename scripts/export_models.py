@@ -5,7 +5,7 @@
     python scripts/export_models.py --zoo DIR        # full-size real architectures (BERT, GPT-2, Llama-1B, ViT,
                                                      # ResNet-50, T5, ...) plus two small models with weights kept
     python scripts/export_models.py --decoders DIR   # tiny GPT-2 / Llama by both exporters (export_decoders.py)
-    python scripts/export_models.py --decoders-large DIR   # GPT-2, Llama-3.2-1B, Llama-3-8B, Llama-2-7B/-70B, both exporters
+    python scripts/export_models.py --decoders-large DIR   # GPT-2, Llama-3.2-1B, Llama-3-8B, Llama-3-70B, Llama-2-7B/-70B, both exporters
 
 Nothing is downloaded: every model is built from a config written here (transformers configs or plain torch
 modules) with random weights, exported with torch.onnx.export (TorchScript exporter, opset 17, dynamic batch

@@ -213,3 +213,29 @@ def test_cli_inspect_shows_the_experts_and_refuses_a_bad_routing_file(tmp_path, 
     assert main(["inspect", str(DATA / "mixtral_tiny_dense_legacy.onnx"), "--routing", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: the routing file gives 2 expert loads")
+
+
+def test_the_staged_dps_bands_charge_the_all_to_alls_as_its_full_matrices_do():
+    """The banded stage costs (the DP's path for large models) and the full matrices agree on a MoE model, the
+    all-to-all terms included (a2a_cycles_band against a2a_cycles_table, which is not zero here)."""
+    from partitioner.hw.hardware import mesh_of
+    from partitioner.model.cost import keep_column, ring_links
+    from partitioner.model.experts import a2a_cycles_band, a2a_cycles_table
+    from partitioner.plan.stage_bands import piece_arrays, stage_bands
+    from partitioner.plan.stage_costs import _stage_layout, _tables_for, group_stage_costs
+    g = load_onnx(DATA / "mixtral_tiny_contrib.onnx", precision="fp16")
+    assert g.has_experts
+    hw = mesh_of(4, link_bytes_per_cycle=8)
+    n = g.n_ops
+    for k in (2, 4):
+        lay = _stage_layout(g, k, 0, keep_column(hw, "fp16"))
+        copies, ring = group_stage_costs(g, hw, 0, k, _tables_for(g, hw, 0, k, {}))
+        c, r, _ = stage_bands(g, hw, 0, piece_arrays(g, hw, 0, k, lay, False), n, np.arange(n + 1))
+        first = np.arange(n + 1)[:, None] - n + np.arange(n)[None, :]
+        want_c = np.where(first >= 0, copies[np.maximum(first, 0), np.arange(n + 1)[:, None]], np.inf)
+        want_r = np.where(first >= 0, ring[np.maximum(first, 0), np.arange(n + 1)[:, None]], np.inf)
+        assert np.array_equal(c[1:], want_c[1:]) and np.array_equal(r[1:], want_r[1:])
+        table = a2a_cycles_table(g, k, *ring_links(hw))
+        assert table.max() > 0
+        band = a2a_cycles_band(g, k, *ring_links(hw), np.arange(n), n)
+        assert np.array_equal(band, [table[u, u + 1:u + 1 + n].tolist() + [table[u, -1]] * u for u in range(n)])

@@ -159,3 +159,77 @@ def test_the_dp_takes_the_entry_ring_only_after_a_stage_of_1_or_g():
     a, k = _dp(n, 5, 3, stage)
     assert k.tolist() == [1, 3] and a[1] == a[0] + 1        # (a chiplet before it may stay empty: a tie)
     assert same((a, k), reference_dp(n, 5, 3, stage))
+
+
+# --- bands built per block (plan/stage_bands.py) against the full matrices (plan/stage_costs.py) ----------------------
+@pytest.mark.parametrize("seed", range(3))
+def test_the_bands_are_the_full_matrices_cost_for_cost(seed):
+    from partitioner.model.cost import keep_column
+    from partitioner.plan.stage_bands import piece_arrays, stage_bands
+    from partitioner.plan.stage_costs import _excess_bytes, _stage_layout, _tables_for, group_stage_costs
+
+    g = random_dag(25, seed=seed, scale=4.0)
+    hw = mesh_of(9, Chiplet(sram_bytes=256 * 1024), memory_tier=True, link_bytes_per_cycle=8)
+    n = g.n_ops
+    for k in (1, 2, 3):
+        lay = _stage_layout(g, max(k, 2), 0, keep_column(hw, None))
+        for relaxed in (False, True):
+            for latency in (False, True):
+                tables = _tables_for(g, hw, 0, k, {})
+                copies, ring = group_stage_costs(g, hw, 0, k, tables, relaxed, latency)
+                for w in (1, _width(copies), n):
+                    c, r, excess = stage_bands(g, hw, 0, piece_arrays(g, hw, 0, k, lay, relaxed), w, np.arange(n + 1),
+                                               latency, relaxed)
+                    assert np.array_equal(c, _band(copies, w)) and np.array_equal(r, _band(ring, w))
+                    if relaxed:
+                        assert np.array_equal(excess, _band(_excess_bytes(g, hw.chiplets[0], k, tables[2]), w, 0))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_dp_with_blocks_gives_the_plan_without(seed, monkeypatch):
+    """Rows copied from one block's (a repeated stack of 20 blocks) give the plans of rows all computed, for every cap
+    and setting, the latency DP's too; and so does any first compute limit (the DP reruns until the limit holds)."""
+    from partitioner.frontend.synthetic import repeated_dag
+    from partitioner.plan import staged_dp
+
+    g = repeated_dag(6, 20, seed=seed, scale=4.0)
+    for hw in (mesh_of(12, Chiplet(sram_bytes=256 * 1024), memory_tier=True, link_bytes_per_cycle=8),
+               mesh_of(10, link_bytes_per_cycle=8)):
+        with_blocks = staged_candidates(g, hw, 4), staged_plans(g, hw, 4, latency=True)
+        assert staged_dp._space(g, {})[0] is not None
+        monkeypatch.setattr(staged_dp, "FIRST_LIMIT", 1e-3 if seed % 2 else 1e9)
+        monkeypatch.setattr(staged_dp, "find_blocks", lambda graph: None)
+        without = staged_candidates(g, hw, 4), staged_plans(g, hw, 4, latency=True)
+        monkeypatch.undo()
+        for ours, theirs in zip(with_blocks, without):
+            assert len(ours) == len(theirs) and all(same(p, q) for p, q in zip(ours, theirs))
+
+
+def test_above_2000_ops_the_dp_runs_at_block_cuts_and_splits_ops():
+    """No op cap: 2,103 ops (70 blocks of 30) plan through best_staged, stages starting only at the blocks' cuts."""
+    from partitioner.app import candidates
+    from partitioner.frontend.blocks import block_cuts
+    from partitioner.frontend.synthetic import repeated_dag
+    from partitioner.plan.staged_dp import FINE_MAX_OPS, HEAVY_SHARE, _space
+
+    assert not hasattr(candidates, "STAGED_MAX_OPS")
+    g = repeated_dag(30, 70, seed=1, scale=8.0)
+    assert g.n_ops > FINE_MAX_OPS
+    hw = mesh_of(16, link_bytes_per_cycle=8)
+    blocks, positions = _space(g, {})
+    assert blocks is not None and len(positions) < g.n_ops
+    cuts = set(block_cuts(g, blocks, HEAVY_SHARE))
+    ev = candidates.best_staged(g, hw, 4)
+    a, k = ev.partition.assignment, ev.partition.shard
+    assert k is not None and (k > 1).any()
+    starts = np.flatnonzero((np.diff(a) != 0) | (np.diff(k) != 0)) + 1
+    assert all(blocks.block_of(int(s)) is None or (int(s) - blocks.start) % blocks.period in cuts for s in starts)
+
+
+def test_positions_thin_evenly_keeping_both_ends():
+    from partitioner.plan.staged_dp import _thin
+
+    p = np.arange(0, 101)
+    assert _thin(p, 200) is p
+    t = _thin(p, 10)
+    assert len(t) == 11 and t[0] == 0 and t[-1] == 100 and (np.diff(t) == 10).all()

@@ -15,11 +15,6 @@ from partitioner.sim.objective import beats, plain, ranked_fn
 from partitioner.sim.report import Evaluation
 from partitioner.sim.simulator import simulate, throughput_ceiling
 
-STAGED_MAX_OPS = 2000
-"""Above this many ops a run skips the staged (sharded) DP plans: their DP grows with ops x chiplets x group sizes,
-and the 10,000-MatMul fan-out must still plan in bounded time."""
-
-
 def best_staged(graph: TensorGraph, hw: Hardware, max_shard: int, batch: int = 1, caps: list[int] | None = None,
                 stats: dict | None = None) -> Evaluation | None:
     """The best simulated of the staged DP plans for every largest group up to max_shard (staged_dp.

@@ -94,7 +94,7 @@ def map_design(graph: TensorGraph, hw) -> tuple[Partition | None, str]:
     repair. With a memory tier, a plan streams the weights its chiplets cannot hold (solver.residency.choose_streamed,
     the rule repair uses). The run adds annealing and CP-SAT's plans, which rarely beat the staged DP
     (benchmarks/RESULTS.md, "Exploration": a design's recorded throughput against its re-run)."""
-    from partitioner.app.candidates import STAGED_MAX_OPS, best_staged
+    from partitioner.app.candidates import best_staged
     from partitioner.model.partition import check
     from partitioner.plan.splits import dp_partition, greedy_partition
     from partitioner.plan.staged_dp import auto_max_shard
@@ -110,7 +110,7 @@ def map_design(graph: TensorGraph, hw) -> tuple[Partition | None, str]:
             if thr > best_thr:
                 best, best_thr, how = part, thr, name
     max_shard = auto_max_shard(hw.n_chiplets)
-    if max_shard > 1 and graph.n_ops <= STAGED_MAX_OPS:
+    if max_shard > 1:
         staged = best_staged(graph, hw, max_shard)
         if staged is not None and staged.throughput > best_thr:
             best, best_thr, how = staged.partition, staged.throughput, "staged-dp"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from partitioner.app import limits
 from partitioner.app.budget import CERTIFICATE_MIN_S, RunBudget
-from partitioner.app.candidates import STAGED_MAX_OPS, best_latency, best_staged, split_refine
+from partitioner.app.candidates import best_latency, best_staged, split_refine
 from partitioner.app.certify import certify, keep_best, latency_certificate, sharded_certificate
 from partitioner.app.config import DEFAULT_BUDGET, OnEval, Outcome, RunConfig, stream_batch, validate_config
 from partitioner.app.methods import bounded_search, default_method
@@ -115,7 +115,7 @@ def _search(graph: TensorGraph, hw: Hardware, cfg: RunConfig, method: str, budge
                                         run_budget=run_budget, batch=stream_batch(cfg), objective=cfg.objective)
         return found, stopped, None
     except DoesNotFit as exc:
-        if not (max_shard > 1 or cfg.objective == "latency") or graph.n_ops > STAGED_MAX_OPS or method == "exact":
+        if not (max_shard > 1 or cfg.objective == "latency") or method == "exact":
             raise
         return SearchResult(method, None, 0, (), 0.0), None, exc
 
@@ -128,7 +128,7 @@ def _staged_plans(graph: TensorGraph, hw: Hardware, cfg: RunConfig, method: str,
     staged plan). `searched` is None when no whole-op plan fits; then the best is None if no split plan fits."""
     chosen, found_by, staged = searched, None, None
     latency = cfg.objective == "latency"
-    if (max_shard > 1 or latency) and run_budget.stop_reason() is None and graph.n_ops <= STAGED_MAX_OPS:
+    if (max_shard > 1 or latency) and run_budget.stop_reason() is None:
         if latency:
             # scored one inference alone: if it wins, traced() simulates it over a whole stream
             staged = best_latency(graph, hw, max_shard, batch=stream_batch(cfg), full_report=False)

@@ -19,7 +19,7 @@ from partitioner.app.budget import RunBudget
 
 STAGED_CERT_MAX_OPS = 2000
 """Above this many ops the staged CP-SAT model is not built (its ancestor table is n x n) and the analytical bound
-stands alone, as the staged DP plans are skipped (run.STAGED_MAX_OPS)."""
+stands alone."""
 
 
 def staged_certificate(graph: TensorGraph, hw: Hardware, max_shard: int, analytical: Partition,

@@ -1,6 +1,8 @@
 """Random layered DAGs with transformer/CNN-like cost profiles, for property tests and the training corpus."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from partitioner.core.graph import Op, TensorGraph
@@ -42,3 +44,31 @@ def random_dag(n_ops: int, seed: int, *, max_fan_in: int = 3, skip_prob: float =
                       in_bytes, out_bytes))
     edge_list = [(s, d, b) for (s, d), b in sorted(edges.items())]
     return TensorGraph.build(name or f"random-{n_ops}-{seed}", ops, edge_list, input_bytes=ops[0].in_bytes)
+
+
+def repeated_dag(block_ops: int, count: int, seed: int, *, prefix_ops: int = 3, suffix_ops: int = 2,
+                 scale: float = 1.0) -> TensorGraph:
+    """A transformer-like DAG: `prefix_ops` random ops, then one random block of `block_ops` ops repeated `count`
+    times (the same ops and edges in each; every block reads the previous block's last op, or the prefix's, and
+    the prefix's first op, as a layer reads a mask), then `suffix_ops` ops. Ops are named by block, so only
+    their costs repeat: what frontend/blocks.py finds."""
+    block = random_dag(block_ops, seed, scale=scale)
+    head = random_dag(prefix_ops + suffix_ops, seed + 1, scale=scale)
+    ops, edges = list(head.ops[:prefix_ops]), []
+    edges += [(s, d, b) for s, d, b in zip(head.edge_src.tolist(), head.edge_dst.tolist(), head.edge_bytes.tolist())
+              if d < prefix_ops]
+    for r in range(count):
+        base = len(ops)
+        ops += [replace(op, name=f"b{r}/{op.name}") for op in block.ops]
+        edges += [(base + s, base + d, b) for s, d, b in
+                  zip(block.edge_src.tolist(), block.edge_dst.tolist(), block.edge_bytes.tolist())]
+        edges.append((base - 1, base, ops[base - 1].out_bytes if r else block.ops[0].in_bytes))
+        if block_ops > 1 and prefix_ops > 1:
+            edges.append((0, base + block_ops - 1, ops[0].out_bytes))
+    base = len(ops)
+    ops += list(head.ops[prefix_ops:])
+    edges.append((base - 1, base, ops[base - 1].out_bytes))
+    edges += [(base + s - prefix_ops, base + d - prefix_ops, b) for s, d, b in
+              zip(head.edge_src.tolist(), head.edge_dst.tolist(), head.edge_bytes.tolist()) if s >= prefix_ops]
+    return TensorGraph.build(f"repeated-{block_ops}x{count}-{seed}", ops, sorted(set(edges)),
+                             input_bytes=ops[0].in_bytes)

@@ -130,16 +130,53 @@ def combine_bytes(graph: TensorGraph, u: int, k_u: int, j: int, k_v: int, sliced
     return all_to_all_bytes(piece_rows(graph.ops[u], k_u)[j], ex.token_bytes, k_v if sliced else 1)
 
 
+def a2a_terms(graph: TensorGraph, k: int, bw: int, hop: int):
+    """(u, v, cycles, summed) per edge u -> v that is an all-to-all when its expert op is split k ways
+    (collectives.all_to_all_cycles, the busiest piece's rows): a dispatch into expert op v (summed over v), or an
+    expert op u's combine (one per u, whichever consumers: the largest, not summed)."""
+    if k <= 1 or not graph.has_experts:
+        return
+    for u, v in zip(graph.edge_src.tolist(), graph.edge_dst.tolist()):
+        if is_dispatch(graph, u, v):            # u's tokens scattered to v's experts
+            yield u, v, all_to_all_cycles(max(piece_rows(graph.ops[v], k)), graph.ops[v].experts.token_bytes,
+                                          k, bw, hop), True
+        elif graph.ops[u].experts is not None:  # u's outputs gathered back: one combine, whichever consumers
+            yield u, v, all_to_all_cycles(max(piece_rows(graph.ops[u], k)), graph.ops[u].experts.token_bytes,
+                                          k, bw, hop), False
+
+
 def a2a_cycles_table(graph: TensorGraph, k: int, bw: int, hop: int) -> np.ndarray | float:
-    """cycles[u, j]: the all-to-all time (collectives.all_to_all_cycles, the busiest piece's rows) a producer u
-    charges a k-way stage ending before op j: its dispatch into an expert op v < j, or, for an expert op, its
-    combine to a consumer w < j. The staged DP's estimate, beside the all-gathers; 0 without expert ops."""
+    """cycles[u, j]: the all-to-all time (`a2a_terms`) a producer u charges a k-way stage ending before op j: its
+    dispatch into an expert op v < j, or, for an expert op, its combine to a consumer w < j. The staged DP's
+    estimate, beside the all-gathers; 0 without expert ops."""
     if k <= 1 or not graph.has_experts:
         return 0.0
-    n = graph.n_ops
-    out = np.zeros((n, n + 1))
-    if k <= 1:
-        return out
+    out = np.zeros((graph.n_ops, graph.n_ops + 1))
+    for u, v, c, summed in a2a_terms(graph, k, bw, hop):
+        if summed:
+            out[u, v + 1:] += c
+        else:
+            np.maximum(out[u, v + 1:], c, out=out[u, v + 1:])
+    return out
+
+
+def a2a_cycles_band(graph: TensorGraph, k: int, bw: int, hop: int, ops: np.ndarray, w: int) -> np.ndarray | float:
+    """band[r, t] = a2a_cycles_table[ops[r], ops[r] + 1 + t] for t < w: the same charges in the staged DP's band
+    layout (partitioner/plan/stage_bands.py); 0 without expert ops."""
+    if k <= 1 or not graph.has_experts:
+        return 0.0
+    row = np.full(graph.n_ops, -1, dtype=np.int64)
+    row[ops] = np.arange(len(ops))
+    out = np.zeros((len(ops), w))
+    for u, v, c, summed in a2a_terms(graph, k, bw, hop):
+        r, t = row[u], v - u
+        if r < 0 or t >= w:
+            continue
+        if summed:
+            out[r, t:] += c
+        else:
+            np.maximum(out[r, t:], c, out=out[r, t:])
+    return out
     for u, v in zip(graph.edge_src.tolist(), graph.edge_dst.tolist()):
         if is_dispatch(graph, u, v):            # u's tokens scattered to v's experts
             c = all_to_all_cycles(max(piece_rows(graph.ops[v], k)), graph.ops[v].experts.token_bytes, k, bw, hop)
