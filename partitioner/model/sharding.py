@@ -9,11 +9,14 @@ pipeline order (its *group*). Which axis it splits along depends on its type (do
   out_channel  Conv: each piece holds 1/k of the filters and writes 1/k of the output channels.
   spatial      Conv, where its out_channel piece is slower on the chiplet (rule S9, cost.keep_column: early CNN
                layers, whose 64 channels cut k ways leave most of a wide array idle): each piece holds all the
-               filters and writes 1/k of the output rows (image height), reading its input rows plus a halo.
+               filters and writes 1/k of the output rows (image height), holding its input rows plus a halo
+               (core/window.py, docs S11).
   vocab        Gather from an embedding table (vocabulary-parallel): each piece holds 1/k of the rows, looks up
                the tokens that fall in its range and writes a full-size partial result (zeros elsewhere).
   row          every other op (elementwise, normalisation, softmax, reshapes): each piece computes 1/k of the
-               output rows; its (small) weights, e.g. a LayerNorm's scale, are replicated.
+               output rows; its (small) weights, e.g. a LayerNorm's scale, are replicated. An element-wise piece
+               holds 1/k of its inputs, a pooling window's its rows plus halo (docs S11); the others their whole
+               inputs.
   expert       a mixture-of-experts op (Op.experts): each piece holds 1/k of the experts (or 1/r of one expert's
                width when k > E) and runs the rows routed to them; tokens reach it and return by an all-to-all
                (partitioner/model/experts.py).
@@ -42,6 +45,7 @@ from partitioner.model.collectives import Ring, plan_rings, relay, ring_edges
 from partitioner.model.experts import a2a_edges, combine_bytes, dispatch_bytes, expert_piece, expert_pieces, \
     is_dispatch
 from partitioner.core.graph import Op, TensorGraph
+from partitioner.core.window import sliced_in_bytes
 
 AXES = ("column", "head", "out_channel", "spatial", "vocab", "row", "expert")
 WEIGHT_GEMM_MIN_BYTES = 4096
@@ -141,8 +145,9 @@ def _part(x: int, k: int) -> int:
 def piece(op: Op, k: int, axis: str | None = None) -> Op:
     """The op each of the k pieces runs along `axis` (default: its own, split_axis): 1/k (rounded up) of the work,
     of the split weights and of the output (full-size partials for vocab and row_parallel); full inputs, except
-    1/k for head and row_parallel pieces, which read only their slice (a spatial piece is charged the full input
-    too, an upper bound on its rows plus halo)."""
+    1/k for head and row_parallel pieces, which read only their slice, and the slice core/window.py gives a
+    spatial piece (its input rows plus the halo its kernel reads) and a row piece of an element-wise op (1/k) or a
+    pooling window (rows plus halo)."""
     if k <= 1:
         return op
     axis = axis or split_axis(op)
@@ -160,9 +165,11 @@ def piece(op: Op, k: int, axis: str | None = None) -> Op:
     matrix = max(_part(op.matrix_flops, k), sum(2 * b * m * kk * n for b, m, kk, n in gemms or ()))
     # a split op's piece holds a slice of a shared tensor: never counted as the same tensor as another op's
     shared = () if split_weights else op.shared_weights
+    held = sliced_in_bytes(op.op_type, op.window, op.in_bytes, k) if axis in ("spatial", "row") else None
     return replace(op, name=op.name, flops=max(_part(op.flops, k), matrix), matrix_flops=matrix,
                    weight_bytes=w, weight_read_bytes=wr, gemms=gemms, kv_cache_bytes=kv, shared_weights=shared,
-                   in_bytes=_part(op.in_bytes, k) if axis in ("head", "row_parallel") else op.in_bytes,
+                   in_bytes=_part(op.in_bytes, k) if axis in ("head", "row_parallel") else
+                   op.in_bytes if held is None else held,
                    out_bytes=op.out_bytes if axis in PARTIAL_AXES else _part(op.out_bytes, k))
 
 
