@@ -16,7 +16,7 @@ from partitioner.frontend.load import load_onnx
 from partitioner.hw.presets import SIMBA
 from partitioner.model.cost import keep_column
 from partitioner.model.partition import check, memory_use
-from partitioner.model.sharding import piece
+from partitioner.model.sharding import expand, layout, piece
 
 STEM = Window(in_rows=224, out_rows=112, extent=7, stride=2, pad=3)
 """ResNet-50's stem Conv: 7 x 7, stride 2, pad 3, 224 -> 112 rows."""
@@ -133,3 +133,40 @@ def test_a_conv_whose_channel_piece_overflows_sram_takes_rows_and_the_plan_fits(
 def test_a_window_rejects_impossible_geometry(bad):
     with pytest.raises(ValueError):
         Window(**bad)
+
+
+def test_halo_messages_are_the_rows_each_piece_reads_from_its_neighbour():
+    """8 rows of 100 B, a 3 x 3 stride-1 pad-1 window cut 2 ways: piece 0 writes rows 0..3 and reads rows 0..4
+    (4 of its own producer piece's rows, 1 from piece 1), piece 1 reads rows 3..7."""
+    w = Window(8, 8, 3, 1, 1)
+    assert w.halo(800, 2) == ((0, 0, 400), (1, 0, 100), (0, 1, 100), (1, 1, 400))
+    assert Window(8, 8, 1, 1, 0).halo(800, 2) == ((0, 0, 400), (1, 1, 400))
+
+
+def _rows_chain():
+    """1 x 1 Conv -> Add -> 3 x 3 Conv on 8 rows of 100 B, every op split 2 ways on chiplets 0..1."""
+    mf = 2 * 64 * 16 * 16
+    c1 = Op("c1", "Conv", ("c1",), mf, mf, 256, 800, 800, gemms=((1, 64, 16, 16),), window=Window(8, 8, 1, 1, 0))
+    add = Op("add", "Add", ("add",), 64, 0, 0, 800, 800)
+    c2 = Op("c2", "Conv", ("c2",), mf * 9, mf * 9, 2304, 800, 800, gemms=((1, 64, 144, 16),),
+            window=Window(8, 8, 3, 1, 1))
+    g = TensorGraph.build("rows", [c1, add, c2], [(0, 1, 800), (1, 2, 800)])
+    return g, np.zeros(3, np.int64), np.full(3, 2)
+
+
+def test_rule_s12_rows_flow_piece_to_piece_and_only_the_halo_crosses_chiplets():
+    """Spatial c1's pieces feed the Add's pieces on their own chiplets (400 B each); the 3 x 3 Conv's pieces take
+    their own rows locally and one 100 B row from the other chiplet: 200 B cross, where all-gathers sent each
+    piece's 400 B slice to the other piece twice (1,600 B)."""
+    g, a, k = _rows_chain()
+    spatial = lambda *_: False     # noqa: E731 (rule S9 says spatial for every Conv)
+    axes, aligned = layout(g, a, k, spatial)
+    assert axes == ("spatial", "row", "spatial") and aligned.tolist() == [True, True]
+    ex = expand(g, a, k, keep_column=spatial)
+    edges = sorted(zip(ex.graph.edge_src.tolist(), ex.graph.edge_dst.tolist(), ex.graph.edge_bytes.tolist()))
+    assert edges == [(0, 2, 400), (1, 3, 400), (2, 4, 400), (2, 5, 100), (3, 4, 100), (3, 5, 400)]
+    chip = ex.assignment
+    assert sum(b for u, v, b in edges if chip[u] != chip[v]) == 200
+    # without the rule's Conv axis (out_channel) the Add works on channel slices and c2 all-gathers them
+    axes, aligned = layout(g, a, k)
+    assert axes == ("out_channel", "head", "out_channel") and aligned.tolist() == [True, False]

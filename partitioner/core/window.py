@@ -71,6 +71,21 @@ class Window:
         """Input rows the largest of k pieces holds (pieces take bounds(out_rows, k))."""
         return max(self.held(h0, h1) for h0, h1 in bounds(self.out_rows, k))
 
+    def halo(self, nbytes: int, k: int) -> tuple[tuple[int, int, int], ...]:
+        """(i, j, bytes): what piece j of k of this op reads from piece i of k of the producer of its input of
+        `nbytes` (which holds input rows bounds(in_rows, k)[i]): the rows they share, rounded up. i == j is the
+        piece's own rows; the others are its halo."""
+        out = []
+        for j, (h0, h1) in enumerate(bounds(self.out_rows, k)):
+            if h1 <= h0:
+                continue
+            lo, hi = self.reads(h0, h1)
+            for i, (r0, r1) in enumerate(bounds(self.in_rows, k)):
+                rows = min(hi, r1) - max(lo, r0)
+                if rows > 0:
+                    out.append((i, j, -(-int(nbytes) * rows // self.in_rows)))
+        return tuple(out)
+
     def piece_in_bytes(self, in_bytes: int, k: int) -> int:
         """Bytes of an input of `in_bytes` that the largest of k pieces holds: its rows plus halo, rounded up."""
         return -(-int(in_bytes) * self.piece_rows(k) // self.in_rows)

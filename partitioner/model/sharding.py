@@ -45,7 +45,7 @@ from partitioner.model.collectives import Ring, plan_rings, relay, ring_edges
 from partitioner.model.experts import a2a_edges, combine_bytes, dispatch_bytes, expert_piece, expert_pieces, \
     is_dispatch
 from partitioner.core.graph import Op, TensorGraph
-from partitioner.core.window import sliced_in_bytes
+from partitioner.core.window import ELEMENTWISE, sliced_in_bytes
 
 AXES = ("column", "head", "out_channel", "spatial", "vocab", "row", "expert")
 WEIGHT_GEMM_MIN_BYTES = 4096
@@ -107,7 +107,9 @@ def layout(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
     activation input must be such a slice), and u_i feeds only v_i. `keep_column(op, k, chiplet)` (docs S8,
     cost.keep_column) may keep such a GEMM a column split instead: its input slices are then all-gathered. The same
     rule decides a split Conv (docs S9): out_channel where it keeps it, else spatial; without a rule Convs take
-    out_channel."""
+    out_channel. Rule S12: an ALIGNED_TYPES op on a Conv's out_channel slices takes head (the same channels), and
+    edges between pieces that hold rows (spatial Convs, pooling windows, element-wise ops on rows) are aligned too:
+    rows to an element-wise op go u_i -> v_i, rows to a windowed op as its halo (expand)."""
     a = np.asarray(assignment, dtype=np.int64)
     k = shard_degrees(graph, shard)
     axes = [split_axis(op) if k[i] > 1 else "none" for i, op in enumerate(graph.ops)]
@@ -121,12 +123,16 @@ def layout(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
     by_dst: dict[int, list[int]] = {}
     for e in np.flatnonzero(same).tolist():
         by_dst.setdefault(int(dst[e]), []).append(e)
+    rows = [ax in ("spatial", "row") and op.window is not None for ax, op in zip(axes, graph.ops)]
     for v in sorted(by_dst):        # topological order: producers' axes are final
-        sliced = [e for e in by_dst[v] if axes[int(src[e])] in ("column", "head")]
-        if not sliced:
-            continue
         op = graph.ops[v]
         base = split_axis(op)
+        sliced = [e for e in by_dst[v] if axes[int(src[e])] in ("column", "head")]
+        if not sliced and base == "row" and op.op_type in ALIGNED_TYPES:     # a Conv's channel slices (S12)
+            sliced = [e for e in by_dst[v] if axes[int(src[e])] == "out_channel"]
+        if not sliced:
+            _align_rows(graph, v, [e for e in by_dst[v] if rows[int(src[e])]], axes, rows, aligned)
+            continue
         if base == "head" or (base == "row" and op.op_type in ALIGNED_TYPES):
             axes[v] = "head"
         elif base == "column" and len(sliced) == len(by_dst[v]) == 1 and not (
@@ -136,6 +142,24 @@ def layout(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
             continue
         aligned[sliced] = True
     return tuple(axes), aligned
+
+
+def _align_rows(graph: TensorGraph, v: int, rowed: list[int], axes: list[str], rows: list[bool],
+                aligned: np.ndarray) -> None:
+    """Rule S12: on one group, in-edges of v from producers whose pieces hold output rows (bounds(H, k)) need no
+    collective when v works on rows too: an element-wise op takes its piece's rows (u_i feeds v_i), a windowed op
+    (spatial Conv, pooling) its rows plus halo from its neighbours (core/window.py Window.halo, in expand)."""
+    op = graph.ops[v]
+    if not rowed or axes[v] not in ("row", "spatial"):
+        return
+    if op.window is not None:
+        rowed = [e for e in rowed if (graph.ops[int(graph.edge_src[e])].window or op.window).out_rows
+                 == op.window.in_rows]
+    elif not (axes[v] == "row" and op.op_type in ELEMENTWISE):
+        return
+    if rowed:
+        aligned[rowed] = True
+        rows[v] = True
 
 
 def _part(x: int, k: int) -> int:
@@ -301,6 +325,10 @@ def expand(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
         pb = piece_bytes(graph.ops[u], int(k[u]), b, axes[u] if k[u] > 1 else None)
         if a2a[e]:
             edges.extend(_all_to_all(graph, u, v, k, axes, first))
+            continue
+        window = graph.ops[v].window
+        if aligned[e] and window is not None and axes[v] in ("row", "spatial"):     # its rows plus halo (S12)
+            edges.extend((int(first[u]) + i, int(first[v]) + j, hb) for i, j, hb in window.halo(b, int(k[u])))
             continue
         if aligned[e]:      # u_i feeds only v_i, on the same chiplet
             edges.extend((int(first[u]) + i, int(first[v]) + i, pb) for i in range(int(k[u])))
