@@ -6,7 +6,8 @@
    Our figures come from the importer and cost.py (compute_cycles and the roofline op_cycles), never from a
    formula copied here, so the table shows whatever cost model is in the tree.
 2. The simba-36 preset running ResNet-50 (224x224, batch 1, int8) vs Simba's published result (MICRO 2019): the
-   app's own run under both objectives (about 4 minutes on two loaded cores).
+   app's own run under both objectives (about 3 minutes on two loaded cores); `--simba-dram 1 4 100` adds the
+   latency plans' sensitivity to the DRAM stand-in's bandwidth (about a minute per factor).
 3. FLOPs (MACs) of BERT-base and ResNet-50 as our importer counts them vs onnx-tool, an independent ONNX
    profiler (pip install onnx-tool; used here only, not a runtime dependency).
 
@@ -18,16 +19,19 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from partitioner.app.candidates import best_latency
 from partitioner.app.config import Outcome, RunConfig
 from partitioner.app.run import run
 from partitioner.model.cost import compute_cycles, op_cycles
 from partitioner.hw.hardware import Chiplet
+from partitioner.hw.presets import SIMBA
 from partitioner.frontend.load import load_onnx
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,6 +113,25 @@ def simba_table(resnet50: str) -> list[str]:
     return rows
 
 
+def simba_dram_sensitivity(resnet50: str, factors: list[float]) -> list[str]:
+    """Why-they-differ, not a calibration: the latency plans (app.candidates.best_latency, as `--objective latency`
+    picks them) on simba-36 with its DRAM channel's bandwidth multiplied by each factor and attached to every
+    chiplet, so the weights reach a chiplet without crossing chiplet 0's links. The preset keeps factor 1 on
+    chiplet 0."""
+    graph = load_onnx(resnet50, input_shapes=None, precision="int8")
+    st = SIMBA.memory_stacks[0]
+    rows = ["| DRAM bandwidth (x stand-in), attached to | latency, ms | / Simba's 0.50 ms | bottleneck |",
+            "|---|---:|---:|---|"]
+    for f in factors:
+        hw = replace(SIMBA, memory_stacks=(replace(st, bytes_per_cycle=round(st.bytes_per_cycle * f),
+                                                   attached=tuple(range(SIMBA.n_chiplets))),))
+        rep = best_latency(graph, hw, SIMBA.n_chiplets, full_report=False).report
+        gbs = round(st.bytes_per_cycle * f) * SIMBA.clock_hz / 1e9
+        rows.append(f"| {gbs:,.0f} GB/s (x{f:g}), every chiplet | {rep.latency_s * 1e3:.3f} | "
+                    f"{rep.latency_s * 1e3 / SIMBA_LATENCY_MS:.2f} | {rep.bottleneck} |")
+    return rows
+
+
 def _streamed_mib(o: Outcome) -> str:
     s = o.best.partition.streamed
     return "0" if s is None else f"{float(o.graph.weight_bytes[np.asarray(s, bool)].sum()) / 2 ** 20:.1f}"
@@ -168,6 +191,8 @@ def main() -> None:
     ap.add_argument("--resnet50", default="examples/resnet50.onnx", help="ResNet-50 ONNX at 224x224")
     ap.add_argument("--bert", default=str(ROOT / "examples" / "bert-base.onnx"), help="BERT-base ONNX")
     ap.add_argument("--only", choices=("gemm", "simba", "flops"), help="print one section")
+    ap.add_argument("--simba-dram", type=float, nargs="*", default=[], metavar="FACTOR",
+                    help="also print the simba-36 latency with the DRAM bandwidth multiplied by each FACTOR")
     args = ap.parse_args()
     if args.only in (None, "gemm"):
         print("## GEMM cycles vs SCALE-Sim 3.0 (64x64, output stationary)\n")
@@ -175,6 +200,9 @@ def main() -> None:
     if args.only in (None, "simba"):
         print("\n## simba-36 vs Simba, ResNet-50 224x224, batch 1, int8\n")
         print("\n".join(simba_table(args.resnet50)))
+    if args.simba_dram:
+        print("\n## simba-36 latency vs DRAM bandwidth (sensitivity, not the preset)\n")
+        print("\n".join(simba_dram_sensitivity(args.resnet50, args.simba_dram)))
     if args.only in (None, "flops"):
         print("\n## MACs vs onnx-tool\n")
         print("\n".join(flops_table({"BERT-base": args.bert, "ResNet-50": args.resnet50})))
