@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -33,6 +34,7 @@ from partitioner.model.cost import compute_cycles, op_cycles
 from partitioner.hw.hardware import Chiplet
 from partitioner.hw.presets import SIMBA
 from partitioner.frontend.load import load_onnx
+from benchmarks.results_md import update_section
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -132,6 +134,24 @@ def simba_dram_sensitivity(resnet50: str, factors: list[float]) -> list[str]:
     return rows
 
 
+SIMBA_SECTION = "Simba: ResNet-50 on the simba-36 preset"
+
+
+def write_simba(resnet50: str, factors: list[float]) -> None:
+    """The simba tables (and the DRAM sensitivity for `factors`) into RESULTS.md with the command and commit."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+                            ).stdout.strip() or "unknown"
+    sweep = (" --simba-dram " + " ".join(f"{f:g}" for f in factors)) if factors else ""
+    cmd = f"python -m benchmarks.fidelity --only simba{sweep} --write"
+    lines = [f"`{cmd}` on {commit} (the app's own run, `--no-certificate`, under each objective; "
+             "docs/fidelity.md section 2 says why the figures differ). Simba: Shao et al., MICRO 2019, 1,988 "
+             "images/s and 0.50 ms at batch 1, one image at a time.", "", *simba_table(resnet50)]
+    if factors:
+        lines += ["", "The latency plans with the DRAM stand-in's bandwidth multiplied and attached to every "
+                  "chiplet (sensitivity, not the preset):", "", *simba_dram_sensitivity(resnet50, factors)]
+    update_section(SIMBA_SECTION, "\n".join(lines) + "\n")
+
+
 def _streamed_mib(o: Outcome) -> str:
     s = o.best.partition.streamed
     return "0" if s is None else f"{float(o.graph.weight_bytes[np.asarray(s, bool)].sum()) / 2 ** 20:.1f}"
@@ -193,7 +213,14 @@ def main() -> None:
     ap.add_argument("--only", choices=("gemm", "simba", "flops"), help="print one section")
     ap.add_argument("--simba-dram", type=float, nargs="*", default=[], metavar="FACTOR",
                     help="also print the simba-36 latency with the DRAM bandwidth multiplied by each FACTOR")
+    ap.add_argument("--write", action="store_true",
+                    help="with --only simba: write the tables to RESULTS.md, section " + repr(SIMBA_SECTION))
     args = ap.parse_args()
+    if args.write:
+        if args.only != "simba":
+            raise SystemExit("--write goes with --only simba")
+        write_simba(args.resnet50, args.simba_dram)
+        return
     if args.only in (None, "gemm"):
         print("## GEMM cycles vs SCALE-Sim 3.0 (64x64, output stationary)\n")
         print("\n".join(gemm_table()))
