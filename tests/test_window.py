@@ -114,8 +114,7 @@ def test_the_importer_records_each_window_and_the_split_reads_the_same_rows(tmp_
 def test_a_conv_whose_channel_piece_overflows_sram_takes_rows_and_the_plan_fits():
     """On a Simba chiplet (770,048 B of SRAM) a 1 x 1 Conv reading 56 x 56 x 256 int8 (802,816 B) cannot run as an
     out_channel piece, which holds its whole input, whatever its speed; its spatial piece (2 of the 56 rows:
-    28,672 B, plus 1/36 of the output) fits,
-    so rule S9 takes it and the 36-way plan passes check()."""
+    28,672 B, plus 1/36 of the output) fits, so rule S9 takes it and the 36-way plan passes check()."""
     mf = 2 * 3136 * 256 * 128
     op = Op("down", "Conv", ("down",), mf, mf, 32_768, 802_816, 401_408, gemms=((1, 3136, 256, 128),),
             window=Window(56, 56, 1, 1, 0))
