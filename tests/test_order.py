@@ -12,7 +12,8 @@ from partitioner.app.simulate_cmd import saved_order
 from partitioner.core.errors import UserError
 from partitioner.core.graph import Op, TensorGraph
 from partitioner.hw.hardware import Chiplet, Hardware
-from partitioner.hw.order import ORDERS, in_order, kind_changes, order_of, path_ids, snake_cells, tied_orders
+from partitioner.hw.order import (
+    ORDERS, candidate_orders, in_order, kind_changes, order_name, snake_cells, tied_orders)
 from partitioner.hw.toml import hardware_from_toml, load_hardware
 from partitioner.model.partition import check
 from partitioner.plan.staged_dp import staged_partition
@@ -32,25 +33,33 @@ def test_snakes_visit_every_cell_through_neighbours():
     assert snake_cells(2, 3, "columns-reversed") == [(1, 2), (0, 2), (0, 1), (1, 1), (1, 0), (0, 0)]
 
 
-def test_hetero_64_takes_the_column_snake_where_each_column_is_one_kind(tmp_path):
+def test_hetero_64_takes_kinds_first_where_each_column_is_one_kind(tmp_path):
     rows_file = tmp_path / "rows.toml"
     rows_file.write_text('pipeline_order = "rows"\n' + HETERO_64.read_text())
     by_rows = hardware_from_toml(rows_file)            # ids as the file writes them: the row snake
     hw = load_hardware(str(HETERO_64))                 # auto
     # kinds by column (big, mid, small, big, mid, small, big, mid): the row snake changes kind at 7 of the 8 steps
-    # along each row, none at the 7 row turns (same column): 56; the column snake only between columns: 7
-    assert kind_changes(by_rows, path_ids(by_rows, "rows")) == 56
-    assert kind_changes(by_rows, path_ids(by_rows, "columns")) == 7
-    assert order_of(by_rows) == "rows" and order_of(hw) == "columns"
-    assert tied_orders(hw) == ["columns", "columns-reversed"]
-    assert [c.kind for c in hw.chiplets[:17]] == ["big"] * 8 + ["mid"] * 8 + ["small"]
-    # every chiplet keeps its kind and its cell; consecutive ids stay one hop apart; stacks stay on the north edge
+    # along each row, none at the 7 row turns (same column): 56; the column snake only between columns: 7; kinds
+    # first: 2, in each of the 3! orders of the kinds
+    changes = {name: kind_changes(by_rows, ids) for name, ids in candidate_orders(by_rows)}
+    assert changes == {"rows": 56, "columns": 7, "rows-reversed": 56, "columns-reversed": 7,
+                       **{f"kinds: {a}, {b}, {c}": 2 for a, b, c in
+                          [("big", "mid", "small"), ("big", "small", "mid"), ("mid", "big", "small"),
+                           ("mid", "small", "big"), ("small", "big", "mid"), ("small", "mid", "big")]}}
+    assert [name for name, _ in tied_orders(by_rows)] == list(changes)[4:]
+    assert order_name(by_rows) == "rows" and order_name(hw) == "kinds: big, mid, small"
+    # big: columns 0, 3, 6 as the column snake visits them (down, up, down), then mid (1 up, 4 down, 7 up), then small
+    assert [c.kind for c in hw.chiplets] == ["big"] * 24 + ["mid"] * 24 + ["small"] * 16
+    assert [hw.positions[i] for i in (0, 7, 8, 15, 16, 24)] == [(0, 0), (7, 0), (7, 3), (0, 3), (0, 6), (7, 1)]
+    # every chiplet keeps its kind and its cell; the pipeline jumps 3 hops between columns of a kind and 5 between
+    # kinds ((7, 6) -> (7, 1), (0, 7) -> (0, 2)); stacks stay on the north edge
     kind_at = {by_rows.positions[i]: c for i, c in enumerate(by_rows.chiplets)}
     assert all(kind_at[hw.positions[i]] == c for i, c in enumerate(hw.chiplets))
-    assert all(hw.hops(i, i + 1) == 1 for i in range(63))
-    assert [[hw.positions[a] for a in s.attached] for s in hw.memory_stacks] == [
-        [by_rows.positions[a] for a in s.attached] for s in by_rows.memory_stacks]
-    assert in_order(hw, "rows").chiplets == by_rows.chiplets and in_order(hw, "columns") is hw
+    assert [i for i in range(63) if hw.hops(i, i + 1) != 1] == [7, 15, 23, 31, 39, 47, 55]
+    assert [sorted(hw.positions[a] for a in s.attached) for s in hw.memory_stacks] == [
+        sorted(by_rows.positions[a] for a in s.attached) for s in by_rows.memory_stacks]
+    assert in_order(hw, "rows").chiplets == by_rows.chiplets and in_order(hw, "kinds") == hw
+    assert order_name(in_order(hw, "columns-reversed")) == "columns-reversed"
 
 
 def _two_kinds() -> tuple[Hardware, TensorGraph]:
@@ -83,9 +92,11 @@ def test_the_column_snake_gives_each_op_its_kind_where_the_row_snake_cannot():
     # the run's choice: columns and its reverse change kind once (row: twice); the reverse puts the default
     # chiplets first, and the matrix ops cannot follow the vector ops onto a vector chiplet (800 each), so the vector
     # ops run on the default ones at 400 each, the second with both matrix ops: 400 + 100 + 100 = 600
-    assert tied_orders(hw) == ["columns", "columns-reversed"]
+    # (kinds first, vector then default, is the column snake itself; default then vector visits the default
+    # column downwards, unlike the reversed snake, and is as slow)
+    assert [name for name, _ in tied_orders(hw)] == ["columns", "columns-reversed", "kinds: default, vector"]
     chosen, ev = staged_in_order(g, hw, 1)
-    assert order_of(chosen) == "columns" and ev.report.cycles_per_inference == 100
+    assert order_name(chosen) == "columns" and ev.report.cycles_per_inference == 100
     rev = best_staged(g, in_order(hw, "columns-reversed"), 1)
     assert tuple(rev.assignment) == (0, 1, 1, 1) and rev.report.cycles_per_inference == 600
 
@@ -105,7 +116,7 @@ def test_groups_of_one_kind_form_along_the_column_snake_only():
 
 
 @pytest.mark.parametrize("text, needle", [
-    ('rows = 2\ncols = 2\npipeline_order = "diagonal"\n', "'pipeline_order' must be one of auto, rows, columns"),
+    ('rows = 2\ncols = 2\npipeline_order = "diagonal"\n', "'pipeline_order' must be one of auto, kinds, rows"),
     ('topology = "ring"\nchiplets = 4\npipeline_order = "columns"\n', "needs one flat mesh or torus"),
 ])
 def test_a_bad_pipeline_order_is_one_user_error(tmp_path, text, needle):
@@ -118,10 +129,13 @@ def test_a_bad_pipeline_order_is_one_user_error(tmp_path, text, needle):
 
 def test_a_saved_order_is_taken_again_and_a_bad_one_refused():
     hw, _ = _two_kinds()
-    assert saved_order(hw, None, "p.json") is hw and saved_order(hw, "rows", "p.json") is hw
-    assert saved_order(hw, "columns", "p.json") == in_order(hw, "columns")
-    with pytest.raises(UserError, match="'pipeline_order' 'spiral' does not fit"):
-        saved_order(hw, "spiral", "p.json")
+    cols = in_order(hw, "columns")
+    doc = {"per_chiplet": [{"place": list(p)} for p in cols.positions]}
+    assert saved_order(hw, {}, "p.json") is hw and saved_order(cols, doc, "p.json") is cols
+    assert saved_order(hw, doc, "p.json") == cols
+    doc["per_chiplet"][0]["place"] = [5, 5]
+    with pytest.raises(UserError, match="places do not match two-kinds"):
+        saved_order(hw, doc, "p.json")
 
 
 def test_a_run_records_its_path_and_simulate_scores_the_same_plan(tmp_path, capsys):
@@ -133,9 +147,10 @@ def test_a_run_records_its_path_and_simulate_scores_the_same_plan(tmp_path, caps
     assert main([model, "--hardware", str(hw_file), "--method", "dp", "--precision", "fp32", "--out", str(out),
                  "--no-certificate"]) == 0
     doc = json.loads((out / "partition.json").read_text())
-    assert doc["pipeline_order"] in ("columns", "columns-reversed")
+    assert doc["pipeline_order"] in ("columns", "columns-reversed", "kinds: default, vector")
     places = [tuple(c["place"]) for c in doc["per_chiplet"]]
-    assert places == snake_cells(2, 2, doc["pipeline_order"])
+    named = dict(candidate_orders(load_hardware(str(hw_file))))[doc["pipeline_order"]]
+    assert places == [load_hardware(str(hw_file)).positions[i] for i in named]
     capsys.readouterr()
     assert main(["simulate", model, "--partition", str(out / "partition.json")]) == 0
     assert f"{doc['metrics']['throughput_per_s']:,.1f} inferences/s" in capsys.readouterr().out

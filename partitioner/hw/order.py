@@ -3,29 +3,40 @@
 Every plan is a chain of stages on consecutive chiplet ids, and a group of chiplets that splits an op must be of one
 kind (the staged DP costs a group at its kind's rate). The row snake suits a homogeneous package, but on one whose
 kinds alternate along the rows (hetero-64: a kind per column) consecutive ids change kind at almost every step, so
-no group of more than one chiplet can form and the plan cannot split its large ops. Another path through the grid
-can keep each kind's chiplets together: on hetero-64 the column snake (down column 0, up column 1, ...) changes
-kind 7 times where the row snake changes 56 times.
+no group of more than one chiplet forms and the plan cannot split its large ops. Other orders keep each kind's
+chiplets together:
+- the column snake (down column 0, up column 1, ...): on hetero-64 it changes kind 7 times where the row snake
+  changes 56 times, and every id is one hop from the next;
+- kinds first: every chiplet of one kind, then every one of the next, each kind's chiplets in the order the best
+  snake visits them (2 changes on a package of 3 kinds). Where a kind's chiplets are not contiguous the pipeline
+  jumps a few hops between them, which the DP's link estimates and the simulator's routes charge.
 
-`ORDERS` are the paths a package may take (each visits neighbouring cells one after another); `kind_changes` counts
-how often consecutive ids change kind; `best_order` picks the path with the fewest (ties: the row snake, so a
-homogeneous package or one whose kinds already follow the rows keeps its ids); `reordered` renumbers a package's
-chiplets along a path (its chiplets, places and memory stacks' attached ids), the one place a pipeline order
-other than the row snake is made.
+`candidate_orders` lists the orders (snakes first, then kinds first in every order of the kinds), `tied_orders` those
+with the fewest kind changes, which a run simulates to choose among (app/candidates.staged_in_order); loading a
+package takes the first of them (`in_order(hw, "auto")`), so a homogeneous package or one whose kinds already
+follow the row snake keeps its ids. `reordered` renumbers a package's chiplets (their kinds, cells and memory
+stacks' attached ids), the one place a pipeline order other than the row snake is made.
 """
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import permutations
 
 from partitioner.hw.hardware import Hardware
 
 ORDERS = ("rows", "columns", "rows-reversed", "columns-reversed")
-"""rows: the row snake (row 0 left to right, row 1 right to left, ...); columns: the column snake (column 0 top to
-bottom, column 1 bottom to top, ...); -reversed: the same path from its other end."""
+"""The snakes: rows (row 0 left to right, row 1 right to left, ...); columns (column 0 top to bottom, column 1
+bottom to top, ...); -reversed: the same path from its other end."""
+NAMED = ("auto", "kinds", *ORDERS)
+"""What a hardware file's `pipeline_order` may say: auto (the first of `tied_orders`), kinds (kinds first, in the
+order the best snake meets them), or a snake."""
+KIND_PERMUTATIONS_UP_TO = 4
+"""Kinds first in every order of the kinds up to this many kinds (4! = 24 orders); beyond, the order the best snake
+meets them and its reverse."""
 
 
 def snake_cells(rows: int, cols: int, order: str) -> list[tuple[int, int]]:
-    """The (row, col) cells of a rows x cols grid in the order the path visits them."""
+    """The (row, col) cells of a rows x cols grid in the order the snake visits them."""
     if order.endswith("-reversed"):
         return snake_cells(rows, cols, order[:-len("-reversed")])[::-1]
     if order == "rows":
@@ -35,10 +46,15 @@ def snake_cells(rows: int, cols: int, order: str) -> list[tuple[int, int]]:
     raise ValueError(f"unknown pipeline order {order!r}; expected one of {', '.join(ORDERS)}")
 
 
-def path_ids(hw: Hardware, order: str) -> list[int]:
-    """hw's chiplet ids in the order the path visits their cells (the identity for "rows" on a row-snake package)."""
+def cell_ids(hw: Hardware, cells: list[tuple[int, int]]) -> list[int]:
+    """hw's chiplet ids at `cells`, in that order."""
     at = {pos: i for i, pos in enumerate(hw.positions)}
-    return [at[cell] for cell in snake_cells(hw.rows, hw.cols, order)]
+    return [at[tuple(cell)] for cell in cells]
+
+
+def path_ids(hw: Hardware, order: str) -> list[int]:
+    """hw's chiplet ids in the order the snake visits their cells."""
+    return cell_ids(hw, snake_cells(hw.rows, hw.cols, order))
 
 
 def kind_changes(hw: Hardware, ids: list[int]) -> int:
@@ -46,44 +62,66 @@ def kind_changes(hw: Hardware, ids: list[int]) -> int:
     return sum(hw.chiplets[a] != hw.chiplets[b] for a, b in zip(ids, ids[1:]))
 
 
+def on_a_grid(hw: Hardware) -> bool:
+    """Whether hw's ids may follow another order: a flat mesh or torus (a chain, ring, all-to-all or packages on a
+    board keep theirs)."""
+    return hw.topology in ("mesh", "torus") and hw.package_level is None
+
+
+def candidate_orders(hw: Hardware) -> list[tuple[str, list[int]]]:
+    """(name, ids in pipeline order) of every order a heterogeneous grid may take, distinct ones only: the snakes
+    of ORDERS, then kinds first (each kind's chiplets in the order the snake of fewest kind changes visits them) in
+    every order of the kinds (KIND_PERMUTATIONS_UP_TO), the order that snake meets them first. [("rows", ...)]
+    on a homogeneous package and off a grid."""
+    if not on_a_grid(hw) or hw.homogeneous:
+        return [("rows", path_ids(hw, "rows") if on_a_grid(hw) else list(range(hw.n_chiplets)))]
+    snakes = [(o, path_ids(hw, o)) for o in ORDERS]
+    base = min(snakes, key=lambda s: kind_changes(hw, s[1]))[1]
+    met = list(dict.fromkeys(hw.chiplets[i] for i in base))
+    seqs = list(permutations(met)) if len(met) <= KIND_PERMUTATIONS_UP_TO else [tuple(met), tuple(met[::-1])]
+    out: list[tuple[str, list[int]]] = []
+    for name, ids in snakes + [("kinds: " + ", ".join(k.kind for k in seq),
+                                sorted(base, key=lambda i, seq=seq: seq.index(hw.chiplets[i]))) for seq in seqs]:
+        if all(ids != other for _, other in out):
+            out.append((name, ids))
+    return out
+
+
+def tied_orders(hw: Hardware) -> list[tuple[str, list[int]]]:
+    """The `candidate_orders` with the fewest kind changes, in candidate order."""
+    cands = candidate_orders(hw)
+    least = min(kind_changes(hw, ids) for _, ids in cands)
+    return [(name, ids) for name, ids in cands if kind_changes(hw, ids) == least]
+
+
 def reordered(hw: Hardware, ids: list[int]) -> Hardware:
     """hw with its chiplets renumbered: new chiplet i is hw's chiplet ids[i] (same kind, same cell of the grid);
     memory stacks stay wired to the same cells. Routing, links and every cost follow the cells (Hardware.positions),
-    so only the pipeline order changes."""
+    so only the pipeline order changes. hw itself when ids is its own order."""
+    if list(ids) == list(range(hw.n_chiplets)):
+        return hw
     new_id = {old: new for new, old in enumerate(ids)}
     stacks = tuple(replace(st, attached=tuple(sorted(new_id[a] for a in st.attached))) for st in hw.memory_stacks)
     return replace(hw, chiplets=tuple(hw.chiplets[i] for i in ids), memory_stacks=stacks,
                    places=tuple(hw.positions[i] for i in ids))
 
 
-def tied_orders(hw: Hardware) -> list[str]:
-    """The paths of `ORDERS` along which the kinds change least, in ORDERS' order; ["rows"] on a homogeneous
-    package and off a flat grid (a chain, ring, all-to-all or packages on a board keep their ids). A path and its
-    reverse always tie: they differ in which kind the pipeline starts on, which a run settles by simulating both
-    (app/candidates.staged_in_order)."""
-    if hw.topology not in ("mesh", "torus") or hw.package_level is not None or hw.homogeneous:
-        return ["rows"]
-    changes = {order: kind_changes(hw, path_ids(hw, order)) for order in ORDERS}
-    return [order for order in ORDERS if changes[order] == min(changes.values())]
+def in_order(hw: Hardware, order: str) -> Hardware:
+    """hw with its ids along `order` (one of NAMED): "auto" the first of `tied_orders`, "kinds" the first kinds-first
+    order of `candidate_orders`, or a snake."""
+    if order in ORDERS:
+        return hw if order == "rows" and hw.places is None else reordered(hw, path_ids(hw, order))
+    if order == "auto":
+        return reordered(hw, tied_orders(hw)[0][1])
+    if order == "kinds":
+        return reordered(hw, next((ids for name, ids in candidate_orders(hw) if name.startswith("kinds")),
+                                  list(range(hw.n_chiplets))))
+    raise ValueError(f"unknown pipeline order {order!r}; expected one of {', '.join(NAMED)}")
 
 
-def best_order(hw: Hardware) -> str:
-    """The first of `tied_orders`: "rows" unless another path changes kind strictly less."""
-    return tied_orders(hw)[0]
-
-
-def order_of(hw: Hardware) -> str | None:
-    """The name of the path hw's ids follow ("rows" off a grid), or None if it is none of `ORDERS`."""
+def order_name(hw: Hardware) -> str:
+    """What hw's ids follow: the name of that order among `candidate_orders` ("rows" off a grid), else "cells"."""
     if hw.places is None:
         return "rows"
-    return next((o for o in ORDERS if snake_cells(hw.rows, hw.cols, o) == list(hw.places)), None)
-
-
-def in_order(hw: Hardware, order: str) -> Hardware:
-    """hw with its ids along `order` ("auto": `best_order`); hw itself when that is the path its ids follow."""
-    if order == "auto":
-        order = best_order(hw)
-    if order == "rows" and hw.places is None:
-        return hw
-    ids = path_ids(hw, order)
-    return hw if ids == list(range(hw.n_chiplets)) else reordered(hw, ids)
+    own = list(range(hw.n_chiplets))
+    return next((name for name, ids in candidate_orders(hw) if ids == own), "cells")

@@ -13,7 +13,7 @@ from partitioner.core.errors import UserError
 from partitioner.hw.hardware import (
     HBM3_STACK, LINK_PJ_PER_BIT, MIB, PACKAGE_LINK, TOPOLOGIES, Chiplet, Hardware, MemoryStack, mesh_of, near_square)
 from partitioner.hw.levels import PackageLevel
-from partitioner.hw.order import ORDERS, in_order
+from partitioner.hw.order import NAMED, in_order
 from partitioner.hw.precision import PRECISIONS
 from partitioner.hw.presets import PRESETS
 
@@ -34,8 +34,8 @@ def _bad(path: str, key: str, why: str) -> UserError:
 
 def _check_value(path: str, key: str, value: object) -> None:
     if key == "pipeline_order":
-        if value not in ("auto", *ORDERS):
-            raise _bad(path, key, f"must be one of auto, {', '.join(ORDERS)}, got {value!r}")
+        if value not in NAMED:
+            raise _bad(path, key, f"must be one of {', '.join(NAMED)}, got {value!r}")
     elif key in ("kind", "name", "topology", "dataflow"):
         if not isinstance(value, str):
             raise _bad(path, key, f"must be a string, got {value!r}")
