@@ -155,3 +155,16 @@ def test_a_run_records_its_path_and_simulate_scores_the_same_plan(tmp_path, caps
     assert main(["simulate", model, "--partition", str(out / "partition.json")]) == 0
     assert f"{doc['metrics']['throughput_per_s']:,.1f} inferences/s" in capsys.readouterr().out
     assert np.isfinite(doc["metrics"]["throughput_per_s"])
+
+
+def test_beyond_three_kinds_only_the_met_order_and_its_reverse_go_kinds_first():
+    """A 2x4 mesh of four kinds, one per column: the column snake (3 changes) is kinds first in the order it meets
+    them, so of the kinds-first orders only the reverse (d, c, b, a) is new, not all 4! = 24."""
+    kinds = [Chiplet(kind=k, macs_per_cycle=m) for k, m in zip("abcd", (1024, 2048, 4096, 8192))]
+    by_cell = {(r, c): kinds[c] for r in range(2) for c in range(4)}
+    cells = snake_cells(2, 4, "rows")
+    hw = Hardware("four", tuple(by_cell[cell] for cell in cells), "mesh", 2, 4)
+    names = [name for name, _ in candidate_orders(hw)]
+    assert names == ["rows", "columns", "rows-reversed", "columns-reversed", "kinds: d, c, b, a"]
+    assert [name for name, _ in tied_orders(hw)] == ["columns", "columns-reversed", "kinds: d, c, b, a"]
+    assert [c.kind for c in in_order(hw, "kinds").chiplets] == list("aabbccdd")

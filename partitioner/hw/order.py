@@ -30,9 +30,9 @@ bottom to top, ...); -reversed: the same path from its other end."""
 NAMED = ("auto", "kinds", *ORDERS)
 """What a hardware file's `pipeline_order` may say: auto (the first of `tied_orders`), kinds (kinds first, in the
 order the best snake meets them), or a snake."""
-KIND_PERMUTATIONS_UP_TO = 4
-"""Kinds first in every order of the kinds up to this many kinds (4! = 24 orders); beyond, the order the best snake
-meets them and its reverse."""
+KIND_PERMUTATIONS_UP_TO = 3
+"""Kinds first in every order of the kinds up to this many kinds (3! = 6 orders, each a staged DP in a run); beyond,
+the order the best snake meets them and its reverse."""
 
 
 def snake_cells(rows: int, cols: int, order: str) -> list[tuple[int, int]]:
@@ -68,20 +68,30 @@ def on_a_grid(hw: Hardware) -> bool:
     return hw.topology in ("mesh", "torus") and hw.package_level is None
 
 
+def best_snake(hw: Hardware) -> list[int]:
+    """The ids along the snake of ORDERS with the fewest kind changes (ties: the first)."""
+    return min((path_ids(hw, o) for o in ORDERS), key=lambda ids: kind_changes(hw, ids))
+
+
+def kinds_first(hw: Hardware, kinds: tuple | None = None) -> list[int]:
+    """Every chiplet of the first of `kinds` (Chiplet values), then of the next, ..., each kind's chiplets in the
+    order `best_snake` visits them; `kinds` None: the order that snake meets them."""
+    base = best_snake(hw)
+    kinds = tuple(dict.fromkeys(hw.chiplets[i] for i in base)) if kinds is None else kinds
+    return sorted(base, key=lambda i: kinds.index(hw.chiplets[i]))
+
+
 def candidate_orders(hw: Hardware) -> list[tuple[str, list[int]]]:
-    """(name, ids in pipeline order) of every order a heterogeneous grid may take, distinct ones only: the snakes
-    of ORDERS, then kinds first (each kind's chiplets in the order the snake of fewest kind changes visits them) in
-    every order of the kinds (KIND_PERMUTATIONS_UP_TO), the order that snake meets them first. [("rows", ...)]
-    on a homogeneous package and off a grid."""
+    """(name, ids in pipeline order) of every order a heterogeneous grid may take, distinct ones only (the first
+    name kept): the snakes of ORDERS, then `kinds_first` in every order of the kinds (KIND_PERMUTATIONS_UP_TO), the
+    order the best snake meets them first. [("rows", ...)] on a homogeneous package and off a grid."""
     if not on_a_grid(hw) or hw.homogeneous:
         return [("rows", path_ids(hw, "rows") if on_a_grid(hw) else list(range(hw.n_chiplets)))]
-    snakes = [(o, path_ids(hw, o)) for o in ORDERS]
-    base = min(snakes, key=lambda s: kind_changes(hw, s[1]))[1]
-    met = list(dict.fromkeys(hw.chiplets[i] for i in base))
+    met = list(dict.fromkeys(hw.chiplets[i] for i in best_snake(hw)))
     seqs = list(permutations(met)) if len(met) <= KIND_PERMUTATIONS_UP_TO else [tuple(met), tuple(met[::-1])]
     out: list[tuple[str, list[int]]] = []
-    for name, ids in snakes + [("kinds: " + ", ".join(k.kind for k in seq),
-                                sorted(base, key=lambda i, seq=seq: seq.index(hw.chiplets[i]))) for seq in seqs]:
+    for name, ids in [(o, path_ids(hw, o)) for o in ORDERS] + [
+            ("kinds: " + ", ".join(k.kind for k in seq), kinds_first(hw, seq)) for seq in seqs]:
         if all(ids != other for _, other in out):
             out.append((name, ids))
     return out
@@ -107,15 +117,14 @@ def reordered(hw: Hardware, ids: list[int]) -> Hardware:
 
 
 def in_order(hw: Hardware, order: str) -> Hardware:
-    """hw with its ids along `order` (one of NAMED): "auto" the first of `tied_orders`, "kinds" the first kinds-first
-    order of `candidate_orders`, or a snake."""
+    """hw with its ids along `order` (one of NAMED): "auto" the first of `tied_orders`, "kinds" `kinds_first` in
+    the order the best snake meets the kinds, or a snake."""
     if order in ORDERS:
         return hw if order == "rows" and hw.places is None else reordered(hw, path_ids(hw, order))
     if order == "auto":
         return reordered(hw, tied_orders(hw)[0][1])
     if order == "kinds":
-        return reordered(hw, next((ids for name, ids in candidate_orders(hw) if name.startswith("kinds")),
-                                  list(range(hw.n_chiplets))))
+        return reordered(hw, kinds_first(hw))
     raise ValueError(f"unknown pipeline order {order!r}; expected one of {', '.join(NAMED)}")
 
 
