@@ -151,7 +151,7 @@ def test_a_run_records_its_path_and_simulate_scores_the_same_plan(tmp_path, caps
     places = [tuple(c["place"]) for c in doc["per_chiplet"]]
     named = dict(candidate_orders(load_hardware(str(hw_file))))[doc["pipeline_order"]]
     assert places == [load_hardware(str(hw_file)).positions[i] for i in named]
-    capsys.readouterr()
+    assert f"pipeline order {doc['pipeline_order']}" in capsys.readouterr().out
     assert main(["simulate", model, "--partition", str(out / "partition.json")]) == 0
     assert f"{doc['metrics']['throughput_per_s']:,.1f} inferences/s" in capsys.readouterr().out
     assert np.isfinite(doc["metrics"]["throughput_per_s"])
