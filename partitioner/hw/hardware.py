@@ -1,7 +1,8 @@
 """The multi-chip-module package: chiplets, the network between them, routing and presets (TOML files: hw/toml.py).
 
 Chiplet ids are the pipeline order. On a mesh or torus they snake through the rows (row 0 left to right, row 1
-right to left, ...), so consecutive pipeline stages sit on neighbouring chiplets.
+right to left, ...), so consecutive pipeline stages sit on neighbouring chiplets; `places` gives another path
+through the grid (hw/order.py: on a heterogeneous package, the one along which the kinds change least).
 """
 from __future__ import annotations
 
@@ -159,11 +160,18 @@ class Hardware:
     package_level: PackageLevel | None = None
     """None: one flat package. Else the board level (partitioner/hw/levels.py): `package_level.count` packages, each of
     n_chiplets / count chiplets laid out as topology/rows/cols with the link fields above (the on-package class)."""
+    places: tuple[tuple[int, int], ...] | None = None
+    """(row, col) of each chiplet id on a flat mesh or torus whose pipeline order is not the row snake
+    (hw/order.py); None: the row snake. Consecutive ids should be neighbours, as in the snake."""
 
     def __post_init__(self) -> None:
         n = len(self.chiplets)
         if n < 1:
             raise ValueError("a package needs at least one chiplet")
+        if self.places is not None and (self.topology not in ("mesh", "torus") or self.package_level is not None
+                                        or sorted(self.places) != [(r, c) for r in range(self.rows)
+                                                                   for c in range(self.cols)]):
+            raise ValueError("places must put each chiplet of a flat mesh or torus on its own cell of the grid")
         if self.topology not in TOPOLOGIES:
             raise ValueError(f"unknown topology {self.topology!r}; expected one of {', '.join(TOPOLOGIES)}")
         pl = self.package_level
@@ -284,7 +292,7 @@ class Hardware:
     # --- geometry --------------------------------------------------------------------------------------------------
     @cached_property
     def positions(self) -> tuple[tuple[int, int], ...]:
-        """(row, col) of each chiplet id; snake order on grids, a single row otherwise. With packages: each
+        """(row, col) of each chiplet id; `places`, or snake order on grids; a single row otherwise. With packages: each
         package's own layout, shifted to its place on the board, three empty rows and columns apart (room to draw
         memory stacks); for drawing only, routing uses each level's own layout."""
         if self.package_level is not None:
@@ -295,6 +303,8 @@ class Hardware:
                           board.positions[i // m][1] * w + die.positions[i % m][1]) for i in range(self.n_chiplets))
         if self.topology not in ("mesh", "torus"):
             return tuple((0, i) for i in range(self.n_chiplets))
+        if self.places is not None:
+            return self.places
         out = []
         for i in range(self.n_chiplets):
             r, c = divmod(i, self.cols)
