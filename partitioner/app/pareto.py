@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import asdict
 import io
 from pathlib import Path
 
@@ -10,7 +11,8 @@ from partitioner.core.files import save_figure, write_json, write_text
 
 COLUMNS = ("throughput_per_s", "power_w", "area_mm2", "cost_usd", "process_nm", "hardware_file", "chiplets",
            "topology", "macs_per_cycle", "sram_mib", "link_bytes_per_cycle", "clock_ghz", "package", "energy_j",
-           "latency_s", "partitioner", "trial", "hbm_gib")
+           "latency_s", "partitioner", "trial", "hbm_gib", "hbm_stacks", "hbm_place", "packages", "vector_ratio",
+           "b_macs_per_cycle", "b_sram_mib", "b_vector_ratio", "b_share", "b_place", "heterogeneous")
 
 
 def dominates(a: tuple[float, float, float], b: tuple[float, float, float]) -> bool:
@@ -43,7 +45,8 @@ def fitting_designs(study) -> list[dict]:
         r = t.user_attrs["result"]
         if not r["fits"]:
             continue
-        rows.append({"hbm_gib": 0, **t.params, **{k: r[k] for k in ("throughput_per_s", "power_w", "cost_usd", "area_mm2",
+        design = design_from_params(t.params).canonical()
+        rows.append({**asdict(design), "heterogeneous": bool(design.b_ids()), **{k: r[k] for k in ("throughput_per_s", "power_w", "cost_usd", "area_mm2",
                                                        "energy_j", "latency_s", "partitioner")},
                      "trial": t.number})
     return rows
