@@ -46,7 +46,9 @@ class ExploreConfig:
     space: str | None = None
     """--space FILE.toml; None is the default Space()."""
     sampler: str = "nsga2"
-    """nsga2 or random (the baseline the benchmark compares against)."""
+    """--method: learned (the design agent, design_agent.py), nsga2 or random (the baseline)."""
+    agent: str | None = None
+    """--agent FILE: a pretrained design agent for --method learned; None: policies/pretrained/design_agent.pt."""
     population: int | None = None
     """NSGA-II population; None: max(4, min(50, budget // 4)), so a small budget still sees a few generations."""
     ray: str | None = None
@@ -194,10 +196,10 @@ def make_backend(workers: int, ray_address: str | None, graph_key: tuple | None 
 def _sampler(cfg: ExploreConfig):
     import optuna
 
-    if cfg.sampler == "random":
+    if cfg.sampler in ("random", "learned"):   # learned: every trial is enqueued by the agent
         return optuna.samplers.RandomSampler(seed=cfg.seed)
     if cfg.sampler != "nsga2":
-        raise UserError(f"unknown sampler {cfg.sampler!r}", "use nsga2 or random")
+        raise UserError(f"unknown method {cfg.sampler!r}", "use learned, nsga2 or random")
     pop = cfg.population or max(4, min(50, cfg.budget // 4))
     return optuna.samplers.NSGAIISampler(population_size=pop, seed=cfg.seed)
 
@@ -247,16 +249,21 @@ def explore_study(cfg: ExploreConfig, graph: TensorGraph, space: Space, out: Pat
     backend = make_backend(cfg.workers, cfg.ray, (cfg.model, shapes, cfg.precision), graph)
     study.set_user_attr("backend_start_s", time.perf_counter() - started)
     pending: dict[cf.Future, object] = {}
+    agent = _agent(cfg, graph, space, study, finished)
     try:
         if on_done:
             on_done(n_done, cfg.budget)
         while n_done + len(pending) < cfg.budget or pending:
             while n_done + len(pending) < cfg.budget and len(pending) < max(1, cfg.workers):
+                if agent is not None:
+                    study.enqueue_trial(agent.propose({_done_key(t.params) for t in pending.values()}))
                 trial = study.ask()
                 params = _suggest(trial, space)
                 known = results.get(_done_key(params))
                 if known is not None:   # the same design again: reuse it, do not re-evaluate
                     _tell(study, trial, DesignResult(**known), reused=True)
+                    if agent is not None:
+                        agent.observe(params, known)
                     n_done += 1
                     if on_done:
                         on_done(n_done, cfg.budget)
@@ -271,12 +278,30 @@ def explore_study(cfg: ExploreConfig, graph: TensorGraph, space: Space, out: Pat
                 res = fut.result()
                 _tell(study, trial, res)
                 results[_done_key(trial.params)] = asdict(res)
+                if agent is not None:
+                    agent.observe(trial.params, asdict(res))
                 n_done += 1
                 if on_done:
                     on_done(n_done, cfg.budget)
     finally:
         backend.close()
     return study
+
+
+def _agent(cfg: ExploreConfig, graph: TensorGraph, space: Space, study, finished):
+    """--method learned: the design agent, told every result a resumed study already holds."""
+    if cfg.sampler != "learned":
+        return None
+    from partitioner.app.design_agent import DesignAgent, load_agent
+
+    agent = DesignAgent(graph, space, cfg.precision, cfg.seed, (cfg.max_area_mm2, cfg.max_power_w),
+                        load_agent(cfg.agent))
+    done = [t for t in study.get_trials(deepcopy=False) if t.state in finished and "result" in t.user_attrs]
+    for t in done:
+        agent.observe(t.params, t.user_attrs["result"], fine_tune=False)
+    if done:
+        agent.fine_tune()
+    return agent
 
 
 def _tell(study, trial, res: DesignResult, reused: bool = False) -> None:
