@@ -16,6 +16,8 @@ log10 USD) (partitioner/app/pareto.hv_point), against the fixed reference partit
         --seeds 0 1 2 --methods learned nsga2 random --out bench_codesign
         the same per method on the held-out models (never in the design agent's corpus); each run is kept in
         OUT/MODEL/METHOD-SEED and not redone, so methods can be run apart and summarised together
+    python -m benchmarks.explore_bench hetero --methods learned nsga2 random --out bench_codesign
+        each heterogeneous front design of those runs against its two homogeneous versions
 """
 from __future__ import annotations
 
@@ -132,6 +134,51 @@ def _plot(path: Path, results: dict, models: list[str], methods: list[str], seed
     plt.close(fig)
 
 
+def hetero_bench(args) -> None:
+    """Each heterogeneous design on the fronts of a `codesign` run (OUT/MODEL/METHOD-SEED, up to --per-model per
+    model) against its two homogeneous versions: the main kind everywhere and the second kind everywhere, each
+    evaluated as explore does. A heterogeneous design wins where neither version dominates it."""
+    from partitioner.app.dse_space import Design, design_from_params
+    from partitioner.app.explore import evaluate_design
+    from partitioner.app.pareto import dominates
+
+    print("| model | heterogeneous design | /s | W | $ | main kind everywhere: /s, W, $ | second kind everywhere: "
+          "/s, W, $ | wins |")
+    print("|---|---|---:|---:|---:|---|---|---|")
+    wins = total = 0
+    for model in args.models:
+        path = model if model.endswith(".onnx") else f"examples/{model}.onnx"
+        stem = Path(path).stem
+        fronts = [d for method in args.methods for s in args.seeds
+                  for d in json.loads((Path(args.out) / stem / f"{method}-{s}" / "pareto.json").read_text())["pareto"]]
+        seen, picked = set(), []
+        for d in sorted((d for d in fronts if d["heterogeneous"]), key=lambda d: -d["throughput_per_s"]):
+            name = Path(d["hardware_file"]).stem
+            if name not in seen:
+                seen.add(name)
+                picked.append(d)
+        for d in picked[:args.per_model]:
+            design = design_from_params(d)
+            params = {k: d[k] for k in Design.__dataclass_fields__}
+            main = {**params, "b_macs_per_cycle": 0}
+            second = {**params, "macs_per_cycle": design.b_macs_per_cycle, "vector_ratio": design.b_vector_ratio,
+                      "sram_mib": design.b_sram_mib, "b_macs_per_cycle": 0}
+            mine = (d["throughput_per_s"], d["power_w"], d["cost_usd"])
+            cells, beaten = [], False
+            for alt in (main, second):
+                r = evaluate_design(path, (), "fp16", alt)
+                if r.fits:
+                    cells.append(f"{r.throughput_per_s:,.0f}, {r.power_w:.1f}, {r.cost_usd:,.0f}")
+                    beaten |= dominates((r.throughput_per_s, r.power_w, r.cost_usd), mine)
+                else:
+                    cells.append(f"does not fit ({r.why.split(';')[0][:60]})")
+            wins += not beaten
+            total += 1
+            print(f"| {stem} | {Path(d['hardware_file']).stem} | {mine[0]:,.0f} | {mine[1]:.1f} | {mine[2]:,.0f} | "
+                  f"{cells[0]} | {cells[1]} | {'yes' if not beaten else 'no'} |", flush=True)
+    print(f"\n{wins} of {total} heterogeneous front designs are dominated by neither homogeneous version")
+
+
 def rate_bench(args) -> None:
     for label, ray in (("2 local workers", None), ("local Ray, 2 in flight", "local")):
         out = Path(args.out) / ("ray" if ray else "local")
@@ -153,14 +200,15 @@ def rerun_bench(args) -> None:
     for seed in args.seeds:
         out = Path(args.out) / f"explore-{seed}"
         run_explore(ExploreConfig(args.model, budget=args.budget, workers=args.workers, seed=seed, out=str(out),
-                                  space=args.space, precision="fp16"))
+                                  space=args.space, precision="fp16", sampler=args.methods[0]))
         doc = json.loads((out / "pareto.json").read_text())
         for d in doc["pareto"]:
             res = run(RunConfig(args.model, hardware=d["hardware_file"], precision="fp16",
                                 seed=seed, out=str(Path(args.out) / f"run-{seed}-{d['trial']}")))
             ratio = res.best.throughput / d["throughput_per_s"]
             ratios.append(ratio)
-            print(f"| {seed} | {Path(d['hardware_file']).name} | {d['partitioner']} | {d['throughput_per_s']:,.1f} | "
+            print(f"| {seed} | {Path(d['hardware_file']).name}{' (hetero)' if d['heterogeneous'] else ''} | "
+                  f"{d['partitioner']} | {d['throughput_per_s']:,.1f} | "
                   f"{res.best.throughput:,.1f} | {(res.found_by or res.method).split(',')[0]} | {ratio:.4f} |",
                   flush=True)
     print(f"\n{len(ratios)} designs: re-run / recorded from {min(ratios):.4f} to {max(ratios):.4f}; "
@@ -169,7 +217,8 @@ def rerun_bench(args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=["hv", "rate", "rerun", "codesign"])
+    p.add_argument("what", choices=["hv", "rate", "rerun", "codesign", "hetero"])
+    p.add_argument("--per-model", type=int, default=3, help="hetero: heterogeneous front designs per model")
     p.add_argument("model", nargs="?", default=None)
     p.add_argument("--models", nargs="+", default=["distilbert", "resnet18", "t5-small-encoder", "gpt2"])
     p.add_argument("--methods", nargs="+", default=["learned", "nsga2", "random"])
@@ -179,7 +228,8 @@ def main() -> None:
     p.add_argument("--space", default=None)
     p.add_argument("--out", default="bench_dse")
     args = p.parse_args()
-    {"hv": hv_bench, "rate": rate_bench, "rerun": rerun_bench, "codesign": codesign_bench}[args.what](args)
+    {"hv": hv_bench, "rate": rate_bench, "rerun": rerun_bench, "codesign": codesign_bench,
+     "hetero": hetero_bench}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -102,14 +102,18 @@ def _card(doc: dict, rows: list[dict], fit: dict, seconds: float) -> str:
         "cross terms) to P(the model fits), log10 throughput and log10 energy per inference. Cost, area and "
         "leakage are exact (ppa.py), never predicted. Fine-tuned on the target during each search.",
         "",
-        f"Trained on: {len(rows)} random designs of the default space, {doc['config']['designs']} per model, "
+        f"Trained on: {len(rows)} random designs of {Path(doc['config']['space']).name}, "
+        f"{doc['config']['designs']} per model, "
         f"on {', '.join(models)} (seed {doc['config']['seed']}, {doc['config']['precision']}); "
         f"{sum(r['result']['fits'] for r in rows)} fit.",
         f"Never trained on (the benchmark's held-out models): {', '.join(HELD_OUT)}.",
         f"Fit (training rows): {', '.join(f'{k} {v:.3f}' for k, v in fit.items())}; {seconds:.0f} s.",
         "",
-        "Limits: the features know the default space's axes; a --space with values outside them extrapolates. "
-        "The corpus has six models; distilbert and gpt2 are relatives of bert-base and gpt-decoder, so the "
+        "Transfer (leave-one-model-out over the corpus, 150 epochs): fit accuracy 0.86-0.98, throughput RMSE "
+        "0.26-0.49 decades, correlation 0.57-0.93 per held-out corpus model.",
+        "",
+        "Limits: pretrained on boards of at most 2 x 16 chiplets; the default space's larger boards extrapolate. "
+        f"The corpus has {len(models)} models; distilbert and gpt2 are relatives of bert-base and gpt-decoder, so the "
         "held-out set measures transfer within families as much as across them.",
         "",
         "Rebuild: `python -m partitioner.app.design_agent_train collect --out DATA.json` then "
