@@ -160,9 +160,9 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--budget", type=int, default=30, help="designs to evaluate (default 30)")
     exp.add_argument("--workers", type=int, default=2, help="designs evaluated in parallel (default 2)")
     exp.add_argument("--space", default=None, help="TOML file narrowing or widening the space (docs/explore.md)")
-    exp.add_argument("--method", "--sampler", dest="method", default="nsga2", choices=["learned", "nsga2", "random"],
-                     help="learned: the pretrained design agent, fine-tuned on the model as it searches; nsga2: "
-                          "optuna's genetic search; random: uniform sampling (default nsga2)")
+    exp.add_argument("--method", "--sampler", dest="method", default="learned", choices=["learned", "nsga2", "random"],
+                     help="learned: the pretrained design agent, fine-tuned on the model as it searches (default); "
+                          "nsga2: optuna's genetic search; random: uniform sampling")
     exp.add_argument("--agent", default=None, help="design agent file for --method learned "
                                                    "(default: the shipped policies/pretrained/design_agent.pt)")
     exp.add_argument("--max-area-mm2", type=float, default=None, help="area budget: larger designs are rejected")

@@ -1,4 +1,5 @@
-"""`partition explore MODEL`: hardware design-space exploration with optuna's NSGA-II.
+"""`partition explore MODEL`: hardware design-space exploration with a learned design agent (design_agent.py) or
+optuna's NSGA-II.
 
 Each trial is a Design (dse_space.py). Evaluating one builds its Hardware at its node, maps the model with the cheap
 inner partitioner (the DP contiguous split, or the greedy one when it scores higher, then check(); a CP-SAT repair
@@ -45,8 +46,9 @@ class ExploreConfig:
     out: str = "explore"
     space: str | None = None
     """--space FILE.toml; None is the default Space()."""
-    sampler: str = "nsga2"
-    """--method: learned (the design agent, design_agent.py), nsga2 or random (the baseline)."""
+    sampler: str = "learned"
+    """--method: learned (the design agent, design_agent.py; the default: the best hypervolume in
+    benchmarks/RESULTS.md, "Co-design"), nsga2 or random (the baseline)."""
     agent: str | None = None
     """--agent FILE: a pretrained design agent for --method learned; None: policies/pretrained/design_agent.pt."""
     population: int | None = None
