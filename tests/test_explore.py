@@ -180,6 +180,8 @@ def test_explore_cli_bad_input_is_exit_2_one_line(tmp_path, capsys):
                  "--out", str(tmp_path / "o")]) == 2
     assert "exceed the largest board in the space" in capsys.readouterr().err
     assert main(["explore", MODEL, "--budget", "0", "--out", str(tmp_path / "o")]) == 2
+    assert main(["explore", MODEL, "--max-area-mm2", "-5", "--out", str(tmp_path / "o")]) == 2
+    assert "--max-area-mm2 must be a positive number" in capsys.readouterr().err
 
 
 @pytest.mark.slow
