@@ -105,19 +105,3 @@ def test_explore_method_learned_evaluates_distinct_designs_and_resumes(tmp_path)
     doc = json.loads((tmp_path / "o" / "pareto.json").read_text())
     names = [Design(**{k: r[k] for k in Space().axes()}).name for r in doc["designs"]]
     assert len(names) == len(set(names)) and doc["fitting"] >= 1
-
-
-def test_homogeneous_versions_of_a_heterogeneous_design():
-    from partitioner.app.design_agent import homogeneous_versions
-
-    space = Space()
-    d = Design(7, 8, "mesh", 2048, 16, 64, 1.0, "organic", b_macs_per_cycle=8192, b_sram_mib=128, b_vector_ratio=2)
-    main, second = homogeneous_versions(d, space)
-    assert main["b_macs_per_cycle"] == 0 and (main["macs_per_cycle"], main["sram_mib"]) == (2048, 16)
-    assert (second["macs_per_cycle"], second["vector_ratio"], second["sram_mib"], second["b_macs_per_cycle"]) == (
-        8192, 2, 128, 0)
-    assert homogeneous_versions(Design(7, 8, "mesh", 2048, 16, 64, 1.0, "organic"), space) == []
-    # a second kind whose SRAM the space's main axis lacks (sram_mib has no 8 here) gives only the main version
-    narrow = Space(sram_mib=(16, 32))
-    assert len(homogeneous_versions(Design(7, 8, "mesh", 2048, 16, 64, 1.0, "organic", b_macs_per_cycle=1024,
-                                           b_sram_mib=8), narrow)) == 1

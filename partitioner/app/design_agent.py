@@ -7,7 +7,7 @@ largest op, HBM bandwidth over the weights, ...) it predicts P(the model fits), 
 per inference. Cost, area and leakage come exact from ppa.py, so power = energy x throughput + leakage.
 
 Each proposal scores a pool of candidates (random designs of the space, drawn once per search, plus one-axis
-mutations of the designs on the current front and the homogeneous versions of its heterogeneous ones): P(fits) times the hypervolume the candidate's optimistic
+mutations of the designs on the current front): P(fits) times the hypervolume the candidate's optimistic
 prediction (mean + one ensemble spread) would add to the evaluated front (pareto.hypervolume at
 pareto.HV_REFERENCE). Candidates over the area budget are never proposed (area is exact), nor those whose
 predicted power is over the power budget. After each evaluation the surrogate is fine-tuned on the target's
@@ -182,18 +182,6 @@ def _log_power(log_energy, log_throughput, leakage_w):
                         np.log(np.maximum(leakage_w, 1e-30))) / ln10
 
 
-def homogeneous_versions(d: Design, space: Space) -> list[dict]:
-    """A heterogeneous design's two homogeneous versions that the space holds: its main kind everywhere, and its
-    second kind everywhere (that kind's MACs, vector width and SRAM as the main kind's); none for a homogeneous one."""
-    if not d.b_ids():
-        return []
-    main = {**asdict(d), "b_macs_per_cycle": 0}
-    second = {**main, "macs_per_cycle": d.b_macs_per_cycle, "vector_ratio": d.b_vector_ratio, "sram_mib": d.b_sram_mib}
-    axes = space.axes()
-    changed = ("macs_per_cycle", "vector_ratio", "sram_mib", "b_macs_per_cycle")
-    return [p for p in (main, second) if all(p[k] in axes[k] for k in changed)]
-
-
 # --- the search ----------------------------------------------------------------------------------------------------
 class DesignAgent:
     """Proposes the next design for one target model; `observe` fine-tunes it on each result."""
@@ -244,8 +232,6 @@ class DesignAgent:
             axis = names[int(self.rng.integers(len(names)))]
             vs = axes[axis]
             out.append(self._design({**asdict(base), axis: vs[int(self.rng.integers(len(vs)))]}))
-        for k in front:   # every heterogeneous front design's homogeneous versions, so a second kind must earn its place
-            out += [self._design(p) for p in homogeneous_versions(self.raw[k], self.space)]
         return out
 
     def propose(self, avoid: set[tuple] = frozenset()) -> dict:
