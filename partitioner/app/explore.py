@@ -131,6 +131,17 @@ def map_design(graph: TensorGraph, hw) -> tuple[Partition | None, str]:
     return (part, "repair") if not check(graph, hw, part) else (None, "")
 
 
+def in_run_order(graph: TensorGraph, hw):
+    """hw along the pipeline order `partition MODEL --hardware design.toml` keeps (a design file leaves
+    pipeline_order to auto: on a heterogeneous grid the run simulates each tied order's staged plan and keeps the
+    fastest, app/candidates.staged_in_order), so a design is scored on the chiplet order its re-run uses."""
+    from partitioner.app.candidates import staged_in_order
+    from partitioner.plan.staged_dp import auto_max_shard
+
+    max_shard = auto_max_shard(hw.n_chiplets)
+    return staged_in_order(graph, hw, max_shard)[0] if max_shard > 1 else hw
+
+
 def evaluate_design(model: str, shapes: tuple, precision: str, params: dict,
                     budgets: tuple[float | None, float | None] = (None, None)) -> DesignResult:
     """Score one design: map, simulate, then power, area and cost from ppa. budgets: (mm2, W) or None each; a
@@ -169,6 +180,7 @@ def evaluate_design(model: str, shapes: tuple, precision: str, params: dict,
         return no_fit(f"{cost.area_mm2:,.0f} mm2 of silicon over the {max_area:g} mm2 budget",
                       100 * (cost.area_mm2 / max_area - 1))
     try:
+        hw = in_run_order(graph, hw)
         part, how = map_design(graph, hw)
     except UserError as exc:   # the repair proves no valid partition exists
         return no_fit(exc.problem, 1.0)
