@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     rows = []
     print("| model | precision | ops | blocks | chiplets | throughput /s | MAC ceiling /s | % of it | stream bound /s | "
-          "% of it | bottleneck | groups > 1 (ops split) | wall s | CPU s | max RSS GB |")
+          "% of it | bottleneck | groups > 1 (ops split) | wall s | CPU s | max RSS GiB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for spec in args.runs:
         model, chiplets, precision = (spec.split(":") + [args.precision])[:3]
