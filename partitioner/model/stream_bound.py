@@ -7,8 +7,9 @@ and L the links their stream routes start with (one link each, from a stack's ch
 
 - each chiplet of S busy at least its pieces' MAC cycles, at most T: S runs at most |S| T MAC-cycles;
 - every op's pieces together do its MACs (W_v MAC-cycles at the chiplet's rate) and read its weights (R_v bytes per
-  inference, shared tensors left out), each of k pieces at least 1/k of both (model/sharding.piece); so if S runs a
-  share f_v of op v, I reads at least sum_v (1 - f_v) R_v;
+  inference, shared tensors left out), each of k pieces at least 1/k of both (model/sharding.piece; expert pieces
+  of a mixture of experts are not covered: a dense model's bound); so if S runs a share f_v of op v, I reads at
+  least sum_v (1 - f_v) R_v;
 - a chiplet holds at most its SRAM of weights resident and streams the rest of what it reads: I streams at least
   sum_v (1 - f_v) R_v - |I| x SRAM;
 - that crosses the links L, each carrying at most its bytes per cycle x T.
