@@ -7,7 +7,7 @@ through the grid (hw/order.py: on a heterogeneous package, the one along which t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from functools import cached_property
 
 from partitioner.core.errors import UserError
@@ -197,6 +197,15 @@ class Hardware:
             bad = [c for c in stack.attached if not 0 <= c < n]
             if bad:
                 raise ValueError(f"memory stack {stack.name} is attached to chiplet {bad[0]}, outside 0..{n - 1}")
+
+    def __hash__(self) -> int:
+        return self._field_hash
+
+    @cached_property
+    def _field_hash(self) -> int:
+        """The dataclass's field hash, computed once: memoised functions hash a package of hundreds of chiplets on
+        every call."""
+        return hash(tuple(getattr(self, f.name) for f in fields(self) if f.compare))
 
     # --- memory tier -------------------------------------------------------------------------------------------------
     @cached_property

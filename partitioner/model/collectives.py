@@ -188,14 +188,16 @@ def plan_rings(graph: TensorGraph, a: np.ndarray, k: np.ndarray, kinds: list[str
             key = (u, (int(a[v]), int(k[v])))
             got = into.setdefault(key, [0, v, int(a[v]), int(k[v])])
             got[0], got[1] = max(got[0], b), min(got[1], v)
+    out_edges: dict[int, list[int]] = {}
+    for e, u in enumerate(src):
+        out_edges.setdefault(u, []).append(e)
     for u in sorted(set(inner) | set(outer)):
         ku, kind = int(k[u]), kinds[u]
         carried = max(inner.get(u, 0), outer.get(u, 0)) if kind == "all-reduce" else inner.get(u, 0)
         if algorithm(kind, carried, ku, links) != "ring":
             continue
         phases = (["rs"] * (ku - 1) if kind == "all-reduce" else []) + (["ag"] * (ku - 1) if u in inner else [])
-        firsts = [v for e, (s, v) in enumerate(zip(src, dst))
-                  if s == u and not aligned[e] and (kind == "all-reduce" or same[e])]
+        firsts = [dst[e] for e in out_edges[u] if not aligned[e] and (kind == "all-reduce" or same[e])]
         own[u] = Ring(u, int(a[u]), ku, -(-carried // ku), phases, min(firsts))
     for (u, key), (b, v0, c, kv) in sorted(into.items()):
         ku = int(k[u])

@@ -186,14 +186,17 @@ def sharded_op_cycles(graph: TensorGraph, chiplet: Chiplet, k: int, axes: tuple[
     return op_cycles(TensorGraph.build(graph.name, ops, [], metadata=graph.metadata), chiplet)
 
 
+@functools.lru_cache(maxsize=64)
 def cheapest_piece_cycles(graph: TensorGraph, chiplet: Chiplet, k: int) -> np.ndarray:
     """The fewest cycles of a k-way piece of each op over every axis it may take (sharding.possible_axes: its
-    own, and at most one alternative)."""
+    own, and at most one alternative). Memoised (graph by identity, chiplet by value; read-only): the bounds of
+    every cap up to max_shard ask for the same degrees."""
     own = sharded_op_cycles(graph, chiplet, k)
-    if k <= 1:
-        return own
-    alt = tuple(possible_axes(op)[-1] for op in graph.ops)
-    return np.minimum(own, sharded_op_cycles(graph, chiplet, k, alt))
+    out = own if k <= 1 else np.minimum(own, sharded_op_cycles(graph, chiplet, k, tuple(
+        possible_axes(op)[-1] for op in graph.ops)))
+    out = np.array(out)
+    out.setflags(write=False)
+    return out
 
 
 def all_gather_cycles(nbytes: int, k: int, hw: Hardware) -> int:
@@ -216,6 +219,7 @@ def collective_cycles(kind: str, nbytes, k: int, hw: Hardware) -> np.ndarray:
     return collectives.collective_cycles(kind, nbytes, k, *ring_links(hw))
 
 
+@functools.lru_cache(maxsize=16)
 def keep_column(hw: Hardware, precision: str | None = None):
     """The rules S8 and S9 (docs/simulator.md): whether an op keeps its own split axis over its alternative on a
     chiplet. S8, a weight GEMM: keep_column(op, k, chiplet) is True when its k-way column piece is strictly faster
@@ -226,7 +230,8 @@ def keep_column(hw: Hardware, precision: str | None = None):
     the filters); 64 channels cut 4 ways fill a quarter of a 64-wide array, 3,136 pixels cut 4 ways fill it. Where
     only one of the two pieces' activations (inputs + outputs, S11) fit the chiplet's SRAM, the Conv takes that one:
     an out_channel piece holds its whole input, a spatial piece its rows plus halo.
-    Memoised per (op, k, chiplet kind); costed at `precision` (the graph's, metadata["precision"])."""
+    Memoised per (op, k, chiplet kind); costed at `precision` (the graph's, metadata["precision"]). One rule per
+    (hardware, precision), so its memo and its identity (sharding.expand's cache key) last across calls."""
     seen: dict = {}
 
     def rule(op, k: int, chiplet: int) -> bool:

@@ -36,6 +36,7 @@ partitioner/model/collectives.py picks a ring (docs S6-S7), into ring relay ops 
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -275,9 +276,37 @@ class Expanded:
     entry ring's relays take their consumer group's."""
 
 
+EXPAND_CACHE = 8
+"""Plans whose pieces `expand` keeps: a plan's residency, checks and simulation each ask for its pieces."""
+_expanded: OrderedDict = OrderedDict()
+
+
 def expand(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
            links: tuple[int, int] | None = None, keep_column: Callable[[Op, int, int], bool] | None = None
            ) -> Expanded:
+    """`_expand`, memoised for the last EXPAND_CACHE plans (graph and keep_column by identity, the plan by value;
+    the arrays read-only): the same plan's pieces serve its residency, its memory check, its ceiling and its
+    simulation."""
+    a = np.asarray(assignment, dtype=np.int64)
+    k = shard_degrees(graph, shard)
+    key = (id(graph), a.tobytes(), k.tobytes(), links, id(keep_column))
+    hit = _expanded.get(key)
+    if hit is not None and hit[0] is graph and hit[1] is keep_column:
+        _expanded.move_to_end(key)
+        return hit[2]
+    ex = _expand(graph, a, k, links, keep_column)
+    for arr in (ex.assignment, ex.owner, ex.engine, ex.group):
+        if arr is not None:
+            arr.setflags(write=False)
+    _expanded[key] = (graph, keep_column, ex)
+    if len(_expanded) > EXPAND_CACHE:
+        _expanded.popitem(last=False)
+    return ex
+
+
+def _expand(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
+            links: tuple[int, int] | None = None, keep_column: Callable[[Op, int, int], bool] | None = None
+            ) -> Expanded:
     """Pieces as ops; edge u->v of b bytes becomes u_i -> v_j of piece_bytes(u, k_u, b) for every pair (direct
     collectives). With `links` = (link bytes per cycle, hop cycles), the rings collectives.plan_rings picks
     (a split op's own collective, S6; a tensor entering a group, S7) run as relay ops and chunk messages instead,

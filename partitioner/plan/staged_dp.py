@@ -71,9 +71,10 @@ def staged_plans(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_MAX_
     (`must_stream`), both: the plan that fits and the relaxed ones. `memo`: as
     for `_staged_dp`. `latency`: minimise the sum of the stages' one-inference times instead of the slowest stage
     (partitioner/plan/latency_dp.py)."""
+    memo = {} if memo is None else memo
     plan = _staged_dp(graph, hw, max_shard, relaxed=False, memo=memo, latency=latency)
     if not hw.memory_stacks or (plan is not None and not must_stream(graph, hw)):
-        return [plan if plan is not None else (dp_partition(graph, hw), np.ones(graph.n_ops, dtype=np.int64))]
+        return [plan if plan is not None else _whole(graph, hw, memo)]
     # weights beyond the package's SRAM stream whatever the plan: the plan that fits SRAM (streaming only the
     # pieces too big for any chiplet) keeps ops whole where splitting them would make their pieces count, so the
     # relaxed plans, which split and stream, compete with it
@@ -82,10 +83,17 @@ def staged_plans(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_MAX_
         plan = _staged_dp(graph, hw, max_shard, relaxed=True, serial_streams=serial, memo=memo, latency=latency,
                           shared_links=shared)
         if plan is None:
-            plan = (dp_partition(graph, hw), np.ones(graph.n_ops, dtype=np.int64))
+            plan = _whole(graph, hw, memo)
         if not any(_same(plan, p) for p in plans):
             plans.append(plan)
     return plans
+
+
+def _whole(graph: TensorGraph, hw: Hardware, memo: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The whole-op plan (`dp_partition`, shard 1) a DP that finds no staged plan falls back to, once per memo."""
+    if "whole" not in memo:
+        memo["whole"] = (dp_partition(graph, hw), np.ones(graph.n_ops, dtype=np.int64))
+    return tuple(x.copy() for x in memo["whole"])
 
 
 def must_stream(graph: TensorGraph, hw: Hardware) -> bool:
