@@ -105,9 +105,9 @@ def hardware_from_toml(path: str | Path) -> Hardware:
             raise _bad(path, key, f"is unknown (allowed: {', '.join(sorted(_PACKAGE_KEYS))})")
         if key not in ("chiplet", "overrides", "memory_stacks", "level"):
             _check_value(path, key, value)
-    package_level = None
+    levels: tuple[PackageLevel, ...] = ()
     if "level" in data:
-        data, package_level = _levels_from(data, path)
+        data, levels = _levels_from(data, path)
     topology = data.get("topology", "mesh")
     if topology not in TOPOLOGIES:
         raise _bad(path, "topology", f"must be one of {', '.join(TOPOLOGIES)}, got {topology!r}")
@@ -123,8 +123,8 @@ def hardware_from_toml(path: str | Path) -> Hardware:
     if topology in ("mesh", "torus") and rows * cols != n:
         raise _bad(path, "rows", f"x cols = {rows * cols} does not match chiplets = {n}")
     per_package = n
-    if package_level is not None:   # n above counts one package's chiplets; ids run over all packages
-        n *= package_level.count
+    for level in levels:   # n above counts one package's chiplets; ids run over all packages
+        n *= level.count
     base_table = data.get("chiplet", {})
     if not isinstance(base_table, dict):
         raise _bad(path, "chiplet", "must be a table ([chiplet])")
@@ -150,21 +150,18 @@ def hardware_from_toml(path: str | Path) -> Hardware:
                         link_bytes_per_cycle=data.get("link_bytes_per_cycle", 64),
                         hop_latency_cycles=data.get("hop_latency_cycles", 20),
                         link_pj_per_bit=float(data.get("link_pj_per_bit", LINK_PJ_PER_BIT)), memory_stacks=stacks,
-                        package_level=package_level)
+                        package_level=levels[0] if levels else None, upper_levels=levels[1:])
     except ValueError as exc:
         raise UserError(f"hardware file {path}: {exc}", "see docs/hardware.md")
 
 
-def _levels_from(data: dict, path: str) -> tuple[dict, PackageLevel | None]:
+def _levels_from(data: dict, path: str) -> tuple[dict, tuple[PackageLevel, ...]]:
     """[[level]] tables, outermost first: (data with the innermost level's keys moved to the top level, as a flat
-    file spells them, with `count` as `chiplets`; the board level, or None for a single level)."""
+    file spells them, with `count` as `chiplets`; the levels above it, innermost first: the board of packages, then
+    nodes of boards, ...; empty for a single level)."""
     tables = data["level"]
     if not (isinstance(tables, list) and tables and all(isinstance(t, dict) for t in tables)):
         raise _bad(path, "level", "must be an array of tables ([[level]]), outermost level first")
-    if len(tables) > 2:
-        raise UserError(f"hardware file {path}: {len(tables)} [[level]] tables given; at most two levels "
-                        "(packages on a board, chiplets in a package) are supported",
-                        "keep the outermost board level and the chiplet level")
     flat = sorted(k for k in _LEVEL_KEYS | {"chiplets"} if k in data)
     if flat:
         raise UserError(f"hardware file {path}: key '{flat[0]}' is given at the top level beside [[level]] tables",
@@ -192,9 +189,11 @@ def _levels_from(data: dict, path: str) -> tuple[dict, PackageLevel | None]:
     if "count" in inner:
         inner["chiplets"] = inner.pop("count")
     data = {**{key: v for key, v in data.items() if key != "level"}, **inner}
-    if len(tables) == 1:
-        return data, None
-    outer = tables[0]
+    return data, tuple(_level_of(outer) for outer in reversed(tables[:-1]))
+
+
+def _level_of(outer: dict) -> PackageLevel:
+    """One checked [[level]] table above the chiplets; unset links take PACKAGE_LINK's class."""
     topology = outer.get("topology", "chain")
     count = outer.get("count", outer.get("rows", 1) * outer.get("cols", 1))
     rows, cols = (outer.get("rows"), outer.get("cols"))
@@ -202,10 +201,10 @@ def _levels_from(data: dict, path: str) -> tuple[dict, PackageLevel | None]:
         rows, cols = near_square(count)
     if topology not in ("mesh", "torus"):
         rows, cols = 1, count
-    return data, PackageLevel(count, topology, rows, cols,
-                              link_bytes_per_cycle=outer.get("link_bytes_per_cycle", PACKAGE_LINK["bytes_per_cycle"]),
-                              hop_latency_cycles=outer.get("hop_latency_cycles", PACKAGE_LINK["hop_latency_cycles"]),
-                              link_pj_per_bit=float(outer.get("link_pj_per_bit", PACKAGE_LINK["pj_per_bit"])))
+    return PackageLevel(count, topology, rows, cols,
+                        link_bytes_per_cycle=outer.get("link_bytes_per_cycle", PACKAGE_LINK["bytes_per_cycle"]),
+                        hop_latency_cycles=outer.get("hop_latency_cycles", PACKAGE_LINK["hop_latency_cycles"]),
+                        link_pj_per_bit=float(outer.get("link_pj_per_bit", PACKAGE_LINK["pj_per_bit"])))
 
 
 def _stacks_from(tables: object, n: int, path: str) -> tuple[MemoryStack, ...]:
