@@ -3,6 +3,8 @@ a collective's cycles across a level boundary, the N-level [[level]] TOML format
 and a staged plan that keeps its groups inside packages when the board links are slow."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -17,6 +19,7 @@ from partitioner.model.partition import Partition
 from partitioner.plan.staged_dp import staged_partition
 from partitioner.sim.simulator import simulate
 
+ROOT = Path(__file__).resolve().parents[1]
 THREE_TOML = """name = "three"
 [[level]]
 count = 3
@@ -24,6 +27,7 @@ topology = "ring"
 link_bytes_per_cycle = 8
 hop_latency_cycles = 100
 link_pj_per_bit = 10.0
+link_name = "network"
 [[level]]
 count = 2
 topology = "chain"
@@ -40,7 +44,7 @@ def three_levels() -> Hardware:
     50 cycles, 5.5 pJ/bit: hardware.PACKAGE_LINK), three boards on a ring (8 B/cycle, 100 cycles, 10 pJ/bit)."""
     die = Hardware("three", (Chiplet(),) * 4, "mesh", 2, 2)
     return packages_of(packages_of(die, 2, "chain"), 3, "ring", name="three", link_bytes_per_cycle=8,
-                       hop_latency_cycles=100, link_pj_per_bit=10.0)
+                       hop_latency_cycles=100, link_pj_per_bit=10.0, link_name="network")
 
 
 def path_of(hw: Hardware, a: int, b: int) -> list[int]:
@@ -129,8 +133,10 @@ def test_three_level_toml_reads_to_the_built_hardware(tmp_path):
     f = tmp_path / "three.toml"
     f.write_text(THREE_TOML)
     hw = hardware_from_toml(f)
-    assert hw == three_levels()
-    assert hw.levels == (PackageLevel(2, "chain", 1, 2, 16, 50, 5.5), PackageLevel(3, "ring", 1, 3, 8, 100, 10.0))
+    assert hw == three_levels() == hardware_from_toml(ROOT / "examples" / "hardware" / "three-level-2x2x3.toml")
+    assert hw.levels == (PackageLevel(2, "chain", 1, 2, 16, 50, 5.5),
+                         PackageLevel(3, "ring", 1, 3, 8, 100, 10.0, "network"))
+    assert [c.name for c in hw.link_classes] == ["die-to-die", "package-to-package", "network"]
     # a fourth level (a rack of two such nodes) reads too: ids run rack-wide
     f.write_text(THREE_TOML.replace('name = "three"\n', 'name = "rack"\n[[level]]\ncount = 2\n'))
     rack = hardware_from_toml(f)
@@ -184,3 +190,16 @@ def test_the_mi300x_node_preset_totals():
     assert path_of(node, 3, 42) == [3, 4, 5, 6, 7, 40, 41, 42]
     assert [node.link_class[k] for k in node.route(3, 42)] == [1, 0, 1, 0, 2, 0, 1]
     assert may_group(node, 0, 8) and not may_group(node, 4, 8)             # a whole GPU, never two halves
+
+
+def test_two_nodes_on_a_400g_network_make_four_levels():
+    """mi300x-2node: two mi300x-node on one 400G link pair (50 GB/s = 24 B/cycle at 2.1 GHz, 1 us = 2,100 cycles):
+    128 XCDs, spans (2, 8, 64, 128); the pipeline's crossing 63 -> 64 is the one network link, and a message from
+    the first XCD to the last crosses it once after an xGMI link (0's GPU to GPU 7's gateway) and before another."""
+    rack = PRESETS["mi300x-2node"]
+    assert (rack.n_chiplets, rack.spans, len(rack.memory_stacks)) == (128, (2, 8, 64, 128), 64)
+    net = rack.link_classes[3]
+    assert (net.name, net.bytes_per_cycle, net.hop_latency_cycles, net.pj_per_bit) == ("network", 24, 2100, 60.0)
+    assert sorted(rack.links[k] for k, j in enumerate(rack.link_class) if j == 3) == [(63, 64), (64, 63)]
+    assert [rack.link_class[k] for k in rack.route(0, 127)].count(3) == 1
+    assert [rack.link_class[k] for k in rack.route(0, 127)].count(2) == 2

@@ -238,9 +238,9 @@ class Hardware:
     @cached_property
     def link_classes(self) -> tuple[LinkClass, ...]:
         """Class 0: the links inside a package (die-to-die); class j >= 1: the links of level j (1: the board's
-        package-to-package links, 2: node-to-node, ...)."""
+        package-to-package links, then level-2, ..., or each level's own link_name)."""
         out = [LinkClass(class_name(0), self.link_bytes_per_cycle, self.hop_latency_cycles, self.link_pj_per_bit)]
-        out += [LinkClass(class_name(j), lv.link_bytes_per_cycle, lv.hop_latency_cycles, lv.link_pj_per_bit)
+        out += [LinkClass(class_name(j, lv.link_name), lv.link_bytes_per_cycle, lv.hop_latency_cycles, lv.link_pj_per_bit)
                 for j, lv in enumerate(self.levels, 1)]
         return tuple(out)
 
@@ -482,18 +482,17 @@ def packages_of(package: Hardware, count: int, topology: str = "chain", name: st
     """`count` copies of a package on a board of `topology` (rows x cols for a grid, default near-square), joined
     by links of PACKAGE_LINK's class unless link_bytes_per_cycle, hop_latency_cycles or link_pj_per_bit are given.
     Copy p's chiplets are ids p*m .. p*m + m - 1; its memory stacks are the package's own, renamed p<p>-<name> and
-    attached to its chiplets. A package that has levels already (a multi-die GPU, a board) gets one more on top:
-    `packages_of(node, 4, ...)` is a rack of four nodes."""
+    attached to its chiplets. A package with levels already (a GPU of I/O dies, a node) gets one more on top."""
     m = package.n_chiplets
     if rows is None or cols is None:
         rows, cols = near_square(count) if topology in ("mesh", "torus") else (1, count)
     level = PackageLevel(count, topology, rows, cols,
                          link_bytes_per_cycle=link.get("link_bytes_per_cycle", PACKAGE_LINK["bytes_per_cycle"]),
                          hop_latency_cycles=link.get("hop_latency_cycles", PACKAGE_LINK["hop_latency_cycles"]),
-                         link_pj_per_bit=link.get("link_pj_per_bit", PACKAGE_LINK["pj_per_bit"]))
+                         link_pj_per_bit=link.get("link_pj_per_bit", PACKAGE_LINK["pj_per_bit"]),
+                         link_name=link.get("link_name", ""))
     stacks = tuple(replace(st, name=f"p{p}-{st.name}", attached=tuple(p * m + c for c in st.attached))
                    for p in range(count) for st in package.memory_stacks)
-    levels = dict(package_level=level) if package.package_level is None else dict(
-        upper_levels=(*package.upper_levels, level))
+    levels = dict(upper_levels=(*package.upper_levels, level)) if package.levels else dict(package_level=level)
     return replace(package, name=name or f"{count}x{package.name}", chiplets=package.chiplets * count,
                    memory_stacks=stacks, **levels)

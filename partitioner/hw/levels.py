@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 GRIDS = ("mesh", "torus")
-LEVEL_NAMES = ("die-to-die", "package-to-package", "node-to-node", "rack-to-rack")
-"""Link class names by level: class 0 inside a package, class j between units of level j (`class_name`)."""
+LEVEL_NAMES = ("die-to-die", "package-to-package")
+"""Default link class names: class 0 inside a package, class 1 between packages, then level-2, level-3, ..."""
 
 
 @dataclass(frozen=True)
@@ -43,11 +43,13 @@ class PackageLevel:
     link_bytes_per_cycle: int = 16
     hop_latency_cycles: int = 50
     link_pj_per_bit: float = 5.5
+    link_name: str = ""
+    """The name of its link class in reports ("xgmi", "network"); "" for the default (`class_name`)."""
 
 
-def class_name(j: int) -> str:
-    """The name of link class j (0: inside a package)."""
-    return LEVEL_NAMES[j] if j < len(LEVEL_NAMES) else f"level-{j}"
+def class_name(j: int, given: str = "") -> str:
+    """The name of link class j (0: inside a package): `given`, else package-to-package for 1, level-j above."""
+    return given or (LEVEL_NAMES[j] if j < len(LEVEL_NAMES) else f"level-{j}")
 
 
 def check_levels(n: int, levels: Sequence[PackageLevel], topologies: Sequence[str]) -> None:

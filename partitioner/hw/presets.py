@@ -76,8 +76,15 @@ MI300X = Hardware("mi300x", (XCD,) * 8, "chain", 1, 2, clock_hz=MI300X_HZ, link_
 # cycles; 5.5 pJ/bit, a long-reach SerDes). GPU g's links to higher-numbered GPUs land on its last XCD, to lower
 # ones on its first (levels.gateway): a pipeline enters a GPU where its first stage runs.
 XGMI = dict(link_bytes_per_cycle=_per_cycle(64e9, MI300X_HZ), hop_latency_cycles=_cycles(50, MI300X_HZ),
-            link_pj_per_bit=5.5)
+            link_pj_per_bit=5.5, link_name="xgmi")
 MI300X_NODE = packages_of(MI300X, 8, "all-to-all", name="mi300x-node", **XGMI)
+# mi300x-2node: two mi300x-node joined by a 400G network (InfiniBand NDR or 400GbE): 50 GB/s per direction, 24 B a
+# cycle; 1 us one way (NIC, one switch, NIC: a single-switch RDMA round trip is ~2 us), 2,100 cycles; 60 pJ/bit for
+# a 12 W 400G optical module at each end. One link pair between the nodes' gateway XCDs, where a real node has a NIC
+# per GPU: it models one NIC's share, the pipeline's one crossing.
+NDR400 = dict(link_bytes_per_cycle=_per_cycle(50e9, MI300X_HZ), hop_latency_cycles=_cycles(1000, MI300X_HZ),
+              link_pj_per_bit=60.0, link_name="network")
+MI300X_2NODE = packages_of(MI300X_NODE, 2, "chain", name="mi300x-2node", **NDR400)
 
 # simba-36: Simba's 6x6 package of int8-only chiplets at 1.733 GHz (its 36-chiplet peak, 127.8 TOPS, over
 # 36 x 1,024 MACs x 2). A chiplet: 16 PEs, each 8 vector MACs x 8 lanes (an 8 x 8 weight-stationary array);
@@ -106,6 +113,7 @@ PRESETS: dict[str, Hardware] = {
     "h100": H100,
     "mi300x": MI300X,
     "mi300x-node": MI300X_NODE,
+    "mi300x-2node": MI300X_2NODE,
 }
 
 

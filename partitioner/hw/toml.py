@@ -19,7 +19,8 @@ from partitioner.hw.presets import PRESETS
 _CHIPLET_KEYS = {f.name for f in fields(Chiplet)} - {"sram_bytes"} | {"sram_mib"}
 _PACKAGE_KEYS = {"name", "clock_ghz", "topology", "rows", "cols", "link_bytes_per_cycle", "hop_latency_cycles",
                  "link_pj_per_bit", "chiplets", "chiplet", "overrides", "memory_stacks", "level"}
-_LEVEL_KEYS = {"count", "topology", "rows", "cols", "link_bytes_per_cycle", "hop_latency_cycles", "link_pj_per_bit"}
+_LEVEL_KEYS = {"count", "topology", "rows", "cols", "link_bytes_per_cycle", "hop_latency_cycles", "link_pj_per_bit",
+               "link_name"}
 _STACK_KEYS = {"name", "capacity_gib", "bytes_per_cycle", "pj_per_byte", "latency_cycles", "attached", "efficiency"}
 _MAX_INT = 1 << 40  # keeps every product of sizes and rates inside int64
 _INT_KEYS = {"count", "array_rows", "array_cols", "macs_per_cycle", "vector_ops_per_cycle", "sram_bytes_per_cycle", "rows",
@@ -32,7 +33,7 @@ def _bad(path: str, key: str, why: str) -> UserError:
 
 
 def _check_value(path: str, key: str, value: object) -> None:
-    if key in ("kind", "name", "topology", "dataflow"):
+    if key in ("kind", "name", "topology", "dataflow", "link_name"):
         if not isinstance(value, str):
             raise _bad(path, key, f"must be a string, got {value!r}")
     elif key == "unsupported_ops":
@@ -204,7 +205,8 @@ def _level_of(outer: dict) -> PackageLevel:
     return PackageLevel(count, topology, rows, cols,
                         link_bytes_per_cycle=outer.get("link_bytes_per_cycle", PACKAGE_LINK["bytes_per_cycle"]),
                         hop_latency_cycles=outer.get("hop_latency_cycles", PACKAGE_LINK["hop_latency_cycles"]),
-                        link_pj_per_bit=float(outer.get("link_pj_per_bit", PACKAGE_LINK["pj_per_bit"])))
+                        link_pj_per_bit=float(outer.get("link_pj_per_bit", PACKAGE_LINK["pj_per_bit"])),
+                        link_name=outer.get("link_name", ""))
 
 
 def _stacks_from(tables: object, n: int, path: str) -> tuple[MemoryStack, ...]:
