@@ -1,12 +1,20 @@
 """Two packages on a board vs one flat package of the same chiplets: throughput, certificate, package-link bytes.
+With --node: a 70B decoder on the three-level mi300x-node (8 GPUs on xGMI) against one mi300x.
 
     python -m benchmarks.multilevel [--models examples/bert-large.onnx examples/llama-1b.onnx]
                                     [--hardware two-package-2x16 32] [--write]
+    python -m benchmarks.multilevel --node [--llm /tmp/llm-exports/llama-2-70b-legacy.onnx] [--write]
 
 Each (model, hardware) runs the real CLI (`partition MODEL --hardware H`, or `--chiplets N` for a number: the flat
 near-square mesh with the default HBM tier; default method, fp16) in a fresh process. The result is checked from
 its files: exit 0, partition.json valid under `partition.check` (streamed weights and split groups included) and
 throughput <= the certificate. --write replaces the "Two packages on a board" section of benchmarks/RESULTS.md.
+
+--node runs `partition LLM --hardware H --precision fp8 --method dp --no-certificate` for H in mi300x, mi300x-node
+and the two phases (decode: --batch 64 --context 1024; prefill: one 512-token prompt), each under /usr/bin/time
+(CPU seconds, peak memory), and reads the plan back from partition.json: its stages (a chiplet running whole ops or
+a group of split ops), the GPUs they run on, the groups and whether any straddles two GPUs (none may: the xGMI
+links are slower than the XCD links, cost.may_group). --write replaces the "Three levels" section.
 """
 from __future__ import annotations
 
@@ -23,6 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.llm_runs import EXPORTS, export  # noqa: E402
 from benchmarks.results_md import update_section  # noqa: E402
 from partitioner.app.document import assignment_from_document  # noqa: E402
 from partitioner.app.run import load_model
@@ -87,13 +96,109 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+NODE_HARDWARE = ("mi300x", "mi300x-node")
+NODE_PHASES = (("decode", ["--batch", "64", "--context", "1024"]),
+               ("prefill", ["--input-shape", "input_ids=1x512", "--input-shape", "attention_mask=1x512"]))
+NODE_TITLE = "Three levels: Llama-2-70B across an 8-GPU MI300X node"
+
+
+def timed(cmd: list[str]) -> tuple[subprocess.CompletedProcess, float, float]:
+    """Run cmd under /usr/bin/time -v: (the process, user + sys CPU seconds, peak RSS in GB)."""
+    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], cwd=ROOT, capture_output=True, text=True)
+    stats = dict(line.strip().rsplit(": ", 1) for line in proc.stderr.splitlines() if ": " in line
+                 and line.startswith("\t"))
+    cpu = float(stats.get("User time (seconds)", "nan")) + float(stats.get("System time (seconds)", "nan"))
+    return proc, cpu, float(stats.get("Maximum resident set size (kbytes)", "nan")) / 1e6
+
+
+def plan_shape(a: np.ndarray, shard: np.ndarray | None, gpu: int) -> dict:
+    """Stages (distinct (first chiplet, group size) of the ops), the GPUs (`gpu` chiplets each) they run on, the
+    groups of 2 or more, their largest size and how many straddle two GPUs."""
+    k = np.ones_like(a) if shard is None else np.asarray(shard)
+    units = sorted(set(zip(a.tolist(), k.tolist())))
+    groups = [(c, g) for c, g in units if g > 1]
+    per_gpu = np.bincount([c // gpu for c, _ in units])
+    return dict(stages=len(units), gpus=int((per_gpu > 0).sum()), stages_per_gpu=f"{per_gpu.min()}-{per_gpu.max()}",
+                groups=len(groups), largest_group=max((g for _, g in groups), default=1),
+                straddling=sum(c // gpu != (c + g - 1) // gpu for c, g in groups))
+
+
+def run_llm(model: str, hardware: str, phase: str, opts: list[str]) -> dict:
+    """One --node row (module docstring), re-checked by partition.check."""
+    cmd = [sys.executable, "-m", "partitioner.app.cli", model, "--hardware", hardware, "--precision", "fp8",
+           "--phase", phase, *opts, "--method", "dp", "--no-certificate"]
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        proc, cpu, rss = timed([*cmd, "--out", out])
+        row = {"hardware": hardware, "phase": phase, "exit": proc.returncode, "wall_s": time.perf_counter() - start,
+               "cpu_s": cpu, "rss_gb": rss, "command": "python -m partitioner.app.cli " + " ".join(cmd[3:])}
+        if proc.returncode != 0:
+            row["error"] = (proc.stderr.strip().splitlines() or ["?"])[-1]
+            return row
+        doc = json.loads((Path(out) / "partition.json").read_text())
+    shapes = {"input_ids": (1, 512), "attention_mask": (1, 512)} if phase == "prefill" else None
+    graph = load_model(model, shapes, "fp8", phase=phase, context=1024 if phase == "decode" else None,
+                       sequences=64 if phase == "decode" else 1)
+    hw = load_hardware(hardware)
+    part = assignment_from_document(graph, doc, "partition.json")
+    a, shard = (part.assignment, part.shard) if isinstance(part, Partition) else (part, None)
+    streamed = streamed_from_document(graph, doc, "partition.json")
+    m = doc["metrics"]
+    row.update(tokens_per_s=m["tokens_per_s"], ms_per_token=1e3 * m["time_per_token_s"], bottleneck=m["bottleneck"],
+               package_bytes=m.get("package_link_bytes_per_inference", 0), **plan_shape(np.asarray(a), shard, 8),
+               valid=not check(graph, hw, a, streamed=None if streamed is None else np.asarray(streamed),
+                               shard=shard))
+    return row
+
+
+def node_table(rows: list[dict]) -> str:
+    lines = ["| phase | hardware | tokens/s | x one GPU | ms per token | bottleneck | stages (per GPU) | GPUs | "
+             "split groups (largest) | groups across GPUs | bytes between packages / inf | valid | CPU s | "
+             "peak GB |", "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|---:|---:|"]
+    one = {r["phase"]: r.get("tokens_per_s") for r in rows if r["hardware"] == "mi300x"}
+    for r in rows:
+        if r["exit"] != 0:
+            lines.append(f"| {r['phase']} | {r['hardware']} | exit {r['exit']}: {r.get('error', '')} | | | | | | | "
+                         f"| | | {r['cpu_s']:.0f} | {r['rss_gb']:.1f} |")
+            continue
+        gain = f"{r['tokens_per_s'] / one[r['phase']]:.2f}" if one.get(r["phase"]) else ""
+        lines.append(
+            f"| {r['phase']} | {r['hardware']} | {r['tokens_per_s']:,.1f} | {gain} | {r['ms_per_token']:.2f} | "
+            f"{r['bottleneck']} | {r['stages']} ({r['stages_per_gpu']}) | {r['gpus']} | {r['groups']} "
+            f"({r['largest_group']}) | {r['straddling']} | {r['package_bytes']:,.0f} | "
+            f"{'yes' if r['valid'] else 'NO'} | {r['cpu_s']:.0f} | {r['rss_gb']:.1f} |")
+    return "\n".join(lines)
+
+
+def node_main(llm: str | None, write: bool) -> None:
+    model = llm or str(export("llama-2-70b", EXPORTS))
+    rows = []
+    for phase, opts in NODE_PHASES:
+        for hw in NODE_HARDWARE:
+            rows.append(run_llm(model, hw, phase, opts))
+            print(json.dumps(rows[-1]), flush=True)
+    text = node_table(rows)
+    print(text)
+    if write:
+        commands = "\n".join(f"    {r['command']}" for r in rows)
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True).stdout.strip()
+        update_section(NODE_TITLE, f"`python -m benchmarks.multilevel --node --write` on {commit}, which runs\n\n"
+                                   f"{commands}\n\n{text}\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
     ap.add_argument("--hardware", nargs="+", default=DEFAULT_HARDWARE,
                     help="presets or .toml files, or a number N for the flat --chiplets N package")
     ap.add_argument("--write", action="store_true", help='replace the "Two packages on a board" section of RESULTS.md')
+    ap.add_argument("--node", action="store_true", help="the 70B decoder on mi300x-node against one mi300x")
+    ap.add_argument("--llm", help="with --node: a graph-only export of Llama-2-70B (default: made in /tmp/llm-exports)")
     args = ap.parse_args(argv)
+    if args.node:
+        node_main(args.llm, args.write)
+        return
     rows = []
     for model in args.models:
         for hw in args.hardware:
