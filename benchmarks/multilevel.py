@@ -11,9 +11,8 @@ its files: exit 0, partition.json valid under `partition.check` (streamed weight
 throughput <= the certificate. --write replaces the "Two packages on a board" section of benchmarks/RESULTS.md.
 
 --node runs `partition LLM --hardware H --precision fp8 --method dp --no-certificate` for H in mi300x, mi300x-node
-and the two phases (decode: --batch 64 --context 1024; prefill: a 512-token prompt in 64-token chunks), each under
-/usr/bin/time
-(CPU seconds, peak memory), and reads the plan back from partition.json: its stages (a chiplet running whole ops or
+and the two phases (prefill: a 512-token prompt in 64-token chunks; decode: --batch 64 --context 1024), each
+under /usr/bin/time (CPU seconds, peak memory), and reads the plan back from partition.json: its stages (a chiplet running whole ops or
 a group of split ops), the GPUs they run on, the groups and whether any straddles two GPUs (none may: the xGMI
 links are slower than the XCD links, cost.may_group). --write replaces the "Three levels" section.
 """
@@ -98,11 +97,11 @@ def table(rows: list[dict]) -> str:
 
 
 NODE_HARDWARE = ("mi300x", "mi300x-node")
-NODE_PHASES = (("decode", ["--batch", "64", "--context", "1024"]),
-               ("prefill", ["--input-shape", "input_ids=1x64", "--input-shape", "attention_mask=1x64", "--batch", "8"]))
-"""Decode: one step of 64 sequences over 1,024 cached tokens. Prefill: a 512-token prompt as 8 chunks of 64 tokens
-(the most whose largest op's activations fit an XCD's SRAM), each an inference, each streamed weight read once per
-prompt (benchmarks/mlperf_offline.py, docs/fidelity.md)."""
+NODE_PHASES = (("prefill", ["--input-shape", "input_ids=1x64", "--input-shape", "attention_mask=1x64", "--batch", "8"]),
+               ("decode", ["--batch", "64", "--context", "1024"]))
+"""Prefill: a 512-token prompt as 8 chunks of 64 tokens (the most whose largest op's activations fit an XCD's
+SRAM), each an inference, each streamed weight read once per prompt (benchmarks/mlperf_offline.py,
+docs/fidelity.md). Decode: one step of 64 sequences over 1,024 cached tokens."""
 NODE_TITLE = "Three levels: Llama-2-70B across an 8-GPU MI300X node"
 
 
