@@ -203,3 +203,13 @@ def test_two_nodes_on_a_400g_network_make_four_levels():
     assert sorted(rack.links[k] for k, j in enumerate(rack.link_class) if j == 3) == [(63, 64), (64, 63)]
     assert [rack.link_class[k] for k in rack.route(0, 127)].count(3) == 1
     assert [rack.link_class[k] for k in rack.route(0, 127)].count(2) == 2
+
+
+def test_the_benchmark_reads_a_plans_stages_gpus_and_straddling_groups():
+    """benchmarks/multilevel.plan_shape on GPUs of 8 chiplets: units (0, 4), (4, 2), (7, 2), (9, 1), (16, 2): five
+    stages on GPUs 0 (three), 1 and 2; four groups, the largest of 4; (7, 2) holds chiplets 7 and 8, two GPUs."""
+    from benchmarks.multilevel import plan_shape
+
+    a, shard = np.array([0, 0, 4, 7, 9, 16]), np.array([4, 4, 2, 2, 1, 2])
+    assert plan_shape(a, shard, 8) == dict(stages=5, gpus=3, stages_per_gpu="1-3", groups=4, largest_group=4,
+                                           straddling=1)
