@@ -12,9 +12,9 @@ its files: exit 0, partition.json valid under `partition.check` (streamed weight
 throughput <= the certificate. --write replaces the "Two packages on a board" section of benchmarks/RESULTS.md.
 
 --node runs `partition LLM --hardware H --precision fp8 --method dp --no-certificate` for H in mi300x, mi300x-node
-and three runs (NODE_RUNS: prefill of a 512-token prompt in 64-token chunks; decode --batch 64 --context 1024;
-decode of one sequence under --objective latency), each under /usr/bin/time (CPU seconds, peak memory), and
-reads the plan back from partition.json: its stages (a chiplet running whole ops or a group of split ops), the
+and two runs (NODE_RUNS: prefill of a 512-token prompt in 64-token chunks; decode --batch 64 --context 1024; with
+--latency also a decode of one sequence under --objective latency), each under /usr/bin/time (CPU seconds, peak
+memory), and reads the plan back from partition.json: its stages (a chiplet running whole ops or a group of split ops), the
 GPUs they run on, the groups and whether any straddles two GPUs (none may: the xGMI
 links are slower than the XCD links, cost.may_group). --write replaces the "Three levels" section.
 """
@@ -102,13 +102,15 @@ NODE_HARDWARE = ("mi300x", "mi300x-node")
 NODE_RUNS = (
     ("prefill", ["--phase", "prefill", "--input-shape", "input_ids=1x64", "--input-shape", "attention_mask=1x64",
                  "--batch", "8"]),
-    ("decode B 64", ["--phase", "decode", "--batch", "64", "--context", "1024"]),
-    ("decode B 1, latency", ["--phase", "decode", "--batch", "1", "--context", "1024", "--objective", "latency"]))
+    ("decode B 64", ["--phase", "decode", "--batch", "64", "--context", "1024"]))
+LATENCY_RUN = ("decode B 1, latency", ["--phase", "decode", "--batch", "1", "--context", "1024", "--objective",
+                                      "latency"])
 """Prefill: a 512-token prompt as 8 chunks of 64 tokens (the most whose largest op's activations fit an XCD's
 SRAM), each an inference, each streamed weight read once per prompt (benchmarks/mlperf_offline.py,
 docs/fidelity.md). Decode B 64: one step of 64 sequences over 1,024 cached tokens, throughput objective. Decode B 1,
 latency: one sequence's next token as fast as possible (--objective latency: stages add up, so splitting an op over
-a GPU's XCDs pays where pipelining cannot)."""
+a GPU's XCDs pays where pipelining cannot; LATENCY_RUN, with --latency: about 5 CPU minutes a run, and over 25
+wall minutes on mi300x-node on a shared 2-core machine, mostly in the traced simulation of the final plan)."""
 PROMPT = 512
 NODE_TITLE = "Three levels: Llama-2-70B across an 8-GPU MI300X node"
 NODE_EXPLAIN = """`tokens/s`: prefill, prompt tokens (8 chunks of 64 per 512-token prompt); decode B 64, tokens of the
@@ -197,7 +199,7 @@ def node_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def node_main(llm: str | None, write: bool, rows_file: Path | None) -> None:
+def node_main(llm: str | None, write: bool, rows_file: Path | None, latency: bool = False) -> None:
     """Run every (run, hardware) of NODE_RUNS x NODE_HARDWARE not in `rows_file` yet (JSON lines: rows of earlier
     runs, each with the commit it ran on), appending each row there; then the table of them all."""
     model = llm or str(export("llama-2-70b", EXPORTS))
@@ -206,7 +208,7 @@ def node_main(llm: str | None, write: bool, rows_file: Path | None) -> None:
     done = ([json.loads(line) for line in rows_file.read_text().splitlines() if line.startswith("{")]
             if rows_file is not None and rows_file.exists() else [])
     rows = []
-    for label, opts in NODE_RUNS:
+    for label, opts in NODE_RUNS + ((LATENCY_RUN,) if latency else ()):
         for hw in NODE_HARDWARE:
             row = next((r for r in done if (r["label"], r["hardware"]) == (label, hw)), None)
             if row is None:
@@ -220,7 +222,8 @@ def node_main(llm: str | None, write: bool, rows_file: Path | None) -> None:
     print(text)
     if write:
         runs = "\n".join(f"    {r['command']}    # on {r['commit']}" for r in rows)
-        update_section(NODE_TITLE, f"`python -m benchmarks.multilevel --node --rows ROWS.jsonl --write` (each row "
+        flag = " --latency" if latency else ""
+        update_section(NODE_TITLE, f"`python -m benchmarks.multilevel --node{flag} --rows ROWS.jsonl --write` (each row "
                                    f"one run, its commit beside it):\n\n{runs}\n\n{text}\n\n{NODE_EXPLAIN}\n")
 
 
@@ -233,9 +236,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--node", action="store_true", help="the 70B decoder on mi300x-node against one mi300x")
     ap.add_argument("--llm", help="with --node: a graph-only export of Llama-2-70B (default: made in /tmp/llm-exports)")
     ap.add_argument("--rows", type=Path, help="with --node: JSON lines of rows already run (reused) and to append to")
+    ap.add_argument("--latency", action="store_true", help="with --node: also a batch-1 decode under --objective "
+                    "latency (slow: LATENCY_RUN)")
     args = ap.parse_args(argv)
     if args.node:
-        node_main(args.llm, args.write, args.rows)
+        node_main(args.llm, args.write, args.rows, args.latency)
         return
     rows = []
     for model in args.models:
