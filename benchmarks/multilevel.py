@@ -14,9 +14,9 @@ throughput <= the certificate. --write replaces the "Two packages on a board" se
 --node runs `partition LLM --hardware H --precision fp8 --method dp --no-certificate` for H in mi300x, mi300x-node
 and two runs (NODE_RUNS: prefill of a 512-token prompt in 64-token chunks; decode --batch 64 --context 1024; with
 --latency also a decode of one sequence under --objective latency), each under /usr/bin/time (CPU seconds, peak
-memory), and reads the plan back from partition.json: its stages (a chiplet running whole ops or a group of split ops), the
-GPUs they run on, the groups and whether any straddles two GPUs (none may: the xGMI
-links are slower than the XCD links, cost.may_group). --write replaces the "Three levels" section.
+memory), and reads the plan back from partition.json: its stages (a chiplet running whole ops or a group of split
+ops), the GPUs they run on, the groups and whether any straddles two GPUs (none may: the xGMI links are slower than
+the XCD links, cost.may_group). --write replaces the "Three levels" section.
 """
 from __future__ import annotations
 
