@@ -223,7 +223,8 @@ def node_main(llm: str | None, write: bool, rows_file: Path | None, latency: boo
     if write:
         runs = "\n".join(f"    {r['command']}    # on {r['commit']}" for r in rows)
         flag = " --latency" if latency else ""
-        update_section(NODE_TITLE, f"`python -m benchmarks.multilevel --node{flag} --rows ROWS.jsonl --write` (each row "
+        update_section(NODE_TITLE, f"`python -m benchmarks.multilevel --node{flag} --rows ROWS.jsonl --write` "
+                                   f"(each row "
                                    f"one run, its commit beside it):\n\n{runs}\n\n{text}\n\n{NODE_EXPLAIN}\n")
 
 

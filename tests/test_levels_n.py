@@ -179,7 +179,8 @@ def test_the_mi300x_node_preset_totals():
     assert (node.n_chiplets, node.spans, node.n_packages) == (64, (2, 8, 64), 32)
     assert node.layout == "8 groups (all-to-all) of 4 packages (ring) of chain 1x2"
     assert len(node.memory_stacks) == 32 and sum(s.capacity_bytes for s in node.memory_stacks) == 1536 << 30
-    assert sum(s.bytes_per_cycle for s in node.memory_stacks) == 8 * sum(s.bytes_per_cycle for s in MI300X.memory_stacks)
+    per_gpu = sum(s.bytes_per_cycle for s in MI300X.memory_stacks)
+    assert sum(s.bytes_per_cycle for s in node.memory_stacks) == 8 * per_gpu
     assert sum(s.bytes_per_cycle for s in node.memory_stacks) * node.clock_hz == pytest.approx(8 * 5.3e12, rel=1e-3)
     xgmi = node.link_classes[2]
     assert (xgmi.bytes_per_cycle, xgmi.hop_latency_cycles) == (30, 105)

@@ -240,7 +240,8 @@ class Hardware:
         """Class 0: the links inside a package (die-to-die); class j >= 1: the links of level j (1: the board's
         package-to-package links, then level-2, ..., or each level's own link_name)."""
         out = [LinkClass(class_name(0), self.link_bytes_per_cycle, self.hop_latency_cycles, self.link_pj_per_bit)]
-        out += [LinkClass(class_name(j, lv.link_name), lv.link_bytes_per_cycle, lv.hop_latency_cycles, lv.link_pj_per_bit)
+        out += [LinkClass(class_name(j, lv.link_name), lv.link_bytes_per_cycle, lv.hop_latency_cycles,
+                          lv.link_pj_per_bit)
                 for j, lv in enumerate(self.levels, 1)]
         return tuple(out)
 

@@ -121,7 +121,8 @@ def group_stage_costs(graph: TensorGraph, hw: Hardware, chiplet: int, k: int, ta
         # the collective the simulator runs (cost.collective_cycles: direct or ring, whichever is faster)
         partial = np.array([ax in PARTIAL_AXES for ax in axes])
         ag = np.where(partial[:, None], collective_cycles("all-reduce", inner, k, hw, chiplet),
-                      collective_cycles("all-gather", inner, k, hw, chiplet)) + a2a_cycles_table(graph, k, *group_links(hw, chiplet, k))
+                      collective_cycles("all-gather", inner, k, hw, chiplet)) + a2a_cycles_table(
+            graph, k, *group_links(hw, chiplet, k))
         gather = np.flip(np.cumsum(np.flip(ag, axis=0), axis=0), axis=0)
         # a split producer's slices add up to its tensor; full partials (row_parallel, vocab) come from each of
         # its pieces, taken as k of them, unless a ring reduces them first (then k chunks: the tensor once);

@@ -110,7 +110,8 @@ def staged_partition(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_
     back to `dp_partition` (shard 1) if no staged plan fits SRAM. With levels (hw.levels) a group never straddles
     a level whose links are slower than the die-to-die ones (cost.may_group), its collectives are timed at the
     slowest links its span crosses (cost.group_links), and a stage ships its cut outputs at the slowest link to the
-    next chiplet (cost.next_stage_bytes_per_cycle). `memo`: as for `_staged_dp` (callers running several caps share it)."""
+    next chiplet (cost.next_stage_bytes_per_cycle). `memo`: as for `_staged_dp` (callers running several caps
+    share it)."""
     plan = _staged_dp(graph, hw, max_shard, relaxed, serial_streams, memo)
     if plan is None and hw.memory_stacks and not relaxed:
         plan = _staged_dp(graph, hw, max_shard, True, serial_streams, memo)
