@@ -8,43 +8,27 @@
         every Pareto design re-run as `partition MODEL --hardware design.toml` (the default run: search, staged
         plans, certificate): its throughput over the one explore recorded (target: within 2%)
 
-Hypervolume is measured in log space, every objective turned into a minimisation: (-log10 throughput, log10 power,
-log10 cost), against a reference point 0.1 decade worse than the worst fitting design any run saw, so runs of one
-model compare on one scale. Designs that do not fit the model add nothing.
+Hypervolume is measured in log space, every objective turned into a minimisation: (-log10 throughput, log10 W,
+log10 USD) (partitioner/app/pareto.hv_point), against the fixed reference partitioner/app/pareto.HV_REFERENCE:
+1 inference/s, 1 kW, $10,000. Designs that do not fit the model add nothing.
+
+    python -m benchmarks.explore_bench codesign --models distilbert resnet18 t5-small-encoder gpt2 --budget 30 \
+        --seeds 0 1 2 --methods learned nsga2 random --out bench_codesign
+        the same per method on the held-out models (never in the design agent's corpus); each run is kept in
+        OUT/MODEL/METHOD-SEED and not redone, so methods can be run apart and summarised together
+    python -m benchmarks.explore_bench hetero --methods learned nsga2 random --out bench_codesign
+        each heterogeneous front design of those runs against its two homogeneous versions
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
 from partitioner.app.explore import ExploreConfig, run_explore
+from partitioner.app.pareto import HV_REFERENCE, hv_point, hypervolume  # noqa: F401 - tests import it from here
 from partitioner.core.files import write_json
-
-
-def hypervolume(points: list[tuple[float, ...]], ref: tuple[float, ...]) -> float:
-    """Exact hypervolume dominated by minimisation points up to ref (any dimension, by slicing the first axis)."""
-    pts = [p for p in points if all(a < r for a, r in zip(p, ref))]
-    # only the non-dominated points matter; dropping the rest keeps the slicing cheap
-    pts = [p for p in pts if not any(q != p and all(a <= b for a, b in zip(q, p)) for q in pts)]
-    pts = list(dict.fromkeys(pts))
-    if not pts:
-        return 0.0
-    if len(ref) == 1:
-        return ref[0] - min(p[0] for p in pts)
-    pts.sort(key=lambda p: p[0])   # slice i spans [p_i, p_i+1) on axis 0, covered by the points up to i
-    total = 0.0
-    for i, p in enumerate(pts):
-        upper = pts[i + 1][0] if i + 1 < len(pts) else ref[0]
-        if upper > p[0]:
-            total += (upper - p[0]) * hypervolume([q[1:] for q in pts[:i + 1]], ref[1:])
-    return total
-
-
-def _objectives(row: dict) -> tuple[float, float, float]:
-    return (-math.log10(row["throughput_per_s"]), math.log10(row["power_w"]), math.log10(row["cost_usd"]))
 
 
 def _trial_rows(out: Path) -> list[dict | None]:
@@ -55,56 +39,144 @@ def _trial_rows(out: Path) -> list[dict | None]:
     return [by_trial.get(t) for t in range(n)], doc
 
 
+def hv_curve(rows: list[dict | None]) -> list[float]:
+    """Hypervolume of the fitting designs after each evaluation."""
+    pts, curve = [], []
+    for r in rows:
+        if r is not None:
+            pts.append(hv_point(r))
+        curve.append(hypervolume(list(pts), HV_REFERENCE))
+    return curve
+
+
+def _run(model: str, method: str, seed: int, args, out: Path) -> dict:
+    if not (out / "pareto.json").exists():
+        start = time.perf_counter()
+        run_explore(ExploreConfig(model, budget=args.budget, workers=args.workers, seed=seed, out=str(out),
+                                  sampler=method, space=args.space))
+        print(f"{Path(model).stem} {method} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
+    rows, doc = _trial_rows(out)
+    return {"curve": hv_curve(rows), "front": doc["pareto"], "fit": sum(r is not None for r in rows)}
+
+
 def hv_bench(args) -> None:
-    runs = {}
-    for sampler in ("nsga2", "random"):
-        for seed in args.seeds:
-            out = Path(args.out) / f"{sampler}-{seed}"
-            start = time.perf_counter()
-            run_explore(ExploreConfig(args.model, budget=args.budget, workers=args.workers, seed=seed,
-                                      out=str(out), sampler=sampler, space=args.space))
-            rows, _ = _trial_rows(out)
-            runs[(sampler, seed)] = rows
-            print(f"{sampler} seed {seed}: {sum(r is not None for r in rows)} fit, {time.perf_counter() - start:.0f} s",
-                  flush=True)
-    every = [_objectives(r) for rows in runs.values() for r in rows if r is not None]
-    ref = tuple(max(p[k] for p in every) + 0.1 for k in range(3))
-    curves = {}
-    for (sampler, seed), rows in runs.items():
-        pts, curve = [], []
-        for r in rows:
-            if r is not None:
-                pts.append(_objectives(r))
-            curve.append(hypervolume(list(pts), ref))
-        curves[f"{sampler}-{seed}"] = curve
-    write_json(Path(args.out) / "hv.json", {"reference": ref, "curves": curves})
-    marks = [m for m in (5, 10, 15, 20, 25, 30, 50, 75, args.budget) if m <= args.budget]
-    marks = sorted(set(marks))
-    print("| sampler | " + " | ".join(f"HV@{m}" for m in marks) + " |")
-    print("|---|" + "---|" * len(marks))
-    for sampler in ("nsga2", "random"):
-        vals = [[curves[f"{sampler}-{s}"][m - 1] for s in args.seeds] for m in marks]
-        cells = [f"{sum(v) / len(v):.3f} ({min(v):.3f}-{max(v):.3f})" for v in vals]
-        print(f"| {sampler} | " + " | ".join(cells) + " |")
-    _plot(Path(args.out) / "hv.png", curves, args.seeds)
+    """NSGA-II against random sampling on one model (the earlier table); use `codesign` for the design agent."""
+    args.models, args.methods = [args.model], ["nsga2", "random"]
+    codesign_bench(args)
 
 
-def _plot(path: Path, curves: dict, seeds) -> None:
+def codesign_bench(args) -> None:
+    results: dict[str, dict] = {}
+    for model in args.models:
+        path = model if model.endswith(".onnx") else f"examples/{model}.onnx"
+        stem = Path(path).stem
+        for method in args.methods:
+            for seed in args.seeds:
+                results[f"{stem}/{method}-{seed}"] = _run(path, method, seed, args, Path(args.out) / stem
+                                                          / f"{method}-{seed}")
+    write_json(Path(args.out) / "hv.json", {"reference": HV_REFERENCE, "runs": results})
+    summarise(results, args)
+
+
+def summarise(results: dict, args) -> None:
+    marks = sorted({m for m in (5, 10, 15, 20, 30, args.budget) if m <= args.budget})
+    models = list(dict.fromkeys(k.split("/")[0] for k in results))
+    methods = list(dict.fromkeys(k.split("/")[1].rsplit("-", 1)[0] for k in results))
+
+    def mean_curve(model: str, method: str) -> list[float]:
+        cs = [results[f"{model}/{method}-{s}"]["curve"] for s in args.seeds]
+        return [sum(c[i] for c in cs) / len(cs) for i in range(min(len(c) for c in cs))]
+
+    print("| model | method | " + " | ".join(f"HV@{m}" for m in marks) + " | fronts' heterogeneous designs |")
+    print("|---|---|" + "---|" * (len(marks) + 1))
+    for model in models:
+        for method in methods:
+            cells = []
+            for m in marks:
+                v = [results[f"{model}/{method}-{s}"]["curve"][m - 1] for s in args.seeds]
+                cells.append(f"{sum(v) / len(v):.3f} ({min(v):.3f}-{max(v):.3f})")
+            fronts = [results[f"{model}/{method}-{s}"]["front"] for s in args.seeds]
+            het = f"{sum(d['heterogeneous'] for f in fronts for d in f)} of {sum(len(f) for f in fronts)}"
+            print(f"| {model} | {method} | " + " | ".join(cells) + f" | {het} |")
+    if "learned" in methods:
+        print()
+        for model in models:
+            learned = mean_curve(model, "learned")
+            parts = []
+            for other in (m for m in methods if m != "learned"):
+                ref = mean_curve(model, other)
+                reach = next((i + 1 for i, v in enumerate(learned) if v >= ref[-1]), None)
+                parts.append(f"{learned[-1] / ref[-1]:.3f}x {other} at {len(ref)}; reaches {other}'s "
+                             f"{len(ref)}-evaluation HV at {reach if reach else 'never'}")
+            print(f"{model}: learned " + "; ".join(parts))
+    _plot(Path(args.out) / "hv.png", results, models, methods, args.seeds)
+
+
+def _plot(path: Path, results: dict, models: list[str], methods: list[str], seeds) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.5), constrained_layout=True)
-    for sampler, colour in (("nsga2", "tab:blue"), ("random", "tab:orange")):
-        for i, s in enumerate(seeds):
-            c = curves[f"{sampler}-{s}"]
-            ax.plot(range(1, len(c) + 1), c, color=colour, alpha=0.8, label=sampler if i == 0 else None)
-    ax.set_xlabel("designs evaluated")
-    ax.set_ylabel("hypervolume (log decades^3)")
-    ax.legend()
-    ax.grid(alpha=0.3)
+    fig, axes = plt.subplots(1, len(models), figsize=(4 * len(models), 3.4), constrained_layout=True, squeeze=False)
+    colours = {"learned": "tab:green", "nsga2": "tab:blue", "random": "tab:orange"}
+    for ax, model in zip(axes[0], models):
+        for method in methods:
+            for i, s in enumerate(seeds):
+                c = results[f"{model}/{method}-{s}"]["curve"]
+                ax.plot(range(1, len(c) + 1), c, color=colours.get(method, "grey"), alpha=0.75,
+                        label=method if i == 0 else None)
+        ax.set_title(model)
+        ax.set_xlabel("designs evaluated")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("hypervolume (log decades^3)")
+    axes[0][0].legend(fontsize=8)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def hetero_bench(args) -> None:
+    """Each heterogeneous design on the fronts of a `codesign` run (OUT/MODEL/METHOD-SEED, up to --per-model per
+    model) against its two homogeneous versions: the main kind everywhere and the second kind everywhere, each
+    evaluated as explore does. A heterogeneous design wins where neither version dominates it."""
+    from partitioner.app.dse_space import Design, design_from_params
+    from partitioner.app.explore import evaluate_design
+    from partitioner.app.pareto import dominates
+
+    print("| model | heterogeneous design | /s | W | $ | main kind everywhere: /s, W, $ | second kind everywhere: "
+          "/s, W, $ | wins |")
+    print("|---|---|---:|---:|---:|---|---|---|")
+    wins = total = 0
+    for model in args.models:
+        path = model if model.endswith(".onnx") else f"examples/{model}.onnx"
+        stem = Path(path).stem
+        fronts = [d for method in args.methods for s in args.seeds
+                  for d in json.loads((Path(args.out) / stem / f"{method}-{s}" / "pareto.json").read_text())["pareto"]]
+        seen, picked = set(), []
+        for d in sorted((d for d in fronts if d["heterogeneous"]), key=lambda d: -d["throughput_per_s"]):
+            name = Path(d["hardware_file"]).stem
+            if name not in seen:
+                seen.add(name)
+                picked.append(d)
+        for d in picked[:args.per_model]:
+            design = design_from_params(d)
+            params = {k: d[k] for k in Design.__dataclass_fields__}
+            main = {**params, "b_macs_per_cycle": 0}
+            second = {**params, "macs_per_cycle": design.b_macs_per_cycle, "vector_ratio": design.b_vector_ratio,
+                      "sram_mib": design.b_sram_mib, "b_macs_per_cycle": 0}
+            mine = (d["throughput_per_s"], d["power_w"], d["cost_usd"])
+            cells, beaten = [], False
+            for alt in (main, second):
+                r = evaluate_design(path, (), "fp16", alt)
+                if r.fits:
+                    cells.append(f"{r.throughput_per_s:,.0f}, {r.power_w:.1f}, {r.cost_usd:,.0f}")
+                    beaten |= dominates((r.throughput_per_s, r.power_w, r.cost_usd), mine)
+                else:
+                    cells.append(f"does not fit ({r.why.split(';')[0][:60]})")
+            wins += not beaten
+            total += 1
+            print(f"| {stem} | {Path(d['hardware_file']).stem} | {mine[0]:,.0f} | {mine[1]:.1f} | {mine[2]:,.0f} | "
+                  f"{cells[0]} | {cells[1]} | {'yes' if not beaten else 'no'} |", flush=True)
+    print(f"\n{wins} of {total} heterogeneous front designs are dominated by neither homogeneous version")
 
 
 def rate_bench(args) -> None:
@@ -128,14 +200,15 @@ def rerun_bench(args) -> None:
     for seed in args.seeds:
         out = Path(args.out) / f"explore-{seed}"
         run_explore(ExploreConfig(args.model, budget=args.budget, workers=args.workers, seed=seed, out=str(out),
-                                  space=args.space, precision="fp16"))
+                                  space=args.space, precision="fp16", sampler=args.methods[0]))
         doc = json.loads((out / "pareto.json").read_text())
         for d in doc["pareto"]:
             res = run(RunConfig(args.model, hardware=d["hardware_file"], precision="fp16",
                                 seed=seed, out=str(Path(args.out) / f"run-{seed}-{d['trial']}")))
             ratio = res.best.throughput / d["throughput_per_s"]
             ratios.append(ratio)
-            print(f"| {seed} | {Path(d['hardware_file']).name} | {d['partitioner']} | {d['throughput_per_s']:,.1f} | "
+            print(f"| {seed} | {Path(d['hardware_file']).name}{' (hetero)' if d['heterogeneous'] else ''} | "
+                  f"{d['partitioner']} | {d['throughput_per_s']:,.1f} | "
                   f"{res.best.throughput:,.1f} | {(res.found_by or res.method).split(',')[0]} | {ratio:.4f} |",
                   flush=True)
     print(f"\n{len(ratios)} designs: re-run / recorded from {min(ratios):.4f} to {max(ratios):.4f}; "
@@ -144,15 +217,19 @@ def rerun_bench(args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=["hv", "rate", "rerun"])
-    p.add_argument("model")
+    p.add_argument("what", choices=["hv", "rate", "rerun", "codesign", "hetero"])
+    p.add_argument("--per-model", type=int, default=3, help="hetero: heterogeneous front designs per model")
+    p.add_argument("model", nargs="?", default=None)
+    p.add_argument("--models", nargs="+", default=["distilbert", "resnet18", "t5-small-encoder", "gpt2"])
+    p.add_argument("--methods", nargs="+", default=["learned", "nsga2", "random"])
     p.add_argument("--budget", type=int, default=30)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--space", default=None)
     p.add_argument("--out", default="bench_dse")
     args = p.parse_args()
-    {"hv": hv_bench, "rate": rate_bench, "rerun": rerun_bench}[args.what](args)
+    {"hv": hv_bench, "rate": rate_bench, "rerun": rerun_bench, "codesign": codesign_bench,
+     "hetero": hetero_bench}[args.what](args)
 
 
 if __name__ == "__main__":

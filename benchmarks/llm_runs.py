@@ -47,6 +47,8 @@ class RunFigures:
     bottleneck: str
     n_ops: int
     wall_s: float
+    energy_j: float = 0.0
+    """Dynamic energy per inference (the simulator's)."""
 
     @property
     def tokens_per_s(self) -> float:
@@ -91,4 +93,4 @@ def run_partition(model: Path, hardware: str, precision: str, *, phase: str, con
     stream = sum(s.bytes_per_cycle * s.efficiency for s in hw.memory_stacks) * hw.clock_hz
     return RunFigures(command, per_s, latency, int(graph.metadata.get("tokens_per_inference", 1)),
                       float(np.sum(graph.weight_read_bytes)), kv, stream, rep.bottleneck, graph.n_ops,
-                      time.perf_counter() - t0)
+                      time.perf_counter() - t0, rep.energy_j)

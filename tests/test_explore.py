@@ -24,6 +24,15 @@ link_bytes_per_cycle = [64]
 clock_ghz = [1.0]
 package = ["organic", "interposer"]
 hbm_gib = [0]
+hbm_stacks = [2]
+hbm_place = ["sides"]
+packages = [1]
+vector_ratio = [8]
+b_macs_per_cycle = [0]
+b_sram_mib = [8]
+b_vector_ratio = [8]
+b_share = [0.25]
+b_place = ["head"]
 """   # 16 designs
 
 
@@ -138,11 +147,11 @@ def test_killed_explore_resumes_without_redoing_finished_designs(tmp_path, monke
     cfg = ExploreConfig(MODEL, budget=6, workers=1, seed=3, out=str(tmp_path / "out"), space=space)
     calls: list[dict] = []
 
-    def killed_on_third(model, shapes, precision, params):
+    def killed_on_third(model, shapes, precision, params, budgets):
         if len(calls) == 2:
             raise KeyboardInterrupt   # the process dies mid-evaluation: the trial stays RUNNING in the journal
         calls.append(params)
-        return evaluate_design(model, shapes, precision, params)
+        return evaluate_design(model, shapes, precision, params, budgets)
 
     monkeypatch.setattr(explore, "evaluate_design", killed_on_third)
     with pytest.raises(KeyboardInterrupt):
@@ -166,10 +175,13 @@ def test_explore_cli_bad_input_is_exit_2_one_line(tmp_path, capsys):
     assert err.startswith("error: design space") or err.startswith("error: space file")
     assert "\n" not in err and "Fix:" in err
     # nothing fits: 2 chiplets x 8 MiB hold less than ResNet-18's ~22 MiB of fp16 weights
-    assert main(["explore", MODEL, "--space", _space(tmp_path, "chiplets = [2]\nsram_mib = [8]\nhbm_gib = [0]\n"),
+    assert main(["explore", MODEL, "--space", _space(tmp_path, "chiplets = [2]\nsram_mib = [8]\nhbm_gib = [0]\n"
+                                                                 "packages = [1]\nb_macs_per_cycle = [0]\n"),
                  "--out", str(tmp_path / "o")]) == 2
-    assert "exceed the largest package in the space" in capsys.readouterr().err
+    assert "exceed the largest board in the space" in capsys.readouterr().err
     assert main(["explore", MODEL, "--budget", "0", "--out", str(tmp_path / "o")]) == 2
+    assert main(["explore", MODEL, "--max-area-mm2", "-5", "--out", str(tmp_path / "o")]) == 2
+    assert "--max-area-mm2 must be a positive number" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -261,3 +273,53 @@ def test_resuming_into_a_study_of_another_space_or_model_is_refused(tmp_path):
                                   precision="int8"))
     assert run_explore(ExploreConfig(MODEL, budget=2, workers=1, out=out, space=_space(tmp_path, SMALL),
                                      seed=9))["evaluated"] == 2
+
+
+def test_wider_space_heterogeneous_packages_and_stack_placement_round_trip(tmp_path):
+    """The new axes: a second chiplet kind at the head / tail / every other id, packages on a board, stacks per
+    package on one or both sides; each design's TOML reads back to the same Hardware."""
+    base = dict(process_nm=7, chiplets=4, topology="mesh", macs_per_cycle=4096, sram_mib=16,
+                link_bytes_per_cycle=64, clock_ghz=1.0, package="interposer")
+    d = Design(**base, packages=2, b_macs_per_cycle=1024, b_sram_mib=128, b_vector_ratio=2, b_share=0.25,
+               b_place="head", hbm_gib=8, hbm_stacks=3, hbm_place="sides")
+    assert d.b_ids() == (0, 1)                         # 25% of 2 x 4 chiplets: the first two ids
+    assert Design(**base, packages=2, b_macs_per_cycle=1024, b_place="tail").b_ids() == (6, 7)
+    assert Design(**base, packages=2, b_macs_per_cycle=1024, b_share=0.5, b_place="interleave").b_ids() == (0, 2, 4, 6)
+    assert Design(**base, b_sram_mib=8).b_ids() == () and Design(**base, b_sram_mib=8).name == Design(**base).name
+    hw = hardware_of(d)
+    assert hw.n_chiplets == 8 and hw.n_packages == 2 and not hw.homogeneous
+    b = hw.chiplets[0]
+    assert (b.macs_per_cycle, b.vector_ops_per_cycle, b.sram_bytes) == (1024, 512, 128 << 20)
+    assert hw.chiplets[2] == hw.chiplets[7] and hw.chiplets[2].macs_per_cycle == 4096
+    # 3 stacks on a 2x2 package, both sides: 2 on the west edge (one row each), 1 on the east; per package
+    assert len(hw.memory_stacks) == 6 and [len(st.attached) for st in hw.memory_stacks[:3]] == [1, 1, 2]
+    west = hardware_of(Design(**base, hbm_gib=8, hbm_stacks=2, hbm_place="west"))
+    # a 2x2 package snakes 0 1 / 3 2: its west column is chiplets 0 and 3, one stack each
+    assert [st.attached for st in west.memory_stacks] == [(0,), (3,)]
+    path = tmp_path / "d.toml"
+    path.write_text(hardware_toml(hw, "hetero"))
+    assert hardware_from_toml(path) == hw
+    res = evaluate_design(MODEL, (), "fp16", {**base, "packages": 2, "b_macs_per_cycle": 1024, "b_sram_mib": 128})
+    graph = load_model(MODEL, {}, "fp16")
+    again = hardware_from_toml(_toml(tmp_path, Design(**base, packages=2, b_macs_per_cycle=1024, b_sram_mib=128)))
+    part, how = map_design(graph, again)
+    assert res.fits and how == res.partitioner
+    assert simulate(graph, again, part).throughput_per_s == pytest.approx(res.throughput_per_s, rel=1e-12)
+
+
+def test_area_and_power_budgets_reject_designs(tmp_path):
+    params = dict(process_nm=7, chiplets=4, topology="mesh", macs_per_cycle=4096, sram_mib=32,
+                  link_bytes_per_cycle=64, clock_ghz=1.0, package="organic")
+    free = evaluate_design(MODEL, (), "fp16", params)
+    assert free.fits
+    over_area = evaluate_design(MODEL, (), "fp16", params, (free.area_mm2 / 2, None))
+    assert not over_area.fits and "mm2 budget" in over_area.why and over_area.violation_mib == pytest.approx(100.0)
+    over_power = evaluate_design(MODEL, (), "fp16", params, (None, free.power_w / 4))
+    assert not over_power.fits and "W budget" in over_power.why and over_power.violation_mib == pytest.approx(300.0)
+    assert evaluate_design(MODEL, (), "fp16", params, (free.area_mm2 * 1.01, free.power_w * 1.01)).fits
+
+
+def _toml(tmp_path: Path, design: Design) -> Path:
+    path = tmp_path / f"{design.name}.toml"
+    path.write_text(hardware_toml(hardware_of(design)))
+    return path

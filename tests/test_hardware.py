@@ -148,6 +148,7 @@ cols = 3
 link_bytes_per_cycle = 32
 hop_latency_cycles = 10
 link_pj_per_bit = 0.9
+pipeline_order = "rows"         # ids as written (auto would take the column snake: the vector chiplets share column 0)
 
 [chiplet]
 macs_per_cycle = 2048

@@ -145,11 +145,12 @@ def test_two_way_expert_parallelism_exact_cycles():
                      (2, 4): 8192, (2, 5): 8192, (3, 4): 8192, (3, 5): 8192}
     r = simulate(g, chain_hw(2), part)
     # norm pieces [0, 64] (32,768 vector flops / 512); the 8,192 B dispatch crosses one link: 128 + 20, so the
-    # experts run [212, 3,772]; the combine arrives 3,772 + 148 = 3,920 and the add's piece takes 24 (SRAM):
-    assert r.latency_cycles == 64 + 148 + 3560 + 148 + 24 == 3944
+    # experts run [212, 3,772]; the combine arrives 3,772 + 148 = 3,920 and the add's piece takes 16 (SRAM: its half
+    # of the 16,384 B input, S11, and of the output, 16,384 B / 1,024 B per cycle):
+    assert r.latency_cycles == 64 + 148 + 3560 + 148 + 16 == 3936
     busy = {k: round(v * r.cycles_per_inference) for k, v in r.link_utilisation.items()}
     assert busy == {"0->1": 256, "1->0": 256}                # one dispatch and one combine message each way
-    assert r.chiplet_busy_cycles == (3648, 3648)
+    assert r.chiplet_busy_cycles == (3640, 3640)                # 64 + 3,560 + 16
 
 
 def test_four_way_expert_parallelism_loads_the_links_as_the_formula_says():

@@ -8,6 +8,7 @@ import numpy as np
 from partitioner.app.budget import Recorder, RunBudget, Stopped
 from partitioner.core.graph import TensorGraph
 from partitioner.hw.hardware import Hardware
+from partitioner.hw.order import reordered, tied_orders
 from partitioner.model.partition import Partition, check
 from partitioner.plan.latency_dp import latency_candidates, latency_floor_cycles
 from partitioner.plan.staged_dp import auto_max_shard, staged_candidates
@@ -40,6 +41,24 @@ def best_staged(graph: TensorGraph, hw: Hardware, max_shard: int, batch: int = 1
     if stats is not None:
         stats.update(candidates=len(plans), simulated=simulated)
     return best
+
+
+def staged_in_order(graph: TensorGraph, hw: Hardware, max_shard: int, batch: int = 1
+                    ) -> tuple[Hardware, Evaluation | None]:
+    """(hw along the pipeline order the run keeps, that order's `best_staged` plan): on a heterogeneous grid, the
+    order among hw/order.tied_orders (those of fewest kind changes: a snake and its reverse, or kinds first in every
+    order of the kinds) whose staged plan simulates fastest (ties: the first); with one such order, hw and None, and
+    the run scores the staged plans later as on any package."""
+    orders = tied_orders(hw)
+    if len(orders) < 2:
+        return hw, None
+    best_hw, best = hw, None
+    for _, ids in orders:
+        there = reordered(hw, ids)
+        ev = best_staged(graph, there, max_shard, batch=batch)
+        if ev is not None and (best is None or ev.throughput > best.throughput):
+            best_hw, best = there, ev
+    return best_hw, best
 
 
 def best_latency(graph: TensorGraph, hw: Hardware, max_shard: int, batch: int = 1, stats: dict | None = None,

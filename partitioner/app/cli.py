@@ -160,7 +160,13 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--budget", type=int, default=30, help="designs to evaluate (default 30)")
     exp.add_argument("--workers", type=int, default=2, help="designs evaluated in parallel (default 2)")
     exp.add_argument("--space", default=None, help="TOML file narrowing or widening the space (docs/explore.md)")
-    exp.add_argument("--sampler", default="nsga2", choices=["nsga2", "random"])
+    exp.add_argument("--method", "--sampler", dest="method", default="learned", choices=["learned", "nsga2", "random"],
+                     help="learned: the pretrained design agent, fine-tuned on the model as it searches (default); "
+                          "nsga2: optuna's genetic search; random: uniform sampling")
+    exp.add_argument("--agent", default=None, help="design agent file for --method learned "
+                                                   "(default: the shipped policies/pretrained/design_agent.pt)")
+    exp.add_argument("--max-area-mm2", type=float, default=None, help="area budget: larger designs are rejected")
+    exp.add_argument("--max-power-w", type=float, default=None, help="power budget: hungrier designs are rejected")
     exp.add_argument("--population", type=int, default=None, help="NSGA-II population (default budget/4)")
     exp.add_argument("--ray", default=None, metavar="auto|ADDRESS|local",
                      help="evaluate on Ray: auto (a running cluster), ADDRESS, or local (start one here)")
@@ -310,7 +316,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from partitioner.app import explore
 
         cfg = explore.ExploreConfig(model=args.model, budget=args.budget, workers=args.workers, seed=args.seed,
-                                    out=args.out, space=args.space, sampler=args.sampler,
+                                    out=args.out, space=args.space, sampler=args.method, agent=args.agent,
+                                    max_area_mm2=args.max_area_mm2, max_power_w=args.max_power_w,
                                     population=args.population, ray=args.ray,
                                     input_shapes=parse_input_shapes(args.input_shape or []),
                                     precision=args.precision)

@@ -12,6 +12,7 @@ from partitioner.app.config import Outcome
 from partitioner.core.errors import UserError
 from partitioner.core.graph import TensorGraph
 from partitioner.frontend.decoder import ASSERTED
+from partitioner.hw.order import order_name
 from partitioner.hw.presets import PRESETS
 from partitioner.model.layout import simulated_axes, simulated_experts, simulated_groups, simulated_pieces
 from partitioner.model.partition import Partition
@@ -34,6 +35,7 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
         mask = pa == c
         per_chiplet.append({
             "chiplet": c,
+            "place": list(hw.positions[c]),
             "ops": int(mask.sum()),
             "flops": int(pg.flops[mask].sum()),
             "weight_bytes": int(pg.weight_bytes[mask].sum()),
@@ -83,6 +85,7 @@ def partition_document(outcome: Outcome, hardware_spec: str | None, config: dict
         "hardware": _resolvable(hardware_spec),
         "hardware_name": hw.name,
         "chiplets": hw.n_chiplets,
+        "pipeline_order": order_name(hw),
         "method": outcome.method,
         "objective": outcome.objective,
         "found_by": outcome.found_by or outcome.method,

@@ -1,4 +1,5 @@
-"""`partition explore MODEL`: hardware design-space exploration with optuna's NSGA-II.
+"""`partition explore MODEL`: hardware design-space exploration with a learned design agent (design_agent.py) or
+optuna's NSGA-II.
 
 Each trial is a Design (dse_space.py). Evaluating one builds its Hardware at its node, maps the model with the cheap
 inner partitioner (the DP contiguous split, or the greedy one when it scores higher, then check(); a CP-SAT repair
@@ -45,14 +46,21 @@ class ExploreConfig:
     out: str = "explore"
     space: str | None = None
     """--space FILE.toml; None is the default Space()."""
-    sampler: str = "nsga2"
-    """nsga2 or random (the baseline the benchmark compares against)."""
+    sampler: str = "learned"
+    """--method: learned (the design agent, design_agent.py; the default: the best hypervolume in
+    benchmarks/RESULTS.md, "Co-design"), nsga2 or random (the baseline)."""
+    agent: str | None = None
+    """--agent FILE: a pretrained design agent for --method learned; None: policies/pretrained/design_agent.pt."""
     population: int | None = None
     """NSGA-II population; None: max(4, min(50, budget // 4)), so a small budget still sees a few generations."""
     ray: str | None = None
     """None: local process pool. 'auto' or a cluster address: Ray."""
     input_shapes: dict = field(default_factory=dict)
     precision: str = "fp16"
+    max_area_mm2: float | None = None
+    """area budget (silicon, mm2): a design above it is rejected before it is simulated."""
+    max_power_w: float | None = None
+    """power budget (W, flat out): a design above it is rejected after it is simulated."""
 
 
 @dataclass(frozen=True)
@@ -123,8 +131,21 @@ def map_design(graph: TensorGraph, hw) -> tuple[Partition | None, str]:
     return (part, "repair") if not check(graph, hw, part) else (None, "")
 
 
-def evaluate_design(model: str, shapes: tuple, precision: str, params: dict) -> DesignResult:
-    """Score one design: map, simulate, then power, area and cost from ppa."""
+def in_run_order(graph: TensorGraph, hw):
+    """hw along the pipeline order `partition MODEL --hardware design.toml` keeps (a design file leaves
+    pipeline_order to auto: on a heterogeneous grid the run simulates each tied order's staged plan and keeps the
+    fastest, app/candidates.staged_in_order), so a design is scored on the chiplet order its re-run uses."""
+    from partitioner.app.candidates import staged_in_order
+    from partitioner.plan.staged_dp import auto_max_shard
+
+    max_shard = auto_max_shard(hw.n_chiplets)
+    return staged_in_order(graph, hw, max_shard)[0] if max_shard > 1 else hw
+
+
+def evaluate_design(model: str, shapes: tuple, precision: str, params: dict,
+                    budgets: tuple[float | None, float | None] = (None, None)) -> DesignResult:
+    """Score one design: map, simulate, then power, area and cost from ppa. budgets: (mm2, W) or None each; a
+    design over one does not fit (its violation: the relative excess, in percent)."""
     from partitioner.sim.simulator import simulate
 
     start = time.perf_counter()
@@ -137,14 +158,15 @@ def evaluate_design(model: str, shapes: tuple, precision: str, params: dict) -> 
     need = int(graph.weight_bytes.sum())
     have = sum(c.sram_bytes for c in hw.chiplets) + sum(st.capacity_bytes for st in hw.memory_stacks)
     largest_op = largest_resident(graph, bool(hw.memory_stacks))
-    short = max(0, need - have) + max(0, largest_op - hw.chiplets[0].sram_bytes)
+    biggest = max(c.sram_bytes for c in hw.chiplets)
+    short = max(0, need - have) + max(0, largest_op - biggest)
 
     def no_fit(why: str, violation: float) -> DesignResult:
         return DesignResult(False, why=why, seconds=time.perf_counter() - start, violation_mib=violation)
 
     if short > 0:
         return no_fit(f"weights {need / mib:,.1f} MiB vs SRAM+HBM {have / mib:,.1f} MiB; largest op "
-                      f"{largest_op / mib:,.1f} MiB vs a chiplet's {hw.chiplets[0].sram_bytes / mib:,.1f} MiB",
+                      f"{largest_op / mib:,.1f} MiB vs the largest chiplet's {biggest / mib:,.1f} MiB",
                       short / mib)
     if hw.memory_stacks and design.package != "interposer":
         return no_fit(f"{len(hw.memory_stacks)} HBM stacks on an {design.package} package: HBM's interface needs a "
@@ -153,16 +175,23 @@ def evaluate_design(model: str, shapes: tuple, precision: str, params: dict) -> 
         cost = ppa.ppa(hw, design.process_nm, precision=precision, package=design.package)
     except UserError as exc:   # a die or interposer too large for a wafer
         return no_fit(exc.problem, 1.0)
+    max_area, max_power = budgets
+    if max_area is not None and cost.area_mm2 > max_area:
+        return no_fit(f"{cost.area_mm2:,.0f} mm2 of silicon over the {max_area:g} mm2 budget",
+                      100 * (cost.area_mm2 / max_area - 1))
     try:
+        hw = in_run_order(graph, hw)
         part, how = map_design(graph, hw)
     except UserError as exc:   # the repair proves no valid partition exists
         return no_fit(exc.problem, 1.0)
     if part is None:
         return no_fit("no valid partition (SRAM too small for the split)", 1.0)
     rep = simulate(graph, hw, part)
-    return DesignResult(True, rep.throughput_per_s, ppa.power_w(rep.energy_j, rep.throughput_per_s, cost.leakage_w),
-                        cost.cost_usd, cost.area_mm2, rep.energy_j, rep.latency_s, how,
-                        seconds=time.perf_counter() - start)
+    power = ppa.power_w(rep.energy_j, rep.throughput_per_s, cost.leakage_w)
+    if max_power is not None and power > max_power:
+        return no_fit(f"{power:,.1f} W over the {max_power:g} W budget", 100 * (power / max_power - 1))
+    return DesignResult(True, rep.throughput_per_s, power, cost.cost_usd, cost.area_mm2, rep.energy_j,
+                        rep.latency_s, how, seconds=time.perf_counter() - start)
 
 
 # --- backends (partitioner/app/backend.py; the names stay importable from here) -----------------------------------
@@ -181,10 +210,10 @@ def make_backend(workers: int, ray_address: str | None, graph_key: tuple | None 
 def _sampler(cfg: ExploreConfig):
     import optuna
 
-    if cfg.sampler == "random":
+    if cfg.sampler in ("random", "learned"):   # learned: every trial is enqueued by the agent
         return optuna.samplers.RandomSampler(seed=cfg.seed)
     if cfg.sampler != "nsga2":
-        raise UserError(f"unknown sampler {cfg.sampler!r}", "use nsga2 or random")
+        raise UserError(f"unknown method {cfg.sampler!r}", "use learned, nsga2 or random")
     pop = cfg.population or max(4, min(50, cfg.budget // 4))
     return optuna.samplers.NSGAIISampler(population_size=pop, seed=cfg.seed)
 
@@ -212,7 +241,8 @@ def _suggest(trial, space: Space) -> dict:
 
 
 def _done_key(params: dict) -> tuple:
-    return tuple(sorted(params.items()))
+    """Designs equal up to their moot axes (Design.canonical) share a key, so one is evaluated once."""
+    return tuple(sorted(asdict(design_from_params(params).canonical()).items()))
 
 
 def explore_study(cfg: ExploreConfig, graph: TensorGraph, space: Space, out: Path,
@@ -233,21 +263,27 @@ def explore_study(cfg: ExploreConfig, graph: TensorGraph, space: Space, out: Pat
     backend = make_backend(cfg.workers, cfg.ray, (cfg.model, shapes, cfg.precision), graph)
     study.set_user_attr("backend_start_s", time.perf_counter() - started)
     pending: dict[cf.Future, object] = {}
+    agent = _agent(cfg, graph, space, study, finished)
     try:
         if on_done:
             on_done(n_done, cfg.budget)
         while n_done + len(pending) < cfg.budget or pending:
             while n_done + len(pending) < cfg.budget and len(pending) < max(1, cfg.workers):
+                if agent is not None:
+                    study.enqueue_trial(agent.propose({_done_key(t.params) for t in pending.values()}))
                 trial = study.ask()
                 params = _suggest(trial, space)
                 known = results.get(_done_key(params))
                 if known is not None:   # the same design again: reuse it, do not re-evaluate
                     _tell(study, trial, DesignResult(**known), reused=True)
+                    if agent is not None:
+                        agent.observe(params, known)
                     n_done += 1
                     if on_done:
                         on_done(n_done, cfg.budget)
                     continue
-                pending[backend.submit(evaluate_design, cfg.model, shapes, cfg.precision, params)] = trial
+                pending[backend.submit(evaluate_design, cfg.model, shapes, cfg.precision, params,
+                                       (cfg.max_area_mm2, cfg.max_power_w))] = trial
             if not pending:
                 continue
             done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
@@ -256,12 +292,30 @@ def explore_study(cfg: ExploreConfig, graph: TensorGraph, space: Space, out: Pat
                 res = fut.result()
                 _tell(study, trial, res)
                 results[_done_key(trial.params)] = asdict(res)
+                if agent is not None:
+                    agent.observe(trial.params, asdict(res))
                 n_done += 1
                 if on_done:
                     on_done(n_done, cfg.budget)
     finally:
         backend.close()
     return study
+
+
+def _agent(cfg: ExploreConfig, graph: TensorGraph, space: Space, study, finished):
+    """--method learned: the design agent, told every result a resumed study already holds."""
+    if cfg.sampler != "learned":
+        return None
+    from partitioner.app.design_agent import DesignAgent, load_agent
+
+    agent = DesignAgent(graph, space, cfg.precision, cfg.seed, (cfg.max_area_mm2, cfg.max_power_w),
+                        load_agent(cfg.agent))
+    done = [t for t in study.get_trials(deepcopy=False) if t.state in finished and "result" in t.user_attrs]
+    for t in done:
+        agent.observe(t.params, t.user_attrs["result"], fine_tune=False)
+    if done:
+        agent.fine_tune()
+    return agent
 
 
 def _tell(study, trial, res: DesignResult, reused: bool = False) -> None:
@@ -306,12 +360,14 @@ def check_fits_somewhere(graph: TensorGraph, space: Space) -> None:
     from partitioner.hw.hardware import edge_stacks, near_square
 
     need = int(graph.weight_bytes.sum())
-    n = max(space.chiplets)
-    stacks = len(edge_stacks(*near_square(n))) if max(space.hbm_gib) else 0
-    have = (n * max(space.sram_mib) + stacks * max(space.hbm_gib) * 1024) * 2**20
+    n = max(space.chiplets) * max(space.packages)
+    sram = max(max(space.sram_mib), max(space.b_sram_mib) if max(space.b_macs_per_cycle) else 0)
+    per_package = max(len(edge_stacks(*near_square(max(space.chiplets)))), max(space.hbm_stacks))
+    stacks = per_package * max(space.packages) if max(space.hbm_gib) else 0
+    have = (n * sram + stacks * max(space.hbm_gib) * 1024) * 2**20
     if need > have:
-        raise UserError(f"the model's weights ({need / 2**20:,.0f} MiB) exceed the largest package in the space "
-                        f"({n} chiplets x {max(space.sram_mib):g} MiB"
+        raise UserError(f"the model's weights ({need / 2**20:,.0f} MiB) exceed the largest board in the space "
+                        f"({n} chiplets x {sram:g} MiB"
                         + (f" + {stacks} HBM stacks x {max(space.hbm_gib):g} GiB" if stacks else "")
                         + f" = {have / 2**20:,.0f} MiB)",
                         "widen the space: more chiplets, more sram_mib or hbm_gib (--space FILE.toml)")
@@ -333,7 +389,7 @@ def check_resumable(out: Path, cfg: ExploreConfig, space: Space) -> None:
         raise UserError(f"{out} holds a study journal but no readable config.json and space.toml",
                         "pass a fresh --out directory")
     mine = asdict(cfg)
-    for key in ("model", "precision", "input_shapes"):
+    for key in ("model", "precision", "input_shapes", "max_area_mm2", "max_power_w"):
         if old.get(key) != json.loads(json.dumps(mine[key])):
             raise UserError(f"{out} holds a study for {key} {old.get(key)!r}, not {mine[key]!r}",
                             "pass a fresh --out directory, or the same options to resume it")
@@ -347,6 +403,9 @@ def validate_config(cfg: ExploreConfig) -> None:
         raise UserError(f"--budget must be at least 1, got {cfg.budget}", "pass a number of designs, e.g. 30")
     backend.check_workers(cfg.workers)
     backend.check_ray_address(cfg.ray)
+    for name, value in (("--max-area-mm2", cfg.max_area_mm2), ("--max-power-w", cfg.max_power_w)):
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise UserError(f"{name} must be a positive number, got {value}", f"pass e.g. {name} 500, or leave it out")
     if cfg.precision == "fp8":   # dse_space.hardware_of designs chiplets with the legacy rates only
         raise UserError("partition explore designs chiplets without fp8 MAC rates",
                         "pass --precision bf16 (or fp16, int8), or run fp8 on a preset such as h100")

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import csv
+import math
+from dataclasses import asdict
 import io
 from pathlib import Path
 
@@ -10,7 +12,38 @@ from partitioner.core.files import save_figure, write_json, write_text
 
 COLUMNS = ("throughput_per_s", "power_w", "area_mm2", "cost_usd", "process_nm", "hardware_file", "chiplets",
            "topology", "macs_per_cycle", "sram_mib", "link_bytes_per_cycle", "clock_ghz", "package", "energy_j",
-           "latency_s", "partitioner", "trial", "hbm_gib")
+           "latency_s", "partitioner", "trial", "hbm_gib", "hbm_stacks", "hbm_place", "packages", "vector_ratio",
+           "b_macs_per_cycle", "b_sram_mib", "b_vector_ratio", "b_share", "b_place", "heterogeneous")
+
+
+# The hypervolume's fixed reference point, in the minimisation coordinates of hv_point: 1 inference/s, 1 kW and
+# $10,000. A design slower, hungrier or dearer than that adds nothing; every figure in benchmarks/RESULTS.md since the
+# co-design benchmark uses it, so hypervolumes of one model compare across runs, methods and seeds.
+HV_REFERENCE = (0.0, 3.0, 4.0)
+
+
+def hv_point(row: dict) -> tuple[float, float, float]:
+    """A fitting design's objectives as a point to minimise: (-log10 throughput, log10 W, log10 USD)."""
+    return (-math.log10(row["throughput_per_s"]), math.log10(row["power_w"]), math.log10(row["cost_usd"]))
+
+
+def hypervolume(points: list[tuple[float, ...]], ref: tuple[float, ...]) -> float:
+    """Exact hypervolume dominated by minimisation points up to ref (any dimension, by slicing the first axis)."""
+    pts = [tuple(p) for p in points if all(a < r for a, r in zip(p, ref))]
+    # only the non-dominated points matter; dropping the rest keeps the slicing cheap
+    pts = [p for p in pts if not any(q != p and all(a <= b for a, b in zip(q, p)) for q in pts)]
+    pts = list(dict.fromkeys(pts))
+    if not pts:
+        return 0.0
+    if len(ref) == 1:
+        return ref[0] - min(p[0] for p in pts)
+    pts.sort(key=lambda p: p[0])   # slice i spans [p_i, p_i+1) on axis 0, covered by the points up to i
+    total = 0.0
+    for i, p in enumerate(pts):
+        upper = pts[i + 1][0] if i + 1 < len(pts) else ref[0]
+        if upper > p[0]:
+            total += (upper - p[0]) * hypervolume([q[1:] for q in pts[:i + 1]], ref[1:])
+    return total
 
 
 def dominates(a: tuple[float, float, float], b: tuple[float, float, float]) -> bool:
@@ -43,7 +76,8 @@ def fitting_designs(study) -> list[dict]:
         r = t.user_attrs["result"]
         if not r["fits"]:
             continue
-        rows.append({"hbm_gib": 0, **t.params, **{k: r[k] for k in ("throughput_per_s", "power_w", "cost_usd", "area_mm2",
+        design = design_from_params(t.params).canonical()
+        rows.append({**asdict(design), "heterogeneous": bool(design.b_ids()), **{k: r[k] for k in ("throughput_per_s", "power_w", "cost_usd", "area_mm2",
                                                        "energy_j", "latency_s", "partitioner")},
                      "trial": t.number})
     return rows

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from partitioner.app import limits
 from partitioner.app.budget import CERTIFICATE_MIN_S, RunBudget
-from partitioner.app.candidates import best_latency, best_staged, split_refine
+from partitioner.app.candidates import best_latency, best_staged, split_refine, staged_in_order
 from partitioner.app.certify import certify, keep_best, latency_certificate, sharded_certificate
 from partitioner.app.config import DEFAULT_BUDGET, OnEval, Outcome, RunConfig, stream_batch, validate_config
 from partitioner.app.methods import bounded_search, default_method
@@ -25,7 +25,7 @@ from partitioner.core.graph import TensorGraph
 from partitioner.frontend.load import load_onnx
 from partitioner.hw.hardware import Hardware
 from partitioner.hw.presets import require_precision
-from partitioner.hw.toml import load_hardware
+from partitioner.hw.toml import file_pipeline_order, load_hardware
 from partitioner.model.partition import Partition
 from partitioner.plan.latency_dp import latency_auto_max_shard
 from partitioner.plan.staged_dp import auto_max_shard
@@ -54,9 +54,12 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
     max_shard = _max_shard(cfg, hw)
     batch = stream_batch(cfg)
     with run_budget.catch_sigint():
+        staged = None
+        if cfg.objective == "throughput" and max_shard > 1 and file_pipeline_order(cfg.hardware) == "auto":
+            hw, staged = staged_in_order(graph, hw, max_shard, batch)     # the path through the grid (hw/order.py)
         found, stopped, whole_op_error = _search(graph, hw, cfg, method, budget, max_shard, on_eval, run_budget)
         best, found_by, cert, stopped = keep_the_best(graph, hw, cfg, method, max_shard, found.best, stopped,
-                                                      run_budget)
+                                                      run_budget, staged)
         if best is None:
             raise whole_op_error
         best = traced(graph, hw, best, batch)
@@ -71,14 +74,16 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
 
 
 def keep_the_best(graph: TensorGraph, hw: Hardware, cfg: RunConfig, method: str, max_shard: int,
-                  searched: Evaluation | None, stopped: str | None, run_budget: RunBudget
+                  searched: Evaluation | None, stopped: str | None, run_budget: RunBudget,
+                  staged: Evaluation | None = None
                   ) -> tuple[Evaluation | None, str | None, Partition | None, str | None]:
     """What every method and `partition finetune` do after their own search, so none returns less than the
     default run would: the staged DP's split plans (or the latency plans), the split-plan local search, the
     certificate and its solves' plans, each kept when it scores better. Returns (best, what found it when not the
     search, the certificate, why the run stopped early); best is None only when `searched` is None (no whole-op
-    plan fits) and no split plan fits either."""
-    best, found_by, staged = _staged_plans(graph, hw, cfg, method, max_shard, searched, run_budget)
+    plan fits) and no split plan fits either. `staged`: the staged DP's best plan when the run has scored it already
+    (candidates.staged_in_order)."""
+    best, found_by, staged = _staged_plans(graph, hw, cfg, method, max_shard, searched, run_budget, staged)
     if best is None:
         return None, None, None, stopped
     return _certificate(graph, hw, cfg, method, max_shard, searched, best, found_by, staged, stopped, run_budget)
@@ -121,12 +126,12 @@ def _search(graph: TensorGraph, hw: Hardware, cfg: RunConfig, method: str, budge
 
 
 def _staged_plans(graph: TensorGraph, hw: Hardware, cfg: RunConfig, method: str, max_shard: int,
-                  searched: Evaluation | None, run_budget: RunBudget
+                  searched: Evaluation | None, run_budget: RunBudget, staged: Evaluation | None = None
                   ) -> tuple[Evaluation | None, str | None, Evaluation | None]:
     """The best of the search's plan, the staged DP's split plans (the latency plans under --objective latency, which
     include whole-op ones) and the split-plan local search: (best, what found it when not the search, the best
     staged plan). `searched` is None when no whole-op plan fits; then the best is None if no split plan fits."""
-    chosen, found_by, staged = searched, None, None
+    chosen, found_by = searched, None
     latency = cfg.objective == "latency"
     if (max_shard > 1 or latency) and run_budget.stop_reason() is None:
         if latency:
@@ -134,7 +139,7 @@ def _staged_plans(graph: TensorGraph, hw: Hardware, cfg: RunConfig, method: str,
             staged = best_latency(graph, hw, max_shard, batch=stream_batch(cfg), full_report=False)
             what = f"the latency plans with ops split up to {max_shard} ways (latency_dp.py)"
         else:
-            staged = best_staged(graph, hw, max_shard, batch=stream_batch(cfg))
+            staged = staged if staged is not None else best_staged(graph, hw, max_shard, batch=stream_batch(cfg))
             what = f"the staged DP with ops split up to {max_shard} ways (staged_dp.py)"
         if staged is not None and (chosen is None or beats(staged, chosen, cfg.objective)):
             chosen, found_by = staged, what + ("; no plan with every op whole fits" if searched is None else "")

@@ -14,12 +14,27 @@ from partitioner.app.outputs import write_outputs
 from partitioner.app.outset import output_set
 from partitioner.app.run import load_model
 from partitioner.core.errors import UserError
+from partitioner.hw.hardware import Hardware
+from partitioner.hw.order import cell_ids, reordered
 from partitioner.hw.presets import PRESETS, require_precision
 from partitioner.hw.toml import load_hardware
 from partitioner.model.partition import Partition, check
 from partitioner.sim.objective import DEFAULT_OBJECTIVE, check_objective
 from partitioner.sim.report import Evaluation
 from partitioner.sim.simulator import simulate
+
+
+def saved_order(hw: Hardware, doc: dict, partition_path: str) -> Hardware:
+    """hw with its ids in the pipeline order the partition file was made on: the cells its per-chiplet entries give
+    ("place", hw/order.py); hw as loaded for a file written before they were recorded."""
+    cells = [c.get("place") for c in doc.get("per_chiplet", []) if isinstance(c, dict)]
+    if not cells or any(p is None for p in cells):
+        return hw
+    if not (len(cells) == hw.n_chiplets and all(isinstance(p, list) and len(p) == 2 for p in cells)
+            and sorted(map(tuple, cells)) == sorted(hw.positions)):
+        raise UserError(f"partition file {partition_path}: its chiplets' places do not match {hw.name} ({hw.layout})",
+                        "pass the partition.json a run wrote on this hardware, unedited")
+    return hw if [tuple(p) for p in cells] == list(hw.positions) else reordered(hw, cell_ids(hw, cells))
 
 
 def resimulate(model: str, partition_path: str, input_shapes: dict, precision: str | None, hardware: str | None,
@@ -67,6 +82,7 @@ def resimulate(model: str, partition_path: str, input_shapes: dict, precision: s
     saved_tier = not (isinstance(tier, dict) and tier.get("stacks") == [])   # [] = made without a memory tier
     hw = load_hardware(hardware or spec, chiplets if chiplets is not None else saved_chiplets,
                        memory_tier=memory_tier and (saved_tier or hardware is not None))
+    hw = saved_order(hw, doc, partition_path)
     require_precision(hw, graph.metadata.get("precision"))
     a = assignment_from_document(graph, doc, partition_path, hw.n_chiplets)
     streamed = streamed_from_document(graph, doc, partition_path)

@@ -12,6 +12,7 @@ from partitioner.app.staged_cert import is_staged
 from partitioner.core.graph import TensorGraph
 from partitioner.model.layout import simulated_experts, simulated_groups
 from partitioner.core.units import si
+from partitioner.hw.order import order_name
 
 
 def summarize(graph: TensorGraph, top: int = 8) -> dict:
@@ -175,7 +176,8 @@ def format_outcome(outcome: Outcome) -> str:
     rep, hw = outcome.best.report, outcome.hw
     rows = [
         ("model", f"{outcome.model} ({outcome.graph.n_ops} ops, {outcome.graph.total_flops / 1e9:.2f} GFLOP)"),
-        ("hardware", f"{hw.name}: {hw.n_chiplets} chiplets, {hw.layout}"),
+        ("hardware", f"{hw.name}: {hw.n_chiplets} chiplets, {hw.layout}"
+                     + ("" if hw.places is None else f", pipeline order {order_name(hw)} (docs/hardware.md)")),
         ("method", f"{outcome.method}: {outcome.evaluations} evaluation{'s' * (outcome.evaluations != 1)} in {outcome.wall_s:.1f} s, "
                    + (f"repair moved {outcome.best.partition.ops_moved} ops" if outcome.found_by is None
                       else f"best found by {outcome.found_by.split(',')[0]}")),

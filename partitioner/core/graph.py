@@ -11,6 +11,8 @@ from functools import cached_property
 import networkx as nx
 import numpy as np
 
+from partitioner.core.window import Window
+
 
 @dataclass(frozen=True)
 class Experts:
@@ -79,6 +81,8 @@ class Op:
         tied embedding and LM head). Ops on one chiplet hold such a tensor once (partition.shared_overcount).
     experts: for a mixture-of-experts op, its experts (Experts); its flops, GEMMs and weights read count the rows
         the routing sends each expert, not every token through every expert.
+    window: for an op whose first node is a Conv or a pooling window, its rows geometry (core/window.py): what a
+        piece cut along output rows holds of its input (rows plus halo).
     """
 
     name: str
@@ -94,6 +98,7 @@ class Op:
     kv_cache_bytes: int = 0
     shared_weights: tuple[tuple[str, int], ...] = ()
     experts: Experts | None = None
+    window: Window | None = None
 
     def __post_init__(self) -> None:
         for attr in ("flops", "matrix_flops", "weight_bytes", "in_bytes", "out_bytes"):

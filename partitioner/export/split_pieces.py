@@ -30,17 +30,12 @@ import onnx
 from onnx import helper, numpy_helper
 
 from partitioner.core.graph import TensorGraph
+from partitioner.core.window import ELEMENTWISE, POOLS, Window, bounds, same_pads
 from partitioner.export.stages import first_out
 from partitioner.model.sharding import layout
 
-ELEMENTWISE = frozenset({
-    "Add", "Sub", "Mul", "Div", "Pow", "Relu", "LeakyRelu", "PRelu", "Erf", "Sigmoid", "Tanh", "Gelu", "Cast",
-    "Sqrt", "Exp", "Log", "Neg", "Abs", "Reciprocal", "Where", "Identity", "Dropout", "Clip", "Softplus", "Elu",
-    "Selu", "HardSigmoid", "HardSwish", "Equal", "Less", "Greater", "And", "Or", "Not", "Max", "Min", "Sin", "Cos",
-    "Floor", "Ceil", "Round", "Sign", "Mish"})
 RESHAPES = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten"})
 """Row-major reshapes: an axis they keep whole, with the same number of elements before it, slices through."""
-POOLS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool"})
 ANCHOR = {"column": ("MatMul", "Gemm"), "row_parallel": ("MatMul", "Gemm"), "out_channel": ("Conv",),
           "vocab": ("Gather",)}
 """Axes with a weight to split: the node type that carries it (its weight is input 1, or 0 for a Gather)."""
@@ -67,11 +62,6 @@ class Pieces:
     initializers: dict[str, onnx.TensorProto]
     types: dict[str, onnx.TypeProto]
     sharded: tuple[dict, ...]
-
-
-def bounds(dim: int, k: int) -> tuple[tuple[int, int], ...]:
-    """Piece j of a k-way split of `dim` rows: [dim*j//k, dim*(j+1)//k), sizes differing by at most one."""
-    return tuple((dim * j // k, dim * (j + 1) // k) for j in range(k))
 
 
 def _attr(node: onnx.NodeProto, name: str, default):
@@ -360,9 +350,9 @@ def rewrite(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray, model
 
 def spatial_plan(node: onnx.NodeProto, shape, ki: int):
     """("spatial", 2, None, output row ranges, per piece ((input rows lo, hi), explicit pads)) for a Conv cut along
-    its output's first spatial axis, or (None, why). Piece j's output rows [h0, h1) read input rows
-    [h0*s - pad_top, (h1-1)*s - pad_top + (kernel-1)*dilation + 1), clipped to the image; what falls outside is the
-    piece's own padding, so only the first and last pieces keep the model's top and bottom padding."""
+    its output's first spatial axis, or (None, why). Piece j reads the input rows core/window.py's Window.reads
+    gives (the rule the memory and cost models charge), clipped to the image; what falls outside is the piece's
+    own padding, so only the first and last pieces keep the model's top and bottom padding."""
     out, x = shape(node.output[0]), shape(node.input[0])
     nsp = len(x) - 2
     if nsp < 1:
@@ -376,18 +366,16 @@ def spatial_plan(node: onnx.NodeProto, shape, ki: int):
     auto = _attr(node, "auto_pad", b"NOTSET")
     auto = auto.decode() if isinstance(auto, bytes) else str(auto)
     if auto in ("SAME_UPPER", "SAME_LOWER"):   # ONNX's rule, made explicit so each piece can carry its own
-        pads = [0] * (2 * nsp)
         for d in range(nsp):
-            total = max(0, (out[2 + d] - 1) * strides[d] + (kernel[d] - 1) * dil[d] + 1 - x[2 + d])
-            first = total // 2 if auto == "SAME_UPPER" else total - total // 2
-            pads[d], pads[nsp + d] = first, total - first
+            pads[d], pads[nsp + d] = same_pads(x[2 + d], out[2 + d], kernel[d], strides[d], dil[d],
+                                               auto == "SAME_UPPER")
     elif auto == "VALID":
         pads = [0] * (2 * nsp)
+    window = Window(x[2], out[2], (kernel[0] - 1) * dil[0] + 1, strides[0], pads[0])
     ranges = bounds(out[2], ki)
     per_piece = []
     for h0, h1 in ranges:
-        lo = h0 * strides[0] - pads[0]
-        hi = (h1 - 1) * strides[0] - pads[0] + (kernel[0] - 1) * dil[0] + 1
+        lo, hi = window.reads(h0, h1)
         rows = (max(lo, 0), min(hi, x[2]))
         if rows[1] <= rows[0]:
             return None, f"its output rows {h0}..{h1 - 1} read only padding"

@@ -120,7 +120,8 @@ def build_ops(graph: onnx.GraphProto, nodes: list, names: list[str], folded: Fol
             weight_bytes=sum(nbytes(w) for w in weights) + cache,
             weight_read_bytes=sum(read_bytes.get(w, nbytes(w)) for w in weights) + cache,
             in_bytes=sum(nbytes(t) for t in in_tensors), out_bytes=sum(nbytes(t) for t in out_tensors),
-            gemms=tuple(costs.gemms[i] for i in group if i in costs.gemms) or None, kv_cache_bytes=cache))
+            gemms=tuple(costs.gemms[i] for i in group if i in costs.gemms) or None, kv_cache_bytes=cache,
+            window=None if root in groups.unit_name else costs.windows.get(root)))
     ops = _mark_shared_weights(ops, op_weights, nbytes)
     return ops, [(s, d, b) for (s, d), b in sorted(edges.items())]
 

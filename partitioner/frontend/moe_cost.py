@@ -54,7 +54,7 @@ def read_routing(path: str | os.PathLike) -> tuple[float, ...]:
 def apply_routing(blocks: list[Block], nodes: list, folded, shapes: dict, costs: NodeCosts, nbytes, precision: str,
                   routing: tuple[float, ...] | None) -> tuple[NodeCosts, dict[int, Experts]]:
     """The node costs with every block's experts at their routed rows, and each block's Experts by its root."""
-    out = NodeCosts(dict(costs.flops), dict(costs.gemms), dict(costs.kv))
+    out = NodeCosts(dict(costs.flops), dict(costs.gemms), dict(costs.kv), dict(costs.windows))
     experts: dict[int, Experts] = {}
     elt = PRECISION_BYTES[precision]
     for b in blocks:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
+from partitioner.core.window import WINDOWED, Window, same_pads
 from partitioner.frontend.fold import Folded
 from partitioner.frontend.moe_contrib import contrib_cost
 
@@ -73,10 +74,11 @@ def tensor_bytes(shapes: dict, dtypes: dict, precision: str) -> Callable[[str], 
 @dataclass
 class NodeCosts:
     """Per kept node index: (flops, matrix flops), the (batch, M, K, N) of its matrix product where it has one,
-    and the KV-cache bytes it reads in decode (one_token.py)."""
+    the KV-cache bytes it reads in decode (one_token.py), and the rows geometry of a sliding-window node."""
     flops: dict[int, tuple[int, int]] = field(default_factory=dict)
     gemms: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)
     kv: dict[int, int] = field(default_factory=dict)
+    windows: dict[int, Window] = field(default_factory=dict)
 
 
 def cost_nodes(nodes: list, names: list[str], folded: Folded, shapes: dict) -> NodeCosts:
@@ -94,6 +96,10 @@ def cost_nodes(nodes: list, names: list[str], folded: Folded, shapes: dict) -> N
             shape = _node_gemm(node, in_shapes, out_shapes)
             if shape is not None and 2 * math.prod(shape) <= costs.flops[i][1]:
                 costs.gemms[i] = shape
+            window = node_window(node, in_shapes[0] if in_shapes else None, out_shapes[0] if out_shapes else None,
+                                 in_shapes[1] if len(in_shapes) > 1 else None)
+            if window is not None:
+                costs.windows[i] = window
         except (TypeError, IndexError, ValueError, ZeroDivisionError, AttributeError):
             # Malformed attributes or an operand of unknown size: fall back to the element-count estimate.
             warnings.warn(f"could not cost node '{names[i]}' ({node.op_type}); counting 1 flop per output "
@@ -120,6 +126,28 @@ def weights_read(group: list[int], nodes: list, folded: Folded, nbytes) -> dict[
             else:
                 whole.update(sources[real(t)])
     return {w: min(b, nbytes(w)) for w, b in partial.items() if w not in whole}
+
+
+def node_window(node, x, out, w) -> Window | None:
+    """The rows geometry (core/window.py) of a Conv or pooling node with input shape x, output shape out and (a
+    Conv's) weight shape w, along the first spatial axis; None for other nodes or unknown shapes."""
+    if node.op_type not in WINDOWED or x is None or out is None or len(x) < 3 or len(out) != len(x) \
+            or None in x or None in out:
+        return None
+    nsp = len(x) - 2
+    kernel = _attr(node, "kernel_shape") or (list(w[2:]) if node.op_type == "Conv" and w and None not in w else None)
+    if not kernel:
+        return None
+    stride = (_attr(node, "strides") or [1] * nsp)[0]
+    dil = (_attr(node, "dilations") or [1] * nsp)[0]
+    pad = (_attr(node, "pads") or [0] * (2 * nsp))[0]
+    auto = _attr(node, "auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else str(auto)
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        pad = same_pads(x[2], out[2], kernel[0], stride, dil, auto == "SAME_UPPER")[0]
+    elif auto == "VALID":
+        pad = 0
+    return Window(int(x[2]), int(out[2]), (int(kernel[0]) - 1) * int(dil) + 1, int(stride), int(pad))
 
 
 # --- per-node formulas ------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The multi-chip-module package: chiplets, the network between them, routing and presets (TOML files: hw/toml.py).
 
 Chiplet ids are the pipeline order. On a mesh or torus they snake through the rows (row 0 left to right, row 1
-right to left, ...), so consecutive pipeline stages sit on neighbouring chiplets.
+right to left, ...), so consecutive pipeline stages sit on neighbouring chiplets; `places` gives another path
+through the grid (hw/order.py: on a heterogeneous package, the one along which the kinds change least).
 """
 from __future__ import annotations
 
@@ -10,16 +11,15 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 
 from partitioner.core.errors import UserError
-from partitioner.hw.levels import (
-    LinkClass, PackageLevel, check_levels, class_name, hierarchical_path, level_links, level_of, nested_positions,
-    spans)
+from partitioner.hw.levels import (  # noqa: F401  (PACKAGE_LINK: hw/toml.py reads it from here)
+    PACKAGE_LINK, LinkClass, PackageLevel, check_levels, class_name, hierarchical_path, level_links, level_of,
+    nested_positions, spans)
 from partitioner.hw.precision import LEGACY_PRECISIONS, PRECISIONS, suggested_precision
 
 MIB = 1 << 20
 # On-package die-to-die link energy: UCIe 1.0's target for the standard (organic) package, 0.5 pJ/bit (0.25 pJ/bit
 # on advanced packaging), Das Sharma et al., "Universal Chiplet Interconnect Express (UCIe): An Open Industry
-# Standard for Innovations With Chiplets at Package Level", IEEE Trans. CPMT 12(9), 2022, key performance targets.
-# The 1.17 pJ/bit used before is a board-level (off-package SerDes-class) figure.
+# Standard for Innovations With Chiplets at Package Level", IEEE Trans. CPMT 12(9), 2022 (not the board-level 1.17).
 LINK_PJ_PER_BIT = 0.5
 TOPOLOGIES = ("mesh", "torus", "ring", "chain", "all-to-all")
 DATAFLOWS = ("os", "ws", "is")
@@ -166,11 +166,18 @@ class Hardware:
     """Levels above the board, innermost first: upper_levels[0] puts its count boards (of package_level.count
     packages each) in a node, the next puts nodes in a rack, ...; each with its own topology and link class.
     Needs a package_level."""
+    places: tuple[tuple[int, int], ...] | None = None
+    """(row, col) of each chiplet id on a flat mesh or torus whose pipeline order is not the row snake
+    (hw/order.py); None: the row snake. Consecutive ids should be neighbours, as in the snake."""
 
     def __post_init__(self) -> None:
         n = len(self.chiplets)
         if n < 1:
             raise ValueError("a package needs at least one chiplet")
+        if self.places is not None and (self.topology not in ("mesh", "torus") or self.package_level is not None
+                                        or sorted(self.places) != [(r, c) for r in range(self.rows)
+                                                                   for c in range(self.cols)]):
+            raise ValueError("places must put each chiplet of a flat mesh or torus on its own cell of the grid")
         if self.topology not in TOPOLOGIES:
             raise ValueError(f"unknown topology {self.topology!r}; expected one of {', '.join(TOPOLOGIES)}")
         pl = self.package_level
@@ -296,13 +303,15 @@ class Hardware:
     # --- geometry --------------------------------------------------------------------------------------------------
     @cached_property
     def positions(self) -> tuple[tuple[int, int], ...]:
-        """(row, col) of each chiplet id; snake order on grids, a single row otherwise. With packages: each
+        """(row, col) of each chiplet id; `places`, or snake order on grids; a single row otherwise. With packages: each
         package's own layout, shifted to its place on the board, three empty rows and columns apart (room to draw
         memory stacks); for drawing only, routing uses each level's own layout."""
         if self.package_level is not None:
             return nested_positions(self.spans, self._die.positions, [b.positions for b in self._boards])
         if self.topology not in ("mesh", "torus"):
             return tuple((0, i) for i in range(self.n_chiplets))
+        if self.places is not None:
+            return self.places
         out = []
         for i in range(self.n_chiplets):
             r, c = divmod(i, self.cols)
@@ -465,17 +474,6 @@ def mesh_of(n: int, chiplet: Chiplet | None = None, name: str | None = None, mem
     if memory_tier and "memory_stacks" not in package:
         package["memory_stacks"] = edge_stacks(rows, cols)
     return Hardware(name or f"default-{n}", (chiplet or Chiplet(),) * n, "mesh", rows, cols, **package)
-
-
-# Package-to-package link (the board level of two-package-2x16 and the default of a [[level]] table), per direction:
-# - bandwidth 16 B/cycle = 16 GB/s at 1 GHz: a PCIe 4.0 x8 port (8 lanes x 16 GT/s x 128b/130b = 15.75 GB/s), a
-#   quarter of the on-package UCIe-class link above.
-# - energy 5.5 pJ/bit: a 112G PAM4 long-reach SerDes, against 1.3 pJ/bit for NVLink-C2C and 0.5 pJ/bit for UCIe on a
-#   standard package (Wei et al., "NVLink-C2C: A Coherent Off Package Chip-to-Chip Interconnect with 40Gbps/pin
-#   Single-ended Signaling", ISSCC 2023, paper 9.3, SerDes comparison; 112G-LR SerDes IP is quoted at ~5 pJ/bit).
-# - latency 50 cycles (50 ns) per hop: PAM4 SerDes with FEC add up to ~20 ns at each end (same comparison) plus
-#   the board trace and the routers.
-PACKAGE_LINK = dict(bytes_per_cycle=16, hop_latency_cycles=50, pj_per_bit=5.5)
 
 
 def packages_of(package: Hardware, count: int, topology: str = "chain", name: str | None = None,

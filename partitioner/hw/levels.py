@@ -20,6 +20,17 @@ LEVEL_NAMES = ("die-to-die", "package-to-package")
 """Default link class names: class 0 inside a package, class 1 between packages, then level-2, level-3, ..."""
 
 
+# Package-to-package link (the board level of two-package-2x16 and the default of a [[level]] table), per direction:
+# - bandwidth 16 B/cycle = 16 GB/s at 1 GHz: a PCIe 4.0 x8 port (8 lanes x 16 GT/s x 128b/130b = 15.75 GB/s), a
+#   quarter of the default die-to-die link (64 B/cycle, Hardware.link_bytes_per_cycle).
+# - energy 5.5 pJ/bit: a 112G PAM4 long-reach SerDes, against 1.3 pJ/bit for NVLink-C2C and 0.5 pJ/bit for UCIe on a
+#   standard package (Wei et al., "NVLink-C2C: A Coherent Off Package Chip-to-Chip Interconnect with 40Gbps/pin
+#   Single-ended Signaling", ISSCC 2023, paper 9.3, SerDes comparison; 112G-LR SerDes IP is quoted at ~5 pJ/bit).
+# - latency 50 cycles (50 ns) per hop: PAM4 SerDes with FEC add up to ~20 ns at each end (same comparison) plus
+#   the board trace and the routers.
+PACKAGE_LINK = dict(bytes_per_cycle=16, hop_latency_cycles=50, pj_per_bit=5.5)
+
+
 @dataclass(frozen=True)
 class LinkClass:
     """The bandwidth, per-hop latency and energy shared by every link of one level."""

@@ -13,12 +13,13 @@ from partitioner.core.errors import UserError
 from partitioner.hw.hardware import (
     HBM3_STACK, LINK_PJ_PER_BIT, MIB, PACKAGE_LINK, TOPOLOGIES, Chiplet, Hardware, MemoryStack, mesh_of, near_square)
 from partitioner.hw.levels import PackageLevel
+from partitioner.hw.order import NAMED, in_order
 from partitioner.hw.precision import PRECISIONS
 from partitioner.hw.presets import PRESETS
 
 _CHIPLET_KEYS = {f.name for f in fields(Chiplet)} - {"sram_bytes"} | {"sram_mib"}
 _PACKAGE_KEYS = {"name", "clock_ghz", "topology", "rows", "cols", "link_bytes_per_cycle", "hop_latency_cycles",
-                 "link_pj_per_bit", "chiplets", "chiplet", "overrides", "memory_stacks", "level"}
+                 "link_pj_per_bit", "chiplets", "chiplet", "overrides", "memory_stacks", "level", "pipeline_order"}
 _LEVEL_KEYS = {"count", "topology", "rows", "cols", "link_bytes_per_cycle", "hop_latency_cycles", "link_pj_per_bit",
                "link_name"}
 _STACK_KEYS = {"name", "capacity_gib", "bytes_per_cycle", "pj_per_byte", "latency_cycles", "attached", "efficiency"}
@@ -33,7 +34,10 @@ def _bad(path: str, key: str, why: str) -> UserError:
 
 
 def _check_value(path: str, key: str, value: object) -> None:
-    if key in ("kind", "name", "topology", "dataflow", "link_name"):
+    if key == "pipeline_order":
+        if value not in NAMED:
+            raise _bad(path, key, f"must be one of {', '.join(NAMED)}, got {value!r}")
+    elif key in ("kind", "name", "topology", "dataflow", "link_name"):
         if not isinstance(value, str):
             raise _bad(path, key, f"must be a string, got {value!r}")
     elif key == "unsupported_ops":
@@ -143,15 +147,19 @@ def hardware_from_toml(path: str | Path) -> Hardware:
                 raise _bad(path, "ids", f"names chiplet {i}, outside 0..{n - 1}")
             chiplets[i] = special
     stacks = _stacks_from(data.get("memory_stacks", []), n, path)
+    order = data.get("pipeline_order", "auto")
+    if order not in ("auto", "rows") and (topology not in ("mesh", "torus") or levels):
+        raise _bad(path, "pipeline_order", f"= {order!r} needs one flat mesh or torus (this is {topology}"
+                   f"{' on a board' if levels else ''}); use auto or rows")
     try:
-        return Hardware(data.get("name", Path(path).stem), tuple(chiplets), topology,
+        return in_order(Hardware(data.get("name", Path(path).stem), tuple(chiplets), topology,
                         rows if topology in ("mesh", "torus") else 1,
                         cols if topology in ("mesh", "torus") else per_package,
                         clock_hz=float(data.get("clock_ghz", 1.0)) * 1e9,
                         link_bytes_per_cycle=data.get("link_bytes_per_cycle", 64),
                         hop_latency_cycles=data.get("hop_latency_cycles", 20),
                         link_pj_per_bit=float(data.get("link_pj_per_bit", LINK_PJ_PER_BIT)), memory_stacks=stacks,
-                        package_level=levels[0] if levels else None, upper_levels=levels[1:])
+                        package_level=levels[0] if levels else None, upper_levels=levels[1:]), order)
     except ValueError as exc:
         raise UserError(f"hardware file {path}: {exc}", "see docs/hardware.md")
 
@@ -280,3 +288,13 @@ def load_hardware(spec: str | None, chiplets: int | None = None, memory_tier: bo
         raise UserError(f"--chiplets {chiplets} disagrees with hardware {hw.name}, which has {hw.n_chiplets}",
                         "drop --chiplets or pass the matching count")
     return hw
+
+
+def file_pipeline_order(spec: str | None) -> str:
+    """The `pipeline_order` a hardware file gives ("auto" when it gives none, for presets and `--chiplets N`): with
+    "auto" a run may take any path of hw/order.tied_orders; a named path is kept as given. Read after
+    load_hardware, which has checked the file."""
+    if spec is None or spec in PRESETS:
+        return "auto"
+    with open(spec, "rb") as fh:
+        return tomllib.load(fh).get("pipeline_order", "auto")

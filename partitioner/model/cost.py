@@ -246,7 +246,9 @@ def keep_column(hw: Hardware, precision: str | None = None):
     instead of Megatron's row-parallel one. On a systolic array a row_parallel piece keeps every output tile and
     only shortens the streamed K, paying the fill and drain once per tile; a column piece has 1/k of the tiles.
     S9, a Conv: True when its out_channel piece is no slower than its spatial one (1/k of the output pixels, all
-    the filters); 64 channels cut 4 ways fill a quarter of a 64-wide array, 3,136 pixels cut 4 ways fill it.
+    the filters); 64 channels cut 4 ways fill a quarter of a 64-wide array, 3,136 pixels cut 4 ways fill it. Where
+    only one of the two pieces' activations (inputs + outputs, S11) fit the chiplet's SRAM, the Conv takes that one:
+    an out_channel piece holds its whole input, a spatial piece its rows plus halo.
     Memoised per (op, k, chiplet kind); costed at `precision` (the graph's, metadata["precision"])."""
     seen: dict = {}
 
@@ -259,8 +261,9 @@ def keep_column(hw: Hardware, precision: str | None = None):
             pair = TensorGraph.build(op.name, [piece(op, k, own), piece(op, k, alt)], [],
                                      metadata={"precision": precision})
             mine, other = op_cycles(pair, chip).tolist()
+            fits = (pair.work_bytes <= chip.sram_bytes).tolist()
             # ties: a Conv keeps out_channel (1/k of the filters), a GEMM takes Megatron's row_parallel
-            seen[key] = mine <= other if conv else mine < other
+            seen[key] = fits[0] if conv and fits[0] != fits[1] else mine <= other if conv else mine < other
         return seen[key]
     return rule
 

@@ -115,24 +115,19 @@ def stack_use(graph: TensorGraph, hw: Hardware, assignment: np.ndarray, streamed
     return use - shared_overcount(graph, feed[a], s, len(hw.memory_stacks))
 
 
-def _always(*_) -> bool:
-    return True
-
-
 def memory_use(graph: TensorGraph, hw: Hardware, assignment: np.ndarray,
                streamed: np.ndarray | None = None, shard: np.ndarray | None = None) -> np.ndarray:
     """Bytes each chiplet needs: its ops' (or pieces') resident weights plus the largest activation working set
     among them. Streamed weights pass through the op's tile buffers (part of its working set) and take no SRAM of
     their own. With `shard`, split ops count per piece (1/k of their split weights on each chiplet of the group);
     a GEMM that may run row_parallel or column (docs S8) counts the larger of the two working sets; a split Conv
-    counts the larger of out_channel's (as `partition split` cuts a file without recorded axes) and the axis
-    the simulator gives it on its chiplet (S9: spatial holds all the filters)."""
+    counts the axis the simulator gives it on its chiplet (S9: spatial holds all the filters and its input rows
+    plus halo, S11), the axis partition.json records and `partition split` cuts."""
     if shard is not None and (np.asarray(shard) != 1).any():
         use = None
-        k = np.asarray(shard)
-        layouts = [None, _always]
-        if any(op.op_type == "Conv" and k[i] > 1 for i, op in enumerate(graph.ops)):
-            layouts.append(keep_column(hw, graph.metadata.get("precision")))
+        sim = keep_column(hw, graph.metadata.get("precision"))
+        layouts = [sim] + [lambda op, k, c, gemm=gemm: sim(op, k, c) if op.op_type == "Conv" else gemm
+                           for gemm in (False, True)]
         for keep in layouts:
             ex = expand(graph, assignment, shard, keep_column=keep)
             got = memory_use(ex.graph, hw, ex.assignment, None if streamed is None else np.asarray(streamed)[ex.owner])

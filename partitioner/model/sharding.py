@@ -9,11 +9,14 @@ pipeline order (its *group*). Which axis it splits along depends on its type (do
   out_channel  Conv: each piece holds 1/k of the filters and writes 1/k of the output channels.
   spatial      Conv, where its out_channel piece is slower on the chiplet (rule S9, cost.keep_column: early CNN
                layers, whose 64 channels cut k ways leave most of a wide array idle): each piece holds all the
-               filters and writes 1/k of the output rows (image height), reading its input rows plus a halo.
+               filters and writes 1/k of the output rows (image height), holding its input rows plus a halo
+               (core/window.py, docs S11).
   vocab        Gather from an embedding table (vocabulary-parallel): each piece holds 1/k of the rows, looks up
                the tokens that fall in its range and writes a full-size partial result (zeros elsewhere).
   row          every other op (elementwise, normalisation, softmax, reshapes): each piece computes 1/k of the
-               output rows; its (small) weights, e.g. a LayerNorm's scale, are replicated.
+               output rows; its (small) weights, e.g. a LayerNorm's scale, are replicated. An element-wise piece
+               holds 1/k of its inputs, a pooling window's its rows plus halo (docs S11); the others their whole
+               inputs.
   expert       a mixture-of-experts op (Op.experts): each piece holds 1/k of the experts (or 1/r of one expert's
                width when k > E) and runs the rows routed to them; tokens reach it and return by an all-to-all
                (partitioner/model/experts.py).
@@ -42,6 +45,7 @@ from partitioner.model.collectives import Ring, plan_rings, relay, ring_edges
 from partitioner.model.experts import a2a_edges, combine_bytes, dispatch_bytes, expert_piece, expert_pieces, \
     is_dispatch
 from partitioner.core.graph import Op, TensorGraph
+from partitioner.core.window import ELEMENTWISE, sliced_in_bytes
 
 AXES = ("column", "head", "out_channel", "spatial", "vocab", "row", "expert")
 WEIGHT_GEMM_MIN_BYTES = 4096
@@ -103,7 +107,9 @@ def layout(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
     activation input must be such a slice), and u_i feeds only v_i. `keep_column(op, k, chiplet)` (docs S8,
     cost.keep_column) may keep such a GEMM a column split instead: its input slices are then all-gathered. The same
     rule decides a split Conv (docs S9): out_channel where it keeps it, else spatial; without a rule Convs take
-    out_channel."""
+    out_channel. Rule S12: an ALIGNED_TYPES op on a Conv's out_channel slices takes head (the same channels), and
+    edges between pieces that hold rows (spatial Convs, pooling windows, element-wise ops on rows) are aligned too:
+    rows to an element-wise op go u_i -> v_i, rows to a windowed op as its halo (expand)."""
     a = np.asarray(assignment, dtype=np.int64)
     k = shard_degrees(graph, shard)
     axes = [split_axis(op) if k[i] > 1 else "none" for i, op in enumerate(graph.ops)]
@@ -117,12 +123,16 @@ def layout(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
     by_dst: dict[int, list[int]] = {}
     for e in np.flatnonzero(same).tolist():
         by_dst.setdefault(int(dst[e]), []).append(e)
+    rows = [ax in ("spatial", "row") and op.window is not None for ax, op in zip(axes, graph.ops)]
     for v in sorted(by_dst):        # topological order: producers' axes are final
-        sliced = [e for e in by_dst[v] if axes[int(src[e])] in ("column", "head")]
-        if not sliced:
-            continue
         op = graph.ops[v]
         base = split_axis(op)
+        sliced = [e for e in by_dst[v] if axes[int(src[e])] in ("column", "head")]
+        if not sliced and base == "row" and op.op_type in ALIGNED_TYPES:     # a Conv's channel slices (S12)
+            sliced = [e for e in by_dst[v] if axes[int(src[e])] == "out_channel"]
+        if not sliced:
+            _align_rows(graph, v, [e for e in by_dst[v] if rows[int(src[e])]], axes, rows, aligned)
+            continue
         if base == "head" or (base == "row" and op.op_type in ALIGNED_TYPES):
             axes[v] = "head"
         elif base == "column" and len(sliced) == len(by_dst[v]) == 1 and not (
@@ -134,6 +144,24 @@ def layout(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
     return tuple(axes), aligned
 
 
+def _align_rows(graph: TensorGraph, v: int, rowed: list[int], axes: list[str], rows: list[bool],
+                aligned: np.ndarray) -> None:
+    """Rule S12: on one group, in-edges of v from producers whose pieces hold output rows (bounds(H, k)) need no
+    collective when v works on rows too: an element-wise op takes its piece's rows (u_i feeds v_i), a windowed op
+    (spatial Conv, pooling) its rows plus halo from its neighbours (core/window.py Window.halo, in expand)."""
+    op = graph.ops[v]
+    if not rowed or axes[v] not in ("row", "spatial"):
+        return
+    if op.window is not None:
+        rowed = [e for e in rowed if (graph.ops[int(graph.edge_src[e])].window or op.window).out_rows
+                 == op.window.in_rows]
+    elif not (axes[v] == "row" and op.op_type in ELEMENTWISE):
+        return
+    if rowed:
+        aligned[rowed] = True
+        rows[v] = True
+
+
 def _part(x: int, k: int) -> int:
     return -(-int(x) // k)
 
@@ -141,8 +169,9 @@ def _part(x: int, k: int) -> int:
 def piece(op: Op, k: int, axis: str | None = None) -> Op:
     """The op each of the k pieces runs along `axis` (default: its own, split_axis): 1/k (rounded up) of the work,
     of the split weights and of the output (full-size partials for vocab and row_parallel); full inputs, except
-    1/k for head and row_parallel pieces, which read only their slice (a spatial piece is charged the full input
-    too, an upper bound on its rows plus halo)."""
+    1/k for head and row_parallel pieces, which read only their slice, and the slice core/window.py gives a
+    spatial piece (its input rows plus the halo its kernel reads) and a row piece of an element-wise op (1/k) or a
+    pooling window (rows plus halo)."""
     if k <= 1:
         return op
     axis = axis or split_axis(op)
@@ -160,9 +189,11 @@ def piece(op: Op, k: int, axis: str | None = None) -> Op:
     matrix = max(_part(op.matrix_flops, k), sum(2 * b * m * kk * n for b, m, kk, n in gemms or ()))
     # a split op's piece holds a slice of a shared tensor: never counted as the same tensor as another op's
     shared = () if split_weights else op.shared_weights
+    held = sliced_in_bytes(op.op_type, op.window, op.in_bytes, k) if axis in ("spatial", "row") else None
     return replace(op, name=op.name, flops=max(_part(op.flops, k), matrix), matrix_flops=matrix,
                    weight_bytes=w, weight_read_bytes=wr, gemms=gemms, kv_cache_bytes=kv, shared_weights=shared,
-                   in_bytes=_part(op.in_bytes, k) if axis in ("head", "row_parallel") else op.in_bytes,
+                   in_bytes=_part(op.in_bytes, k) if axis in ("head", "row_parallel") else
+                   op.in_bytes if held is None else held,
                    out_bytes=op.out_bytes if axis in PARTIAL_AXES else _part(op.out_bytes, k))
 
 
@@ -294,6 +325,10 @@ def expand(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
         pb = piece_bytes(graph.ops[u], int(k[u]), b, axes[u] if k[u] > 1 else None)
         if a2a[e]:
             edges.extend(_all_to_all(graph, u, v, k, axes, first))
+            continue
+        window = graph.ops[v].window
+        if aligned[e] and window is not None and axes[v] in ("row", "spatial"):     # its rows plus halo (S12)
+            edges.extend((int(first[u]) + i, int(first[v]) + j, hb) for i, j, hb in window.halo(b, int(k[u])))
             continue
         if aligned[e]:      # u_i feeds only v_i, on the same chiplet
             edges.extend((int(first[u]) + i, int(first[v]) + i, pb) for i in range(int(k[u])))
