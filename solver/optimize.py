@@ -167,8 +167,10 @@ def package_cuts(hw: Hardware) -> list[tuple[int, int]]:
 
 
 def board_ser(graph: TensorGraph, hw: Hardware) -> np.ndarray:
-    """Per edge: ceil(bytes / board link bandwidth), what its tensor holds a package link."""
-    return -(-graph.edge_bytes.astype(np.int64) // hw.package_level.link_bytes_per_cycle)
+    """Per edge: ceil(bytes / board link bandwidth), what its tensor holds a package link. With more levels, the
+    fastest link above the package (a boundary of a node is crossed by a node's links): still the least any crossing
+    link is held."""
+    return -(-graph.edge_bytes.astype(np.int64) // max(c.bytes_per_cycle for c in hw.link_classes[1:]))
 
 
 def package_cut_cycles(graph: TensorGraph, hw: Hardware, assignment: np.ndarray) -> np.ndarray:

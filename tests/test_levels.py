@@ -153,10 +153,11 @@ def test_solver_outputs_are_valid_and_the_certificate_bounds_the_simulation(n, c
     fixed = repair(graph, hw, proposal, time_limit_s=1.0)
     assert check(graph, hw, fixed.assignment) == []
     assert simulate(graph, hw, fixed).throughput_per_s <= rep.bound_throughput_per_s * (1 + 1e-9)
-    # split ops: groups stay inside a package, and the sharded certificate bounds the simulation
+    # split ops: groups cross a package boundary only where the board links are as fast as the die's (64 B/cycle),
+    # and the sharded certificate bounds the simulation
     a, shard = staged_partition(graph, hw, 2)
     assert check(graph, hw, a, shard=shard) == []
-    assert all(hw.package_of(int(c)) == hw.package_of(int(c + k - 1)) for c, k in zip(a, shard))
+    assert all(hw.package_of(int(c)) == hw.package_of(int(c + k - 1)) or board_bw >= 64 for c, k in zip(a, shard))
     staged = simulate(graph, hw, Partition(a, shard=shard))
     assert staged.throughput_per_s <= staged.bound_throughput_per_s * (1 + 1e-9)
 
@@ -203,7 +204,6 @@ def test_two_levels_with_defaults(tmp_path):
     ("[[level]]\ncount = 0\n[[level]]\ncount = 4\n", "key 'count' in [[level]] 1 must be positive, got 0"),
     ("chiplets = 8\n[[level]]\ncount = 2\n[[level]]\ncount = 4\n", "key 'chiplets' is given at the top level"),
     ("link_bytes_per_cycle = 8\n[[level]]\ncount = 2\n[[level]]\ncount = 4\n", "key 'link_bytes_per_cycle' is given"),
-    ("[[level]]\ncount = 2\n[[level]]\ncount = 2\n[[level]]\ncount = 4\n", "at most two levels"),
     ("[[level]]\ncount = 2\ngateway = 3\n[[level]]\ncount = 4\n", "key 'gateway' is unknown in [[level]] 1"),
     ("[[level]]\ncount = 4\ntopology = \"mesh\"\nrows = 3\ncols = 2\n[[level]]\ncount = 4\n", "does not match its count"),
     ("[[level]]\ntopology = \"chain\"\n[[level]]\ncount = 4\n", "[[level]] 1 has no 'count'"),

@@ -11,14 +11,15 @@ from dataclasses import dataclass, fields, replace
 from functools import cached_property
 
 from partitioner.core.errors import UserError
-from partitioner.hw.levels import LinkClass, PackageLevel, hierarchical_path, package_links
+from partitioner.hw.levels import (  # noqa: F401  (PACKAGE_LINK: hw/toml.py reads it from here)
+    PACKAGE_LINK, LinkClass, PackageLevel, check_levels, class_name, hierarchical_path, level_links, level_of,
+    nested_positions, spans)
 from partitioner.hw.precision import LEGACY_PRECISIONS, PRECISIONS, suggested_precision
 
 MIB = 1 << 20
 # On-package die-to-die link energy: UCIe 1.0's target for the standard (organic) package, 0.5 pJ/bit (0.25 pJ/bit
 # on advanced packaging), Das Sharma et al., "Universal Chiplet Interconnect Express (UCIe): An Open Industry
-# Standard for Innovations With Chiplets at Package Level", IEEE Trans. CPMT 12(9), 2022, key performance targets.
-# The 1.17 pJ/bit used before is a board-level (off-package SerDes-class) figure.
+# Standard for Innovations With Chiplets at Package Level", IEEE Trans. CPMT 12(9), 2022 (not the board-level 1.17).
 LINK_PJ_PER_BIT = 0.5
 TOPOLOGIES = ("mesh", "torus", "ring", "chain", "all-to-all")
 DATAFLOWS = ("os", "ws", "is")
@@ -159,7 +160,12 @@ class Hardware:
     memory_stacks: tuple[MemoryStack, ...] = ()
     package_level: PackageLevel | None = None
     """None: one flat package. Else the board level (partitioner/hw/levels.py): `package_level.count` packages, each of
-    n_chiplets / count chiplets laid out as topology/rows/cols with the link fields above (the on-package class)."""
+    n_chiplets / (count x the upper levels' counts) chiplets laid out as topology/rows/cols with the link fields
+    above (the on-package class)."""
+    upper_levels: tuple[PackageLevel, ...] = ()
+    """Levels above the board, innermost first: upper_levels[0] puts its count boards (of package_level.count
+    packages each) in a node, the next puts nodes in a rack, ...; each with its own topology and link class.
+    Needs a package_level."""
     places: tuple[tuple[int, int], ...] | None = None
     """(row, col) of each chiplet id on a flat mesh or torus whose pipeline order is not the row snake
     (hw/order.py); None: the row snake. Consecutive ids should be neighbours, as in the snake."""
@@ -175,17 +181,9 @@ class Hardware:
         if self.topology not in TOPOLOGIES:
             raise ValueError(f"unknown topology {self.topology!r}; expected one of {', '.join(TOPOLOGIES)}")
         pl = self.package_level
-        if pl is not None:
-            if pl.count < 1 or n % pl.count:
-                raise ValueError(f"{n} chiplets do not split into {pl.count} equal packages")
-            if pl.topology not in TOPOLOGIES:
-                raise ValueError(f"unknown package topology {pl.topology!r}; expected one of {', '.join(TOPOLOGIES)}")
-            if pl.topology in ("mesh", "torus") and pl.rows * pl.cols != pl.count:
-                raise ValueError(f"package {pl.topology} {pl.rows}x{pl.cols} has {pl.rows * pl.cols} places "
-                                 f"but {pl.count} packages are given")
-            if not (pl.link_bytes_per_cycle > 0 and pl.hop_latency_cycles >= 0
-                    and 0 <= pl.link_pj_per_bit < math.inf):
-                raise ValueError("package link bandwidth must be > 0 and its hop latency, link energy >= 0")
+        if self.upper_levels and pl is None:
+            raise ValueError("upper levels need a package level (the board) beneath them")
+        check_levels(n, self.levels, TOPOLOGIES)
         m = self.chiplets_per_package
         if self.topology in ("mesh", "torus") and self.rows * self.cols != m:
             raise ValueError(f"{self.topology} {self.rows}x{self.cols} has {self.rows * self.cols} places "
@@ -233,31 +231,41 @@ class Hardware:
 
     # --- levels (partitioner/hw/levels.py) -------------------------------------------------------------------------------
     @property
+    def levels(self) -> tuple[PackageLevel, ...]:
+        """Every level above the chiplets, innermost (the board of packages) first; () when flat."""
+        return () if self.package_level is None else (self.package_level, *self.upper_levels)
+
+    @cached_property
+    def spans(self) -> tuple[int, ...]:
+        """Chiplets in one unit of each level: (per package, per board, per node, ..., n_chiplets)."""
+        return spans(len(self.chiplets), self.levels)
+
+    @property
     def n_packages(self) -> int:
-        return 1 if self.package_level is None else self.package_level.count
+        return len(self.chiplets) // self.spans[0]
 
     @property
     def chiplets_per_package(self) -> int:
-        return len(self.chiplets) // self.n_packages
+        return self.spans[0]
 
     def package_of(self, chiplet: int) -> int:
         return chiplet // self.chiplets_per_package
 
     @cached_property
     def link_classes(self) -> tuple[LinkClass, ...]:
-        """Class 0: the links inside a package (die-to-die); class 1, with a package level: the board's links."""
-        out = [LinkClass("die-to-die", self.link_bytes_per_cycle, self.hop_latency_cycles, self.link_pj_per_bit)]
-        pl = self.package_level
-        if pl is not None:
-            out.append(LinkClass("package-to-package", pl.link_bytes_per_cycle, pl.hop_latency_cycles,
-                                 pl.link_pj_per_bit))
+        """Class 0: the links inside a package (die-to-die); class j >= 1: the links of level j (1: the board's
+        package-to-package links, then level-2, ..., or each level's own link_name)."""
+        out = [LinkClass(class_name(0), self.link_bytes_per_cycle, self.hop_latency_cycles, self.link_pj_per_bit)]
+        out += [LinkClass(class_name(j, lv.link_name), lv.link_bytes_per_cycle, lv.hop_latency_cycles,
+                          lv.link_pj_per_bit)
+                for j, lv in enumerate(self.levels, 1)]
         return tuple(out)
 
     @cached_property
     def link_class(self) -> tuple[int, ...]:
-        """Per link of `links`: its class (index into link_classes): 1 where its ends sit in different packages."""
-        m = self.chiplets_per_package
-        return tuple(int(a // m != b // m) for a, b in self.links)
+        """Per link of `links`: its class (index into link_classes): 0 inside a package, else the level whose units
+        its ends join (levels.level_of)."""
+        return tuple(level_of(a, b, self.spans) for a, b in self.links)
 
     @cached_property
     def link_bw(self) -> tuple[int, ...]:
@@ -281,10 +289,13 @@ class Hardware:
 
     @property
     def layout(self) -> str:
-        """One phrase for reports: "mesh 4x4", or "2 packages (chain) of mesh 4x4" with a package level."""
-        inner = f"{self.topology} {self.rows}x{self.cols}"
-        pl = self.package_level
-        return inner if pl is None else f"{pl.count} packages ({pl.topology}) of {inner}"
+        """One phrase for reports: "mesh 4x4", "2 packages (chain) of mesh 4x4" with a package level, "8 groups
+        (all-to-all) of 4 packages (ring) of chain 1x2" with one more."""
+        out = f"{self.topology} {self.rows}x{self.cols}"
+        for j, lv in enumerate(self.levels):
+            unit = "packages" if j == 0 else "groups"
+            out = f"{lv.count} {unit} ({lv.topology}) of {out}"
+        return out
 
     @cached_property
     def _die(self) -> "Hardware":
@@ -293,10 +304,10 @@ class Hardware:
         return Hardware(f"{self.name}-package", self.chiplets[:m], self.topology, self.rows, self.cols)
 
     @cached_property
-    def _board(self) -> "Hardware":
-        """The board level as a flat package whose 'chiplets' are the packages (for its layout and routing)."""
-        pl = self.package_level
-        return Hardware(f"{self.name}-board", (Chiplet(),) * pl.count, pl.topology, pl.rows, pl.cols)
+    def _boards(self) -> tuple["Hardware", ...]:
+        """Each level as a flat package whose 'chiplets' are its units (for its layout and routing)."""
+        return tuple(Hardware(f"{self.name}-level{j}", (Chiplet(),) * lv.count, lv.topology, lv.rows, lv.cols)
+                     for j, lv in enumerate(self.levels, 1))
 
     # --- geometry --------------------------------------------------------------------------------------------------
     @cached_property
@@ -305,11 +316,7 @@ class Hardware:
         package's own layout, shifted to its place on the board, three empty rows and columns apart (room to draw
         memory stacks); for drawing only, routing uses each level's own layout."""
         if self.package_level is not None:
-            die, board, m = self._die, self._board, self.chiplets_per_package
-            h = max(r for r, _ in die.positions) + 4
-            w = max(c for _, c in die.positions) + 4
-            return tuple((board.positions[i // m][0] * h + die.positions[i % m][0],
-                          board.positions[i // m][1] * w + die.positions[i % m][1]) for i in range(self.n_chiplets))
+            return nested_positions(self.spans, self._die.positions, [b.positions for b in self._boards])
         if self.topology not in ("mesh", "torus"):
             return tuple((0, i) for i in range(self.n_chiplets))
         if self.places is not None:
@@ -329,9 +336,10 @@ class Hardware:
         """Every directed physical link (a, b), sorted."""
         out: set[tuple[int, int]] = set()
         if self.package_level is not None:
-            m = self.chiplets_per_package
+            m, span = self.chiplets_per_package, self.spans
             out.update((p * m + a, p * m + b) for p in range(self.n_packages) for a, b in self._die.links)
-            out.update(package_links(self.n_packages, m, self._board._neighbours))
+            for j, board in enumerate(self._boards, 1):
+                out.update(level_links(self.n_chiplets // span[j], board.n_chiplets, span[j - 1], board._neighbours))
             return tuple(sorted(out))
         for a in range(self.n_chiplets):
             for b in self._neighbours(a):
@@ -383,11 +391,11 @@ class Hardware:
 
     def _compute_route(self, src: int, dst: int) -> tuple[int, ...]:
         """Dimension-order routing: along the row (X) first, then along the column (Y); shortest way round on
-        rings and tori (ties go the positive direction). With packages: hierarchical (levels.hierarchical_path)."""
+        rings and tori (ties go the positive direction). With levels: hierarchical (levels.hierarchical_path)."""
         if src == dst:
             return ()
         if self.package_level is not None:
-            path = hierarchical_path(src, dst, self.chiplets_per_package, self._die._path, self._board._path)
+            path = hierarchical_path(src, dst, self.spans, [self._die._path] + [b._path for b in self._boards])
         else:
             path = self._path(src, dst)
         return tuple(self.link_index[(a, b)] for a, b in zip(path, path[1:]))
@@ -477,31 +485,22 @@ def mesh_of(n: int, chiplet: Chiplet | None = None, name: str | None = None, mem
     return Hardware(name or f"default-{n}", (chiplet or Chiplet(),) * n, "mesh", rows, cols, **package)
 
 
-# Package-to-package link (the board level of two-package-2x16 and the default of a [[level]] table), per direction:
-# - bandwidth 16 B/cycle = 16 GB/s at 1 GHz: a PCIe 4.0 x8 port (8 lanes x 16 GT/s x 128b/130b = 15.75 GB/s), a
-#   quarter of the on-package UCIe-class link above.
-# - energy 5.5 pJ/bit: a 112G PAM4 long-reach SerDes, against 1.3 pJ/bit for NVLink-C2C and 0.5 pJ/bit for UCIe on a
-#   standard package (Wei et al., "NVLink-C2C: A Coherent Off Package Chip-to-Chip Interconnect with 40Gbps/pin
-#   Single-ended Signaling", ISSCC 2023, paper 9.3, SerDes comparison; 112G-LR SerDes IP is quoted at ~5 pJ/bit).
-# - latency 50 cycles (50 ns) per hop: PAM4 SerDes with FEC add up to ~20 ns at each end (same comparison) plus
-#   the board trace and the routers.
-PACKAGE_LINK = dict(bytes_per_cycle=16, hop_latency_cycles=50, pj_per_bit=5.5)
-
-
 def packages_of(package: Hardware, count: int, topology: str = "chain", name: str | None = None,
                 rows: int | None = None, cols: int | None = None, **link) -> Hardware:
-    """`count` copies of a flat package on a board of `topology` (rows x cols for a grid, default near-square),
-    joined by package-to-package links (PACKAGE_LINK unless link_bytes_per_cycle, hop_latency_cycles or
-    link_pj_per_bit are given). Package p's chiplets are ids p*m .. p*m + m - 1; its memory stacks are the
-    package's own, renamed p<p>-<name> and attached to its chiplets."""
+    """`count` copies of a package on a board of `topology` (rows x cols for a grid, default near-square), joined
+    by links of PACKAGE_LINK's class unless link_bytes_per_cycle, hop_latency_cycles or link_pj_per_bit are given.
+    Copy p's chiplets are ids p*m .. p*m + m - 1; its memory stacks are the package's own, renamed p<p>-<name> and
+    attached to its chiplets. A package with levels already (a GPU of I/O dies, a node) gets one more on top."""
     m = package.n_chiplets
     if rows is None or cols is None:
         rows, cols = near_square(count) if topology in ("mesh", "torus") else (1, count)
     level = PackageLevel(count, topology, rows, cols,
                          link_bytes_per_cycle=link.get("link_bytes_per_cycle", PACKAGE_LINK["bytes_per_cycle"]),
                          hop_latency_cycles=link.get("hop_latency_cycles", PACKAGE_LINK["hop_latency_cycles"]),
-                         link_pj_per_bit=link.get("link_pj_per_bit", PACKAGE_LINK["pj_per_bit"]))
+                         link_pj_per_bit=link.get("link_pj_per_bit", PACKAGE_LINK["pj_per_bit"]),
+                         link_name=link.get("link_name", ""))
     stacks = tuple(replace(st, name=f"p{p}-{st.name}", attached=tuple(p * m + c for c in st.attached))
                    for p in range(count) for st in package.memory_stacks)
+    levels = dict(upper_levels=(*package.upper_levels, level)) if package.levels else dict(package_level=level)
     return replace(package, name=name or f"{count}x{package.name}", chiplets=package.chiplets * count,
-                   memory_stacks=stacks, package_level=level)
+                   memory_stacks=stacks, **levels)

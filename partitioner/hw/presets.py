@@ -69,6 +69,23 @@ MI300X = Hardware("mi300x", (XCD,) * 8, "chain", 1, 2, clock_hz=MI300X_HZ, link_
                   package_level=PackageLevel(4, "ring", 1, 4, link_bytes_per_cycle=_per_cycle(2.4e12, MI300X_HZ),
                                              hop_latency_cycles=20, link_pj_per_bit=0.25))
 
+# mi300x-node: eight mi300x on one board (AMD's 8-GPU OAM platform), each GPU joined to each other one by its own
+# Infinity Fabric (xGMI) link: 7 links per GPU, fully connected, so the node level is all-to-all. A link is 16 lanes
+# at 32 Gb/s = 64 GB/s per direction (128 GB/s both ways), 30 bytes a cycle of the 2.1 GHz clock. AMD gives no
+# latency or energy for it: the package-to-package class of hardware.PACKAGE_LINK stands in (50 ns per hop, 105
+# cycles; 5.5 pJ/bit, a long-reach SerDes). GPU g's links to higher-numbered GPUs land on its last XCD, to lower
+# ones on its first (levels.gateway): a pipeline enters a GPU where its first stage runs.
+XGMI = dict(link_bytes_per_cycle=_per_cycle(64e9, MI300X_HZ), hop_latency_cycles=_cycles(50, MI300X_HZ),
+            link_pj_per_bit=5.5, link_name="xgmi")
+MI300X_NODE = packages_of(MI300X, 8, "all-to-all", name="mi300x-node", **XGMI)
+# mi300x-2node: two mi300x-node joined by a 400G network (InfiniBand NDR or 400GbE): 50 GB/s per direction, 24 B a
+# cycle; 1 us one way (NIC, one switch, NIC: a single-switch RDMA round trip is ~2 us), 2,100 cycles; 60 pJ/bit for
+# a 12 W 400G optical module at each end. One link pair between the nodes' gateway XCDs, where a real node has a NIC
+# per GPU: it models one NIC's share, the pipeline's one crossing.
+NDR400 = dict(link_bytes_per_cycle=_per_cycle(50e9, MI300X_HZ), hop_latency_cycles=_cycles(1000, MI300X_HZ),
+              link_pj_per_bit=60.0, link_name="network")
+MI300X_2NODE = packages_of(MI300X_NODE, 2, "chain", name="mi300x-2node", **NDR400)
+
 # simba-36: Simba's 6x6 package of int8-only chiplets at 1.733 GHz (its 36-chiplet peak, 127.8 TOPS, over
 # 36 x 1,024 MACs x 2). A chiplet: 16 PEs, each 8 vector MACs x 8 lanes (an 8 x 8 weight-stationary array);
 # 752 KiB of SRAM (per PE 32 KiB weight + 8 KiB input + 3 KiB accumulation buffers, and a 64 KiB global buffer).
@@ -95,6 +112,8 @@ PRESETS: dict[str, Hardware] = {
     "a100": A100,
     "h100": H100,
     "mi300x": MI300X,
+    "mi300x-node": MI300X_NODE,
+    "mi300x-2node": MI300X_2NODE,
 }
 
 

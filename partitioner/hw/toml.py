@@ -20,7 +20,8 @@ from partitioner.hw.presets import PRESETS
 _CHIPLET_KEYS = {f.name for f in fields(Chiplet)} - {"sram_bytes"} | {"sram_mib"}
 _PACKAGE_KEYS = {"name", "clock_ghz", "topology", "rows", "cols", "link_bytes_per_cycle", "hop_latency_cycles",
                  "link_pj_per_bit", "chiplets", "chiplet", "overrides", "memory_stacks", "level", "pipeline_order"}
-_LEVEL_KEYS = {"count", "topology", "rows", "cols", "link_bytes_per_cycle", "hop_latency_cycles", "link_pj_per_bit"}
+_LEVEL_KEYS = {"count", "topology", "rows", "cols", "link_bytes_per_cycle", "hop_latency_cycles", "link_pj_per_bit",
+               "link_name"}
 _STACK_KEYS = {"name", "capacity_gib", "bytes_per_cycle", "pj_per_byte", "latency_cycles", "attached", "efficiency"}
 _MAX_INT = 1 << 40  # keeps every product of sizes and rates inside int64
 _INT_KEYS = {"count", "array_rows", "array_cols", "macs_per_cycle", "vector_ops_per_cycle", "sram_bytes_per_cycle", "rows",
@@ -36,7 +37,7 @@ def _check_value(path: str, key: str, value: object) -> None:
     if key == "pipeline_order":
         if value not in NAMED:
             raise _bad(path, key, f"must be one of {', '.join(NAMED)}, got {value!r}")
-    elif key in ("kind", "name", "topology", "dataflow"):
+    elif key in ("kind", "name", "topology", "dataflow", "link_name"):
         if not isinstance(value, str):
             raise _bad(path, key, f"must be a string, got {value!r}")
     elif key == "unsupported_ops":
@@ -109,9 +110,9 @@ def hardware_from_toml(path: str | Path) -> Hardware:
             raise _bad(path, key, f"is unknown (allowed: {', '.join(sorted(_PACKAGE_KEYS))})")
         if key not in ("chiplet", "overrides", "memory_stacks", "level"):
             _check_value(path, key, value)
-    package_level = None
+    levels: tuple[PackageLevel, ...] = ()
     if "level" in data:
-        data, package_level = _levels_from(data, path)
+        data, levels = _levels_from(data, path)
     topology = data.get("topology", "mesh")
     if topology not in TOPOLOGIES:
         raise _bad(path, "topology", f"must be one of {', '.join(TOPOLOGIES)}, got {topology!r}")
@@ -127,8 +128,8 @@ def hardware_from_toml(path: str | Path) -> Hardware:
     if topology in ("mesh", "torus") and rows * cols != n:
         raise _bad(path, "rows", f"x cols = {rows * cols} does not match chiplets = {n}")
     per_package = n
-    if package_level is not None:   # n above counts one package's chiplets; ids run over all packages
-        n *= package_level.count
+    for level in levels:   # n above counts one package's chiplets; ids run over all packages
+        n *= level.count
     base_table = data.get("chiplet", {})
     if not isinstance(base_table, dict):
         raise _bad(path, "chiplet", "must be a table ([chiplet])")
@@ -147,9 +148,9 @@ def hardware_from_toml(path: str | Path) -> Hardware:
             chiplets[i] = special
     stacks = _stacks_from(data.get("memory_stacks", []), n, path)
     order = data.get("pipeline_order", "auto")
-    if order not in ("auto", "rows") and (topology not in ("mesh", "torus") or package_level is not None):
+    if order not in ("auto", "rows") and (topology not in ("mesh", "torus") or levels):
         raise _bad(path, "pipeline_order", f"= {order!r} needs one flat mesh or torus (this is {topology}"
-                   f"{' on a board' if package_level is not None else ''}); use auto or rows")
+                   f"{' on a board' if levels else ''}); use auto or rows")
     try:
         return in_order(Hardware(data.get("name", Path(path).stem), tuple(chiplets), topology,
                         rows if topology in ("mesh", "torus") else 1,
@@ -158,21 +159,18 @@ def hardware_from_toml(path: str | Path) -> Hardware:
                         link_bytes_per_cycle=data.get("link_bytes_per_cycle", 64),
                         hop_latency_cycles=data.get("hop_latency_cycles", 20),
                         link_pj_per_bit=float(data.get("link_pj_per_bit", LINK_PJ_PER_BIT)), memory_stacks=stacks,
-                        package_level=package_level), order)
+                        package_level=levels[0] if levels else None, upper_levels=levels[1:]), order)
     except ValueError as exc:
         raise UserError(f"hardware file {path}: {exc}", "see docs/hardware.md")
 
 
-def _levels_from(data: dict, path: str) -> tuple[dict, PackageLevel | None]:
+def _levels_from(data: dict, path: str) -> tuple[dict, tuple[PackageLevel, ...]]:
     """[[level]] tables, outermost first: (data with the innermost level's keys moved to the top level, as a flat
-    file spells them, with `count` as `chiplets`; the board level, or None for a single level)."""
+    file spells them, with `count` as `chiplets`; the levels above it, innermost first: the board of packages, then
+    nodes of boards, ...; empty for a single level)."""
     tables = data["level"]
     if not (isinstance(tables, list) and tables and all(isinstance(t, dict) for t in tables)):
         raise _bad(path, "level", "must be an array of tables ([[level]]), outermost level first")
-    if len(tables) > 2:
-        raise UserError(f"hardware file {path}: {len(tables)} [[level]] tables given; at most two levels "
-                        "(packages on a board, chiplets in a package) are supported",
-                        "keep the outermost board level and the chiplet level")
     flat = sorted(k for k in _LEVEL_KEYS | {"chiplets"} if k in data)
     if flat:
         raise UserError(f"hardware file {path}: key '{flat[0]}' is given at the top level beside [[level]] tables",
@@ -200,9 +198,11 @@ def _levels_from(data: dict, path: str) -> tuple[dict, PackageLevel | None]:
     if "count" in inner:
         inner["chiplets"] = inner.pop("count")
     data = {**{key: v for key, v in data.items() if key != "level"}, **inner}
-    if len(tables) == 1:
-        return data, None
-    outer = tables[0]
+    return data, tuple(_level_of(outer) for outer in reversed(tables[:-1]))
+
+
+def _level_of(outer: dict) -> PackageLevel:
+    """One checked [[level]] table above the chiplets; unset links take PACKAGE_LINK's class."""
     topology = outer.get("topology", "chain")
     count = outer.get("count", outer.get("rows", 1) * outer.get("cols", 1))
     rows, cols = (outer.get("rows"), outer.get("cols"))
@@ -210,10 +210,11 @@ def _levels_from(data: dict, path: str) -> tuple[dict, PackageLevel | None]:
         rows, cols = near_square(count)
     if topology not in ("mesh", "torus"):
         rows, cols = 1, count
-    return data, PackageLevel(count, topology, rows, cols,
-                              link_bytes_per_cycle=outer.get("link_bytes_per_cycle", PACKAGE_LINK["bytes_per_cycle"]),
-                              hop_latency_cycles=outer.get("hop_latency_cycles", PACKAGE_LINK["hop_latency_cycles"]),
-                              link_pj_per_bit=float(outer.get("link_pj_per_bit", PACKAGE_LINK["pj_per_bit"])))
+    return PackageLevel(count, topology, rows, cols,
+                        link_bytes_per_cycle=outer.get("link_bytes_per_cycle", PACKAGE_LINK["bytes_per_cycle"]),
+                        hop_latency_cycles=outer.get("hop_latency_cycles", PACKAGE_LINK["hop_latency_cycles"]),
+                        link_pj_per_bit=float(outer.get("link_pj_per_bit", PACKAGE_LINK["pj_per_bit"])),
+                        link_name=outer.get("link_name", ""))
 
 
 def _stacks_from(tables: object, n: int, path: str) -> tuple[MemoryStack, ...]:

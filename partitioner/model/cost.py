@@ -10,6 +10,7 @@ import numpy as np
 
 from partitioner.core.graph import TensorGraph
 from partitioner.hw.hardware import Chiplet, Hardware, MemoryStack
+from partitioner.hw.levels import level_of
 from partitioner.model import collectives
 from partitioner.model.kind_bound import balanced_cycles
 from partitioner.model.sharding import piece, possible_axes
@@ -213,10 +214,32 @@ def ring_links(hw: Hardware) -> tuple[int, int]:
     return int(hw.link_bytes_per_cycle), int(hw.hop_latency_cycles)
 
 
-def collective_cycles(kind: str, nbytes, k: int, hw: Hardware) -> np.ndarray:
+def group_links(hw: Hardware, first: int, k: int) -> tuple[int, int]:
+    """(link bytes per cycle, hop cycles) a collective among the k chiplets first..first+k-1 is timed at: a group
+    inside one package, its die-to-die links (ring_links); a group whose span crosses units of level L
+    (levels.level_of its first and last chiplets) has links of every class up to L on its ring, and a ring or
+    direct collective waits on its slowest: the least bandwidth and the longest hop of those classes."""
+    top = level_of(first, first + k - 1, hw.spans) if k > 1 else 0
+    if top == 0:
+        return ring_links(hw)
+    classes = hw.link_classes[:top + 1]
+    return min(c.bytes_per_cycle for c in classes), max(c.hop_latency_cycles for c in classes)
+
+
+def may_group(hw: Hardware, first: int, k: int) -> bool:
+    """Whether the k chiplets first..first+k-1 may form one group (one stage's tensor-parallel group): a group never
+    straddles a slow level boundary, i.e. every level its span crosses has links of at least the die-to-die
+    bandwidth (docs/hardware.md, "Levels"). Inside one package always."""
+    top = level_of(first, first + k - 1, hw.spans) if k > 1 else 0
+    return all(c.bytes_per_cycle >= hw.link_bytes_per_cycle for c in hw.link_classes[1:top + 1])
+
+
+def collective_cycles(kind: str, nbytes, k: int, hw: Hardware, first: int | None = None) -> np.ndarray:
     """Uncontended time of a k-way all-gather or all-reduce of `nbytes` on a chain under the algorithm the
-    simulator picks (collectives.collective_cycles: min of direct and ring). Elementwise; the staged DP's cost."""
-    return collectives.collective_cycles(kind, nbytes, k, *ring_links(hw))
+    simulator picks (collectives.collective_cycles: min of direct and ring), at the links of the group from `first`
+    (group_links; None: the die-to-die links). Elementwise; the staged DP's cost."""
+    links = ring_links(hw) if first is None else group_links(hw, first, k)
+    return collectives.collective_cycles(kind, nbytes, k, *links)
 
 
 @functools.lru_cache(maxsize=16)

@@ -21,7 +21,7 @@ import numpy as np
 
 from partitioner.core.graph import TensorGraph
 from partitioner.hw.hardware import Hardware
-from partitioner.model.cost import cheapest_piece_cycles
+from partitioner.model.cost import cheapest_piece_cycles, may_group
 from partitioner.model.latency_bound import longest_path
 from partitioner.model.sharding import shard_degrees
 from partitioner.plan.staged_dp import staged_plans
@@ -60,7 +60,7 @@ def latency_candidates(graph: TensorGraph, hw: Hardware, max_group: int) -> list
     max_group = max(1, min(int(max_group), hw.n_chiplets))
     out: list[Plan] = []
     for g in uniform_sizes(max_group):
-        if len({hw.chiplets[c] for c in range(g)}) == 1 and hw.package_of(0) == hw.package_of(g - 1):
+        if len({hw.chiplets[c] for c in range(g)}) == 1 and may_group(hw, 0, g):
             out.append(uniform_plan(graph, g))
     for plan in staged_plans(graph, hw, max_group, latency=True):
         if not any(all(np.array_equal(x, y) for x, y in zip(plan, q)) for q in out):

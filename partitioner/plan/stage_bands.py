@@ -20,7 +20,7 @@ from partitioner.frontend.blocks import Blocks, periodic_edges
 from partitioner.hw.hardware import Hardware
 from partitioner.model.collectives import entry_ring_cycles, ring_is_faster
 from partitioner.model.cost import (
-    _ceil_div, collective_cycles, next_stage_bytes_per_cycle, ring_links, serialization_cycles, sharded_op_cycles)
+    _ceil_div, collective_cycles, group_links, next_stage_bytes_per_cycle, serialization_cycles, sharded_op_cycles)
 from partitioner.model.experts import a2a_cycles_band, a2a_edges
 from partitioner.model.sharding import PARTIAL_AXES, piece
 from partitioner.plan.splits import sram_weights
@@ -213,16 +213,16 @@ def stage_bands(graph: TensorGraph, hw: Hardware, chiplet: int, pa: PieceArrays,
         ship = serialization_cycles(-(-cross // k), hw).astype(float)
     if k > 1:
         partial = np.array([ax in PARTIAL_AXES for ax in pa.axes])
-        ag = np.where(partial[ops][:, None], collective_cycles("all-reduce", inner, k, hw),
-                      collective_cycles("all-gather", inner, k, hw)) + a2a_cycles_band(
-            graph, k, *ring_links(hw), ops, w)
+        ag = np.where(partial[ops][:, None], collective_cycles("all-reduce", inner, k, hw, chiplet),
+                      collective_cycles("all-gather", inner, k, hw, chiplet)) + a2a_cycles_band(
+            graph, k, *group_links(hw, chiplet, k), ops, w)
         gather = _from_end(np.where(valid, ag[e0, t], 0), np.cumsum)
         starts = np.unique(first[valid])
         recv = _skew(recv_rows(graph, starts, w), starts, first, graph.n_ops)
         recv_partial = _skew(recv_rows(graph, starts, w, partial), starts, first, graph.n_ops)
-        direct = ~ring_is_faster("all-reduce", recv_partial, k, *ring_links(hw)) if k > 2 else True
+        direct = ~ring_is_faster("all-reduce", recv_partial, k, *group_links(hw, chiplet, k)) if k > 2 else True
         copies = (k * serialization_cycles(recv + direct * (k - 1) * recv_partial, hw)).astype(float)
-        ring = np.minimum(copies, entry_ring_cycles(recv, k, *ring_links(hw)))
+        ring = np.minimum(copies, entry_ring_cycles(recv, k, *group_links(hw, chiplet, k)))
     else:
         gather = np.zeros(first.shape)
         copies = ring = np.zeros(first.shape)

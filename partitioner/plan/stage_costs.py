@@ -14,7 +14,7 @@ import numpy as np
 
 from partitioner.model.collectives import entry_ring_cycles, ring_is_faster
 from partitioner.model.cost import (
-    _ceil_div, collective_cycles, keep_column, next_stage_bytes_per_cycle, ring_links, serialization_cycles,
+    _ceil_div, collective_cycles, group_links, keep_column, next_stage_bytes_per_cycle, serialization_cycles,
     sharded_op_cycles)
 from partitioner.core.graph import TensorGraph
 from partitioner.hw.hardware import Hardware
@@ -120,16 +120,17 @@ def group_stage_costs(graph: TensorGraph, hw: Hardware, chiplet: int, k: int, ta
         # slices of an all-gather; full partials (row_parallel, vocab) of an all-reduce
         # the collective the simulator runs (cost.collective_cycles: direct or ring, whichever is faster)
         partial = np.array([ax in PARTIAL_AXES for ax in axes])
-        ag = np.where(partial[:, None], collective_cycles("all-reduce", inner, k, hw),
-                      collective_cycles("all-gather", inner, k, hw)) + a2a_cycles_table(graph, k, *ring_links(hw))
+        ag = np.where(partial[:, None], collective_cycles("all-reduce", inner, k, hw, chiplet),
+                      collective_cycles("all-gather", inner, k, hw, chiplet)) + a2a_cycles_table(
+            graph, k, *group_links(hw, chiplet, k))
         gather = np.flip(np.cumsum(np.flip(ag, axis=0), axis=0), axis=0)
         # a split producer's slices add up to its tensor; full partials (row_parallel, vocab) come from each of
         # its pieces, taken as k of them, unless a ring reduces them first (then k chunks: the tensor once);
         # every member needs the whole input: k copies over the entry link
-        direct = ~ring_is_faster("all-reduce", recv_partial, k, *ring_links(hw)) if k > 2 else True
+        direct = ~ring_is_faster("all-reduce", recv_partial, k, *group_links(hw, chiplet, k)) if k > 2 else True
         copies = (k * serialization_cycles(recv + direct * (k - 1) * recv_partial, hw)).astype(float)
         # or, when an entry ring is faster (collectives.entry_is_ring), the inputs once and a ring all-gather
-        ring = np.minimum(copies, entry_ring_cycles(recv, k, *ring_links(hw)))
+        ring = np.minimum(copies, entry_ring_cycles(recv, k, *group_links(hw, chiplet, k)))
     else:
         gather = np.zeros_like(cross)
         copies = ring = np.zeros((n + 1, n + 1))

@@ -13,7 +13,8 @@ import numpy as np
 from partitioner.core.graph import TensorGraph
 from partitioner.frontend.blocks import Blocks, block_cuts, find_blocks
 from partitioner.hw.hardware import Hardware
-from partitioner.model.cost import cheapest_piece_cycles, keep_column, next_stage_bytes_per_cycle, sharded_bound_cycles
+from partitioner.model.cost import (
+    cheapest_piece_cycles, group_links, keep_column, may_group, next_stage_bytes_per_cycle, sharded_bound_cycles)
 from partitioner.plan.splits import dp_partition
 from partitioner.plan.stage_bands import (
     band_sources, compute_width, fit_width, periodic_layout, piece_arrays, position_cells, stage_bands)
@@ -114,9 +115,11 @@ def staged_partition(graph: TensorGraph, hw: Hardware, max_shard: int = DEFAULT_
     costs its stream time, overlapped with the stage's compute (max), or with `serial_streams` after it (sum: a
     chiplet prefetches one segment ahead, so reads a short segment cannot hide add up; a one-op stage's read hides
     behind its own previous inference, so max there too). The caller chooses residency (solver/residency.py). Falls
-    back to `dp_partition` (shard 1) if no staged plan fits SRAM. With packages (hw.package_level) a group never
-    straddles two packages, and a stage ships its cut outputs at the slowest link to the next chiplet
-    (cost.next_stage_bytes_per_cycle). `memo`: as for `_staged_dp` (callers running several caps share it)."""
+    back to `dp_partition` (shard 1) if no staged plan fits SRAM. With levels (hw.levels) a group never straddles
+    a level whose links are slower than the die-to-die ones (cost.may_group), its collectives are timed at the
+    slowest links its span crosses (cost.group_links), and a stage ships its cut outputs at the slowest link to the
+    next chiplet (cost.next_stage_bytes_per_cycle). `memo`: as for `_staged_dp` (callers running several caps
+    share it)."""
     plan = _staged_dp(graph, hw, max_shard, relaxed, serial_streams, memo)
     if plan is None and hw.memory_stacks and not relaxed:
         plan = _staged_dp(graph, hw, max_shard, True, serial_streams, memo)
@@ -229,7 +232,7 @@ def _stage_fn(graph: TensorGraph, hw: Hardware, relaxed: bool, serial_streams: b
         fit = cached(("fit", kind, g, relaxed), lambda: fit_width(pa, kind.sram_bytes))
         w = min(fit, compute_width(pa, limit))
         capped.append(w < fit)
-        key = ("band", kind, g, next_stage_bytes_per_cycle(hw, c + g - 1), relaxed, latency)
+        key = ("band", kind, g, next_stage_bytes_per_cycle(hw, c + g - 1), group_links(hw, c, g), relaxed, latency)
         if key not in memo or memo[key][0] < w:
             memo[key] = (w, *_position_bands(graph, hw, c, pa, w, blocks, positions, latency, relaxed, memo))
         return pa, key + (memo[key][0],), memo[key][1:]
@@ -240,8 +243,8 @@ def _stage_fn(graph: TensorGraph, hw: Hardware, relaxed: bool, serial_streams: b
         kind = hw.chiplets[c]
         if any(hw.chiplets[m] != kind for m in range(c, c + g)):
             return None     # groups of one chiplet kind only
-        if g > 1 and hw.package_of(c) != hw.package_of(c + g - 1):
-            return None     # and inside one package: collectives never cross a package link
+        if not may_group(hw, c, g):
+            return None     # and never across a level whose links are slower than the die-to-die ones
         pa, key, arrays = bands(c, g, kind)
         if relaxed or _forced(pa, g, kind) is not None:
             # a group's charges differ from another's of its size only by its streams' fan-in: groups alike share

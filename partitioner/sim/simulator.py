@@ -340,7 +340,7 @@ def simulate(graph: TensorGraph, hw: Hardware, partition_or_assignment: Partitio
     if hw.package_level is not None:
         per_inf = [1.0] * fs + [1.0 / batch] * (len(plan.msg_route) - fs)
         board = hw.link_class
-        cross_pkg = sum(b * w * sum(board[k] for k in r if k < len(board))
+        cross_pkg = sum(b * w * sum(1 for k in r if k < len(board) and board[k])
                         for b, w, r in zip(plan.msg_bytes, per_inf, plan.msg_route))
     mem = memory_use(graph, hw, a, streamed)
     clock = hw.clock_hz
