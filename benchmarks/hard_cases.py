@@ -1,0 +1,292 @@
+"""Hard cases for the split-plan search: (model, package) pairs where annealing over staged plans
+(policies/split_search.py, 10,000 simulator evaluations) beats the best staged DP start by at least 3%, and the
+learned split-move policy measured on them against annealing and random search.
+
+    python benchmarks/hard_cases.py --confirm --budget 10000            # the suite: DP start vs 10k annealing
+    python benchmarks/hard_cases.py --compare --budget 1024 --seeds 0 1 2 --methods learned anneal random scratch
+    python benchmarks/hard_cases.py --zeroshot                           # pretrained, no fine-tuning, 16 evaluations
+    python benchmarks/hard_cases.py --write                              # RESULTS.md section + hard_cases_*.png
+
+Each case names where its gap comes from (CASES). Methods (one loop, policies/split_search.py; all start from the
+valid staged DP plans, which count against the budget):
+    anneal    uniform moves (half at the bottleneck stage), Metropolis, restart-from-best
+    random    uniform moves, every move accepted, restart-from-best
+    learned   the shipped split-move policy (policies/pretrained/split_move_policy.pt), fine-tuned on the graph
+    scratch   the same loop from an untrained network, fine-tuned likewise
+    zeroshot  the shipped policy, no fine-tuning
+Runs are cached in benchmarks/.hard_cases.json (keyed case|method|budget|seed, written atomically after each run),
+so a killed run resumes at the next run it had not finished. A run keeps its best-so-far only where it improves
+("steps": [evaluation, best] pairs), its wall and CPU seconds, and the DP start (best of the start plans).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.results_md import update_section  # noqa: E402
+from partitioner.core.files import save_figure, write_json  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+CACHE = HERE / ".hard_cases.json"
+CURVES = HERE / "hard_cases_curves.png"
+FINETUNE_PLOT = HERE / "hard_cases_finetune.png"
+SECTION = "Hard cases for the split-plan search"
+MARGIN = 1.03
+CHECKPOINTS = (64, 256, 1024)
+ZERO_SHOT_BUDGET = 16
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    model: str          # examples/<model>.onnx, fp16
+    hardware: str       # a .toml path relative to the repository root, or a preset
+    source: str         # where the gap between the staged DP and the search comes from
+
+
+E, B = "examples/hardware", "benchmarks/hardware"
+BOARD_LINK = ("the board link: the staged DP's stage cost underestimates the activations a stage boundary sends "
+              "across the narrow package-to-package SerDes link, which the simulator makes the bottleneck")
+CASES: tuple[Case, ...] = (
+    Case("distilbert/2x16-slow", "distilbert", f"{E}/two-package-2x16-slow.toml", BOARD_LINK),
+    Case("resnet18/2x16-slow", "resnet18", f"{E}/two-package-2x16-slow.toml", BOARD_LINK),
+    Case("t5-small-encoder/2x16-slow", "t5-small-encoder", f"{E}/two-package-2x16-slow.toml", BOARD_LINK),
+)
+
+_graphs: dict = {}
+
+
+def case_of(name: str) -> Case:
+    for c in CASES:
+        if c.name == name:
+            return c
+    raise SystemExit(f"unknown case {name!r}; use one of {', '.join(c.name for c in CASES)}")
+
+
+def load_case(case: Case):
+    from partitioner.app.run import load_model
+    from partitioner.hw.toml import load_hardware
+
+    if case.model not in _graphs:
+        _graphs[case.model] = load_model(str(ROOT / "examples" / f"{case.model}.onnx"), precision="fp16")
+    spec = case.hardware if not case.hardware.endswith(".toml") else str(ROOT / case.hardware)
+    return _graphs[case.model], load_hardware(spec)
+
+
+def run_one(case: Case, method: str, budget: int, seed: int) -> dict:
+    """One search of `budget` evaluations; its best, DP start, improving steps and wall/CPU seconds."""
+    from policies.move_policy import MoveNet
+    from policies.split_moves import plan_of
+    from policies.split_search import context_for, split_search
+
+    graph, hw = load_case(case)
+    n_starts = len(context_for(graph, hw)[1])
+    wall, cpu = time.perf_counter(), time.process_time()
+    kw = {"net": MoveNet()} if method == "scratch" else {"finetune": False} if method == "zeroshot" else {}
+    res = split_search(graph, hw, {"scratch": "learned", "zeroshot": "learned"}.get(method, method), budget=budget,
+                       seed=seed, **kw)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    if res is None:
+        return {"best": None, "start": None, "steps": [], "wall_s": wall, "cpu_s": cpu}
+    hist = [b for _, b in res.history]
+    plan = plan_of(res.best.assignment, res.best.partition.shard) or ()
+    steps = [[i + 1, b] for i, b in enumerate(hist) if i == 0 or b > hist[i - 1]]
+    return {"best": res.best.throughput, "start": hist[min(n_starts, len(hist)) - 1], "n_starts": n_starts,
+            "evaluations": len(hist), "steps": steps, "wall_s": wall, "cpu_s": cpu,
+            "plan": [[st.first, st.end, st.chip, st.k] for st in plan]}
+
+
+def at(run: dict, n: int) -> float | None:
+    """Best-so-far after `n` evaluations (the last improving step at or before n)."""
+    vals = [b for i, b in run["steps"] if i <= n]
+    return vals[-1] if vals else None
+
+
+def reach(run: dict, target: float) -> int | None:
+    """Evaluations the run needed to reach `target`, or None."""
+    return next((i for i, b in run["steps"] if b >= target * (1 - 1e-9)), None)
+
+
+def cached(cache: dict, path: Path, case: Case, method: str, budget: int, seed: int) -> dict:
+    key = f"{case.name}|{method}|{budget}|{seed}"
+    if key not in cache:
+        cache[key] = run_one(case, method, budget, seed)
+        write_json(path, cache)
+        r = cache[key]
+        print(key, "no valid staged plan" if r["best"] is None else
+              f"start {r['start']:,.1f}/s best {r['best']:,.1f}/s ratio {r['best'] / r['start']:.4f}",
+              f"{r['wall_s']:.0f} s wall {r['cpu_s']:.0f} s CPU", flush=True)
+    return cache[key]
+
+
+def runs(cache: dict, case: Case, method: str, budget: int, seeds) -> list[dict]:
+    return [cache[k] for s in seeds if (k := f"{case.name}|{method}|{budget}|{s}") in cache]
+
+
+def _mean(vals: list[float]) -> str:
+    if not vals:
+        return "-"
+    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return f"{statistics.mean(vals):,.0f} ± {sd:,.0f}"
+
+
+def suite_lines(cache: dict, budget: int) -> list[str]:
+    lines = ["| case | model | package | DP start | annealing best | ratio | evaluations/s (CPU) | source of the gap |",
+             "|---|---|---|---:|---:|---:|---:|---|"]
+    held = 0
+    for c in CASES:
+        r = cache.get(f"{c.name}|anneal|{budget}|0")
+        if not r or r["best"] is None:
+            lines.append(f"| {c.name} | {c.model} | `{c.hardware}` | not run | | | | {c.source} |")
+            continue
+        ratio = r["best"] / r["start"]
+        held += ratio >= MARGIN
+        lines.append(f"| {c.name} | {c.model} | `{c.hardware}` | {r['start']:,.0f} | {r['best']:,.0f} | "
+                     f"{ratio:.3f} | {r['evaluations'] / r['cpu_s']:.1f} | {c.source} |")
+    lines += ["", f"Margin >= {MARGIN:.2f} on {held} of {len(CASES)} cases (annealing, {budget:,} evaluations, seed 0)."]
+    return lines
+
+
+def compare_lines(cache: dict, budget: int, seeds: list[int]) -> list[str]:
+    """learned vs anneal vs random (vs scratch) at each checkpoint: means over seeds, ratios of means."""
+    methods = [m for m in ("learned", "anneal", "random", "scratch")
+               if any(runs(cache, c, m, budget, seeds) for c in CASES)]
+    if "learned" not in methods or "anneal" not in methods:
+        return []
+    lines = [f"Best-so-far (inferences/s) at {', '.join(map(str, CHECKPOINTS))} evaluations of runs of {budget}; "
+             f"seeds {' '.join(map(str, seeds))}, mean ± sd; ratios of means.", "",
+             "| case | evals | " + " | ".join(methods) + " | learned / anneal | learned / random |",
+             "|---|---:|" + "---:|" * (len(methods) + 2)]
+    ratios = {n: [] for n in CHECKPOINTS}
+    for c in CASES:
+        for n in CHECKPOINTS:
+            if n > budget:
+                continue
+            means = {}
+            cells = []
+            for m in methods:
+                vals = [v for r in runs(cache, c, m, budget, seeds) if (v := at(r, n)) is not None]
+                means[m] = statistics.mean(vals) if vals else None
+                cells.append(_mean(vals) + (f" ({len(vals)})" if vals and len(vals) != len(seeds) else ""))
+            if not means.get("learned") or not means.get("anneal"):
+                continue
+            la = means["learned"] / means["anneal"]
+            lr = means["learned"] / means["random"] if means.get("random") else None
+            ratios[n].append((la, lr))
+            lines.append(f"| {c.name} | {n} | " + " | ".join(cells) + f" | {la:.3f} | "
+                         + ("-" if lr is None else f"{lr:.3f}") + " |")
+    lines.append("")
+    for n in CHECKPOINTS:
+        if ratios[n]:
+            la = [a for a, _ in ratios[n]]
+            lr = [r for _, r in ratios[n] if r is not None]
+            met = sum(a >= 1.05 and r is not None and r >= 1.05 for a, r in ratios[n])
+            lines.append(f"- at {n} evaluations: learned / anneal mean {statistics.mean(la):.3f} (min {min(la):.3f}, "
+                         f"max {max(la):.3f})" + (f"; learned / random mean {statistics.mean(lr):.3f} (min "
+                                                  f"{min(lr):.3f}, max {max(lr):.3f})" if lr else "")
+                         + f"; >= 1.05x both on {met} of {len(la)} cases")
+    return lines
+
+
+def pretrained_lines(cache: dict, budget: int, seeds: list[int]) -> list[str]:
+    """Pretrained (learned) vs untrained (scratch), both fine-tuned: final best per seed, and how soon the
+    pretrained run reaches the untrained run's final best."""
+    rows = ["| case | seed | pretrained | untrained | winner | pretrained reaches untrained's final best at |",
+            "|---|---:|---:|---:|---|---:|"]
+    wins = ties = fast = total = 0
+    case_wins = 0
+    for c in CASES:
+        score = 0
+        for s in seeds:
+            p, u = runs(cache, c, "learned", budget, [s]), runs(cache, c, "scratch", budget, [s])
+            if not p or not u or p[0]["best"] is None:
+                continue
+            p, u = p[0], u[0]
+            total += 1
+            win = ("pretrained" if p["best"] > u["best"] * (1 + 1e-9) else
+                   "untrained" if u["best"] > p["best"] * (1 + 1e-9) else "tie")
+            wins += win == "pretrained"
+            ties += win == "tie"
+            score += (win == "pretrained") - (win == "untrained")
+            n = reach(p, u["best"])
+            fast += n is not None and n <= budget // 10
+            rows.append(f"| {c.name} | {s} | {p['best']:,.0f} | {u['best']:,.0f} | {win} | "
+                        f"{'never' if n is None else n} of {budget} |")
+        case_wins += score > 0
+    if not total:
+        return []
+    return rows + ["", f"Pretrained wins {wins} of {total} runs ({ties} ties) and is ahead on {case_wins} of "
+                       f"{len(CASES)} cases (more seeds won than lost; target: 6 of 8). It reaches the untrained "
+                       f"run's final best within {budget // 10} evaluations (1/10) on {fast} of {total} runs."]
+
+
+def zeroshot_lines(cache: dict, budget: int, seeds: list[int]) -> list[str]:
+    rows = [f"| case | zero-shot ({ZERO_SHOT_BUDGET} evals) | wall s | annealing @ {budget} | wall s | ratio | "
+            "wall ratio |", "|---|---:|---:|---:|---:|---:|---:|"]
+    met = total = 0
+    for c in CASES:
+        z = runs(cache, c, "zeroshot", ZERO_SHOT_BUDGET, seeds)
+        a = runs(cache, c, "anneal", budget, seeds)
+        if not z or not a:
+            continue
+        zb, ab = statistics.mean(r["best"] for r in z), statistics.mean(r["best"] for r in a)
+        zw, aw = statistics.mean(r["wall_s"] for r in z), statistics.mean(r["wall_s"] for r in a)
+        total += 1
+        met += zb / ab >= 0.98 and zw / aw <= 1 / 20
+        rows.append(f"| {c.name} | {zb:,.0f} | {zw:.1f} | {ab:,.0f} | {aw:.0f} | {zb / ab:.3f} | 1/{aw / zw:.0f} |")
+    if not total:
+        return []
+    return rows + ["", f"Zero-shot >= 0.98x annealing at {budget} in <= 1/20 of its wall time on {met} of {total} "
+                       f"cases (means over seeds {' '.join(map(str, seeds))})."]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--confirm", action="store_true", help="annealing for --budget evaluations (seed 0), each case")
+    ap.add_argument("--compare", action="store_true", help="--methods at --budget for --seeds, each case")
+    ap.add_argument("--zeroshot", action="store_true", help=f"the shipped policy, {ZERO_SHOT_BUDGET} evaluations, "
+                    "no fine-tuning, --seeds")
+    ap.add_argument("--write", action="store_true")
+    ap.add_argument("--cases", nargs="+", default=None, help="case names (default: all)")
+    ap.add_argument("--methods", nargs="+", default=["learned", "anneal", "random", "scratch"])
+    ap.add_argument("--budget", type=int, default=10_000)
+    ap.add_argument("--compare-budget", type=int, default=1024, help="the comparison's budget, for --write")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--cache", nargs="+", type=Path, default=[CACHE],
+                    help="run cache to write (first) and more to read: several processes on several caches")
+    args = ap.parse_args(argv)
+    cache: dict = {}
+    for path in reversed(args.cache):
+        cache |= json.loads(path.read_text()) if path.exists() else {}
+    cases = CASES if args.cases is None else tuple(case_of(n) for n in args.cases)
+    if args.confirm:
+        for c in cases:
+            cached(cache, args.cache[0], c, "anneal", args.budget, 0)
+    if args.compare:
+        for s in args.seeds:                    # seed-major: every case gets seed 0 before any gets seed 1
+            for c in cases:
+                for m in args.methods:
+                    cached(cache, args.cache[0], c, m, args.budget, s)
+    if args.zeroshot:
+        for s in args.seeds:
+            for c in cases:
+                cached(cache, args.cache[0], c, "zeroshot", ZERO_SHOT_BUDGET, s)
+    if args.confirm or args.write:
+        print("\n".join(suite_lines(cache, 10_000 if args.write else args.budget)))
+    if args.write:
+        body = "\n".join(suite_lines(cache, 10_000) + [""] + compare_lines(cache, args.compare_budget, args.seeds)
+                         + [""] + pretrained_lines(cache, args.compare_budget, args.seeds) + [""]
+                         + zeroshot_lines(cache, args.compare_budget, args.seeds))
+        update_section(SECTION, body)
+
+
+if __name__ == "__main__":
+    main()
