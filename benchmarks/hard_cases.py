@@ -59,6 +59,15 @@ CASES: tuple[Case, ...] = (
     Case("distilbert/2x16-slow", "distilbert", f"{E}/two-package-2x16-slow.toml", BOARD_LINK),
     Case("resnet18/2x16-slow", "resnet18", f"{E}/two-package-2x16-slow.toml", BOARD_LINK),
     Case("t5-small-encoder/2x16-slow", "t5-small-encoder", f"{E}/two-package-2x16-slow.toml", BOARD_LINK),
+    Case("t5-small-encoder/4x36", "t5-small-encoder", f"{B}/four-package-4x36.toml", BOARD_LINK),
+    Case("distilbert/2x32-slow", "distilbert", f"{B}/two-package-2x32-slow.toml", BOARD_LINK),
+    Case("bert-base/2x32-slow", "bert-base", f"{B}/two-package-2x32-slow.toml", BOARD_LINK),
+    Case("distilbert/small-sram-64", "distilbert", f"{B}/small-sram-64.toml",
+         "the memory tier: 2 MiB SRAM per chiplet, so weights stream from HBM stacks on one edge; the simulator "
+         "contends the stream routes on the mesh links near the stacks, which the staged DP's stream estimate "
+         "underrates"),
+    Case("distilbert/2x32-mixed", "distilbert", f"{B}/two-package-2x32-mixed.toml",
+         "two chiplet kinds, one per package, joined by a 16 B/cycle board link: " + BOARD_LINK.split(": ", 1)[1]),
 )
 
 _graphs: dict = {}
@@ -138,20 +147,30 @@ def _mean(vals: list[float]) -> str:
     return f"{statistics.mean(vals):,.0f} ± {sd:,.0f}"
 
 
-def suite_lines(cache: dict, budget: int) -> list[str]:
-    lines = ["| case | model | package | DP start | annealing best | ratio | evaluations/s (CPU) | source of the gap |",
-             "|---|---|---|---:|---:|---:|---:|---|"]
-    held = 0
+def longest_anneal(cache: dict, case: Case) -> tuple[int, dict] | None:
+    """(budget, run) of the case's longest seed-0 annealing run in the cache (10,000 where it finished)."""
+    have = [(int(k.split("|")[2]), r) for k, r in cache.items() if k.startswith(f"{case.name}|anneal|")
+            and k.endswith("|0") and r["best"] is not None]
+    return max(have, key=lambda t: t[0], default=None)
+
+
+def suite_lines(cache: dict) -> list[str]:
+    lines = ["| case | package | DP start | annealing best | evaluations | ratio | evaluations/s (CPU) | "
+             "source of the gap |", "|---|---|---:|---:|---:|---:|---:|---|"]
+    held = full = 0
     for c in CASES:
-        r = cache.get(f"{c.name}|anneal|{budget}|0")
-        if not r or r["best"] is None:
-            lines.append(f"| {c.name} | {c.model} | `{c.hardware}` | not run | | | | {c.source} |")
+        got = longest_anneal(cache, c)
+        if got is None:
+            lines.append(f"| {c.name} | `{c.hardware}` | not run | | | | | {c.source} |")
             continue
+        budget, r = got
         ratio = r["best"] / r["start"]
         held += ratio >= MARGIN
-        lines.append(f"| {c.name} | {c.model} | `{c.hardware}` | {r['start']:,.0f} | {r['best']:,.0f} | "
+        full += ratio >= MARGIN and budget >= 10_000
+        lines.append(f"| {c.name} | `{c.hardware}` | {r['start']:,.0f} | {r['best']:,.0f} | {budget:,} | "
                      f"{ratio:.3f} | {r['evaluations'] / r['cpu_s']:.1f} | {c.source} |")
-    lines += ["", f"Margin >= {MARGIN:.2f} on {held} of {len(CASES)} cases (annealing, {budget:,} evaluations, seed 0)."]
+    lines += ["", f"Margin >= {MARGIN:.2f} on {held} of {len(CASES)} cases (annealing, seed 0, the longest run "
+                  f"each case has); {full} of them in a run of 10,000 evaluations."]
     return lines
 
 
@@ -280,9 +299,9 @@ def main(argv: list[str] | None = None) -> None:
             for c in cases:
                 cached(cache, args.cache[0], c, "zeroshot", ZERO_SHOT_BUDGET, s)
     if args.confirm or args.write:
-        print("\n".join(suite_lines(cache, 10_000 if args.write else args.budget)))
+        print("\n".join(suite_lines(cache)))
     if args.write:
-        body = "\n".join(suite_lines(cache, 10_000) + [""] + compare_lines(cache, args.compare_budget, args.seeds)
+        body = "\n".join(suite_lines(cache) + [""] + compare_lines(cache, args.compare_budget, args.seeds)
                          + [""] + pretrained_lines(cache, args.compare_budget, args.seeds) + [""]
                          + zeroshot_lines(cache, args.compare_budget, args.seeds))
         update_section(SECTION, body)
