@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.results_md import update_section  # noqa: E402
-from partitioner.core.files import save_figure, write_json  # noqa: E402
+from partitioner.core.files import write_json  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".hard_cases.json"
@@ -325,10 +325,7 @@ def zeroshot_lines(cache: dict, budget: int, seeds: list[int]) -> list[str]:
 def plot_curves(cache: dict, budget: int, seeds: list[int], path: Path = FINETUNE_PLOT) -> None:
     """Best-so-far over the DP start, mean over seeds, per method of the comparison: one panel per case (the
     fine-tuning curves: learned = pretrained, scratch = untrained, both fine-tuned)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from benchmarks.split_bench import plot_panels
 
     panels = []
     for c in CASES:
@@ -340,24 +337,7 @@ def plot_curves(cache: dict, budget: int, seeds: list[int], path: Path = FINETUN
                                                     for n in range(1, budget + 1)]))
         if curves:
             panels.append((c.name, curves))
-    if not panels:
-        return
-    cols = min(4, len(panels))
-    rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
-    for ax, (title, curves) in zip(axes.flat, panels):
-        for label, curve in curves:
-            ax.plot(range(1, len(curve) + 1), curve, label=label, lw=1.2)
-        ax.set_xscale("log")
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("evaluations", fontsize=8)
-        ax.set_ylabel("best / DP start", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.legend(fontsize=6)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
-    fig.tight_layout()
-    save_figure(fig, path)
+    plot_panels(path, panels, "best / DP start", cols=min(4, max(len(panels), 1)))
 
 
 def main(argv: list[str] | None = None) -> None:

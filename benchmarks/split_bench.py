@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.move_bench import _case, cpsat_row  # noqa: E402
 from benchmarks.results_md import update_section  # noqa: E402
-from partitioner.core.files import write_json  # noqa: E402
+from partitioner.core.files import save_figure, write_json  # noqa: E402
 
 MODELS = ROOT / "examples"
 TABLE = tuple((m, n) for n in (64, 144) for m in ("resnet50", "vit-base", "bert-large", "llama-1b"))
@@ -271,7 +271,7 @@ def _start(cache: dict, model: str, n: int, budget: int, seeds: list[int]) -> fl
     return r["history"][len(starts) - 1]
 
 
-def _panels(path: Path, panels: list[tuple[str, list[tuple[str, list[float]]]]], ylabel: str, cols: int) -> None:
+def plot_panels(path: Path, panels: list[tuple[str, list[tuple[str, list[float]]]]], ylabel: str, cols: int) -> None:
     """One log-x panel per (title, [(label, curve)]), written to `path`."""
     import matplotlib
 
@@ -294,7 +294,7 @@ def _panels(path: Path, panels: list[tuple[str, list[tuple[str, list[float]]]]],
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=70)
+    save_figure(fig, path)
 
 
 def _plot_finetune(cache: dict, budget: int) -> None:
@@ -309,7 +309,7 @@ def _plot_finetune(cache: dict, budget: int) -> None:
             first = len(context_for(*_case(m, n))[1]) - 1
             panels.append((f"{m}, {n} chiplets", [(label, [v / hs[k][first] for v in hs[k][first:]]) for k, label in (
                 ("learned", "fine-tuned (pretrained)"), ("scratch", "from scratch (untrained)"))]))
-    _panels(FINETUNE_PLOT, panels, "best / first plan", cols=4)
+    plot_panels(FINETUNE_PLOT, panels, "best / first plan", cols=4)
 
 
 def _plot(cache: dict, budget: int) -> None:
@@ -324,7 +324,7 @@ def _plot(cache: dict, budget: int) -> None:
                 curves.append((f"{meth} ({len(hs)})", [statistics.mean(v) for v in zip(*hs)]))
         if curves:
             panels.append((f"{m}, {n} chiplets", curves))
-    _panels(PLOT, panels, "best inferences/s", cols=3)
+    plot_panels(PLOT, panels, "best inferences/s", cols=3)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -35,17 +35,24 @@ def atomic_torch_save(obj: object, path: str | Path) -> None:
     atomic_write(path, save)
 
 
+def load_tagged(path: str | Path, kind: str, what: str, fix: str, weights_only: bool = True) -> dict:
+    """The dict torch saved at `path`, whose "kind" is `kind`: a missing, unreadable or foreign file is a one-line
+    UserError naming `what` it should be and `fix`."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=weights_only)
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist", fix)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not our file"
+        raise UserError(f"{path} is not a readable {what} ({exc.__class__.__name__})", fix)
+    if not isinstance(obj, dict) or obj.get("kind") != kind:
+        raise UserError(f"{path} is not a {what}", fix)
+    return obj
+
+
 def read_checkpoint(path: str | Path) -> dict:
     """A checkpoint dict (weights-only unpickling: checkpoints hold tensors and plain Python values only)."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"policy checkpoint {path} does not exist", "pass a checkpoint written by `partition train`")
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not our checkpoint"
-        raise UserError(f"{path} is not a readable policy checkpoint ({exc.__class__.__name__})",
-                        "pass a checkpoint written by `partition train` or `partition finetune`")
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != CHECKPOINT_KIND:
-        raise UserError(f"{path} is not a policy checkpoint", "pass a checkpoint written by `partition train`")
+    ckpt = load_tagged(path, CHECKPOINT_KIND, "policy checkpoint",
+                       "pass a checkpoint written by `partition train` or `partition finetune`")
     if ckpt.get("features_version") != FEATURES_VERSION:
         raise UserError(f"policy checkpoint {path} was built for features version {ckpt.get('features_version')}, "
                         f"this code computes version {FEATURES_VERSION}", "retrain with `partition train`")

@@ -86,7 +86,7 @@ def test_agent_file_is_saved_and_checked(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         load_agent(tmp_path / "missing.pt")
     (tmp_path / "bad.pt").write_text("x")
-    with pytest.raises(Exception):
+    with pytest.raises(UserError, match="not a readable design agent"):
         load_agent(tmp_path / "bad.pt")
 
 

@@ -159,16 +159,12 @@ def default_agent_path() -> Path:
 
 
 def load_agent(path: str | Path | None = None) -> dict:
-    import torch
+    from policies.checkpoints import load_tagged
 
     path = Path(path) if path else default_agent_path()
-    try:
-        agent = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise UserError(f"design agent {path} does not exist",
-                        "pretrain one (python -m partitioner.app.design_agent_train) or pass --method nsga2")
-    if not isinstance(agent, dict) or agent.get("kind") != AGENT_KIND:
-        raise UserError(f"{path} is not a design agent", "pass a file written by design_agent_train pretrain")
+    agent = load_tagged(path, AGENT_KIND, "design agent",
+                        "pretrain one (python -m partitioner.app.design_agent_train) or pass --method nsga2",
+                        weights_only=False)
     if agent.get("features_version") != FEATURES_VERSION:
         raise UserError(f"design agent {path} has features version {agent.get('features_version')}, this code "
                         f"computes {FEATURES_VERSION}", "pretrain it again (python -m partitioner.app.design_agent_train)")
