@@ -101,6 +101,18 @@ def test_the_column_snake_gives_each_op_its_kind_where_the_row_snake_cannot():
     assert tuple(rev.assignment) == (0, 1, 1, 1) and rev.report.cycles_per_inference == 600
 
 
+def test_the_order_choice_stops_with_the_run_budget():
+    """Once --max-time or Ctrl-C says stop, the orders not yet tried are left out; the first is always tried."""
+    hw, g = _two_kinds()
+    asked = []
+    chosen, ev = staged_in_order(g, hw, 1, stop=lambda: asked.append(1) or True)
+    # asked once, before the second of the three tied orders: only the first (columns) was simulated
+    assert order_name(chosen) == "columns" and ev.report.cycles_per_inference == 100 and len(asked) == 1
+    asked.clear()
+    staged_in_order(g, hw, 1, stop=lambda: asked.append(1) and False)
+    assert len(asked) == 2          # never told to stop: asked before each order after the first
+
+
 def test_groups_of_one_kind_form_along_the_column_snake_only():
     """Mixed groups never form (staged_dp._stage_fn), so on the row snake the two vector chiplets (ids 0 and 3)
     cannot split an op between them; on the column snake they are ids 0 and 1."""

@@ -3,6 +3,8 @@ latency plans under `--objective latency` (partitioner/plan/latency_dp.py), and 
 staged plans (`--split-budget`)."""
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from partitioner.app.budget import Recorder, RunBudget, Stopped
@@ -43,17 +45,20 @@ def best_staged(graph: TensorGraph, hw: Hardware, max_shard: int, batch: int = 1
     return best
 
 
-def staged_in_order(graph: TensorGraph, hw: Hardware, max_shard: int, batch: int = 1
-                    ) -> tuple[Hardware, Evaluation | None]:
+def staged_in_order(graph: TensorGraph, hw: Hardware, max_shard: int, batch: int = 1,
+                    stop: Callable[[], bool] | None = None) -> tuple[Hardware, Evaluation | None]:
     """(hw along the pipeline order the run keeps, that order's `best_staged` plan): on a heterogeneous grid, the
     order among hw/order.tied_orders (those of fewest kind changes: a snake and its reverse, or kinds first in every
     order of the kinds) whose staged plan simulates fastest (ties: the first); with one such order, hw and None, and
-    the run scores the staged plans later as on any package."""
+    the run scores the staged plans later as on any package. `stop` (the run's --max-time or Ctrl-C): once it says
+    so, the orders not yet tried are left out (the first is always tried)."""
     orders = tied_orders(hw)
     if len(orders) < 2:
         return hw, None
     best_hw, best = hw, None
-    for _, ids in orders:
+    for n, (_, ids) in enumerate(orders):
+        if n and stop is not None and stop():
+            break
         there = reordered(hw, ids)
         ev = best_staged(graph, there, max_shard, batch=batch)
         if ev is not None and (best is None or ev.throughput > best.throughput):

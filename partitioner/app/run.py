@@ -56,7 +56,8 @@ def run(cfg: RunConfig, on_eval: OnEval | None = None) -> Outcome:
     with run_budget.catch_sigint():
         staged = None
         if cfg.objective == "throughput" and max_shard > 1 and file_pipeline_order(cfg.hardware) == "auto":
-            hw, staged = staged_in_order(graph, hw, max_shard, batch)     # the path through the grid (hw/order.py)
+            # the path through the grid (hw/order.py), within --max-time and Ctrl-C
+            hw, staged = staged_in_order(graph, hw, max_shard, batch, lambda: run_budget.stop_reason() is not None)
         found, stopped, whole_op_error = _search(graph, hw, cfg, method, budget, max_shard, on_eval, run_budget)
         best, found_by, cert, stopped = keep_the_best(graph, hw, cfg, method, max_shard, found.best, stopped,
                                                       run_budget, staged)
