@@ -414,7 +414,8 @@ def validate_config(cfg: ExploreConfig) -> None:
 def run_explore(cfg: ExploreConfig, on_done: Callable[[int, int], None] | None = None) -> dict:
     """Validate, search, and write pareto.json, pareto.csv, designs/*.toml, pareto.png and config.json."""
     from partitioner.app.dse_space import load_space, save_space
-    from partitioner.app.pareto import write_results
+    from partitioner.app.pareto import fitting_designs, write_results
+    from partitioner.app.rescore import rescore_front
     from partitioner.app.outputs import prepare_out_dir
     from partitioner.app.run import load_model
     from partitioner.core.files import write_json
@@ -431,7 +432,9 @@ def run_explore(cfg: ExploreConfig, on_done: Callable[[int, int], None] | None =
     save_space(out / "space.toml", space)
     start = time.perf_counter()
     study = explore_study(cfg, graph, space, out, on_done)
-    return write_results(study, cfg, out, time.perf_counter() - start)
+    # the front re-scored by the default run's own planner, so each design records what its re-run gives
+    rows, front, stats = rescore_front(study, cfg, fitting_designs(study), lambda: make_backend(cfg.workers, cfg.ray))
+    return write_results(study, cfg, out, time.perf_counter() - start, rows, front, stats)
 
 
 def format_summary(summary: dict) -> str:
