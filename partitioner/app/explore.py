@@ -4,7 +4,8 @@ optuna's NSGA-II.
 Each trial is a Design (dse_space.py). Evaluating one builds its Hardware at its node, maps the model with the cheap
 inner partitioner (the DP contiguous split, or the greedy one when it scores higher, then check(); a CP-SAT repair
 only if neither is valid) and simulates it: throughput and energy per inference. ppa.py adds area, leakage and cost.
-Objectives: maximise throughput, minimise power and cost. Designs evaluate in parallel on a local process pool or on
+Objectives: maximise throughput, minimise power and cost. After the study the front's designs are re-scored by the
+default run itself (rescore.py), so each records what `partition MODEL --hardware DESIGN.toml` gives. Designs evaluate in parallel on a local process pool or on
 Ray (`--ray auto|ADDRESS`); both hand back concurrent.futures.Future, so one ask/tell loop serves both.
 
 The study lives in OUT/study.journal (optuna's JournalStorage): a killed explore, run again with the same --out,
