@@ -4,7 +4,8 @@ optuna's NSGA-II.
 Each trial is a Design (dse_space.py). Evaluating one builds its Hardware at its node, maps the model with the cheap
 inner partitioner (the DP contiguous split, or the greedy one when it scores higher, then check(); a CP-SAT repair
 only if neither is valid) and simulates it: throughput and energy per inference. ppa.py adds area, leakage and cost.
-Objectives: maximise throughput, minimise power and cost. Designs evaluate in parallel on a local process pool or on
+Objectives: maximise throughput, minimise power and cost. After the study the front's designs are re-scored by the
+default run itself (rescore.py), so each records what `partition MODEL --hardware DESIGN.toml` gives. Designs evaluate in parallel on a local process pool or on
 Ray (`--ray auto|ADDRESS`); both hand back concurrent.futures.Future, so one ask/tell loop serves both.
 
 The study lives in OUT/study.journal (optuna's JournalStorage): a killed explore, run again with the same --out,
@@ -414,7 +415,8 @@ def validate_config(cfg: ExploreConfig) -> None:
 def run_explore(cfg: ExploreConfig, on_done: Callable[[int, int], None] | None = None) -> dict:
     """Validate, search, and write pareto.json, pareto.csv, designs/*.toml, pareto.png and config.json."""
     from partitioner.app.dse_space import load_space, save_space
-    from partitioner.app.pareto import write_results
+    from partitioner.app.pareto import fitting_designs, write_results
+    from partitioner.app.rescore import rescore_front
     from partitioner.app.outputs import prepare_out_dir
     from partitioner.app.run import load_model
     from partitioner.core.files import write_json
@@ -431,7 +433,9 @@ def run_explore(cfg: ExploreConfig, on_done: Callable[[int, int], None] | None =
     save_space(out / "space.toml", space)
     start = time.perf_counter()
     study = explore_study(cfg, graph, space, out, on_done)
-    return write_results(study, cfg, out, time.perf_counter() - start)
+    # the front re-scored by the default run's own planner, so each design records what its re-run gives
+    rows, front, stats = rescore_front(study, cfg, fitting_designs(study), lambda: make_backend(cfg.workers, cfg.ray))
+    return write_results(study, cfg, out, time.perf_counter() - start, rows, front, stats)
 
 
 def format_summary(summary: dict) -> str:

@@ -13,7 +13,10 @@ from partitioner.core.files import save_figure, write_json, write_text
 COLUMNS = ("throughput_per_s", "power_w", "area_mm2", "cost_usd", "process_nm", "hardware_file", "chiplets",
            "topology", "macs_per_cycle", "sram_mib", "link_bytes_per_cycle", "clock_ghz", "package", "energy_j",
            "latency_s", "partitioner", "trial", "hbm_gib", "hbm_stacks", "hbm_place", "packages", "vector_ratio",
-           "b_macs_per_cycle", "b_sram_mib", "b_vector_ratio", "b_share", "b_place", "heterogeneous")
+           "b_macs_per_cycle", "b_sram_mib", "b_vector_ratio", "b_share", "b_place", "heterogeneous",
+           "throughput_cheap_per_s", "power_cheap_w", "partitioner_cheap", "rescored")
+"""throughput_per_s, power_w, energy_j, latency_s and partitioner: the default run's figures for a re-scored design
+(app/rescore.py); the *_cheap columns: what explore's inner planner scored (explore.map_design)."""
 
 
 # The hypervolume's fixed reference point, in the minimisation coordinates of hv_point: 1 inference/s, 1 kW and
@@ -83,26 +86,33 @@ def fitting_designs(study) -> list[dict]:
     return rows
 
 
-def write_results(study, cfg, out: Path, wall_s: float) -> dict:
+def write_results(study, cfg, out: Path, wall_s: float, rows: list[dict], front: list[dict],
+                  rescore: dict | None = None) -> dict:
+    """rows: every fitting design, front: its non-dominated ones, both as app/rescore.rescore_front scored them.
+    Each file is written atomically; design files of an earlier front that this one dropped are removed."""
     from optuna.trial import TrialState
 
-    rows = fitting_designs(study)
-    front = [rows[i] for i in non_dominated([(r["throughput_per_s"], r["power_w"], r["cost_usd"]) for r in rows])]
-    front.sort(key=lambda r: -r["throughput_per_s"])
     designs_dir = out / "designs"
     designs_dir.mkdir(exist_ok=True)
+    written = set()
     for r in front:
         design = design_from_params(r)
         hw = hardware_of(design, cfg.precision)
         r["clock_ghz"] = design.effective_clock_ghz
         path = designs_dir / f"{design.name}.toml"
+        how = (f"the default run's plan ({r['partitioner'][5:]}); explore's inner planner scored "
+               f"{r['throughput_cheap_per_s']:,.1f}/s" if r.get("rescored") else f"the {r['partitioner']} plan")
         header = (f"partition explore design (trial {r['trial']}) for {cfg.model}, precision {cfg.precision}\n"
                   f"process {design.process_nm} nm, {design.package} package: {r['area_mm2']:.1f} mm2 silicon, "
                   f"${r['cost_usd']:,.0f}, {r['power_w']:.2f} W\n"
-                  f"throughput {r['throughput_per_s']:,.1f}/s with the {r['partitioner']} plan; the default run gives it "
-                  f"or more:\npartition {cfg.model} --hardware {path} --precision {cfg.precision}")
+                  f"throughput {r['throughput_per_s']:,.1f}/s with {how}:\n"
+                  f"partition {cfg.model} --hardware {path} --precision {cfg.precision} --seed {cfg.seed}")
         write_text(path, hardware_toml(hw, header))
         r["hardware_file"] = str(path)
+        written.add(path.name)
+    for stale in designs_dir.glob("*.toml"):
+        if stale.name not in written:
+            stale.unlink()
     trials = study.get_trials(deepcopy=False)
     summary = {
         "model": cfg.model,
@@ -113,7 +123,9 @@ def write_results(study, cfg, out: Path, wall_s: float) -> dict:
         "wall_s": wall_s,
         "backend_start_s": study.user_attrs.get("backend_start_s", 0.0),   # pool or Ray start-up, inside wall_s
         "nodes": sorted({r["process_nm"] for r in front}),
-        "pareto": [{k: r[k] for k in COLUMNS} for r in front],
+        "hypervolume": hypervolume([hv_point(r) for r in rows], HV_REFERENCE),
+        "rescore": rescore or {},
+        "pareto": [{k: r.get(k) for k in COLUMNS} for r in front],
         "designs": rows,
     }
     files = [out / "pareto.json", out / "pareto.csv", out / "pareto.png"]
