@@ -38,7 +38,7 @@ from partitioner.core.errors import UserError
 from partitioner.core.graph import TensorGraph
 from partitioner.hw.hardware import Hardware
 from partitioner.model.cost import (
-    bound_cycles_per_inference, compute_energy_pj, op_cycles_matrix, route_energy_pj, sharded_bound_cycles,
+    bound_cycles_per_inference, compute_energy_pj, op_cycles, route_energy_pj, sharded_bound_cycles,
     stream_energy_pj)
 from partitioner.model.layout import simulated_pieces
 from partitioner.model.partition import Partition, memory_use
@@ -90,14 +90,20 @@ def _as_assignment(graph: TensorGraph, hw: Hardware, part: Partition | np.ndarra
 
 
 def _lanes(graph: TensorGraph, hw: Hardware, a: np.ndarray, engine: np.ndarray | None
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """(cycle matrix, each op's cycles where it runs, its lane, the lane count). Lanes (docs R4b, R4c): lane c is
-    chiplet c's compute; lane n_chip + c its collective engine (ring relays)."""
+           ) -> tuple[np.ndarray, np.ndarray, int]:
+    """(each op's cycles where it runs (cost.op_cycles of its chiplet's kind: no ops x chiplets matrix), its lane,
+    the lane count). Lanes (docs R4b, R4c): lane c is chiplet c's compute; lane n_chip + c its collective engine
+    (ring relays)."""
     n_chip = hw.n_chiplets
-    cm = op_cycles_matrix(graph, hw)
-    cycles = cm[np.arange(graph.n_ops), a]
+    cycles = np.zeros(graph.n_ops, dtype=np.int64)
+    kinds = list(dict.fromkeys(hw.chiplets))
+    kind_of = np.array([kinds.index(c) for c in hw.chiplets], dtype=np.int64)[a]
+    for k, chiplet in enumerate(kinds):
+        on = kind_of == k
+        if on.any():
+            cycles[on] = op_cycles(graph, chiplet)[on]
     lane = a if engine is None or not np.any(engine) else a + n_chip * np.asarray(engine, dtype=np.int64)
-    return cm, cycles, lane, n_chip if lane is a else 2 * n_chip
+    return cycles, lane, n_chip if lane is a else 2 * n_chip
 
 
 def throughput_ceiling(graph: TensorGraph, hw: Hardware, assignment: np.ndarray, shard: np.ndarray,
@@ -108,7 +114,7 @@ def throughput_ceiling(graph: TensorGraph, hw: Hardware, assignment: np.ndarray,
     (sim/traffic.py). The simulated period is never below a resource's busy cycles (max_busy). streamed: the ops whose
     weights stream (None: none; streaming only adds link and stack load, so the bound holds for any streaming)."""
     ex = simulated_pieces(graph, hw, assignment, shard)
-    _, cycles, lane, n_lane = _lanes(ex.graph, hw, ex.assignment, ex.engine)
+    cycles, lane, n_lane = _lanes(ex.graph, hw, ex.assignment, ex.engine)
     s = None if streamed is None else np.asarray(streamed, dtype=bool)[ex.owner]
     t = traffic(ex.graph, hw, ex.assignment, lane, n_lane, s, batch)
     busy = max(float(np.bincount(lane, weights=cycles).max(initial=0)), float(t.link_busy.max(initial=0)),
@@ -119,7 +125,7 @@ def throughput_ceiling(graph: TensorGraph, hw: Hardware, assignment: np.ndarray,
 def _plan(graph: TensorGraph, hw: Hardware, a: np.ndarray, streamed: np.ndarray | None = None,
           batch: int = 1, engine: np.ndarray | None = None, group: np.ndarray | None = None) -> SimPlan:
     n_chip = hw.n_chiplets
-    cm, cycles, lane, n_lane = _lanes(graph, hw, a, engine)
+    cycles, lane, n_lane = _lanes(graph, hw, a, engine)
 
     t = traffic(graph, hw, a, lane, n_lane, streamed, batch)
     msrc, mdst, remote_in, outs, stream_in = t.msrc, t.mdst, t.remote_in, t.outs, t.stream_in
@@ -150,7 +156,7 @@ def _plan(graph: TensorGraph, hw: Hardware, a: np.ndarray, streamed: np.ndarray 
     chiplet_busy = np.bincount(a[compute], weights=cycles[compute], minlength=n_chip).astype(np.int64)
     engine_busy = np.bincount(a[~compute], weights=cycles[~compute], minlength=n_chip).astype(np.int64)
     has_lag = any(any(x) for x in seg_lag)
-    return SimPlan(n_lane, cycles, cm, tuple(segments), tuple(msrc), tuple(mdst),
+    return SimPlan(n_lane, cycles, tuple(segments), tuple(msrc), tuple(mdst),
                  tuple(mbytes.tolist()) + tuple(s_bytes), tuple(routes), tuple(ser), tuple(lat), chiplet_busy,
                  link_busy, first_stream, stack_busy, tuple(s_hops), tuple(s_stack),
                  tuple(seg_lag) if has_lag else (), n_chip, engine_busy)
