@@ -22,24 +22,28 @@ def best_staged(graph: TensorGraph, hw: Hardware, max_shard: int, batch: int = 1
                 stats: dict | None = None) -> Evaluation | None:
     """The best simulated of the staged DP plans for every largest group up to max_shard (staged_dp.
     staged_candidates; `caps` picks other ones): the DP's link and stream models are estimates, so the simulator
-    picks among them. Plans are simulated by decreasing `throughput_ceiling`, stopping once no plan left can beat
-    the best so far. With a memory tier, the weights of a plan's overflowing chiplets stream
-    (solver.residency.choose_streamed, the rule repair uses). Plans that check() rejects (the DP knows neither op
+    picks among them. Plans are simulated by decreasing `throughput_ceiling` (busiest chiplet, engine, link or
+    stack: a bound on the simulated throughput), stopping once no plan left can beat the best so far (ties: the
+    earlier in cap order wins); a plan whose ceiling with its stream reads cannot is skipped. With a memory tier,
+    the weights of a plan's overflowing chiplets stream (solver.residency.choose_streamed, the rule repair uses). Plans that check() rejects (the DP knows neither op
     types a chiplet cannot run nor the exact working set at a stage's first ops) are dropped; None when none is
     valid. `stats`, if given, gets the number of candidates and of simulated plans."""
     plans = staged_candidates(graph, hw, max_shard, caps)
-    ceilings = [throughput_ceiling(graph, hw, a, shard) for a, shard in plans]
-    best, simulated = None, 0
+    ceilings = [throughput_ceiling(graph, hw, a, shard, batch=batch) for a, shard in plans]
+    best, best_c, simulated = None, -1, 0
     for c in sorted(range(len(plans)), key=lambda c: -ceilings[c]):     # stable: ties in cap order
-        if best is not None and ceilings[c] <= best.throughput:
+        if best is not None and not _may_beat(ceilings[c], c, best.throughput, best_c):
             break
         part = _valid(graph, hw, *plans[c], batch, "staged-dp")
         if part is None:
             continue
+        if best is not None and part.streamed is not None and not _may_beat(
+                throughput_ceiling(graph, hw, *plans[c], part.streamed, batch), c, best.throughput, best_c):
+            continue    # its stream reads' link and stack load bound it below the best
         ev = Evaluation(part, simulate(graph, hw, part, batch=batch))
         simulated += 1
-        if best is None or ev.throughput > best.throughput:
-            best = ev
+        if best is None or _may_beat(ev.throughput, c, best.throughput, best_c):
+            best, best_c = ev, c
     if stats is not None:
         stats.update(candidates=len(plans), simulated=simulated)
     return best
@@ -94,6 +98,12 @@ def best_latency(graph: TensorGraph, hw: Hardware, max_shard: int, batch: int = 
     if best is None or not full_report:
         return best
     return Evaluation(best.partition, simulate(graph, hw, best.partition, batch=batch))
+
+
+def _may_beat(throughput: float, c: int, best: float, best_c: int) -> bool:
+    """Whether candidate c at `throughput` (simulated, or its ceiling) would replace the best so far: faster, or as
+    fast and earlier in cap order, so the pick is the one simulating every plan in cap order would make."""
+    return throughput > best or (throughput == best and c < best_c)
 
 
 def _same(p: tuple[np.ndarray, np.ndarray], q: tuple[np.ndarray, np.ndarray]) -> bool:

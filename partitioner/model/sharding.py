@@ -278,15 +278,18 @@ class Expanded:
 
 EXPAND_CACHE = 8
 """Plans whose pieces `expand` keeps: a plan's residency, checks and simulation each ask for its pieces."""
+EXPAND_CACHE_SIZE = 2_000_000
+"""Pieces plus piece edges the kept plans may hold in all (a 512-chiplet LLM plan's pieces run to hundreds of MB):
+the oldest go first; the newest plan is always kept."""
 _expanded: OrderedDict = OrderedDict()
 
 
 def expand(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
            links: tuple[int, int] | None = None, keep_column: Callable[[Op, int, int], bool] | None = None
            ) -> Expanded:
-    """`_expand`, memoised for the last EXPAND_CACHE plans (graph and keep_column by identity, the plan by value;
-    the arrays read-only): the same plan's pieces serve its residency, its memory check, its ceiling and its
-    simulation."""
+    """`_expand`, memoised for the last EXPAND_CACHE plans of EXPAND_CACHE_SIZE pieces and piece edges in all
+    (graph and keep_column by identity, the plan by value; the arrays read-only): the same plan's pieces serve its
+    residency, its memory check, its ceiling and its simulation."""
     a = np.asarray(assignment, dtype=np.int64)
     k = shard_degrees(graph, shard)
     key = (id(graph), a.tobytes(), k.tobytes(), links, id(keep_column))
@@ -299,7 +302,8 @@ def expand(graph: TensorGraph, assignment: np.ndarray, shard: np.ndarray | None,
         if arr is not None:
             arr.setflags(write=False)
     _expanded[key] = (graph, keep_column, ex)
-    if len(_expanded) > EXPAND_CACHE:
+    while len(_expanded) > 1 and (len(_expanded) > EXPAND_CACHE or sum(
+            e.graph.n_ops + e.graph.n_edges for _, _, e in _expanded.values()) > EXPAND_CACHE_SIZE):
         _expanded.popitem(last=False)
     return ex
 

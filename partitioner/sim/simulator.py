@@ -38,14 +38,15 @@ from partitioner.core.errors import UserError
 from partitioner.core.graph import TensorGraph
 from partitioner.hw.hardware import Hardware
 from partitioner.model.cost import (
-    bound_cycles_per_inference, compute_energy_pj, op_cycles_matrix, route_energy_pj, route_holds,
-    sharded_bound_cycles, stream_bytes, stream_energy_pj)
+    bound_cycles_per_inference, compute_energy_pj, op_cycles, route_energy_pj, sharded_bound_cycles,
+    stream_energy_pj)
 from partitioner.model.layout import simulated_pieces
 from partitioner.model.partition import Partition, memory_use
 from partitioner.model.sharding import check_groups
 from partitioner.sim.report import Report, TraceEvent
 from partitioner.sim.sim_loop import flatten, run_compiled
 from partitioner.sim.traced_loop import SimPlan, run_traced
+from partitioner.sim.traffic import traffic
 
 MIN_INFERENCES = 8
 TRACE_MESSAGE_LIMIT = 500_000
@@ -89,84 +90,47 @@ def _as_assignment(graph: TensorGraph, hw: Hardware, part: Partition | np.ndarra
 
 
 def _lanes(graph: TensorGraph, hw: Hardware, a: np.ndarray, engine: np.ndarray | None
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """(cycle matrix, each op's cycles where it runs, its lane, the lane count). Lanes (docs R4b, R4c): lane c is
-    chiplet c's compute; lane n_chip + c its collective engine (ring relays)."""
+           ) -> tuple[np.ndarray, np.ndarray, int]:
+    """(each op's cycles where it runs (cost.op_cycles of its chiplet's kind: no ops x chiplets matrix), its lane,
+    the lane count). Lanes (docs R4b, R4c): lane c is chiplet c's compute; lane n_chip + c its collective engine
+    (ring relays)."""
     n_chip = hw.n_chiplets
-    cm = op_cycles_matrix(graph, hw)
-    cycles = cm[np.arange(graph.n_ops), a]
+    cycles = np.zeros(graph.n_ops, dtype=np.int64)
+    kinds = list(dict.fromkeys(hw.chiplets))
+    kind_of = np.array([kinds.index(c) for c in hw.chiplets], dtype=np.int64)[a]
+    for k, chiplet in enumerate(kinds):
+        on = kind_of == k
+        if on.any():
+            cycles[on] = op_cycles(graph, chiplet)[on]
     lane = a if engine is None or not np.any(engine) else a + n_chip * np.asarray(engine, dtype=np.int64)
-    return cm, cycles, lane, n_chip if lane is a else 2 * n_chip
+    return cycles, lane, n_chip if lane is a else 2 * n_chip
 
 
-def throughput_ceiling(graph: TensorGraph, hw: Hardware, assignment: np.ndarray, shard: np.ndarray) -> float:
-    """An upper bound on the simulated throughput of a plan, without simulating it: clock / its busiest lane's
-    cycles per inference (a chiplet's compute or its collective engine's relays), the plan run as its pieces as
-    `simulate` runs it. The period is never below a lane's busy cycles (max_busy); streaming adds no compute."""
+def throughput_ceiling(graph: TensorGraph, hw: Hardware, assignment: np.ndarray, shard: np.ndarray,
+                       streamed: np.ndarray | None = None, batch: int = 1) -> float:
+    """An upper bound on the simulated throughput of a plan, without simulating it: clock / its busiest
+    resource's cycles per inference (a chiplet's compute, its collective engine's relays, a link or a memory
+    stack), the plan run as its pieces as `simulate` runs it, its messages routed and held as `_plan` holds them
+    (sim/traffic.py). The simulated period is never below a resource's busy cycles (max_busy). streamed: the ops whose
+    weights stream (None: none; streaming only adds link and stack load, so the bound holds for any streaming)."""
     ex = simulated_pieces(graph, hw, assignment, shard)
-    _, cycles, lane, _ = _lanes(ex.graph, hw, ex.assignment, ex.engine)
-    return hw.clock_hz / max(float(np.bincount(lane, weights=cycles).max(initial=0)), 1.0)
+    cycles, lane, n_lane = _lanes(ex.graph, hw, ex.assignment, ex.engine)
+    s = None if streamed is None else np.asarray(streamed, dtype=bool)[ex.owner]
+    t = traffic(ex.graph, hw, ex.assignment, lane, n_lane, s, batch)
+    busy = max(float(np.bincount(lane, weights=cycles).max(initial=0)), float(t.link_busy.max(initial=0)),
+               float(t.stack_busy.max(initial=0)), 1.0)
+    return hw.clock_hz / busy
 
 
 def _plan(graph: TensorGraph, hw: Hardware, a: np.ndarray, streamed: np.ndarray | None = None,
           batch: int = 1, engine: np.ndarray | None = None, group: np.ndarray | None = None) -> SimPlan:
-    n, n_chip = graph.n_ops, hw.n_chiplets
-    cm, cycles, lane, n_lane = _lanes(graph, hw, a, engine)
+    n_chip = hw.n_chiplets
+    cycles, lane, n_lane = _lanes(graph, hw, a, engine)
 
-    # Messages: one per (producer op, destination lane) over the edges that cross lanes.
-    src, dst, eb = graph.edge_src, graph.edge_dst, graph.edge_bytes
-    cross = lane[src] != lane[dst]
-    key = src[cross] * n_lane + lane[dst[cross]]
-    uniq, inv = np.unique(key, return_inverse=True)
-    mbytes = np.zeros(uniq.size, dtype=np.int64)
-    np.maximum.at(mbytes, inv, eb[cross])
-    msrc, mdst = (uniq // n_lane).tolist(), (uniq % n_lane).tolist()
-    remote_in: list[list[int]] = [[] for _ in range(n)]
-    for v, m in zip(dst[cross].tolist(), inv.tolist()):
-        remote_in[v].append(m)
-    outs: list[list[int]] = [[] for _ in range(n)]
-    for m, u in enumerate(msrc):
-        outs[u].append(m)
-
-    bw, hop = hw.link_bytes_per_cycle, hw.hop_latency_cycles
-    routes = [hw.route(int(a[u]), d % n_chip) if int(a[u]) != d % n_chip else () for u, d in zip(msrc, mdst)]
-    if hw.package_level is None:
-        ser = [(k,) * len(r) for k, r in zip((-(-mbytes // bw)).tolist(), routes)]
-        lat = [(hop,) * len(r) for r in routes]
-    else:   # levels: each link holds a message at its own bandwidth and adds its own latency (R6, "Levels")
-        ser = [route_holds(b, r, hw) for b, r in zip(mbytes.tolist(), routes)]
-        lat = [tuple(hw.link_latency[k] for k in r) for r in routes]
-    link_busy = np.zeros(len(hw.links), dtype=np.float64)
-    for route, cycles_on_link in zip(routes, ser):
-        for link, k in zip(route, cycles_on_link):
-            link_busy[link] += k
-
-    # Stream reads: one message per streamed op with bytes to read; resource n_links + s is stack s.
-    n_links, first_stream = len(hw.links), len(msrc)
-    stack_busy = np.zeros(len(hw.memory_stacks), dtype=np.float64)
-    stream_in: list[tuple[int, ...]] = [()] * n
-    s_hops, s_stack, s_bytes = [], [], []
-    if streamed is not None and np.any(streamed):
-        sb = stream_bytes(graph, batch)
-        for v in np.flatnonzero(np.asarray(streamed, dtype=bool) & (sb > 0)).tolist():
-            c = int(a[v])
-            k, src = hw.stack_feed[c]
-            stack = hw.memory_stacks[k]
-            noc = hw.route(src, c)
-            b = int(sb[v])
-            m = len(msrc)
-            stream_in[v] = (m,)
-            msrc.append(v)
-            mdst.append(c)
-            s_bytes.append(b)
-            routes.append((n_links + k,) + noc)
-            ser.append((-(-b // stack.sustained_bytes_per_cycle),) + route_holds(b, noc, hw))
-            lat.append((stack.latency_cycles,) + tuple(hw.link_latency[k] for k in noc))
-            stack_busy[k] += ser[-1][0] / batch
-            for link, hold in zip(noc, ser[-1][1:]):
-                link_busy[link] += hold / batch
-            s_hops.append(len(noc))
-            s_stack.append(k)
+    t = traffic(graph, hw, a, lane, n_lane, streamed, batch)
+    msrc, mdst, remote_in, outs, stream_in = t.msrc, t.mdst, t.remote_in, t.outs, t.stream_in
+    mbytes, routes, ser, lat, link_busy, stack_busy = t.mbytes, t.routes, t.ser, t.lat, t.link_busy, t.stack_busy
+    first_stream, s_hops, s_stack, s_bytes = t.first_stream, t.s_hops, t.s_stack, t.s_bytes
 
     # Segments: a lane's ops split before every op that waits for another lane or for its weights.
     lag = _lags(graph, lane, n_lane, engine, group)
@@ -192,7 +156,7 @@ def _plan(graph: TensorGraph, hw: Hardware, a: np.ndarray, streamed: np.ndarray 
     chiplet_busy = np.bincount(a[compute], weights=cycles[compute], minlength=n_chip).astype(np.int64)
     engine_busy = np.bincount(a[~compute], weights=cycles[~compute], minlength=n_chip).astype(np.int64)
     has_lag = any(any(x) for x in seg_lag)
-    return SimPlan(n_lane, cycles, cm, tuple(segments), tuple(msrc), tuple(mdst),
+    return SimPlan(n_lane, cycles, tuple(segments), tuple(msrc), tuple(mdst),
                  tuple(mbytes.tolist()) + tuple(s_bytes), tuple(routes), tuple(ser), tuple(lat), chiplet_busy,
                  link_busy, first_stream, stack_busy, tuple(s_hops), tuple(s_stack),
                  tuple(seg_lag) if has_lag else (), n_chip, engine_busy)

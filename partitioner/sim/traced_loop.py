@@ -17,7 +17,6 @@ class SimPlan:
 
     n_chiplets: int
     cycles: np.ndarray               # cycles of each op on its chiplet
-    cycles_matrix: np.ndarray        # cycles[op, chiplet]
     segments: tuple                  # per chiplet: tuple of (remote message ids, length, outs, ops)
     msg_src: tuple                   # producer op of each message
     msg_dst: tuple                   # destination chiplet of each message
