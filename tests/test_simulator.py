@@ -272,11 +272,16 @@ def test_a_trace_past_the_message_limit_records_a_shorter_stream_and_keeps_the_n
     a = np.sort(np.random.default_rng(3).integers(0, 4, g.n_ops))
     full = simulate(g, mesh_of(4), a, trace=True)
     assert full.trace_inferences == full.inferences_simulated == 8
-    n_msg = len(sim._plan(g, mesh_of(4), a, None, 1, None, None).msg_route)
-    assert n_msg > 0
-    # room for 8 inferences' messages (the floor) out of a 16-inference stream
-    monkeypatch.setattr(sim, "TRACE_MESSAGE_LIMIT", n_msg * 8)
-    assert sim.trace_inferences(16, n_msg) == 8 and sim.trace_inferences(16, n_msg, batch=3) == 9
+    plan = sim._plan(g, mesh_of(4), a, None, 1, None, None)
+    n_ev = sim.trace_events_per_inference(plan)
+    # an op event per op, a link event per hop of each message
+    assert n_ev == g.n_ops + sum(len(r) for r in plan.msg_route) and len(plan.msg_route) > 0
+    assert sum(e.inference == 0 for e in full.trace_events) == n_ev
+    # room for 8 inferences' events out of a 16-inference stream
+    monkeypatch.setattr(sim, "TRACE_EVENT_LIMIT", n_ev * 8)
+    assert sim.trace_inferences(16, n_ev) == 8 and sim.trace_inferences(16, n_ev, batch=3) == 9
+    # one inference past the limit: the trace keeps one batch
+    assert sim.trace_inferences(16, n_ev * 9) == 1 and sim.trace_inferences(16, n_ev * 9, batch=4) == 4
     long_plain = simulate(g, mesh_of(4), a, inferences=16)
     long_traced = simulate(g, mesh_of(4), a, inferences=16, trace=True)
     assert long_traced.throughput_per_s == long_plain.throughput_per_s

@@ -77,7 +77,7 @@ class Report:
     reads amortised over the batch); 0 on a flat package."""
     trace_inferences: int = 0
     """Length of the stream `trace_events` records: inferences_simulated, or a shorter stream of its own when the
-    whole one would exceed simulator.TRACE_MESSAGE_LIMIT message deliveries; 0 without a trace."""
+    whole one would exceed simulator.TRACE_EVENT_LIMIT events; 0 without a trace."""
 
     def to_dict(self, *, with_trace: bool = False) -> dict:
         """JSON-ready dict; the trace is left out unless asked for (write_chrome_trace is its proper home)."""

@@ -49,20 +49,28 @@ from partitioner.sim.traced_loop import SimPlan, run_traced
 from partitioner.sim.traffic import traffic
 
 MIN_INFERENCES = 8
-TRACE_MESSAGE_LIMIT = 500_000
-"""A traced stream records at most about this many message deliveries (inferences x messages per inference).
-Beyond it (a 1B-parameter model split 16 ways on 144 chiplets sends ~10^5 messages per inference over a
-~300-inference stream) the Python trace loop would need tens of GB and hours, so the report's figures come from
+TRACE_EVENT_LIMIT = 500_000
+"""A traced stream records at most about this many events (inferences x trace events per inference: each op run
+and each resource a message crosses). Beyond it (a 1B-parameter model split 16 ways on 144 chiplets sends ~10^5
+messages per inference over a ~300-inference stream; a 70B Llama split 16 ways on 512 chiplets makes ~3 x 10^5
+events per inference) the Python trace loop and trace.json would need tens of GB, so the report's figures come from
 the compiled loop over the whole stream and the trace records a shorter stream of its own (`trace_inferences`)."""
 """The stream is max(2 x pipeline stages, MIN_INFERENCES) inferences long unless `inferences` is given."""
 
 
-def trace_inferences(n_inf: int, n_msg: int, batch: int = 1) -> int:
-    """Length of the stream the trace records: the whole stream when it stays under TRACE_MESSAGE_LIMIT message
-    deliveries, else as many whole batches as fit (at least MIN_INFERENCES inferences, at most n_inf)."""
-    if n_inf * max(n_msg, 1) <= TRACE_MESSAGE_LIMIT:
+def trace_events_per_inference(plan) -> int:
+    """The events one traced inference records: an op event per op run, a link or stack event per resource on
+    each message's route."""
+    return int(sum(len(segs[3]) for lane in plan.segments for segs in lane)) + sum(len(r) for r in plan.msg_route)
+
+
+def trace_inferences(n_inf: int, n_events: int, batch: int = 1) -> int:
+    """Length of the stream the trace records, `n_events` a traced inference's events
+    (`trace_events_per_inference`): the whole stream when it stays under TRACE_EVENT_LIMIT events, else as many
+    whole batches as fit (at least one batch), at most n_inf."""
+    if n_inf * max(n_events, 1) <= TRACE_EVENT_LIMIT:
         return n_inf
-    k = max(MIN_INFERENCES, TRACE_MESSAGE_LIMIT // max(n_msg, 1))
+    k = max(TRACE_EVENT_LIMIT // max(n_events, 1), 1)
     k = -(-k // batch) * batch
     return min(n_inf, k)
 
@@ -258,7 +266,7 @@ def simulate(graph: TensorGraph, hw: Hardware, partition_or_assignment: Partitio
     lag = max((max(lg, default=0) for lg in plan.seg_lag), default=0)
     if inferences is None:
         n_inf += 2 * lag
-    n_trace = trace_inferences(n_inf, len(plan.msg_route), batch) if trace else n_inf
+    n_trace = trace_inferences(n_inf, trace_events_per_inference(plan), batch) if trace else n_inf
     if n_trace < n_inf:     # figures from the whole stream (compiled), events from a shorter traced stream
         finish = _run(plan, hw, n_inf, False, batch)[0]
         events = _run(plan, hw, n_trace, True, batch)[1]
