@@ -52,7 +52,7 @@ MIN_INFERENCES = 8
 TRACE_EVENT_LIMIT = 500_000
 """A traced stream records at most about this many events (inferences x trace events per inference: each op run
 and each resource a message crosses). Beyond it (a 1B-parameter model split 16 ways on 144 chiplets sends ~10^5
-messages per inference over a ~300-inference stream; a 70B Llama split 16 ways on 512 chiplets makes ~3 x 10^5
+messages per inference over a ~300-inference stream; a 70B Llama split 16 ways on 512 chiplets makes ~3.5 x 10^5
 events per inference) the Python trace loop and trace.json would need tens of GB, so the report's figures come from
 the compiled loop over the whole stream and the trace records a shorter stream of its own (`trace_inferences`)."""
 """The stream is max(2 x pipeline stages, MIN_INFERENCES) inferences long unless `inferences` is given."""
