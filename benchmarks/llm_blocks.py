@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.llm_runs import export  # noqa: E402
 from partitioner.frontend.blocks import find_blocks  # noqa: E402
 from partitioner.frontend.load import load_onnx  # noqa: E402
 from partitioner.hw.toml import load_hardware  # noqa: E402
@@ -33,15 +34,6 @@ from partitioner.model.stream_bound import stream_bound_cycles  # noqa: E402
 
 RUNS = ("llama-3-8b:64:fp16", "llama-3-70b:64:int8", "llama-3-70b:144:int8", "llama-3-70b:512:int8")
 """MODEL:CHIPLETS[:PRECISION] (default precision: --precision)."""
-
-
-def ensure_export(directory: Path, model: str) -> Path:
-    path = directory / f"{model}-legacy.onnx"
-    if not path.exists():
-        print(f"exporting {path.name} to {directory} ...", file=sys.stderr, flush=True)
-        subprocess.run([sys.executable, str(ROOT / "scripts" / "export_models.py"), "--decoders-large",
-                        str(directory), "--only", f"{model}-legacy"], check=True)
-    return path
 
 
 def mac_ceiling(model: Path, chiplets: int, precision: str) -> tuple[float, float, int, str]:
@@ -94,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for spec in args.runs:
         model, chiplets, precision = (spec.split(":") + [args.precision])[:3]
-        path = ensure_export(directory, model)
+        path = export(model, directory)
         ceiling, streams, ops, blocks = mac_ceiling(path, int(chiplets), precision)
         r = run_one(path, int(chiplets), precision, Path(args.out) / f"{model}-{chiplets}-{precision}", args.extra)
         rows.append(r | {"model": model, "chiplets": int(chiplets), "precision": precision, "ceiling": ceiling,
