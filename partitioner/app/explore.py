@@ -96,13 +96,14 @@ def _graph(model: str, shapes: tuple, precision: str) -> TensorGraph:
     return _GRAPHS[key]
 
 
-def map_design(graph: TensorGraph, hw) -> tuple[Partition | None, str]:
+def map_design(graph: TensorGraph, hw, staged=None) -> tuple[Partition | None, str]:
     """The inner partitioner, the default run's planner without its search: the best simulated of the DP and
     greedy contiguous splits and the staged DP's split plans at every group cap up to the run's --max-shard auto
     (app/candidates.best_staged, as `partition MODEL --hardware design.toml` scores them), else a short CP-SAT
     repair. With a memory tier, a plan streams the weights its chiplets cannot hold (solver.residency.choose_streamed,
     the rule repair uses). The run adds annealing and CP-SAT's plans, which rarely beat the staged DP
-    (benchmarks/RESULTS.md, "Exploration": a design's recorded throughput against its re-run)."""
+    (benchmarks/RESULTS.md, "Exploration": a design's recorded throughput against its re-run). `staged`: the staged
+    DP's best plan on hw when in_run_order has scored it already."""
     from partitioner.app.candidates import best_staged
     from partitioner.model.partition import check
     from partitioner.plan.splits import dp_partition, greedy_partition
@@ -120,7 +121,7 @@ def map_design(graph: TensorGraph, hw) -> tuple[Partition | None, str]:
                 best, best_thr, how = part, thr, name
     max_shard = auto_max_shard(hw.n_chiplets)
     if max_shard > 1:
-        staged = best_staged(graph, hw, max_shard)
+        staged = staged if staged is not None else best_staged(graph, hw, max_shard)
         if staged is not None and staged.throughput > best_thr:
             best, best_thr, how = staged.partition, staged.throughput, "staged-dp"
     if best is not None:
@@ -132,15 +133,16 @@ def map_design(graph: TensorGraph, hw) -> tuple[Partition | None, str]:
     return (part, "repair") if not check(graph, hw, part) else (None, "")
 
 
-def in_run_order(graph: TensorGraph, hw):
-    """hw along the pipeline order `partition MODEL --hardware design.toml` keeps (a design file leaves
-    pipeline_order to auto: on a heterogeneous grid the run simulates each tied order's staged plan and keeps the
-    fastest, app/candidates.staged_in_order), so a design is scored on the chiplet order its re-run uses."""
+def in_run_order(graph: TensorGraph, hw) -> tuple:
+    """(hw along the pipeline order `partition MODEL --hardware design.toml` keeps, that order's best staged plan
+    or None when no order was chosen): a design file leaves pipeline_order to auto, so on a heterogeneous grid the
+    run simulates each tied order's staged plan and keeps the fastest (app/candidates.staged_in_order); a design is
+    scored on the chiplet order its re-run uses, and map_design reuses the plan rather than solving it again."""
     from partitioner.app.candidates import staged_in_order
     from partitioner.plan.staged_dp import auto_max_shard
 
     max_shard = auto_max_shard(hw.n_chiplets)
-    return staged_in_order(graph, hw, max_shard)[0] if max_shard > 1 else hw
+    return staged_in_order(graph, hw, max_shard) if max_shard > 1 else (hw, None)
 
 
 def evaluate_design(model: str, shapes: tuple, precision: str, params: dict,
@@ -181,8 +183,8 @@ def evaluate_design(model: str, shapes: tuple, precision: str, params: dict,
         return no_fit(f"{cost.area_mm2:,.0f} mm2 of silicon over the {max_area:g} mm2 budget",
                       100 * (cost.area_mm2 / max_area - 1))
     try:
-        hw = in_run_order(graph, hw)
-        part, how = map_design(graph, hw)
+        hw, staged = in_run_order(graph, hw)
+        part, how = map_design(graph, hw, staged)
     except UserError as exc:   # the repair proves no valid partition exists
         return no_fit(exc.problem, 1.0)
     if part is None:
